@@ -1,0 +1,62 @@
+# mipro — every target does its own set-up on a fresh Debian 12 machine (as root).
+# `make demo` runs the lab, `make test` the whole suite.  Both are idempotent.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.mipro-installed
+
+APT_PACKAGES := python3 python3-venv python3-dev iptables libip4tc2 libip6tc2 iproute2 \
+	ipset conntrack tshark tcpdump dnsmasq-base slapd ldap-utils iperf3 procps
+
+.PHONY: all setup apt venv test test-unit test-integration lint fuzz demo bench clean
+
+all: test
+
+setup: apt venv
+
+# Install only what is missing; refresh package lists only when something is.
+apt:
+	@missing=$$(for p in $(APT_PACKAGES); do \
+	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; \
+	  done); \
+	if [ -n "$$missing" ]; then \
+	  echo "apt: installing $$missing"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -q && apt-get install -y -q --no-install-recommends $$missing; \
+	fi; \
+	ldconfig
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml | apt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+test: setup
+	$(PY) -m pytest -q -ra tests
+
+test-unit: setup
+	$(PY) -m pytest -q -ra tests/unit
+
+test-integration: setup
+	$(PY) -m pytest -q -ra tests/integration
+
+lint: setup
+	$(VENV)/bin/ruff check mipro tests bench
+
+# Long fuzz run of the decoders (at least 1,000,000 inputs); prints counts.
+fuzz: setup
+	$(PY) bench/fuzz_codec.py --count 1000000
+
+bench: setup
+	$(PY) bench/fuzz_codec.py --count 200000
+
+demo: setup
+	$(PY) -m mipro.tools.codec_demo
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis netns-lab/out

@@ -1,0 +1,1 @@
+"""Operator tools behind `mipro` subcommands that are not daemons."""

@@ -1,0 +1,57 @@
+"""Mobile IPv4 wire codec: pure functions over bytes, no I/O."""
+
+from .advertisement import (
+    AgentAdvertisement,
+    AgentFlags,
+    AgentSolicitation,
+    ChallengeExtension,
+    MobilityAgentExtension,
+    PaddingExtension,
+    PrefixLengthsExtension,
+    decode_icmp,
+)
+from .codes import Code, code_name
+from .errors import DecodeError
+from .extensions import (
+    DEFAULT_VENDOR_ID,
+    Cvse,
+    DecodeContext,
+    Encapsulation,
+    Extension,
+    ExtType,
+    FaHaAuth,
+    GeneralizedAuth,
+    MnFaAuth,
+    MnFaChallenge,
+    MnHaAuth,
+    Nai,
+    Nvse,
+    RawExtension,
+    UdpTunnelReply,
+    UdpTunnelRequest,
+)
+from .messages import (
+    RegistrationReply,
+    RegistrationRequest,
+    RequestFlags,
+    TunnelData,
+    decode_udp434,
+)
+from .vendor import (
+    CertificateExtension,
+    FilterRule,
+    FilterRulesExtension,
+    StaticRoute,
+    StaticRoutesExtension,
+    Verdict,
+)
+
+__all__ = [
+    "AgentAdvertisement", "AgentFlags", "AgentSolicitation", "CertificateExtension",
+    "ChallengeExtension", "Code", "Cvse", "DEFAULT_VENDOR_ID", "DecodeContext", "DecodeError",
+    "Encapsulation", "ExtType", "Extension", "FaHaAuth", "FilterRule", "FilterRulesExtension",
+    "GeneralizedAuth", "MnFaAuth", "MnFaChallenge", "MnHaAuth", "MobilityAgentExtension", "Nai",
+    "Nvse", "PaddingExtension", "PrefixLengthsExtension", "RawExtension", "RegistrationReply",
+    "RegistrationRequest", "RequestFlags", "StaticRoute", "StaticRoutesExtension", "TunnelData",
+    "UdpTunnelReply", "UdpTunnelRequest", "Verdict", "code_name", "decode_icmp", "decode_udp434",
+]

@@ -1,0 +1,310 @@
+"""Registration Request/Reply (RFC 5944 §3.3/§3.4) and RFC 3519 tunnel data.
+
+All three share UDP port 434; ``decode_udp434`` tells them apart by type.
+Decoded messages keep the bytes they came from (``raw``) and each
+extension's offset, so authenticators are verified over what arrived and a
+relaying agent can forward a prefix of the message unchanged.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field, replace
+from ipaddress import IPv4Address
+from typing import TypeVar
+
+from .codes import code_name
+from .errors import DecodeError
+from .extensions import (
+    DEFAULT_CONTEXT,
+    DecodeContext,
+    Extension,
+    RawExtension,
+    decode_extensions,
+    describe_value,
+    header_length,
+)
+from .reader import Reader
+
+E = TypeVar("E", bound=Extension)
+
+REGISTRATION_REQUEST = 1
+REGISTRATION_REPLY = 3
+TUNNEL_DATA = 4
+
+
+class RequestFlags(enum.IntFlag):
+    """The flag byte of a Registration Request, most significant bit first."""
+
+    S = 0x80  # simultaneous bindings
+    B = 0x40  # broadcast datagrams
+    D = 0x20  # decapsulation by mobile node (co-located care-of address)
+    M = 0x10  # minimal encapsulation
+    G = 0x08  # GRE encapsulation
+    r = 0x04  # reserved, sent as zero
+    T = 0x02  # reverse tunnelling requested (RFC 3024)
+    x = 0x01  # reserved, sent as zero
+
+    def letters(self) -> str:
+        return "".join(f.name or "" for f in RequestFlags if f in self)
+
+
+@dataclass(frozen=True)
+class _WithExtensions:
+    extensions: tuple[Extension, ...]
+    offsets: tuple[int, ...] = field(compare=False, repr=False)
+    raw: bytes = field(compare=False, repr=False)
+
+    def find(self, cls: type[E]) -> E | None:
+        for ext in self.extensions:
+            if isinstance(ext, cls):
+                return ext
+        return None
+
+    def find_all(self, cls: type[E]) -> list[E]:
+        return [e for e in self.extensions if isinstance(e, cls)]
+
+    def index_of(self, ext: Extension) -> int:
+        for i, e in enumerate(self.extensions):
+            if e is ext:
+                return i
+        raise ValueError("extension not in this message")
+
+    def unknown_critical(self) -> list[RawExtension]:
+        """Unrecognised extensions of types 0-127: the RFC says deny, not skip."""
+        return [e for e in self.extensions if isinstance(e, RawExtension) and not e.skippable]
+
+    def wire(self) -> bytes:
+        """The bytes this message travels as: what arrived, or a fresh encoding."""
+        return self.raw or self.encode()  # type: ignore[attr-defined]
+
+    def prefix_before(self, index: int) -> bytes:
+        """Bytes of the fixed part and of extensions[:index], as they arrived."""
+        if self.raw:
+            return self.raw[: self.offsets[index]] if index < len(self.offsets) else self.raw
+        head = self.encode_fixed()  # type: ignore[attr-defined]
+        return head + b"".join(e.encode() for e in self.extensions[:index])
+
+    def authenticated_bytes(self, index: int) -> bytes:
+        """RFC 5944 §3.5.1: everything up to and including the SPI of extension ``index``."""
+        ext = self.extensions[index]
+        hdr = header_length(ext.ext_type)
+        if self.raw:
+            return self.raw[: self.offsets[index] + hdr + 4]
+        return self.prefix_before(index) + ext.encode()[: hdr + 4]
+
+    def with_extensions(self, extensions: tuple[Extension, ...] | list[Extension]):
+        """A copy with new extensions and no arrived bytes (to be encoded afresh)."""
+        return replace(self, extensions=tuple(extensions), offsets=(), raw=b"")
+
+
+@dataclass(frozen=True)
+class RegistrationRequest(_WithExtensions):
+    flags: RequestFlags
+    lifetime: int
+    home_address: IPv4Address
+    home_agent: IPv4Address
+    care_of_address: IPv4Address
+    identification: int
+
+    TYPE = REGISTRATION_REQUEST
+    FIXED = 24
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        home_address: IPv4Address | str,
+        home_agent: IPv4Address | str,
+        care_of_address: IPv4Address | str,
+        identification: int,
+        lifetime: int = 1800,
+        flags: RequestFlags = RequestFlags(0),
+        extensions: tuple[Extension, ...] | list[Extension] = (),
+    ) -> RegistrationRequest:
+        return cls(
+            tuple(extensions), (), b"", RequestFlags(flags), lifetime, IPv4Address(home_address),
+            IPv4Address(home_agent), IPv4Address(care_of_address), identification,
+        )
+
+    def encode_fixed(self) -> bytes:
+        return (
+            bytes((self.TYPE, int(self.flags)))
+            + self.lifetime.to_bytes(2, "big")
+            + self.home_address.packed
+            + self.home_agent.packed
+            + self.care_of_address.packed
+            + self.identification.to_bytes(8, "big")
+        )
+
+    def encode(self) -> bytes:
+        return self.encode_fixed() + b"".join(e.encode() for e in self.extensions)
+
+    @classmethod
+    def decode(cls, data: bytes, ctx: DecodeContext = DEFAULT_CONTEXT) -> RegistrationRequest:
+        r = Reader(data)
+        if r.u8("type") != cls.TYPE:
+            raise DecodeError(0, "not a Registration Request")
+        flags = RequestFlags(r.u8("flags"))
+        lifetime = r.u16("lifetime")
+        home = r.addr("home address")
+        ha = r.addr("home agent")
+        coa = r.addr("care-of address")
+        ident = r.u64("identification")
+        exts, offsets = decode_extensions(data, r.pos, ctx)
+        return cls(exts, offsets, bytes(data), flags, lifetime, home, ha, coa, ident)
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "message": "registration-request",
+            "type": self.TYPE,
+            "flags": self.flags.letters(),
+            "lifetime": self.lifetime,
+            "home_address": str(self.home_address),
+            "home_agent": str(self.home_agent),
+            "care_of_address": str(self.care_of_address),
+            "identification": f"0x{self.identification:016x}",
+            "extensions": describe_value(self.extensions),
+        }
+
+
+@dataclass(frozen=True)
+class RegistrationReply(_WithExtensions):
+    code: int
+    lifetime: int
+    home_address: IPv4Address
+    home_agent: IPv4Address
+    identification: int
+
+    TYPE = REGISTRATION_REPLY
+    FIXED = 20
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        code: int,
+        home_address: IPv4Address | str,
+        home_agent: IPv4Address | str,
+        identification: int,
+        lifetime: int = 0,
+        extensions: tuple[Extension, ...] | list[Extension] = (),
+    ) -> RegistrationReply:
+        return cls(tuple(extensions), (), b"", int(code), lifetime, IPv4Address(home_address),
+                   IPv4Address(home_agent), identification)
+
+    def encode_fixed(self) -> bytes:
+        return (
+            bytes((self.TYPE, self.code))
+            + self.lifetime.to_bytes(2, "big")
+            + self.home_address.packed
+            + self.home_agent.packed
+            + self.identification.to_bytes(8, "big")
+        )
+
+    def encode(self) -> bytes:
+        return self.encode_fixed() + b"".join(e.encode() for e in self.extensions)
+
+    @classmethod
+    def decode(cls, data: bytes, ctx: DecodeContext = DEFAULT_CONTEXT) -> RegistrationReply:
+        r = Reader(data)
+        if r.u8("type") != cls.TYPE:
+            raise DecodeError(0, "not a Registration Reply")
+        code = r.u8("code")
+        lifetime = r.u16("lifetime")
+        home = r.addr("home address")
+        ha = r.addr("home agent")
+        ident = r.u64("identification")
+        exts, offsets = decode_extensions(data, r.pos, ctx)
+        return cls(exts, offsets, bytes(data), code, lifetime, home, ha, ident)
+
+    @property
+    def accepted(self) -> bool:
+        return self.code in (0, 1)
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "message": "registration-reply",
+            "type": self.TYPE,
+            "code": self.code,
+            "code_name": code_name(self.code),
+            "lifetime": self.lifetime,
+            "home_address": str(self.home_address),
+            "home_agent": str(self.home_agent),
+            "identification": f"0x{self.identification:016x}",
+            "extensions": describe_value(self.extensions),
+        }
+
+
+@dataclass(frozen=True)
+class TunnelData:
+    """RFC 3519 §3.3 tunnel data message: a 4-byte header, then the inner packet."""
+
+    next_header: int
+    payload: bytes = field(repr=False)
+
+    TYPE = TUNNEL_DATA
+    NEXT_HEADERS = (4, 47, 55)  # IPv4, GRE, minimal encapsulation
+
+    def encode(self) -> bytes:
+        return bytes((self.TYPE, self.next_header, 0, 0)) + self.payload
+
+    @classmethod
+    def decode(cls, data: bytes, ctx: DecodeContext = DEFAULT_CONTEXT) -> TunnelData:
+        r = Reader(data)
+        if r.u8("type") != cls.TYPE:
+            raise DecodeError(0, "not a tunnel data message")
+        nh = r.u8("next header")
+        if nh not in cls.NEXT_HEADERS:
+            raise DecodeError(1, f"unknown tunnel next header {nh}")
+        r.u16("reserved")
+        payload = r.rest()
+        if not payload:
+            raise DecodeError(4, "tunnel data message without a payload")
+        if nh == 4:
+            _check_ipv4(payload, 4)
+        return cls(nh, payload)
+
+    def describe(self) -> dict[str, object]:
+        out: dict[str, object] = {
+            "message": "tunnel-data",
+            "type": self.TYPE,
+            "next_header": self.next_header,
+            "payload_length": len(self.payload),
+        }
+        if self.next_header == 4:
+            out["inner_source"] = str(IPv4Address(self.payload[12:16]))
+            out["inner_destination"] = str(IPv4Address(self.payload[16:20]))
+        return out
+
+
+def _check_ipv4(packet: bytes, base: int) -> None:
+    """An inner IPv4 header must be whole and agree with its own length fields."""
+    if len(packet) < 20:
+        raise DecodeError(base, f"inner IPv4 packet of {len(packet)} bytes is shorter than 20")
+    if packet[0] >> 4 != 4:
+        raise DecodeError(base, f"inner packet is IP version {packet[0] >> 4}, not 4")
+    ihl = (packet[0] & 0x0F) * 4
+    total = int.from_bytes(packet[2:4], "big")
+    if ihl < 20 or total < ihl or total > len(packet):
+        raise DecodeError(base + 2, f"inner IPv4 lengths inconsistent (ihl={ihl}, total={total}, "
+                                    f"have {len(packet)})")
+
+
+Udp434Message = RegistrationRequest | RegistrationReply | TunnelData
+
+_BY_TYPE: dict[int, type] = {
+    REGISTRATION_REQUEST: RegistrationRequest,
+    REGISTRATION_REPLY: RegistrationReply,
+    TUNNEL_DATA: TunnelData,
+}
+
+
+def decode_udp434(data: bytes, ctx: DecodeContext = DEFAULT_CONTEXT) -> Udp434Message:
+    """Decode one UDP port 434 payload, whatever its message type."""
+    if not data:
+        raise DecodeError(0, "empty datagram")
+    cls = _BY_TYPE.get(data[0])
+    if cls is None:
+        raise DecodeError(0, f"unknown mobile IP message type {data[0]}")
+    return cls.decode(data, ctx)
