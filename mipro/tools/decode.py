@@ -50,7 +50,11 @@ def _print_text(obj: Any, indent: int = 0) -> None:
     pad = "  " * indent
     if isinstance(obj, dict):
         for key, value in obj.items():
-            if isinstance(value, dict | list) and value:
+            if isinstance(value, list) and value and not any(
+                isinstance(v, dict | list) for v in value
+            ):
+                print(f"{pad}{key}: {', '.join(str(v) for v in value)}")
+            elif isinstance(value, dict | list) and value:
                 print(f"{pad}{key}:")
                 _print_text(value, indent + 1)
             else:

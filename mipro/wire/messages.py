@@ -119,7 +119,7 @@ class RegistrationRequest(_WithExtensions):
         care_of_address: IPv4Address | str,
         identification: int,
         lifetime: int = 1800,
-        flags: RequestFlags = RequestFlags(0),
+        flags: RequestFlags | int = 0,
         extensions: tuple[Extension, ...] | list[Extension] = (),
     ) -> RegistrationRequest:
         return cls(
