@@ -1,0 +1,1 @@
+"""Sans-I/O protocol engines: bytes, source and time in; actions out."""

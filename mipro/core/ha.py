@@ -1,0 +1,259 @@
+"""Home agent engine (RFC 5944 §3.8): registration processing and the binding table.
+
+Pure: ``receive(data, src, port, now)`` and ``handle_timer(now)`` return
+actions; nothing here touches a socket, the clock or the kernel.  Every
+denial is answered with its RFC code and changes no state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address
+
+from ..security import SecurityAssociation, append_authenticator, verify
+from ..security.replay import ReplayMethod, check_nonce, check_timestamp, new_nonce
+from ..subscribers.model import StoreUnavailable, Subscriber, SubscriberStore
+from ..wire import (
+    Code,
+    DecodeContext,
+    DecodeError,
+    ExtType,
+    FaHaAuth,
+    MnHaAuth,
+    Nai,
+    RegistrationReply,
+    RegistrationRequest,
+    RequestFlags,
+    code_name,
+)
+from ..wire.messages import REGISTRATION_REQUEST
+from .actions import Action, InstallBinding, Log, RemoveBinding, Send
+from .bindings import Binding, BindingTable
+
+
+@dataclass(frozen=True)
+class HaPolicy:
+    addresses: tuple[IPv4Address, ...]
+    max_lifetime: int = 3600
+    replay_window: float = 7.0
+    encapsulations: frozenset[str] = frozenset({"ipip", "gre"})
+    reverse_tunneling: bool = True
+    vendor_id: int = 32473
+    fa_associations: dict[IPv4Address, SecurityAssociation] = field(default_factory=dict)
+
+
+@dataclass
+class _ReplayState:
+    last_accepted: int | None = None
+    nonce: int | None = None
+
+
+class Denied(Exception):
+    def __init__(self, code: Code, reason: str, identification: int | None = None) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+        self.identification = identification
+
+
+class HomeAgent:
+    def __init__(self, policy: HaPolicy, store: SubscriberStore) -> None:
+        self.policy = policy
+        self.store = store
+        self.bindings = BindingTable()
+        self.replay: dict[IPv4Address, _ReplayState] = {}
+        self.ctx = DecodeContext(vendor_id=policy.vendor_id)
+        self.counters: dict[str, int] = {}
+
+    # --- inputs -------------------------------------------------------------
+
+    def receive(self, data: bytes, src: IPv4Address, port: int, now: float) -> list[Action]:
+        if not data or data[0] != REGISTRATION_REQUEST:
+            self._count("dropped_not_request")
+            return [Log("drop", {"src": f"{src}:{port}", "reason": "not a registration request"},
+                        "warning")]
+        try:
+            req = RegistrationRequest.decode(data, self.ctx)
+        except DecodeError as exc:
+            return self._poorly_formed(data, src, port, exc)
+        try:
+            return self._process(req, src, port, now)
+        except Denied as denial:
+            return self._deny(req, src, port, denial, now)
+
+    def handle_timer(self, now: float) -> list[Action]:
+        actions: list[Action] = []
+        for b in self.bindings.pop_expired(now):
+            self._count("expired")
+            actions.append(RemoveBinding(b, "expired"))
+            actions.append(Log("binding-expired", {"home": b.home_address,
+                                                   "coa": b.care_of_address}))
+        return actions
+
+    def next_timer(self) -> float | None:
+        return self.bindings.next_expiry()
+
+    def restore(self, bindings: list[Binding], now: float) -> list[Action]:
+        """Bindings read back from the state file after a restart; expired ones are dropped."""
+        actions: list[Action] = []
+        for b in bindings:
+            if b.expires <= now:
+                continue
+            self.bindings.put(b)
+            self.replay.setdefault(b.home_address, _ReplayState()).last_accepted = \
+                b.identification
+            actions.append(InstallBinding(b))
+        actions.append(Log("bindings-restored", {"count": len(self.bindings)}))
+        return actions
+
+    # --- processing -----------------------------------------------------------
+
+    def _process(self, req: RegistrationRequest, src: IPv4Address, port: int,
+                 now: float) -> list[Action]:
+        if req.unknown_critical():
+            types = ",".join(str(e.type) for e in req.unknown_critical())
+            raise Denied(Code.HA_POORLY_FORMED_REQUEST, f"unknown extension type {types}")
+        if req.flags & (RequestFlags.r | RequestFlags.x):
+            raise Denied(Code.HA_POORLY_FORMED_REQUEST, "reserved flag set")
+        if req.home_agent not in self.policy.addresses:
+            raise Denied(Code.HA_UNKNOWN_HA_ADDRESS, f"home agent {req.home_agent} is not ours")
+        auth = req.find(MnHaAuth)
+        if auth is None:
+            raise Denied(Code.HA_MN_FAILED_AUTH, "no MN-HA authentication extension")
+        nai_ext = req.find(Nai)
+        try:
+            sub = self.store.lookup(req.home_address, nai_ext.nai if nai_ext else None)
+        except StoreUnavailable as exc:
+            raise Denied(Code.HA_INSUFFICIENT_RESOURCES, f"subscriber store: {exc}") from None
+        if sub is None:
+            raise Denied(Code.HA_MN_FAILED_AUTH, f"unknown home address {req.home_address}")
+        sa = sub.associations.get(auth.spi)
+        if sa is None:
+            raise Denied(Code.HA_MN_FAILED_AUTH, f"unknown SPI {auth.spi}")
+        index = req.index_of(auth)
+        if not verify(req.authenticated_bytes(index), auth, sa):
+            raise Denied(Code.HA_MN_FAILED_AUTH, "MN-HA authenticator mismatch")
+        self._check_fa(req, src)
+        state = self.replay.setdefault(req.home_address, _ReplayState())
+        reply_id = self._check_replay(req, sub, state, now)
+
+        encapsulation = "gre" if req.flags & RequestFlags.G else "ipip"
+        if req.flags & RequestFlags.M:
+            raise Denied(Code.HA_ENCAPSULATION_UNAVAILABLE, "minimal encapsulation unsupported",
+                         reply_id)
+        if encapsulation not in self.policy.encapsulations:
+            raise Denied(Code.HA_ENCAPSULATION_UNAVAILABLE, f"{encapsulation} not enabled",
+                         reply_id)
+        reverse = bool(req.flags & RequestFlags.T)
+        if reverse and not self.policy.reverse_tunneling:
+            raise Denied(Code.HA_REVERSE_TUNNEL_UNAVAILABLE, "reverse tunnelling disabled",
+                         reply_id)
+
+        # accepted: update replay state only now, so a denial changes nothing
+        state.last_accepted = req.identification
+        if sub.replay is ReplayMethod.NONCE:
+            state.nonce = reply_id >> 32
+        code = Code.ACCEPTED_NO_SIMULTANEOUS if req.flags & RequestFlags.S else Code.ACCEPTED
+        actions: list[Action] = []
+        if req.lifetime == 0 or req.care_of_address == req.home_address:
+            old = self.bindings.pop(req.home_address)
+            if old is not None:
+                actions.append(RemoveBinding(old, "deregistered"))
+            self._count("deregistrations")
+            actions.append(Log("deregistered", {"home": req.home_address, "src": src,
+                                                "was": old.care_of_address if old else "-"}))
+            lifetime = 0
+        else:
+            lifetime = min(req.lifetime, sub.max_lifetime, self.policy.max_lifetime)
+            binding = Binding(
+                req.home_address, req.care_of_address, req.home_agent, lifetime, now + lifetime,
+                now, req.identification, encapsulation, reverse, sub.nai, auth.spi, src, port)
+            old = self.bindings.put(binding)
+            renewal = old is not None and old.care_of_address == binding.care_of_address
+            self._count("renewals" if renewal else "registrations")
+            actions.append(InstallBinding(binding))
+            actions.append(Log("renewed" if renewal else "registered", {
+                "home": req.home_address, "coa": req.care_of_address, "lifetime": lifetime,
+                "encap": encapsulation, "reverse": reverse, "src": f"{src}:{port}"}))
+        reply = RegistrationReply.build(code=code, lifetime=lifetime,
+                                        home_address=req.home_address,
+                                        home_agent=req.home_agent, identification=reply_id)
+        actions.insert(0, Send(src, port, self._sign(reply.encode(), sa)))
+        return actions
+
+    def _check_replay(self, req: RegistrationRequest, sub: Subscriber, state: _ReplayState,
+                      now: float) -> int:
+        if sub.replay is ReplayMethod.NONCE:
+            verdict = check_nonce(req.identification, state.nonce)
+            if not verdict.ok:
+                state.nonce = verdict.reply_identification >> 32
+        else:
+            verdict = check_timestamp(req.identification, state.last_accepted, now,
+                                      self.policy.replay_window)
+        if not verdict.ok:
+            raise Denied(Code.HA_ID_MISMATCH, verdict.reason, verdict.reply_identification)
+        return verdict.reply_identification
+
+    def _check_fa(self, req: RegistrationRequest, src: IPv4Address) -> None:
+        """FA-HA authentication, when the request carries one or policy demands it."""
+        fa_auth = req.find(FaHaAuth)
+        sa = self.policy.fa_associations.get(src)
+        if fa_auth is None:
+            if sa is not None:
+                raise Denied(Code.HA_FA_FAILED_AUTH, f"FA {src} sent no FA-HA authentication")
+            return
+        if sa is None or not verify(req.authenticated_bytes(req.index_of(fa_auth)), fa_auth, sa):
+            raise Denied(Code.HA_FA_FAILED_AUTH, f"FA-HA authentication from {src} failed")
+
+    # --- replies ------------------------------------------------------------------
+
+    def _sign(self, reply: bytes, sa: SecurityAssociation | None) -> bytes:
+        return reply if sa is None else append_authenticator(reply, ExtType.MN_HA_AUTH, sa)
+
+    def _deny(self, req: RegistrationRequest, src: IPv4Address, port: int, denial: Denied,
+              now: float) -> list[Action]:
+        self._count(f"denied_{int(denial.code)}")
+        sa = None
+        auth = req.find(MnHaAuth)
+        if auth is not None and denial.code != Code.HA_MN_FAILED_AUTH:
+            try:
+                sub = self.store.lookup(req.home_address)
+            except StoreUnavailable:
+                sub = None
+            sa = sub.associations.get(auth.spi) if sub else None
+        home_agent = req.home_agent
+        if denial.code == Code.HA_UNKNOWN_HA_ADDRESS and self.policy.addresses:
+            home_agent = self.policy.addresses[0]  # RFC 5944 §3.8.3.2: tell the MN ours
+        ident = denial.identification if denial.identification is not None else \
+            req.identification
+        reply = RegistrationReply.build(code=denial.code, lifetime=0,
+                                        home_address=req.home_address, home_agent=home_agent,
+                                        identification=ident)
+        return [
+            Send(src, port, self._sign(reply.encode(), sa)),
+            Log("denied", {"home": req.home_address, "src": f"{src}:{port}",
+                           "code": int(denial.code), "reason": denial.reason,
+                           "name": code_name(denial.code)}, "warning"),
+        ]
+
+    def _poorly_formed(self, data: bytes, src: IPv4Address, port: int,
+                       exc: DecodeError) -> list[Action]:
+        """Answer 134 when the fixed part is readable, else drop (nothing to answer to)."""
+        self._count("poorly_formed")
+        log = Log("poorly-formed", {"src": f"{src}:{port}", "offset": exc.offset,
+                                    "reason": exc.reason}, "warning")
+        if len(data) < RegistrationRequest.FIXED:
+            return [log]
+        reply = RegistrationReply.build(
+            code=Code.HA_POORLY_FORMED_REQUEST, lifetime=0,
+            home_address=IPv4Address(data[4:8]), home_agent=IPv4Address(data[8:12]),
+            identification=int.from_bytes(data[16:24], "big"))
+        return [Send(src, port, reply.encode()), log]
+
+    def _count(self, name: str) -> None:
+        self.counters[name] = self.counters.get(name, 0) + 1
+
+    def new_nonce_for(self, home: IPv4Address) -> int:
+        state = self.replay.setdefault(home, _ReplayState())
+        state.nonce = new_nonce()
+        return state.nonce
