@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.mipro-installed
 
 APT_PACKAGES := python3 python3-venv python3-dev iptables libip4tc2 libip6tc2 iproute2 \
-	ipset conntrack tshark tcpdump dnsmasq-base slapd ldap-utils iperf3 procps
+	ipset conntrack tshark tcpdump dnsmasq-base slapd ldap-utils iperf3 procps iputils-ping
 
 .PHONY: all setup apt venv test test-unit test-integration lint fuzz demo bench clean
 

@@ -18,6 +18,19 @@ def build_parser() -> argparse.ArgumentParser:
     dec.add_argument("--json", action="store_true", help="print JSON")
     dec.add_argument("--vendor-id", type=int, default=DEFAULT_VENDOR_ID,
                      help=f"Vendor/Org-ID of mipro's NVSEs (default {DEFAULT_VENDOR_ID})")
+
+    for role, text in (("ha", "run the home agent daemon"), ("mn", "run the mobile node daemon")):
+        d = sub.add_parser(role, help=text)
+        d.add_argument("--config", "-c", required=True, help="TOML configuration file")
+
+    chk = sub.add_parser("check-config", help="validate a configuration file and exit")
+    chk.add_argument("config")
+
+    st = sub.add_parser("status", help="show a running daemon's state")
+    st.add_argument("--json", action="store_true", help="print JSON")
+    st.add_argument("--socket", "-s", help="control socket (default: the role's)")
+    st.add_argument("--role", choices=("ha", "fa", "mn"), default=None,
+                    help="which daemon's default socket to ask")
     return parser
 
 
@@ -30,6 +43,22 @@ def main(argv: list[str] | None = None) -> int:
             print("mipro decode: give either HEX or --pcap FILE", file=sys.stderr)
             return 2
         return decode.run(args.hex, args.pcap, args.json, args.vendor_id)
+    if args.command == "ha":
+        from .runtime.ha_daemon import main as ha_main
+
+        return ha_main(args.config)
+    if args.command == "mn":
+        from .runtime.mn_daemon import main as mn_main
+
+        return mn_main(args.config)
+    if args.command == "check-config":
+        from .tools.check_config import run
+
+        return run(args.config)
+    if args.command == "status":
+        from .tools.status import run as status
+
+        return status(args.socket, args.role, args.json)
     return 2
 
 

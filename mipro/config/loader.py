@@ -1,0 +1,168 @@
+"""A small checker that collects every configuration error before giving up."""
+
+from __future__ import annotations
+
+import base64
+import os
+import stat
+import tomllib
+from collections.abc import Callable
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from pathlib import Path
+from typing import Any
+
+REQUIRED = object()
+
+
+class ConfigError(Exception):
+    """All problems found in one file, each as ``file: key: problem``."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("\n".join(errors))
+        self.errors = errors
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
+
+
+def check_not_world_readable(path: str | Path, what: str) -> None:
+    """Secrets must not be readable by others (mode o+r)."""
+    mode = os.stat(path).st_mode
+    if mode & (stat.S_IROTH | stat.S_IWOTH):
+        raise ConfigError([f"{path}: {what} is readable by others (mode "
+                           f"{stat.S_IMODE(mode):04o}); chmod o-rw {path}"])
+
+
+class Checker:
+    """Reads typed values by key path from parsed TOML, recording what is wrong."""
+
+    def __init__(self, path: str | Path, data: dict[str, Any]) -> None:
+        self.path = str(path)
+        self.data = data
+        self.errors: list[str] = []
+        self.known: set[str] = set()
+
+    def error(self, key: str, problem: str) -> None:
+        self.errors.append(f"{self.path}: {key}: {problem}")
+
+    def raw(self, key: str, default: Any = REQUIRED) -> Any:
+        self.known.add(key)
+        node: Any = self.data
+        for part in key.split("."):
+            if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+                node = node[int(part)]
+            elif isinstance(node, dict) and part in node:
+                node = node[part]
+            else:
+                if default is REQUIRED:
+                    self.error(key, "missing")
+                    return None
+                return default
+        return node
+
+    def get(self, key: str, kind: type | tuple[type, ...], default: Any = REQUIRED,
+            check: Callable[[Any], str | None] | None = None) -> Any:
+        value = self.raw(key, default)
+        if value is None or value is default:
+            return value
+        if isinstance(value, bool) and kind is not bool and bool not in (
+                kind if isinstance(kind, tuple) else (kind,)):
+            self.error(key, f"expected {_kind_name(kind)}, got a boolean")
+            return default if default is not REQUIRED else None
+        if not isinstance(value, kind):
+            self.error(key, f"expected {_kind_name(kind)}, got {type(value).__name__} {value!r}")
+            return default if default is not REQUIRED else None
+        if check is not None and (problem := check(value)):
+            self.error(key, problem)
+        return value
+
+    def integer(self, key: str, default: Any = REQUIRED, lo: int | None = None,
+                hi: int | None = None) -> Any:
+        def rng(v: int) -> str | None:
+            if lo is not None and v < lo:
+                return f"{v} is below the minimum {lo}"
+            if hi is not None and v > hi:
+                return f"{v} is above the maximum {hi}"
+            return None
+        return self.get(key, int, default, rng)
+
+    def number(self, key: str, default: Any = REQUIRED, lo: float = 0.0) -> Any:
+        value = self.get(key, (int, float), default,
+                         lambda v: f"{v} is below {lo}" if v < lo else None)
+        return float(value) if isinstance(value, int | float) else value
+
+    def choice(self, key: str, choices: tuple[str, ...], default: Any = REQUIRED) -> Any:
+        return self.get(key, str, default,
+                        lambda v: None if v in choices else
+                        f"{v!r} is not one of {', '.join(choices)}")
+
+    def _parse(self, key: str, default: Any, parser: Callable[[str], Any], what: str) -> Any:
+        value = self.get(key, str, default)
+        if not isinstance(value, str):
+            return value
+        try:
+            return parser(value)
+        except ValueError as exc:
+            self.error(key, f"{value!r} is not {what} ({exc})")
+            return None
+
+    def address(self, key: str, default: Any = REQUIRED) -> Any:
+        return self._parse(key, default, IPv4Address, "an IPv4 address")
+
+    def network(self, key: str, default: Any = REQUIRED) -> Any:
+        return self._parse(key, default, IPv4Network, "an IPv4 prefix like 10.1.0.0/24")
+
+    def interface_address(self, key: str, default: Any = REQUIRED) -> Any:
+        return self._parse(key, default, IPv4Interface, "an address with prefix like "
+                                                        "198.51.100.9/24")
+
+    def key_bytes(self, key: str) -> Any:
+        """Keys are written ``hex:…``, ``base64:…`` or ``text:…``."""
+        value = self.get(key, str)
+        if not isinstance(value, str):
+            return None
+        kind, _, text = value.partition(":")
+        try:
+            if kind == "hex":
+                raw = bytes.fromhex(text)
+            elif kind == "base64":
+                raw = base64.b64decode(text, validate=True)
+            elif kind == "text":
+                raw = text.encode()
+            else:
+                self.error(key, "must start with hex:, base64: or text:")
+                return None
+        except ValueError as exc:
+            self.error(key, f"cannot decode the {kind} key ({exc})")
+            return None
+        if len(raw) < 16:
+            self.error(key, f"key of {len(raw)} bytes is too short (at least 16)")
+        return raw
+
+    def unknown_keys(self, allowed: dict[str, set[str]]) -> None:
+        """Flag typos: keys in a known table that no one reads."""
+        for table, keys in allowed.items():
+            node = self.data.get(table) if table else self.data
+            if isinstance(node, dict):
+                for k in node:
+                    if k not in keys:
+                        self.error(f"{table + '.' if table else ''}{k}", "unknown key")
+
+    def done(self) -> None:
+        if self.errors:
+            raise ConfigError(self.errors)
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
+             list: "a list", dict: "a table"}
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join(names.get(k, k.__name__) for k in kinds)

@@ -1,0 +1,200 @@
+"""The configuration of each daemon, as frozen dataclasses built from TOML."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from pathlib import Path
+
+from ..security import Algorithm, SecurityAssociation
+from ..security.replay import ReplayMethod
+from .loader import Checker, ConfigError, check_not_world_readable, read_toml
+
+ALGORITHMS = tuple(a.value for a in Algorithm)
+REPLAY = tuple(r.value for r in ReplayMethod)
+BACKENDS = ("auto", "kernel", "userspace")
+
+
+@dataclass(frozen=True)
+class DataplaneConfig:
+    backend: str = "auto"
+    table: int = 434
+    rule_priority: int = 1000
+    tunnel_interface: str = "mip0"
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    control_socket: str
+    state_file: str | None = None
+    log_level: str = "info"
+
+
+@dataclass(frozen=True)
+class HaConfig:
+    path: str
+    address: IPv4Address
+    home_interface: str
+    home_network: IPv4Network
+    max_lifetime: int
+    replay_window: float
+    encapsulations: frozenset[str]
+    reverse_tunneling: bool
+    vendor_id: int
+    subscriber_store: str
+    subscribers_file: str | None
+    fa_peers: dict[IPv4Address, SecurityAssociation]
+    dataplane: DataplaneConfig
+    runtime: RuntimeConfig
+    role: str = "ha"
+
+
+@dataclass(frozen=True)
+class MnConfig:
+    path: str
+    home_address: IPv4Address
+    home_agent: IPv4Address
+    home_network: IPv4Network
+    nai: str
+    sa: SecurityAssociation
+    replay: ReplayMethod
+    lifetime: int
+    reverse_tunnel: bool
+    encapsulation: str
+    interface: str
+    care_of: str  # dhcp | static
+    static_address: IPv4Interface | None
+    gateway: IPv4Address | None
+    vendor_id: int
+    dataplane: DataplaneConfig
+    runtime: RuntimeConfig
+    role: str = "mn"
+
+
+def _dataplane(c: Checker) -> DataplaneConfig:
+    return DataplaneConfig(
+        backend=c.choice("dataplane.backend", BACKENDS, "auto"),
+        table=c.integer("dataplane.table", 434, 1, 2**31 - 1),
+        rule_priority=c.integer("dataplane.rule_priority", 1000, 1, 32765),
+        tunnel_interface=c.get("dataplane.tunnel_interface", str, "mip0",
+                               lambda v: None if 0 < len(v) < 16 else "1 to 15 characters"),
+    )
+
+
+def _runtime(c: Checker, role: str) -> RuntimeConfig:
+    return RuntimeConfig(
+        control_socket=c.get("runtime.control_socket", str, f"/run/mipro/{role}.sock"),
+        state_file=c.get("runtime.state_file", str,
+                         f"/var/lib/mipro/{role}-bindings.json" if role == "ha" else None),
+        log_level=c.choice("runtime.log_level", ("debug", "info", "warning", "error"), "info"),
+    )
+
+
+def _sa(c: Checker, prefix: str) -> SecurityAssociation | None:
+    spi = c.integer(f"{prefix}.spi", REQUIRED_SPI, 256, 2**32 - 1)
+    key = c.key_bytes(f"{prefix}.key")
+    alg = c.choice(f"{prefix}.algorithm", ALGORITHMS, "hmac-md5")
+    if isinstance(spi, int) and isinstance(key, bytes) and isinstance(alg, str):
+        return SecurityAssociation(spi, key, Algorithm(alg))
+    return None
+
+
+REQUIRED_SPI = 256  # SPIs 0-255 are reserved (RFC 5944 §1.6); a missing SPI defaults to 256
+
+
+def load_ha(path: str | Path) -> HaConfig:
+    data = read_toml(path)
+    c = Checker(path, data)
+    encaps = c.get("ha.encapsulations", list, ["ipip", "gre"],
+                   lambda v: None if v and set(v) <= {"ipip", "gre"} else
+                   "a non-empty list of \"ipip\" and \"gre\"")
+    store = c.choice("subscribers.store", ("file", "ldap"), "file")
+    peers: dict[IPv4Address, SecurityAssociation] = {}
+    for i, _peer in enumerate(c.get("fa_peer", list, [])):
+        addr = c.address(f"fa_peer.{i}.address")
+        sa = _sa(c, f"fa_peer.{i}")
+        if addr is not None and sa is not None:
+            peers[addr] = sa
+    cfg = HaConfig(
+        path=str(path),
+        address=c.address("ha.address"),
+        home_interface=c.get("ha.home_interface", str),
+        home_network=c.network("ha.home_network"),
+        max_lifetime=c.integer("ha.max_lifetime", 3600, 1, 65534),
+        replay_window=c.number("ha.replay_window", 7.0, 0.1),
+        encapsulations=frozenset(encaps) if isinstance(encaps, list) else frozenset({"ipip"}),
+        reverse_tunneling=c.get("ha.reverse_tunneling", bool, True),
+        vendor_id=c.integer("ha.vendor_id", 32473, 1, 2**24 - 1),
+        subscriber_store=store,
+        subscribers_file=c.get("subscribers.file", str,
+                               "/etc/mipro/subscribers.toml" if store == "file" else None),
+        fa_peers=peers,
+        dataplane=_dataplane(c),
+        runtime=_runtime(c, "ha"),
+    )
+    c.unknown_keys({
+        "": {"ha", "dataplane", "runtime", "subscribers", "fa_peer"},
+        "ha": {"address", "home_interface", "home_network", "max_lifetime", "replay_window",
+               "encapsulations", "reverse_tunneling", "vendor_id"},
+        "dataplane": {"backend", "table", "rule_priority", "tunnel_interface"},
+        "runtime": {"control_socket", "state_file", "log_level"},
+        "subscribers": {"store", "file", "ldap"},
+    })
+    c.done()
+    if cfg.address not in cfg.home_network:
+        raise ConfigError([f"{path}: ha.address: {cfg.address} is not in ha.home_network "
+                           f"{cfg.home_network}"])
+    return cfg
+
+
+def load_mn(path: str | Path) -> MnConfig:
+    data = read_toml(path)
+    c = Checker(path, data)
+    sa = _sa(c, "mn")
+    care_of = c.choice("interface.care_of", ("dhcp", "static"), "dhcp")
+    static = c.interface_address("interface.address", None)
+    if care_of == "static" and static is None:
+        c.error("interface.address", "missing (required when care_of = \"static\")")
+    cfg = MnConfig(
+        path=str(path),
+        home_address=c.address("mn.home_address"),
+        home_agent=c.address("mn.home_agent"),
+        home_network=c.network("mn.home_network"),
+        nai=c.get("mn.nai", str, ""),
+        sa=sa,  # type: ignore[arg-type]
+        replay=ReplayMethod(c.choice("mn.replay", REPLAY, "timestamp") or "timestamp"),
+        lifetime=c.integer("mn.lifetime", 600, 1, 65534),
+        reverse_tunnel=c.get("mn.reverse_tunnel", bool, True),
+        encapsulation=c.choice("mn.encapsulation", ("ipip", "gre"), "ipip"),
+        interface=c.get("interface.name", str),
+        care_of=care_of,
+        static_address=static,
+        gateway=c.address("interface.gateway", None),
+        vendor_id=c.integer("mn.vendor_id", 32473, 1, 2**24 - 1),
+        dataplane=_dataplane(c),
+        runtime=_runtime(c, "mn"),
+    )
+    c.unknown_keys({
+        "": {"mn", "interface", "dataplane", "runtime"},
+        "mn": {"home_address", "home_agent", "home_network", "nai", "spi", "key", "algorithm",
+               "replay", "lifetime", "reverse_tunnel", "encapsulation", "vendor_id"},
+        "interface": {"name", "care_of", "address", "gateway"},
+        "dataplane": {"backend", "table", "rule_priority", "tunnel_interface"},
+        "runtime": {"control_socket", "state_file", "log_level"},
+    })
+    c.done()
+    if cfg.home_address not in cfg.home_network:
+        raise ConfigError([f"{path}: mn.home_address: {cfg.home_address} is not in "
+                           f"mn.home_network {cfg.home_network}"])
+    check_not_world_readable(path, "a file holding the MN-HA key")
+    return cfg
+
+
+def load_role(path: str | Path) -> HaConfig | MnConfig:
+    """Load a file whatever its role, told by its top-level table."""
+    data = read_toml(path)
+    if "ha" in data:
+        return load_ha(path)
+    if "mn" in data:
+        return load_mn(path)
+    raise ConfigError([f"{path}: (top level): no [ha] or [mn] table; cannot tell the role"])

@@ -1,0 +1,24 @@
+"""Gratuitous ARP, so neighbours learn who now answers for an address."""
+
+from __future__ import annotations
+
+import socket
+from ipaddress import IPv4Address
+
+ETH_P_ARP = 0x0806
+BROADCAST = b"\xff" * 6
+
+
+def gratuitous_arp_frame(mac: bytes, address: IPv4Address) -> bytes:
+    """An ARP request with sender and target protocol address both ``address``."""
+    ip = address.packed
+    arp = (b"\x00\x01\x08\x00\x06\x04\x00\x01" + mac + ip + b"\x00" * 6 + ip)
+    return BROADCAST + mac + ETH_P_ARP.to_bytes(2, "big") + arp
+
+
+def send_gratuitous_arp(ifname: str, mac: bytes, address: IPv4Address, count: int = 2) -> None:
+    with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP)) as sock:
+        sock.bind((ifname, 0))
+        frame = gratuitous_arp_frame(mac, address)
+        for _ in range(count):
+            sock.send(frame)

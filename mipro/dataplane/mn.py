@@ -1,0 +1,128 @@
+"""The mobile node's kernel state with a co-located care-of address.
+
+Two interfaces, as in the seed's Fig. 9a: the physical one carries the
+care-of address; the tunnel interface carries the home address, which
+applications keep using.  mipro's table (consulted by one rule) sends the
+HA's address out of the physical interface and everything else through the
+tunnel; the visited subnet stays directly reachable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from typing import Any
+
+from .arp import send_gratuitous_arp
+from .netlink import Netlink, set_sysctl
+from .relay import MTU, UserspaceTunnel
+
+DEFAULT = IPv4Network("0.0.0.0/0")
+
+
+class MnDataplane:
+    def __init__(self, *, backend: str, interface: str, tunnel_interface: str, table: int,
+                 rule_priority: int, home_address: IPv4Address, home_agent: IPv4Address,
+                 log: Any) -> None:
+        self.name = backend
+        self.iface = interface
+        self.tun_if = tunnel_interface
+        self.table = table
+        self.prio = rule_priority
+        self.home = home_address
+        self.ha = home_agent
+        self.log = log
+        self.nl = Netlink()
+        self.relay: UserspaceTunnel | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.coa: IPv4Interface | None = None
+        self.gateway: IPv4Address | None = None
+        self.encap = "ipip"
+        self.up = False
+
+    async def start(self, loop: asyncio.AbstractEventLoop | None) -> None:
+        self.loop = loop
+        flushed = await self.nl.flush_table(self.table)
+        while await self.nl.rule_del(self.table, self.prio):
+            pass
+        if await self.nl.maybe_index(self.tun_if) is not None:
+            await self.nl.link_del(self.tun_if)
+            flushed += 1
+        if flushed:
+            self.log("reconciled-leftovers", items=flushed)
+        await self.nl.rule_ensure(self.table, self.prio)
+
+    async def stop(self) -> None:
+        await self.tunnel_down()
+        await self.nl.flush_table(self.table)
+        await self.nl.rule_del(self.table, self.prio)
+        self.nl.close()
+
+    async def attach(self, coa: IPv4Interface, gateway: IPv4Address | None) -> None:
+        """Care-of path: the HA is reached from the care-of address on the physical link."""
+        self.coa, self.gateway = coa, gateway
+        await self.nl.route_replace(IPv4Network(coa.network), self.table, oif=self.iface, src=coa.ip)
+        if self.ha not in coa.network:
+            await self.nl.route_replace(IPv4Network(self.ha), self.table, oif=self.iface,
+                                  gateway=gateway, src=coa.ip)
+
+    async def detach(self) -> None:
+        await self.tunnel_down()
+        await self.nl.flush_table(self.table)
+        self.coa = None
+
+    async def tunnel_up(self, encap: str, reverse_tunnel: bool) -> None:
+        assert self.coa is not None
+        self.encap = encap
+        if self.name == "userspace":
+            if self.relay is None:
+                self.relay = UserspaceTunnel(self.tun_if, self.coa.ip, self._peer_of,
+                                             self._accept)
+                self.relay.open()
+                if self.loop is not None:
+                    self.relay.start_reading(self.loop)
+            elif self.relay.local != self.coa.ip:
+                self.relay.rebind(self.coa.ip)
+        else:
+            kind = "gre" if encap == "gre" else "ipip"
+            await self.nl.link_del(self.tun_if)
+            await self.nl.ipr.link("add", ifname=self.tun_if, kind=kind, **{
+                f"{kind}_local": str(self.coa.ip), f"{kind}_remote": str(self.ha)})
+        await self.nl.link_up(self.tun_if, MTU)
+        set_sysctl(f"net.ipv4.conf.{self.tun_if}.rp_filter", "0")
+        await self.nl.addr_replace(self.tun_if, self.home, 32)
+        if reverse_tunnel:
+            await self.nl.route_replace(DEFAULT, self.table, oif=self.tun_if, src=self.home)
+        else:  # triangle routing: out of the physical link with the home address
+            await self.nl.route_replace(DEFAULT, self.table, oif=self.iface, gateway=self.gateway,
+                                  src=self.home)
+        self.up = True
+
+    async def tunnel_down(self) -> None:
+        await self.nl.route_del(DEFAULT, self.table)
+        if self.relay is not None:
+            self.relay.close()
+            self.relay = None
+        if await self.nl.maybe_index(self.tun_if) is not None:
+            await self.nl.addr_del(self.tun_if, self.home, 32)
+            if self.name == "kernel":
+                await self.nl.link_del(self.tun_if)
+        self.up = False
+
+    async def announce_home(self) -> None:
+        """Back on the home link: tell neighbours the home address is ours again."""
+        send_gratuitous_arp(self.iface, await self.nl.mac(self.iface), self.home)
+
+    def _peer_of(self, src: IPv4Address, dst: IPv4Address):
+        return (self.ha, self.encap, self.home)
+
+    def _accept(self, outer_src: IPv4Address, inner_src: IPv4Address, inner_dst: IPv4Address):
+        if outer_src != self.ha or inner_dst != self.home:
+            return None
+        return self.home
+
+    def counters(self) -> dict[str, int] | None:
+        if self.relay is None:
+            return None
+        c = self.relay.stats.per_key.get(self.home)
+        return c.as_dict() if c else None

@@ -1,0 +1,179 @@
+"""The userspace tunnel: a TUN device plus raw IP-in-IP and GRE sockets.
+
+Packets the kernel routes into the TUN are encapsulated towards the peer
+chosen by ``peer_of(inner destination)``; encapsulated packets arriving on
+the raw sockets are checked with ``accept(outer source, inner)`` and written
+into the TUN for the kernel to deliver or forward.  Each wakeup drains up to
+a batch of packets, which matters more than anything else for throughput.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address
+
+from .encap import (
+    GRE_IPV4,
+    IPPROTO_GRE,
+    IPPROTO_IPIP,
+    BadPacket,
+    gre_payload,
+    inner_addresses,
+    outer_split,
+    raw_socket,
+)
+from .tun import open_tun
+
+BATCH = 64
+MTU = 1480
+
+
+@dataclass
+class Counters:
+    packets_out: int = 0
+    bytes_out: int = 0
+    packets_in: int = 0
+    bytes_in: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class RelayStats:
+    dropped_no_peer: int = 0
+    dropped_bad: int = 0
+    dropped_unauthorised: int = 0
+    tun_write_errors: int = 0
+    per_key: dict[IPv4Address, Counters] = field(default_factory=dict)
+
+
+class UserspaceTunnel:
+    def __init__(
+        self,
+        ifname: str,
+        local: IPv4Address | None,
+        peer_of: Callable[[IPv4Address, IPv4Address], tuple[IPv4Address, str, IPv4Address] | None],
+        accept: Callable[[IPv4Address, IPv4Address, IPv4Address], IPv4Address | None],
+    ) -> None:
+        """``peer_of(src, dst)`` → (outer destination, "ipip"|"gre", counter key) or None;
+        ``accept(outer_src, inner_src, inner_dst)`` → counter key or None to drop."""
+        self.ifname = ifname
+        self.local = local
+        self.peer_of = peer_of
+        self.accept = accept
+        self.stats = RelayStats()
+        self.fd = -1
+        self.ipip = self.gre = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def open(self) -> None:
+        self.fd = open_tun(self.ifname)
+        self.ipip = raw_socket(IPPROTO_IPIP, self.local)
+        self.gre = raw_socket(IPPROTO_GRE, self.local)
+
+    def rebind(self, local: IPv4Address | None) -> None:
+        """The care-of address changed (MN): new raw sockets bound to it."""
+        self.stop_reading()
+        for s in (self.ipip, self.gre):
+            if s is not None:
+                s.close()
+        self.local = local
+        self.ipip = raw_socket(IPPROTO_IPIP, local)
+        self.gre = raw_socket(IPPROTO_GRE, local)
+        if self.loop is not None:
+            self.start_reading(self.loop)
+
+    def start_reading(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        loop.add_reader(self.fd, self._from_tun)
+        loop.add_reader(self.ipip.fileno(), self._from_raw, self.ipip, False)
+        loop.add_reader(self.gre.fileno(), self._from_raw, self.gre, True)
+
+    def stop_reading(self) -> None:
+        if self.loop is None:
+            return
+        for fd in (self.fd, self.ipip.fileno() if self.ipip else -1,
+                   self.gre.fileno() if self.gre else -1):
+            if fd >= 0:
+                self.loop.remove_reader(fd)
+
+    def close(self) -> None:
+        self.stop_reading()
+        self.loop = None
+        for s in (self.ipip, self.gre):
+            if s is not None:
+                s.close()
+        self.ipip = self.gre = None
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def counters(self, key: IPv4Address) -> Counters:
+        c = self.stats.per_key.get(key)
+        if c is None:
+            c = self.stats.per_key[key] = Counters()
+        return c
+
+    # --- data path ------------------------------------------------------------------
+
+    def _from_tun(self) -> None:
+        for _ in range(BATCH):
+            try:
+                pkt = os.read(self.fd, 65535)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                if exc.errno == errno.EAGAIN:
+                    return
+                raise
+            if len(pkt) < 20 or pkt[0] >> 4 != 4:
+                continue  # IPv6 router solicitations and the like
+            src = IPv4Address(pkt[12:16])
+            dst = IPv4Address(pkt[16:20])
+            peer = self.peer_of(src, dst)
+            if peer is None:
+                self.stats.dropped_no_peer += 1
+                continue
+            outer, encap, key = peer
+            try:
+                if encap == "gre":
+                    self.gre.sendto(GRE_IPV4 + pkt, (str(outer), 0))
+                else:
+                    self.ipip.sendto(pkt, (str(outer), 0))
+            except OSError:
+                self.stats.dropped_no_peer += 1
+                continue
+            c = self.counters(key)
+            c.packets_out += 1
+            c.bytes_out += len(pkt)
+
+    def _from_raw(self, sock, is_gre: bool) -> None:
+        for _ in range(BATCH):
+            try:
+                pkt = sock.recv(65535)
+            except BlockingIOError:
+                return
+            try:
+                outer_src, _, payload = outer_split(pkt)
+                inner = gre_payload(payload) if is_gre else payload
+                inner_src, inner_dst = inner_addresses(inner)
+            except BadPacket:
+                self.stats.dropped_bad += 1
+                continue
+            key = self.accept(outer_src, inner_src, inner_dst)
+            if key is None:
+                self.stats.dropped_unauthorised += 1
+                continue
+            try:
+                os.write(self.fd, inner)
+            except OSError:
+                self.stats.tun_write_errors += 1
+                continue
+            c = self.counters(key)
+            c.packets_in += 1
+            c.bytes_in += len(inner)

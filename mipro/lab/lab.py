@@ -1,0 +1,325 @@
+"""Build a topology of namespaces, start services, drive traffic, tear everything down."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+LAB_DIR = ROOT / "netns-lab"
+SCENARIOS = LAB_DIR / "scenarios"
+
+
+class LabError(RuntimeError):
+    pass
+
+
+def sh(*args: str, check: bool = True, timeout: float = 30,
+       capture: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(list(args), capture_output=capture, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise LabError(f"{' '.join(args)} failed ({proc.returncode}): "
+                       f"{(proc.stderr or proc.stdout or '').strip()}")
+    return proc
+
+
+@dataclass
+class Service:
+    node: str
+    name: str
+    proc: subprocess.Popen
+    log: Path
+
+
+@dataclass
+class Lab:
+    scenario: str
+    prefix: str = "ml"
+    out: Path = field(default=None)  # type: ignore[assignment]
+    python: str = sys.executable
+    services: dict[str, Service] = field(default_factory=dict)
+    captures: list[subprocess.Popen] = field(default_factory=list)
+    topology: dict[str, Any] = field(default_factory=dict)
+    spec: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.dir = SCENARIOS / self.scenario
+        if not (self.dir / "scenario.toml").exists():
+            raise LabError(f"no scenario {self.scenario!r} in {SCENARIOS}")
+        self.spec = tomllib.loads((self.dir / "scenario.toml").read_text())
+        topo = LAB_DIR / self.spec.get("topology", "topology.toml")
+        self.topology = tomllib.loads(topo.read_text())
+        if self.out is None:
+            self.out = LAB_DIR / "out" / self.scenario
+        self.run_dir = self.out / "run"
+
+    # --- names ------------------------------------------------------------------------
+
+    def ns(self, node: str) -> str:
+        return f"{self.prefix}-{node}"
+
+    @property
+    def sw(self) -> str:
+        return self.ns("sw")
+
+    def namespaces(self) -> list[str]:
+        listed = sh("ip", "netns", "list").stdout.split("\n")
+        names = [line.split()[0] for line in listed if line.strip()]
+        return [n for n in names if n.startswith(self.prefix + "-")]
+
+    # --- building ---------------------------------------------------------------------
+
+    def up(self) -> None:
+        self.down(quiet=True)
+        if self.out.exists():
+            shutil.rmtree(self.out)
+        (self.out / "logs").mkdir(parents=True)
+        self.run_dir.mkdir(parents=True)
+        self._write_state()
+        nodes = self.topology["node"]
+        for name in ["sw", *[n["name"] for n in nodes]]:
+            sh("ip", "netns", "add", self.ns(name))
+            self.exec(name, "ip", "link", "set", "lo", "up")
+        for bridge in self.topology.get("bridges", {}):
+            self.exec("sw", "ip", "link", "add", f"br-{bridge}", "type", "bridge")
+            self.exec("sw", "ip", "link", "set", f"br-{bridge}", "up")
+        port = 0
+        for node in nodes:
+            for iface in node.get("iface", []):
+                if "bridge" in iface:
+                    port += 1
+                    self._bridge_port(node["name"], iface, f"p{port}")
+                elif "peer" in iface:
+                    peer_node, peer_if = iface["peer"].split(".")
+                    self.exec(node["name"], "ip", "link", "add", iface["name"], "type", "veth",
+                              "peer", "name", peer_if, "netns", self.ns(peer_node))
+        for node in nodes:
+            for iface in node.get("iface", []):
+                if "mac" in iface:
+                    self.exec(node["name"], "ip", "link", "set", iface["name"], "address",
+                              iface["mac"])
+                if "address" in iface:
+                    self.exec(node["name"], "ip", "addr", "add", iface["address"], "dev",
+                              iface["name"])
+                self.exec(node["name"], "ip", "link", "set", iface["name"], "up")
+            for route in node.get("routes", []):
+                self.exec(node["name"], "ip", "route", "add", *route.split())
+            fwd = "1" if node.get("forward") else "0"
+            self.exec(node["name"], "sysctl", "-qw", f"net.ipv4.ip_forward={fwd}")
+        self._render_confs()
+        self._start_captures()
+        for svc in self.spec.get("service", []):
+            if svc.get("start", True):
+                self.start_service(svc["name"])
+
+    def _bridge_port(self, node: str, iface: dict[str, Any], port: str) -> None:
+        self.exec(node, "ip", "link", "add", iface["name"], "type", "veth", "peer", "name",
+                  port, "netns", self.sw)
+        self.exec("sw", "ip", "link", "set", port, "master", f"br-{iface['bridge']}", "up")
+        self.ports = getattr(self, "ports", {})
+        self.ports[f"{node}.{iface['name']}"] = port
+
+    def move(self, node_iface: str, bridge: str) -> None:
+        """Move a host's LAN port to another bridge: the mobile node changes links."""
+        port = self._port_of(node_iface)
+        self.exec("sw", "ip", "link", "set", port, "nomaster")
+        self.exec("sw", "ip", "link", "set", port, "master", f"br-{bridge}")
+
+    def _port_of(self, node_iface: str) -> str:
+        ports = getattr(self, "ports", None) or self._read_state().get("ports", {})
+        return ports[node_iface]
+
+    def _render_confs(self) -> None:
+        """Copy the scenario's per-node conf folders, filling in the run paths."""
+        subst = {"{run}": str(self.run_dir), "{out}": str(self.out), "{lab}": str(self.dir)}
+        for src in sorted(self.dir.glob("*/*.toml")):
+            text = src.read_text()
+            for k, v in subst.items():
+                text = text.replace(k, v)
+            dst = self.out / "conf" / src.parent.name / src.name
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            dst.write_text(text)
+            dst.chmod(0o600)
+
+    def conf(self, node: str, name: str) -> Path:
+        return self.out / "conf" / node / name
+
+    def _start_captures(self) -> None:
+        if not shutil.which("tcpdump"):
+            return
+        for node in self.topology["node"]:
+            for iface in node.get("iface", []):
+                if "address" not in iface and "bridge" not in iface:
+                    continue
+                pcap = self.out / f"{node['name']}-{iface['name']}.pcap"
+                proc = subprocess.Popen(
+                    ["ip", "netns", "exec", self.ns(node["name"]), "tcpdump", "-i",
+                     iface["name"], "-n", "-U", "-s", "256", "-w", str(pcap)],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                self.captures.append(proc)
+        self._write_state()
+
+    def start_service(self, name: str) -> Service:
+        svc = next(s for s in self.spec["service"] if s["name"] == name)
+        cmd = [self._fill(c) for c in svc["cmd"]]
+        log = self.out / "logs" / f"{name}.log"
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        fh = open(log, "a")  # noqa: SIM115 - handed to the child
+        proc = subprocess.Popen(["ip", "netns", "exec", self.ns(svc["node"]), *cmd],
+                                stdout=fh, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)
+        fh.close()
+        self.services[name] = Service(svc["node"], name, proc, log)
+        self._write_state()
+        if "socket" in svc:
+            sock = Path(self._fill(svc["socket"]))
+            self.wait_for(lambda: sock.exists() or proc.poll() is not None, 20,
+                          f"{name} control socket")
+            if proc.poll() is not None:
+                raise LabError(f"{name} exited ({proc.returncode}); see {log}:\n"
+                               f"{log.read_text()[-2000:]}")
+        return self.services[name]
+
+    def stop_service(self, name: str, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
+        svc = self.services.pop(name)
+        if svc.proc.poll() is None:
+            os.killpg(svc.proc.pid, sig)
+            try:
+                svc.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(svc.proc.pid, signal.SIGKILL)
+                svc.proc.wait(5)
+        self._write_state()
+        return svc.proc.returncode
+
+    def _fill(self, text: str) -> str:
+        return (text.replace("{python}", self.python)
+                .replace("{mipro}", f"{self.python} -m mipro.cli")
+                .replace("{run}", str(self.run_dir)).replace("{out}", str(self.out))
+                .replace("{conf}", str(self.out / "conf")))
+
+    # --- using ------------------------------------------------------------------------
+
+    def exec(self, node: str, *cmd: str, check: bool = True,
+             timeout: float = 30) -> subprocess.CompletedProcess:
+        return sh("ip", "netns", "exec", self.ns(node), *cmd, check=check, timeout=timeout)
+
+    def status(self, name: str) -> dict[str, Any]:
+        svc = next(s for s in self.spec["service"] if s["name"] == name)
+        from ..runtime.control import request
+
+        return request(self._fill(svc["socket"]))
+
+    def wait_for(self, predicate: Callable[[], Any], timeout: float, what: str,
+                 interval: float = 0.1) -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                value = predicate()
+            except (OSError, KeyError, ValueError):
+                value = None
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise LabError(f"timed out after {timeout}s waiting for {what}")
+            time.sleep(interval)
+
+    def ping(self, node: str, dst: str, count: int = 3) -> tuple[int, float | None]:
+        """(packets received, average RTT in ms)."""
+        proc = self.exec(node, "ping", "-n", "-q", "-c", str(count), "-i", "0.2", "-W", "2",
+                         dst, check=False, timeout=count * 3 + 5)
+        received = 0
+        rtt = None
+        for line in proc.stdout.splitlines():
+            if "received" in line:
+                received = int(line.split(",")[1].split()[0])
+            if line.startswith("rtt"):
+                rtt = float(line.split("=")[1].split("/")[1])
+        return received, rtt
+
+    def tcp_transfer(self, client: str, server: str, server_ip: str, nbytes: int,
+                     port: int = 5001) -> dict[str, Any]:
+        """Send nbytes from client to server over TCP and back; both ends verify."""
+        sink = subprocess.Popen(["ip", "netns", "exec", self.ns(server), self.python, "-m",
+                                 "mipro.lab.traffic", "sink", "--port", str(port)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            time.sleep(0.3)
+            sent = self.exec(client, self.python, "-m", "mipro.lab.traffic", "send", server_ip,
+                             "--port", str(port), "--bytes", str(nbytes), timeout=60)
+            out, err = sink.communicate(timeout=30)
+        finally:
+            if sink.poll() is None:
+                sink.kill()
+        return {"client": json.loads(sent.stdout), "server": json.loads(out or "{}")}
+
+    # --- tearing down ------------------------------------------------------------------
+
+    def down(self, quiet: bool = False) -> None:
+        state = self._read_state()
+        pids = [s.proc.pid for s in self.services.values()] + state.get("pids", [])
+        for pid in set(pids):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        for svc in self.services.values():
+            try:
+                svc.proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(svc.proc.pid, signal.SIGKILL)
+        for pid in set(pids):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+        for cap in self.captures:
+            cap.terminate()
+        for cap in self.captures:
+            try:
+                cap.wait(5)
+            except subprocess.TimeoutExpired:
+                cap.kill()
+        for pid in state.get("captures", []):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        self.services.clear()
+        self.captures.clear()
+        for ns in self.namespaces():
+            # processes still inside (e.g. from a crashed run) go first
+            pids_in = sh("ip", "netns", "pids", ns, check=False).stdout.split()
+            for pid in pids_in:
+                with contextlib.suppress(ProcessLookupError, ValueError):
+                    os.kill(int(pid), signal.SIGKILL)
+            sh("ip", "netns", "del", ns, check=False)
+        state_file = self._state_path()
+        if state_file.exists():
+            state_file.unlink()
+        if not quiet:
+            print(f"lab {self.scenario}: down")
+
+    def _state_path(self) -> Path:
+        return LAB_DIR / "out" / f".{self.prefix}.state.json"
+
+    def _write_state(self) -> None:
+        path = self._state_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({
+            "scenario": self.scenario, "prefix": self.prefix, "out": str(self.out),
+            "pids": [s.proc.pid for s in self.services.values()],
+            "captures": [c.pid for c in self.captures],
+            "ports": getattr(self, "ports", {})}))
+
+    def _read_state(self) -> dict[str, Any]:
+        try:
+            return json.loads(self._state_path().read_text())
+        except (OSError, ValueError):
+            return {}

@@ -1,0 +1,1 @@
+"""The one layer that does I/O: sockets, timers, signals, control socket, sd_notify."""

@@ -1,0 +1,260 @@
+"""`mipro ha`: the home agent daemon."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import time
+from ipaddress import IPv4Address
+from typing import Any
+
+from pyroute2 import NetlinkError
+
+from ..config import ConfigError, HaConfig, load_ha
+from ..core.actions import InstallBinding, Log, RemoveBinding, Send
+from ..core.bindings import Binding
+from ..core.ha import HaPolicy, HomeAgent
+from ..dataplane.detect import choose_backend
+from ..dataplane.ha import HaDataplane
+from ..dataplane.netlink import Netlink
+from ..subscribers.file_store import load_subscribers
+from . import statefile
+from .control import ControlServer
+from .logging import EventLog
+from .systemd import notify
+
+STATE_FLUSH_DELAY = 0.5
+
+
+def make_store(cfg: HaConfig):
+    if cfg.subscriber_store == "file":
+        return load_subscribers(cfg.subscribers_file)
+    raise ConfigError([f"{cfg.path}: subscribers.store: \"{cfg.subscriber_store}\" is not "
+                       "available in this build"])
+
+
+def make_policy(cfg: HaConfig) -> HaPolicy:
+    return HaPolicy(addresses=(cfg.address,), max_lifetime=cfg.max_lifetime,
+                    replay_window=cfg.replay_window, encapsulations=cfg.encapsulations,
+                    reverse_tunneling=cfg.reverse_tunneling, vendor_id=cfg.vendor_id,
+                    fa_associations=dict(cfg.fa_peers))
+
+
+class HaDaemon(asyncio.DatagramProtocol):
+    def __init__(self, cfg: HaConfig, log: EventLog) -> None:
+        self.cfg = cfg
+        self.log = log
+        self.engine = HomeAgent(make_policy(cfg), make_store(cfg))
+        self.dataplane: HaDataplane | None = None
+        self.transport: asyncio.DatagramTransport | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.flush_handle: asyncio.TimerHandle | None = None
+        self.stopping = asyncio.Event()
+        self.started = time.time()
+        self.backend_reason = ""
+        self.work: asyncio.Queue[list[Any]] = asyncio.Queue()
+
+    # --- lifecycle ------------------------------------------------------------------
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        nl = Netlink()
+        try:
+            backend, self.backend_reason = await choose_backend(nl, self.cfg.dataplane.backend)
+        finally:
+            nl.close()
+        self.log("dataplane", backend=backend, reason=self.backend_reason)
+        dp = self.cfg.dataplane
+        self.dataplane = HaDataplane(
+            backend=backend, address=self.cfg.address, home_interface=self.cfg.home_interface,
+            home_network=self.cfg.home_network, table=dp.table, rule_priority=dp.rule_priority,
+            tunnel_interface=dp.tunnel_interface, log=self.log)
+        await self.dataplane.start(loop)
+        worker = asyncio.create_task(self._worker())
+        self._restore()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        sock.bind(("0.0.0.0", 434))
+        self.transport, _ = await loop.create_datagram_endpoint(lambda: self, sock=sock)
+        control = ControlServer(self.cfg.runtime.control_socket, self.handle_control)
+        await control.start()
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+        self._reschedule()
+        self.log("started", address=self.cfg.address, config=self.cfg.path,
+                 bindings=len(self.engine.bindings), pid=os.getpid())
+        notify("READY=1\nSTATUS=serving")
+        await self.stopping.wait()
+        notify("STOPPING=1")
+        self.log("stopping", bindings=len(self.engine.bindings))
+        self.transport.close()
+        await self.work.join()
+        worker.cancel()
+        self._flush_state()
+        await control.stop()
+        await self.dataplane.stop()  # bindings stay in the state file for the next start
+        self.log("stopped")
+
+    def _restore(self) -> None:
+        path = self.cfg.runtime.state_file
+        data = statefile.read(path) if path else None
+        if not data:
+            return
+        try:
+            bindings = [Binding.from_json(b) for b in data.get("bindings", [])]
+        except (KeyError, TypeError, ValueError) as exc:
+            self.log("state-file-unreadable", "warning", path=path, reason=exc)
+            return
+        self.dispatch(self.engine.restore(bindings, time.time()))
+
+    def reload(self) -> None:
+        try:
+            cfg = load_ha(self.cfg.path)
+            store = make_store(cfg)
+        except ConfigError as exc:
+            for line in exc.errors:
+                self.log("reload-failed", "error", problem=line)
+            self.log("reload-kept-old-config", "warning")
+            return
+        fixed = ("address", "home_interface", "home_network", "dataplane", "runtime")
+        changed = [k for k in fixed if getattr(cfg, k) != getattr(self.cfg, k)]
+        if changed:
+            self.log("reload-needs-restart", "warning", keys=",".join(changed))
+        self.engine.policy = make_policy(cfg)
+        self.engine.store = store
+        self.cfg = cfg if not changed else self.cfg
+        self.log.set_level(cfg.runtime.log_level)
+        self.log("reloaded", subscribers=len(store), config=cfg.path)
+
+    # --- datagrams and timers -----------------------------------------------------------
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.dispatch(self.engine.receive(data, IPv4Address(addr[0]), addr[1], time.time()))
+        self._reschedule()
+
+    def error_received(self, exc: Exception) -> None:
+        self.log("socket-error", "warning", reason=exc)
+
+    def _reschedule(self) -> None:
+        when = self.engine.next_timer()
+        if self.timer is not None:
+            if when is not None and abs(self.timer.when() - self._loop_time(when)) < 0.01:
+                return
+            self.timer.cancel()
+            self.timer = None
+        if when is not None:
+            loop = asyncio.get_running_loop()
+            self.timer = loop.call_at(self._loop_time(when), self._on_timer)
+
+    @staticmethod
+    def _loop_time(wall: float) -> float:
+        loop = asyncio.get_running_loop()
+        return loop.time() + max(0.0, wall - time.time())
+
+    def _on_timer(self) -> None:
+        self.timer = None
+        self.dispatch(self.engine.handle_timer(time.time()))
+        self._reschedule()
+
+    def dispatch(self, actions: list[Any]) -> None:
+        """Queue an engine's actions; one worker runs them in order."""
+        if actions:
+            self.work.put_nowait(actions)
+
+    async def _worker(self) -> None:
+        while True:
+            actions = await self.work.get()
+            try:
+                await self._execute(actions)
+            finally:
+                self.work.task_done()
+
+    async def _execute(self, actions: list[Any]) -> None:
+        """Program the kernel before answering, so the MN's first packets find the tunnel."""
+        changed = False
+        for a in actions:
+            if isinstance(a, InstallBinding):
+                await self._apply(self.dataplane.install, a.binding)
+                changed = True
+            elif isinstance(a, RemoveBinding):
+                await self._apply(self.dataplane.remove, a.binding)
+                changed = True
+        for a in actions:
+            if isinstance(a, Send):
+                if self.transport is not None and not self.transport.is_closing():
+                    self.transport.sendto(a.data, (str(a.dst), a.port))
+            elif isinstance(a, Log):
+                self.log.emit(a)
+        if changed:
+            self._schedule_flush()
+
+    async def _apply(self, fn, binding: Binding) -> None:
+        try:
+            await fn(binding)
+        except (OSError, NetlinkError) as exc:  # refused: log it, keep serving
+            self.log("dataplane-error", "error", home=binding.home_address,
+                     op=fn.__name__, reason=exc)
+
+    # --- state file -------------------------------------------------------------------
+
+    def _schedule_flush(self) -> None:
+        if self.flush_handle is None and self.cfg.runtime.state_file:
+            loop = asyncio.get_running_loop()
+            self.flush_handle = loop.call_later(STATE_FLUSH_DELAY, self._flush_state)
+
+    def _flush_state(self) -> None:
+        self.flush_handle = None
+        if self.cfg.runtime.state_file:
+            statefile.write_atomic(self.cfg.runtime.state_file, {
+                "version": 1, "written": time.time(),
+                "bindings": [b.to_json() for b in self.engine.bindings]})
+
+    # --- status -------------------------------------------------------------------------
+
+    def handle_control(self, request: dict[str, Any]) -> dict[str, Any]:
+        if request.get("command", "status") != "status":
+            return {"error": f"unknown command {request.get('command')!r}"}
+        now = time.time()
+        bindings = []
+        for b in sorted(self.engine.bindings, key=lambda b: b.home_address):
+            entry = {"home_address": str(b.home_address),
+                     "care_of_address": str(b.care_of_address),
+                     "lifetime_left": b.remaining(now), "lifetime": b.lifetime,
+                     "encapsulation": b.encapsulation, "reverse_tunnel": b.reverse_tunnel,
+                     "nai": b.nai, "source": f"{b.source}:{b.source_port}"}
+            counters = self.dataplane.counters(b.home_address) if self.dataplane else None
+            if counters is not None:
+                entry["counters"] = counters
+            bindings.append(entry)
+        return {"role": "ha", "pid": os.getpid(), "config": self.cfg.path,
+                "address": str(self.cfg.address),
+                "dataplane": self.dataplane.name if self.dataplane else None,
+                "dataplane_reason": self.backend_reason,
+                "uptime": round(now - self.started, 1), "bindings": bindings,
+                "counters": dict(self.engine.counters),
+                "tunnel_drops": self.dataplane.drops() if self.dataplane else {}}
+
+
+def main(config_path: str) -> int:
+    try:
+        cfg = load_ha(config_path)
+    except ConfigError as exc:
+        for line in exc.errors:
+            print(line)
+        return 1
+    log = EventLog("ha", cfg.runtime.log_level)
+    try:
+        daemon = HaDaemon(cfg, log)
+    except ConfigError as exc:
+        for line in exc.errors:
+            print(line)
+        return 1
+    try:
+        asyncio.run(daemon.run())
+    except (OSError, RuntimeError, LookupError) as exc:
+        log("fatal", "error", reason=exc)
+        return 1
+    return 0

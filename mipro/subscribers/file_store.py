@@ -1,0 +1,43 @@
+"""The embedded subscriber store: a TOML file that must not be readable by others."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..config.loader import Checker, check_not_world_readable, read_toml
+from ..security import Algorithm, SecurityAssociation
+from ..security.replay import ReplayMethod
+from .model import MemoryStore, Subscriber
+
+
+def load_subscribers(path: str | Path) -> MemoryStore:
+    """Parse and validate every subscriber; all errors at once (ConfigError)."""
+    check_not_world_readable(path, "the subscriber file (it holds keys)")
+    data = read_toml(path)
+    c = Checker(path, data)
+    subs: list[Subscriber] = []
+    seen: set[object] = set()
+    for i, _ in enumerate(c.get("subscriber", list, [])):
+        p = f"subscriber.{i}"
+        home = c.address(f"{p}.home_address")
+        if home is not None and home in seen:
+            c.error(f"{p}.home_address", f"{home} is listed twice")
+        seen.add(home)
+        assocs: dict[int, SecurityAssociation] = {}
+        for j, _sa in enumerate(c.get(f"{p}.sa", list)  or []):
+            q = f"{p}.sa.{j}"
+            spi = c.integer(f"{q}.spi", lo=256, hi=2**32 - 1)
+            key = c.key_bytes(f"{q}.key")
+            alg = c.choice(f"{q}.algorithm", tuple(a.value for a in Algorithm), "hmac-md5")
+            if isinstance(spi, int) and isinstance(key, bytes) and isinstance(alg, str):
+                assocs[spi] = SecurityAssociation(spi, key, Algorithm(alg))
+        subs.append(Subscriber(
+            home_address=home,
+            nai=c.get(f"{p}.nai", str, ""),
+            associations=assocs,
+            max_lifetime=c.integer(f"{p}.max_lifetime", 3600, 1, 65534),
+            replay=ReplayMethod(c.choice(f"{p}.replay", ("timestamp", "nonce"), "timestamp")
+                                or "timestamp"),
+        ))
+    c.done()
+    return MemoryStore(subs)

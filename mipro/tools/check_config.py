@@ -1,0 +1,21 @@
+"""`mipro check-config FILE`: validate, print every problem, exit 0 or 1."""
+
+from __future__ import annotations
+
+from ..config import ConfigError, HaConfig, load_role
+
+
+def run(path: str) -> int:
+    try:
+        cfg = load_role(path)
+        if isinstance(cfg, HaConfig) and cfg.subscriber_store == "file":
+            from ..subscribers.file_store import load_subscribers
+
+            store = load_subscribers(cfg.subscribers_file)
+            print(f"{cfg.subscribers_file}: ok ({len(store)} subscribers)")
+    except ConfigError as exc:
+        for line in exc.errors:
+            print(line)
+        return 1
+    print(f"{path}: ok ({cfg.role})")
+    return 0

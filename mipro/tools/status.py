@@ -1,0 +1,52 @@
+"""`mipro status`: ask a daemon over its control socket and print what it says."""
+
+from __future__ import annotations
+
+import glob
+import json
+import sys
+
+from ..runtime.control import request
+
+
+def _default_socket(role: str | None) -> str | None:
+    if role:
+        return f"/run/mipro/{role}.sock"
+    found = sorted(glob.glob("/run/mipro/*.sock"))
+    return found[0] if len(found) == 1 else None
+
+
+def run(socket_path: str | None, role: str | None, as_json: bool) -> int:
+    path = socket_path or _default_socket(role)
+    if path is None:
+        print("mipro status: several or no daemons in /run/mipro; use --socket or --role",
+              file=sys.stderr)
+        return 2
+    try:
+        answer = request(path)
+    except OSError as exc:
+        print(f"mipro status: cannot reach {path}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    if as_json:
+        print(json.dumps(answer, indent=2))
+        return 0
+    print(f"role: {answer.get('role')}  pid: {answer.get('pid')}  "
+          f"dataplane: {answer.get('dataplane')} ({answer.get('dataplane_reason')})")
+    for key in ("state", "address", "home_address", "care_of_address", "uptime"):
+        if key in answer:
+            print(f"{key}: {answer[key]}")
+    bindings = answer.get("bindings", [])
+    print(f"bindings: {len(bindings)}")
+    if bindings:
+        print(f"  {'home address':<16} {'care-of address':<16} {'left':>6} {'encap':<6} "
+              f"{'rev':<4} {'pkts in/out':>13} {'bytes in/out':>17}")
+        for b in bindings:
+            c = b.get("counters") or {}
+            pkts = f"{c.get('packets_in', '-')}/{c.get('packets_out', '-')}"
+            byts = f"{c.get('bytes_in', '-')}/{c.get('bytes_out', '-')}"
+            print(f"  {b['home_address']:<16} {b['care_of_address']:<16} "
+                  f"{b['lifetime_left']:>5}s {b['encapsulation']:<6} "
+                  f"{'yes' if b['reverse_tunnel'] else 'no':<4} {pkts:>13} {byts:>17}")
+    if answer.get("counters"):
+        print("counters: " + " ".join(f"{k}={v}" for k, v in sorted(answer["counters"].items())))
+    return 0
