@@ -80,7 +80,7 @@ class Lab:
 
     # --- building ---------------------------------------------------------------------
 
-    def up(self) -> None:
+    def up(self, services: bool = True) -> None:
         self.down(quiet=True)
         if self.out.exists():
             shutil.rmtree(self.out)
@@ -119,7 +119,7 @@ class Lab:
             self.exec(node["name"], "sysctl", "-qw", f"net.ipv4.ip_forward={fwd}")
         self._render_confs()
         self._start_captures()
-        for svc in self.spec.get("service", []):
+        for svc in self.spec.get("service", []) if services else []:
             if svc.get("start", True):
                 self.start_service(svc["name"])
 
@@ -154,6 +154,17 @@ class Lab:
 
     def conf(self, node: str, name: str) -> Path:
         return self.out / "conf" / node / name
+
+    def edit_conf(self, node: str, name: str, old: str, new: str) -> None:
+        path = self.conf(node, name)
+        text = path.read_text()
+        if old not in text:
+            raise LabError(f"{path} has no {old!r}")
+        path.write_text(text.replace(old, new))
+
+    def log_lines(self, service: str) -> list[str]:
+        path = self.out / "logs" / f"{service}.log"
+        return path.read_text().splitlines() if path.exists() else []
 
     def _start_captures(self) -> None:
         if not shutil.which("tcpdump"):
