@@ -1,0 +1,143 @@
+"""Configuration: the shipped examples load; every error names file, key and problem."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from mipro.cli import main
+from mipro.config import ConfigError, load_ha, load_mn
+from mipro.subscribers.file_store import load_subscribers
+
+CONF = Path(__file__).resolve().parents[2] / "conf"
+SYSTEMD = Path(__file__).resolve().parents[2] / "systemd"
+
+
+def private_copy(tmp_path, name):
+    """As an operator installs it: install -m 600 conf/NAME /etc/mipro/."""
+    dst = tmp_path / name
+    shutil.copy(CONF / name, dst)
+    dst.chmod(0o600)
+    return dst
+
+
+def test_example_ha_conf_loads(tmp_path):
+    cfg = load_ha(private_copy(tmp_path, "ha.toml"))
+    assert str(cfg.address) == "10.1.0.1" and cfg.encapsulations == {"ipip", "gre"}
+    assert cfg.dataplane.backend == "auto" and cfg.runtime.state_file
+
+
+def test_example_subscribers_load(tmp_path):
+    store = load_subscribers(private_copy(tmp_path, "subscribers.toml"))
+    assert len(store) == 2
+    sub = store.by_nai["mn1@home.example"]
+    assert set(sub.associations) == {256, 257}
+    assert sub.associations[257].algorithm.value == "hmac-sha256"
+
+
+def test_example_mn_conf_loads(tmp_path):
+    cfg = load_mn(private_copy(tmp_path, "mn.toml"))
+    assert cfg.sa.spi == 256 and cfg.care_of == "dhcp"
+
+
+def test_lab_confs_load(tmp_path):
+    lab = CONF.parent / "netns-lab" / "scenarios"
+    files = sorted(lab.glob("*/*/*.toml"))
+    assert files
+    for f in files:
+        dst = tmp_path / f"{f.parent.parent.name}-{f.parent.name}-{f.name}"
+        dst.write_text(f.read_text().replace("{out}", str(tmp_path)).replace("{run}",
+                                                                             str(tmp_path)))
+        dst.chmod(0o600)
+        if f.name == "subscribers.toml":
+            load_subscribers(dst)
+        elif "[ha]" in dst.read_text():
+            load_ha(dst)
+        elif "[mn]" in dst.read_text():
+            load_mn(dst)
+
+
+def write(tmp_path, text, name="x.toml"):
+    p = tmp_path / name
+    p.write_text(text)
+    p.chmod(0o600)
+    return p
+
+
+def test_all_errors_at_once_with_file_and_key(tmp_path):
+    p = write(tmp_path, """
+[ha]
+address = "10.1.0.300"
+home_interface = 5
+home_network = "10.1.0.0/24"
+max_lifetime = 0
+encapsulations = ["ipip", "vxlan"]
+colour = "blue"
+[dataplane]
+backend = "magic"
+""")
+    with pytest.raises(ConfigError) as err:
+        load_ha(p)
+    errors = err.value.errors
+    assert all(e.startswith(f"{p}: ") for e in errors)
+    text = "\n".join(errors)
+    for key in ("ha.address", "ha.home_interface", "ha.max_lifetime", "ha.encapsulations",
+                "ha.colour", "dataplane.backend"):
+        assert f": {key}: " in text, key
+    assert "unknown key" in text and "not one of auto, kernel, userspace" in text
+
+
+def test_missing_key_and_bad_toml(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        load_mn(write(tmp_path, "[mn]\nhome_address = \"10.1.0.100\"\n"))
+    assert any(": mn.home_agent: missing" in e for e in err.value.errors)
+    with pytest.raises(ConfigError) as err:
+        load_ha(write(tmp_path, "[ha\n"))
+    assert "not valid TOML" in err.value.errors[0]
+
+
+def test_secrets_must_not_be_world_readable(tmp_path):
+    p = private_copy(tmp_path, "subscribers.toml")
+    p.chmod(0o644)
+    with pytest.raises(ConfigError) as err:
+        load_subscribers(p)
+    assert "readable by others" in err.value.errors[0] and "chmod o-rw" in err.value.errors[0]
+
+
+def test_short_key_and_duplicate_home(tmp_path):
+    p = write(tmp_path, """
+[[subscriber]]
+home_address = "10.1.0.5"
+sa = [{ spi = 256, key = "text:short" }]
+[[subscriber]]
+home_address = "10.1.0.5"
+sa = [{ spi = 12, key = "hex:zz" }]
+""")
+    with pytest.raises(ConfigError) as err:
+        load_subscribers(p)
+    text = "\n".join(err.value.errors)
+    assert "subscriber.0.sa.0.key: key of 5 bytes is too short" in text
+    assert "subscriber.1.home_address: 10.1.0.5 is listed twice" in text
+    assert "subscriber.1.sa.0.spi: 12 is below the minimum 256" in text
+    assert "subscriber.1.sa.0.key: cannot decode the hex key" in text
+
+
+def test_check_config_command(tmp_path, capsys):
+    ha = private_copy(tmp_path, "ha.toml")
+    subs = private_copy(tmp_path, "subscribers.toml")
+    ha.write_text(ha.read_text().replace("/etc/mipro/subscribers.toml", str(subs)))
+    assert main(["check-config", str(ha)]) == 0
+    assert "ok (ha)" in capsys.readouterr().out
+    bad = write(tmp_path, "[ha]\naddress = 1\n", "bad.toml")
+    assert main(["check-config", str(bad)]) == 1
+    assert f"{bad}: ha.address: expected a string" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("unit,role", [("mipro-ha.service", "ha"), ("mipro-mn.service", "mn")])
+def test_systemd_units(unit, role):
+    text = (SYSTEMD / unit).read_text()
+    for line in ("Type=notify", f"ExecStartPre=/usr/local/bin/mipro check-config "
+                 f"/etc/mipro/{role}.toml", f"ExecStart=/usr/local/bin/mipro {role} --config",
+                 "ExecReload=/bin/kill -HUP $MAINPID", "ProtectSystem=strict",
+                 "CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_RAW CAP_NET_BIND_SERVICE"):
+        assert line in text, line
