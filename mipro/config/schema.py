@@ -12,7 +12,7 @@ from .loader import Checker, ConfigError, check_not_world_readable, read_toml
 
 ALGORITHMS = tuple(a.value for a in Algorithm)
 REPLAY = tuple(r.value for r in ReplayMethod)
-BACKENDS = ("auto", "kernel", "userspace")
+BACKENDS = ("auto", "kernel", "userspace", "fake")
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,7 @@ class HaConfig:
     fa_peers: dict[IPv4Address, SecurityAssociation]
     dataplane: DataplaneConfig
     runtime: RuntimeConfig
+    proxy_arp: str = "per-binding"
     role: str = "ha"
 
 
@@ -131,11 +132,12 @@ def load_ha(path: str | Path) -> HaConfig:
         fa_peers=peers,
         dataplane=_dataplane(c),
         runtime=_runtime(c, "ha"),
+        proxy_arp=c.choice("ha.proxy_arp", ("per-binding", "interface"), "per-binding"),
     )
     c.unknown_keys({
         "": {"ha", "dataplane", "runtime", "subscribers", "fa_peer"},
         "ha": {"address", "home_interface", "home_network", "max_lifetime", "replay_window",
-               "encapsulations", "reverse_tunneling", "vendor_id"},
+               "encapsulations", "reverse_tunneling", "vendor_id", "proxy_arp"},
         "dataplane": {"backend", "table", "rule_priority", "tunnel_interface"},
         "runtime": {"control_socket", "state_file", "log_level"},
         "subscribers": {"store", "file", "ldap"},

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from ipaddress import IPv4Address
 from typing import Any
 
@@ -28,19 +28,21 @@ class Binding:
     def remaining(self, now: float) -> int:
         return max(0, int(self.expires - now + 0.5))
 
-    def to_json(self) -> dict[str, Any]:
-        out = asdict(self)
-        for key in ("home_address", "care_of_address", "home_agent", "source"):
-            out[key] = None if out[key] is None else str(out[key])
-        return out
+    def to_row(self) -> list[Any]:
+        """A compact JSON-ready row, in field order (the state file's format)."""
+        return [str(self.home_address), str(self.care_of_address), str(self.home_agent),
+                self.lifetime, self.expires, self.registered, self.identification,
+                self.encapsulation, self.reverse_tunnel, self.nai, self.spi,
+                None if self.source is None else str(self.source), self.source_port]
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Binding:
-        values = dict(data)
-        for key in ("home_address", "care_of_address", "home_agent"):
-            values[key] = IPv4Address(values[key])
-        values["source"] = None if values.get("source") is None else IPv4Address(values["source"])
-        return cls(**values)
+    def from_row(cls, row: list[Any]) -> Binding:
+        (home, coa, ha, lifetime, expires, registered, ident, encap, reverse, nai, spi, source,
+         port) = row
+        return cls(IPv4Address(home), IPv4Address(coa), IPv4Address(ha), int(lifetime),
+                   float(expires), float(registered), int(ident), str(encap), bool(reverse),
+                   str(nai), int(spi), None if source is None else IPv4Address(source),
+                   int(port))
 
 
 class BindingTable:

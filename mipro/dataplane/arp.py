@@ -22,3 +22,24 @@ def send_gratuitous_arp(ifname: str, mac: bytes, address: IPv4Address, count: in
         frame = gratuitous_arp_frame(mac, address)
         for _ in range(count):
             sock.send(frame)
+
+
+class ArpSender:
+    """One packet socket on a link, kept open: an HA announces every new binding."""
+
+    def __init__(self, ifname: str, mac: bytes) -> None:
+        self.mac = mac
+        self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP))
+        self.sock.setblocking(False)
+        self.sock.bind((ifname, 0))
+
+    def announce(self, address: IPv4Address, count: int = 2) -> None:
+        frame = gratuitous_arp_frame(self.mac, address)
+        for _ in range(count):
+            try:
+                self.sock.send(frame)
+            except BlockingIOError:
+                break
+
+    def close(self) -> None:
+        self.sock.close()

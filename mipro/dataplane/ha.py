@@ -8,7 +8,8 @@ from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
 from ..core.bindings import Binding
-from .arp import send_gratuitous_arp
+from . import rtbatch
+from .arp import ArpSender
 from .netlink import Netlink, set_sysctl
 from .relay import MTU, UserspaceTunnel
 
@@ -22,7 +23,7 @@ def link_name(coa: IPv4Address, encap: str) -> str:
 class HaDataplane:
     def __init__(self, *, backend: str, address: IPv4Address, home_interface: str,
                  home_network: IPv4Network, table: int, rule_priority: int,
-                 tunnel_interface: str, log: Any) -> None:
+                 tunnel_interface: str, log: Any, proxy_arp: str = "per-binding") -> None:
         self.name = backend
         self.address = address
         self.home_if = home_interface
@@ -30,12 +31,22 @@ class HaDataplane:
         self.table = table
         self.prio = rule_priority
         self.tun_if = tunnel_interface
+        # "per-binding": one proxy neighbour entry per away MN (exact; the kernel keeps
+        # them in 16 hash buckets, so adding one costs O(entries)).  "interface": the home
+        # link's proxy_arp sysctl answers for every address routed away from it, i.e. the
+        # MNs in mipro's table (flat cost, for very large HAs).
+        self.per_binding_proxy = proxy_arp == "per-binding"
+        self.proxy_sysctl_was: str | None = None
         self.log = log
         self.nl = Netlink()
         self.bindings: dict[IPv4Address, Binding] = {}
-        self.links: dict[str, int] = {}  # kernel backend: link name -> users
+        self.links: dict[str, list[int]] = {}  # kernel backend: name -> [users, ifindex]
         self.relay: UserspaceTunnel | None = None
         self.home_mac = b""
+        self.arp: ArpSender | None = None
+        self.batch = rtbatch.RtBatch()
+        self.tun_index = 0
+        self.home_index = 0
 
     # --- lifecycle ------------------------------------------------------------------
 
@@ -45,12 +56,16 @@ class HaDataplane:
             self.log("sysctl", name="net.ipv4.ip_forward", value=1, was=old)
         # answer ARP for away mobile nodes at once, not after a random 0-0.8 s delay
         set_sysctl(f"net.ipv4.neigh.{self.home_if}.proxy_delay", "0")
+        if not self.per_binding_proxy:
+            self.proxy_sysctl_was = set_sysctl(f"net.ipv4.conf.{self.home_if}.proxy_arp", "1")
         self.home_mac = await self.nl.mac(self.home_if)
+        self.arp = ArpSender(self.home_if, self.home_mac)
+        self.home_index = await self.nl.index(self.home_if)
         await self.cleanup_leftovers()
         if self.name == "userspace":
             self.relay = UserspaceTunnel(self.tun_if, self.address, self._peer_of, self._accept)
             self.relay.open()
-            await self.nl.link_up(self.tun_if, MTU)
+            self.tun_index = await self.nl.link_up(self.tun_if, MTU)
             set_sysctl(f"net.ipv4.conf.{self.tun_if}.rp_filter", "0")
             if loop is not None:
                 self.relay.start_reading(loop)
@@ -71,60 +86,79 @@ class HaDataplane:
 
     async def stop(self) -> None:
         """Remove exactly what we added."""
-        for b in list(self.bindings.values()):
-            await self.remove(b)
+        await self.apply([("remove", b) for b in list(self.bindings.values())])
+        self.batch.close()
+        if self.proxy_sysctl_was is not None:
+            set_sysctl(f"net.ipv4.conf.{self.home_if}.proxy_arp", self.proxy_sysctl_was)
         await self.nl.rule_del(self.table, self.prio)
         if self.relay is not None:
             self.relay.close()
             self.relay = None
         self.nl.close()
+        if self.arp is not None:
+            self.arp.close()
 
     # --- bindings -------------------------------------------------------------------
 
     async def install(self, b: Binding) -> None:
-        old = self.bindings.get(b.home_address)
-        if old is not None and (old.care_of_address, old.encapsulation) != \
-                (b.care_of_address, b.encapsulation):
-            await self._release_link(old)
-        self.bindings[b.home_address] = b
-        dev = self.tun_if
-        if self.name == "kernel":
-            dev = await self._acquire_link(b, renew=old is not None and
-                                     old.care_of_address == b.care_of_address and
-                                     old.encapsulation == b.encapsulation)
-        await self.nl.route_replace(IPv4Network(b.home_address), self.table, oif=dev)
-        if b.home_address in self.home_net:
-            await self.nl.proxy_add(self.home_if, b.home_address)
-            if old is None:
-                send_gratuitous_arp(self.home_if, self.home_mac, b.home_address)
+        await self.apply([("install", b)])
 
     async def remove(self, b: Binding) -> None:
-        current = self.bindings.pop(b.home_address, None)
-        await self.nl.route_del(IPv4Network(b.home_address), self.table)
-        if b.home_address in self.home_net:
-            await self.nl.proxy_del(self.home_if, b.home_address)
-        if current is not None and self.name == "kernel":
-            await self._release_link(current)
+        await self.apply([("remove", b)])
 
-    async def _acquire_link(self, b: Binding, renew: bool) -> str:
+    async def apply(self, ops: list[tuple[str, Binding]]) -> None:
+        """Install and remove bindings, in order, with one netlink batch for all of them."""
+        requests: list[rtbatch.Request] = []
+        announce: list[IPv4Address] = []
+        for op, b in ops:
+            if op == "install":
+                old = self.bindings.get(b.home_address)
+                same_tunnel = old is not None and (old.care_of_address, old.encapsulation) == \
+                    (b.care_of_address, b.encapsulation)
+                self.bindings[b.home_address] = b
+                if same_tunnel:
+                    continue  # a renewal: the route and proxy entry are already in place
+                if old is not None:
+                    await self._release_link(old)
+                oif = self.tun_index
+                if self.name == "kernel":
+                    oif = await self._acquire_link(b, renew=same_tunnel)
+                requests.append(rtbatch.route(True, b.home_address, self.table, oif))
+                if b.home_address in self.home_net:
+                    if self.per_binding_proxy:
+                        requests.append(rtbatch.proxy(True, b.home_address, self.home_index))
+                    if old is None:
+                        announce.append(b.home_address)
+            else:
+                current = self.bindings.pop(b.home_address, None)
+                requests.append(rtbatch.route(False, b.home_address, self.table))
+                if b.home_address in self.home_net and self.per_binding_proxy:
+                    requests.append(rtbatch.proxy(False, b.home_address, self.home_index))
+                if current is not None and self.name == "kernel":
+                    await self._release_link(current)
+        await self.batch.run(requests)
+        for address in announce:
+            self.arp.announce(address)
+
+    async def _acquire_link(self, b: Binding, renew: bool) -> int:
         name = link_name(b.care_of_address, b.encapsulation)
         if name not in self.links:
             kind = "gre" if b.encapsulation == "gre" else "ipip"
             await self.nl.ipr.link("add", ifname=name, kind=kind, **{
                 f"{kind}_local": str(self.address), f"{kind}_remote": str(b.care_of_address),
                 f"{kind}_ttl": 64})
-            await self.nl.link_up(name)
+            index = await self.nl.link_up(name)
             set_sysctl(f"net.ipv4.conf.{name}.rp_filter", "0")
-            self.links[name] = 0
+            self.links[name] = [0, index]
         if not renew:
-            self.links[name] += 1
-        return name
+            self.links[name][0] += 1
+        return self.links[name][1]
 
     async def _release_link(self, b: Binding) -> None:
         name = link_name(b.care_of_address, b.encapsulation)
         if name in self.links:
-            self.links[name] -= 1
-            if self.links[name] <= 0:
+            self.links[name][0] -= 1
+            if self.links[name][0] <= 0:
                 del self.links[name]
                 await self.nl.link_del(name)
 

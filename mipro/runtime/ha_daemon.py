@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import socket
@@ -14,18 +15,19 @@ from pyroute2 import NetlinkError
 
 from ..config import ConfigError, HaConfig, load_ha
 from ..core.actions import InstallBinding, Log, RemoveBinding, Send
-from ..core.bindings import Binding
 from ..core.ha import HaPolicy, HomeAgent
 from ..dataplane.detect import choose_backend
+from ..dataplane.fake import FakeHaDataplane
 from ..dataplane.ha import HaDataplane
 from ..dataplane.netlink import Netlink
 from ..subscribers.file_store import load_subscribers
-from . import statefile
 from .control import ControlServer
+from .journal import BindingJournal
 from .logging import EventLog
 from .systemd import notify
 
 STATE_FLUSH_DELAY = 0.5
+RECV_BATCH = 256
 
 
 def make_store(cfg: HaConfig):
@@ -42,15 +44,18 @@ def make_policy(cfg: HaConfig) -> HaPolicy:
                     fa_associations=dict(cfg.fa_peers))
 
 
-class HaDaemon(asyncio.DatagramProtocol):
+class HaDaemon:
     def __init__(self, cfg: HaConfig, log: EventLog) -> None:
         self.cfg = cfg
         self.log = log
         self.engine = HomeAgent(make_policy(cfg), make_store(cfg))
-        self.dataplane: HaDataplane | None = None
-        self.transport: asyncio.DatagramTransport | None = None
+        self.dataplane: HaDataplane | FakeHaDataplane | None = None
+        self.sock: socket.socket | None = None
+        self.send_drops = 0
         self.timer: asyncio.TimerHandle | None = None
         self.flush_handle: asyncio.TimerHandle | None = None
+        self.compacting: asyncio.Future | None = None
+        self.journal = BindingJournal(cfg.runtime.state_file) if cfg.runtime.state_file else None
         self.stopping = asyncio.Event()
         self.started = time.time()
         self.backend_reason = ""
@@ -60,53 +65,61 @@ class HaDaemon(asyncio.DatagramProtocol):
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
-        nl = Netlink()
-        try:
-            backend, self.backend_reason = await choose_backend(nl, self.cfg.dataplane.backend)
-        finally:
-            nl.close()
-        self.log("dataplane", backend=backend, reason=self.backend_reason)
         dp = self.cfg.dataplane
-        self.dataplane = HaDataplane(
-            backend=backend, address=self.cfg.address, home_interface=self.cfg.home_interface,
-            home_network=self.cfg.home_network, table=dp.table, rule_priority=dp.rule_priority,
-            tunnel_interface=dp.tunnel_interface, log=self.log)
+        if dp.backend == "fake":
+            self.backend_reason = "configured: no kernel changes"
+            self.dataplane = FakeHaDataplane(self.log)
+        else:
+            nl = Netlink()
+            try:
+                backend, self.backend_reason = await choose_backend(nl, dp.backend)
+            finally:
+                nl.close()
+            self.dataplane = HaDataplane(
+                backend=backend, address=self.cfg.address,
+                home_interface=self.cfg.home_interface, home_network=self.cfg.home_network,
+                table=dp.table, rule_priority=dp.rule_priority,
+                tunnel_interface=dp.tunnel_interface, log=self.log,
+                proxy_arp=self.cfg.proxy_arp)
+        self.log("dataplane", backend=self.dataplane.name, reason=self.backend_reason)
         await self.dataplane.start(loop)
         worker = asyncio.create_task(self._worker())
         self._restore()
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
         sock.bind(("0.0.0.0", 434))
-        self.transport, _ = await loop.create_datagram_endpoint(lambda: self, sock=sock)
+        sock.setblocking(False)
+        self.sock = sock
+        loop.add_reader(sock.fileno(), self._on_readable)
         control = ControlServer(self.cfg.runtime.control_socket, self.handle_control)
         await control.start()
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
         self._reschedule()
+        gc.freeze()  # subscribers and restored bindings are long-lived: keep them out of GC scans
         self.log("started", address=self.cfg.address, config=self.cfg.path,
                  bindings=len(self.engine.bindings), pid=os.getpid())
         notify("READY=1\nSTATUS=serving")
         await self.stopping.wait()
         notify("STOPPING=1")
         self.log("stopping", bindings=len(self.engine.bindings))
-        self.transport.close()
+        loop.remove_reader(self.sock.fileno())
         await self.work.join()
         worker.cancel()
-        self._flush_state()
+        await self._final_flush()
         await control.stop()
         await self.dataplane.stop()  # bindings stay in the state file for the next start
         self.log("stopped")
 
     def _restore(self) -> None:
-        path = self.cfg.runtime.state_file
-        data = statefile.read(path) if path else None
-        if not data:
+        if self.journal is None:
             return
         try:
-            bindings = [Binding.from_json(b) for b in data.get("bindings", [])]
-        except (KeyError, TypeError, ValueError) as exc:
-            self.log("state-file-unreadable", "warning", path=path, reason=exc)
+            bindings = self.journal.load()
+        except (KeyError, TypeError, ValueError, OSError) as exc:
+            self.log("state-file-unreadable", "warning", path=self.journal.snapshot, reason=exc)
             return
         self.dispatch(self.engine.restore(bindings, time.time()))
 
@@ -131,12 +144,21 @@ class HaDaemon(asyncio.DatagramProtocol):
 
     # --- datagrams and timers -----------------------------------------------------------
 
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        self.dispatch(self.engine.receive(data, IPv4Address(addr[0]), addr[1], time.time()))
+    def _on_readable(self) -> None:
+        """Drain up to a batch of datagrams per wakeup (asyncio's transport reads one)."""
+        actions: list[Any] = []
+        now = time.time()
+        for _ in range(RECV_BATCH):
+            try:
+                data, addr = self.sock.recvfrom(4096)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:  # e.g. ICMP port unreachable reported on the socket
+                self.log("socket-error", "debug", reason=exc)
+                continue
+            actions += self.engine.receive(data, IPv4Address(addr[0]), addr[1], now)
+        self.dispatch(actions)
         self._reschedule()
-
-    def error_received(self, exc: Exception) -> None:
-        self.log("socket-error", "warning", reason=exc)
 
     def _reschedule(self) -> None:
         when = self.engine.next_timer()
@@ -165,52 +187,69 @@ class HaDaemon(asyncio.DatagramProtocol):
             self.work.put_nowait(actions)
 
     async def _worker(self) -> None:
+        """Drain what is queued into one batch: one netlink write for many registrations."""
         while True:
-            actions = await self.work.get()
+            batch = [await self.work.get()]
+            while not self.work.empty() and len(batch) < 256:
+                batch.append(self.work.get_nowait())
             try:
-                await self._execute(actions)
+                await self._execute([a for actions in batch for a in actions])
             finally:
-                self.work.task_done()
+                for _ in batch:
+                    self.work.task_done()
 
     async def _execute(self, actions: list[Any]) -> None:
         """Program the kernel before answering, so the MN's first packets find the tunnel."""
-        changed = False
-        for a in actions:
-            if isinstance(a, InstallBinding):
-                await self._apply(self.dataplane.install, a.binding)
-                changed = True
-            elif isinstance(a, RemoveBinding):
-                await self._apply(self.dataplane.remove, a.binding)
-                changed = True
+        ops = [("install" if isinstance(a, InstallBinding) else "remove", a.binding)
+               for a in actions if isinstance(a, InstallBinding | RemoveBinding)]
+        if ops:
+            if self.journal is not None:
+                for op, binding in ops:
+                    self.journal.record(op, binding)
+            try:
+                await self.dataplane.apply(ops)
+            except (OSError, NetlinkError) as exc:  # refused: log it, keep serving
+                self.log("dataplane-error", "error", ops=len(ops), reason=exc)
+            self._schedule_flush()
         for a in actions:
             if isinstance(a, Send):
-                if self.transport is not None and not self.transport.is_closing():
-                    self.transport.sendto(a.data, (str(a.dst), a.port))
+                try:
+                    self.sock.sendto(a.data, (str(a.dst), a.port))
+                except (BlockingIOError, InterruptedError):
+                    self.send_drops += 1  # UDP: the MN retransmits
+                except OSError as exc:
+                    self.log("send-failed", "warning", dst=f"{a.dst}:{a.port}", reason=exc)
             elif isinstance(a, Log):
                 self.log.emit(a)
-        if changed:
-            self._schedule_flush()
-
-    async def _apply(self, fn, binding: Binding) -> None:
-        try:
-            await fn(binding)
-        except (OSError, NetlinkError) as exc:  # refused: log it, keep serving
-            self.log("dataplane-error", "error", home=binding.home_address,
-                     op=fn.__name__, reason=exc)
 
     # --- state file -------------------------------------------------------------------
 
     def _schedule_flush(self) -> None:
-        if self.flush_handle is None and self.cfg.runtime.state_file:
+        if self.flush_handle is None and self.journal is not None:
             loop = asyncio.get_running_loop()
             self.flush_handle = loop.call_later(STATE_FLUSH_DELAY, self._flush_state)
 
     def _flush_state(self) -> None:
+        """Append the journal; compact it in a thread when it outgrows the table."""
         self.flush_handle = None
-        if self.cfg.runtime.state_file:
-            statefile.write_atomic(self.cfg.runtime.state_file, {
-                "version": 1, "written": time.time(),
-                "bindings": [b.to_json() for b in self.engine.bindings]})
+        if self.journal is None:
+            return
+        self.journal.flush()
+        busy = self.compacting is not None and not self.compacting.done()
+        if not busy and self.journal.needs_compaction(len(self.engine.bindings)):
+            self.journal.rotate()
+            bindings = list(self.engine.bindings)
+            loop = asyncio.get_running_loop()
+            self.compacting = loop.run_in_executor(None, self.journal.write_snapshot, bindings)
+
+    async def _final_flush(self) -> None:
+        if self.flush_handle is not None:
+            self.flush_handle.cancel()
+        if self.compacting is not None:
+            await self.compacting
+        if self.journal is not None:
+            self.journal.rotate()
+            self.journal.write_snapshot(list(self.engine.bindings))
 
     # --- status -------------------------------------------------------------------------
 
@@ -234,7 +273,7 @@ class HaDaemon(asyncio.DatagramProtocol):
                 "dataplane": self.dataplane.name if self.dataplane else None,
                 "dataplane_reason": self.backend_reason,
                 "uptime": round(now - self.started, 1), "bindings": bindings,
-                "counters": dict(self.engine.counters),
+                "counters": dict(self.engine.counters, reply_send_drops=self.send_drops),
                 "tunnel_drops": self.dataplane.drops() if self.dataplane else {}}
 
 

@@ -33,15 +33,23 @@ def unix_from_ntp(ident: int) -> float:
     return (ident >> 32) - NTP_EPOCH_OFFSET + (ident & 0xFFFFFFFF) / (1 << 32)
 
 
+RANDOM_BITS = 12  # below the microsecond resolution of the clock
+
+
 def timestamp_identification(now: float, low_bits: int | None = None) -> int:
     """Identification for a request sent at ``now`` (Unix time).
 
-    RFC 5944 §5.7: the low-order 32 bits should be unpredictable; they are
-    also what matches a reply to its request.
+    RFC 5944 §5.7: an NTP timestamp whose fraction bits that the clock cannot
+    provide come from a good random source; the low-order 32 bits also match
+    a reply to its request.  Keeping the real fraction makes successive
+    requests of one mobile node increase even within a second.
+    ``low_bits`` forces the low-order 32 bits (tests).
     """
     ident = ntp_from_unix(now)
-    low = secrets.randbits(32) if low_bits is None else low_bits
-    return (ident & ~0xFFFFFFFF) | (low & 0xFFFFFFFF)
+    if low_bits is not None:
+        return (ident & ~0xFFFFFFFF) | (low_bits & 0xFFFFFFFF)
+    mask = (1 << RANDOM_BITS) - 1
+    return (ident & ~mask) | secrets.randbits(RANDOM_BITS)
 
 
 @dataclass(frozen=True)

@@ -200,15 +200,15 @@ def test_mn_retransmits_with_backoff_and_ignores_forged_replies():
 def test_restore_after_restart():
     ha, mn = make_pair()
     exchange(ha, mn, mn.attach(COA, NOW), NOW)
-    saved = [b.to_json() for b in ha.bindings]
+    saved = [b.to_row() for b in ha.bindings]
     from mipro.core.bindings import Binding
     ha2, _ = make_pair()
-    actions = ha2.restore([Binding.from_json(d) for d in saved], NOW + 10)
+    actions = ha2.restore([Binding.from_row(d) for d in saved], NOW + 10)
     assert of(InstallBinding, actions)[0].binding.care_of_address == COA
     # the replay state survives too
-    assert reply_code(ha2.receive(request(saved[0]["identification"]), COA, 434,
+    assert reply_code(ha2.receive(request(saved[0][6]), COA, 434,
                                   NOW + 11)) == 133
-    assert ha2.restore([Binding.from_json(d) for d in saved], NOW + 10_000)[:-1] == []
+    assert ha2.restore([Binding.from_row(d) for d in saved], NOW + 10_000)[:-1] == []
 
 
 def test_twenty_thousand_bindings_and_their_expiry():
