@@ -10,7 +10,7 @@ STAMP := $(VENV)/.mipro-installed
 APT_PACKAGES := python3 python3-venv python3-dev iptables libip4tc2 libip6tc2 iproute2 \
 	ipset conntrack tshark tcpdump dnsmasq-base slapd ldap-utils iperf3 procps iputils-ping
 
-.PHONY: all setup apt venv test test-unit test-integration lint fuzz demo bench clean
+.PHONY: all setup apt venv test test-unit test-integration lint fuzz demo codec-demo bench clean
 
 all: test
 
@@ -54,8 +54,14 @@ fuzz: setup
 
 bench: setup
 	$(PY) bench/fuzz_codec.py --count 200000
+	$(PY) bench/registration.py
 
+# The lab: HA, MN (and later FA) daemons in network namespaces, scenario by scenario.
+DEMO_SCENARIOS ?= colocated
 demo: setup
+	$(PY) -m mipro.lab.cli run $(DEMO_SCENARIOS)
+
+codec-demo: setup
 	$(PY) -m mipro.tools.codec_demo
 
 clean:

@@ -232,6 +232,12 @@ class Lab:
 
         return request(self._fill(svc["socket"]))
 
+    def mipro_status(self, name: str) -> str:
+        """`mipro status` as an operator sees it, for a service with a control socket."""
+        svc = next(s for s in self.spec["service"] if s["name"] == name)
+        return sh(self.python, "-m", "mipro.cli", "status", "--socket",
+                  self._fill(svc["socket"])).stdout
+
     def wait_for(self, predicate: Callable[[], Any], timeout: float, what: str,
                  interval: float = 0.1) -> Any:
         deadline = time.monotonic() + timeout

@@ -16,6 +16,7 @@ def registered(lab: Lab) -> dict:
 def run(lab: Lab, say=print) -> None:
     both = lab.wait_for(lambda: registered(lab), 40, "the MN to register through DHCP")
     b = both["ha"]["bindings"][0]
+    say(f"MN got care-of address {both['mn']['care_of_address']} by DHCP and registered")
     say(f"binding at the HA: {b['home_address']} -> care-of {b['care_of_address']} "
         f"({b['encapsulation']}, {b['lifetime_left']}s left, dataplane "
         f"{both['ha']['dataplane']})")
@@ -38,4 +39,6 @@ def run(lab: Lab, say=print) -> None:
     counters = ha["bindings"][0].get("counters")
     if counters:
         assert counters["packets_in"] > 0 and counters["packets_out"] > 0, counters
-        say(f"HA tunnel counters: {counters}")
+    say("`mipro status` on the HA:")
+    for line in lab.mipro_status("ha").splitlines():
+        say("  " + line)
