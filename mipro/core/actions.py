@@ -19,6 +19,26 @@ class Send:
 
 
 @dataclass(frozen=True)
+class SendIcmp:
+    """Send an ICMP message (agent advertisement or solicitation) on the agent's link."""
+
+    dst: IPv4Address
+    data: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
+class SendToLink:
+    """Send a UDP datagram straight to a link-layer address (FA → MN: no ARP for a
+    home address, RFC 5944 §3.7.2.3)."""
+
+    mac: bytes
+    src: IPv4Address
+    dst: IPv4Address
+    port: int
+    data: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
 class Log:
     """One journald-friendly event: ``event key=value ...``."""
 
@@ -47,4 +67,4 @@ class RemoveBinding:
     reason: str
 
 
-Action = Send | Log | InstallBinding | RemoveBinding
+Action = Send | SendIcmp | SendToLink | Log | InstallBinding | RemoveBinding

@@ -178,8 +178,14 @@ class HomeAgent:
         reply = RegistrationReply.build(code=code, lifetime=lifetime,
                                         home_address=req.home_address,
                                         home_agent=req.home_agent, identification=reply_id)
-        actions.insert(0, Send(src, port, self._sign(reply.encode(), sa)))
+        actions.insert(0, Send(src, port, self._sign_for_fa(self._sign(reply.encode(), sa),
+                                                            src)))
         return actions
+
+    def _sign_for_fa(self, reply: bytes, src: IPv4Address) -> bytes:
+        """Through a foreign agent we share a key with: FA-HA authentication last."""
+        fa_sa = self.policy.fa_associations.get(src)
+        return reply if fa_sa is None else append_authenticator(reply, ExtType.FA_HA_AUTH, fa_sa)
 
     def _check_replay(self, req: RegistrationRequest, sub: Subscriber, state: _ReplayState,
                       now: float) -> int:
@@ -198,11 +204,11 @@ class HomeAgent:
         """FA-HA authentication, when the request carries one or policy demands it."""
         fa_auth = req.find(FaHaAuth)
         sa = self.policy.fa_associations.get(src)
+        if sa is None:
+            return  # no FA-HA association with this sender: nothing to check
         if fa_auth is None:
-            if sa is not None:
-                raise Denied(Code.HA_FA_FAILED_AUTH, f"FA {src} sent no FA-HA authentication")
-            return
-        if sa is None or not verify(req.authenticated_bytes(req.index_of(fa_auth)), fa_auth, sa):
+            raise Denied(Code.HA_FA_FAILED_AUTH, f"FA {src} sent no FA-HA authentication")
+        if not verify(req.authenticated_bytes(req.index_of(fa_auth)), fa_auth, sa):
             raise Denied(Code.HA_FA_FAILED_AUTH, f"FA-HA authentication from {src} failed")
 
     # --- replies ------------------------------------------------------------------
@@ -230,7 +236,7 @@ class HomeAgent:
                                         home_address=req.home_address, home_agent=home_agent,
                                         identification=ident)
         return [
-            Send(src, port, self._sign(reply.encode(), sa)),
+            Send(src, port, self._sign_for_fa(self._sign(reply.encode(), sa), src)),
             Log("denied", {"home": req.home_address, "src": f"{src}:{port}",
                            "code": int(denial.code), "reason": denial.reason,
                            "name": code_name(denial.code)}, "warning"),

@@ -1,9 +1,14 @@
-"""Mobile node engine: registration with a co-located care-of address.
+"""Mobile node engine: agent discovery, and registration through a foreign agent or
+with a co-located care-of address.
 
-Registers when a care-of address is attached, retransmits with exponential
-backoff (RFC 5944 §3.6.3), renews before the granted lifetime runs out,
-resynchronises its clock or nonce on code 133, and deregisters on shutdown
-and on return home.  Pure: inputs and ``now`` in, actions out.
+Solicits when its link comes up and listens to Agent Advertisements: a
+foreign agent's (F bit) makes it register through that agent; losing it
+(advertisement lifetime expired) or hearing none makes it fall back to a
+co-located care-of address from DHCP (``mode = "auto"``); its own home
+agent's (H bit) means it is home: it deregisters.  Registration retransmits
+with exponential backoff (RFC 5944 §3.6.3), renews before the granted
+lifetime runs out, and resynchronises its clock or nonce on code 133.
+Pure: inputs and ``now`` in, actions out.
 """
 
 from __future__ import annotations
@@ -16,6 +21,9 @@ from ipaddress import IPv4Address
 from ..security import SecurityAssociation, append_authenticator, verify
 from ..security.replay import NTP_EPOCH_OFFSET, ReplayMethod, timestamp_identification
 from ..wire import (
+    AgentAdvertisement,
+    AgentFlags,
+    AgentSolicitation,
     Code,
     DecodeContext,
     DecodeError,
@@ -30,7 +38,9 @@ from ..wire import (
     code_name,
 )
 from ..wire.vendor import FilterRule, StaticRoute
-from .actions import MIP_PORT, Action, Log, Send
+from .actions import MIP_PORT, Action, Log, Send, SendIcmp
+
+ALL_ROUTERS = IPv4Address("224.0.0.2")
 
 
 class State(enum.Enum):
@@ -48,7 +58,7 @@ ALLOWED = {
     State.REGISTERED: {State.REGISTERED, State.REGISTERING, State.DEREGISTERING, State.IDLE,
                        State.HOME},
     State.DEREGISTERING: {State.IDLE, State.HOME, State.REGISTERING, State.DEREGISTERING},
-    State.HOME: {State.REGISTERING, State.IDLE, State.HOME},
+    State.HOME: {State.REGISTERING, State.IDLE, State.HOME, State.DEREGISTERING},
 }
 
 
@@ -75,6 +85,44 @@ class TunnelDown:
 
 
 @dataclass(frozen=True)
+class UseForeignAgent:
+    """FA care-of address mode: home address on the link, default route via the agent."""
+
+    agent: IPv4Address
+    care_of_address: IPv4Address
+    prefix_length: int
+
+
+@dataclass(frozen=True)
+class LeaveForeignAgent:
+    reason: str
+
+
+@dataclass(frozen=True)
+class StartDhcp:
+    """Co-located mode: obtain a care-of address on the link."""
+
+
+@dataclass(frozen=True)
+class StopDhcp:
+    pass
+
+
+@dataclass(frozen=True)
+class AtHome:
+    """On the home link: home address on the link, gratuitous ARP."""
+
+
+@dataclass
+class Agent:
+    address: IPv4Address
+    care_of_address: IPv4Address
+    expires: float
+    sequence: int
+    prefix_length: int
+
+
+@dataclass(frozen=True)
 class MnSettings:
     home_address: IPv4Address
     home_agent: IPv4Address
@@ -88,6 +136,8 @@ class MnSettings:
     retransmit_max: float = 16.0
     renew_fraction: float = 0.8
     vendor_id: int = 32473
+    mode: str = "colocated"  # auto | fa | colocated
+    discovery_wait: float = 1.0  # auto: how long to wait for an FA before DHCP
 
 
 class MobileNode:
@@ -106,12 +156,20 @@ class MobileNode:
         self.expires_at: float | None = None
         self.last_code: int | None = None
         self.ctx = DecodeContext(vendor_id=settings.vendor_id)
+        self.agent: Agent | None = None
+        self.using = "none"  # none | fa | colocated | home
+        self.dhcp_running = False
+        self.discovery_deadline: float | None = None
+        self.reg_dst = settings.home_agent
 
     # --- events -------------------------------------------------------------------
 
     def attach(self, care_of_address: IPv4Address, now: float) -> list[Action]:
         """A co-located care-of address was obtained (DHCP): register it."""
-        changed = care_of_address != self.care_of_address
+        if self.using == "fa":
+            return []
+        changed = care_of_address != self.care_of_address or self.using != "colocated"
+        self.using = "colocated"
         self.care_of_address = care_of_address
         if not changed and self.state in (State.REGISTERED, State.REGISTERING):
             return []
@@ -119,16 +177,112 @@ class MobileNode:
 
     def detach(self, now: float) -> list[Action]:
         """The care-of address was lost; the HA binding will expire on its own."""
+        if self.using != "colocated":
+            return []
         self.care_of_address = None
+        self.using = "none"
         self._go(State.IDLE)
         self._clear_timers()
         return [TunnelDown("care-of address lost"), Log("detached", {})]
 
     def returned_home(self, now: float) -> list[Action]:
         """On the home link: deregister all bindings (care-of address = home address)."""
+        actions: list[Action] = []
+        if self.using == "fa":
+            actions.append(LeaveForeignAgent("returned home"))
+        elif self.using == "colocated":
+            actions.append(TunnelDown("returned home"))
+        if self.dhcp_running:
+            self.dhcp_running = False
+            actions.append(StopDhcp())
+        self.agent = None
+        self.discovery_deadline = None
+        self.using = "home"
         self.care_of_address = self.s.home_address
-        actions: list[Action] = [TunnelDown("returned home")]
+        actions.append(AtHome())
         actions += self._register(now, 0, "home")
+        return actions
+
+    # --- agent discovery ------------------------------------------------------------
+
+    def link_up(self, now: float) -> list[Action]:
+        """The link came up (or changed): solicit, and in auto mode give FAs a moment."""
+        actions: list[Action] = [SendIcmp(ALL_ROUTERS, AgentSolicitation().encode()),
+                                 Log("solicit", {})]
+        if self.s.mode == "colocated":
+            if not self.dhcp_running:
+                self.dhcp_running = True
+                actions.append(StartDhcp())
+        elif self.s.mode == "auto" and self.using in ("none", "home"):
+            self.discovery_deadline = now + self.s.discovery_wait
+        return actions
+
+    def advertisement(self, data: bytes, src: IPv4Address, now: float) -> list[Action]:
+        try:
+            adv = AgentAdvertisement.decode(data)
+        except DecodeError as exc:
+            return [Log("drop", {"src": src, "reason": f"advertisement: {exc}"}, "debug")]
+        mob = adv.mobility
+        if adv.unknown_critical() or mob is None:
+            return []
+        router = adv.routers[0][0] if adv.routers else src
+        if mob.flags & AgentFlags.H and self.s.home_agent in (src, router):
+            if self.using == "home" and self.state in (State.HOME, State.DEREGISTERING):
+                return []
+            return [Log("home-agent-heard", {"src": src})] + self.returned_home(now)
+        if not mob.flags & AgentFlags.F or not mob.care_of_addresses or \
+                self.s.mode == "colocated":
+            return []
+        coa = mob.care_of_addresses[0]
+        plen = adv.prefix_lengths[0] if adv.prefix_lengths else 24
+        current = self.agent
+        if current is not None and current.address == src and current.care_of_address == coa \
+                and self.using == "fa":
+            rebooted = mob.sequence < current.sequence and mob.sequence < 256
+            current.expires = now + adv.lifetime
+            current.sequence = mob.sequence
+            if not rebooted:
+                return []
+            return [Log("agent-rebooted", {"agent": src})] + \
+                self._register(now, self.s.lifetime, "agent-rebooted")
+        # a new foreign agent: move to it
+        self.agent = Agent(src, coa, now + adv.lifetime, mob.sequence, plen)
+        actions: list[Action] = [Log("agent-found", {"agent": src, "coa": coa,
+                                                     "was": current.address if current else "-"})]
+        if self.using == "colocated":
+            actions.append(TunnelDown("moved to a foreign agent"))
+        if self.dhcp_running:
+            self.dhcp_running = False
+            actions.append(StopDhcp())
+        self.discovery_deadline = None
+        self.using = "fa"
+        self.care_of_address = coa
+        if self.state is State.REGISTERED:
+            self._go(State.REGISTERING)
+        actions.append(UseForeignAgent(src, coa, plen))
+        actions += self._register(now, self.s.lifetime, "new-agent")
+        return actions
+
+    def _agent_timers(self, now: float) -> list[Action]:
+        actions: list[Action] = []
+        if self.agent is not None and self.using == "fa" and now >= self.agent.expires:
+            lost = self.agent
+            self.agent = None
+            self.using = "none"
+            self.care_of_address = None
+            self._clear_timers()
+            self._go(State.IDLE)
+            actions += [LeaveForeignAgent("advertisements stopped"),
+                        Log("agent-lost", {"agent": lost.address}, "warning")]
+            actions += self.link_up(now)
+            if self.s.mode == "auto":
+                self.discovery_deadline = now  # no other agent heard: go co-located now
+        if self.discovery_deadline is not None and now >= self.discovery_deadline:
+            self.discovery_deadline = None
+            if self.using in ("none",) and not self.dhcp_running:
+                self.dhcp_running = True
+                actions += [Log("no-agent", {"fallback": "co-located care-of address"}),
+                            StartDhcp()]
         return actions
 
     def shutdown(self, now: float) -> list[Action]:
@@ -168,7 +322,7 @@ class MobileNode:
         return self._accepted(reply, now)
 
     def handle_timer(self, now: float) -> list[Action]:
-        actions: list[Action] = []
+        actions: list[Action] = self._agent_timers(now)
         if self.expires_at is not None and now >= self.expires_at and \
                 self.state is State.REGISTERED:
             self.expires_at = None
@@ -181,7 +335,7 @@ class MobileNode:
             else:
                 self.retransmit_at = now + self.retransmit_delay
                 self.retransmit_delay = min(self.retransmit_delay * 2, self.s.retransmit_max)
-                actions += [Send(self.s.home_agent, MIP_PORT, self.pending_bytes),
+                actions += [Send(self.reg_dst, MIP_PORT, self.pending_bytes),
                             Log("retransmit", {"delay": self.retransmit_delay})]
         if self.renew_at is not None and now >= self.renew_at and self.state is State.REGISTERED:
             self.renew_at = None
@@ -189,7 +343,9 @@ class MobileNode:
         return actions
 
     def next_timer(self) -> float | None:
-        times = [t for t in (self.retransmit_at, self.renew_at, self.expires_at) if t is not None]
+        agent = self.agent.expires if self.agent is not None and self.using == "fa" else None
+        times = [t for t in (self.retransmit_at, self.renew_at, self.expires_at, agent,
+                             self.discovery_deadline) if t is not None]
         return min(times) if times else None
 
     # --- internals ----------------------------------------------------------------
@@ -212,7 +368,7 @@ class MobileNode:
                   keep_backoff: bool = False) -> list[Action]:
         if self.care_of_address is None:
             return []
-        flags = RequestFlags.D  # co-located care-of address: the MN decapsulates
+        flags = RequestFlags(0) if self.using == "fa" else RequestFlags.D  # D: we decapsulate
         if self.s.reverse_tunnel:
             flags |= RequestFlags.T
         if self.s.encapsulation == "gre":
@@ -232,8 +388,11 @@ class MobileNode:
             self._go(State.DEREGISTERING)
         elif self.state is not State.REGISTERED:
             self._go(State.REGISTERING)
-        return [Send(self.s.home_agent, MIP_PORT, self.pending_bytes),
-                Log("register", {"why": why, "coa": self.care_of_address, "lifetime": lifetime})]
+        self.reg_dst = self.agent.address if self.using == "fa" and self.agent else \
+            self.s.home_agent
+        return [Send(self.reg_dst, MIP_PORT, self.pending_bytes),
+                Log("register", {"why": why, "coa": self.care_of_address, "lifetime": lifetime,
+                                 "via": self.using})]
 
     def _resync(self, reply: RegistrationReply, now: float) -> list[Action]:
         if self.s.replay is ReplayMethod.NONCE:
@@ -264,9 +423,11 @@ class MobileNode:
         first = self.state is not State.REGISTERED
         self._go(State.REGISTERED)
         assert self.care_of_address is not None
-        return [
-            TunnelUp(self.care_of_address, self.s.home_agent, self.s.home_address,
-                     self.s.encapsulation, reply.lifetime, routes, filters),
+        actions: list[Action] = []
+        if self.using == "colocated":
+            actions.append(TunnelUp(self.care_of_address, self.s.home_agent, self.s.home_address,
+                                    self.s.encapsulation, reply.lifetime, routes, filters))
+        return actions + [
             Log("registered" if first else "renewed",
-                {"coa": self.care_of_address, "lifetime": reply.lifetime, "code": reply.code}),
-        ]
+                {"coa": self.care_of_address, "lifetime": reply.lifetime, "code": reply.code,
+                 "via": self.using})]
