@@ -19,7 +19,8 @@ def build_parser() -> argparse.ArgumentParser:
     dec.add_argument("--vendor-id", type=int, default=DEFAULT_VENDOR_ID,
                      help=f"Vendor/Org-ID of mipro's NVSEs (default {DEFAULT_VENDOR_ID})")
 
-    for role, text in (("ha", "run the home agent daemon"), ("mn", "run the mobile node daemon")):
+    for role, text in (("ha", "run the home agent daemon"), ("fa", "run the foreign agent daemon"),
+                       ("mn", "run the mobile node daemon")):
         d = sub.add_parser(role, help=text)
         d.add_argument("--config", "-c", required=True, help="TOML configuration file")
 
@@ -47,6 +48,10 @@ def main(argv: list[str] | None = None) -> int:
         from .runtime.ha_daemon import main as ha_main
 
         return ha_main(args.config)
+    if args.command == "fa":
+        from .runtime.fa_daemon import main as fa_main
+
+        return fa_main(args.config)
     if args.command == "mn":
         from .runtime.mn_daemon import main as mn_main
 

@@ -47,6 +47,8 @@ class HaConfig:
     dataplane: DataplaneConfig
     runtime: RuntimeConfig
     proxy_arp: str = "per-binding"
+    advertise: bool = True
+    advertisement_interval: float = 1.0
     role: str = "ha"
 
 
@@ -69,6 +71,9 @@ class MnConfig:
     vendor_id: int
     dataplane: DataplaneConfig
     runtime: RuntimeConfig
+    mode: str = "colocated"
+    discovery_wait: float = 1.0
+    home_gateway: IPv4Address | None = None
     role: str = "mn"
 
 
@@ -133,11 +138,14 @@ def load_ha(path: str | Path) -> HaConfig:
         dataplane=_dataplane(c),
         runtime=_runtime(c, "ha"),
         proxy_arp=c.choice("ha.proxy_arp", ("per-binding", "interface"), "per-binding"),
+        advertise=c.get("ha.advertise", bool, True),
+        advertisement_interval=c.number("ha.advertisement_interval", 1.0, 0.1),
     )
     c.unknown_keys({
         "": {"ha", "dataplane", "runtime", "subscribers", "fa_peer"},
         "ha": {"address", "home_interface", "home_network", "max_lifetime", "replay_window",
-               "encapsulations", "reverse_tunneling", "vendor_id", "proxy_arp"},
+               "encapsulations", "reverse_tunneling", "vendor_id", "proxy_arp", "advertise",
+               "advertisement_interval"},
         "dataplane": {"backend", "table", "rule_priority", "tunnel_interface"},
         "runtime": {"control_socket", "state_file", "log_level"},
         "subscribers": {"store", "file", "ldap"},
@@ -175,11 +183,15 @@ def load_mn(path: str | Path) -> MnConfig:
         vendor_id=c.integer("mn.vendor_id", 32473, 1, 2**24 - 1),
         dataplane=_dataplane(c),
         runtime=_runtime(c, "mn"),
+        mode=c.choice("mn.mode", ("auto", "fa", "colocated"), "auto"),
+        discovery_wait=c.number("mn.discovery_wait", 1.0, 0.0),
+        home_gateway=c.address("mn.home_gateway", None),
     )
     c.unknown_keys({
         "": {"mn", "interface", "dataplane", "runtime"},
         "mn": {"home_address", "home_agent", "home_network", "nai", "spi", "key", "algorithm",
-               "replay", "lifetime", "reverse_tunnel", "encapsulation", "vendor_id"},
+               "replay", "lifetime", "reverse_tunnel", "encapsulation", "vendor_id", "mode",
+               "discovery_wait", "home_gateway"},
         "interface": {"name", "care_of", "address", "gateway"},
         "dataplane": {"backend", "table", "rule_priority", "tunnel_interface"},
         "runtime": {"control_socket", "state_file", "log_level"},
@@ -192,11 +204,95 @@ def load_mn(path: str | Path) -> MnConfig:
     return cfg
 
 
-def load_role(path: str | Path) -> HaConfig | MnConfig:
+@dataclass(frozen=True)
+class FaConfig:
+    path: str
+    interface: str
+    address: IPv4Address
+    prefix_length: int
+    care_of_addresses: tuple[IPv4Address, ...]
+    max_lifetime: int
+    advertisement_interval: float
+    registration_required: bool
+    reverse_tunneling: bool
+    reverse_tunnel_required: bool
+    encapsulations: frozenset[str]
+    vendor_id: int
+    ha_peers: dict[IPv4Address, SecurityAssociation]
+    mn_peers: dict[IPv4Address, SecurityAssociation]
+    require_mn_fa: bool
+    dataplane: DataplaneConfig
+    runtime: RuntimeConfig
+    role: str = "fa"
+
+
+def load_fa(path: str | Path) -> FaConfig:
+    data = read_toml(path)
+    c = Checker(path, data)
+    encaps = c.get("fa.encapsulations", list, ["ipip", "gre"],
+                   lambda v: None if v and set(v) <= {"ipip", "gre"} else
+                   "a non-empty list of \"ipip\" and \"gre\"")
+    coas = c.get("fa.care_of_addresses", list, None)
+    address = c.address("fa.address")
+    care_of: list[IPv4Address] = []
+    for i, text in enumerate(coas or ([str(address)] if address else [])):
+        try:
+            care_of.append(IPv4Address(text))
+        except ValueError as exc:
+            c.error(f"fa.care_of_addresses.{i}", f"{text!r} is not an IPv4 address ({exc})")
+    peers: dict[IPv4Address, SecurityAssociation] = {}
+    for i, _ in enumerate(c.get("ha_peer", list, [])):
+        addr = c.address(f"ha_peer.{i}.address")
+        sa = _sa(c, f"ha_peer.{i}")
+        if addr is not None and sa is not None:
+            peers[addr] = sa
+    mns: dict[IPv4Address, SecurityAssociation] = {}
+    for i, _ in enumerate(c.get("mn_peer", list, [])):
+        addr = c.address(f"mn_peer.{i}.home_address")
+        sa = _sa(c, f"mn_peer.{i}")
+        if addr is not None and sa is not None:
+            mns[addr] = sa
+    cfg = FaConfig(
+        path=str(path),
+        interface=c.get("fa.interface", str),
+        address=address,
+        prefix_length=c.integer("fa.prefix_length", 24, 0, 32),
+        care_of_addresses=tuple(care_of),
+        max_lifetime=c.integer("fa.max_lifetime", 600, 1, 65534),
+        advertisement_interval=c.number("fa.advertisement_interval", 1.0, 0.1),
+        registration_required=c.get("fa.registration_required", bool, True),
+        reverse_tunneling=c.get("fa.reverse_tunneling", bool, True),
+        reverse_tunnel_required=c.get("fa.reverse_tunnel_required", bool, False),
+        encapsulations=frozenset(encaps) if isinstance(encaps, list) else frozenset({"ipip"}),
+        vendor_id=c.integer("fa.vendor_id", 32473, 1, 2**24 - 1),
+        ha_peers=peers,
+        mn_peers=mns,
+        require_mn_fa=c.get("fa.require_mn_fa_auth", bool, False),
+        dataplane=_dataplane(c),
+        runtime=_runtime(c, "fa"),
+    )
+    c.unknown_keys({
+        "": {"fa", "dataplane", "runtime", "ha_peer", "mn_peer"},
+        "fa": {"interface", "address", "prefix_length", "care_of_addresses", "max_lifetime",
+               "advertisement_interval", "registration_required", "reverse_tunneling",
+               "reverse_tunnel_required", "encapsulations", "vendor_id", "require_mn_fa_auth"},
+        "dataplane": {"backend", "table", "rule_priority", "tunnel_interface"},
+        "runtime": {"control_socket", "state_file", "log_level"},
+    })
+    c.done()
+    if peers or mns:
+        check_not_world_readable(path, "a file holding FA-HA or MN-FA keys")
+    return cfg
+
+
+def load_role(path: str | Path) -> HaConfig | MnConfig | FaConfig:
     """Load a file whatever its role, told by its top-level table."""
     data = read_toml(path)
     if "ha" in data:
         return load_ha(path)
+    if "fa" in data:
+        return load_fa(path)
     if "mn" in data:
         return load_mn(path)
-    raise ConfigError([f"{path}: (top level): no [ha] or [mn] table; cannot tell the role"])
+    raise ConfigError([f"{path}: (top level): no [ha], [fa] or [mn] table; cannot tell the "
+                       "role"])

@@ -57,6 +57,6 @@ class Advertiser:
         return [SendIcmp(ALL_SYSTEMS, self._advert())]
 
     def solicited(self, src: IPv4Address) -> list[Action]:
-        """Answer a solicitation: unicast to a solicitor with an address, else multicast."""
-        dst = src if int(src) else ALL_SYSTEMS
-        return [SendIcmp(dst, self._advert())]
+        """Answer a solicitation by multicast (RFC 5944 §2.4 allows it): a mobile node's
+        source is its home address, for which an agent must not ARP."""
+        return [SendIcmp(ALL_SYSTEMS, self._advert())]

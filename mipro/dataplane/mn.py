@@ -39,6 +39,7 @@ class MnDataplane:
         self.gateway: IPv4Address | None = None
         self.encap = "ipip"
         self.up = False
+        self.home_on_link = 0  # prefix length of the home address on the physical link
 
     async def start(self, loop: asyncio.AbstractEventLoop | None) -> None:
         self.loop = loop
@@ -48,12 +49,17 @@ class MnDataplane:
         if await self.nl.maybe_index(self.tun_if) is not None:
             await self.nl.link_del(self.tun_if)
             flushed += 1
+        for address, plen in await self.nl.addresses(self.iface):
+            if address == self.home:  # left on the link by an earlier run (FA mode, home)
+                await self.nl.addr_del(self.iface, address, plen)
+                flushed += 1
         if flushed:
             self.log("reconciled-leftovers", items=flushed)
         await self.nl.rule_ensure(self.table, self.prio)
 
     async def stop(self) -> None:
         await self.tunnel_down()
+        await self.leave_agent()
         await self.nl.flush_table(self.table)
         await self.nl.rule_del(self.table, self.prio)
         self.nl.close()
@@ -109,9 +115,47 @@ class MnDataplane:
                 await self.nl.link_del(self.tun_if)
         self.up = False
 
+    # --- foreign agent mode and home ---------------------------------------------------
+
+    async def use_agent(self, agent: IPv4Address) -> None:
+        """FA mode: the home address on the link, everything via the agent (on-link)."""
+        await self.tunnel_down()
+        await self.nl.flush_table(self.table)
+        self.coa = None
+        await self.nl.addr_replace(self.iface, self.home, 32)
+        self.home_on_link = 32
+        await self.nl.route_replace(IPv4Network(agent), self.table, oif=self.iface,
+                                    src=self.home)
+        await self.nl.route_replace(DEFAULT, self.table, oif=self.iface, gateway=agent,
+                                    src=self.home)
+
+    async def leave_agent(self) -> None:
+        await self.nl.flush_table(self.table)
+        if self.home_on_link:
+            await self.nl.addr_del(self.iface, self.home, self.home_on_link)
+            self.home_on_link = 0
+
+    async def at_home(self, network: IPv4Network, gateway: IPv4Address) -> None:
+        """Home: the home address on the link with its prefix, the home router as gateway."""
+        await self.tunnel_down()
+        await self.nl.flush_table(self.table)
+        self.coa = None
+        if self.home_on_link and self.home_on_link != network.prefixlen:
+            await self.nl.addr_del(self.iface, self.home, self.home_on_link)
+        await self.nl.addr_replace(self.iface, self.home, network.prefixlen)
+        self.home_on_link = network.prefixlen
+        await self.nl.route_replace(network, self.table, oif=self.iface, src=self.home)
+        if gateway != self.home:
+            await self.nl.route_replace(DEFAULT, self.table, oif=self.iface, gateway=gateway,
+                                        src=self.home)
+
+    async def away(self) -> None:
+        """Co-located mode next: the home address leaves the physical link."""
+        await self.leave_agent()
+
     async def announce_home(self) -> None:
         """Back on the home link: tell neighbours the home address is ours again."""
-        send_gratuitous_arp(self.iface, await self.nl.mac(self.iface), self.home)
+        send_gratuitous_arp(self.iface, await self.nl.mac(self.iface), self.home, count=3)
 
     def _peer_of(self, src: IPv4Address, dst: IPv4Address):
         return (self.ha, self.encap, self.home)

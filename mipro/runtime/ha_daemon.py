@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import time
+import traceback
 from ipaddress import IPv4Address
 from typing import Any
 
@@ -15,12 +16,15 @@ from pyroute2 import NetlinkError
 
 from ..config import ConfigError, HaConfig, load_ha
 from ..core.actions import InstallBinding, Log, RemoveBinding, Send
+from ..core.advertiser import Advertiser, AdvertPolicy
 from ..core.ha import HaPolicy, HomeAgent
 from ..dataplane.detect import choose_backend
 from ..dataplane.fake import FakeHaDataplane
 from ..dataplane.ha import HaDataplane
+from ..dataplane.linklayer import IcmpLink
 from ..dataplane.netlink import Netlink
 from ..subscribers.file_store import load_subscribers
+from ..wire import AgentFlags
 from .control import ControlServer
 from .journal import BindingJournal
 from .logging import EventLog
@@ -55,6 +59,9 @@ class HaDaemon:
         self.timer: asyncio.TimerHandle | None = None
         self.flush_handle: asyncio.TimerHandle | None = None
         self.compacting: asyncio.Future | None = None
+        self.advertiser: Advertiser | None = None
+        self.icmp: IcmpLink | None = None
+        self.advert_timer: asyncio.TimerHandle | None = None
         self.journal = BindingJournal(cfg.runtime.state_file) if cfg.runtime.state_file else None
         self.stopping = asyncio.Event()
         self.started = time.time()
@@ -97,6 +104,13 @@ class HaDaemon:
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
+        if self.cfg.advertise:
+            self.advertiser = Advertiser(AdvertPolicy(
+                self.cfg.address, self.cfg.home_network.prefixlen, AgentFlags.H, (),
+                self.cfg.max_lifetime, self.cfg.advertisement_interval), time.time())
+            self.icmp = IcmpLink(self.cfg.home_interface, self.cfg.address, ("224.0.0.2",))
+            loop.add_reader(self.icmp.fileno(), self._on_icmp)
+            self._advertise()
         self._reschedule()
         gc.freeze()  # subscribers and restored bindings are long-lived: keep them out of GC scans
         self.log("started", address=self.cfg.address, config=self.cfg.path,
@@ -106,6 +120,11 @@ class HaDaemon:
         notify("STOPPING=1")
         self.log("stopping", bindings=len(self.engine.bindings))
         loop.remove_reader(self.sock.fileno())
+        if self.icmp is not None:
+            loop.remove_reader(self.icmp.fileno())
+            self.icmp.close()
+        if self.advert_timer is not None:
+            self.advert_timer.cancel()
         await self.work.join()
         worker.cancel()
         await self._final_flush()
@@ -143,6 +162,22 @@ class HaDaemon:
         self.log("reloaded", subscribers=len(store), config=cfg.path)
 
     # --- datagrams and timers -----------------------------------------------------------
+
+    def _advertise(self) -> None:
+        """Agent advertisements on the home link (H bit): a returning MN learns it is home."""
+        now = time.time()
+        for a in self.advertiser.handle_timer(now):
+            self.icmp.send(a.dst, a.data)
+        loop = asyncio.get_running_loop()
+        self.advert_timer = loop.call_later(max(0.05, self.advertiser.next_timer() - now),
+                                            self._advertise)
+
+    def _on_icmp(self) -> None:
+        while (got := self.icmp.receive()) is not None:
+            src, msg = got
+            if msg[0] == 10:
+                for a in self.advertiser.solicited(src):
+                    self.icmp.send(a.dst, a.data)
 
     def _on_readable(self) -> None:
         """Drain up to a batch of datagrams per wakeup (asyncio's transport reads one)."""
@@ -194,6 +229,9 @@ class HaDaemon:
                 batch.append(self.work.get_nowait())
             try:
                 await self._execute([a for actions in batch for a in actions])
+            except Exception as exc:  # a bug must not silently stop the daemon's worker
+                self.log("internal-error", "error", reason=repr(exc),
+                         where=traceback.format_exc(limit=3).replace("\n", " | "))
             finally:
                 for _ in batch:
                     self.work.task_done()

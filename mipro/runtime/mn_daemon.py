@@ -1,4 +1,4 @@
-"""`mipro mn`: the mobile node daemon (co-located care-of address)."""
+"""`mipro mn`: the mobile node daemon (foreign agent or co-located care-of address)."""
 
 from __future__ import annotations
 
@@ -8,15 +8,30 @@ import os
 import signal
 import socket
 import time
+import traceback
+from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface
 from typing import Any
 
 from pyroute2 import NetlinkError
 
 from ..config import ConfigError, MnConfig, load_mn
-from ..core.actions import Log, Send
-from ..core.mn import MnSettings, MobileNode, State, TunnelDown, TunnelUp
+from ..core.actions import Log, Send, SendIcmp
+from ..core.mn import (
+    AtHome,
+    LeaveForeignAgent,
+    MnSettings,
+    MobileNode,
+    StartDhcp,
+    State,
+    StopDhcp,
+    TunnelDown,
+    TunnelUp,
+    UseForeignAgent,
+)
 from ..dataplane.detect import choose_backend
+from ..dataplane.linklayer import IcmpLink
+from ..dataplane.linkwatch import LinkWatch
 from ..dataplane.mn import MnDataplane
 from ..dataplane.netlink import Netlink
 from .control import ControlServer
@@ -24,13 +39,23 @@ from .logging import EventLog
 from .systemd import notify
 
 DEREGISTER_WAIT = 3.0
+IP_FREEBIND = 15  # linux/in.h; not exported by Python's socket module
+
+
+@dataclass(frozen=True)
+class _Lease:
+    """A DHCP event, queued behind the engine's actions (None: the lease is gone)."""
+
+    address: IPv4Interface | None
+    gateway: IPv4Address | None
 
 
 def settings(cfg: MnConfig) -> MnSettings:
     return MnSettings(home_address=cfg.home_address, home_agent=cfg.home_agent, sa=cfg.sa,
                       nai=cfg.nai, lifetime=cfg.lifetime, replay=cfg.replay,
                       reverse_tunnel=cfg.reverse_tunnel, encapsulation=cfg.encapsulation,
-                      vendor_id=cfg.vendor_id)
+                      vendor_id=cfg.vendor_id, mode=cfg.mode,
+                      discovery_wait=cfg.discovery_wait)
 
 
 class MnDaemon(asyncio.DatagramProtocol):
@@ -40,15 +65,20 @@ class MnDaemon(asyncio.DatagramProtocol):
         self.engine = MobileNode(settings(cfg))
         self.dataplane: MnDataplane | None = None
         self.transport: asyncio.DatagramTransport | None = None
+        self.icmp: IcmpLink | None = None
+        self.linkwatch: LinkWatch | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.stopping = asyncio.Event()
+        self.work: asyncio.Queue[list[Any]] = asyncio.Queue()
+        self.dhcp_task: asyncio.Task | None = None
+        self.dhcp_stop: asyncio.Event | None = None
         self.coa: IPv4Interface | None = None
         self.gateway: IPv4Address | None = None
         self.lease_info: dict[str, Any] = {}
-        self.added_static = False
         self.started = time.time()
         self.backend_reason = ""
-        self.work: asyncio.Queue[list[Any]] = asyncio.Queue()
+
+    # --- lifecycle ------------------------------------------------------------------
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -64,114 +94,48 @@ class MnDaemon(asyncio.DatagramProtocol):
             table=dp.table, rule_priority=dp.rule_priority, home_address=self.cfg.home_address,
             home_agent=self.cfg.home_agent, log=self.log)
         await self.dataplane.start(loop)
+        await self.dataplane.nl.link_up(self.cfg.interface)
         worker = asyncio.create_task(self._worker())
         control = ControlServer(self.cfg.runtime.control_socket, self.handle_control)
         await control.start()
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
+        self.icmp = IcmpLink(self.cfg.interface, None, ())
+        loop.add_reader(self.icmp.fileno(), self._on_icmp)
+        self.linkwatch = LinkWatch(self.cfg.interface)
+        loop.add_reader(self.linkwatch.fileno(), self._on_link_change)
         self.log("started", home=self.cfg.home_address, ha=self.cfg.home_agent,
-                 interface=self.cfg.interface, care_of=self.cfg.care_of, pid=os.getpid())
-        notify("READY=1\nSTATUS=looking for a care-of address")
+                 interface=self.cfg.interface, mode=self.cfg.mode, pid=os.getpid())
+        notify("READY=1\nSTATUS=looking for an agent or a care-of address")
         try:
-            if self.cfg.care_of == "dhcp":
-                await self._run_with_dhcp()
+            if self.cfg.care_of == "static":
+                await self._static_care_of()
             else:
-                await self._run_static()
+                self.dispatch(self.engine.link_up(time.time()))
+                self._reschedule()
+            await self.stopping.wait()
+            await self._deregister()
         finally:
             notify("STOPPING=1")
-            await control.stop()
+            for src in (self.icmp, self.linkwatch):
+                loop.remove_reader(src.fileno())
+                src.close()
+            await self._stop_dhcp()
             await self.work.join()
             worker.cancel()
+            await control.stop()
             await self.dataplane.stop()
             if self.transport is not None:
                 self.transport.close()
             self.log("stopped")
 
-    async def _run_static(self) -> None:
+    async def _static_care_of(self) -> None:
         coa = self.cfg.static_address
-        assert coa is not None
         nl = self.dataplane.nl
         if (coa.ip, coa.network.prefixlen) not in await nl.addresses(self.cfg.interface):
             await nl.addr_replace(self.cfg.interface, coa.ip, coa.network.prefixlen)
-            self.added_static = True
-        await nl.link_up(self.cfg.interface)
         await self.on_address(coa, self.cfg.gateway)
-        await self.stopping.wait()
-        await self._deregister()
-        await self.work.join()
-        if self.added_static:
-            await nl.addr_del(self.cfg.interface, coa.ip, coa.network.prefixlen)
-
-    async def _run_with_dhcp(self) -> None:
-        from pyroute2.dhcp.client import AsyncDHCPClient, ClientConfig
-        from pyroute2.dhcp.hooks import Trigger, configure_ip, hook, remove_ip
-
-        from .dhcp import MemoryLease
-
-        @hook(Trigger.BOUND, Trigger.RENEWED, Trigger.REBOUND)
-        async def lease_obtained(lease):
-            gw = None
-            with contextlib.suppress(Exception):
-                gw = IPv4Address(lease.default_gateway)
-            self.lease_info = {"server": str(getattr(lease, "server_id", "")),
-                               "lease_time": getattr(lease, "lease_time", None)}
-            await self.on_address(IPv4Interface(f"{lease.ip}/{lease.prefixlen}"), gw)
-
-        @hook(Trigger.UNBOUND, Trigger.EXPIRED)
-        async def lease_lost(lease):
-            if not self.stopping.is_set():
-                await self.on_address_lost()
-
-        await self.dataplane.nl.link_up(self.cfg.interface)
-        config = ClientConfig(interface=self.cfg.interface, lease_type=MemoryLease,
-                              hooks=[configure_ip, lease_obtained, lease_lost, remove_ip],
-                              handle_signals=False, write_pidfile=False, release=True)
-        async with AsyncDHCPClient(config) as client:
-            await client.bootstrap()
-            await self.stopping.wait()
-            await self._deregister()
-            await self.work.join()
-        # leaving the context sent DHCPRELEASE and removed the address
-
-    # --- events -----------------------------------------------------------------------
-
-    async def on_address(self, coa: IPv4Interface, gateway: IPv4Address | None) -> None:
-        now = time.time()
-        if coa == self.coa:
-            return
-        self.coa, self.gateway = coa, gateway
-        await self._open_socket(coa.ip)
-        if coa.ip in self.cfg.home_network:
-            self.log("at-home", address=coa.ip)
-            await self.dataplane.detach()
-            self.dispatch(self.engine.returned_home(now))
-            with contextlib.suppress(OSError):
-                await self.dataplane.announce_home()
-        else:
-            self.log("care-of-address", coa=coa, gateway=gateway or "-")
-            await self.dataplane.attach(coa, gateway)
-            self.dispatch(self.engine.attach(coa.ip, now))
-        self._reschedule()
-
-    async def on_address_lost(self) -> None:
-        self.coa = None
-        self.dispatch(self.engine.detach(time.time()))
-        await self.work.join()
-        await self.dataplane.detach()
-        self._reschedule()
-
-    async def _deregister(self) -> None:
-        actions = self.engine.shutdown(time.time())
-        if not actions:
-            return
-        self.dispatch(actions)
-        self._reschedule()
-        deadline = time.monotonic() + DEREGISTER_WAIT
-        while self.engine.state is State.DEREGISTERING and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        if self.engine.state is State.DEREGISTERING:
-            self.log("deregistration-unanswered", "warning")
 
     def reload(self) -> None:
         try:
@@ -187,6 +151,102 @@ class MnDaemon(asyncio.DatagramProtocol):
         self.log.set_level(cfg.runtime.log_level)
         self.log("reloaded", config=cfg.path)
 
+    # --- DHCP (co-located care-of address) ---------------------------------------------
+
+    async def _start_dhcp(self) -> None:
+        if self.dhcp_task is None or self.dhcp_task.done():
+            self.dhcp_stop = asyncio.Event()
+            self.dhcp_task = asyncio.create_task(self._dhcp(self.dhcp_stop))
+
+    async def _stop_dhcp(self) -> None:
+        if self.dhcp_task is not None and not self.dhcp_task.done():
+            self.dhcp_stop.set()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.dhcp_task, 5)
+        self.dhcp_task = None
+
+    async def _dhcp(self, stop: asyncio.Event) -> None:
+        from pyroute2.dhcp.client import AsyncDHCPClient, ClientConfig
+        from pyroute2.dhcp.hooks import Trigger, configure_ip, hook, remove_ip
+
+        from .dhcp import MemoryLease
+
+        @hook(Trigger.BOUND, Trigger.RENEWED, Trigger.REBOUND)
+        async def lease_obtained(lease):
+            gw = None
+            with contextlib.suppress(Exception):
+                gw = IPv4Address(lease.default_gateway)
+            self.lease_info = {"server": str(getattr(lease, "server_id", "")),
+                               "lease_time": getattr(lease, "lease_time", None)}
+            # hooks have a short timeout: hand the event to the worker, in order
+            self.dispatch([_Lease(IPv4Interface(f"{lease.ip}/{lease.prefixlen}"), gw)])
+
+        @hook(Trigger.UNBOUND, Trigger.EXPIRED)
+        async def lease_lost(lease):
+            if not stop.is_set():
+                self.dispatch([_Lease(None, None)])
+
+        config = ClientConfig(interface=self.cfg.interface, lease_type=MemoryLease,
+                              hooks=[configure_ip, lease_obtained, lease_lost, remove_ip],
+                              handle_signals=False, write_pidfile=False, release=True)
+        self.log("dhcp-start", interface=self.cfg.interface)
+        async with AsyncDHCPClient(config) as client:
+            await client.bootstrap()
+            await stop.wait()
+        self.coa = None
+        self.log("dhcp-stop")
+
+    # --- events -----------------------------------------------------------------------
+
+    async def on_address(self, coa: IPv4Interface, gateway: IPv4Address | None) -> None:
+        now = time.time()
+        if coa == self.coa:
+            return
+        self.coa, self.gateway = coa, gateway
+        if coa.ip in self.cfg.home_network:
+            self.log("at-home", address=coa.ip, how="dhcp")
+            if self.engine.using != "home":
+                self.dispatch(self.engine.returned_home(now))
+        else:
+            self.log("care-of-address", coa=coa, gateway=gateway or "-")
+            await self._open_socket(coa.ip)
+            await self.dataplane.attach(coa, gateway)
+            self.dispatch(self.engine.attach(coa.ip, now))
+        self._reschedule()
+
+    async def on_address_lost(self) -> None:
+        self.coa = None
+        await self._execute(self.engine.detach(time.time()))
+        await self.dataplane.detach()
+        self._reschedule()
+
+    def _on_icmp(self) -> None:
+        now = time.time()
+        while (got := self.icmp.receive()) is not None:
+            src, msg = got
+            if msg[0] == 9:
+                self.dispatch(self.engine.advertisement(msg, src, now))
+        self._reschedule()
+
+    def _on_link_change(self) -> None:
+        for up in self.linkwatch.changes():
+            self.log("link", state="up" if up else "down")
+            if up:
+                self.dispatch(self.engine.link_up(time.time()))
+        self._reschedule()
+
+    async def _deregister(self) -> None:
+        actions = self.engine.shutdown(time.time())
+        if not actions:
+            return
+        self.dispatch(actions)
+        self._reschedule()
+        deadline = time.monotonic() + DEREGISTER_WAIT
+        while self.engine.state is State.DEREGISTERING and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if self.engine.state is State.DEREGISTERING:
+            self.log("deregistration-unanswered", "warning")
+
     # --- I/O --------------------------------------------------------------------------
 
     async def _open_socket(self, local: IPv4Address) -> None:
@@ -194,6 +254,7 @@ class MnDaemon(asyncio.DatagramProtocol):
             self.transport.close()
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)  # the address may be on its way
         sock.bind((str(local), 0))
         loop = asyncio.get_running_loop()
         self.transport, _ = await loop.create_datagram_endpoint(lambda: self, sock=sock)
@@ -203,7 +264,7 @@ class MnDaemon(asyncio.DatagramProtocol):
         self._reschedule()
 
     def error_received(self, exc: Exception) -> None:
-        self.log("socket-error", "warning", reason=exc)
+        self.log("socket-error", "debug", reason=exc)
 
     def dispatch(self, actions: list[Any]) -> None:
         """Queue an engine's actions; one worker runs them in order."""
@@ -215,22 +276,51 @@ class MnDaemon(asyncio.DatagramProtocol):
             actions = await self.work.get()
             try:
                 await self._execute(actions)
+            except (OSError, NetlinkError) as exc:
+                self.log("dataplane-error", "error", reason=exc)
+            except Exception as exc:  # a bug must not silently stop the daemon's worker
+                self.log("internal-error", "error", reason=repr(exc),
+                         where=traceback.format_exc(limit=3).replace("\n", " | "))
             finally:
                 self.work.task_done()
 
     async def _execute(self, actions: list[Any]) -> None:
+        dp = self.dataplane
         for a in actions:
-            if isinstance(a, Send):
+            if isinstance(a, _Lease):
+                if a.address is None:
+                    await self.on_address_lost()
+                else:
+                    await self.on_address(a.address, a.gateway)
+            elif isinstance(a, Send):
                 if self.transport is not None and not self.transport.is_closing():
                     self.transport.sendto(a.data, (str(a.dst), a.port))
+            elif isinstance(a, SendIcmp):
+                if (why := self.icmp.send(a.dst, a.data)) is not None:
+                    self.log("icmp-not-sent", "debug", reason=why)
+            elif isinstance(a, UseForeignAgent):
+                await dp.use_agent(a.agent)
+                await self._open_socket(self.cfg.home_address)
+                notify(f"STATUS=using foreign agent {a.agent}")
+            elif isinstance(a, LeaveForeignAgent):
+                await dp.leave_agent()
+            elif isinstance(a, StartDhcp):
+                await dp.away()
+                await self._start_dhcp()
+            elif isinstance(a, StopDhcp):
+                await self._stop_dhcp()
+            elif isinstance(a, AtHome):
+                await dp.at_home(self.cfg.home_network,
+                                 self.cfg.home_gateway or self.cfg.home_agent)
+                await self._open_socket(self.cfg.home_address)
+                with contextlib.suppress(OSError):
+                    await dp.announce_home()
+                notify("STATUS=at home")
             elif isinstance(a, TunnelUp):
-                try:
-                    await self.dataplane.tunnel_up(a.encapsulation, self.cfg.reverse_tunnel)
-                    notify(f"STATUS=registered via {a.care_of_address}")
-                except (OSError, NetlinkError) as exc:
-                    self.log("dataplane-error", "error", op="tunnel_up", reason=exc)
+                await dp.tunnel_up(a.encapsulation, self.cfg.reverse_tunnel)
+                notify(f"STATUS=registered via {a.care_of_address}")
             elif isinstance(a, TunnelDown):
-                await self.dataplane.tunnel_down()
+                await dp.tunnel_down()
             elif isinstance(a, Log):
                 self.log.emit(a)
 
@@ -261,14 +351,20 @@ class MnDaemon(asyncio.DatagramProtocol):
                        "lifetime_left": max(0, int(e.expires_at - now + 0.5)),
                        "lifetime": e.granted_lifetime,
                        "encapsulation": self.cfg.encapsulation,
-                       "reverse_tunnel": self.cfg.reverse_tunnel}
+                       "reverse_tunnel": self.cfg.reverse_tunnel, "via": e.using}
             counters = self.dataplane.counters() if self.dataplane else None
             if counters is not None:
                 binding["counters"] = counters
+        agent = None
+        if e.agent is not None:
+            agent = {"address": str(e.agent.address),
+                     "care_of_address": str(e.agent.care_of_address),
+                     "advertisement_left": round(max(0.0, e.agent.expires - now), 1)}
         return {"role": "mn", "pid": os.getpid(), "config": self.cfg.path,
-                "state": e.state.value, "home_address": str(self.cfg.home_address),
-                "care_of_address": str(self.coa) if self.coa else None,
-                "gateway": str(self.gateway) if self.gateway else None,
+                "state": e.state.value, "mode": self.cfg.mode, "using": e.using,
+                "agent": agent, "home_address": str(self.cfg.home_address),
+                "care_of_address": str(e.care_of_address) if e.care_of_address else None,
+                "colocated_address": str(self.coa) if self.coa else None,
                 "dataplane": self.dataplane.name if self.dataplane else None,
                 "dataplane_reason": self.backend_reason, "last_code": e.last_code,
                 "clock_offset": round(e.clock_offset, 3), "dhcp": self.lease_info,
@@ -284,10 +380,9 @@ def main(config_path: str) -> int:
             print(line)
         return 1
     log = EventLog("mn", cfg.runtime.log_level)
-    daemon = MnDaemon(cfg, log)
     try:
-        asyncio.run(daemon.run())
-    except (OSError, RuntimeError, LookupError) as exc:
+        asyncio.run(MnDaemon(cfg, log).run())
+    except (OSError, RuntimeError, LookupError, NetlinkError) as exc:
         log("fatal", "error", reason=exc)
         return 1
     return 0

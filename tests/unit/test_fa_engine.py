@@ -5,7 +5,7 @@ from ipaddress import IPv4Address as A
 import pytest
 
 from mipro.core.actions import Send, SendIcmp, SendToLink
-from mipro.core.advertiser import AdvertPolicy, Advertiser
+from mipro.core.advertiser import Advertiser, AdvertPolicy
 from mipro.core.fa import AddVisitor, FaPolicy, ForeignAgent, RemoveVisitor
 from mipro.core.ha import HaPolicy, HomeAgent
 from mipro.core.mn import (
@@ -183,4 +183,4 @@ def test_advertiser_sequence_and_solicitation():
     first = advert(fa, NOW)
     assert fa.handle_timer(NOW + 0.1) == []  # not yet
     sol = fa.solicitation(HOME)
-    assert sol[0].dst == HOME and sol[0].data != first
+    assert sol[0].dst == A("224.0.0.1") and sol[0].data != first

@@ -1,0 +1,252 @@
+"""`mipro fa`: the foreign agent daemon."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import time
+import traceback
+from ipaddress import IPv4Address
+from typing import Any
+
+from pyroute2 import NetlinkError
+
+from ..config import ConfigError, FaConfig, load_fa
+from ..core.actions import Log, Send, SendIcmp, SendToLink
+from ..core.advertiser import Advertiser, AdvertPolicy
+from ..core.fa import AddVisitor, FaPolicy, ForeignAgent, RemoveVisitor
+from ..dataplane.detect import choose_backend
+from ..dataplane.fa import FaDataplane
+from ..dataplane.linklayer import IcmpLink, RegistrationLink
+from ..dataplane.netlink import Netlink
+from ..wire import AgentFlags
+from .control import ControlServer
+from .logging import EventLog
+from .systemd import notify
+
+
+def make_policy(cfg: FaConfig) -> FaPolicy:
+    return FaPolicy(address=cfg.address, care_of_addresses=cfg.care_of_addresses,
+                    max_lifetime=cfg.max_lifetime, reverse_tunneling=cfg.reverse_tunneling,
+                    reverse_tunnel_required=cfg.reverse_tunnel_required,
+                    encapsulations=cfg.encapsulations, ha_peers=dict(cfg.ha_peers),
+                    mn_fa=dict(cfg.mn_peers), require_mn_fa=cfg.require_mn_fa,
+                    vendor_id=cfg.vendor_id)
+
+
+def make_advertiser(cfg: FaConfig, now: float) -> Advertiser:
+    flags = AgentFlags.F
+    if cfg.registration_required:
+        flags |= AgentFlags.R
+    if cfg.reverse_tunneling:
+        flags |= AgentFlags.T
+    if "gre" in cfg.encapsulations:
+        flags |= AgentFlags.G
+    return Advertiser(AdvertPolicy(cfg.address, cfg.prefix_length, flags, cfg.care_of_addresses,
+                                   cfg.max_lifetime, cfg.advertisement_interval), now)
+
+
+class FaDaemon:
+    def __init__(self, cfg: FaConfig, log: EventLog) -> None:
+        self.cfg = cfg
+        self.log = log
+        self.engine = ForeignAgent(make_policy(cfg), make_advertiser(cfg, time.time()))
+        self.dataplane: FaDataplane | None = None
+        self.udp: socket.socket | None = None
+        self.link: RegistrationLink | None = None
+        self.icmp: IcmpLink | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.stopping = asyncio.Event()
+        self.work: asyncio.Queue[list[Any]] = asyncio.Queue()
+        self.started = time.time()
+        self.backend_reason = ""
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        nl = Netlink()
+        try:
+            backend, self.backend_reason = await choose_backend(nl, self.cfg.dataplane.backend)
+            mac = await nl.mac(self.cfg.interface)
+        finally:
+            nl.close()
+        self.log("dataplane", backend=backend, reason=self.backend_reason)
+        dp = self.cfg.dataplane
+        self.dataplane = FaDataplane(
+            backend=backend, interface=self.cfg.interface, care_of=self.cfg.care_of_addresses[0],
+            table=dp.table, rule_priority=dp.rule_priority, tunnel_interface=dp.tunnel_interface,
+            log=self.log)
+        await self.dataplane.start(loop)
+        worker = asyncio.create_task(self._worker())
+        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.udp.bind(("0.0.0.0", 434))
+        self.udp.setblocking(False)
+        loop.add_reader(self.udp.fileno(), self._on_udp)
+        self.link = RegistrationLink(self.cfg.interface, mac)
+        loop.add_reader(self.link.fileno(), self._on_link)
+        self.icmp = IcmpLink(self.cfg.interface, self.cfg.address, ("224.0.0.2",))
+        loop.add_reader(self.icmp.fileno(), self._on_icmp)
+        control = ControlServer(self.cfg.runtime.control_socket, self.handle_control)
+        await control.start()
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+        self._reschedule()
+        self.log("started", address=self.cfg.address, interface=self.cfg.interface,
+                 care_of=",".join(str(a) for a in self.cfg.care_of_addresses), pid=os.getpid())
+        notify("READY=1\nSTATUS=advertising")
+        await self.stopping.wait()
+        notify("STOPPING=1")
+        for sock in (self.udp, self.link, self.icmp):
+            loop.remove_reader(sock.fileno())
+        await self.work.join()
+        worker.cancel()
+        await control.stop()
+        await self.dataplane.stop()
+        for sock in (self.udp, self.link, self.icmp):
+            sock.close()
+        self.log("stopped")
+
+    def reload(self) -> None:
+        try:
+            cfg = load_fa(self.cfg.path)
+        except ConfigError as exc:
+            for line in exc.errors:
+                self.log("reload-failed", "error", problem=line)
+            self.log("reload-kept-old-config", "warning")
+            return
+        fixed = ("interface", "address", "care_of_addresses", "dataplane", "runtime")
+        changed = [k for k in fixed if getattr(cfg, k) != getattr(self.cfg, k)]
+        if changed:
+            self.log("reload-needs-restart", "warning", keys=",".join(changed))
+            return
+        self.engine.policy = make_policy(cfg)
+        self.engine.advertiser = make_advertiser(cfg, time.time())
+        self.cfg = cfg
+        self.log.set_level(cfg.runtime.log_level)
+        self.log("reloaded", config=cfg.path)
+
+    # --- input ------------------------------------------------------------------------
+
+    def _on_udp(self) -> None:
+        """Replies from home agents (requests from MNs come in through the link socket)."""
+        now = time.time()
+        for _ in range(256):
+            try:
+                data, addr = self.udp.recvfrom(4096)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                continue
+            if data[:1] == b"\x03":
+                self.dispatch(self.engine.reply_from_ha(data, IPv4Address(addr[0]), addr[1],
+                                                        now))
+        self._reschedule()
+
+    def _on_link(self) -> None:
+        now = time.time()
+        while (d := self.link.receive()) is not None:
+            if d.payload[:1] == b"\x01" and d.dst in (self.cfg.address, IPv4Address(
+                    "255.255.255.255"), *self.cfg.care_of_addresses):
+                self.dispatch(self.engine.request_from_mn(d.payload, d.src, d.sport, d.mac, now))
+        self._reschedule()
+
+    def _on_icmp(self) -> None:
+        while (got := self.icmp.receive()) is not None:
+            src, msg = got
+            if msg[0] == 10:
+                self.dispatch(self.engine.solicitation(src))
+
+    # --- output -----------------------------------------------------------------------
+
+    def dispatch(self, actions: list[Any]) -> None:
+        if actions:
+            self.work.put_nowait(actions)
+
+    async def _worker(self) -> None:
+        while True:
+            actions = await self.work.get()
+            try:
+                await self._execute(actions)
+            except Exception as exc:  # a bug must not silently stop the daemon's worker
+                self.log("internal-error", "error", reason=repr(exc),
+                         where=traceback.format_exc(limit=3).replace("\n", " | "))
+            finally:
+                self.work.task_done()
+
+    async def _execute(self, actions: list[Any]) -> None:
+        for a in actions:
+            try:
+                if isinstance(a, AddVisitor):
+                    await self.dataplane.add_visitor(a.visitor, a.previous)
+                elif isinstance(a, RemoveVisitor):
+                    await self.dataplane.remove_visitor(a.visitor)
+            except (OSError, NetlinkError) as exc:
+                self.log("dataplane-error", "error", home=a.visitor.home_address, reason=exc)
+        for a in actions:
+            if isinstance(a, Send):
+                try:
+                    self.udp.sendto(a.data, (str(a.dst), a.port))
+                except OSError as exc:
+                    self.log("send-failed", "warning", dst=a.dst, reason=exc)
+            elif isinstance(a, SendToLink):
+                try:
+                    self.link.send(a.mac, a.src, a.dst, 434, a.port, a.data)
+                except OSError as exc:
+                    self.log("send-failed", "warning", dst=a.dst, reason=exc)
+            elif isinstance(a, SendIcmp):
+                if (why := self.icmp.send(a.dst, a.data)) is not None:
+                    self.log("advertisement-not-sent", "debug", reason=why)
+            elif isinstance(a, Log):
+                self.log.emit(a)
+
+    def _reschedule(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        when = self.engine.next_timer()
+        if when is not None:
+            loop = asyncio.get_running_loop()
+            self.timer = loop.call_later(max(0.0, when - time.time()), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self.timer = None
+        self.dispatch(self.engine.handle_timer(time.time()))
+        self._reschedule()
+
+    def handle_control(self, request: dict[str, Any]) -> dict[str, Any]:
+        if request.get("command", "status") != "status":
+            return {"error": f"unknown command {request.get('command')!r}"}
+        now = time.time()
+        visitors = []
+        for v in list(self.engine.visitors.values()) + list(self.engine.pending.values()):
+            entry = v.describe(now)
+            counters = self.dataplane.counters(v.home_address) if self.dataplane else None
+            if counters is not None and v.state == "accepted":
+                entry["counters"] = counters
+            visitors.append(entry)
+        return {"role": "fa", "pid": os.getpid(), "config": self.cfg.path,
+                "address": str(self.cfg.address),
+                "care_of_addresses": [str(a) for a in self.cfg.care_of_addresses],
+                "dataplane": self.dataplane.name if self.dataplane else None,
+                "dataplane_reason": self.backend_reason,
+                "uptime": round(now - self.started, 1), "visitors": visitors,
+                "counters": dict(self.engine.counters),
+                "tunnel_drops": self.dataplane.drops() if self.dataplane else {}}
+
+
+def main(config_path: str) -> int:
+    try:
+        cfg = load_fa(config_path)
+    except ConfigError as exc:
+        for line in exc.errors:
+            print(line)
+        return 1
+    log = EventLog("fa", cfg.runtime.log_level)
+    try:
+        asyncio.run(FaDaemon(cfg, log).run())
+    except (OSError, RuntimeError, LookupError, NetlinkError) as exc:
+        log("fatal", "error", reason=exc)
+        return 1
+    return 0
