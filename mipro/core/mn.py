@@ -332,11 +332,9 @@ class MobileNode:
             if self.pending is None:  # backoff after a denial: build a fresh request
                 lifetime = 0 if self.state is State.DEREGISTERING else self.s.lifetime
                 actions += self._register(now, lifetime, "retry", keep_backoff=True)
-            else:
-                self.retransmit_at = now + self.retransmit_delay
-                self.retransmit_delay = min(self.retransmit_delay * 2, self.s.retransmit_max)
-                actions += [Send(self.reg_dst, MIP_PORT, self.pending_bytes),
-                            Log("retransmit", {"delay": self.retransmit_delay})]
+            else:  # a fresh Identification each time: a lost reply must not turn into a 133
+                actions += self._register(now, self.pending.lifetime, "retransmit",
+                                          keep_backoff=True)
         if self.renew_at is not None and now >= self.renew_at and self.state is State.REGISTERED:
             self.renew_at = None
             actions += self._register(now, self.s.lifetime, "renew")

@@ -91,6 +91,8 @@ class Netlink:
             kwargs["oif"] = await self.index(oif)
         if gateway is not None:
             kwargs["gateway"] = str(gateway)
+        elif oif is not None:
+            kwargs["scope"] = 253  # a device route: link scope, so gateways resolve through it
         if src is not None:
             kwargs["prefsrc"] = str(src)
         if metric is not None:

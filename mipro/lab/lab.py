@@ -130,11 +130,19 @@ class Lab:
         self.ports = getattr(self, "ports", {})
         self.ports[f"{node}.{iface['name']}"] = port
 
-    def move(self, node_iface: str, bridge: str) -> None:
-        """Move a host's LAN port to another bridge: the mobile node changes links."""
+    def move(self, node_iface: str, bridge: str, flap: float = 0.05) -> float:
+        """Move a host's LAN port to another bridge: the mobile node changes links.
+
+        The port goes down for ``flap`` seconds, as a radio link would: the host sees
+        its carrier drop and come back.  Returns the time the link came back up.
+        """
         port = self._port_of(node_iface)
+        self.exec("sw", "ip", "link", "set", port, "down")
         self.exec("sw", "ip", "link", "set", port, "nomaster")
         self.exec("sw", "ip", "link", "set", port, "master", f"br-{bridge}")
+        time.sleep(flap)
+        self.exec("sw", "ip", "link", "set", port, "up")
+        return time.time()
 
     def _port_of(self, node_iface: str) -> str:
         ports = getattr(self, "ports", None) or self._read_state().get("ports", {})
@@ -264,6 +272,32 @@ class Lab:
             if line.startswith("rtt"):
                 rtt = float(line.split("=")[1].split("/")[1])
         return received, rtt
+
+    def echo_stream(self, client: str, server: str, server_ip: str, seconds: float,
+                    port: int = 5003) -> tuple[subprocess.Popen, subprocess.Popen]:
+        """Start a long TCP echo session (one message every 50 ms); see echo_result()."""
+        srv = subprocess.Popen(["ip", "netns", "exec", self.ns(server), self.python, "-m",
+                                "mipro.lab.traffic", "echo-server", "--port", str(port)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(0.3)
+        cli = subprocess.Popen(["ip", "netns", "exec", self.ns(client), self.python, "-m",
+                                "mipro.lab.traffic", "echo-client", server_ip, "--port",
+                                str(port), "--seconds", str(seconds)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        return srv, cli
+
+    @staticmethod
+    def echo_result(pair: tuple[subprocess.Popen, subprocess.Popen],
+                    timeout: float = 120) -> dict[str, Any]:
+        srv, cli = pair
+        try:
+            out, err = cli.communicate(timeout=timeout)
+        finally:
+            for p in pair:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait(5)
+        return json.loads(out) if out.strip() else {"ok": False, "error": err.strip()[-500:]}
 
     def tcp_transfer(self, client: str, server: str, server_ip: str, nbytes: int,
                      port: int = 5001) -> dict[str, Any]:

@@ -40,6 +40,47 @@ def send(host: str, port: int, nbytes: int, timeout: float = 30) -> dict:
     return {"sent": nbytes, "verified": ok, "seconds": round(elapsed, 3), "local": local}
 
 
+def echo_server(port: int, timeout: float = 120) -> dict:
+    with socket.create_server(("0.0.0.0", port), reuse_port=True) as srv:
+        srv.settimeout(timeout)
+        conn, peer = srv.accept()
+        total = 0
+        with conn:
+            conn.settimeout(timeout)
+            while chunk := conn.recv(65536):
+                conn.sendall(chunk)
+                total += len(chunk)
+    return {"echoed": total, "peer": peer[0]}
+
+
+def echo_client(host: str, port: int, seconds: float, interval: float = 0.05) -> dict:
+    """One TCP connection for ``seconds``: a numbered line every ``interval``, each echoed.
+
+    Reports the longest wait for an echo: how long the connection stalled (a handover)."""
+    with socket.create_connection((host, port), timeout=10) as conn:
+        conn.settimeout(60)
+        sent = 0
+        worst = 0.0
+        buf = b""
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            msg = f"{sent:08d}\n".encode()
+            t0 = time.monotonic()
+            conn.sendall(msg)
+            while len(buf) < len(msg):
+                chunk = conn.recv(4096)
+                if not chunk:
+                    return {"ok": False, "sent": sent, "error": "connection closed"}
+                buf += chunk
+            if buf[: len(msg)] != msg:
+                return {"ok": False, "sent": sent, "error": "echo mismatch"}
+            buf = buf[len(msg):]
+            worst = max(worst, time.monotonic() - t0)
+            sent += 1
+            time.sleep(interval)
+    return {"ok": True, "messages": sent, "max_stall_ms": round(worst * 1000, 1)}
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -49,8 +90,24 @@ def main() -> None:
     c.add_argument("host")
     c.add_argument("--port", type=int, default=5001)
     c.add_argument("--bytes", type=int, default=1 << 20)
+    e = sub.add_parser("echo-server")
+    e.add_argument("--port", type=int, default=5003)
+    ec = sub.add_parser("echo-client")
+    ec.add_argument("host")
+    ec.add_argument("--port", type=int, default=5003)
+    ec.add_argument("--seconds", type=float, default=10)
     a = p.parse_args()
-    result = sink(a.port) if a.cmd == "sink" else send(a.host, a.port, a.bytes)
+    if a.cmd == "sink":
+        result = sink(a.port)
+    elif a.cmd == "send":
+        result = send(a.host, a.port, a.bytes)
+    elif a.cmd == "echo-server":
+        result = echo_server(a.port)
+    else:
+        try:
+            result = echo_client(a.host, a.port, a.seconds)
+        except OSError as exc:
+            result = {"ok": False, "error": str(exc)}
     print(json.dumps(result))
 
 

@@ -55,6 +55,7 @@ class FaDaemon:
         self.engine = ForeignAgent(make_policy(cfg), make_advertiser(cfg, time.time()))
         self.dataplane: FaDataplane | None = None
         self.udp: socket.socket | None = None
+        self.absorb: socket.socket | None = None
         self.link: RegistrationLink | None = None
         self.icmp: IcmpLink | None = None
         self.timer: asyncio.TimerHandle | None = None
@@ -79,9 +80,19 @@ class FaDaemon:
             log=self.log)
         await self.dataplane.start(loop)
         worker = asyncio.create_task(self._worker())
+        # relay from the care-of address: it is the FA's identity towards home agents
         self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.udp.bind(("0.0.0.0", 434))
+        self.udp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.udp.bind((str(self.cfg.care_of_addresses[0]), 434))
         self.udp.setblocking(False)
+        # requests from MNs are read off the link with their MAC addresses; this socket only
+        # keeps the kernel from answering them with ICMP port unreachable
+        self.absorb = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.absorb.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.absorb.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        self.absorb.bind(("0.0.0.0", 434))
+        self.absorb.setblocking(False)
+        loop.add_reader(self.absorb.fileno(), self._drain_absorb)
         loop.add_reader(self.udp.fileno(), self._on_udp)
         self.link = RegistrationLink(self.cfg.interface, mac)
         loop.add_reader(self.link.fileno(), self._on_link)
@@ -98,13 +109,13 @@ class FaDaemon:
         notify("READY=1\nSTATUS=advertising")
         await self.stopping.wait()
         notify("STOPPING=1")
-        for sock in (self.udp, self.link, self.icmp):
+        for sock in (self.udp, self.absorb, self.link, self.icmp):
             loop.remove_reader(sock.fileno())
         await self.work.join()
         worker.cancel()
         await control.stop()
         await self.dataplane.stop()
-        for sock in (self.udp, self.link, self.icmp):
+        for sock in (self.udp, self.absorb, self.link, self.icmp):
             sock.close()
         self.log("stopped")
 
@@ -143,6 +154,15 @@ class FaDaemon:
                 self.dispatch(self.engine.reply_from_ha(data, IPv4Address(addr[0]), addr[1],
                                                         now))
         self._reschedule()
+
+    def _drain_absorb(self) -> None:
+        while True:
+            try:
+                self.absorb.recv(4096)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                continue
 
     def _on_link(self) -> None:
         now = time.time()
