@@ -100,7 +100,8 @@ class Netlink:
         await self.ipr.route("replace", **kwargs)
 
     async def route_del(self, dst: IPv4Network, table: int, metric: int | None = None) -> bool:
-        kwargs: dict[str, object] = {"dst": str(dst), "table": table}
+        # RT_SCOPE_NOWHERE: match the route whatever its scope (as `ip route del` does)
+        kwargs: dict[str, object] = {"dst": str(dst), "table": table, "scope": 255}
         if metric is not None:
             kwargs["priority"] = metric
         try:

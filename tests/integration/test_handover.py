@@ -1,0 +1,106 @@
+"""Foreign agents (Figs. 1, 3b): relaying, denials, reverse tunnelling, handover, cleanup."""
+
+import importlib.util
+import json
+import time
+
+import pytest
+
+from mipro.lab.lab import SCENARIOS
+
+from .conftest import kernel_state
+
+HOME = "10.1.0.100"
+FA1 = "198.51.100.1"
+
+
+def check_module():
+    spec = importlib.util.spec_from_file_location("handover_check",
+                                                  SCENARIOS / "handover" / "check.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def fa_state(lab, node):
+    state = kernel_state(lab, node)
+    # only what mipro adds: the kernel itself may cache the MN's address when it ARPs for us
+    neigh = lab.exec(node, "ip", "neigh", "show", HOME, "nud", "permanent").stdout.strip()
+    rules = lab.exec(node, "ip", "rule").stdout
+    return state, neigh, [r for r in rules.splitlines() if HOME in r]
+
+
+def test_handover_keeps_tcp_and_foreign_agents_clean_up(make_lab):
+    lab = make_lab("handover")
+    check_module().run(lab, say=lambda s: None)  # FA1 -> FA2 -> home, TCP stays up
+    for node in ("fa1", "fa2"):  # every visitor entry expired: nothing of the MN is left
+        state, neigh, rules = fa_state(lab, node)
+        assert state["table"] == [] and neigh == "" and rules == [], (node, state, neigh, rules)
+        assert any("event=visitor-expired" in x for x in lab.log_lines(node))
+
+
+def registered_via_fa1(lab):
+    return check_module().via(lab, FA1)
+
+
+@pytest.mark.parametrize("reverse", [True, False])
+def test_traffic_both_ways_with_and_without_reverse_tunnelling(make_lab, reverse):
+    lab = make_lab("handover", services=False)
+    if not reverse:
+        lab.edit_conf("mn", "mn.toml", "mode = \"auto\"", "mode = \"auto\"\nreverse_tunnel = false")
+    for name in ("ha", "fa1", "fa2", "mn"):
+        lab.start_service(name)
+    lab.wait_for(lambda: registered_via_fa1(lab), 30, "registration through FA1")
+    visitor = lab.status("fa1")["visitors"][0]
+    assert visitor["reverse_tunnel"] is reverse
+    rules = lab.exec("fa1", "ip", "rule").stdout
+    assert (f"from {HOME} iif lan0 lookup 435" in rules) is reverse
+    for node, dst in (("cn-home", HOME), ("mn", "10.1.0.10"), ("mn", "203.0.113.10")):
+        assert lab.ping(node, dst)[0] == 3, (node, dst)
+    res = lab.tcp_transfer("mn", "cn-home", "10.1.0.10", 1 << 20)
+    assert res["client"]["verified"] and res["server"]["peer"] == HOME
+    fa1 = lab.status("fa1")["visitors"][0].get("counters") or {}
+    # with reverse tunnelling the MN's packets went into FA1's tunnel to the HA
+    assert (fa1.get("packets_out", 0) > 100) is reverse, fa1
+
+
+@pytest.mark.parametrize("edit,code", [
+    (("fa1", "fa.toml", "max_lifetime = 600", "max_lifetime = 10"), 69),
+    (("fa1", "fa.toml", "advertisement_interval = 0.5",
+      "advertisement_interval = 0.5\nencapsulations = [\"ipip\"]"), 72),
+    (("fa1", "fa.toml", "advertisement_interval = 0.5",
+      "advertisement_interval = 0.5\nreverse_tunneling = false"), 74),
+])
+def test_fa_denials_reach_the_mn_and_leave_no_state(make_lab, edit, code):
+    lab = make_lab("handover", services=False)
+    lab.edit_conf(*edit)
+    if code == 72:
+        lab.edit_conf("mn", "mn.toml", "mode = \"auto\"", "mode = \"fa\"\nencapsulation = \"gre\"")
+    else:
+        lab.edit_conf("mn", "mn.toml", "mode = \"auto\"", "mode = \"fa\"")
+    for name in ("ha", "fa1"):
+        lab.start_service(name)
+    before = {n: fa_state(lab, n) if n == "fa1" else kernel_state(lab, n) for n in ("fa1", "ha")}
+    lab.start_service("mn")
+    lab.wait_for(lambda: any(f"code={code}" in x for x in lab.log_lines("fa1")), 15,
+                 f"FA denial {code}")
+    time.sleep(0.5)
+    mn = lab.status("mn")
+    assert mn["state"] != "registered"
+    assert lab.status("fa1")["visitors"] == [] and lab.status("ha")["bindings"] == []
+    assert fa_state(lab, "fa1") == before["fa1"] and kernel_state(lab, "ha") == before["ha"]
+    assert not any("event=registered" in x for x in lab.log_lines("ha"))
+    # the MN saw the FA's code (unauthenticated, so logged and retried with backoff)
+    assert any(f"code={code}" in x for x in lab.log_lines("mn"))
+
+
+def test_fa_status_json(make_lab):
+    lab = make_lab("handover")
+    lab.wait_for(lambda: registered_via_fa1(lab), 30, "registration through FA1")
+    out = lab.mipro_status("fa1")
+    assert "role: fa" in out
+    status = lab.status("fa1")
+    assert status["care_of_addresses"] == [FA1]
+    v = status["visitors"][0]
+    assert v["mac"] == "02:00:00:00:01:00" and v["home_agent"] == "10.1.0.1"
+    assert json.dumps(status)
