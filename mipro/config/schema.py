@@ -74,6 +74,7 @@ class MnConfig:
     mode: str = "colocated"
     discovery_wait: float = 1.0
     home_gateway: IPv4Address | None = None
+    solicit_on_attach: bool = True
     role: str = "mn"
 
 
@@ -186,12 +187,13 @@ def load_mn(path: str | Path) -> MnConfig:
         mode=c.choice("mn.mode", ("auto", "fa", "colocated"), "auto"),
         discovery_wait=c.number("mn.discovery_wait", 1.0, 0.0),
         home_gateway=c.address("mn.home_gateway", None),
+        solicit_on_attach=c.get("mn.solicit_on_attach", bool, True),
     )
     c.unknown_keys({
         "": {"mn", "interface", "dataplane", "runtime"},
         "mn": {"home_address", "home_agent", "home_network", "nai", "spi", "key", "algorithm",
                "replay", "lifetime", "reverse_tunnel", "encapsulation", "vendor_id", "mode",
-               "discovery_wait", "home_gateway"},
+               "discovery_wait", "home_gateway", "solicit_on_attach"},
         "interface": {"name", "care_of", "address", "gateway"},
         "dataplane": {"backend", "table", "rule_priority", "tunnel_interface"},
         "runtime": {"control_socket", "state_file", "log_level"},

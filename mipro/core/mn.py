@@ -138,6 +138,7 @@ class MnSettings:
     vendor_id: int = 32473
     mode: str = "colocated"  # auto | fa | colocated
     discovery_wait: float = 1.0  # auto: how long to wait for an FA before DHCP
+    solicit_on_attach: bool = True  # else wait for the next periodic advertisement
 
 
 class MobileNode:
@@ -207,8 +208,9 @@ class MobileNode:
 
     def link_up(self, now: float) -> list[Action]:
         """The link came up (or changed): solicit, and in auto mode give FAs a moment."""
-        actions: list[Action] = [SendIcmp(ALL_ROUTERS, AgentSolicitation().encode()),
-                                 Log("solicit", {})]
+        actions: list[Action] = []
+        if self.s.solicit_on_attach:
+            actions += [SendIcmp(ALL_ROUTERS, AgentSolicitation().encode()), Log("solicit", {})]
         if self.s.mode == "colocated":
             if not self.dhcp_running:
                 self.dhcp_running = True

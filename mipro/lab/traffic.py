@@ -81,6 +81,38 @@ def echo_client(host: str, port: int, seconds: float, interval: float = 0.05) ->
     return {"ok": True, "messages": sent, "max_stall_ms": round(worst * 1000, 1)}
 
 
+def udp_sink(port: int, seconds: float) -> dict:
+    """Record (sequence, arrival time) of every datagram for ``seconds``."""
+    arrivals = []
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("0.0.0.0", port))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        end = time.time() + seconds
+        while (left := end - time.time()) > 0:
+            sock.settimeout(left)
+            try:
+                data = sock.recv(64)
+            except TimeoutError:
+                break
+            arrivals.append((int.from_bytes(data[:4], "big"), time.time()))
+    return {"arrivals": arrivals}
+
+
+def udp_source(host: str, port: int, seconds: float, interval: float) -> dict:
+    """A steady stream: a numbered datagram every ``interval`` seconds."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        seq = 0
+        start = time.time()
+        while time.time() - start < seconds:
+            try:
+                sock.sendto(seq.to_bytes(4, "big") + bytes(60), (host, port))
+            except OSError:
+                pass  # no route for a moment: that datagram counts as lost
+            seq += 1
+            time.sleep(max(0.0, start + seq * interval - time.time()))
+    return {"sent": seq, "start": start}
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -96,8 +128,20 @@ def main() -> None:
     ec.add_argument("host")
     ec.add_argument("--port", type=int, default=5003)
     ec.add_argument("--seconds", type=float, default=10)
+    us = sub.add_parser("udp-sink")
+    us.add_argument("--port", type=int, default=6000)
+    us.add_argument("--seconds", type=float, default=10)
+    uo = sub.add_parser("udp-source")
+    uo.add_argument("host")
+    uo.add_argument("--port", type=int, default=6000)
+    uo.add_argument("--seconds", type=float, default=10)
+    uo.add_argument("--interval", type=float, default=0.002)
     a = p.parse_args()
-    if a.cmd == "sink":
+    if a.cmd == "udp-sink":
+        result = udp_sink(a.port, a.seconds)
+    elif a.cmd == "udp-source":
+        result = udp_source(a.host, a.port, a.seconds, a.interval)
+    elif a.cmd == "sink":
         result = sink(a.port)
     elif a.cmd == "send":
         result = send(a.host, a.port, a.bytes)

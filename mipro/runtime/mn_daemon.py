@@ -55,7 +55,8 @@ def settings(cfg: MnConfig) -> MnSettings:
                       nai=cfg.nai, lifetime=cfg.lifetime, replay=cfg.replay,
                       reverse_tunnel=cfg.reverse_tunnel, encapsulation=cfg.encapsulation,
                       vendor_id=cfg.vendor_id, mode=cfg.mode,
-                      discovery_wait=cfg.discovery_wait)
+                      discovery_wait=cfg.discovery_wait,
+                      solicit_on_attach=cfg.solicit_on_attach)
 
 
 class MnDaemon(asyncio.DatagramProtocol):
