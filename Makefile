@@ -55,9 +55,10 @@ fuzz: setup
 bench: setup
 	$(PY) bench/fuzz_codec.py --count 200000
 	$(PY) bench/registration.py
+	$(PY) bench/handover.py
 
 # The lab: HA, MN (and later FA) daemons in network namespaces, scenario by scenario.
-DEMO_SCENARIOS ?= colocated
+DEMO_SCENARIOS ?= colocated handover
 demo: setup
 	$(PY) -m mipro.lab.cli run $(DEMO_SCENARIOS)
 

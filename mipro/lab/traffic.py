@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -104,10 +105,8 @@ def udp_source(host: str, port: int, seconds: float, interval: float) -> dict:
         seq = 0
         start = time.time()
         while time.time() - start < seconds:
-            try:
+            with contextlib.suppress(OSError):  # no route for a moment: counted as lost
                 sock.sendto(seq.to_bytes(4, "big") + bytes(60), (host, port))
-            except OSError:
-                pass  # no route for a moment: that datagram counts as lost
             seq += 1
             time.sleep(max(0.0, start + seq * interval - time.time()))
     return {"sent": seq, "start": start}

@@ -40,6 +40,14 @@ def test_example_mn_conf_loads(tmp_path):
     assert cfg.sa.spi == 256 and cfg.care_of == "dhcp"
 
 
+def test_example_fa_conf_loads(tmp_path):
+    from mipro.config import load_fa
+
+    cfg = load_fa(private_copy(tmp_path, "fa.toml"))
+    assert [str(a) for a in cfg.care_of_addresses] == ["198.51.100.1"]
+    assert cfg.reverse_tunneling and not cfg.reverse_tunnel_required
+
+
 def test_lab_confs_load(tmp_path):
     lab = CONF.parent / "netns-lab" / "scenarios"
     files = sorted(lab.glob("*/*/*.toml"))
@@ -53,6 +61,10 @@ def test_lab_confs_load(tmp_path):
             load_subscribers(dst)
         elif "[ha]" in dst.read_text():
             load_ha(dst)
+        elif "[fa]" in dst.read_text():
+            from mipro.config import load_fa
+
+            load_fa(dst)
         elif "[mn]" in dst.read_text():
             load_mn(dst)
 
@@ -133,7 +145,8 @@ def test_check_config_command(tmp_path, capsys):
     assert f"{bad}: ha.address: expected a string" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("unit,role", [("mipro-ha.service", "ha"), ("mipro-mn.service", "mn")])
+@pytest.mark.parametrize("unit,role", [("mipro-ha.service", "ha"), ("mipro-fa.service", "fa"),
+                                       ("mipro-mn.service", "mn")])
 def test_systemd_units(unit, role):
     text = (SYSTEMD / unit).read_text()
     for line in ("Type=notify", f"ExecStartPre=/usr/local/bin/mipro check-config "
