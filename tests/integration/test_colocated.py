@@ -145,3 +145,22 @@ def test_ha_restart_keeps_bindings(make_lab, sig):
     assert sum("event=register " in line for line in lab.log_lines("mn")) == registrations
     if sig == signal.SIGKILL:
         assert any("event=reconciled-leftovers" in line for line in lab.log_lines("ha"))
+
+
+def test_gre_encapsulation(make_lab):
+    """The G bit: both ends encapsulate in GRE (RFC 2784) instead of IP-in-IP."""
+    lab = make_lab("colocated", services=False)
+    lab.edit_conf("mn", "mn.toml", "lifetime = 600", "lifetime = 600\nencapsulation = \"gre\"")
+    for name in ("dnsmasq", "ha", "mn"):
+        lab.start_service(name)
+    wait_registered(lab)
+    assert ha_bindings(lab)[0]["encapsulation"] == "gre"
+    assert lab.ping("cn-home", HOME)[0] == 3
+    res = lab.tcp_transfer("cn-inet", "mn", HOME, 1 << 20)
+    assert res["client"]["verified"]
+    # the capture on the HA's uplink shows GRE (IP protocol 47), no IP-in-IP
+    time.sleep(0.5)
+    pcap = lab.out / "ha-wan0.pcap"
+    gre = lab.exec("ha", "tcpdump", "-n", "-r", str(pcap), "ip proto 47", check=False).stdout
+    ipip = lab.exec("ha", "tcpdump", "-n", "-r", str(pcap), "ip proto 4", check=False).stdout
+    assert gre.count("\n") > 100 and ipip.strip() == ""
