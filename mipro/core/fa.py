@@ -22,13 +22,16 @@ from ..wire import (
     DecodeError,
     ExtType,
     FaHaAuth,
+    FilterRulesExtension,
     MnFaAuth,
     MnHaAuth,
     RegistrationReply,
     RegistrationRequest,
     RequestFlags,
+    StaticRoutesExtension,
     code_name,
 )
+from ..wire.vendor import FilterRule, StaticRoute
 from .actions import MIP_PORT, Action, Log, Send, SendToLink
 from .advertiser import Advertiser
 
@@ -63,6 +66,8 @@ class Visitor:
     state: str = "pending"  # pending | accepted
     expires: float = 0.0
     lifetime: int = 0
+    routes: tuple[StaticRoute, ...] = ()
+    filters: tuple[FilterRule, ...] = ()
 
     @property
     def key(self) -> tuple[IPv4Address, bytes]:
@@ -73,7 +78,9 @@ class Visitor:
                 "home_agent": str(self.home_agent), "care_of_address": str(self.care_of_address),
                 "state": self.state, "lifetime": self.lifetime,
                 "lifetime_left": max(0, int(self.expires - now + 0.5)),
-                "reverse_tunnel": self.reverse_tunnel, "encapsulation": self.encapsulation}
+                "reverse_tunnel": self.reverse_tunnel, "encapsulation": self.encapsulation,
+                "routes": [r.describe() for r in self.routes],
+                "filters": [f.describe() for f in self.filters]}
 
 
 @dataclass(frozen=True)
@@ -214,16 +221,23 @@ class ForeignAgent:
             relay = RegistrationReply.build(code=code, home_address=reply.home_address,
                                             home_agent=reply.home_agent,
                                             identification=reply.identification).encode()
-        else:
+        routes: tuple[StaticRoute, ...] = ()
+        filters: tuple[FilterRule, ...] = ()
+        if code == reply.code:
             mn_ha = reply.find(MnHaAuth)
             if mn_ha is not None:  # what follows the MN-HA authenticator was for us
                 relay = reply.prefix_before(reply.index_of(mn_ha) + 1)
+                ours = reply.extensions[reply.index_of(mn_ha) + 1:]
+                routes = tuple(r for e in ours if isinstance(e, StaticRoutesExtension)
+                               for r in e.entries)
+                filters = tuple(f for e in ours if isinstance(e, FilterRulesExtension)
+                                for f in e.entries)
         actions: list[Action] = []
         old = self.visitors.get(visitor.key)
         if code in (0, 1) and reply.lifetime > 0:
             lifetime = min(reply.lifetime, visitor.requested_lifetime)
             accepted = replace(visitor, state="accepted", expires=now + lifetime,
-                               lifetime=lifetime)
+                               lifetime=lifetime, routes=routes, filters=filters)
             self.visitors[accepted.key] = accepted
             self._push(accepted.expires, "visitor", accepted.key)
             actions.append(AddVisitor(accepted, old))
@@ -232,7 +246,8 @@ class ForeignAgent:
             actions.append(Log(event, {"home": visitor.home_address,
                                        "mac": visitor.mac.hex(":"), "ha": visitor.home_agent,
                                        "lifetime": lifetime,
-                                       "reverse": visitor.reverse_tunnel}))
+                                       "reverse": visitor.reverse_tunnel,
+                                       "routes": len(routes), "filters": len(filters)}))
         elif code in (0, 1) and old is not None:  # deregistration through us
             del self.visitors[old.key]
             actions.append(RemoveVisitor(old, "deregistered"))

@@ -7,7 +7,7 @@ denial is answered with its RFC code and changes no state.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address
 
 from ..security import SecurityAssociation, append_authenticator, verify
@@ -19,11 +19,13 @@ from ..wire import (
     DecodeError,
     ExtType,
     FaHaAuth,
+    FilterRulesExtension,
     MnHaAuth,
     Nai,
     RegistrationReply,
     RegistrationRequest,
     RequestFlags,
+    StaticRoutesExtension,
     code_name,
 )
 from ..wire.messages import REGISTRATION_REQUEST
@@ -178,9 +180,24 @@ class HomeAgent:
         reply = RegistrationReply.build(code=code, lifetime=lifetime,
                                         home_address=req.home_address,
                                         home_agent=req.home_agent, identification=reply_id)
-        actions.insert(0, Send(src, port, self._sign_for_fa(self._sign(reply.encode(), sa),
-                                                            src)))
+        nvse = self._route_optimization(sub, req.home_agent) if lifetime else b""
+        if req.flags & RequestFlags.D:  # co-located: the MN applies them, under MN-HA auth
+            data = self._sign(reply.encode() + nvse, sa)
+        else:  # through an FA: after MN-HA auth, covered by FA-HA auth, stripped by the FA
+            data = self._sign(reply.encode(), sa) + nvse
+        actions.insert(0, Send(src, port, self._sign_for_fa(data, src)))
         return actions
+
+    def _route_optimization(self, sub: Subscriber, home_agent: IPv4Address) -> bytes:
+        """The subscriber's static routes and filters as mipro NVSEs (seed Figs. 6a-c)."""
+        if not sub.routes and not sub.filters:
+            return b""
+        vid = self.policy.vendor_id
+        routes = [replace(r, router=home_agent) if r.via_tunnel and not int(r.router) else r
+                  for r in sub.routes]
+        exts = StaticRoutesExtension.chunked(routes, vid) + \
+            FilterRulesExtension.chunked(sub.filters, vid)
+        return b"".join(e.encode() for e in exts)
 
     def _sign_for_fa(self, reply: bytes, src: IPv4Address) -> bytes:
         """Through a foreign agent we share a key with: FA-HA authentication last."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..config.loader import Checker, check_not_world_readable, read_toml
+from ..policy.profile import ProfileError, parse_filter, parse_route
 from ..security import Algorithm, SecurityAssociation
 from ..security.replay import ReplayMethod
 from .model import MemoryStore, Subscriber
@@ -31,6 +32,17 @@ def load_subscribers(path: str | Path) -> MemoryStore:
             alg = c.choice(f"{q}.algorithm", tuple(a.value for a in Algorithm), "hmac-md5")
             if isinstance(spi, int) and isinstance(key, bytes) and isinstance(alg, str):
                 assocs[spi] = SecurityAssociation(spi, key, Algorithm(alg))
+        routes, filters = [], []
+        for kind, parse, out in (("routes", parse_route, routes),
+                                 ("filters", parse_filter, filters)):
+            for j, item in enumerate(c.get(f"{p}.{kind}", list, []) or []):
+                if not isinstance(item, dict):
+                    c.error(f"{p}.{kind}.{j}", "expected a table like { destination = ... }")
+                    continue
+                try:
+                    out.append(parse(item))
+                except ProfileError as exc:
+                    c.error(f"{p}.{kind}.{j}.{exc.key}", exc.problem)
         subs.append(Subscriber(
             home_address=home,
             nai=c.get(f"{p}.nai", str, ""),
@@ -38,6 +50,8 @@ def load_subscribers(path: str | Path) -> MemoryStore:
             max_lifetime=c.integer(f"{p}.max_lifetime", 3600, 1, 65534),
             replay=ReplayMethod(c.choice(f"{p}.replay", ("timestamp", "nonce"), "timestamp")
                                 or "timestamp"),
+            routes=tuple(routes),
+            filters=tuple(filters),
         ))
     c.done()
     return MemoryStore(subs)

@@ -184,3 +184,58 @@ def test_advertiser_sequence_and_solicitation():
     assert fa.handle_timer(NOW + 0.1) == []  # not yet
     sol = fa.solicitation(HOME)
     assert sol[0].dst == A("224.0.0.1") and sol[0].data != first
+
+
+# --- route optimization (Figs. 6a, 12a): routes and filters in the reply -------------------
+
+from ipaddress import IPv4Network as N  # noqa: E402
+
+from mipro.core.fa import Visitor  # noqa: E402
+from mipro.core.mn import TunnelUp  # noqa: E402
+from mipro.wire import FilterRule, FilterRulesExtension, StaticRoute, Verdict  # noqa: E402
+
+ROUTES = (StaticRoute(N("198.51.100.0/24"), A("0.0.0.0"), 5, False),
+          StaticRoute(N("0.0.0.0/0"), A("0.0.0.0"), 100, True))
+FILTERS = (FilterRule(destination=N("203.0.113.10/32"), protocol=17, verdict=Verdict.DENY,
+                      both_directions=True, dport=(5060, 5061)),)
+
+
+def ro_setup(mode="auto"):
+    sub = Subscriber(HOME, "mn", {256: SecurityAssociation(256, KEY)}, routes=ROUTES,
+                     filters=FILTERS)
+    ha = HomeAgent(HaPolicy((HA,), fa_associations={FA1: FA_KEY}), MemoryStore([sub]))
+    fa = fa_engine(ha_peers={HA: FA_KEY})
+    mn = MobileNode(MnSettings(HOME, HA, SecurityAssociation(256, KEY), lifetime=300, mode=mode))
+    return ha, fa, mn
+
+
+def test_fa_applies_and_strips_routes_and_filters():
+    ha, fa, mn = ro_setup()
+    seen = run(ha, fa, mn, mn.advertisement(advert(fa, NOW), FA1, NOW), NOW)
+    visitor: Visitor = of(AddVisitor, seen)[0].visitor
+    assert visitor.routes[0].destination == N("198.51.100.0/24")
+    assert visitor.routes[1].router == HA  # tunnel routes name the home agent as router
+    assert visitor.filters == FILTERS
+    # the reply the MN got has no NVSE left and its MN-HA authenticator verified
+    to_mn = RegistrationReply.decode(of(SendToLink, seen)[-1].data)
+    assert not to_mn.find_all(FilterRulesExtension) and mn.state is State.REGISTERED
+    # the HA placed them between the MN-HA and FA-HA authenticators
+    from_ha = [a for a in seen if isinstance(a, Send) and a.dst == FA1][-1]
+    types = [e.ext_type for e in RegistrationReply.decode(from_ha.data).extensions]
+    assert types == [32, 134, 134, 34]
+
+
+def test_colocated_mn_receives_routes_under_mn_ha_auth():
+    sub = Subscriber(HOME, "mn", {256: SecurityAssociation(256, KEY)}, routes=ROUTES,
+                     filters=FILTERS)
+    ha = HomeAgent(HaPolicy((HA,)), MemoryStore([sub]))
+    mn = MobileNode(MnSettings(HOME, HA, SecurityAssociation(256, KEY), lifetime=300))
+    coa = A("198.51.100.77")
+    actions = mn.attach(coa, NOW)
+    req = [a for a in actions if isinstance(a, Send)][0]
+    out = ha.receive(req.data, coa, 5000, NOW)
+    reply = [a for a in out if isinstance(a, Send)][0]
+    types = [e.ext_type for e in RegistrationReply.decode(reply.data).extensions]
+    assert types == [134, 134, 32]
+    up = of(TunnelUp, mn.receive(reply.data, HA, 434, NOW))[0]
+    assert up.routes[0].destination == N("198.51.100.0/24") and up.filters == FILTERS

@@ -1,0 +1,1 @@
+"""Route optimization policy: subscriber profiles → vendor extensions → dataplane intents."""
