@@ -3,8 +3,15 @@
 Per accepted visitor: a permanent neighbour entry (home address → the MN's
 link-layer address: the FA never ARPs for a home address) and a /32 route on
 the visited link in mipro's table, so decapsulated traffic reaches the MN.
-With reverse tunnelling (RFC 3024), a rule sends what comes from the home
-address on the visited link into the tunnel to its home agent.
+
+What the MN sends is routed by source (seed Fig. 5): a rule
+``from HOME iif LAN lookup T`` selects the visitor's own table T, which holds
+the static routes its home agent sent, with their costs as metrics — the
+tunnel for the home network and the internet, the local interface for
+correspondents on the visited site — plus, with reverse tunnelling
+(RFC 3024), a default route into the tunnel.  Its filter rules go into its
+own iptables chain (firewall.py).  All of it goes when the visitor does,
+with the visitor's conntrack entries, so a denied flow cannot live on.
 """
 
 from __future__ import annotations
@@ -13,12 +20,19 @@ import asyncio
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
+from pyroute2 import AsyncConntrack
+from pyroute2.netlink.nfnetlink.nfctsocket import NFCTAttrTuple
+
 from ..core.fa import Visitor
+from ..wire.vendor import StaticRoute
+from .firewall import MobileFirewall
 from .netlink import Netlink, set_sysctl
 from .relay import MTU, UserspaceTunnel
 
 LINK_PREFIX = "mip-"
 DEFAULT = IPv4Network("0.0.0.0/0")
+TABLE_OFFSET = 16  # visitor tables start at table + 16
+REVERSE_METRIC = 1000  # reverse tunnelling default: costlier than any profile route
 
 
 class FaDataplane:
@@ -28,15 +42,17 @@ class FaDataplane:
         self.lan = interface
         self.coa = care_of
         self.table = table  # delivery routes to visitors
-        self.reverse_table = table + 1  # userspace: default into the TUN
         self.prio = rule_priority
         self.tun_if = tunnel_interface
         self.log = log
         self.nl = Netlink()
         self.relay: UserspaceTunnel | None = None
         self.visitors: dict[IPv4Address, Visitor] = {}
-        self.ha_links: dict[IPv4Address, tuple[str, int, int]] = {}  # kernel: name, index, table
+        self.ha_links: dict[IPv4Address, tuple[str, int]] = {}  # kernel: name, index
         self.lan_index = 0
+        self.firewall = MobileFirewall(interface)
+        self.visitor_tables: dict[IPv4Address, int] = {}
+        self.applied_routes: dict[IPv4Address, list[tuple[str, int]]] = {}
 
     async def start(self, loop: asyncio.AbstractEventLoop | None) -> None:
         set_sysctl("net.ipv4.ip_forward", "1")
@@ -44,25 +60,29 @@ class FaDataplane:
         set_sysctl(f"net.ipv4.conf.{self.lan}.rp_filter", "2")
         self.lan_index = await self.nl.index(self.lan)
         await self.cleanup_leftovers()
+        removed = self.firewall.start()
+        if removed:
+            self.log("reconciled-leftovers", chains=removed)
+        set_sysctl(f"net.ipv4.conf.{self.lan}.send_redirects", "0")  # MN -> local CN via us
         if self.name == "userspace":
             self.relay = UserspaceTunnel(self.tun_if, self.coa, self._peer_of, self._accept)
             self.relay.open()
-            index = await self.nl.link_up(self.tun_if, MTU)
+            await self.nl.link_up(self.tun_if, MTU)
             set_sysctl(f"net.ipv4.conf.{self.tun_if}.rp_filter", "0")
-            await self.nl.ipr.route("replace", dst="0.0.0.0/0", oif=index,
-                                    table=self.reverse_table)
             if loop is not None:
                 self.relay.start_reading(loop)
         await self.nl.rule_ensure(self.table, self.prio)
 
     async def cleanup_leftovers(self) -> None:
         count = 0
-        for table in (self.table, self.reverse_table):
+        last = self.table + TABLE_OFFSET + 255
+        tables = set()
+        for rule in await self.nl.rules_for_table_range(self.table, last):
+            src = {"src": rule["src"], "src_len": 32} if rule["src"] else {}
+            count += await self.nl.rule_del(rule["table"], rule["priority"], **src)
+            tables.add(rule["table"])
+        for table in tables | {self.table}:
             count += await self.nl.flush_table(table)
-        for table in (self.table, self.reverse_table):
-            for rule in await self.nl.rules_for_table(table):
-                src = {"src": rule["src"], "src_len": 32} if rule["src"] else {}
-                count += await self.nl.rule_del(table, rule["priority"], **src)
         for name in await self.nl.links_with_prefix(LINK_PREFIX):
             count += await self.nl.link_del(name)
         if count:
@@ -72,24 +92,28 @@ class FaDataplane:
         for v in list(self.visitors.values()):
             await self.remove_visitor(v)
         await self.nl.rule_del(self.table, self.prio)
-        await self.nl.flush_table(self.reverse_table)
-        for name, _, _ in list(self.ha_links.values()):
+        self.firewall.stop()
+        for name, _ in list(self.ha_links.values()):
             await self.nl.link_del(name)
         if self.relay is not None:
             self.relay.close()
         self.nl.close()
 
     async def add_visitor(self, v: Visitor, previous: Visitor | None = None) -> None:
-        if previous is not None and previous.reverse_tunnel and not v.reverse_tunnel:
-            await self._reverse_rule(False, previous)
         self.visitors[v.home_address] = v
         await self.nl.ipr.neigh("replace", dst=str(v.home_address), ifindex=self.lan_index,
                                 lladdr=v.mac.hex(":"), state=0x80)  # NUD_PERMANENT
         await self.nl.route_replace(IPv4Network(v.home_address), self.table, oif=self.lan)
         if self.name == "kernel":
             await self._ha_link(v.home_agent)
-        if v.reverse_tunnel:
-            await self._reverse_rule(True, v)
+        same = previous is not None and (previous.routes, previous.filters,
+                                         previous.reverse_tunnel, previous.home_agent) == \
+            (v.routes, v.filters, v.reverse_tunnel, v.home_agent)
+        if same and v.home_address in self.visitor_tables:
+            return  # a renewal that changes nothing
+        await self._apply_routes(v)
+        self.firewall.apply(v.home_address, v.filters)
+        await self._flush_conntrack(v.home_address)
 
     async def remove_visitor(self, v: Visitor) -> None:
         current = self.visitors.get(v.home_address)
@@ -102,19 +126,96 @@ class FaDataplane:
         except Exception as exc:  # noqa: BLE001 - pyroute2 raises NetlinkError; gone is fine
             if getattr(exc, "code", None) not in (2, 3):
                 raise
-        if v.reverse_tunnel:
-            await self._reverse_rule(False, v)
+        await self._remove_routes(v.home_address)
+        self.firewall.remove(v.home_address)
+        await self._flush_conntrack(v.home_address)
 
-    async def _reverse_rule(self, add: bool, v: Visitor) -> None:
-        table = self.reverse_table if self.name == "userspace" else \
-            (await self._ha_link(v.home_agent))[2]
-        match = {"src": str(v.home_address), "src_len": 32, "iifname": self.lan}
-        if add:
-            await self.nl.rule_ensure(table, self.prio - 1, **match)
+    # --- source-restricted routes (Fig. 5) --------------------------------------------
+
+    async def _apply_routes(self, v: Visitor) -> None:
+        await self._remove_routes(v.home_address)
+        routes = list(v.routes)
+        if v.reverse_tunnel and not any(r.destination == DEFAULT for r in routes):
+            routes.append(StaticRoute(DEFAULT, v.home_agent, REVERSE_METRIC, True))
+        if not routes:
+            return
+        table = self._allocate_table(v.home_address)
+        applied = []
+        for r in routes:
+            kwargs: dict[str, object] = {"dst": str(r.destination), "table": table,
+                                         "priority": r.cost}
+            if r.via_tunnel:
+                tunnel = self.tun_if if self.name == "userspace" else \
+                    (await self._ha_link(v.home_agent))[0]
+                kwargs |= {"oif": await self.nl.index(tunnel), "scope": 253}
+            else:
+                kwargs |= await self._local_nexthop(r)
+            await self.nl.ipr.route("replace", **kwargs)
+            applied.append((str(r.destination), r.cost))
+        self.applied_routes[v.home_address] = applied
+        await self.nl.rule_ensure(table, self.prio - 1, src=str(v.home_address), src_len=32,
+                                  iifname=self.lan)
+
+    async def _local_nexthop(self, r: StaticRoute) -> dict[str, object]:
+        """Where the visited network reaches a local destination: the given router, else
+        the way our main table goes there."""
+        if int(r.router):
+            return {"gateway": str(r.router)}
+        probe = str(r.destination.network_address) if r.destination.prefixlen else None
+        if probe is None:  # a local default: our own default route
+            async for route in await self.nl.ipr.route("dump", table=254, family=2):
+                if route["dst_len"] == 0:
+                    out = {"oif": route.get_attr("RTA_OIF")}
+                    if route.get_attr("RTA_GATEWAY"):
+                        out["gateway"] = route.get_attr("RTA_GATEWAY")
+                    return out
+            raise LookupError("a local default route, but this agent has none")
+        found = [x async for x in await self.nl.ipr.route("get", dst=probe)]
+        out = {"oif": found[0].get_attr("RTA_OIF")}
+        gateway = found[0].get_attr("RTA_GATEWAY")
+        if gateway:
+            out["gateway"] = gateway
         else:
-            await self.nl.rule_del(table, self.prio - 1, **match)
+            out["scope"] = 253
+        return out
 
-    async def _ha_link(self, ha: IPv4Address) -> tuple[str, int, int]:
+    async def _remove_routes(self, home: IPv4Address) -> None:
+        table = self.visitor_tables.pop(home, None)
+        self.applied_routes.pop(home, None)
+        if table is None:
+            return
+        await self.nl.rule_del(table, self.prio - 1, src=str(home), src_len=32)
+        await self.nl.flush_table(table)
+
+    def _allocate_table(self, home: IPv4Address) -> int:
+        used = set(self.visitor_tables.values())
+        for table in range(self.table + TABLE_OFFSET, self.table + TABLE_OFFSET + 100_000):
+            if table not in used:
+                self.visitor_tables[home] = table
+                return table
+        raise RuntimeError("no free route table for a visitor")
+
+    async def _flush_conntrack(self, home: IPv4Address) -> int:
+        """Forget the visitor's flows: a flow denied from now on must not live on old state."""
+        removed = 0
+        async with AsyncConntrack() as ct:
+            for tuple_orig in (NFCTAttrTuple(saddr=str(home)), NFCTAttrTuple(daddr=str(home))):
+                entries = [e async for e in await ct.dump_entries(tuple_orig=tuple_orig)]
+                for entry in entries:
+                    try:
+                        await ct.delete(entry)
+                        removed += 1
+                    except Exception:  # noqa: BLE001 - gone meanwhile
+                        pass
+        return removed
+
+    def routes_status(self, home: IPv4Address) -> dict[str, object]:
+        return {"table": self.visitor_tables.get(home),
+                "routes": [{"destination": d, "metric": m}
+                           for d, m in self.applied_routes.get(home, [])],
+                "filter_counters": self.firewall.counters(home)}
+
+    async def _ha_link(self, ha: IPv4Address) -> tuple[str, int]:
         """Kernel backend: one ipip link per home agent (decapsulation and reverse tunnel)."""
         if ha not in self.ha_links:
             name = f"{LINK_PREFIX}{ha.packed.hex()}"
@@ -122,9 +223,7 @@ class FaDataplane:
                                    ipip_remote=str(ha), ipip_ttl=64)
             index = await self.nl.link_up(name)
             set_sysctl(f"net.ipv4.conf.{name}.rp_filter", "0")
-            table = self.reverse_table + 1 + len(self.ha_links)
-            await self.nl.ipr.route("replace", dst="0.0.0.0/0", oif=index, table=table)
-            self.ha_links[ha] = (name, index, table)
+            self.ha_links[ha] = (name, index)
         return self.ha_links[ha]
 
     def _peer_of(self, src: IPv4Address, dst: IPv4Address):

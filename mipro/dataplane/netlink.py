@@ -148,6 +148,11 @@ class Netlink:
                  "fwmark": r.get("fwmark")}
                 async for r in await self.ipr.get_rules(family=2) if r.get("table") == table]
 
+    async def rules_for_table_range(self, first: int, last: int) -> list[dict]:
+        return [{"table": r.get("table"), "priority": r.get("priority"), "src": r.get("src")}
+                async for r in await self.ipr.get_rules(family=2)
+                if first <= (r.get("table") or 0) <= last]
+
     # --- proxy ARP ----------------------------------------------------------------
 
     async def proxy_add(self, ifname: str, address: IPv4Address) -> None:

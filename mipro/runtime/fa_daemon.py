@@ -245,6 +245,8 @@ class FaDaemon:
             counters = self.dataplane.counters(v.home_address) if self.dataplane else None
             if counters is not None and v.state == "accepted":
                 entry["counters"] = counters
+            if self.dataplane is not None and v.state == "accepted":
+                entry["applied"] = self.dataplane.routes_status(v.home_address)
             visitors.append(entry)
         return {"role": "fa", "pid": os.getpid(), "config": self.cfg.path,
                 "address": str(self.cfg.address),

@@ -54,7 +54,7 @@ def test_traffic_both_ways_with_and_without_reverse_tunnelling(make_lab, reverse
     visitor = lab.status("fa1")["visitors"][0]
     assert visitor["reverse_tunnel"] is reverse
     rules = lab.exec("fa1", "ip", "rule").stdout
-    assert (f"from {HOME} iif lan0 lookup 435" in rules) is reverse
+    assert (f"from {HOME} iif lan0 lookup 450" in rules) is reverse
     for node, dst in (("cn-home", HOME), ("mn", "10.1.0.10"), ("mn", "203.0.113.10")):
         assert lab.ping(node, dst)[0] == 3, (node, dst)
     res = lab.tcp_transfer("mn", "cn-home", "10.1.0.10", 1 << 20)
