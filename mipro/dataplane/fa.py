@@ -63,7 +63,12 @@ class FaDataplane:
         removed = self.firewall.start()
         if removed:
             self.log("reconciled-leftovers", chains=removed)
-        set_sysctl(f"net.ipv4.conf.{self.lan}.send_redirects", "0")  # MN -> local CN via us
+        # MN <-> local correspondents go through us (the mobile firewall sees them): no ICMP
+        # redirects telling either side to talk directly (the kernel ORs all and the link)
+        for name in ("all", self.lan):
+            old = set_sysctl(f"net.ipv4.conf.{name}.send_redirects", "0")
+            if old is not None:
+                self.log("sysctl", name=f"net.ipv4.conf.{name}.send_redirects", value=0, was=old)
         if self.name == "userspace":
             self.relay = UserspaceTunnel(self.tun_if, self.coa, self._peer_of, self._accept)
             self.relay.open()
@@ -170,7 +175,8 @@ class FaDataplane:
                         out["gateway"] = route.get_attr("RTA_GATEWAY")
                     return out
             raise LookupError("a local default route, but this agent has none")
-        found = [x async for x in await self.nl.ipr.route("get", dst=probe)]
+        answer = await self.nl.ipr.route("get", dst=probe)
+        found = [x async for x in answer] if hasattr(answer, "__aiter__") else list(answer)
         out = {"oif": found[0].get_attr("RTA_OIF")}
         gateway = found[0].get_attr("RTA_GATEWAY")
         if gateway:

@@ -6,9 +6,10 @@ swallows errors):
 
     FORWARD -> MIPRO-FWD -> MIPRO-V-<home hex>   (from or to one visitor on the link)
 
-A rule with the log bit is preceded by an NFLOG rule (group 434, prefix
-"mipro <home>"), so matches are counted and can be read with any NFLOG
-listener (ulogd, tcpdump -i nflog:434).
+A rule with the log bit is preceded by an NFLOG rule (group 434), so matches
+are counted and can be read with any NFLOG listener (ulogd,
+`tcpdump -i nflog:434`). No NFLOG prefix: python-iptables 1.2 crashes saving
+an NFLOG prefix next to a tcp/udp match; the chain name says whose rule it is.
 """
 
 from __future__ import annotations
@@ -53,17 +54,17 @@ def _rule(src: IPv4Network, dst: IPv4Network, proto: int, sport: tuple[int, int]
     t = iptc.Target(r, target)
     if target == "NFLOG":
         t.nflog_group = NFLOG_GROUP
-        t.nflog_prefix = f"mipro {home}"
     r.target = t
     return r
 
 
 def rules_for(home: IPv4Address, f: FilterRule) -> list[iptc.Rule]:
-    """One filter rule as iptables rules: its direction, and the mirror when asked."""
+    """One filter rule as iptables rules: its direction, and with BOTH the same service
+    the other way (addresses swapped, ports kept: SIP to or from the correspondent)."""
     verdict = "DROP" if f.verdict is Verdict.DENY else "ACCEPT"
     ways = [(f.source, f.destination, f.sport, f.dport)]
     if f.both_directions:
-        ways.append((f.destination, f.source, f.dport, f.sport))
+        ways.append((f.destination, f.source, f.sport, f.dport))
     out = []
     for src, dst, sport, dport in ways:
         if f.log:

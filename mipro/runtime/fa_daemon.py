@@ -204,6 +204,10 @@ class FaDaemon:
                     await self.dataplane.remove_visitor(a.visitor)
             except (OSError, NetlinkError) as exc:
                 self.log("dataplane-error", "error", home=a.visitor.home_address, reason=exc)
+            except Exception as exc:  # noqa: BLE001 - log the bug, still answer the MN
+                self.log("internal-error", "error", home=a.visitor.home_address,
+                         reason=repr(exc),
+                         where=traceback.format_exc(limit=4).replace("\n", " | "))
         for a in actions:
             if isinstance(a, Send):
                 try:

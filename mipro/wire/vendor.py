@@ -89,7 +89,8 @@ class FilterRule:
     Ports are inclusive ranges; (0, 65535) means any.  ``log`` asks for the
     match to be logged, ``nat`` for source NAT to ``nat_address`` (0.0.0.0:
     the applying agent picks its own address), ``both_directions`` for the
-    rule to match the mirrored flow too.
+    rule to match with the addresses swapped too (same ports: the same service
+    the other way).
     """
 
     source: IPv4Network = ANY

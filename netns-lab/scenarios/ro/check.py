@@ -1,0 +1,75 @@
+"""Checks of the `ro` scenario: route optimization and the mobile firewall at FA1."""
+
+import subprocess
+import time
+
+from mipro.lab import Lab
+
+HOME = "10.1.0.100"
+FA1 = "198.51.100.1"
+CN_LOCAL, CN_HOME, CN_INET = "198.51.100.20", "10.1.0.10", "203.0.113.10"
+
+
+def registered(lab: Lab) -> dict:
+    mn, fa = lab.status("mn"), lab.status("fa1")
+    if mn["state"] == "registered" and fa["visitors"] and fa["visitors"][0].get("applied"):
+        return fa["visitors"][0]
+    return {}
+
+
+def ha_tunnel_packets(lab: Lab) -> int:
+    b = lab.status("ha")["bindings"]
+    c = b[0].get("counters", {}) if b else {}
+    return c.get("packets_in", 0) + c.get("packets_out", 0)
+
+
+def udp_reaches(lab: Lab, sender: str, receiver: str, dst: str, port: int) -> bool:
+    sink = subprocess.Popen(["ip", "netns", "exec", lab.ns(receiver), lab.python, "-m",
+                             "mipro.lab.traffic", "udp-sink", "--port", str(port), "--seconds",
+                             "1.5"], stdout=subprocess.PIPE, text=True)
+    time.sleep(0.3)
+    lab.exec(sender, lab.python, "-m", "mipro.lab.traffic", "udp-source", dst, "--port",
+             str(port), "--seconds", "0.3", "--interval", "0.01")
+    import json
+    return bool(json.loads(sink.communicate(timeout=10)[0])["arrivals"])
+
+
+def run(lab: Lab, say=print) -> None:
+    visitor = lab.wait_for(lambda: registered(lab), 30, "registration with routes at FA1")
+    applied = visitor["applied"]
+    say(f"FA1 applied for {HOME} (table {applied['table']}, rule from {HOME} iif lan0):")
+    for r in visitor["routes"]:
+        say(f"  route {r['destination']:<16} via {r['via']:<6} cost {r['cost']}")
+    for f in visitor["filters"]:
+        say(f"  filter {f['destination']:<17} proto {f['protocol']:<3} dport {f['dport']} "
+            f"{f['action']}{' +log' if f['log'] else ''}{' both ways' if f['both_directions'] else ''}")
+
+    before = ha_tunnel_packets(lab)
+    got, rtt_local = lab.ping("mn", CN_LOCAL, count=5)
+    assert got == 5, f"MN -> CN-local-a: {got}/5"
+    got, _ = lab.ping("cn-local-a", HOME, count=5)
+    assert got == 5, f"CN-local-a -> MN: {got}/5"
+    crossed = ha_tunnel_packets(lab) - before
+    assert crossed == 0, f"{crossed} packets of the local exchange crossed the HA"
+    ttl = lab.exec("mn", "ping", "-c", "1", CN_LOCAL).stdout.split("ttl=")[1].split()[0]
+    say(f"MN <-> CN-local-a {CN_LOCAL}: direct through FA1, 0 packets through the HA, "
+        f"ttl {ttl}, avg rtt {rtt_local} ms")
+    before = ha_tunnel_packets(lab)
+    got, rtt_home = lab.ping("mn", CN_HOME, count=5)
+    assert got == 5 and ha_tunnel_packets(lab) - before >= 10
+    say(f"MN <-> CN-home {CN_HOME}: through the tunnel and the HA, avg rtt {rtt_home} ms")
+    got, rtt_inet = lab.ping("mn", CN_INET, count=5)
+    assert got == 5
+    say(f"MN <-> CN-internet {CN_INET}: through the tunnel, avg rtt {rtt_inet} ms")
+
+    assert not udp_reaches(lab, "mn", "cn-inet", CN_INET, 5060), "SIP to CN-internet passed"
+    assert not udp_reaches(lab, "cn-inet", "mn", HOME, 5060), "SIP from CN-internet passed"
+    assert not udp_reaches(lab, "mn", "cn-inet", CN_INET, 12000), "RTP to CN-internet passed"
+    assert udp_reaches(lab, "mn", "cn-inet", CN_INET, 5070), "other UDP was blocked"
+    say("SIP (5060) and RTP (10000-20000) with CN-internet dropped both ways; UDP 5070 passes")
+    res = lab.tcp_transfer("mn", "cn-local-a", CN_LOCAL, 100_000, port=80)
+    assert res["client"]["verified"]
+    counters = lab.status("fa1")["visitors"][0]["applied"]["filter_counters"]
+    logged = [c for c in counters if c["target"] == "NFLOG"]
+    assert logged and logged[0]["packets"] > 0, counters
+    say(f"HTTP to CN-local-a allowed; {logged[0]['packets']} packets logged (NFLOG group 434)")
