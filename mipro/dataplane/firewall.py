@@ -118,6 +118,7 @@ class MobileFirewall:
 
     def apply(self, home: IPv4Address, filters: tuple[FilterRule, ...]) -> None:
         """Idempotent: the visitor's chain is rebuilt with exactly these rules."""
+        self.table.refresh()  # others (an operator, another tool) may have changed the table
         self.remove(home, commit=False)
         if not filters:
             self._commit()
@@ -142,6 +143,8 @@ class MobileFirewall:
 
     def remove(self, home: IPv4Address, commit: bool = True) -> None:
         name = chain_name(home)
+        if commit:
+            self.table.refresh()
         if self.table.is_chain(name):
             top = iptc.Chain(self.table, TOP)
             for rule in list(top.rules):
@@ -167,4 +170,5 @@ class MobileFirewall:
         return out
 
     def stop(self) -> None:
+        self.table.refresh()
         self._remove_all()

@@ -1,5 +1,6 @@
 """Checks of the `ro` scenario: route optimization and the mobile firewall at FA1."""
 
+import json
 import subprocess
 import time
 
@@ -30,7 +31,6 @@ def udp_reaches(lab: Lab, sender: str, receiver: str, dst: str, port: int) -> bo
     time.sleep(0.3)
     lab.exec(sender, lab.python, "-m", "mipro.lab.traffic", "udp-source", dst, "--port",
              str(port), "--seconds", "0.3", "--interval", "0.01")
-    import json
     return bool(json.loads(sink.communicate(timeout=10)[0])["arrivals"])
 
 
@@ -73,3 +73,41 @@ def run(lab: Lab, say=print) -> None:
     logged = [c for c in counters if c["target"] == "NFLOG"]
     assert logged and logged[0]["packets"] > 0, counters
     say(f"HTTP to CN-local-a allowed; {logged[0]['packets']} packets logged (NFLOG group 434)")
+    rtt_table(lab, say)
+
+
+def rtt_table(lab: Lab, say=print) -> dict:
+    """Round trips with route optimization on, then off (the profile without routes)."""
+    targets = (("CN-local-a", CN_LOCAL), ("CN-home", CN_HOME), ("CN-internet", CN_INET))
+    on = {name: lab.ping("mn", ip, count=10) for name, ip in targets}
+    before = ha_tunnel_packets(lab)
+    lab.ping("mn", CN_LOCAL, count=5)
+    on_local_via_ha = ha_tunnel_packets(lab) - before
+    subs = lab.conf("ha", "subscribers.toml")
+    text = subs.read_text()
+    subs.write_text(text[: text.index("# Fig. 5")])  # the same subscriber, no routes or filters
+    lab.exec("ha", "kill", "-HUP", str(lab.services["ha"].proc.pid))
+    lab.wait_for(lambda: sum("event=reloaded" in x for x in lab.log_lines("ha")), 5, "reload")
+    lab.stop_service("mn")  # deregisters through FA1, which removes everything it applied
+    lab.wait_for(lambda: not lab.status("fa1")["visitors"], 10, "FA1 to drop the visitor")
+    assert "MIPRO-V-" not in lab.exec("fa1", "iptables-legacy", "-S").stdout
+    assert f"from {HOME}" not in lab.exec("fa1", "ip", "rule").stdout
+    lab.start_service("mn")
+    lab.wait_for(lambda: lab.status("mn")["state"] == "registered" and
+                 lab.status("fa1")["visitors"], 30, "registration without route optimization")
+    off = {name: lab.ping("mn", ip, count=10) for name, ip in targets}
+    before = ha_tunnel_packets(lab)
+    lab.ping("mn", CN_LOCAL, count=5)
+    off_local_via_ha = ha_tunnel_packets(lab) - before
+    say(f"{'correspondent':<14} {'path, RO off':<32} {'rtt off':>9}   "
+        f"{'path, RO on':<22} {'rtt on':>9}")
+    for name, _ in targets:
+        path_on = "MN-FA1-CN (direct)" if name == "CN-local-a" else "MN-FA1=HA-CN (tunnel)"
+        path_off = "MN-FA1=HA-FA1-CN (via home)" if name == "CN-local-a" else \
+            "MN-FA1=HA-CN (tunnel)"
+        say(f"{name:<14} {path_off:<32} {off[name][1]:>7} ms   {path_on:<22} "
+            f"{on[name][1]:>7} ms")
+    say(f"packets through the HA for 5 pings to CN-local-a: RO on {on_local_via_ha}, "
+        f"RO off {off_local_via_ha}")
+    assert on_local_via_ha == 0 and off_local_via_ha >= 5  # the requests go via the HA
+    return {"on": on, "off": off}

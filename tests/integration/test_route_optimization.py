@@ -1,0 +1,51 @@
+"""Route optimization (Figs. 3a, 4, 5, 6a): routes and filters from the HA, applied by FA1."""
+
+import importlib.util
+
+from mipro.lab.lab import SCENARIOS
+
+HOME = "10.1.0.100"
+
+
+def check_module():
+    spec = importlib.util.spec_from_file_location("ro_check", SCENARIOS / "ro" / "check.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_route_optimization_and_mobile_firewall(make_lab):
+    """Local site direct with zero packets through the HA, home and internet through the
+    tunnel, SIP/RTP dropped both ways, HTTP logged; RO off sends the local traffic home;
+    deregistration removes the rules, tables and chains (asserted inside the check)."""
+    lab = make_lab("ro")
+    check_module().run(lab, say=lambda s: None)
+
+
+def test_everything_goes_with_the_visitor(make_lab):
+    lab = make_lab("ro")
+    check = check_module()
+    visitor = lab.wait_for(lambda: check.registered(lab), 30, "registration with routes")
+    table = visitor["applied"]["table"]
+    assert f"from {HOME} iif lan0 lookup {table}" in lab.exec("fa1", "ip", "rule").stdout
+    routes = lab.exec("fa1", "ip", "route", "show", "table", str(table)).stdout
+    assert "198.51.100.0/24 dev lan0" in routes and "metric 5" in routes
+    assert "default dev mip0" in routes and "metric 100" in routes
+    chains = lab.exec("fa1", "iptables-legacy", "-S").stdout
+    assert "-N MIPRO-V-0a010064" in chains and "-A FORWARD -j MIPRO-FWD" in chains
+    # a flow the conntrack table knows about (a stateful rule makes the kernel track this
+    # namespace's traffic), then the MN leaves
+    lab.exec("fa1", "iptables-legacy", "-A", "INPUT", "-m", "conntrack", "--ctstate", "INVALID",
+             "-j", "DROP")
+    assert lab.ping("mn", "198.51.100.20")[0] == 3
+    assert "10.1.0.100" in lab.exec("fa1", "conntrack", "-L", check=False).stdout
+    lab.stop_service("mn")
+    lab.wait_for(lambda: not lab.status("fa1")["visitors"], 10, "visitor removal")
+    assert f"from {HOME}" not in lab.exec("fa1", "ip", "rule").stdout
+    assert lab.exec("fa1", "ip", "route", "show", "table", str(table),
+                    check=False).stdout.strip() == ""
+    assert "MIPRO-V-" not in lab.exec("fa1", "iptables-legacy", "-S").stdout
+    assert "10.1.0.100" not in lab.exec("fa1", "conntrack", "-L", check=False).stdout
+    # and when the FA stops, its own chains go too
+    lab.stop_service("fa1")
+    assert "MIPRO" not in lab.exec("fa1", "iptables-legacy", "-S").stdout
