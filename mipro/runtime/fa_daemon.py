@@ -11,8 +11,6 @@ import traceback
 from ipaddress import IPv4Address
 from typing import Any
 
-from pyroute2 import NetlinkError
-
 from ..config import ConfigError, FaConfig, load_fa
 from ..core.actions import Log, Send, SendIcmp, SendToLink
 from ..core.advertiser import Advertiser, AdvertPolicy
@@ -23,6 +21,7 @@ from ..dataplane.linklayer import IcmpLink, RegistrationLink
 from ..dataplane.netlink import Netlink
 from ..wire import AgentFlags
 from .control import ControlServer
+from .daemon import EngineDaemon, run_daemon
 from .logging import EventLog
 from .systemd import notify
 
@@ -48,19 +47,17 @@ def make_advertiser(cfg: FaConfig, now: float) -> Advertiser:
                                    cfg.max_lifetime, cfg.advertisement_interval), now)
 
 
-class FaDaemon:
+class FaDaemon(EngineDaemon):
     def __init__(self, cfg: FaConfig, log: EventLog) -> None:
+        super().__init__(log)
         self.cfg = cfg
-        self.log = log
         self.engine = ForeignAgent(make_policy(cfg), make_advertiser(cfg, time.time()))
         self.dataplane: FaDataplane | None = None
         self.udp: socket.socket | None = None
         self.absorb: socket.socket | None = None
         self.link: RegistrationLink | None = None
         self.icmp: IcmpLink | None = None
-        self.timer: asyncio.TimerHandle | None = None
         self.stopping = asyncio.Event()
-        self.work: asyncio.Queue[list[Any]] = asyncio.Queue()
         self.started = time.time()
         self.backend_reason = ""
 
@@ -180,21 +177,6 @@ class FaDaemon:
 
     # --- output -----------------------------------------------------------------------
 
-    def dispatch(self, actions: list[Any]) -> None:
-        if actions:
-            self.work.put_nowait(actions)
-
-    async def _worker(self) -> None:
-        while True:
-            actions = await self.work.get()
-            try:
-                await self._execute(actions)
-            except Exception as exc:  # a bug must not silently stop the daemon's worker
-                self.log("internal-error", "error", reason=repr(exc),
-                         where=traceback.format_exc(limit=3).replace("\n", " | "))
-            finally:
-                self.work.task_done()
-
     async def _execute(self, actions: list[Any]) -> None:
         for a in actions:
             try:
@@ -202,10 +184,8 @@ class FaDaemon:
                     await self.dataplane.add_visitor(a.visitor, a.previous)
                 elif isinstance(a, RemoveVisitor):
                     await self.dataplane.remove_visitor(a.visitor)
-            except (OSError, NetlinkError) as exc:
-                self.log("dataplane-error", "error", home=a.visitor.home_address, reason=exc)
-            except Exception as exc:  # noqa: BLE001 - log the bug, still answer the MN
-                self.log("internal-error", "error", home=a.visitor.home_address,
+            except Exception as exc:  # noqa: BLE001 - log it, and still answer the MN
+                self.log("dataplane-error", "error", home=a.visitor.home_address,
                          reason=repr(exc),
                          where=traceback.format_exc(limit=4).replace("\n", " | "))
         for a in actions:
@@ -224,20 +204,6 @@ class FaDaemon:
                     self.log("advertisement-not-sent", "debug", reason=why)
             elif isinstance(a, Log):
                 self.log.emit(a)
-
-    def _reschedule(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-        when = self.engine.next_timer()
-        if when is not None:
-            loop = asyncio.get_running_loop()
-            self.timer = loop.call_later(max(0.0, when - time.time()), self._on_timer)
-
-    def _on_timer(self) -> None:
-        self.timer = None
-        self.dispatch(self.engine.handle_timer(time.time()))
-        self._reschedule()
 
     def handle_control(self, request: dict[str, Any]) -> dict[str, Any]:
         if request.get("command", "status") != "status":
@@ -263,16 +229,4 @@ class FaDaemon:
 
 
 def main(config_path: str) -> int:
-    try:
-        cfg = load_fa(config_path)
-    except ConfigError as exc:
-        for line in exc.errors:
-            print(line)
-        return 1
-    log = EventLog("fa", cfg.runtime.log_level)
-    try:
-        asyncio.run(FaDaemon(cfg, log).run())
-    except (OSError, RuntimeError, LookupError, NetlinkError) as exc:
-        log("fatal", "error", reason=exc)
-        return 1
-    return 0
+    return run_daemon("fa", config_path, load_fa, FaDaemon)

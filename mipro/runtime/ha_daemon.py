@@ -8,7 +8,6 @@ import os
 import signal
 import socket
 import time
-import traceback
 from ipaddress import IPv4Address
 from typing import Any
 
@@ -26,6 +25,7 @@ from ..dataplane.netlink import Netlink
 from ..subscribers.file_store import load_subscribers
 from ..wire import AgentFlags
 from .control import ControlServer
+from .daemon import EngineDaemon, run_daemon
 from .journal import BindingJournal
 from .logging import EventLog
 from .systemd import notify
@@ -48,15 +48,15 @@ def make_policy(cfg: HaConfig) -> HaPolicy:
                     fa_associations=dict(cfg.fa_peers))
 
 
-class HaDaemon:
+class HaDaemon(EngineDaemon):
+    BATCH = 256  # one netlink batch for many registrations
     def __init__(self, cfg: HaConfig, log: EventLog) -> None:
+        super().__init__(log)
         self.cfg = cfg
-        self.log = log
         self.engine = HomeAgent(make_policy(cfg), make_store(cfg))
         self.dataplane: HaDataplane | FakeHaDataplane | None = None
         self.sock: socket.socket | None = None
         self.send_drops = 0
-        self.timer: asyncio.TimerHandle | None = None
         self.flush_handle: asyncio.TimerHandle | None = None
         self.compacting: asyncio.Future | None = None
         self.advertiser: Advertiser | None = None
@@ -66,7 +66,6 @@ class HaDaemon:
         self.stopping = asyncio.Event()
         self.started = time.time()
         self.backend_reason = ""
-        self.work: asyncio.Queue[list[Any]] = asyncio.Queue()
 
     # --- lifecycle ------------------------------------------------------------------
 
@@ -195,47 +194,6 @@ class HaDaemon:
         self.dispatch(actions)
         self._reschedule()
 
-    def _reschedule(self) -> None:
-        when = self.engine.next_timer()
-        if self.timer is not None:
-            if when is not None and abs(self.timer.when() - self._loop_time(when)) < 0.01:
-                return
-            self.timer.cancel()
-            self.timer = None
-        if when is not None:
-            loop = asyncio.get_running_loop()
-            self.timer = loop.call_at(self._loop_time(when), self._on_timer)
-
-    @staticmethod
-    def _loop_time(wall: float) -> float:
-        loop = asyncio.get_running_loop()
-        return loop.time() + max(0.0, wall - time.time())
-
-    def _on_timer(self) -> None:
-        self.timer = None
-        self.dispatch(self.engine.handle_timer(time.time()))
-        self._reschedule()
-
-    def dispatch(self, actions: list[Any]) -> None:
-        """Queue an engine's actions; one worker runs them in order."""
-        if actions:
-            self.work.put_nowait(actions)
-
-    async def _worker(self) -> None:
-        """Drain what is queued into one batch: one netlink write for many registrations."""
-        while True:
-            batch = [await self.work.get()]
-            while not self.work.empty() and len(batch) < 256:
-                batch.append(self.work.get_nowait())
-            try:
-                await self._execute([a for actions in batch for a in actions])
-            except Exception as exc:  # a bug must not silently stop the daemon's worker
-                self.log("internal-error", "error", reason=repr(exc),
-                         where=traceback.format_exc(limit=3).replace("\n", " | "))
-            finally:
-                for _ in batch:
-                    self.work.task_done()
-
     async def _execute(self, actions: list[Any]) -> None:
         """Program the kernel before answering, so the MN's first packets find the tunnel."""
         ops = [("install" if isinstance(a, InstallBinding) else "remove", a.binding)
@@ -316,22 +274,4 @@ class HaDaemon:
 
 
 def main(config_path: str) -> int:
-    try:
-        cfg = load_ha(config_path)
-    except ConfigError as exc:
-        for line in exc.errors:
-            print(line)
-        return 1
-    log = EventLog("ha", cfg.runtime.log_level)
-    try:
-        daemon = HaDaemon(cfg, log)
-    except ConfigError as exc:
-        for line in exc.errors:
-            print(line)
-        return 1
-    try:
-        asyncio.run(daemon.run())
-    except (OSError, RuntimeError, LookupError) as exc:
-        log("fatal", "error", reason=exc)
-        return 1
-    return 0
+    return run_daemon("ha", config_path, load_ha, HaDaemon)

@@ -8,12 +8,9 @@ import os
 import signal
 import socket
 import time
-import traceback
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface
 from typing import Any
-
-from pyroute2 import NetlinkError
 
 from ..config import ConfigError, MnConfig, load_mn
 from ..core.actions import Log, Send, SendIcmp
@@ -35,6 +32,7 @@ from ..dataplane.linkwatch import LinkWatch
 from ..dataplane.mn import MnDataplane
 from ..dataplane.netlink import Netlink
 from .control import ControlServer
+from .daemon import EngineDaemon, run_daemon
 from .logging import EventLog
 from .systemd import notify
 
@@ -59,18 +57,16 @@ def settings(cfg: MnConfig) -> MnSettings:
                       solicit_on_attach=cfg.solicit_on_attach)
 
 
-class MnDaemon(asyncio.DatagramProtocol):
+class MnDaemon(EngineDaemon, asyncio.DatagramProtocol):
     def __init__(self, cfg: MnConfig, log: EventLog) -> None:
+        super().__init__(log)
         self.cfg = cfg
-        self.log = log
         self.engine = MobileNode(settings(cfg))
         self.dataplane: MnDataplane | None = None
         self.transport: asyncio.DatagramTransport | None = None
         self.icmp: IcmpLink | None = None
         self.linkwatch: LinkWatch | None = None
-        self.timer: asyncio.TimerHandle | None = None
         self.stopping = asyncio.Event()
-        self.work: asyncio.Queue[list[Any]] = asyncio.Queue()
         self.dhcp_task: asyncio.Task | None = None
         self.dhcp_stop: asyncio.Event | None = None
         self.coa: IPv4Interface | None = None
@@ -267,24 +263,6 @@ class MnDaemon(asyncio.DatagramProtocol):
     def error_received(self, exc: Exception) -> None:
         self.log("socket-error", "debug", reason=exc)
 
-    def dispatch(self, actions: list[Any]) -> None:
-        """Queue an engine's actions; one worker runs them in order."""
-        if actions:
-            self.work.put_nowait(actions)
-
-    async def _worker(self) -> None:
-        while True:
-            actions = await self.work.get()
-            try:
-                await self._execute(actions)
-            except (OSError, NetlinkError) as exc:
-                self.log("dataplane-error", "error", reason=exc)
-            except Exception as exc:  # a bug must not silently stop the daemon's worker
-                self.log("internal-error", "error", reason=repr(exc),
-                         where=traceback.format_exc(limit=3).replace("\n", " | "))
-            finally:
-                self.work.task_done()
-
     async def _execute(self, actions: list[Any]) -> None:
         dp = self.dataplane
         for a in actions:
@@ -325,20 +303,6 @@ class MnDaemon(asyncio.DatagramProtocol):
             elif isinstance(a, Log):
                 self.log.emit(a)
 
-    def _reschedule(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-        when = self.engine.next_timer()
-        if when is not None:
-            loop = asyncio.get_running_loop()
-            self.timer = loop.call_later(max(0.0, when - time.time()), self._on_timer)
-
-    def _on_timer(self) -> None:
-        self.timer = None
-        self.dispatch(self.engine.handle_timer(time.time()))
-        self._reschedule()
-
     def handle_control(self, request: dict[str, Any]) -> dict[str, Any]:
         if request.get("command", "status") != "status":
             return {"error": f"unknown command {request.get('command')!r}"}
@@ -374,16 +338,4 @@ class MnDaemon(asyncio.DatagramProtocol):
 
 
 def main(config_path: str) -> int:
-    try:
-        cfg = load_mn(config_path)
-    except ConfigError as exc:
-        for line in exc.errors:
-            print(line)
-        return 1
-    log = EventLog("mn", cfg.runtime.log_level)
-    try:
-        asyncio.run(MnDaemon(cfg, log).run())
-    except (OSError, RuntimeError, LookupError, NetlinkError) as exc:
-        log("fatal", "error", reason=exc)
-        return 1
-    return 0
+    return run_daemon("mn", config_path, load_mn, MnDaemon)

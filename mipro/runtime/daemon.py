@@ -1,0 +1,92 @@
+"""What every mipro daemon's runtime shares: the ordered work queue, the engine's one
+timer, error handling that never silently stops a worker, and the `main` entry."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from pyroute2 import NetlinkError
+
+from ..config import ConfigError
+from .logging import EventLog
+
+
+class EngineDaemon:
+    """Base of the HA, FA and MN daemons.  Subclasses set ``engine`` and ``_execute``."""
+
+    BATCH = 1  # how many queued action lists one worker pass may merge
+
+    def __init__(self, log: EventLog) -> None:
+        self.log = log
+        self.engine: Any = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.work: asyncio.Queue[list[Any]] = asyncio.Queue()
+
+    def dispatch(self, actions: list[Any]) -> None:
+        """Queue an engine's actions; one worker runs them in order."""
+        if actions:
+            self.work.put_nowait(actions)
+
+    async def _worker(self) -> None:
+        while True:
+            batch = [await self.work.get()]
+            while len(batch) < self.BATCH and not self.work.empty():
+                batch.append(self.work.get_nowait())
+            try:
+                await self._execute([a for actions in batch for a in actions])
+            except (OSError, NetlinkError) as exc:
+                self.log("dataplane-error", "error", reason=exc)
+            except Exception as exc:  # a bug must not silently stop the daemon's worker
+                self.log("internal-error", "error", reason=repr(exc),
+                         where=traceback.format_exc(limit=4).replace("\n", " | "))
+            finally:
+                for _ in batch:
+                    self.work.task_done()
+
+    async def _execute(self, actions: list[Any]) -> None:
+        raise NotImplementedError
+
+    def _reschedule(self) -> None:
+        """Arm the one timer for the engine's next deadline (kept if unchanged)."""
+        when = self.engine.next_timer()
+        loop = asyncio.get_running_loop()
+        at = None if when is None else loop.time() + max(0.0, when - time.time())
+        if self.timer is not None:
+            if at is not None and abs(self.timer.when() - at) < 0.005:
+                return
+            self.timer.cancel()
+            self.timer = None
+        if at is not None:
+            self.timer = loop.call_at(at, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self.timer = None
+        self.dispatch(self.engine.handle_timer(time.time()))
+        self._reschedule()
+
+
+def run_daemon(role: str, config_path: str, load: Callable[[str], Any],
+               factory: Callable[[Any, EventLog], Any]) -> int:
+    """Load and validate (exit 1 with every problem), then run until SIGTERM."""
+    try:
+        cfg = load(config_path)
+    except ConfigError as exc:
+        for line in exc.errors:
+            print(line)
+        return 1
+    log = EventLog(role, cfg.runtime.log_level)
+    try:
+        daemon = factory(cfg, log)
+        asyncio.run(daemon.run())
+    except ConfigError as exc:
+        for line in exc.errors:
+            print(line)
+        return 1
+    except (OSError, RuntimeError, LookupError, NetlinkError) as exc:
+        log("fatal", "error", reason=exc)
+        return 1
+    return 0
