@@ -74,8 +74,14 @@ def rules_for(home: IPv4Address, f: FilterRule) -> list[iptc.Rule]:
 
 
 class MobileFirewall:
-    def __init__(self, interface: str) -> None:
+    def __init__(self, interface: str | None, top: str = TOP,
+                 hooks: tuple[str, ...] = ("FORWARD",)) -> None:
+        """An FA filters what it forwards to and from visitors on ``interface``; a
+        co-located MN (``interface`` None, top "MIPRO-MN", hooks INPUT and OUTPUT) filters
+        what it sends and receives itself."""
         self.interface = interface
+        self.top = top
+        self.hooks = hooks
         self.table = iptc.Table(iptc.Table.FILTER)
         self.table.autocommit = False
         self.applied: set[IPv4Address] = set()
@@ -88,31 +94,36 @@ class MobileFirewall:
         """Our top chain, jumped to first from FORWARD; leftovers of an earlier run removed."""
         self.table.refresh()
         removed = self._remove_all()
-        top = iptc.Chain(self.table, TOP)
-        if not self.table.is_chain(TOP):
-            self.table.create_chain(TOP)
+        top = iptc.Chain(self.table, self.top)
+        if not self.table.is_chain(self.top):
+            self.table.create_chain(self.top)
         top.flush()
-        fwd = iptc.Chain(self.table, "FORWARD")
-        jump = iptc.Rule()
-        jump.target = iptc.Target(jump, TOP)
-        fwd.insert_rule(jump)
+        for hook in self.hooks:
+            jump = iptc.Rule()
+            jump.target = iptc.Target(jump, self.top)
+            iptc.Chain(self.table, hook).insert_rule(jump)
         self._commit()
         return removed
 
+    def start_clean(self) -> int:
+        """Remove what an earlier run left, and install nothing."""
+        self.table.refresh()
+        return self._remove_all()
+
     def _remove_all(self) -> int:
         removed = 0
-        fwd = iptc.Chain(self.table, "FORWARD")
-        for rule in list(fwd.rules):
-            if rule.target.name == TOP:
-                fwd.delete_rule(rule)
-                removed += 1
-        for chain in list(self.table.chains):
-            if chain.name == TOP or chain.name.startswith(PREFIX):
-                chain.flush()
-        for chain in list(self.table.chains):
-            if chain.name == TOP or chain.name.startswith(PREFIX):
-                chain.delete()
-                removed += 1
+        for hook in self.hooks:
+            chain = iptc.Chain(self.table, hook)
+            for rule in list(chain.rules):
+                if rule.target.name == self.top:
+                    chain.delete_rule(rule)
+                    removed += 1
+        ours = [c for c in self.table.chains if c.name == self.top or c.name.startswith(PREFIX)]
+        for chain in ours:
+            chain.flush()
+        for chain in ours:
+            chain.delete()
+            removed += 1
         self._commit()
         return removed
 
@@ -128,8 +139,12 @@ class MobileFirewall:
         for f in filters:
             for r in rules_for(home, f):
                 chain.append_rule(r)
-        top = iptc.Chain(self.table, TOP)
-        for direction in ("src", "dst"):
+        top = iptc.Chain(self.table, self.top)
+        if self.interface is None:  # our own traffic: every packet goes through the chain
+            j = iptc.Rule()
+            j.target = iptc.Target(j, name)
+            top.append_rule(j)
+        for direction in ("src", "dst") if self.interface else ():
             j = iptc.Rule()
             setattr(j, direction, str(home))
             if direction == "src":
@@ -146,7 +161,7 @@ class MobileFirewall:
         if commit:
             self.table.refresh()
         if self.table.is_chain(name):
-            top = iptc.Chain(self.table, TOP)
+            top = iptc.Chain(self.table, self.top)
             for rule in list(top.rules):
                 if rule.target.name == name:
                     top.delete_rule(rule)

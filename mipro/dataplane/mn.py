@@ -13,11 +13,14 @@ import asyncio
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import Any
 
+from ..wire.vendor import FilterRule, StaticRoute
 from .arp import send_gratuitous_arp
+from .firewall import MobileFirewall
 from .netlink import Netlink, set_sysctl
 from .relay import MTU, UserspaceTunnel
 
 DEFAULT = IPv4Network("0.0.0.0/0")
+REVERSE_METRIC = 1000
 
 
 class MnDataplane:
@@ -40,6 +43,9 @@ class MnDataplane:
         self.encap = "ipip"
         self.up = False
         self.home_on_link = 0  # prefix length of the home address on the physical link
+        self.profile_routes: set[tuple[IPv4Network, int]] = set()
+        self.default_metric: int | None = None
+        self.firewall: MobileFirewall | None = None
 
     async def start(self, loop: asyncio.AbstractEventLoop | None) -> None:
         self.loop = loop
@@ -53,12 +59,13 @@ class MnDataplane:
             if address == self.home:  # left on the link by an earlier run (FA mode, home)
                 await self.nl.addr_del(self.iface, address, plen)
                 flushed += 1
+        flushed += MobileFirewall(None, top="MIPRO-MN", hooks=("INPUT", "OUTPUT")).start_clean()
         if flushed:
             self.log("reconciled-leftovers", items=flushed)
         await self.nl.rule_ensure(self.table, self.prio)
 
     async def stop(self) -> None:
-        await self.tunnel_down()
+        await self.tunnel_down()  # also removes the MN's firewall chains
         await self.leave_agent()
         await self.nl.flush_table(self.table)
         await self.nl.rule_del(self.table, self.prio)
@@ -77,7 +84,9 @@ class MnDataplane:
         await self.nl.flush_table(self.table)
         self.coa = None
 
-    async def tunnel_up(self, encap: str, reverse_tunnel: bool) -> None:
+    async def tunnel_up(self, encap: str, reverse_tunnel: bool,
+                        routes: tuple[StaticRoute, ...] = (),
+                        filters: tuple[FilterRule, ...] = ()) -> None:
         assert self.coa is not None
         self.encap = encap
         if self.name == "userspace":
@@ -97,15 +106,53 @@ class MnDataplane:
         await self.nl.link_up(self.tun_if, MTU)
         set_sysctl(f"net.ipv4.conf.{self.tun_if}.rp_filter", "0")
         await self.nl.addr_replace(self.tun_if, self.home, 32)
+        # with a profile, its routes decide and the plain default becomes the last resort
+        metric = REVERSE_METRIC if routes else None
         if reverse_tunnel:
-            await self.nl.route_replace(DEFAULT, self.table, oif=self.tun_if, src=self.home)
+            await self.nl.route_replace(DEFAULT, self.table, oif=self.tun_if, src=self.home,
+                                        metric=metric)
         else:  # triangle routing: out of the physical link with the home address
-            await self.nl.route_replace(DEFAULT, self.table, oif=self.iface, gateway=self.gateway,
-                                  src=self.home)
+            await self.nl.route_replace(DEFAULT, self.table, oif=self.iface,
+                                        gateway=self.gateway, src=self.home, metric=metric)
+        self.default_metric = metric
+        await self._apply_profile(routes, filters)
         self.up = True
 
+    async def _apply_profile(self, routes: tuple[StaticRoute, ...],
+                             filters: tuple[FilterRule, ...]) -> None:
+        """Fig. 11: tunnel routes from the home address on the tunnel interface, local
+        routes from the care-of address on the physical one, costs as metrics; Fig. 10:
+        the filters on what the MN itself sends and receives."""
+        assert self.coa is not None
+        wanted = set()
+        for r in routes:
+            if r.via_tunnel:
+                await self.nl.route_replace(r.destination, self.table, oif=self.tun_if,
+                                            src=self.home, metric=r.cost)
+            else:
+                on_link = r.destination.subnet_of(self.coa.network) if \
+                    r.destination.prefixlen >= self.coa.network.prefixlen else False
+                gateway = r.router if int(r.router) else (None if on_link else self.gateway)
+                await self.nl.route_replace(r.destination, self.table, oif=self.iface,
+                                            gateway=gateway, src=self.coa.ip, metric=r.cost)
+            wanted.add((r.destination, r.cost))
+        for dst, cost in self.profile_routes - wanted:
+            await self.nl.route_del(dst, self.table, metric=cost)
+        self.profile_routes = wanted
+        if filters or self.firewall is not None:
+            if self.firewall is None:
+                self.firewall = MobileFirewall(None, top="MIPRO-MN", hooks=("INPUT", "OUTPUT"))
+                self.firewall.start()
+            self.firewall.apply(self.home, filters)
+
     async def tunnel_down(self) -> None:
-        await self.nl.route_del(DEFAULT, self.table)
+        await self.nl.route_del(DEFAULT, self.table, metric=self.default_metric)
+        for dst, cost in self.profile_routes:
+            await self.nl.route_del(dst, self.table, metric=cost)
+        self.profile_routes = set()
+        if self.firewall is not None:
+            self.firewall.stop()
+            self.firewall = None
         if self.relay is not None:
             self.relay.close()
             self.relay = None

@@ -296,7 +296,8 @@ class MnDaemon(EngineDaemon, asyncio.DatagramProtocol):
                     await dp.announce_home()
                 notify("STATUS=at home")
             elif isinstance(a, TunnelUp):
-                await dp.tunnel_up(a.encapsulation, self.cfg.reverse_tunnel)
+                await dp.tunnel_up(a.encapsulation, self.cfg.reverse_tunnel, a.routes,
+                                   a.filters)
                 notify(f"STATUS=registered via {a.care_of_address}")
             elif isinstance(a, TunnelDown):
                 await dp.tunnel_down()

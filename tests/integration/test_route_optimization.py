@@ -49,3 +49,14 @@ def test_everything_goes_with_the_visitor(make_lab):
     # and when the FA stops, its own chains go too
     lab.stop_service("fa1")
     assert "MIPRO" not in lab.exec("fa1", "iptables-legacy", "-S").stdout
+
+
+def test_colocated_mobile_node_applies_its_profile(make_lab):
+    """Figs. 9a-12a: routes across the two interfaces by cost, filters on the MN itself,
+    all removed on deregistration (asserted inside the scenario check)."""
+    spec = importlib.util.spec_from_file_location("ro_colocated_check",
+                                                  SCENARIOS / "ro-colocated" / "check.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    lab = make_lab("ro-colocated")
+    module.run(lab, say=lambda s: None)

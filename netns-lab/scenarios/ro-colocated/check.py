@@ -1,0 +1,54 @@
+"""Checks of the `ro-colocated` scenario: the co-located MN applies routes and filters."""
+
+import json
+import subprocess
+import time
+
+from mipro.lab import Lab
+
+HOME = "10.1.0.100"
+
+
+def registered(lab: Lab) -> dict:
+    mn, ha = lab.status("mn"), lab.status("ha")
+    return {"mn": mn, "ha": ha} if mn["state"] == "registered" and ha["bindings"] else {}
+
+
+def ha_packets(lab: Lab) -> int:
+    c = lab.status("ha")["bindings"][0].get("counters", {})
+    return c.get("packets_in", 0) + c.get("packets_out", 0)
+
+
+def udp_reaches(lab: Lab, sender: str, receiver: str, dst: str, port: int) -> bool:
+    sink = subprocess.Popen(["ip", "netns", "exec", lab.ns(receiver), lab.python, "-m",
+                             "mipro.lab.traffic", "udp-sink", "--port", str(port), "--seconds",
+                             "1.5"], stdout=subprocess.PIPE, text=True)
+    time.sleep(0.3)
+    lab.exec(sender, lab.python, "-m", "mipro.lab.traffic", "udp-source", dst, "--port",
+             str(port), "--seconds", "0.3", "--interval", "0.01")
+    return bool(json.loads(sink.communicate(timeout=10)[0])["arrivals"])
+
+
+def run(lab: Lab, say=print) -> None:
+    both = lab.wait_for(lambda: registered(lab), 40, "registration with a co-located address")
+    coa = both["mn"]["colocated_address"].split("/")[0]
+    table = lab.exec("mn", "ip", "route", "show", "table", "434").stdout
+    assert "10.1.0.0/24 dev mip0" in table and "203.0.113.0/24 via 198.51.100.1 dev eth0" in table
+    say(f"MN table 434 (Fig. 11):\n      " + table.strip().replace("\n", "\n      "))
+    before = ha_packets(lab)
+    res = lab.tcp_transfer("mn", "cn-inet", "203.0.113.10", 200_000, port=5004)
+    assert res["client"]["verified"] and res["server"]["peer"] == coa, res
+    assert ha_packets(lab) == before, "traffic to CN-internet crossed the HA"
+    say(f"MN -> CN-internet: local, from the care-of address {coa}, 0 packets through the HA")
+    res = lab.tcp_transfer("mn", "cn-home", "10.1.0.10", 200_000, port=5005)
+    assert res["client"]["verified"] and res["server"]["peer"] == HOME
+    assert ha_packets(lab) > before
+    say(f"MN -> CN-home: through the tunnel, from the home address {HOME}")
+    assert not udp_reaches(lab, "mn", "cn-inet", "203.0.113.10", 5060)
+    assert udp_reaches(lab, "mn", "cn-inet", "203.0.113.10", 5070)
+    say("SIP to CN-internet dropped by the MN's own filter; other UDP passes")
+    assert "MIPRO-V-0a010064" in lab.exec("mn", "iptables-legacy", "-S").stdout
+    lab.stop_service("mn")
+    assert "MIPRO" not in lab.exec("mn", "iptables-legacy", "-S").stdout
+    assert lab.exec("mn", "ip", "rule").stdout.count("lookup 434") == 0
+    say("the MN deregistered and removed its routes, rule and filter chains")
