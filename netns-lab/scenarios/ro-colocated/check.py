@@ -34,7 +34,7 @@ def run(lab: Lab, say=print) -> None:
     coa = both["mn"]["colocated_address"].split("/")[0]
     table = lab.exec("mn", "ip", "route", "show", "table", "434").stdout
     assert "10.1.0.0/24 dev mip0" in table and "203.0.113.0/24 via 198.51.100.1 dev eth0" in table
-    say(f"MN table 434 (Fig. 11):\n      " + table.strip().replace("\n", "\n      "))
+    say("MN table 434 (Fig. 11):\n      " + table.strip().replace("\n", "\n      "))
     before = ha_packets(lab)
     res = lab.tcp_transfer("mn", "cn-inet", "203.0.113.10", 200_000, port=5004)
     assert res["client"]["verified"] and res["server"]["peer"] == coa, res
