@@ -150,7 +150,9 @@ class Checker:
     def unknown_keys(self, allowed: dict[str, set[str]]) -> None:
         """Flag typos: keys in a known table that no one reads."""
         for table, keys in allowed.items():
-            node = self.data.get(table) if table else self.data
+            node: Any = self.data
+            for part in table.split(".") if table else ():
+                node = node.get(part) if isinstance(node, dict) else None
             if isinstance(node, dict):
                 for k in node:
                     if k not in keys:

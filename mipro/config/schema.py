@@ -47,6 +47,7 @@ class HaConfig:
     dataplane: DataplaneConfig
     runtime: RuntimeConfig
     proxy_arp: str = "per-binding"
+    ldap: dict | None = None  # url, base_dn, bind_dn, password, starttls, ca_file, timeout
     advertise: bool = True
     advertisement_interval: float = 1.0
     role: str = "ha"
@@ -109,6 +110,34 @@ def _sa(c: Checker, prefix: str) -> SecurityAssociation | None:
 REQUIRED_SPI = 256  # SPIs 0-255 are reserved (RFC 5944 §1.6); a missing SPI defaults to 256
 
 
+def _ldap(c: Checker) -> dict | None:
+    """[subscribers.ldap]: where the mobile service manager's directory is."""
+    url = c.get("subscribers.ldap.url", str, None,
+                lambda v: None if v.startswith(("ldap://", "ldaps://")) else
+                "must start with ldap:// or ldaps://")
+    if url is None:
+        c.error("subscribers.ldap.url", "missing (required when store = \"ldap\")")
+        return None
+    password = None
+    password_file = c.get("subscribers.ldap.password_file", str, None)
+    if password_file:
+        try:
+            check_not_world_readable(password_file, "the LDAP password file")
+            password = Path(password_file).read_text().strip()
+        except ConfigError as exc:
+            c.errors.extend(exc.errors)
+        except OSError as exc:
+            c.error("subscribers.ldap.password_file", f"cannot read {password_file}: "
+                                                      f"{exc.strerror}")
+    ca_file = c.get("subscribers.ldap.ca_file", str, None)
+    if ca_file and not Path(ca_file).is_file():
+        c.error("subscribers.ldap.ca_file", f"{ca_file} is not a file")
+    return {"url": url, "base_dn": c.get("subscribers.ldap.base_dn", str),
+            "bind_dn": c.get("subscribers.ldap.bind_dn", str, None), "password": password,
+            "starttls": c.get("subscribers.ldap.starttls", bool, False), "ca_file": ca_file,
+            "timeout": c.number("subscribers.ldap.timeout", 3.0, 0.1)}
+
+
 def load_ha(path: str | Path) -> HaConfig:
     data = read_toml(path)
     c = Checker(path, data)
@@ -139,11 +168,14 @@ def load_ha(path: str | Path) -> HaConfig:
         dataplane=_dataplane(c),
         runtime=_runtime(c, "ha"),
         proxy_arp=c.choice("ha.proxy_arp", ("per-binding", "interface"), "per-binding"),
+        ldap=_ldap(c) if store == "ldap" else None,
         advertise=c.get("ha.advertise", bool, True),
         advertisement_interval=c.number("ha.advertisement_interval", 1.0, 0.1),
     )
     c.unknown_keys({
         "": {"ha", "dataplane", "runtime", "subscribers", "fa_peer"},
+        "subscribers.ldap": {"url", "base_dn", "bind_dn", "password_file", "starttls", "ca_file",
+                             "timeout"},
         "ha": {"address", "home_interface", "home_network", "max_lifetime", "replay_window",
                "encapsulations", "reverse_tunneling", "vendor_id", "proxy_arp", "advertise",
                "advertisement_interval"},

@@ -37,8 +37,9 @@ RECV_BATCH = 256
 def make_store(cfg: HaConfig):
     if cfg.subscriber_store == "file":
         return load_subscribers(cfg.subscribers_file)
-    raise ConfigError([f"{cfg.path}: subscribers.store: \"{cfg.subscriber_store}\" is not "
-                       "available in this build"])
+    from ..subscribers.ldap_store import LdapSettings, LdapStore
+
+    return LdapStore(LdapSettings(**cfg.ldap))
 
 
 def make_policy(cfg: HaConfig) -> HaPolicy:

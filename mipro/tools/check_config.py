@@ -8,6 +8,8 @@ from ..config import ConfigError, HaConfig, load_role
 def run(path: str) -> int:
     try:
         cfg = load_role(path)
+        if isinstance(cfg, HaConfig) and cfg.subscriber_store == "ldap":
+            print(f"{path}: subscribers from {cfg.ldap['url']} (not contacted by check-config)")
         if isinstance(cfg, HaConfig) and cfg.subscriber_store == "file":
             from ..subscribers.file_store import load_subscribers
 

@@ -154,3 +154,30 @@ def test_systemd_units(unit, role):
                  "ExecReload=/bin/kill -HUP $MAINPID", "ProtectSystem=strict",
                  "CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_RAW CAP_NET_BIND_SERVICE"):
         assert line in text, line
+
+
+def test_ldap_store_settings(tmp_path):
+    pw = tmp_path / "ldap.pw"
+    pw.write_text("s3cret\n")
+    pw.chmod(0o600)
+    ha = private_copy(tmp_path, "ha.toml")
+    text = ha.read_text().replace('store = "file"\nfile = "/etc/mipro/subscribers.toml"',
+                                  f'store = "ldap"\n[subscribers.ldap]\n'
+                                  f'url = "ldaps://ldap.example.org"\n'
+                                  f'base_dn = "ou=mobile-nodes,dc=example,dc=org"\n'
+                                  f'bind_dn = "cn=mipro-ha,dc=example,dc=org"\n'
+                                  f'password_file = "{pw}"\n')
+    ha.write_text(text)
+    cfg = load_ha(ha)
+    assert cfg.ldap["password"] == "s3cret" and cfg.ldap["url"].startswith("ldaps://")
+    pw.chmod(0o644)
+    with pytest.raises(ConfigError) as err:
+        load_ha(ha)
+    assert "readable by others" in err.value.errors[0]
+    ha.write_text(text.replace("ldaps://", "http://").replace("base_dn", "basedn"))
+    pw.chmod(0o600)
+    with pytest.raises(ConfigError) as err:
+        load_ha(ha)
+    joined = "\n".join(err.value.errors)
+    assert "subscribers.ldap.url: must start with ldap://" in joined
+    assert "subscribers.ldap.basedn: unknown key" in joined

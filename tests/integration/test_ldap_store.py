@@ -1,0 +1,116 @@
+"""The LDAP subscriber store against a real slapd on loopback (plain, StartTLS, ldaps)."""
+
+import time
+from ipaddress import IPv4Address as A
+from pathlib import Path
+
+import pytest
+
+from mipro.core.actions import Send
+from mipro.core.ha import HaPolicy, HomeAgent
+from mipro.security import SecurityAssociation, append_authenticator
+from mipro.security.replay import timestamp_identification
+from mipro.subscribers.file_store import load_subscribers
+from mipro.subscribers.ldap_store import LdapSettings, LdapStore
+from mipro.subscribers.model import StoreUnavailable
+from mipro.wire import ExtType, RegistrationReply, RegistrationRequest, StaticRoutesExtension
+
+from . import slapd as slapd_mod
+
+pytestmark = pytest.mark.skipif(not slapd_mod.available(),
+                                reason="slapd (Debian package slapd) is not installed")
+HOME = A("10.1.0.100")
+KEY = bytes.fromhex("6c61622d6d6e312d6d6e2d68612d6b6579")
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    s = slapd_mod.Slapd(tmp_path_factory.mktemp("slapd")).start()
+    yield s
+    s.stop()
+
+
+def settings(server, **kw):
+    base = {"url": server.url, "base_dn": slapd_mod.BASE_DN, "bind_dn": slapd_mod.ADMIN_DN,
+            "password": slapd_mod.ADMIN_PW}
+    return LdapSettings(**(base | kw))
+
+
+def test_lookup_matches_the_file_store_profile(server, tmp_path):
+    sub = LdapStore(settings(server)).lookup(HOME)
+    ro = (REPO / "netns-lab" / "scenarios" / "ro" / "ha" / "subscribers.toml").read_text()
+    f = tmp_path / "subs.toml"
+    f.write_text(ro.replace('max_lifetime = 600\n', 'max_lifetime = 600\nreplay = "timestamp"\n'))
+    f.chmod(0o600)
+    expected = load_subscribers(f).lookup(HOME)
+    assert sub.associations == {256: SecurityAssociation(256, KEY)}
+    assert sub.nai == "mn1@home.example" and sub.max_lifetime == 600
+    assert sub.routes == expected.routes
+    assert [x.dport for x in sub.filters] == [(5060, 5061), (80, 80)]
+    assert sub.filters[0] == expected.filters[0] and sub.filters[1] == expected.filters[2]
+
+
+def test_by_nai_and_unknown(server):
+    store = LdapStore(settings(server))
+    assert store.lookup(A("10.9.9.9"), "mn1@home.example").home_address == HOME
+    assert store.lookup(A("10.9.9.9")) is None
+
+
+def test_starttls_and_ldaps(server):
+    assert LdapStore(settings(server, starttls=True, ca_file=server.ca_file)).lookup(HOME)
+    assert LdapStore(settings(server, url=server.ldaps_url, ca_file=server.ca_file)).lookup(HOME)
+
+
+def test_untrusted_certificate_is_refused(server, tmp_path):
+    other = slapd_mod.Slapd(tmp_path)
+    slapd_mod._certificates(tmp_path)  # a different CA
+    with pytest.raises(StoreUnavailable):
+        LdapStore(settings(server, url=server.ldaps_url, ca_file=str(tmp_path / "ca.pem"))
+                  ).lookup(HOME)
+    del other
+
+
+def test_wrong_password_is_store_unavailable(server):
+    with pytest.raises(StoreUnavailable):
+        LdapStore(settings(server, password="wrong")).lookup(HOME)
+
+
+def request(now):
+    req = RegistrationRequest.build(flags=0x22, lifetime=300, home_address=HOME,
+                                    home_agent="10.1.0.1", care_of_address="198.51.100.9",
+                                    identification=timestamp_identification(now))
+    return append_authenticator(req.encode(), ExtType.MN_HA_AUTH,
+                                SecurityAssociation(256, KEY))
+
+
+def test_home_agent_registers_with_the_ldap_profile(server):
+    ha = HomeAgent(HaPolicy((A("10.1.0.1"),)), LdapStore(settings(server)))
+    now = time.time()
+    out = ha.receive(request(now), A("198.51.100.9"), 434, now)
+    reply = RegistrationReply.decode([a for a in out if isinstance(a, Send)][0].data)
+    assert reply.code == 0 and reply.find(StaticRoutesExtension) is not None
+
+
+def test_store_down_means_130_and_no_binding():
+    store = LdapStore(LdapSettings(url="ldap://127.0.0.1:1", base_dn=slapd_mod.BASE_DN,
+                                   timeout=1))
+    ha = HomeAgent(HaPolicy((A("10.1.0.1"),)), store)
+    now = time.time()
+    out = ha.receive(request(now), A("198.51.100.9"), 434, now)
+    reply = RegistrationReply.decode([a for a in out if isinstance(a, Send)][0].data)
+    assert reply.code == 130 and len(ha.bindings) == 0
+    assert any("subscriber store" in str(a) for a in out)
+
+
+def test_garbage_entry_is_store_unavailable(tmp_path):
+    ldif = tmp_path / "bad.ldif"
+    ldif.write_text((REPO / "conf" / "subscribers.ldif").read_text().replace(
+        "miproRoute: 1 198.51.100.0/24 via=local cost=5",
+        "miproRoute: 1 198.51.100.0/33 via=sideways cost=5"))
+    s = slapd_mod.Slapd(tmp_path / "srv", ldif=ldif).start()
+    try:
+        with pytest.raises(StoreUnavailable, match="miproRoute|destination|via"):
+            LdapStore(settings(s)).lookup(HOME)
+    finally:
+        s.stop()
