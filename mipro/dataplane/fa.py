@@ -17,11 +17,11 @@ with the visitor's conntrack entries, so a denied flow cannot live on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
 from pyroute2 import AsyncConntrack
-from pyroute2.netlink.nfnetlink.nfctsocket import NFCTAttrTuple
 
 from ..core.fa import Visitor
 from ..wire.vendor import StaticRoute
@@ -51,6 +51,7 @@ class FaDataplane:
         self.ha_links: dict[IPv4Address, tuple[str, int]] = {}  # kernel: name, index
         self.lan_index = 0
         self.firewall = MobileFirewall(interface)
+        self.conntrack: AsyncConntrack | None = None
         self.visitor_tables: dict[IPv4Address, int] = {}
         self.applied_routes: dict[IPv4Address, list[tuple[str, int]]] = {}
 
@@ -98,6 +99,8 @@ class FaDataplane:
             await self.remove_visitor(v)
         await self.nl.rule_del(self.table, self.prio)
         self.firewall.stop()
+        if self.conntrack is not None:
+            self.conntrack.close()
         for name, _ in list(self.ha_links.values()):
             await self.nl.link_del(name)
         if self.relay is not None:
@@ -118,7 +121,8 @@ class FaDataplane:
             return  # a renewal that changes nothing
         await self._apply_routes(v)
         self.firewall.apply(v.home_address, v.filters)
-        await self._flush_conntrack(v.home_address)
+        if previous is not None:  # changed policy: flows admitted under the old one go
+            await self._flush_conntrack(v.home_address)
 
     async def remove_visitor(self, v: Visitor) -> None:
         current = self.visitors.get(v.home_address)
@@ -202,18 +206,21 @@ class FaDataplane:
         raise RuntimeError("no free route table for a visitor")
 
     async def _flush_conntrack(self, home: IPv4Address) -> int:
-        """Forget the visitor's flows: a flow denied from now on must not live on old state."""
-        removed = 0
-        async with AsyncConntrack() as ct:
-            for tuple_orig in (NFCTAttrTuple(saddr=str(home)), NFCTAttrTuple(daddr=str(home))):
-                entries = [e async for e in await ct.dump_entries(tuple_orig=tuple_orig)]
-                for entry in entries:
-                    try:
-                        await ct.delete(entry)
-                        removed += 1
-                    except Exception:  # noqa: BLE001 - gone meanwhile
-                        pass
-        return removed
+        """Forget the visitor's flows: a flow denied from now on must not live on old state.
+        One dump (the kernel cannot filter it by address), one socket kept open."""
+        if self.conntrack is None:
+            self.conntrack = AsyncConntrack()
+            await self.conntrack.setup_endpoint()
+        address = str(home)
+        doomed = []
+        async for entry in await self.conntrack.dump_entries():
+            orig = entry.tuple_orig
+            if address in (orig.saddr, orig.daddr):
+                doomed.append(entry)
+        for entry in doomed:
+            with contextlib.suppress(Exception):  # gone meanwhile
+                await self.conntrack.delete(entry)
+        return len(doomed)
 
     def routes_status(self, home: IPv4Address) -> dict[str, object]:
         return {"table": self.visitor_tables.get(home),
