@@ -76,6 +76,7 @@ class MnConfig:
     discovery_wait: float = 1.0
     home_gateway: IPv4Address | None = None
     solicit_on_attach: bool = True
+    tunnel_ports: tuple[tuple[str, int, int], ...] = ()
     role: str = "mn"
 
 
@@ -190,6 +191,23 @@ def load_ha(path: str | Path) -> HaConfig:
     return cfg
 
 
+def _ports(c: Checker, key: str) -> tuple[tuple[str, int, int], ...]:
+    """["udp:5060-5061", "tcp:5060"] → (("udp", 5060, 5061), ("tcp", 5060, 5060))."""
+    out = []
+    for i, item in enumerate(c.get(key, list, []) or []):
+        proto, _, ports = str(item).partition(":")
+        lo, _, hi = ports.partition("-")
+        try:
+            a, b = int(lo), int(hi or lo)
+        except ValueError:
+            a = b = -1
+        if proto not in ("udp", "tcp") or not 0 < a <= b <= 65535:
+            c.error(f"{key}.{i}", f"{item!r} is not like \"udp:5060-5061\" or \"tcp:5060\"")
+            continue
+        out.append((proto, a, b))
+    return tuple(out)
+
+
 def load_mn(path: str | Path) -> MnConfig:
     data = read_toml(path)
     c = Checker(path, data)
@@ -220,12 +238,13 @@ def load_mn(path: str | Path) -> MnConfig:
         discovery_wait=c.number("mn.discovery_wait", 1.0, 0.0),
         home_gateway=c.address("mn.home_gateway", None),
         solicit_on_attach=c.get("mn.solicit_on_attach", bool, True),
+        tunnel_ports=_ports(c, "mn.tunnel_ports"),
     )
     c.unknown_keys({
         "": {"mn", "interface", "dataplane", "runtime"},
         "mn": {"home_address", "home_agent", "home_network", "nai", "spi", "key", "algorithm",
                "replay", "lifetime", "reverse_tunnel", "encapsulation", "vendor_id", "mode",
-               "discovery_wait", "home_gateway", "solicit_on_attach"},
+               "discovery_wait", "home_gateway", "solicit_on_attach", "tunnel_ports"},
         "interface": {"name", "care_of", "address", "gateway"},
         "dataplane": {"backend", "table", "rule_priority", "tunnel_interface"},
         "runtime": {"control_socket", "state_file", "log_level"},

@@ -17,6 +17,7 @@ from ..wire.vendor import FilterRule, StaticRoute
 from .arp import send_gratuitous_arp
 from .firewall import MobileFirewall
 from .netlink import Netlink, set_sysctl
+from .portselect import MARK, PortSelection
 from .relay import MTU, UserspaceTunnel
 
 DEFAULT = IPv4Network("0.0.0.0/0")
@@ -26,7 +27,7 @@ REVERSE_METRIC = 1000
 class MnDataplane:
     def __init__(self, *, backend: str, interface: str, tunnel_interface: str, table: int,
                  rule_priority: int, home_address: IPv4Address, home_agent: IPv4Address,
-                 log: Any) -> None:
+                 log: Any, tunnel_ports: tuple[tuple[str, int, int], ...] = ()) -> None:
         self.name = backend
         self.iface = interface
         self.tun_if = tunnel_interface
@@ -46,6 +47,8 @@ class MnDataplane:
         self.profile_routes: set[tuple[IPv4Network, int]] = set()
         self.default_metric: int | None = None
         self.firewall: MobileFirewall | None = None
+        self.ports = PortSelection(self.nl, home_address, tunnel_interface, table + 1,
+                                   rule_priority - 1, tunnel_ports)
 
     async def start(self, loop: asyncio.AbstractEventLoop | None) -> None:
         self.loop = loop
@@ -60,6 +63,10 @@ class MnDataplane:
                 await self.nl.addr_del(self.iface, address, plen)
                 flushed += 1
         flushed += MobileFirewall(None, top="MIPRO-MN", hooks=("INPUT", "OUTPUT")).start_clean()
+        flushed += PortSelection.remove_rules()
+        while await self.nl.rule_del(self.table + 1, self.prio - 1, fwmark=MARK):
+            flushed += 1
+        flushed += await self.nl.flush_table(self.table + 1)
         if flushed:
             self.log("reconciled-leftovers", items=flushed)
         await self.nl.rule_ensure(self.table, self.prio)
@@ -116,6 +123,7 @@ class MnDataplane:
                                         gateway=self.gateway, src=self.home, metric=metric)
         self.default_metric = metric
         await self._apply_profile(routes, filters)
+        await self.ports.apply()
         self.up = True
 
     async def _apply_profile(self, routes: tuple[StaticRoute, ...],
@@ -146,6 +154,7 @@ class MnDataplane:
             self.firewall.apply(self.home, filters)
 
     async def tunnel_down(self) -> None:
+        await self.ports.remove()
         await self.nl.route_del(DEFAULT, self.table, metric=self.default_metric)
         for dst, cost in self.profile_routes:
             await self.nl.route_del(dst, self.table, metric=cost)

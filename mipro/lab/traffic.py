@@ -85,6 +85,7 @@ def echo_client(host: str, port: int, seconds: float, interval: float = 0.05) ->
 def udp_sink(port: int, seconds: float) -> dict:
     """Record (sequence, arrival time) of every datagram for ``seconds``."""
     arrivals = []
+    peers: set[str] = set()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("0.0.0.0", port))
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
@@ -92,11 +93,12 @@ def udp_sink(port: int, seconds: float) -> dict:
         while (left := end - time.time()) > 0:
             sock.settimeout(left)
             try:
-                data = sock.recv(64)
+                data, peer = sock.recvfrom(64)
             except TimeoutError:
                 break
+            peers.add(peer[0])
             arrivals.append((int.from_bytes(data[:4], "big"), time.time()))
-    return {"arrivals": arrivals}
+    return {"arrivals": arrivals, "peers": sorted(peers)}
 
 
 def udp_source(host: str, port: int, seconds: float, interval: float) -> dict:

@@ -89,7 +89,7 @@ class MnDaemon(EngineDaemon, asyncio.DatagramProtocol):
         self.dataplane = MnDataplane(
             backend=backend, interface=self.cfg.interface, tunnel_interface=dp.tunnel_interface,
             table=dp.table, rule_priority=dp.rule_priority, home_address=self.cfg.home_address,
-            home_agent=self.cfg.home_agent, log=self.log)
+            home_agent=self.cfg.home_agent, log=self.log, tunnel_ports=self.cfg.tunnel_ports)
         await self.dataplane.start(loop)
         await self.dataplane.nl.link_up(self.cfg.interface)
         worker = asyncio.create_task(self._worker())

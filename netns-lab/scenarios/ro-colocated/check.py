@@ -19,14 +19,19 @@ def ha_packets(lab: Lab) -> int:
     return c.get("packets_in", 0) + c.get("packets_out", 0)
 
 
-def udp_reaches(lab: Lab, sender: str, receiver: str, dst: str, port: int) -> bool:
+def udp_peers(lab: Lab, sender: str, receiver: str, dst: str, port: int) -> list[str]:
+    """Who the receiver saw sending (empty: nothing arrived)."""
     sink = subprocess.Popen(["ip", "netns", "exec", lab.ns(receiver), lab.python, "-m",
                              "mipro.lab.traffic", "udp-sink", "--port", str(port), "--seconds",
                              "1.5"], stdout=subprocess.PIPE, text=True)
     time.sleep(0.3)
     lab.exec(sender, lab.python, "-m", "mipro.lab.traffic", "udp-source", dst, "--port",
              str(port), "--seconds", "0.3", "--interval", "0.01")
-    return bool(json.loads(sink.communicate(timeout=10)[0])["arrivals"])
+    return json.loads(sink.communicate(timeout=10)[0])["peers"]
+
+
+def udp_reaches(lab: Lab, sender: str, receiver: str, dst: str, port: int) -> bool:
+    return bool(udp_peers(lab, sender, receiver, dst, port))
 
 
 def run(lab: Lab, say=print) -> None:
@@ -47,8 +52,18 @@ def run(lab: Lab, say=print) -> None:
     assert not udp_reaches(lab, "mn", "cn-inet", "203.0.113.10", 5060)
     assert udp_reaches(lab, "mn", "cn-inet", "203.0.113.10", 5070)
     say("SIP to CN-internet dropped by the MN's own filter; other UDP passes")
+    before = ha_packets(lab)
+    assert udp_peers(lab, "mn", "cn-inet", "203.0.113.10", 5070) == [coa]
+    assert ha_packets(lab) == before
+    assert udp_peers(lab, "mn", "cn-inet", "203.0.113.10", 5062) == [HOME]
+    assert ha_packets(lab) - before >= 20
+    say("port-based selection: UDP 5070 to CN-internet leaves locally from the care-of "
+        "address, UDP 5062 (a tunnel port) goes through the tunnel from the home address")
     assert "MIPRO-V-0a010064" in lab.exec("mn", "iptables-legacy", "-S").stdout
     lab.stop_service("mn")
     assert "MIPRO" not in lab.exec("mn", "iptables-legacy", "-S").stdout
+    for table in ("mangle", "nat"):
+        assert "MIPRO" not in lab.exec("mn", "iptables-legacy", "-t", table, "-S").stdout
+    assert "fwmark" not in lab.exec("mn", "ip", "rule").stdout
     assert lab.exec("mn", "ip", "rule").stdout.count("lookup 434") == 0
     say("the MN deregistered and removed its routes, rule and filter chains")
