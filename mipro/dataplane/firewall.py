@@ -22,12 +22,28 @@ from ..wire.vendor import FilterRule, Verdict
 
 TOP = "MIPRO-FWD"
 PREFIX = "MIPRO-V-"
+NAT_TOP = "MIPRO-NAT"
+NAT_PREFIX = "MIPRO-N-"
 NFLOG_GROUP = "434"
 PROTO_NAMES = {6: "tcp", 17: "udp", 132: "sctp", 1: "icmp", 47: "gre"}
 
 
 def chain_name(home: IPv4Address) -> str:
     return PREFIX + home.packed.hex()
+
+
+def nat_chain_name(home: IPv4Address) -> str:
+    return NAT_PREFIX + home.packed.hex()
+
+
+def nat_rule(f: FilterRule, home: IPv4Address) -> iptc.Rule:
+    """Source NAT for a filter rule with the NAT action (seed Fig. 4's NAT index): to its
+    address, or to the agent's own outgoing address when that is 0.0.0.0."""
+    r = _rule(f.source if f.source.prefixlen else IPv4Network(home), f.destination, f.protocol,
+              f.sport, f.dport, "MASQUERADE" if not int(f.nat_address) else "SNAT", home)
+    if int(f.nat_address):
+        r.target.to_source = str(f.nat_address)
+    return r
 
 
 def _ports(rng: tuple[int, int]) -> str | None:
@@ -84,6 +100,8 @@ class MobileFirewall:
         self.hooks = hooks
         self.table = iptc.Table(iptc.Table.FILTER)
         self.table.autocommit = False
+        self.nat = iptc.Table(iptc.Table.NAT)
+        self.nat.autocommit = False
         self.applied: set[IPv4Address] = set()
 
     def _commit(self) -> None:
@@ -103,6 +121,14 @@ class MobileFirewall:
             jump.target = iptc.Target(jump, self.top)
             iptc.Chain(self.table, hook).insert_rule(jump)
         self._commit()
+        if self.interface is not None:  # an FA also translates for visitors (NAT action)
+            self.nat.refresh()
+            self.nat.create_chain(NAT_TOP)
+            jump = iptc.Rule()
+            jump.target = iptc.Target(jump, NAT_TOP)
+            iptc.Chain(self.nat, "POSTROUTING").insert_rule(jump)
+            self.nat.commit()
+            self.nat.refresh()
         return removed
 
     def start_clean(self) -> int:
@@ -112,6 +138,20 @@ class MobileFirewall:
 
     def _remove_all(self) -> int:
         removed = 0
+        self.nat.refresh()
+        post = iptc.Chain(self.nat, "POSTROUTING")
+        for rule in list(post.rules):
+            if rule.target.name == NAT_TOP:
+                post.delete_rule(rule)
+        nat_ours = [c for c in self.nat.chains
+                    if c.name == NAT_TOP or c.name.startswith(NAT_PREFIX)]
+        for chain in nat_ours:
+            chain.flush()
+        for chain in nat_ours:
+            chain.delete()
+            removed += 1
+        self.nat.commit()
+        self.nat.refresh()
         for hook in self.hooks:
             chain = iptc.Chain(self.table, hook)
             for rule in list(chain.rules):
@@ -155,11 +195,24 @@ class MobileFirewall:
             top.append_rule(j)
         self._commit()
         self.applied.add(home)
+        translated = [f for f in filters if f.nat and f.verdict is Verdict.ACCEPT]
+        if translated and self.interface is not None:
+            self.nat.refresh()
+            chain = self.nat.create_chain(nat_chain_name(home))
+            for f in translated:
+                chain.append_rule(nat_rule(f, home))
+            jump = iptc.Rule()
+            jump.src = str(home)
+            jump.target = iptc.Target(jump, nat_chain_name(home))
+            iptc.Chain(self.nat, NAT_TOP).append_rule(jump)
+            self.nat.commit()
+            self.nat.refresh()
 
     def remove(self, home: IPv4Address, commit: bool = True) -> None:
         name = chain_name(home)
         if commit:
             self.table.refresh()
+        self._remove_nat(home)
         if self.table.is_chain(name):
             top = iptc.Chain(self.table, self.top)
             for rule in list(top.rules):
@@ -171,6 +224,21 @@ class MobileFirewall:
         self.applied.discard(home)
         if commit:
             self._commit()
+
+    def _remove_nat(self, home: IPv4Address) -> None:
+        name = nat_chain_name(home)
+        self.nat.refresh()
+        if not self.nat.is_chain(name):
+            return
+        top = iptc.Chain(self.nat, NAT_TOP)
+        for rule in list(top.rules):
+            if rule.target.name == name:
+                top.delete_rule(rule)
+        chain = iptc.Chain(self.nat, name)
+        chain.flush()
+        chain.delete()
+        self.nat.commit()
+        self.nat.refresh()
 
     def counters(self, home: IPv4Address) -> list[dict[str, object]]:
         name = chain_name(home)

@@ -33,6 +33,9 @@ def test_everything_goes_with_the_visitor(make_lab):
     assert "default dev mip0" in routes and "metric 100" in routes
     chains = lab.exec("fa1", "iptables-legacy", "-S").stdout
     assert "-N MIPRO-V-0a010064" in chains and "-A FORWARD -j MIPRO-FWD" in chains
+    nat = lab.exec("fa1", "iptables-legacy", "-t", "nat", "-S").stdout
+    assert "-A MIPRO-N-0a010064 -s 10.1.0.100/32 -d 198.51.100.20/32 -p tcp" in nat
+    assert "--dport 8080 -j MASQUERADE" in nat
     # a flow the conntrack table knows about (a stateful rule makes the kernel track this
     # namespace's traffic), then the MN leaves
     lab.exec("fa1", "iptables-legacy", "-A", "INPUT", "-m", "conntrack", "--ctstate", "INVALID",
@@ -45,10 +48,12 @@ def test_everything_goes_with_the_visitor(make_lab):
     assert lab.exec("fa1", "ip", "route", "show", "table", str(table),
                     check=False).stdout.strip() == ""
     assert "MIPRO-V-" not in lab.exec("fa1", "iptables-legacy", "-S").stdout
+    assert "MIPRO-N-" not in lab.exec("fa1", "iptables-legacy", "-t", "nat", "-S").stdout
     assert "10.1.0.100" not in lab.exec("fa1", "conntrack", "-L", check=False).stdout
     # and when the FA stops, its own chains go too
     lab.stop_service("fa1")
     assert "MIPRO" not in lab.exec("fa1", "iptables-legacy", "-S").stdout
+    assert "MIPRO" not in lab.exec("fa1", "iptables-legacy", "-t", "nat", "-S").stdout
 
 
 def test_colocated_mobile_node_applies_its_profile(make_lab):

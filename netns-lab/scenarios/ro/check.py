@@ -73,6 +73,10 @@ def run(lab: Lab, say=print) -> None:
     logged = [c for c in counters if c["target"] == "NFLOG"]
     assert logged and logged[0]["packets"] > 0, counters
     say(f"HTTP to CN-local-a allowed; {logged[0]['packets']} packets logged (NFLOG group 434)")
+    res = lab.tcp_transfer("mn", "cn-local-a", CN_LOCAL, 100_000, port=8080)
+    assert res["client"]["verified"] and res["server"]["peer"] == FA1, res
+    say(f"TCP 8080 to CN-local-a (NAT action): CN-local-a saw {res['server']['peer']} (FA1), "
+        f"the MN its own home address")
     rtt_table(lab, say)
 
 
