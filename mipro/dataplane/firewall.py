@@ -103,6 +103,7 @@ class MobileFirewall:
         self.nat = iptc.Table(iptc.Table.NAT)
         self.nat.autocommit = False
         self.applied: set[IPv4Address] = set()
+        self.nat_applied: set[IPv4Address] = set()  # only these touch the nat table
 
     def _commit(self) -> None:
         self.table.commit()
@@ -207,6 +208,7 @@ class MobileFirewall:
             iptc.Chain(self.nat, NAT_TOP).append_rule(jump)
             self.nat.commit()
             self.nat.refresh()
+            self.nat_applied.add(home)
 
     def remove(self, home: IPv4Address, commit: bool = True) -> None:
         name = chain_name(home)
@@ -226,6 +228,9 @@ class MobileFirewall:
             self._commit()
 
     def _remove_nat(self, home: IPv4Address) -> None:
+        if home not in self.nat_applied:
+            return
+        self.nat_applied.discard(home)
         name = nat_chain_name(home)
         self.nat.refresh()
         if not self.nat.is_chain(name):
