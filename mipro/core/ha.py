@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address
 
 from ..security import SecurityAssociation, append_authenticator, verify
-from ..security.replay import ReplayMethod, check_nonce, check_timestamp, new_nonce
+from ..security.replay import ReplayMethod, check_nonce, check_timestamp
 from ..subscribers.model import StoreUnavailable, Subscriber, SubscriberStore
 from ..wire import (
     Code,
@@ -276,7 +276,3 @@ class HomeAgent:
     def _count(self, name: str) -> None:
         self.counters[name] = self.counters.get(name, 0) + 1
 
-    def new_nonce_for(self, home: IPv4Address) -> int:
-        state = self.replay.setdefault(home, _ReplayState())
-        state.nonce = new_nonce()
-        return state.nonce

@@ -143,11 +143,6 @@ class Netlink:
                 return False
             raise
 
-    async def rules_for_table(self, table: int) -> list[dict]:
-        return [{"priority": r.get("priority"), "src": r.get("src"), "dst": r.get("dst"),
-                 "fwmark": r.get("fwmark")}
-                async for r in await self.ipr.get_rules(family=2) if r.get("table") == table]
-
     async def rules_for_table_range(self, first: int, last: int) -> list[dict]:
         return [{"table": r.get("table"), "priority": r.get("priority"), "src": r.get("src")}
                 async for r in await self.ipr.get_rules(family=2)

@@ -68,6 +68,3 @@ def code_name(value: int) -> str:
     except ValueError:
         return f"code_{value}"
 
-
-def is_accepted(value: int) -> bool:
-    return value in (0, 1)

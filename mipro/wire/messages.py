@@ -9,7 +9,7 @@ relaying agent can forward a prefix of the message unchanged.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from typing import TypeVar
 
@@ -92,10 +92,6 @@ class _WithExtensions:
         if self.raw:
             return self.raw[: self.offsets[index] + hdr + 4]
         return self.prefix_before(index) + ext.encode()[: hdr + 4]
-
-    def with_extensions(self, extensions: tuple[Extension, ...] | list[Extension]):
-        """A copy with new extensions and no arrived bytes (to be encoded afresh)."""
-        return replace(self, extensions=tuple(extensions), offsets=(), raw=b"")
 
 
 @dataclass(frozen=True)
