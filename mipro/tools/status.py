@@ -16,6 +16,12 @@ def _default_socket(role: str | None) -> str | None:
     return found[0] if len(found) == 1 else None
 
 
+def nat_text(nat: str | None) -> str:
+    if nat is None:
+        return "-"
+    return "agent address" if nat == "0.0.0.0" else nat
+
+
 def run(socket_path: str | None, role: str | None, as_json: bool) -> int:
     path = socket_path or _default_socket(role)
     if path is None:
@@ -36,7 +42,10 @@ def run(socket_path: str | None, role: str | None, as_json: bool) -> int:
         if key in answer:
             print(f"{key}: {answer[key]}")
     bindings = answer.get("bindings", [])
-    print(f"bindings: {len(bindings)}")
+    if answer.get("role") != "fa":
+        print(f"bindings: {len(bindings)}")
+    else:
+        print(f"visitors: {len(answer.get('visitors', []))}")
     if bindings:
         print(f"  {'home address':<16} {'care-of address':<16} {'left':>6} {'encap':<6} "
               f"{'rev':<4} {'pkts in/out':>13} {'bytes in/out':>17}")
@@ -47,6 +56,31 @@ def run(socket_path: str | None, role: str | None, as_json: bool) -> int:
             print(f"  {b['home_address']:<16} {b['care_of_address']:<16} "
                   f"{b['lifetime_left']:>5}s {b['encapsulation']:<6} "
                   f"{'yes' if b['reverse_tunnel'] else 'no':<4} {pkts:>13} {byts:>17}")
+    for v in answer.get("visitors", []):
+        print(f"visitor {v['home_address']} mac {v['mac']} via HA {v['home_agent']}: "
+              f"{v['state']}, {v['lifetime_left']}s left, reverse tunnel "
+              f"{'yes' if v['reverse_tunnel'] else 'no'}")
+        applied = v.get("applied") or {}
+        if v.get("routes"):  # the seed's Fig. 5
+            print(f"  routing table {applied.get('table', '-')} (source {v['home_address']}):")
+            print(f"    {'destination':<18} {'next hop':<16} {'cost':>5}")
+            for r in v["routes"]:
+                hop = "tunnel to HA" if r["via"] == "tunnel" else \
+                    (r["router"] if r["router"] != "0.0.0.0" else "local link")
+                print(f"    {r['destination']:<18} {hop:<16} {r['cost']:>5}")
+        if v.get("filters"):  # the seed's Fig. 4
+            print("  filter table:")
+            print(f"    {'source':<18} {'destination':<18} {'protocol':<16} {'NAT':<14} action")
+            for f in v["filters"]:
+                proto = {0: "any", 1: "icmp", 6: "tcp", 17: "udp"}.get(f["protocol"],
+                                                                      str(f["protocol"]))
+                if f["dport"] != [0, 65535]:
+                    lo, hi = f["dport"]
+                    proto += f"/{lo}" + (f"-{hi}" if hi != lo else "")
+                action = f["action"] + (" + log" if f["log"] else "") + \
+                    (" (both ways)" if f["both_directions"] else "")
+                print(f"    {f['source']:<18} {f['destination']:<18} {proto:<16} "
+                      f"{nat_text(f['nat']):<14} {action}")
     if answer.get("counters"):
         print("counters: " + " ".join(f"{k}={v}" for k, v in sorted(answer["counters"].items())))
     return 0

@@ -27,6 +27,10 @@ def test_everything_goes_with_the_visitor(make_lab):
     check = check_module()
     visitor = lab.wait_for(lambda: check.registered(lab), 30, "registration with routes")
     table = visitor["applied"]["table"]
+    text = lab.mipro_status("fa1")  # the seed's Fig. 4 and Fig. 5 tables, as operators see them
+    assert "routing table" in text and "198.51.100.0/24" in text and "tunnel to HA" in text
+    assert "filter table:" in text and "udp/5060-5061" in text and "deny (both ways)" in text
+    assert "agent address" in text and "accept + log" in text
     assert f"from {HOME} iif lan0 lookup {table}" in lab.exec("fa1", "ip", "rule").stdout
     routes = lab.exec("fa1", "ip", "route", "show", "table", str(table)).stdout
     assert "198.51.100.0/24 dev lan0" in routes and "metric 5" in routes
