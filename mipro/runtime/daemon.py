@@ -4,6 +4,7 @@ timer, error handling that never silently stops a worker, and the `main` entry."
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 import traceback
 from collections.abc import Callable
@@ -12,6 +13,9 @@ from typing import Any
 from pyroute2 import NetlinkError
 
 from ..config import ConfigError
+from ..dataplane.detect import choose_backend
+from ..dataplane.netlink import Netlink
+from .control import ControlServer
 from .logging import EventLog
 
 
@@ -25,6 +29,34 @@ class EngineDaemon:
         self.engine: Any = None
         self.timer: asyncio.TimerHandle | None = None
         self.work: asyncio.Queue[list[Any]] = asyncio.Queue()
+        self.stopping = asyncio.Event()
+        self.backend_reason = ""
+
+    async def pick_backend(self, wanted: str) -> str:
+        """Resolve dataplane.backend ("auto" tries the kernel's tunnels) and say why."""
+        nl = Netlink()
+        try:
+            backend, self.backend_reason = await choose_backend(nl, wanted)
+        finally:
+            nl.close()
+        self.log("dataplane", backend=backend, reason=self.backend_reason)
+        return backend
+
+    async def serve_operations(self, control_socket: str) -> ControlServer:
+        """The control socket, SIGHUP = reload, SIGTERM/SIGINT = stop."""
+        control = ControlServer(control_socket, self.handle_control)
+        await control.start()
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+        return control
+
+    def handle_control(self, request: dict[str, Any]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def reload(self) -> None:
+        raise NotImplementedError
 
     def dispatch(self, actions: list[Any]) -> None:
         """Queue an engine's actions; one worker runs them in order."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import socket
 import time
 import traceback
@@ -15,12 +14,9 @@ from ..config import ConfigError, FaConfig, load_fa
 from ..core.actions import Log, Send, SendIcmp, SendToLink
 from ..core.advertiser import Advertiser, AdvertPolicy
 from ..core.fa import AddVisitor, FaPolicy, ForeignAgent, RemoveVisitor
-from ..dataplane.detect import choose_backend
 from ..dataplane.fa import FaDataplane
 from ..dataplane.linklayer import IcmpLink, RegistrationLink
-from ..dataplane.netlink import Netlink
 from ..wire import AgentFlags
-from .control import ControlServer
 from .daemon import EngineDaemon, run_daemon
 from .logging import EventLog
 from .systemd import notify
@@ -57,25 +53,18 @@ class FaDaemon(EngineDaemon):
         self.absorb: socket.socket | None = None
         self.link: RegistrationLink | None = None
         self.icmp: IcmpLink | None = None
-        self.stopping = asyncio.Event()
         self.started = time.time()
-        self.backend_reason = ""
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
-        nl = Netlink()
-        try:
-            backend, self.backend_reason = await choose_backend(nl, self.cfg.dataplane.backend)
-            mac = await nl.mac(self.cfg.interface)
-        finally:
-            nl.close()
-        self.log("dataplane", backend=backend, reason=self.backend_reason)
+        backend = await self.pick_backend(self.cfg.dataplane.backend)
         dp = self.cfg.dataplane
         self.dataplane = FaDataplane(
             backend=backend, interface=self.cfg.interface, care_of=self.cfg.care_of_addresses[0],
             table=dp.table, rule_priority=dp.rule_priority, tunnel_interface=dp.tunnel_interface,
             log=self.log)
         await self.dataplane.start(loop)
+        mac = await self.dataplane.nl.mac(self.cfg.interface)
         worker = asyncio.create_task(self._worker())
         # relay from the care-of address: it is the FA's identity towards home agents
         self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -95,11 +84,7 @@ class FaDaemon(EngineDaemon):
         loop.add_reader(self.link.fileno(), self._on_link)
         self.icmp = IcmpLink(self.cfg.interface, self.cfg.address, ("224.0.0.2",))
         loop.add_reader(self.icmp.fileno(), self._on_icmp)
-        control = ControlServer(self.cfg.runtime.control_socket, self.handle_control)
-        await control.start()
-        loop.add_signal_handler(signal.SIGHUP, self.reload)
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.stopping.set)
+        control = await self.serve_operations(self.cfg.runtime.control_socket)
         self._reschedule()
         self.log("started", address=self.cfg.address, interface=self.cfg.interface,
                  care_of=",".join(str(a) for a in self.cfg.care_of_addresses), pid=os.getpid())

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
-import signal
 import socket
 import time
 from ipaddress import IPv4Address
@@ -17,14 +16,11 @@ from ..config import ConfigError, HaConfig, load_ha
 from ..core.actions import InstallBinding, Log, RemoveBinding, Send
 from ..core.advertiser import Advertiser, AdvertPolicy
 from ..core.ha import HaPolicy, HomeAgent
-from ..dataplane.detect import choose_backend
 from ..dataplane.fake import FakeHaDataplane
 from ..dataplane.ha import HaDataplane
 from ..dataplane.linklayer import IcmpLink
-from ..dataplane.netlink import Netlink
 from ..subscribers.file_store import load_subscribers
 from ..wire import AgentFlags
-from .control import ControlServer
 from .daemon import EngineDaemon, run_daemon
 from .journal import BindingJournal
 from .logging import EventLog
@@ -64,9 +60,7 @@ class HaDaemon(EngineDaemon):
         self.icmp: IcmpLink | None = None
         self.advert_timer: asyncio.TimerHandle | None = None
         self.journal = BindingJournal(cfg.runtime.state_file) if cfg.runtime.state_file else None
-        self.stopping = asyncio.Event()
         self.started = time.time()
-        self.backend_reason = ""
 
     # --- lifecycle ------------------------------------------------------------------
 
@@ -76,19 +70,15 @@ class HaDaemon(EngineDaemon):
         if dp.backend == "fake":
             self.backend_reason = "configured: no kernel changes"
             self.dataplane = FakeHaDataplane(self.log)
+            self.log("dataplane", backend="fake", reason=self.backend_reason)
         else:
-            nl = Netlink()
-            try:
-                backend, self.backend_reason = await choose_backend(nl, dp.backend)
-            finally:
-                nl.close()
+            backend = await self.pick_backend(dp.backend)
             self.dataplane = HaDataplane(
                 backend=backend, address=self.cfg.address,
                 home_interface=self.cfg.home_interface, home_network=self.cfg.home_network,
                 table=dp.table, rule_priority=dp.rule_priority,
                 tunnel_interface=dp.tunnel_interface, log=self.log,
                 proxy_arp=self.cfg.proxy_arp)
-        self.log("dataplane", backend=self.dataplane.name, reason=self.backend_reason)
         await self.dataplane.start(loop)
         worker = asyncio.create_task(self._worker())
         self._restore()
@@ -99,11 +89,7 @@ class HaDaemon(EngineDaemon):
         sock.setblocking(False)
         self.sock = sock
         loop.add_reader(sock.fileno(), self._on_readable)
-        control = ControlServer(self.cfg.runtime.control_socket, self.handle_control)
-        await control.start()
-        loop.add_signal_handler(signal.SIGHUP, self.reload)
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.stopping.set)
+        control = await self.serve_operations(self.cfg.runtime.control_socket)
         if self.cfg.advertise:
             self.advertiser = Advertiser(AdvertPolicy(
                 self.cfg.address, self.cfg.home_network.prefixlen, AgentFlags.H, (),

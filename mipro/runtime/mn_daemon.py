@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
 import socket
 import time
 from dataclasses import dataclass
@@ -26,12 +25,9 @@ from ..core.mn import (
     TunnelUp,
     UseForeignAgent,
 )
-from ..dataplane.detect import choose_backend
 from ..dataplane.linklayer import IcmpLink
 from ..dataplane.linkwatch import LinkWatch
 from ..dataplane.mn import MnDataplane
-from ..dataplane.netlink import Netlink
-from .control import ControlServer
 from .daemon import EngineDaemon, run_daemon
 from .logging import EventLog
 from .systemd import notify
@@ -66,25 +62,18 @@ class MnDaemon(EngineDaemon, asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
         self.icmp: IcmpLink | None = None
         self.linkwatch: LinkWatch | None = None
-        self.stopping = asyncio.Event()
         self.dhcp_task: asyncio.Task | None = None
         self.dhcp_stop: asyncio.Event | None = None
         self.coa: IPv4Interface | None = None
         self.gateway: IPv4Address | None = None
         self.lease_info: dict[str, Any] = {}
         self.started = time.time()
-        self.backend_reason = ""
 
     # --- lifecycle ------------------------------------------------------------------
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
-        nl = Netlink()
-        try:
-            backend, self.backend_reason = await choose_backend(nl, self.cfg.dataplane.backend)
-        finally:
-            nl.close()
-        self.log("dataplane", backend=backend, reason=self.backend_reason)
+        backend = await self.pick_backend(self.cfg.dataplane.backend)
         dp = self.cfg.dataplane
         self.dataplane = MnDataplane(
             backend=backend, interface=self.cfg.interface, tunnel_interface=dp.tunnel_interface,
@@ -93,11 +82,7 @@ class MnDaemon(EngineDaemon, asyncio.DatagramProtocol):
         await self.dataplane.start(loop)
         await self.dataplane.nl.link_up(self.cfg.interface)
         worker = asyncio.create_task(self._worker())
-        control = ControlServer(self.cfg.runtime.control_socket, self.handle_control)
-        await control.start()
-        loop.add_signal_handler(signal.SIGHUP, self.reload)
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.stopping.set)
+        control = await self.serve_operations(self.cfg.runtime.control_socket)
         self.icmp = IcmpLink(self.cfg.interface, None, ())
         loop.add_reader(self.icmp.fileno(), self._on_icmp)
         self.linkwatch = LinkWatch(self.cfg.interface)
