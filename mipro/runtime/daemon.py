@@ -52,6 +52,16 @@ class EngineDaemon:
             loop.add_signal_handler(sig, self.stopping.set)
         return control
 
+    def reread(self, load: Callable[[str], Any], path: str) -> Any:
+        """SIGHUP: the new configuration, or None (each problem logged, old one kept)."""
+        try:
+            return load(path)
+        except ConfigError as exc:
+            for line in exc.errors:
+                self.log("reload-failed", "error", problem=line)
+            self.log("reload-kept-old-config", "warning")
+            return None
+
     def handle_control(self, request: dict[str, Any]) -> dict[str, Any]:
         raise NotImplementedError
 

@@ -10,7 +10,7 @@ import traceback
 from ipaddress import IPv4Address
 from typing import Any
 
-from ..config import ConfigError, FaConfig, load_fa
+from ..config import FaConfig, load_fa
 from ..core.actions import Log, Send, SendIcmp, SendToLink
 from ..core.advertiser import Advertiser, AdvertPolicy
 from ..core.fa import AddVisitor, FaPolicy, ForeignAgent, RemoveVisitor
@@ -102,12 +102,8 @@ class FaDaemon(EngineDaemon):
         self.log("stopped")
 
     def reload(self) -> None:
-        try:
-            cfg = load_fa(self.cfg.path)
-        except ConfigError as exc:
-            for line in exc.errors:
-                self.log("reload-failed", "error", problem=line)
-            self.log("reload-kept-old-config", "warning")
+        cfg = self.reread(load_fa, self.cfg.path)
+        if cfg is None:
             return
         fixed = ("interface", "address", "care_of_addresses", "dataplane", "runtime")
         changed = [k for k in fixed if getattr(cfg, k) != getattr(self.cfg, k)]

@@ -129,10 +129,12 @@ class HaDaemon(EngineDaemon):
         self.dispatch(self.engine.restore(bindings, time.time()))
 
     def reload(self) -> None:
+        cfg = self.reread(load_ha, self.cfg.path)
+        if cfg is None:
+            return
         try:
-            cfg = load_ha(self.cfg.path)
             store = make_store(cfg)
-        except ConfigError as exc:
+        except ConfigError as exc:  # the subscriber file is part of the configuration
             for line in exc.errors:
                 self.log("reload-failed", "error", problem=line)
             self.log("reload-kept-old-config", "warning")

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface
 from typing import Any
 
-from ..config import ConfigError, MnConfig, load_mn
+from ..config import MnConfig, load_mn
 from ..core.actions import Log, Send, SendIcmp
 from ..core.mn import (
     AtHome,
@@ -120,12 +120,8 @@ class MnDaemon(EngineDaemon, asyncio.DatagramProtocol):
         await self.on_address(coa, self.cfg.gateway)
 
     def reload(self) -> None:
-        try:
-            cfg = load_mn(self.cfg.path)
-        except ConfigError as exc:
-            for line in exc.errors:
-                self.log("reload-failed", "error", problem=line)
-            self.log("reload-kept-old-config", "warning")
+        cfg = self.reread(load_mn, self.cfg.path)
+        if cfg is None:
             return
         if cfg != self.cfg:
             self.log("reload-needs-restart", "warning",
