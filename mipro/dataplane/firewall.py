@@ -89,6 +89,20 @@ def rules_for(home: IPv4Address, f: FilterRule) -> list[iptc.Rule]:
     return out
 
 
+def drop_chain(table: iptc.Table, parent: str, name: str) -> bool:
+    """Unhook chain ``name`` from ``parent``, empty and delete it (uncommitted)."""
+    if not table.is_chain(name):
+        return False
+    hook = iptc.Chain(table, parent)
+    for rule in list(hook.rules):
+        if rule.target.name == name:
+            hook.delete_rule(rule)
+    chain = iptc.Chain(table, name)
+    chain.flush()
+    chain.delete()
+    return True
+
+
 class MobileFirewall:
     def __init__(self, interface: str | None, top: str = TOP,
                  hooks: tuple[str, ...] = ("FORWARD",)) -> None:
@@ -215,14 +229,7 @@ class MobileFirewall:
         if commit:
             self.table.refresh()
         self._remove_nat(home)
-        if self.table.is_chain(name):
-            top = iptc.Chain(self.table, self.top)
-            for rule in list(top.rules):
-                if rule.target.name == name:
-                    top.delete_rule(rule)
-            chain = iptc.Chain(self.table, name)
-            chain.flush()
-            chain.delete()
+        drop_chain(self.table, self.top, name)
         self.applied.discard(home)
         if commit:
             self._commit()
@@ -231,19 +238,10 @@ class MobileFirewall:
         if home not in self.nat_applied:
             return
         self.nat_applied.discard(home)
-        name = nat_chain_name(home)
         self.nat.refresh()
-        if not self.nat.is_chain(name):
-            return
-        top = iptc.Chain(self.nat, NAT_TOP)
-        for rule in list(top.rules):
-            if rule.target.name == name:
-                top.delete_rule(rule)
-        chain = iptc.Chain(self.nat, name)
-        chain.flush()
-        chain.delete()
-        self.nat.commit()
-        self.nat.refresh()
+        if drop_chain(self.nat, NAT_TOP, nat_chain_name(home)):
+            self.nat.commit()
+            self.nat.refresh()
 
     def counters(self, home: IPv4Address) -> list[dict[str, object]]:
         name = chain_name(home)

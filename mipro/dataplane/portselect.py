@@ -14,6 +14,7 @@ from ipaddress import IPv4Address, IPv4Network
 
 import iptc
 
+from .firewall import drop_chain
 from .netlink import Netlink
 
 MARK_CHAIN = "MIPRO-MN-MARK"
@@ -44,18 +45,10 @@ class PortSelection:
         for table, hook, name in cls._chains():
             table.autocommit = False
             table.refresh()
-            if not table.is_chain(name):
-                continue
-            builtin = iptc.Chain(table, hook)
-            for rule in list(builtin.rules):
-                if rule.target.name == name:
-                    builtin.delete_rule(rule)
-            chain = iptc.Chain(table, name)
-            chain.flush()
-            chain.delete()
-            table.commit()
-            table.refresh()
-            removed += 1
+            if drop_chain(table, hook, name):
+                table.commit()
+                table.refresh()
+                removed += 1
         return removed
 
     async def apply(self) -> None:
