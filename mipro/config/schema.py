@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
 
@@ -77,6 +77,8 @@ class MnConfig:
     home_gateway: IPv4Address | None = None
     solicit_on_attach: bool = True
     tunnel_ports: tuple[tuple[str, int, int], ...] = ()
+    fa_peers: dict[IPv4Address, SecurityAssociation] = field(default_factory=dict)
+    notify_previous_fa: bool = True
     role: str = "mn"
 
 
@@ -146,12 +148,7 @@ def load_ha(path: str | Path) -> HaConfig:
                    lambda v: None if v and set(v) <= {"ipip", "gre"} else
                    "a non-empty list of \"ipip\" and \"gre\"")
     store = c.choice("subscribers.store", ("file", "ldap"), "file")
-    peers: dict[IPv4Address, SecurityAssociation] = {}
-    for i, _peer in enumerate(c.get("fa_peer", list, [])):
-        addr = c.address(f"fa_peer.{i}.address")
-        sa = _sa(c, f"fa_peer.{i}")
-        if addr is not None and sa is not None:
-            peers[addr] = sa
+    peers = _peers(c, "fa_peer", "address")
     cfg = HaConfig(
         path=str(path),
         address=c.address("ha.address"),
@@ -208,6 +205,17 @@ def _ports(c: Checker, key: str) -> tuple[tuple[str, int, int], ...]:
     return tuple(out)
 
 
+def _peers(c: Checker, table: str, key: str) -> dict[IPv4Address, SecurityAssociation]:
+    """[[table]] entries of an address and a security association (spi, key, algorithm)."""
+    peers: dict[IPv4Address, SecurityAssociation] = {}
+    for i, _ in enumerate(c.get(table, list, [])):
+        addr = c.address(f"{table}.{i}.{key}")
+        sa = _sa(c, f"{table}.{i}")
+        if addr is not None and sa is not None:
+            peers[addr] = sa
+    return peers
+
+
 def load_mn(path: str | Path) -> MnConfig:
     data = read_toml(path)
     c = Checker(path, data)
@@ -239,12 +247,15 @@ def load_mn(path: str | Path) -> MnConfig:
         home_gateway=c.address("mn.home_gateway", None),
         solicit_on_attach=c.get("mn.solicit_on_attach", bool, True),
         tunnel_ports=_ports(c, "mn.tunnel_ports"),
+        fa_peers=_peers(c, "fa_peer", "address"),
+        notify_previous_fa=c.get("mn.notify_previous_fa", bool, True),
     )
     c.unknown_keys({
-        "": {"mn", "interface", "dataplane", "runtime"},
+        "": {"mn", "interface", "dataplane", "runtime", "fa_peer"},
         "mn": {"home_address", "home_agent", "home_network", "nai", "spi", "key", "algorithm",
                "replay", "lifetime", "reverse_tunnel", "encapsulation", "vendor_id", "mode",
-               "discovery_wait", "home_gateway", "solicit_on_attach", "tunnel_ports"},
+               "discovery_wait", "home_gateway", "solicit_on_attach", "tunnel_ports",
+               "notify_previous_fa"},
         "interface": {"name", "care_of", "address", "gateway"},
         "dataplane": {"backend", "table", "rule_priority", "tunnel_interface"},
         "runtime": {"control_socket", "state_file", "log_level"},
@@ -293,18 +304,8 @@ def load_fa(path: str | Path) -> FaConfig:
             care_of.append(IPv4Address(text))
         except ValueError as exc:
             c.error(f"fa.care_of_addresses.{i}", f"{text!r} is not an IPv4 address ({exc})")
-    peers: dict[IPv4Address, SecurityAssociation] = {}
-    for i, _ in enumerate(c.get("ha_peer", list, [])):
-        addr = c.address(f"ha_peer.{i}.address")
-        sa = _sa(c, f"ha_peer.{i}")
-        if addr is not None and sa is not None:
-            peers[addr] = sa
-    mns: dict[IPv4Address, SecurityAssociation] = {}
-    for i, _ in enumerate(c.get("mn_peer", list, [])):
-        addr = c.address(f"mn_peer.{i}.home_address")
-        sa = _sa(c, f"mn_peer.{i}")
-        if addr is not None and sa is not None:
-            mns[addr] = sa
+    peers = _peers(c, "ha_peer", "address")
+    mns = _peers(c, "mn_peer", "home_address")
     cfg = FaConfig(
         path=str(path),
         interface=c.get("fa.interface", str),

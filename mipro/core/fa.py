@@ -17,6 +17,10 @@ from ipaddress import IPv4Address
 
 from ..security import SecurityAssociation, append_authenticator, verify
 from ..wire import (
+    BindingAck,
+    BindingFlags,
+    BindingStatus,
+    BindingUpdate,
     Code,
     DecodeContext,
     DecodeError,
@@ -25,6 +29,7 @@ from ..wire import (
     FilterRulesExtension,
     MnFaAuth,
     MnHaAuth,
+    PreviousFaNotification,
     RegistrationReply,
     RegistrationRequest,
     RequestFlags,
@@ -68,6 +73,7 @@ class Visitor:
     lifetime: int = 0
     routes: tuple[StaticRoute, ...] = ()
     filters: tuple[FilterRule, ...] = ()
+    notify: PreviousFaNotification | None = None  # tell the previous FA once accepted
 
     @property
     def key(self) -> tuple[IPv4Address, bytes]:
@@ -95,6 +101,19 @@ class RemoveVisitor:
     reason: str
 
 
+@dataclass
+class PendingNotification:
+    """A Binding Update to a previous FA, retransmitted until acknowledged."""
+
+    previous_fa: IPv4Address
+    data: bytes
+    attempts: int
+    next_at: float
+
+
+BU_WAITS = (1.0, 2.0, 4.0)  # wait after the 1st, 2nd and 3rd (last) Binding Update
+
+
 class Denied(Exception):
     def __init__(self, code: Code, reason: str) -> None:
         super().__init__(reason)
@@ -112,6 +131,7 @@ class ForeignAgent:
         self._heap: list[tuple[float, int, str, tuple]] = []
         self._seq = 0
         self.counters: dict[str, int] = {}
+        self.notifications: dict[tuple[IPv4Address, int], PendingNotification] = {}
 
     # --- from the mobile node --------------------------------------------------------
 
@@ -147,7 +167,9 @@ class ForeignAgent:
         key = (req.home_address, req.identification & 0xFFFFFFFF)
         self.pending[key] = visitor
         self._push(now + self.policy.pending_timeout, "pending", key)
-        forward = req.wire()
+        # RFC 5944 §3.7.2.1: extensions after the MN-HA authenticator are the FA's to
+        # process and remove
+        forward = req.prefix_before(req.index_of(req.find(MnHaAuth)) + 1)
         sa = self.policy.ha_peers.get(req.home_agent)
         if sa is not None:
             forward = append_authenticator(forward, ExtType.FA_HA_AUTH, sa)
@@ -190,8 +212,13 @@ class ForeignAgent:
         if needs_auth and (auth is None or sa is None or not verify(
                 req.authenticated_bytes(req.index_of(auth)), auth, sa)):
             raise Denied(Code.FA_MN_FAILED_AUTH, "MN-FA authentication failed")
+        after = req.extensions[req.index_of(req.find(MnHaAuth)) + 1:]
+        notify = next((e for e in after if isinstance(e, PreviousFaNotification)), None)
+        if notify is not None and (notify.previous_fa in p.care_of_addresses
+                                   or notify.previous_fa == p.address or not req.lifetime):
+            notify = None  # re-registering with us, or deregistering: nobody to tell
         return Visitor(req.home_address, mac, req.home_agent, req.care_of_address, src, port,
-                       req.identification, req.lifetime, reverse, encapsulation)
+                       req.identification, req.lifetime, reverse, encapsulation, notify=notify)
 
     # --- from the home agent ----------------------------------------------------------
 
@@ -248,6 +275,8 @@ class ForeignAgent:
                                        "lifetime": lifetime,
                                        "reverse": visitor.reverse_tunnel,
                                        "routes": len(routes), "filters": len(filters)}))
+            if visitor.notify is not None:
+                actions += self._notify_previous_fa(visitor, now)
         elif code in (0, 1) and old is not None:  # deregistration through us
             del self.visitors[old.key]
             actions.append(RemoveVisitor(old, "deregistered"))
@@ -260,6 +289,103 @@ class ForeignAgent:
         actions.append(SendToLink(visitor.mac, self.policy.address, visitor.source,
                                   visitor.source_port, relay))
         return actions
+
+    # --- previous-FA notification (draft-ietf-mobileip-optim binding update) -----------
+
+    def from_network(self, data: bytes, src: IPv4Address, port: int,
+                     now: float) -> list[Action]:
+        """A datagram to our care-of address: a reply from an HA, or a binding message."""
+        kind = data[0] if data else -1
+        if kind == RegistrationReply.TYPE:
+            return self.reply_from_ha(data, src, port, now)
+        if kind == BindingUpdate.TYPE:
+            return self.binding_update(data, src, port, now)
+        if kind == BindingAck.TYPE:
+            return self.binding_ack(data, src, port)
+        self._count("unexpected_message")
+        return [Log("drop", {"src": f"{src}:{port}", "type": kind,
+                             "reason": "not a message for a foreign agent's care-of address"},
+                    "warning")]
+
+    def _notify_previous_fa(self, visitor: Visitor, now: float) -> list[Action]:
+        n = visitor.notify
+        assert n is not None
+        bu = BindingUpdate.build(home_address=visitor.home_address,
+                                 care_of_address=visitor.care_of_address,
+                                 identification=visitor.identification,
+                                 lifetime=n.cache_lifetime,
+                                 extensions=[MnFaAuth(n.spi, n.authenticator)])
+        key = (visitor.home_address, visitor.identification)
+        pending = PendingNotification(n.previous_fa, bu.encode(), 1, now + BU_WAITS[0])
+        self.notifications[key] = pending
+        self._push(pending.next_at, "notify", key)
+        self._count("binding_updates_sent")
+        return [Send(n.previous_fa, MIP_PORT, pending.data),
+                Log("notify-previous-fa", {"home": visitor.home_address,
+                                           "previous_fa": n.previous_fa})]
+
+    def binding_update(self, data: bytes, src: IPv4Address, port: int,
+                       now: float) -> list[Action]:
+        """We are the previous FA: the MN moved on; drop its visitor entry if it says so."""
+        try:
+            bu = BindingUpdate.decode(data, self.ctx)
+        except DecodeError as exc:
+            self._count("poorly_formed_binding_update")
+            return [Log("poorly-formed-binding-update", {"src": f"{src}:{port}",
+                                                         "offset": exc.offset,
+                                                         "reason": exc.reason}, "warning")]
+        status, reason = BindingStatus.ACCEPTED, ""
+        gone = [v for v in self.visitors.values() if v.home_address == bu.home_address]
+        sa = self.policy.mn_fa.get(bu.home_address)
+        auth = bu.authenticator
+        if not gone:
+            status, reason = BindingStatus.NO_SUCH_VISITOR, "no visitor with that home address"
+        elif sa is None or auth is None or not verify(
+                bu.authenticated_bytes(bu.index_of(auth)), auth, sa):
+            status, reason = BindingStatus.FAILED_AUTHENTICATION, \
+                "no MN-FA key for this home address" if sa is None else \
+                "MN-FA authentication failed"
+        elif any(bu.identification <= v.identification for v in gone):
+            status, reason = BindingStatus.IDENTIFICATION_MISMATCH, \
+                "identification not newer than the registration it would cancel"
+        actions: list[Action] = []
+        if status == BindingStatus.ACCEPTED:
+            for v in gone:
+                del self.visitors[v.key]
+                actions += [RemoveVisitor(v, "moved"),
+                            Log("visitor-removed", {"home": v.home_address,
+                                                    "mac": v.mac.hex(":"), "reason": "moved",
+                                                    "new_care_of": bu.care_of_address,
+                                                    "notified_by": src})]
+            self._count("binding_updates_accepted")
+        else:
+            self._count(f"binding_update_denied_{int(status)}")
+            actions.append(Log("binding-update-denied", {"src": f"{src}:{port}",
+                                                         "home": bu.home_address,
+                                                         "status": int(status),
+                                                         "reason": reason}, "warning"))
+        if bu.flags & BindingFlags.A:
+            ack = BindingAck(int(status), bu.home_address, bu.identification)
+            actions.append(Send(src, port, ack.encode()))
+        return actions
+
+    def binding_ack(self, data: bytes, src: IPv4Address, port: int) -> list[Action]:
+        try:
+            ack = BindingAck.decode(data, self.ctx)
+        except DecodeError as exc:
+            self._count("poorly_formed_binding_ack")
+            return [Log("poorly-formed-binding-ack", {"src": f"{src}:{port}",
+                                                      "reason": exc.reason}, "warning")]
+        key = (ack.home_address, ack.identification)
+        pending = self.notifications.get(key)
+        if pending is None or pending.previous_fa != src:
+            self._count("unmatched_binding_ack")
+            return [Log("drop", {"src": f"{src}:{port}", "home": ack.home_address,
+                                 "reason": "binding ack matches no notification"}, "warning")]
+        del self.notifications[key]
+        level = "info" if ack.status == BindingStatus.ACCEPTED else "warning"
+        return [Log("previous-fa-notified", {"home": ack.home_address, "previous_fa": src,
+                                             "status": ack.status}, level)]
 
     # --- discovery and timers ---------------------------------------------------------
 
@@ -283,7 +409,9 @@ class ForeignAgent:
             if not self._live(entry):
                 continue
             _, _, kind, key = entry
-            if kind == "pending":
+            if kind == "notify":
+                actions += self._renotify(key, now)
+            elif kind == "pending":
                 v = self.pending.pop(key)
                 reply = RegistrationReply.build(code=Code.FA_REGISTRATION_TIMEOUT,
                                                 home_address=v.home_address,
@@ -302,6 +430,18 @@ class ForeignAgent:
             actions += self.advertiser.handle_timer(now)
         return actions
 
+    def _renotify(self, key: tuple[IPv4Address, int], now: float) -> list[Action]:
+        n = self.notifications[key]
+        if n.attempts >= len(BU_WAITS):
+            del self.notifications[key]
+            self._count("previous_fa_unreachable")
+            return [Log("previous-fa-unanswered", {"home": key[0], "previous_fa": n.previous_fa,
+                                                   "attempts": n.attempts}, "warning")]
+        n.attempts += 1
+        n.next_at = now + BU_WAITS[n.attempts - 1]
+        self._push(n.next_at, "notify", key)
+        return [Send(n.previous_fa, MIP_PORT, n.data)]
+
     def _push(self, when: float, kind: str, key: tuple) -> None:
         self._seq += 1
         heapq.heappush(self._heap, (when, self._seq, kind, key))
@@ -310,6 +450,9 @@ class ForeignAgent:
         when, _, kind, key = entry
         if kind == "pending":
             return key in self.pending
+        if kind == "notify":
+            n = self.notifications.get(key)
+            return n is not None and n.next_at == when
         v = self.visitors.get(key)
         return v is not None and v.expires == when
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import enum
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
 from ..security import SecurityAssociation, append_authenticator, verify
@@ -24,6 +24,8 @@ from ..wire import (
     AgentAdvertisement,
     AgentFlags,
     AgentSolicitation,
+    BindingAck,
+    BindingUpdate,
     Code,
     DecodeContext,
     DecodeError,
@@ -31,6 +33,7 @@ from ..wire import (
     FilterRulesExtension,
     MnHaAuth,
     Nai,
+    PreviousFaNotification,
     RegistrationReply,
     RegistrationRequest,
     RequestFlags,
@@ -139,6 +142,8 @@ class MnSettings:
     mode: str = "colocated"  # auto | fa | colocated
     discovery_wait: float = 1.0  # auto: how long to wait for an FA before DHCP
     solicit_on_attach: bool = True  # else wait for the next periodic advertisement
+    fa_peers: dict[IPv4Address, SecurityAssociation] = field(default_factory=dict)  # MN-FA
+    notify_previous_fa: bool = True  # when it has a key for the previous FA
 
 
 class MobileNode:
@@ -162,6 +167,8 @@ class MobileNode:
         self.dhcp_running = False
         self.discovery_deadline: float | None = None
         self.reg_dst = settings.home_agent
+        self.registered_agent: Agent | None = None  # the FA our accepted binding goes through
+        self.previous_agent: Agent | None = None  # the FA to tell that we left it
 
     # --- events -------------------------------------------------------------------
 
@@ -196,13 +203,14 @@ class MobileNode:
         if self.dhcp_running:
             self.dhcp_running = False
             actions.append(StopDhcp())
+        self._left(self.registered_agent, None)
         self.agent = None
         self.discovery_deadline = None
         self.using = "home"
         self.care_of_address = self.s.home_address
         actions.append(AtHome())
         actions += self._register(now, 0, "home")
-        return actions
+        return actions + self._tell_previous_fa_ourselves(now)
 
     # --- agent discovery ------------------------------------------------------------
 
@@ -248,6 +256,7 @@ class MobileNode:
             return [Log("agent-rebooted", {"agent": src})] + \
                 self._register(now, self.s.lifetime, "agent-rebooted")
         # a new foreign agent: move to it
+        self._left(self.registered_agent, src)
         self.agent = Agent(src, coa, now + adv.lifetime, mob.sequence, plen)
         actions: list[Action] = [Log("agent-found", {"agent": src, "coa": coa,
                                                      "was": current.address if current else "-"})]
@@ -269,6 +278,7 @@ class MobileNode:
         actions: list[Action] = []
         if self.agent is not None and self.using == "fa" and now >= self.agent.expires:
             lost = self.agent
+            self._left(self.registered_agent, None)
             self.agent = None
             self.using = "none"
             self.care_of_address = None
@@ -295,6 +305,8 @@ class MobileNode:
         return self._register(now, 0, "shutdown")
 
     def receive(self, data: bytes, src: IPv4Address, port: int, now: float) -> list[Action]:
+        if data[:1] == bytes((BindingAck.TYPE,)):
+            return self._binding_ack(data, src)
         try:
             reply = RegistrationReply.decode(data, self.ctx)
         except DecodeError as exc:
@@ -379,7 +391,13 @@ class MobileNode:
             home_agent=self.s.home_agent, care_of_address=self.care_of_address,
             identification=self._identification(now), extensions=exts)
         self.pending = req
-        self.pending_bytes = append_authenticator(req.encode(), ExtType.MN_HA_AUTH, self.s.sa)
+        data = append_authenticator(req.encode(), ExtType.MN_HA_AUTH, self.s.sa)
+        if self.using == "fa" and self.agent is not None:
+            if self.previous_agent is not None and lifetime:
+                data += self._notification(req.identification)
+            if (sa := self._fa_sa(self.agent)) is not None:
+                data = append_authenticator(data, ExtType.MN_FA_AUTH, sa)
+        self.pending_bytes = data
         if not keep_backoff:
             self.retransmit_delay = self.s.retransmit_initial
         self.retransmit_at = now + self.retransmit_delay
@@ -393,6 +411,56 @@ class MobileNode:
         return [Send(self.reg_dst, MIP_PORT, self.pending_bytes),
                 Log("register", {"why": why, "coa": self.care_of_address, "lifetime": lifetime,
                                  "via": self.using})]
+
+    # --- previous-FA notification ---------------------------------------------------
+
+    def _left(self, agent: Agent | None, new_address: IPv4Address | None) -> None:
+        if agent is not None and agent.address != new_address and self.s.notify_previous_fa \
+                and self._fa_sa(agent) is not None and self.s.replay is ReplayMethod.TIMESTAMP:
+            self.previous_agent = agent
+        self.registered_agent = None
+
+    def _fa_sa(self, agent: Agent) -> SecurityAssociation | None:
+        return self.s.fa_peers.get(agent.address) or self.s.fa_peers.get(agent.care_of_address)
+
+    def _binding_update(self, agent: Agent, identification: int) -> bytes:
+        """The Binding Update telling ``agent`` we are gone, signed with our key for it."""
+        assert self.care_of_address is not None
+        sa = self._fa_sa(agent)
+        assert sa is not None
+        bu = BindingUpdate.build(home_address=self.s.home_address,
+                                 care_of_address=self.care_of_address,
+                                 identification=identification)
+        return append_authenticator(bu.encode(), ExtType.MN_FA_AUTH, sa)
+
+    def _notification(self, identification: int) -> bytes:
+        """The NVSE asking the new FA to send that Binding Update for us."""
+        agent = self.previous_agent
+        assert agent is not None
+        sa = self._fa_sa(agent)
+        assert sa is not None
+        signed = self._binding_update(agent, identification)
+        return PreviousFaNotification(agent.care_of_address, 0, sa.spi,
+                                      signed[-sa.algorithm.digest_size:],
+                                      self.s.vendor_id).encode()
+
+    def _tell_previous_fa_ourselves(self, now: float) -> list[Action]:
+        """No new FA to relay it (home, or co-located): send the Binding Update ourselves."""
+        agent, self.previous_agent = self.previous_agent, None
+        if agent is None:
+            return []
+        data = self._binding_update(agent, self._identification(now))
+        return [Send(agent.care_of_address, MIP_PORT, data),
+                Log("notify-previous-fa", {"previous_fa": agent.care_of_address,
+                                           "via": "direct"})]
+
+    def _binding_ack(self, data: bytes, src: IPv4Address) -> list[Action]:
+        try:
+            ack = BindingAck.decode(data, self.ctx)
+        except DecodeError as exc:
+            return [Log("drop", {"src": src, "reason": str(exc)}, "warning")]
+        return [Log("previous-fa-notified", {"previous_fa": src, "status": ack.status},
+                    "info" if ack.status == 0 else "warning")]
 
     def _resync(self, reply: RegistrationReply, now: float) -> list[Action]:
         if self.s.replay is ReplayMethod.NONCE:
@@ -415,6 +483,11 @@ class MobileNode:
             home = self.care_of_address == self.s.home_address
             self._go(State.HOME if home else State.IDLE)
             return [Log("deregistered", {"home": home})]
+        actions: list[Action] = []
+        if self.using == "fa":
+            self.registered_agent, self.previous_agent = self.agent, None  # the new FA tells it
+        elif self.using == "colocated":
+            actions += self._tell_previous_fa_ourselves(now)
         routes = tuple(r for e in reply.find_all(StaticRoutesExtension) for r in e.entries)
         filters = tuple(f for e in reply.find_all(FilterRulesExtension) for f in e.entries)
         self.granted_lifetime = reply.lifetime
@@ -423,7 +496,6 @@ class MobileNode:
         first = self.state is not State.REGISTERED
         self._go(State.REGISTERED)
         assert self.care_of_address is not None
-        actions: list[Action] = []
         if self.using == "colocated":
             actions.append(TunnelUp(self.care_of_address, self.s.home_agent, self.s.home_address,
                                     self.s.encapsulation, reply.lifetime, routes, filters))

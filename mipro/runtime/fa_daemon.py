@@ -119,7 +119,8 @@ class FaDaemon(EngineDaemon):
     # --- input ------------------------------------------------------------------------
 
     def _on_udp(self) -> None:
-        """Replies from home agents (requests from MNs come in through the link socket)."""
+        """Replies from home agents and binding messages from other FAs or MNs (requests
+        from MNs on our link come in through the link socket)."""
         now = time.time()
         for _ in range(256):
             try:
@@ -128,9 +129,7 @@ class FaDaemon(EngineDaemon):
                 break
             except OSError:
                 continue
-            if data[:1] == b"\x03":
-                self.dispatch(self.engine.reply_from_ha(data, IPv4Address(addr[0]), addr[1],
-                                                        now))
+            self.dispatch(self.engine.from_network(data, IPv4Address(addr[0]), addr[1], now))
         self._reschedule()
 
     def _drain_absorb(self) -> None:

@@ -50,7 +50,9 @@ def settings(cfg: MnConfig) -> MnSettings:
                       reverse_tunnel=cfg.reverse_tunnel, encapsulation=cfg.encapsulation,
                       vendor_id=cfg.vendor_id, mode=cfg.mode,
                       discovery_wait=cfg.discovery_wait,
-                      solicit_on_attach=cfg.solicit_on_attach)
+                      solicit_on_attach=cfg.solicit_on_attach,
+                      fa_peers=dict(cfg.fa_peers),
+                      notify_previous_fa=cfg.notify_previous_fa)
 
 
 class MnDaemon(EngineDaemon, asyncio.DatagramProtocol):

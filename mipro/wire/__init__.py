@@ -10,6 +10,7 @@ from .advertisement import (
     PrefixLengthsExtension,
     decode_icmp,
 )
+from .binding import BindingAck, BindingFlags, BindingStatus, BindingUpdate
 from .codes import Code, code_name
 from .errors import DecodeError
 from .extensions import (
@@ -41,17 +42,19 @@ from .vendor import (
     CertificateExtension,
     FilterRule,
     FilterRulesExtension,
+    PreviousFaNotification,
     StaticRoute,
     StaticRoutesExtension,
     Verdict,
 )
 
 __all__ = [
-    "AgentAdvertisement", "AgentFlags", "AgentSolicitation", "CertificateExtension",
+    "AgentAdvertisement", "AgentFlags", "AgentSolicitation", "BindingAck", "BindingFlags",
+    "BindingStatus", "BindingUpdate", "CertificateExtension",
     "ChallengeExtension", "Code", "Cvse", "DEFAULT_VENDOR_ID", "DecodeContext", "DecodeError",
     "Encapsulation", "ExtType", "Extension", "FaHaAuth", "FilterRule", "FilterRulesExtension",
     "GeneralizedAuth", "MnFaAuth", "MnFaChallenge", "MnHaAuth", "MobilityAgentExtension", "Nai",
-    "Nvse", "PaddingExtension", "PrefixLengthsExtension", "RawExtension", "RegistrationReply",
+    "Nvse", "PaddingExtension", "PrefixLengthsExtension", "PreviousFaNotification", "RawExtension", "RegistrationReply",
     "RegistrationRequest", "RequestFlags", "StaticRoute", "StaticRoutesExtension", "TunnelData",
     "UdpTunnelReply", "UdpTunnelRequest", "Verdict", "code_name", "decode_icmp", "decode_udp434",
 ]

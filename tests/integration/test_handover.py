@@ -33,10 +33,29 @@ def fa_state(lab, node):
 def test_handover_keeps_tcp_and_foreign_agents_clean_up(make_lab):
     lab = make_lab("handover")
     check_module().run(lab, say=lambda s: None)  # FA1 -> FA2 -> home, TCP stays up
-    for node in ("fa1", "fa2"):  # every visitor entry expired: nothing of the MN is left
+    for node in ("fa1", "fa2"):  # each FA was told the MN left: nothing of the MN is left
         state, neigh, rules = fa_state(lab, node)
         assert state["table"] == [] and neigh == "" and rules == [], (node, state, neigh, rules)
-        assert any("event=visitor-expired" in x for x in lab.log_lines(node))
+        assert any("event=visitor-removed" in x and "reason=moved" in x
+                   for x in lab.log_lines(node))
+    assert any("event=previous-fa-notified" in x and "status=0" in x
+               for x in lab.log_lines("fa2"))
+
+
+def test_without_notification_the_previous_fa_entry_expires(make_lab):
+    lab = make_lab("handover", services=False)
+    lab.edit_conf("mn", "mn.toml", "mode = \"auto\"",
+                  "mode = \"auto\"\nnotify_previous_fa = false")
+    for name in ("ha", "fa1", "fa2", "mn"):
+        lab.start_service(name)
+    lab.wait_for(lambda: registered_via_fa1(lab), 30, "registration through FA1")
+    lab.move("mn.eth0", "visit-b")
+    lab.wait_for(lambda: check_module().via(lab, "192.0.2.1"), 20, "registration through FA2")
+    assert lab.status("fa1")["visitors"]  # nobody told FA1: its entry lives out its lifetime
+    lab.wait_for(lambda: not lab.status("fa1")["visitors"], 30, "FA1's visitor entry to expire")
+    state, neigh, rules = fa_state(lab, "fa1")
+    assert state["table"] == [] and neigh == "" and rules == [], (state, neigh, rules)
+    assert any("event=visitor-expired" in x for x in lab.log_lines("fa1"))
 
 
 def registered_via_fa1(lab):

@@ -49,6 +49,11 @@ EXTENSIONS = {
     ),
     "certificate": (h("86 0d", "0000", "00007ed9", "0003", "00 01", "308201"),
                     w.CertificateExtension(0, 1, bytes.fromhex("308201"))),
+    # previous FA 198.51.100.1, cache lifetime 0, SPI 257, the MN's authenticator
+    "previous-fa-notification": (
+        h("86 24", "0000", "00007ed9", "0004", "c6336401", "0000", "0000", "00000101",
+          AUTH16_HEX),
+        w.PreviousFaNotification(A("198.51.100.1"), 0, 257, AUTH16)),
 }
 
 # Registration Request: type 1, flags S|T, lifetime 1800, HoA 10.0.0.1, HA 192.0.2.1,
@@ -75,6 +80,19 @@ RRP = (
                               home_agent="192.0.2.1", identification=0xE1E2E3F000000001,
                               extensions=[EXTENSIONS["mn-ha-auth"][1]]),
 )
+# Binding Update (previous-FA notification): flags A|I, lifetime 0, HoA 10.0.0.1,
+# new CoA 192.0.2.129, the registration's identification, MN-FA auth SPI 257
+BU = (
+    h("12 c0 0000", "0a000001", "c0000281", "e1e2e3e400000001")
+    + EXTENSIONS["mn-fa-auth"][0],
+    w.BindingUpdate.build(home_address="10.0.0.1", care_of_address="192.0.2.129",
+                          identification=0xE1E2E3E400000001,
+                          extensions=[EXTENSIONS["mn-fa-auth"][1]]),
+)
+# Binding Acknowledge: status 0 (accepted)
+BACK = (h("13 00 00 00", "0a000001", "e1e2e3e400000001"),
+        w.BindingAck(0, A("10.0.0.1"), 0xE1E2E3E400000001))
+MESSAGES = {"binding-update": BU, "binding-ack": BACK}
 INNER_IP = h("45000014 0000 0000 40 01 0000", "0a000001", "cb007105")
 TUNNEL_DATA = (h("04 04 0000") + INNER_IP, w.TunnelData(4, INNER_IP))
 

@@ -38,6 +38,18 @@ def test_example_subscribers_load(tmp_path):
 def test_example_mn_conf_loads(tmp_path):
     cfg = load_mn(private_copy(tmp_path, "mn.toml"))
     assert cfg.sa.spi == 256 and cfg.care_of == "dhcp"
+    assert cfg.fa_peers == {} and cfg.notify_previous_fa
+
+
+def test_commented_fa_peer_example_loads(tmp_path):
+    """Uncommenting the [[fa_peer]] example of conf/mn.toml gives a valid file."""
+    p = private_copy(tmp_path, "mn.toml")
+    text = p.read_text()
+    block = text[text.index("# [[fa_peer]]"):text.index("[interface]")]
+    p.write_text(text.replace(block, "\n".join(line.removeprefix("# ")
+                                                for line in block.splitlines()) + "\n\n"))
+    cfg = load_mn(p)
+    assert [(str(a), sa.spi) for a, sa in cfg.fa_peers.items()] == [("198.51.100.1", 400)]
 
 
 def test_example_fa_conf_loads(tmp_path):

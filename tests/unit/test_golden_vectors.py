@@ -19,7 +19,7 @@ def test_extension_vector(name):
     assert decoded == (ext,) and offsets == (0,)
 
 
-@pytest.mark.parametrize("vector", ["RRQ", "RRQ_ALL_FLAGS", "RRP", "TUNNEL_DATA"])
+@pytest.mark.parametrize("vector", ["RRQ", "RRQ_ALL_FLAGS", "RRP", "TUNNEL_DATA", "BU", "BACK"])
 def test_udp434_vector(vector):
     data, msg = getattr(golden, vector)
     assert msg.encode() == data
@@ -82,6 +82,7 @@ def test_protocol_doc_hex_examples_match_the_codec():
     for name, body in blocks:
         hex_text = "".join(line.split("#")[0] for line in body.splitlines())
         data = bytes.fromhex("".join(hex_text.split()))
-        expected = golden.EXTENSIONS[name][1] if name in golden.EXTENSIONS else None
+        vectors = golden.EXTENSIONS | golden.MESSAGES
+        expected = vectors[name][1] if name in vectors else None
         assert expected is not None, f"docs/protocol.md example {name} has no golden vector"
         assert data == expected.encode(), name
