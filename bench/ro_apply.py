@@ -3,9 +3,13 @@
 
 In a namespace, FaDataplane (pyroute2 + python-iptables) holds N visitors, each
 with the `ro` scenario's profile (3 routes, 3 filter rules); then one more
-visitor is applied and removed, repeatedly.  Baseline in the same run: the same
-kernel objects for one visitor through `ip -batch` (rule + routes) and
-`iptables-restore --noflush` (chain + rules + jumps), at the same N.
+visitor is applied and removed, repeatedly.  Baselines in the same run, at the
+same N: `ip -batch` (rule + routes) with `iptables-restore --noflush` of a chain
+per visitor (the classic way: a rule, a table and a chain per visitor), and
+`ip -batch` + `ipset restore` of the objects mipro programs for a visitor
+whose route profile and filter policy exist (neighbour, delivery route, two
+set memberships).  The conntrack flush that follows a removal is
+deferred and shared by removals that coincide; it is timed on its own.
 Figures, not pass/fail.
 """
 
@@ -23,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-NS = "mbench-fa"
+NS = "mbench-roapply"
 
 
 def sh(*args: str, stdin: str | None = None) -> None:
@@ -72,8 +76,17 @@ def inner(sizes: list[int], reps: int) -> None:
                          tunnel_interface="mip0", log=lambda *a, **k: None)
         await dp.start(None)
         present = 0
-        print(f"{'visitors':>8} {'mipro apply+remove ms':>22} {'ip -batch + iptables-restore ms':>32} "
-              f"{'ratio':>6} {'fill s/visitor':>15}", flush=True)
+        print("apply+remove of one visitor (3 routes, 3 filter rules), median ms;\n"
+              "  chains  = ip -batch + iptables-restore, a chain per visitor (classic)\n"
+              "  ipset   = what mipro programs, by ip -batch + ipset restore: neighbour,\n"
+              "            delivery route, route profile and filter policy set membership\n"
+              "  ct      = the conntrack flush that follows a removal (deferred, shared)\n"
+              f"{'visitors':>8} {'mipro':>10} {'chains':>14} {'ratio':>7} {'ipset':>14} "
+              f"{'ratio':>7} {'ct ms':>10} {'fill ms':>8}", flush=True)
+        policy = visitor(999_999)
+        await dp.add_visitor(policy)  # the policy the measured visitor joins exists
+        sh("ipset", "create", "base-p", "hash:ip")
+        sh("ipset", "create", "base-r", "hash:ip")
         for n in sizes:
             t0 = time.perf_counter()
             added = 0
@@ -82,17 +95,26 @@ def inner(sizes: list[int], reps: int) -> None:
                 present += 1
                 added += 1
             fill = (time.perf_counter() - t0) / max(1, added)
-            samples, base = [], []
+            await dp.flows_forgotten()
+            samples, flushes, base, base_set = [], [], [], []
             for r in range(reps):
                 v = visitor(900_000 + r)
                 t = time.perf_counter()
                 await dp.add_visitor(v)
                 await dp.remove_visitor(v)
-                samples.append((time.perf_counter() - t) * 1000)
+                t1 = time.perf_counter()
+                await dp.flows_forgotten()  # deferred and shared by removals that coincide
+                samples.append((t1 - t) * 1000)
+                flushes.append((time.perf_counter() - t1) * 1000)
                 base.append(baseline(v.home_address, r))
+                base_set.append(baseline_ipset(v.home_address, r))
             m, b = statistics.median(samples), statistics.median(base)
-            print(f"{n:>8} {m:>22.2f} {b:>32.2f} {m / b:>6.2f} {fill:>15.4f}", flush=True)
+            bs, f = statistics.median(base_set), statistics.median(flushes)
+            print(f"{n:>8} {m:>10.2f} {b:>14.2f} {m / b:>7.2f} {bs:>14.2f} {m / bs:>7.2f} "
+                  f"{f:>10.2f} {fill * 1000:>8.2f}", flush=True)
         await dp.stop()
+        sh("ipset", "destroy", "base-p")
+        sh("ipset", "destroy", "base-r")
 
     asyncio.run(run())
 
@@ -124,6 +146,21 @@ def baseline(home: IPv4Address, r: int) -> float:
     sh("iptables-legacy-restore", "--noflush", stdin=add_ipt)
     sh("ip", "-batch", "-", stdin=del_ip)
     sh("iptables-legacy-restore", "--noflush", stdin=del_ipt)
+    return (time.perf_counter() - t) * 1000
+
+
+def baseline_ipset(home: IPv4Address, r: int) -> float:
+    """The objects mipro programs for a visitor whose profile exists, by the reference tools:
+    neighbour entry and delivery route, then membership of the route profile's and the
+    filter policy's sets."""
+    mac = f"02:00:00:0f:{r >> 8 & 0xFF:02x}:{r & 0xFF:02x}"
+    t = time.perf_counter()
+    sh("ip", "-batch", "-", stdin=f"neigh replace {home} lladdr {mac} dev lan0 nud permanent\n"
+                                  f"route replace {home}/32 dev lan0 table 434\n")
+    sh("ipset", "-exist", "restore", stdin=f"add base-r {home}\nadd base-p {home}\n")
+    sh("ip", "-batch", "-", stdin=f"neigh del {home} dev lan0\n"
+                                  f"route del {home}/32 dev lan0 table 434\n")
+    sh("ipset", "-exist", "restore", stdin=f"del base-r {home}\ndel base-p {home}\n")
     return (time.perf_counter() - t) * 1000
 
 

@@ -138,7 +138,9 @@ def _ldap(c: Checker) -> dict | None:
     return {"url": url, "base_dn": c.get("subscribers.ldap.base_dn", str),
             "bind_dn": c.get("subscribers.ldap.bind_dn", str, None), "password": password,
             "starttls": c.get("subscribers.ldap.starttls", bool, False), "ca_file": ca_file,
-            "timeout": c.number("subscribers.ldap.timeout", 3.0, 0.1)}
+            "timeout": c.number("subscribers.ldap.timeout", 3.0, 0.1),
+            "cache_ttl": c.number("subscribers.ldap.cache_ttl", 60.0, 0.0),
+            "cache_negative_ttl": c.number("subscribers.ldap.cache_negative_ttl", 5.0, 0.0)}
 
 
 def load_ha(path: str | Path) -> HaConfig:
@@ -173,7 +175,7 @@ def load_ha(path: str | Path) -> HaConfig:
     c.unknown_keys({
         "": {"ha", "dataplane", "runtime", "subscribers", "fa_peer"},
         "subscribers.ldap": {"url", "base_dn", "bind_dn", "password_file", "starttls", "ca_file",
-                             "timeout"},
+                             "timeout", "cache_ttl", "cache_negative_ttl"},
         "ha": {"address", "home_interface", "home_network", "max_lifetime", "replay_window",
                "encapsulations", "reverse_tunneling", "vendor_id", "proxy_arp", "advertise",
                "advertisement_interval"},

@@ -4,14 +4,16 @@ Per accepted visitor: a permanent neighbour entry (home address → the MN's
 link-layer address: the FA never ARPs for a home address) and a /32 route on
 the visited link in mipro's table, so decapsulated traffic reaches the MN.
 
-What the MN sends is routed by source (seed Fig. 5): a rule
-``from HOME iif LAN lookup T`` selects the visitor's own table T, which holds
-the static routes its home agent sent, with their costs as metrics — the
-tunnel for the home network and the internet, the local interface for
-correspondents on the visited site — plus, with reverse tunnelling
-(RFC 3024), a default route into the tunnel.  Its filter rules go into its
-own iptables chain (firewall.py).  All of it goes when the visitor does,
-with the visitor's conntrack entries, so a denied flow cannot live on.
+What the MN sends is routed by source (seed Fig. 5): packets from its home
+address on the link are marked for its route profile and routed by the
+profile's table (routeprofiles.py), which holds the static routes its home
+agent sent, with their costs as metrics — the tunnel for the home network
+and the internet, the local interface for correspondents on the visited
+site — plus, with reverse tunnelling (RFC 3024), a default route into the
+tunnel.  Its filter rules are those of
+its policy (visitorfw.py: an ipset membership and a shared chain).  All of it
+goes when the visitor does, with the visitor's conntrack entries, so a denied
+flow cannot live on.
 """
 
 from __future__ import annotations
@@ -25,13 +27,15 @@ from pyroute2 import AsyncConntrack
 
 from ..core.fa import Visitor
 from ..wire.vendor import StaticRoute
-from .firewall import MobileFirewall
 from .netlink import Netlink, set_sysctl
 from .relay import MTU, UserspaceTunnel
+from .routeprofiles import MARK_MASK, MARK_SHIFT, RouteProfiles
+from .visitorfw import PerVisitorChains, VisitorFirewall, ipset_available
 
 LINK_PREFIX = "mip-"
 DEFAULT = IPv4Network("0.0.0.0/0")
-TABLE_OFFSET = 16  # visitor tables start at table + 16
+TABLE_OFFSET = 16  # route profile tables: table + 16 + 1 .. + (MARK_MASK >> MARK_SHIFT)
+PROFILE_TABLES = MARK_MASK >> MARK_SHIFT
 REVERSE_METRIC = 1000  # reverse tunnelling default: costlier than any profile route
 
 
@@ -50,10 +54,13 @@ class FaDataplane:
         self.visitors: dict[IPv4Address, Visitor] = {}
         self.ha_links: dict[IPv4Address, tuple[str, int]] = {}  # kernel: name, index
         self.lan_index = 0
-        self.firewall = MobileFirewall(interface)
+        self.firewall: VisitorFirewall | PerVisitorChains | None = None
         self.conntrack: AsyncConntrack | None = None
-        self.visitor_tables: dict[IPv4Address, int] = {}
-        self.applied_routes: dict[IPv4Address, list[tuple[str, int]]] = {}
+        self.ct_doomed: set[IPv4Address] = set()  # visitors whose flows are to be forgotten
+        self.ct_task: asyncio.Task | None = None
+        self.indexes: dict[str, int] = {}
+        self.profiles = RouteProfiles(self.nl, interface, table + TABLE_OFFSET,
+                                      rule_priority - 1, self._route_args)
 
     async def start(self, loop: asyncio.AbstractEventLoop | None) -> None:
         set_sysctl("net.ipv4.ip_forward", "1")
@@ -61,7 +68,13 @@ class FaDataplane:
         set_sysctl(f"net.ipv4.conf.{self.lan}.rp_filter", "2")
         self.lan_index = await self.nl.index(self.lan)
         await self.cleanup_leftovers()
-        removed = self.firewall.start()
+        why_not = await ipset_available()
+        self.firewall = VisitorFirewall(self.lan) if why_not is None else \
+            PerVisitorChains(self.lan)
+        if why_not is not None:
+            self.log("firewall-fallback", "warning", reason=f"no ipsets ({why_not}): one "
+                     "iptables chain per visitor, slower with many visitors")
+        removed = await self.firewall.start() + await self.profiles.start()
         if removed:
             self.log("reconciled-leftovers", chains=removed)
         # MN <-> local correspondents go through us (the mobile firewall sees them): no ICMP
@@ -81,7 +94,7 @@ class FaDataplane:
 
     async def cleanup_leftovers(self) -> None:
         count = 0
-        last = self.table + TABLE_OFFSET + 255
+        last = self.table + TABLE_OFFSET + PROFILE_TABLES
         tables = set()
         for rule in await self.nl.rules_for_table_range(self.table, last):
             src = {"src": rule["src"], "src_len": 32} if rule["src"] else {}
@@ -98,7 +111,10 @@ class FaDataplane:
         for v in list(self.visitors.values()):
             await self.remove_visitor(v)
         await self.nl.rule_del(self.table, self.prio)
-        self.firewall.stop()
+        await self.flows_forgotten()
+        await self.profiles.stop()
+        if self.firewall is not None:
+            await self.firewall.stop()
         if self.conntrack is not None:
             self.conntrack.close()
         for name, _ in list(self.ha_links.values()):
@@ -117,12 +133,12 @@ class FaDataplane:
         same = previous is not None and (previous.routes, previous.filters,
                                          previous.reverse_tunnel, previous.home_agent) == \
             (v.routes, v.filters, v.reverse_tunnel, v.home_agent)
-        if same and v.home_address in self.visitor_tables:
+        if same and v.home_address in self.profiles.member_of:
             return  # a renewal that changes nothing
         await self._apply_routes(v)
-        self.firewall.apply(v.home_address, v.filters)
+        await self.firewall.apply(v.home_address, v.filters)
         if previous is not None:  # changed policy: flows admitted under the old one go
-            await self._flush_conntrack(v.home_address)
+            self._forget_flows(v.home_address)
 
     async def remove_visitor(self, v: Visitor) -> None:
         current = self.visitors.get(v.home_address)
@@ -136,34 +152,25 @@ class FaDataplane:
             if getattr(exc, "code", None) not in (2, 3):
                 raise
         await self._remove_routes(v.home_address)
-        self.firewall.remove(v.home_address)
-        await self._flush_conntrack(v.home_address)
+        await self.firewall.remove(v.home_address)
+        self._forget_flows(v.home_address)
 
     # --- source-restricted routes (Fig. 5) --------------------------------------------
 
     async def _apply_routes(self, v: Visitor) -> None:
-        await self._remove_routes(v.home_address)
         routes = list(v.routes)
         if v.reverse_tunnel and not any(r.destination == DEFAULT for r in routes):
             routes.append(StaticRoute(DEFAULT, v.home_agent, REVERSE_METRIC, True))
-        if not routes:
-            return
-        table = self._allocate_table(v.home_address)
-        applied = []
-        for r in routes:
-            kwargs: dict[str, object] = {"dst": str(r.destination), "table": table,
-                                         "priority": r.cost}
-            if r.via_tunnel:
-                tunnel = self.tun_if if self.name == "userspace" else \
-                    (await self._ha_link(v.home_agent))[0]
-                kwargs |= {"oif": await self.nl.index(tunnel), "scope": 253}
-            else:
-                kwargs |= await self._local_nexthop(r)
-            await self.nl.ipr.route("replace", **kwargs)
-            applied.append((str(r.destination), r.cost))
-        self.applied_routes[v.home_address] = applied
-        await self.nl.rule_ensure(table, self.prio - 1, src=str(v.home_address), src_len=32,
-                                  iifname=self.lan)
+        await self.profiles.join(v.home_address, routes, v.home_agent)
+
+    async def _route_args(self, r: StaticRoute, home_agent: IPv4Address) -> dict[str, object]:
+        """Where a profile route leads: into the tunnel to the HA, or out on the visited
+        network."""
+        if r.via_tunnel:
+            tunnel = self.tun_if if self.name == "userspace" else \
+                (await self._ha_link(home_agent))[0]
+            return {"oif": await self._index(tunnel), "scope": 253}
+        return await self._local_nexthop(r)
 
     async def _local_nexthop(self, r: StaticRoute) -> dict[str, object]:
         """Where the visited network reaches a local destination: the given router, else
@@ -190,43 +197,62 @@ class FaDataplane:
         return out
 
     async def _remove_routes(self, home: IPv4Address) -> None:
-        table = self.visitor_tables.pop(home, None)
-        self.applied_routes.pop(home, None)
-        if table is None:
-            return
-        await self.nl.rule_del(table, self.prio - 1, src=str(home), src_len=32)
-        await self.nl.flush_table(table)
+        await self.profiles.leave(home)
 
-    def _allocate_table(self, home: IPv4Address) -> int:
-        used = set(self.visitor_tables.values())
-        for table in range(self.table + TABLE_OFFSET, self.table + TABLE_OFFSET + 100_000):
-            if table not in used:
-                self.visitor_tables[home] = table
-                return table
-        raise RuntimeError("no free route table for a visitor")
+    async def _index(self, ifname: str) -> int:
+        if ifname not in self.indexes:
+            self.indexes[ifname] = await self.nl.index(ifname)
+        return self.indexes[ifname]
 
-    async def _flush_conntrack(self, home: IPv4Address) -> int:
-        """Forget the visitor's flows: a flow denied from now on must not live on old state.
-        One dump (the kernel cannot filter it by address), one socket kept open."""
+    def _forget_flows(self, home: IPv4Address) -> None:
+        """Have the visitor's conntrack entries flushed, right after this change.
+
+        A conntrack dump walks every hash bucket of the table (262,144 here: ~10 ms
+        even when empty), so removals that come together share one dump."""
+        self.ct_doomed.add(home)
+        if self.ct_task is None or self.ct_task.done():
+            self.ct_task = asyncio.get_running_loop().create_task(self._flush_logged())
+
+    async def flows_forgotten(self) -> None:
+        """Wait for pending conntrack flushes (tests, benchmarks, stop)."""
+        while self.ct_task is not None and not self.ct_task.done():
+            await self.ct_task
+
+    async def _flush_logged(self) -> None:
+        try:
+            await self._flush_conntrack()
+        except Exception as exc:  # noqa: BLE001 - a daemon keeps going; say what failed
+            self.log("conntrack-flush-failed", "error", reason=repr(exc))
+
+    async def _flush_conntrack(self) -> int:
+        """Forget the doomed visitors' flows: a flow denied from now on must not live on
+        old state.  One dump (the kernel cannot filter it by address), one socket kept."""
+        await asyncio.sleep(0)  # let the removals of this batch join
+        addresses = {str(a) for a in self.ct_doomed}
+        self.ct_doomed.clear()
         if self.conntrack is None:
             self.conntrack = AsyncConntrack()
             await self.conntrack.setup_endpoint()
-        address = str(home)
         doomed = []
         async for entry in await self.conntrack.dump_entries():
             orig = entry.tuple_orig
-            if address in (orig.saddr, orig.daddr):
+            if orig.saddr in addresses or orig.daddr in addresses:
                 doomed.append(entry)
         for entry in doomed:
             with contextlib.suppress(Exception):  # gone meanwhile
                 await self.conntrack.delete(entry)
+        if self.ct_doomed:  # more came while we dumped
+            return len(doomed) + await self._flush_conntrack()
         return len(doomed)
 
     def routes_status(self, home: IPv4Address) -> dict[str, object]:
-        return {"table": self.visitor_tables.get(home),
+        profile = self.profiles.profile_of(home)
+        return {"table": profile.table if profile else None,
+                "fwmark": f"{profile.mark:#x}/{MARK_MASK:#x}" if profile else None,
+                "shared_by": profile.members if profile else 0,
                 "routes": [{"destination": d, "metric": m}
-                           for d, m in self.applied_routes.get(home, [])],
-                "filter_counters": self.firewall.counters(home)}
+                           for d, m in (profile.routes if profile else [])],
+                "filter_counters": self.firewall.counters(home) if self.firewall else []}
 
     async def _ha_link(self, ha: IPv4Address) -> tuple[str, int]:
         """Kernel backend: one ipip link per home agent (decapsulation and reverse tunnel)."""

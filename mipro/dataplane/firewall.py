@@ -36,11 +36,13 @@ def nat_chain_name(home: IPv4Address) -> str:
     return NAT_PREFIX + home.packed.hex()
 
 
-def nat_rule(f: FilterRule, home: IPv4Address) -> iptc.Rule:
+def nat_rule(f: FilterRule, home: IPv4Address | None) -> iptc.Rule:
     """Source NAT for a filter rule with the NAT action (seed Fig. 4's NAT index): to its
-    address, or to the agent's own outgoing address when that is 0.0.0.0."""
-    r = _rule(f.source if f.source.prefixlen else IPv4Network(home), f.destination, f.protocol,
-              f.sport, f.dport, "MASQUERADE" if not int(f.nat_address) else "SNAT", home)
+    address, or to the agent's own outgoing address when that is 0.0.0.0.  Without a
+    ``home`` the jump to the chain already selects the visitor (visitorfw.py)."""
+    src = f.source if f.source.prefixlen or home is None else IPv4Network(home)
+    r = _rule(src, f.destination, f.protocol, f.sport, f.dport,
+              "MASQUERADE" if not int(f.nat_address) else "SNAT", home)
     if int(f.nat_address):
         r.target.to_source = str(f.nat_address)
     return r
@@ -53,7 +55,7 @@ def _ports(rng: tuple[int, int]) -> str | None:
 
 
 def _rule(src: IPv4Network, dst: IPv4Network, proto: int, sport: tuple[int, int],
-          dport: tuple[int, int], target: str, home: IPv4Address) -> iptc.Rule:
+          dport: tuple[int, int], target: str, home: IPv4Address | None) -> iptc.Rule:
     r = iptc.Rule()
     if src.prefixlen:
         r.src = str(src)

@@ -33,9 +33,12 @@ RECV_BATCH = 256
 def make_store(cfg: HaConfig):
     if cfg.subscriber_store == "file":
         return load_subscribers(cfg.subscribers_file)
+    from ..subscribers.cache import CachedStore
     from ..subscribers.ldap_store import LdapSettings, LdapStore
 
-    return LdapStore(LdapSettings(**cfg.ldap))
+    settings = dict(cfg.ldap)
+    ttl, negative_ttl = settings.pop("cache_ttl"), settings.pop("cache_negative_ttl")
+    return CachedStore(LdapStore(LdapSettings(**settings)), ttl, negative_ttl)
 
 
 def make_policy(cfg: HaConfig) -> HaPolicy:
@@ -144,10 +147,13 @@ class HaDaemon(EngineDaemon):
         if changed:
             self.log("reload-needs-restart", "warning", keys=",".join(changed))
         self.engine.policy = make_policy(cfg)
-        self.engine.store = store
+        old, self.engine.store = self.engine.store, store
+        if hasattr(old, "close"):
+            old.close()
         self.cfg = cfg if not changed else self.cfg
         self.log.set_level(cfg.runtime.log_level)
-        self.log("reloaded", subscribers=len(store), config=cfg.path)
+        self.log("reloaded", subscribers=len(store) if hasattr(store, "__len__") else "ldap",
+                 config=cfg.path)
 
     # --- datagrams and timers -----------------------------------------------------------
 

@@ -62,7 +62,10 @@ def run(socket_path: str | None, role: str | None, as_json: bool) -> int:
               f"{'yes' if v['reverse_tunnel'] else 'no'}")
         applied = v.get("applied") or {}
         if v.get("routes"):  # the seed's Fig. 5
-            print(f"  routing table {applied.get('table', '-')} (source {v['home_address']}):")
+            shared = applied.get("shared_by", 0)
+            print(f"  routing table {applied.get('table', '-')} (source {v['home_address']}, "
+                  f"fwmark {applied.get('fwmark', '-')}"
+                  + (f", shared by {shared} visitors" if shared > 1 else "") + "):")
             print(f"    {'destination':<18} {'next hop':<16} {'cost':>5}")
             for r in v["routes"]:
                 hop = "tunnel to HA" if r["via"] == "tunnel" else \

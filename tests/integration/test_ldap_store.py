@@ -114,3 +114,28 @@ def test_garbage_entry_is_store_unavailable(tmp_path):
             LdapStore(settings(s)).lookup(HOME)
     finally:
         s.stop()
+
+
+def test_cache_reuses_a_profile_until_its_ttl(server):
+    """A profile changed in the directory reaches the HA when the cached copy expires."""
+    import ldap3
+
+    from mipro.subscribers.cache import CachedStore
+
+    now = [0.0]
+    store = CachedStore(LdapStore(settings(server)), ttl=60, clock=lambda: now[0])
+    before = store.lookup(HOME)
+    with ldap3.Connection(server.url, slapd_mod.ADMIN_DN, slapd_mod.ADMIN_PW,
+                          auto_bind=True) as admin:
+        assert admin.search(slapd_mod.BASE_DN, "(miproHomeAddress=10.1.0.100)")
+        dn = admin.entries[0].entry_dn
+        admin.modify(dn, {"miproMaxLifetime": [(ldap3.MODIFY_REPLACE, ["120"])]})
+        assert admin.result["result"] == 0, admin.result
+        try:
+            assert store.lookup(HOME).max_lifetime == before.max_lifetime  # cached
+            now[0] += 61
+            assert store.lookup(HOME).max_lifetime == 120  # asked again
+            assert (store.hits, store.misses) == (1, 2)
+        finally:
+            admin.modify(dn, {"miproMaxLifetime": [(ldap3.MODIFY_REPLACE,
+                                                    [str(before.max_lifetime)])]})

@@ -31,14 +31,27 @@ def test_everything_goes_with_the_visitor(make_lab):
     assert "routing table" in text and "198.51.100.0/24" in text and "tunnel to HA" in text
     assert "filter table:" in text and "udp/5060-5061" in text and "deny (both ways)" in text
     assert "agent address" in text and "accept + log" in text
-    assert f"from {HOME} iif lan0 lookup {table}" in lab.exec("fa1", "ip", "rule").stdout
+    fwmark = visitor["applied"]["fwmark"]
+    assert f"fwmark {fwmark} iif lan0 lookup {table}" in lab.exec("fa1", "ip", "rule").stdout
+    mangle = lab.exec("fa1", "iptables-legacy", "-t", "mangle", "-S").stdout
+    assert "-A MIPRO-MARK -i lan0 -m set --match-set mipro-r-" in mangle
+    assert "\n10.1.0.100\n" in lab.exec("fa1", "ipset", "list").stdout + "\n"
     routes = lab.exec("fa1", "ip", "route", "show", "table", str(table)).stdout
     assert "198.51.100.0/24 dev lan0" in routes and "metric 5" in routes
     assert "default dev mip0" in routes and "metric 100" in routes
+    # the visitor's filter rules: its policy's chain, selected by the policy's ipset
+    policy = visitor["applied"]["filter_counters"][0]["policy"]
     chains = lab.exec("fa1", "iptables-legacy", "-S").stdout
-    assert "-N MIPRO-V-0a010064" in chains and "-A FORWARD -j MIPRO-FWD" in chains
+    assert f"-N MIPRO-P-{policy}" in chains and "-A FORWARD -j MIPRO-FWD" in chains
+    assert f"-A MIPRO-FWD -i lan0 -m set --match-set mipro-p-{policy} src " \
+           f"-j MIPRO-P-{policy}" in chains
+    assert f"-A MIPRO-FWD -o lan0 -m set --match-set mipro-p-{policy} dst " \
+           f"-j MIPRO-P-{policy}" in chains
+    members = lab.exec("fa1", "ipset", "list", f"mipro-p-{policy}").stdout
+    assert "\n10.1.0.100\n" in members + "\n"
     nat = lab.exec("fa1", "iptables-legacy", "-t", "nat", "-S").stdout
-    assert "-A MIPRO-N-0a010064 -s 10.1.0.100/32 -d 198.51.100.20/32 -p tcp" in nat
+    assert f"-A MIPRO-NAT -m set --match-set mipro-p-{policy} src -j MIPRO-PN-{policy}" in nat
+    assert f"-A MIPRO-PN-{policy} -d 198.51.100.20/32 -p tcp" in nat
     assert "--dport 8080 -j MASQUERADE" in nat
     # a flow the conntrack table knows about (a stateful rule makes the kernel track this
     # namespace's traffic), then the MN leaves
@@ -48,16 +61,21 @@ def test_everything_goes_with_the_visitor(make_lab):
     assert "10.1.0.100" in lab.exec("fa1", "conntrack", "-L", check=False).stdout
     lab.stop_service("mn")
     lab.wait_for(lambda: not lab.status("fa1")["visitors"], 10, "visitor removal")
-    assert f"from {HOME}" not in lab.exec("fa1", "ip", "rule").stdout
+    assert f"lookup {table}" not in lab.exec("fa1", "ip", "rule").stdout
+    assert "MIPRO-MARK -i" not in lab.exec("fa1", "iptables-legacy", "-t", "mangle", "-S").stdout
     assert lab.exec("fa1", "ip", "route", "show", "table", str(table),
                     check=False).stdout.strip() == ""
-    assert "MIPRO-V-" not in lab.exec("fa1", "iptables-legacy", "-S").stdout
-    assert "MIPRO-N-" not in lab.exec("fa1", "iptables-legacy", "-t", "nat", "-S").stdout
-    assert "10.1.0.100" not in lab.exec("fa1", "conntrack", "-L", check=False).stdout
+    assert "MIPRO-P-" not in lab.exec("fa1", "iptables-legacy", "-S").stdout  # last member
+    assert "MIPRO-PN-" not in lab.exec("fa1", "iptables-legacy", "-t", "nat", "-S").stdout
+    assert "mipro-p-" not in lab.exec("fa1", "ipset", "list", "-n").stdout
+    lab.wait_for(lambda: "10.1.0.100" not in lab.exec("fa1", "conntrack", "-L",
+                                                      check=False).stdout, 5, "conntrack flush")
     # and when the FA stops, its own chains go too
     lab.stop_service("fa1")
     assert "MIPRO" not in lab.exec("fa1", "iptables-legacy", "-S").stdout
     assert "MIPRO" not in lab.exec("fa1", "iptables-legacy", "-t", "nat", "-S").stdout
+    assert "MIPRO" not in lab.exec("fa1", "iptables-legacy", "-t", "mangle", "-S").stdout
+    assert "mipro" not in lab.exec("fa1", "ipset", "list", "-n").stdout
 
 
 def test_colocated_mobile_node_applies_its_profile(make_lab):

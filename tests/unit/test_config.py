@@ -182,6 +182,7 @@ def test_ldap_store_settings(tmp_path):
     ha.write_text(text)
     cfg = load_ha(ha)
     assert cfg.ldap["password"] == "s3cret" and cfg.ldap["url"].startswith("ldaps://")
+    assert (cfg.ldap["cache_ttl"], cfg.ldap["cache_negative_ttl"]) == (60.0, 5.0)
     pw.chmod(0o644)
     with pytest.raises(ConfigError) as err:
         load_ha(ha)

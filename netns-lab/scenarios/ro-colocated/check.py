@@ -37,8 +37,12 @@ def udp_reaches(lab: Lab, sender: str, receiver: str, dst: str, port: int) -> bo
 def run(lab: Lab, say=print) -> None:
     both = lab.wait_for(lambda: registered(lab), 40, "registration with a co-located address")
     coa = both["mn"]["colocated_address"].split("/")[0]
-    table = lab.exec("mn", "ip", "route", "show", "table", "434").stdout
-    assert "10.1.0.0/24 dev mip0" in table and "203.0.113.0/24 via 198.51.100.1 dev eth0" in table
+
+    def applied() -> str:  # the MN applies its profile right after the state changes
+        table = lab.exec("mn", "ip", "route", "show", "table", "434").stdout
+        return table if "10.1.0.0/24 dev mip0" in table and \
+            "203.0.113.0/24 via 198.51.100.1 dev eth0" in table else ""
+    table = lab.wait_for(applied, 5, "the MN's profile routes in table 434")
     say("MN table 434 (Fig. 11):\n      " + table.strip().replace("\n", "\n      "))
     before = ha_packets(lab)
     res = lab.tcp_transfer("mn", "cn-inet", "203.0.113.10", 200_000, port=5004)

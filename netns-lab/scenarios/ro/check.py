@@ -37,7 +37,8 @@ def udp_reaches(lab: Lab, sender: str, receiver: str, dst: str, port: int) -> bo
 def run(lab: Lab, say=print) -> None:
     visitor = lab.wait_for(lambda: registered(lab), 30, "registration with routes at FA1")
     applied = visitor["applied"]
-    say(f"FA1 applied for {HOME} (table {applied['table']}, rule from {HOME} iif lan0):")
+    say(f"FA1 applied for {HOME} (table {applied['table']}, packets from {HOME} on lan0 "
+        f"marked {applied['fwmark']}):")
     for r in visitor["routes"]:
         say(f"  route {r['destination']:<16} via {r['via']:<6} cost {r['cost']}")
     for f in visitor["filters"]:
@@ -87,6 +88,7 @@ def rtt_table(lab: Lab, say=print) -> dict:
     before = ha_tunnel_packets(lab)
     lab.ping("mn", CN_LOCAL, count=5)
     on_local_via_ha = ha_tunnel_packets(lab) - before
+    table = lab.status("fa1")["visitors"][0]["applied"]["table"]
     subs = lab.conf("ha", "subscribers.toml")
     text = subs.read_text()
     subs.write_text(text[: text.index("# Fig. 5")])  # the same subscriber, no routes or filters
@@ -94,8 +96,8 @@ def rtt_table(lab: Lab, say=print) -> dict:
     lab.wait_for(lambda: sum("event=reloaded" in x for x in lab.log_lines("ha")), 5, "reload")
     lab.stop_service("mn")  # deregisters through FA1, which removes everything it applied
     lab.wait_for(lambda: not lab.status("fa1")["visitors"], 10, "FA1 to drop the visitor")
-    assert "MIPRO-V-" not in lab.exec("fa1", "iptables-legacy", "-S").stdout
-    assert f"from {HOME}" not in lab.exec("fa1", "ip", "rule").stdout
+    assert "MIPRO-P-" not in lab.exec("fa1", "iptables-legacy", "-S").stdout
+    assert f"lookup {table}" not in lab.exec("fa1", "ip", "rule").stdout
     lab.start_service("mn")
     lab.wait_for(lambda: lab.status("mn")["state"] == "registered" and
                  lab.status("fa1")["visitors"], 30, "registration without route optimization")

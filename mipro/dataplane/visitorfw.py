@@ -1,0 +1,279 @@
+"""The foreign agent's mobile firewall at a cost per visitor that does not grow with visitors.
+
+Visitors with the same filter rules share one *policy*: an ipset of their
+home addresses and one chain of rules, jumped to from mipro's top chain for
+packets from or to a member on the visited link:
+
+    FORWARD -> MIPRO-FWD -[-i LAN --match-set mipro-p-<id> src]-> MIPRO-P-<id>
+                         -[-o LAN --match-set mipro-p-<id> dst]-> MIPRO-P-<id>
+    POSTROUTING -> MIPRO-NAT -[--match-set mipro-p-<id> src]-> MIPRO-PN-<id>  (NAT action)
+
+A visitor joining a policy that exists is one ipset add through netlink
+(pyroute2), leaving it one ipset delete: no libiptc commit, whose cost grows
+with the whole table.  Only the first visitor of a new policy, and the last
+to leave it, rewrite the table, at a cost that grows with the number of
+policies, not of visitors.  The policy id is a hash of the rules' bytes, so
+the same profile from any home agent lands in the same policy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+
+import iptc
+from pyroute2.ipset import AsyncIPSet
+
+from ..wire.vendor import FilterRule, Verdict
+from .firewall import NAT_TOP, TOP, MobileFirewall, drop_chain, nat_rule, rules_for
+
+SET_PREFIX = "mipro-p-"
+CHAIN_PREFIX = "MIPRO-P-"
+NAT_CHAIN_PREFIX = "MIPRO-PN-"
+MAX_MEMBERS = 1 << 20  # visitors per policy (the kernel's default is 65,536)
+
+
+def policy_id(filters: tuple[FilterRule, ...]) -> str:
+    return hashlib.sha256(b"".join(f.encode() for f in filters)).hexdigest()[:12]
+
+
+@dataclass
+class Policy:
+    id: str
+    filters: tuple[FilterRule, ...]
+    members: int = 0
+    nat: bool = False
+
+    @property
+    def set_name(self) -> str:
+        return SET_PREFIX + self.id
+
+    @property
+    def chain(self) -> str:
+        return CHAIN_PREFIX + self.id
+
+    @property
+    def nat_chain(self) -> str:
+        return NAT_CHAIN_PREFIX + self.id
+
+
+async def ipset_available() -> str | None:
+    """None if this kernel has ipsets (hash:ip), else why not."""
+    probe = SET_PREFIX + "probe"
+    ipset = AsyncIPSet()
+    try:
+        await ipset.setup_endpoint()
+        with contextlib.suppress(Exception):  # a leftover probe
+            await ipset.destroy(probe)
+        await ipset.create(probe, stype="hash:ip")
+        await ipset.destroy(probe)
+        return None
+    except Exception as exc:  # noqa: BLE001 - any failure means: use per-visitor chains
+        return repr(exc)
+    finally:
+        ipset.close()
+
+
+def _set_match(rule: iptc.Rule, name: str, direction: str) -> None:
+    m = rule.create_match("set")
+    m.match_set = [name, direction]
+
+
+class VisitorFirewall:
+    def __init__(self, interface: str) -> None:
+        self.interface = interface
+        self.table = iptc.Table(iptc.Table.FILTER)
+        self.table.autocommit = False
+        self.nat = iptc.Table(iptc.Table.NAT)
+        self.nat.autocommit = False
+        self.ipset = AsyncIPSet()
+        self.policies: dict[str, Policy] = {}
+        self.member_of: dict[IPv4Address, str] = {}
+
+    # --- lifecycle --------------------------------------------------------------------
+
+    async def start(self) -> int:
+        """Our top chains hooked first; what an earlier run left is removed first."""
+        await self.ipset.setup_endpoint()
+        removed = await self._remove_all()
+        self.table.refresh()
+        if not self.table.is_chain(TOP):
+            self.table.create_chain(TOP)
+        jump = iptc.Rule()
+        jump.target = iptc.Target(jump, TOP)
+        iptc.Chain(self.table, "FORWARD").insert_rule(jump)
+        self._commit(self.table)
+        self.nat.refresh()
+        if not self.nat.is_chain(NAT_TOP):
+            self.nat.create_chain(NAT_TOP)
+        jump = iptc.Rule()
+        jump.target = iptc.Target(jump, NAT_TOP)
+        iptc.Chain(self.nat, "POSTROUTING").insert_rule(jump)
+        self._commit(self.nat)
+        return removed
+
+    async def stop(self) -> None:
+        await self._remove_all()
+        self.ipset.close()
+
+    async def _remove_all(self) -> int:
+        removed = 0
+        for table, hook, top, prefix in ((self.table, "FORWARD", TOP, CHAIN_PREFIX),
+                                         (self.nat, "POSTROUTING", NAT_TOP, NAT_CHAIN_PREFIX)):
+            table.refresh()
+            for rule in list(iptc.Chain(table, hook).rules):
+                if rule.target.name == top:
+                    iptc.Chain(table, hook).delete_rule(rule)
+            # also the per-visitor chains of the ipset-less fallback (firewall.py)
+            ours = [c for c in table.chains if c.name == top or c.name.startswith(
+                (prefix, "MIPRO-V-", "MIPRO-N-"))]
+            for chain in ours:
+                chain.flush()
+            for chain in ours:
+                chain.delete()
+                removed += 1
+            self._commit(table)
+        async for msg in await self.ipset.list():
+            name = msg.get_attr("IPSET_ATTR_SETNAME")
+            if name and name.startswith(SET_PREFIX):
+                await self.ipset.destroy(name)
+                removed += 1
+        self.policies.clear()
+        self.member_of.clear()
+        return removed
+
+    @staticmethod
+    def _commit(table: iptc.Table) -> None:
+        table.commit()
+        table.refresh()
+
+    # --- visitors ---------------------------------------------------------------------
+
+    async def apply(self, home: IPv4Address, filters: tuple[FilterRule, ...]) -> None:
+        """Idempotent: afterwards ``home`` is filtered by exactly these rules."""
+        pid = policy_id(filters) if filters else None
+        old = self.member_of.get(home)
+        if old == pid:
+            return
+        if pid is not None:
+            policy = self.policies.get(pid) or await self._create(pid, filters)
+            await self._ensure_set_member(policy, home)
+            self.member_of[home] = pid
+        else:
+            self.member_of.pop(home, None)
+        if old is not None:
+            await self._leave(self.policies[old], home)
+
+    async def remove(self, home: IPv4Address) -> None:
+        old = self.member_of.pop(home, None)
+        if old is not None:
+            await self._leave(self.policies[old], home)
+
+    async def _ensure_set_member(self, policy: Policy, home: IPv4Address) -> None:
+        try:
+            await self.ipset.add(policy.set_name, str(home))
+        except Exception as exc:  # noqa: BLE001 - already a member (a restart): fine
+            if getattr(exc, "code", None) != 4103 or "already" not in str(exc):
+                raise
+        policy.members += 1
+
+    async def _leave(self, policy: Policy, home: IPv4Address) -> None:
+        try:
+            await self.ipset.delete(policy.set_name, str(home))
+        except Exception as exc:  # noqa: BLE001 - not a member any more: fine
+            if getattr(exc, "code", None) != 4103 or "not added" not in str(exc):
+                raise
+        policy.members -= 1
+        if policy.members <= 0:
+            await self._drop(policy)
+
+    # --- policies ---------------------------------------------------------------------
+
+    async def _create(self, pid: str, filters: tuple[FilterRule, ...]) -> Policy:
+        """The set first (rules refer to it by name), then chain, rules and jumps."""
+        policy = Policy(pid, filters)
+        await self.ipset.create(policy.set_name, stype="hash:ip", maxelem=MAX_MEMBERS)
+        self.table.refresh()
+        chain = self.table.create_chain(policy.chain)
+        for f in filters:
+            for r in rules_for(IPv4Address(0), f):
+                chain.append_rule(r)
+        top = iptc.Chain(self.table, TOP)
+        for direction, attr in (("src", "in_interface"), ("dst", "out_interface")):
+            j = iptc.Rule()
+            setattr(j, attr, self.interface)
+            _set_match(j, policy.set_name, direction)
+            j.target = iptc.Target(j, policy.chain)
+            top.append_rule(j)
+        self._commit(self.table)
+        translated = [f for f in filters if f.nat and f.verdict is Verdict.ACCEPT]
+        if translated:
+            self.nat.refresh()
+            chain = self.nat.create_chain(policy.nat_chain)
+            for f in translated:
+                chain.append_rule(nat_rule(f, None))
+            j = iptc.Rule()
+            _set_match(j, policy.set_name, "src")
+            j.target = iptc.Target(j, policy.nat_chain)
+            iptc.Chain(self.nat, NAT_TOP).append_rule(j)
+            self._commit(self.nat)
+            policy.nat = True
+        self.policies[pid] = policy
+        return policy
+
+    async def _drop(self, policy: Policy) -> None:
+        self.policies.pop(policy.id, None)
+        if policy.nat:
+            self.nat.refresh()
+            drop_chain(self.nat, NAT_TOP, policy.nat_chain)
+            self._commit(self.nat)
+        self.table.refresh()
+        drop_chain(self.table, TOP, policy.chain)
+        self._commit(self.table)
+        await self.ipset.destroy(policy.set_name)
+
+    # --- status -----------------------------------------------------------------------
+
+    def counters(self, home: IPv4Address) -> list[dict[str, object]]:
+        """The rules of the visitor's policy chain; counts are the policy's (shared)."""
+        pid = self.member_of.get(home)
+        if pid is None:
+            return []
+        self.table.refresh()
+        name = CHAIN_PREFIX + pid
+        if not self.table.is_chain(name):
+            return []
+        out = []
+        for rule in iptc.Chain(self.table, name).rules:
+            packets, _ = rule.get_counters()
+            out.append({"source": rule.src, "destination": rule.dst, "protocol": rule.protocol,
+                        "target": rule.target.name, "packets": packets, "policy": pid,
+                        "shared_by": self.policies[pid].members})
+        return out
+
+
+class PerVisitorChains:
+    """Without ipsets: a chain per visitor (firewall.py), behind the same interface.
+
+    Correct, but each change is a libiptc commit of the whole table, so its
+    cost grows with the number of visitors."""
+
+    def __init__(self, interface: str) -> None:
+        self.fw = MobileFirewall(interface)
+
+    async def start(self) -> int:
+        return self.fw.start()
+
+    async def stop(self) -> None:
+        self.fw.stop()
+
+    async def apply(self, home: IPv4Address, filters: tuple[FilterRule, ...]) -> None:
+        self.fw.apply(home, filters)
+
+    async def remove(self, home: IPv4Address) -> None:
+        self.fw.remove(home)
+
+    def counters(self, home: IPv4Address) -> list[dict[str, object]]:
+        return self.fw.counters(home)
