@@ -58,7 +58,7 @@ bench: setup
 	$(PY) bench/handover.py
 
 # The lab: HA, MN (and later FA) daemons in network namespaces, scenario by scenario.
-DEMO_SCENARIOS ?= colocated handover ro ro-colocated
+DEMO_SCENARIOS ?= colocated handover ro ro-colocated nat
 demo: setup
 	$(PY) -m mipro.lab.cli run $(DEMO_SCENARIOS)
 

@@ -50,6 +50,8 @@ class HaConfig:
     ldap: dict | None = None  # url, base_dn, bind_dn, password, starttls, ca_file, timeout
     advertise: bool = True
     advertisement_interval: float = 1.0
+    udp_tunnelling: bool = True
+    udp_keepalive: int = 110
     role: str = "ha"
 
 
@@ -79,6 +81,7 @@ class MnConfig:
     tunnel_ports: tuple[tuple[str, int, int], ...] = ()
     fa_peers: dict[IPv4Address, SecurityAssociation] = field(default_factory=dict)
     notify_previous_fa: bool = True
+    udp_tunnel: str = "auto"
     role: str = "mn"
 
 
@@ -171,6 +174,8 @@ def load_ha(path: str | Path) -> HaConfig:
         ldap=_ldap(c) if store == "ldap" else None,
         advertise=c.get("ha.advertise", bool, True),
         advertisement_interval=c.number("ha.advertisement_interval", 1.0, 0.1),
+        udp_tunnelling=c.get("ha.udp_tunnelling", bool, True),
+        udp_keepalive=c.integer("ha.udp_keepalive", 110, 1, 65535),
     )
     c.unknown_keys({
         "": {"ha", "dataplane", "runtime", "subscribers", "fa_peer"},
@@ -178,7 +183,7 @@ def load_ha(path: str | Path) -> HaConfig:
                              "timeout", "cache_ttl", "cache_negative_ttl"},
         "ha": {"address", "home_interface", "home_network", "max_lifetime", "replay_window",
                "encapsulations", "reverse_tunneling", "vendor_id", "proxy_arp", "advertise",
-               "advertisement_interval"},
+               "advertisement_interval", "udp_tunnelling", "udp_keepalive"},
         "dataplane": {"backend", "table", "rule_priority", "tunnel_interface"},
         "runtime": {"control_socket", "state_file", "log_level"},
         "subscribers": {"store", "file", "ldap"},
@@ -251,13 +256,14 @@ def load_mn(path: str | Path) -> MnConfig:
         tunnel_ports=_ports(c, "mn.tunnel_ports"),
         fa_peers=_peers(c, "fa_peer", "address"),
         notify_previous_fa=c.get("mn.notify_previous_fa", bool, True),
+        udp_tunnel=c.choice("mn.udp_tunnel", ("auto", "always", "never"), "auto"),
     )
     c.unknown_keys({
         "": {"mn", "interface", "dataplane", "runtime", "fa_peer"},
         "mn": {"home_address", "home_agent", "home_network", "nai", "spi", "key", "algorithm",
                "replay", "lifetime", "reverse_tunnel", "encapsulation", "vendor_id", "mode",
                "discovery_wait", "home_gateway", "solicit_on_attach", "tunnel_ports",
-               "notify_previous_fa"},
+               "notify_previous_fa", "udp_tunnel"},
         "interface": {"name", "care_of", "address", "gateway"},
         "dataplane": {"backend", "table", "rule_priority", "tunnel_interface"},
         "runtime": {"control_socket", "state_file", "log_level"},

@@ -7,6 +7,7 @@ denial is answered with its RFC code and changes no state.
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address
 
@@ -20,12 +21,15 @@ from ..wire import (
     ExtType,
     FaHaAuth,
     FilterRulesExtension,
+    MnFaChallenge,
     MnHaAuth,
     Nai,
     RegistrationReply,
     RegistrationRequest,
     RequestFlags,
     StaticRoutesExtension,
+    UdpTunnelReply,
+    UdpTunnelRequest,
     code_name,
 )
 from ..wire.messages import REGISTRATION_REQUEST
@@ -42,6 +46,18 @@ class HaPolicy:
     reverse_tunneling: bool = True
     vendor_id: int = 32473
     fa_associations: dict[IPv4Address, SecurityAssociation] = field(default_factory=dict)
+    udp_tunnelling: bool = True  # RFC 3519, for mobile nodes behind a NAPT
+    udp_keepalive: int = 110  # seconds, told to the MN in the UDP Tunnel Reply
+    nat_challenge_timeout: float = 30.0
+
+
+@dataclass
+class _Challenge:
+    """Seed Fig. 9b: a NAPT was seen; the MN must echo this from behind it."""
+
+    value: bytes
+    source: IPv4Address
+    expires: float
 
 
 @dataclass
@@ -51,11 +67,14 @@ class _ReplayState:
 
 
 class Denied(Exception):
-    def __init__(self, code: Code, reason: str, identification: int | None = None) -> None:
+    def __init__(self, code: Code, reason: str, identification: int | None = None,
+                 challenge: bytes = b"", sa: SecurityAssociation | None = None) -> None:
         super().__init__(reason)
         self.code = code
         self.reason = reason
         self.identification = identification
+        self.challenge = challenge  # with 131 behind a NAPT: the MN answers it
+        self.sa = sa  # the MN's key, when the request authenticated
 
 
 class HomeAgent:
@@ -64,6 +83,7 @@ class HomeAgent:
         self.store = store
         self.bindings = BindingTable()
         self.replay: dict[IPv4Address, _ReplayState] = {}
+        self.challenges: dict[IPv4Address, _Challenge] = {}
         self.ctx = DecodeContext(vendor_id=policy.vendor_id)
         self.counters: dict[str, int] = {}
 
@@ -150,6 +170,9 @@ class HomeAgent:
         if reverse and not self.policy.reverse_tunneling:
             raise Denied(Code.HA_REVERSE_TUNNEL_UNAVAILABLE, "reverse tunnelling disabled",
                          reply_id)
+        udp = self._nat_traversal(req, src, port, sa, reply_id, now)
+        if udp is not None:
+            encapsulation = "udp"
 
         # accepted: update replay state only now, so a denial changes nothing
         state.last_accepted = req.identification
@@ -179,7 +202,8 @@ class HomeAgent:
                 "encap": encapsulation, "reverse": reverse, "src": f"{src}:{port}"}))
         reply = RegistrationReply.build(code=code, lifetime=lifetime,
                                         home_address=req.home_address,
-                                        home_agent=req.home_agent, identification=reply_id)
+                                        home_agent=req.home_agent, identification=reply_id,
+                                        extensions=[udp] if udp is not None and lifetime else [])
         nvse = self._route_optimization(sub, req.home_agent) if lifetime else b""
         if req.flags & RequestFlags.D:  # co-located: the MN applies them, under MN-HA auth
             data = self._sign(reply.encode() + nvse, sa)
@@ -187,6 +211,50 @@ class HomeAgent:
             data = self._sign(reply.encode(), sa) + nvse
         actions.insert(0, Send(src, port, self._sign_for_fa(data, src)))
         return actions
+
+    def _nat_traversal(self, req: RegistrationRequest, src: IPv4Address, port: int,
+                       sa: SecurityAssociation, reply_id: int,
+                       now: float) -> UdpTunnelReply | None:
+        """RFC 3519 and seed Fig. 9b: a request whose source is not its care-of address
+        crossed a NAPT.  The first such request is answered 131 with a challenge; the
+        MN's next one must carry it back from the same public address.  Then the
+        binding tunnels in UDP to the NAPT's public address and port.  The MN may also
+        ask for UDP tunnelling without a NAPT (F flag).  A renewal through the same
+        public address and port is not challenged again.  Returns the UDP Tunnel Reply
+        to send, or None for a plain IP tunnel."""
+        if not req.lifetime or req.care_of_address == req.home_address:
+            return None
+        utr = req.find(UdpTunnelRequest)
+        nat = req.care_of_address != src and req.flags & RequestFlags.D
+        if not nat and not (utr is not None and utr.forced):
+            return None
+        if utr is None:
+            raise Denied(Code.HA_UDP_ENCAPSULATION_UNAVAILABLE,
+                         f"a NAPT between the MN and us (request from {src}, care-of "
+                         f"{req.care_of_address}) and no UDP tunnel request", reply_id, sa=sa)
+        if not self.policy.udp_tunnelling:
+            raise Denied(Code.HA_UDP_ENCAPSULATION_UNAVAILABLE, "UDP tunnelling disabled",
+                         reply_id, sa=sa)
+        if utr.encapsulation != 4:
+            raise Denied(Code.HA_UDP_ENCAPSULATION_UNAVAILABLE,
+                         f"UDP tunnel encapsulation {utr.encapsulation} (only 4, IP-in-IP)",
+                         reply_id, sa=sa)
+        current = self.bindings.get(req.home_address)
+        proven = current is not None and current.encapsulation == "udp" and \
+            (current.source, current.source_port) == (src, port)
+        if nat and not proven:
+            answer = req.find(MnFaChallenge)
+            pending = self.challenges.get(req.home_address)
+            if answer is None or pending is None or pending.expires < now or \
+                    pending.source != src or answer.challenge != pending.value:
+                value = secrets.token_bytes(16)
+                self.challenges[req.home_address] = _Challenge(
+                    value, src, now + self.policy.nat_challenge_timeout)
+                why = "no challenge answered" if answer is None else "wrong or stale challenge"
+                raise Denied(Code.HA_MN_FAILED_AUTH, f"NAPT at {src}: {why}", reply_id,
+                             challenge=value, sa=sa)
+            del self.challenges[req.home_address]
+        return UdpTunnelReply(0, forced=utr.forced, keepalive=self.policy.udp_keepalive)
 
     def _route_optimization(self, sub: Subscriber, home_agent: IPv4Address) -> bytes:
         """The subscriber's static routes and filters as mipro NVSEs (seed Figs. 6a-c)."""
@@ -236,9 +304,9 @@ class HomeAgent:
     def _deny(self, req: RegistrationRequest, src: IPv4Address, port: int, denial: Denied,
               now: float) -> list[Action]:
         self._count(f"denied_{int(denial.code)}")
-        sa = None
+        sa = denial.sa
         auth = req.find(MnHaAuth)
-        if auth is not None and denial.code != Code.HA_MN_FAILED_AUTH:
+        if sa is None and auth is not None and denial.code != Code.HA_MN_FAILED_AUTH:
             try:
                 sub = self.store.lookup(req.home_address)
             except StoreUnavailable:
@@ -249,9 +317,10 @@ class HomeAgent:
             home_agent = self.policy.addresses[0]  # RFC 5944 §3.8.3.2: tell the MN ours
         ident = denial.identification if denial.identification is not None else \
             req.identification
-        reply = RegistrationReply.build(code=denial.code, lifetime=0,
-                                        home_address=req.home_address, home_agent=home_agent,
-                                        identification=ident)
+        reply = RegistrationReply.build(
+            code=denial.code, lifetime=0, home_address=req.home_address, home_agent=home_agent,
+            identification=ident,
+            extensions=[MnFaChallenge(denial.challenge)] if denial.challenge else [])
         return [
             Send(src, port, self._sign_for_fa(self._sign(reply.encode(), sa), src)),
             Log("denied", {"home": req.home_address, "src": f"{src}:{port}",

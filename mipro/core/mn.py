@@ -31,6 +31,7 @@ from ..wire import (
     DecodeError,
     ExtType,
     FilterRulesExtension,
+    MnFaChallenge,
     MnHaAuth,
     Nai,
     PreviousFaNotification,
@@ -38,6 +39,8 @@ from ..wire import (
     RegistrationRequest,
     RequestFlags,
     StaticRoutesExtension,
+    UdpTunnelReply,
+    UdpTunnelRequest,
     code_name,
 )
 from ..wire.vendor import FilterRule, StaticRoute
@@ -80,6 +83,7 @@ class TunnelUp:
     lifetime: int
     routes: tuple[StaticRoute, ...] = ()
     filters: tuple[FilterRule, ...] = ()
+    udp_keepalive: int = 0  # UDP tunnelling (RFC 3519): send a keepalive this often
 
 
 @dataclass(frozen=True)
@@ -144,6 +148,8 @@ class MnSettings:
     solicit_on_attach: bool = True  # else wait for the next periodic advertisement
     fa_peers: dict[IPv4Address, SecurityAssociation] = field(default_factory=dict)  # MN-FA
     notify_previous_fa: bool = True  # when it has a key for the previous FA
+    udp_tunnel: str = "auto"  # co-located: ask for UDP tunnelling (auto: if behind a NAPT;
+    # always: the F flag, even without one; never)
 
 
 class MobileNode:
@@ -169,6 +175,8 @@ class MobileNode:
         self.reg_dst = settings.home_agent
         self.registered_agent: Agent | None = None  # the FA our accepted binding goes through
         self.previous_agent: Agent | None = None  # the FA to tell that we left it
+        self.nat_challenge = b""  # the HA saw a NAPT: echo this in the next request
+        self.udp_keepalive = 0  # the HA's keepalive interval when it tunnels in UDP
 
     # --- events -------------------------------------------------------------------
 
@@ -297,6 +305,14 @@ class MobileNode:
                             StartDhcp()]
         return actions
 
+    def udp_tunnel_silent(self, now: float) -> list[Action]:
+        """Nothing came back through the UDP tunnel for a while: the NAPT may have dropped
+        its mapping.  A registration makes a new one and tells the HA (RFC 3519 §5)."""
+        if self.state is not State.REGISTERED or not self.udp_keepalive:
+            return []
+        return [Log("udp-tunnel-silent", {"keepalive": self.udp_keepalive}, "warning")] + \
+            self._register(now, self.s.lifetime, "udp-tunnel-silent")
+
     def shutdown(self, now: float) -> list[Action]:
         """Deregister (lifetime 0) before the daemon stops."""
         if self.state not in (State.REGISTERED, State.REGISTERING) or \
@@ -326,6 +342,13 @@ class MobileNode:
         self.last_code = reply.code
         if reply.code == Code.HA_ID_MISMATCH:
             return self._resync(reply, now)
+        challenge = reply.find(MnFaChallenge)
+        if reply.code == Code.HA_MN_FAILED_AUTH and challenge is not None:
+            answered = pending.find(MnFaChallenge) is not None
+            self.nat_challenge = challenge.challenge
+            if not answered:  # seed Fig. 9b: the HA saw a NAPT; answer at once, once
+                return [Log("napt-challenge", {"src": f"{src}:{port}"})] + \
+                    self._register(now, pending.lifetime, "napt-challenge", keep_backoff=True)
         if not reply.accepted:
             self.pending = None
             self.retransmit_at = now + self.retransmit_delay
@@ -385,7 +408,11 @@ class MobileNode:
             flags |= RequestFlags.T
         if self.s.encapsulation == "gre":
             flags |= RequestFlags.G
-        exts = [Nai(self.s.nai)] if self.s.nai else []
+        exts: list = [Nai(self.s.nai)] if self.s.nai else []
+        if self.using == "colocated" and lifetime and self.s.udp_tunnel != "never":
+            exts.append(UdpTunnelRequest(forced=self.s.udp_tunnel == "always"))
+            if self.nat_challenge:
+                exts.append(MnFaChallenge(self.nat_challenge))
         req = RegistrationRequest.build(
             flags=flags, lifetime=lifetime, home_address=self.s.home_address,
             home_agent=self.s.home_agent, care_of_address=self.care_of_address,
@@ -490,6 +517,9 @@ class MobileNode:
             actions += self._tell_previous_fa_ourselves(now)
         routes = tuple(r for e in reply.find_all(StaticRoutesExtension) for r in e.entries)
         filters = tuple(f for e in reply.find_all(FilterRulesExtension) for f in e.entries)
+        udp = reply.find(UdpTunnelReply)
+        self.nat_challenge = b""
+        self.udp_keepalive = udp.keepalive if udp is not None and udp.code == 0 else 0
         self.granted_lifetime = reply.lifetime
         self.renew_at = now + reply.lifetime * self.s.renew_fraction
         self.expires_at = now + reply.lifetime
@@ -497,8 +527,10 @@ class MobileNode:
         self._go(State.REGISTERED)
         assert self.care_of_address is not None
         if self.using == "colocated":
+            encapsulation = "udp" if self.udp_keepalive else self.s.encapsulation
             actions.append(TunnelUp(self.care_of_address, self.s.home_agent, self.s.home_address,
-                                    self.s.encapsulation, reply.lifetime, routes, filters))
+                                    encapsulation, reply.lifetime, routes, filters,
+                                    self.udp_keepalive))
         return actions + [
             Log("registered" if first else "renewed",
                 {"coa": self.care_of_address, "lifetime": reply.lifetime, "code": reply.code,

@@ -44,5 +44,8 @@ class FakeHaDataplane:
     def counters(self, home: IPv4Address) -> None:
         return None
 
+    def from_udp(self, data: bytes, src: IPv4Address, port: int) -> bool:
+        return False  # no tunnels here
+
     def drops(self) -> dict[str, int]:
         return {}

@@ -62,13 +62,15 @@ class HaDataplane:
         self.arp = ArpSender(self.home_if, self.home_mac)
         self.home_index = await self.nl.index(self.home_if)
         await self.cleanup_leftovers()
-        if self.name == "userspace":
-            self.relay = UserspaceTunnel(self.tun_if, self.address, self._peer_of, self._accept)
-            self.relay.open()
-            self.tun_index = await self.nl.link_up(self.tun_if, MTU)
-            set_sysctl(f"net.ipv4.conf.{self.tun_if}.rp_filter", "0")
-            if loop is not None:
-                self.relay.start_reading(loop)
+        # the userspace relay carries every tunnel with the userspace backend, and UDP
+        # tunnels (RFC 3519, MNs behind a NAPT) with either: the kernel has no such links
+        self.relay = UserspaceTunnel(self.tun_if, self.address, self._peer_of, self._accept,
+                                     raw=self.name == "userspace")
+        self.relay.open()
+        self.tun_index = await self.nl.link_up(self.tun_if, MTU)
+        set_sysctl(f"net.ipv4.conf.{self.tun_if}.rp_filter", "0")
+        if loop is not None:
+            self.relay.start_reading(loop)
         await self.nl.rule_ensure(self.table, self.prio)
 
     async def cleanup_leftovers(self) -> None:
@@ -118,10 +120,10 @@ class HaDataplane:
                 self.bindings[b.home_address] = b
                 if same_tunnel:
                     continue  # a renewal: the route and proxy entry are already in place
-                if old is not None:
+                if old is not None and old.encapsulation != "udp":
                     await self._release_link(old)
                 oif = self.tun_index
-                if self.name == "kernel":
+                if self.name == "kernel" and b.encapsulation != "udp":
                     oif = await self._acquire_link(b, renew=same_tunnel)
                 requests.append(rtbatch.route(True, b.home_address, self.table, oif))
                 if b.home_address in self.home_net:
@@ -134,7 +136,8 @@ class HaDataplane:
                 requests.append(rtbatch.route(False, b.home_address, self.table))
                 if b.home_address in self.home_net and self.per_binding_proxy:
                     requests.append(rtbatch.proxy(False, b.home_address, self.home_index))
-                if current is not None and self.name == "kernel":
+                if current is not None and self.name == "kernel" and \
+                        current.encapsulation != "udp":
                     await self._release_link(current)
         await self.batch.run(requests)
         for address in announce:
@@ -166,7 +169,23 @@ class HaDataplane:
 
     def _peer_of(self, src: IPv4Address, dst: IPv4Address):
         b = self.bindings.get(dst)
-        return None if b is None else (b.care_of_address, b.encapsulation, dst)
+        if b is None:
+            return None
+        if b.encapsulation == "udp":  # to the NAPT's public address and port
+            return ((b.source, b.source_port), "udp", dst)
+        return (b.care_of_address, b.encapsulation, dst)
+
+    def from_udp(self, data: bytes, src: IPv4Address, port: int) -> bool:
+        """RFC 3519 tunnel data that arrived on the registration socket."""
+        return self.relay is not None and self.relay.from_udp(data, src, port, self._accept_udp)
+
+    def _accept_udp(self, src: IPv4Address, port: int, inner_src: IPv4Address,
+                    inner_dst: IPv4Address) -> IPv4Address | None:
+        """Only from the NAPT address and port the MN registered through."""
+        b = self.bindings.get(inner_src)
+        if b is None or b.encapsulation != "udp" or (b.source, b.source_port) != (src, port):
+            return None
+        return inner_src
 
     def _accept(self, outer_src: IPv4Address, inner_src: IPv4Address, inner_dst: IPv4Address):
         """Reverse tunnel: only from the registered care-of address of that home address."""

@@ -10,15 +10,17 @@ tunnel; the visited subnet stays directly reachable.
 from __future__ import annotations
 
 import asyncio
+import time
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import Any
 
 from ..wire.vendor import FilterRule, StaticRoute
 from .arp import send_gratuitous_arp
+from .encap import icmp_echo
 from .firewall import MobileFirewall
 from .netlink import Netlink, set_sysctl
 from .portselect import MARK, PortSelection
-from .relay import MTU, UserspaceTunnel
+from .relay import MTU, UDP_TUNNEL_HEADER, UserspaceTunnel
 
 DEFAULT = IPv4Network("0.0.0.0/0")
 REVERSE_METRIC = 1000
@@ -42,6 +44,7 @@ class MnDataplane:
         self.coa: IPv4Interface | None = None
         self.gateway: IPv4Address | None = None
         self.encap = "ipip"
+        self.udp_since = 0.0  # when the UDP tunnel came up (silence counts from there)
         self.up = False
         self.home_on_link = 0  # prefix length of the home address on the physical link
         self.profile_routes: set[tuple[IPv4Network, int]] = set()
@@ -95,11 +98,19 @@ class MnDataplane:
                         routes: tuple[StaticRoute, ...] = (),
                         filters: tuple[FilterRule, ...] = ()) -> None:
         assert self.coa is not None
+        if encap == "udp" and (self.encap != "udp" or not self.up):
+            self.udp_since = time.monotonic()
         self.encap = encap
-        if self.name == "userspace":
+        if self.name == "userspace" or encap == "udp":  # the kernel has no RFC 3519 link
+            raw = self.name == "userspace"
+            if self.relay is not None and self.relay.raw != raw:
+                self.relay.close()
+                self.relay = None
             if self.relay is None:
+                if not raw:  # a kernel ipip link of an earlier registration holds the name
+                    await self.nl.link_del(self.tun_if)
                 self.relay = UserspaceTunnel(self.tun_if, self.coa.ip, self._peer_of,
-                                             self._accept)
+                                             self._accept, raw=raw)
                 self.relay.open()
                 if self.loop is not None:
                     self.relay.start_reading(self.loop)
@@ -167,7 +178,7 @@ class MnDataplane:
             self.relay = None
         if await self.nl.maybe_index(self.tun_if) is not None:
             await self.nl.addr_del(self.tun_if, self.home, 32)
-            if self.name == "kernel":
+            if self.name == "kernel" and self.encap != "udp":
                 await self.nl.link_del(self.tun_if)
         self.up = False
 
@@ -214,7 +225,38 @@ class MnDataplane:
         send_gratuitous_arp(self.iface, await self.nl.mac(self.iface), self.home, count=3)
 
     def _peer_of(self, src: IPv4Address, dst: IPv4Address):
+        if self.encap == "udp":
+            return ((self.ha, 434), "udp", self.home)
         return (self.ha, self.encap, self.home)
+
+    def from_udp(self, data: bytes, src: IPv4Address, port: int) -> bool:
+        """RFC 3519 tunnel data from the HA, arrived on the registration socket."""
+        if self.relay is None or self.encap != "udp":
+            return False
+        return self.relay.from_udp(data, src, port, self._accept_udp)
+
+    def _accept_udp(self, src: IPv4Address, port: int, inner_src: IPv4Address,
+                    inner_dst: IPv4Address) -> IPv4Address | None:
+        if (src, port) != (self.ha, 434) or inner_dst != self.home:
+            return None
+        return self.home
+
+    def keepalive(self, seq: int) -> None:
+        """An ICMP echo to the HA through the UDP tunnel: it keeps the NAPT's mapping, and
+        the answer coming back shows the tunnel works."""
+        if self.relay is None or self.relay.udp_send is None or self.encap != "udp":
+            return
+        packet = icmp_echo(self.home, self.ha, 0x4D49, seq & 0xFFFF)
+        self.relay.udp_send(UDP_TUNNEL_HEADER + packet, (str(self.ha), 434))
+        c = self.relay.counters(self.home)
+        c.packets_out += 1
+        c.bytes_out += len(packet)
+
+    def udp_silence(self) -> float:
+        """Seconds since the last packet came back through the UDP tunnel."""
+        if self.relay is None:
+            return 0.0
+        return time.monotonic() - max(self.relay.stats.last_udp_in, self.udp_since)
 
     def _accept(self, outer_src: IPv4Address, inner_src: IPv4Address, inner_dst: IPv4Address):
         if outer_src != self.ha or inner_dst != self.home:

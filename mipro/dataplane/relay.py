@@ -1,10 +1,15 @@
-"""The userspace tunnel: a TUN device plus raw IP-in-IP and GRE sockets.
+"""The userspace tunnel: a TUN device plus raw IP-in-IP and GRE sockets, and UDP.
 
 Packets the kernel routes into the TUN are encapsulated towards the peer
 chosen by ``peer_of(inner destination)``; encapsulated packets arriving on
 the raw sockets are checked with ``accept(outer source, inner)`` and written
 into the TUN for the kernel to deliver or forward.  Each wakeup drains up to
 a batch of packets, which matters more than anything else for throughput.
+
+UDP tunnelling (RFC 3519, for mobile nodes behind a NAPT) goes through the
+daemon's own UDP port 434 socket, so tunnel data shares the NAPT mapping of
+the registrations: the daemon hands us what it receives (``from_udp``) and
+gives us its socket's send (``udp_send``).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
@@ -30,6 +36,7 @@ from .tun import open_tun
 
 BATCH = 64
 MTU = 1480
+UDP_TUNNEL_HEADER = bytes((4, 4, 0, 0))  # RFC 3519 tunnel data, next header 4 (IPv4)
 
 
 @dataclass
@@ -49,6 +56,7 @@ class RelayStats:
     dropped_bad: int = 0
     dropped_unauthorised: int = 0
     tun_write_errors: int = 0
+    last_udp_in: float = 0.0  # monotonic time of the last accepted UDP tunnel packet
     per_key: dict[IPv4Address, Counters] = field(default_factory=dict)
 
 
@@ -59,9 +67,13 @@ class UserspaceTunnel:
         local: IPv4Address | None,
         peer_of: Callable[[IPv4Address, IPv4Address], tuple[IPv4Address, str, IPv4Address] | None],
         accept: Callable[[IPv4Address, IPv4Address, IPv4Address], IPv4Address | None],
+        raw: bool = True,
     ) -> None:
-        """``peer_of(src, dst)`` → (outer destination, "ipip"|"gre", counter key) or None;
-        ``accept(outer_src, inner_src, inner_dst)`` → counter key or None to drop."""
+        """``peer_of(src, dst)`` → (outer destination, "ipip"|"gre", counter key), or
+        ((address, port), "udp", key), or None; ``accept(outer_src, inner_src, inner_dst)``
+        → counter key or None to drop.  ``raw=False``: UDP tunnels only (the kernel's own
+        ipip/gre links do the rest, and raw sockets would see their packets too)."""
+        self.raw = raw
         self.ifname = ifname
         self.local = local
         self.peer_of = peer_of
@@ -70,11 +82,13 @@ class UserspaceTunnel:
         self.fd = -1
         self.ipip = self.gre = None
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.udp_send: Callable[[bytes, tuple[str, int]], None] | None = None
 
     def open(self) -> None:
         self.fd = open_tun(self.ifname)
-        self.ipip = raw_socket(IPPROTO_IPIP, self.local)
-        self.gre = raw_socket(IPPROTO_GRE, self.local)
+        if self.raw:
+            self.ipip = raw_socket(IPPROTO_IPIP, self.local)
+            self.gre = raw_socket(IPPROTO_GRE, self.local)
 
     def rebind(self, local: IPv4Address | None) -> None:
         """The care-of address changed (MN): new raw sockets bound to it."""
@@ -83,16 +97,18 @@ class UserspaceTunnel:
             if s is not None:
                 s.close()
         self.local = local
-        self.ipip = raw_socket(IPPROTO_IPIP, local)
-        self.gre = raw_socket(IPPROTO_GRE, local)
+        if self.raw:
+            self.ipip = raw_socket(IPPROTO_IPIP, local)
+            self.gre = raw_socket(IPPROTO_GRE, local)
         if self.loop is not None:
             self.start_reading(self.loop)
 
     def start_reading(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         loop.add_reader(self.fd, self._from_tun)
-        loop.add_reader(self.ipip.fileno(), self._from_raw, self.ipip, False)
-        loop.add_reader(self.gre.fileno(), self._from_raw, self.gre, True)
+        if self.raw:
+            loop.add_reader(self.ipip.fileno(), self._from_raw, self.ipip, False)
+            loop.add_reader(self.gre.fileno(), self._from_raw, self.gre, True)
 
     def stop_reading(self) -> None:
         if self.loop is None:
@@ -141,7 +157,13 @@ class UserspaceTunnel:
                 continue
             outer, encap, key = peer
             try:
-                if encap == "gre":
+                if encap == "udp":  # outer is (address, port): the NAPT's mapping
+                    if self.udp_send is None:
+                        raise OSError("no UDP socket")
+                    self.udp_send(UDP_TUNNEL_HEADER + pkt, (str(outer[0]), outer[1]))
+                elif not self.raw:
+                    raise OSError("IP-in-IP and GRE are the kernel's here")
+                elif encap == "gre":
                     self.gre.sendto(GRE_IPV4 + pkt, (str(outer), 0))
                 else:
                     self.ipip.sendto(pkt, (str(outer), 0))
@@ -177,3 +199,33 @@ class UserspaceTunnel:
             c = self.counters(key)
             c.packets_in += 1
             c.bytes_in += len(inner)
+
+    def from_udp(self, data: bytes, outer_src: IPv4Address, outer_port: int,
+                 accept_udp: Callable[[IPv4Address, int, IPv4Address, IPv4Address],
+                                      IPv4Address | None]) -> bool:
+        """RFC 3519 tunnel data from the daemon's socket: checked, then into the TUN.
+        Malformed data and data from an address and port with no binding are dropped
+        and counted, never forwarded.  True when it was delivered."""
+        if len(data) < 4 or data[0] != 4 or data[1] != 4 or self.fd < 0:
+            self.stats.dropped_bad += 1
+            return False
+        inner = data[4:]
+        try:
+            inner_src, inner_dst = inner_addresses(inner)
+        except BadPacket:
+            self.stats.dropped_bad += 1
+            return False
+        key = accept_udp(outer_src, outer_port, inner_src, inner_dst)
+        if key is None:
+            self.stats.dropped_unauthorised += 1
+            return False
+        try:
+            os.write(self.fd, inner)
+        except OSError:
+            self.stats.tun_write_errors += 1
+            return False
+        self.stats.last_udp_in = time.monotonic()
+        c = self.counters(key)
+        c.packets_in += 1
+        c.bytes_in += len(inner)
+        return True

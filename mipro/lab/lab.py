@@ -117,6 +117,8 @@ class Lab:
                 self.exec(node["name"], "ip", "route", "add", *route.split())
             fwd = "1" if node.get("forward") else "0"
             self.exec(node["name"], "sysctl", "-qw", f"net.ipv4.ip_forward={fwd}")
+            for command in node.get("setup", []):  # e.g. the NAPT of a residential gateway
+                self.exec(node["name"], *command.split())
         self._render_confs()
         self._start_captures()
         for svc in self.spec.get("service", []) if services else []:

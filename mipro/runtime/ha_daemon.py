@@ -27,6 +27,7 @@ from .logging import EventLog
 from .systemd import notify
 
 STATE_FLUSH_DELAY = 0.5
+IP_FREEBIND = 15  # linux/in.h; not exported by Python's socket module
 RECV_BATCH = 256
 
 
@@ -45,7 +46,8 @@ def make_policy(cfg: HaConfig) -> HaPolicy:
     return HaPolicy(addresses=(cfg.address,), max_lifetime=cfg.max_lifetime,
                     replay_window=cfg.replay_window, encapsulations=cfg.encapsulations,
                     reverse_tunneling=cfg.reverse_tunneling, vendor_id=cfg.vendor_id,
-                    fa_associations=dict(cfg.fa_peers))
+                    fa_associations=dict(cfg.fa_peers), udp_tunnelling=cfg.udp_tunnelling,
+                    udp_keepalive=cfg.udp_keepalive)
 
 
 class HaDaemon(EngineDaemon):
@@ -88,9 +90,15 @@ class HaDaemon(EngineDaemon):
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
-        sock.bind(("0.0.0.0", 434))
+        # bound to the HA address: replies and UDP tunnel data leave from the address the
+        # MN sent to, which is all a NAPT between us lets through
+        sock.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)
+        sock.bind((str(self.cfg.address), 434))
         sock.setblocking(False)
         self.sock = sock
+        relay = getattr(self.dataplane, "relay", None)
+        if relay is not None:  # UDP tunnel data leaves from port 434, as the NAPT expects
+            relay.udp_send = self._udp_send
         loop.add_reader(sock.fileno(), self._on_readable)
         control = await self.serve_operations(self.cfg.runtime.control_socket)
         if self.cfg.advertise:
@@ -185,9 +193,15 @@ class HaDaemon(EngineDaemon):
             except OSError as exc:  # e.g. ICMP port unreachable reported on the socket
                 self.log("socket-error", "debug", reason=exc)
                 continue
+            if data[:1] == b"\x04":  # RFC 3519 tunnel data from an MN behind a NAPT
+                self.dataplane.from_udp(data, IPv4Address(addr[0]), addr[1])
+                continue
             actions += self.engine.receive(data, IPv4Address(addr[0]), addr[1], now)
         self.dispatch(actions)
         self._reschedule()
+
+    def _udp_send(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.sock.sendto(data, addr)
 
     async def _execute(self, actions: list[Any]) -> None:
         """Program the kernel before answering, so the MN's first packets find the tunnel."""

@@ -51,7 +51,7 @@ def settings(cfg: MnConfig) -> MnSettings:
                       vendor_id=cfg.vendor_id, mode=cfg.mode,
                       discovery_wait=cfg.discovery_wait,
                       solicit_on_attach=cfg.solicit_on_attach,
-                      fa_peers=dict(cfg.fa_peers),
+                      fa_peers=dict(cfg.fa_peers), udp_tunnel=cfg.udp_tunnel,
                       notify_previous_fa=cfg.notify_previous_fa)
 
 
@@ -62,6 +62,7 @@ class MnDaemon(EngineDaemon, asyncio.DatagramProtocol):
         self.engine = MobileNode(settings(cfg))
         self.dataplane: MnDataplane | None = None
         self.transport: asyncio.DatagramTransport | None = None
+        self.keepalive_task: asyncio.Task | None = None
         self.icmp: IcmpLink | None = None
         self.linkwatch: LinkWatch | None = None
         self.dhcp_task: asyncio.Task | None = None
@@ -240,6 +241,10 @@ class MnDaemon(EngineDaemon, asyncio.DatagramProtocol):
         self.transport, _ = await loop.create_datagram_endpoint(lambda: self, sock=sock)
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        if data[:1] == b"\x04":  # RFC 3519 tunnel data from the HA
+            if self.dataplane is not None:
+                self.dataplane.from_udp(data, IPv4Address(addr[0]), addr[1])
+            return
         self.dispatch(self.engine.receive(data, IPv4Address(addr[0]), addr[1], time.time()))
         self._reschedule()
 
@@ -281,11 +286,41 @@ class MnDaemon(EngineDaemon, asyncio.DatagramProtocol):
             elif isinstance(a, TunnelUp):
                 await dp.tunnel_up(a.encapsulation, self.cfg.reverse_tunnel, a.routes,
                                    a.filters)
+                self._keepalives(a.udp_keepalive)
                 notify(f"STATUS=registered via {a.care_of_address}")
             elif isinstance(a, TunnelDown):
+                self._keepalives(0)
                 await dp.tunnel_down()
             elif isinstance(a, Log):
                 self.log.emit(a)
+
+    # --- UDP tunnel keepalives (RFC 3519) ------------------------------------------------
+
+    def _keepalives(self, interval: int) -> None:
+        """Keep the NAPT's mapping with an echo through the tunnel every ``interval``
+        seconds; after three silent intervals re-register (the mapping is gone)."""
+        if self.keepalive_task is not None:
+            self.keepalive_task.cancel()
+            self.keepalive_task = None
+        if interval > 0:
+            self.keepalive_task = asyncio.get_running_loop().create_task(
+                self._keepalive_loop(interval))
+
+    async def _keepalive_loop(self, interval: int) -> None:
+        seq = 0
+        transport_send = self._udp_send
+        self.dataplane.relay.udp_send = transport_send
+        while True:
+            seq += 1
+            self.dataplane.keepalive(seq)
+            await asyncio.sleep(interval)
+            if self.dataplane.udp_silence() > 3 * interval:
+                self.dispatch(self.engine.udp_tunnel_silent(time.time()))
+                self._reschedule()
+
+    def _udp_send(self, data: bytes, addr: tuple[str, int]) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.sendto(data, addr)
 
     def handle_control(self, request: dict[str, Any]) -> dict[str, Any]:
         if request.get("command", "status") != "status":
@@ -299,7 +334,8 @@ class MnDaemon(EngineDaemon, asyncio.DatagramProtocol):
                        "home_agent": str(self.cfg.home_agent),
                        "lifetime_left": max(0, int(e.expires_at - now + 0.5)),
                        "lifetime": e.granted_lifetime,
-                       "encapsulation": self.cfg.encapsulation,
+                       "encapsulation": "udp" if e.udp_keepalive else self.cfg.encapsulation,
+                       "udp_keepalive": e.udp_keepalive,
                        "reverse_tunnel": self.cfg.reverse_tunnel, "via": e.using}
             counters = self.dataplane.counters() if self.dataplane else None
             if counters is not None:

@@ -27,9 +27,15 @@ def build(a) -> bytes:
     if a.raw:
         return bytes.fromhex(a.raw)
     ident = a.ident if a.ident is not None else timestamp_identification(time.time() + a.skew)
+    exts = []
+    if a.udp_tunnel:
+        exts.append(w.UdpTunnelRequest())
+    if a.challenge:
+        exts.append(w.MnFaChallenge(bytes.fromhex(a.challenge)))
     req = w.RegistrationRequest.build(
         flags=w.RequestFlags(a.flags), lifetime=a.lifetime, home_address=a.home,
-        home_agent=a.home_agent or a.ha, care_of_address=a.coa, identification=ident)
+        home_agent=a.home_agent or a.ha, care_of_address=a.coa, identification=ident,
+        extensions=exts)
     data = append_authenticator(req.encode(), w.ExtType.MN_HA_AUTH,
                                 SecurityAssociation(a.spi, bytes.fromhex(a.key)))
     return data[: a.truncate] if a.truncate else data
@@ -49,6 +55,8 @@ def main() -> None:
     p.add_argument("--skew", type=float, default=0.0, help="clock skew in seconds")
     p.add_argument("--truncate", type=int)
     p.add_argument("--raw", help="send these bytes instead")
+    p.add_argument("--udp-tunnel", action="store_true", help="add a UDP Tunnel Request")
+    p.add_argument("--challenge", help="hex: answer a NAPT challenge with this")
     p.add_argument("--timeout", type=float, default=2.0)
     a = p.parse_args()
     conf.verb = 0
@@ -65,7 +73,10 @@ def main() -> None:
             payload = None
     if payload is not None:
         out["reply"] = payload.hex()
-        out["code"] = w.RegistrationReply.decode(payload).code
+        reply = w.RegistrationReply.decode(payload)
+        out["code"] = reply.code
+        challenge = reply.find(w.MnFaChallenge)
+        out["challenge"] = challenge.challenge.hex() if challenge else None
     print(json.dumps(out))
 
 
