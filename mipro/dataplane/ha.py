@@ -11,7 +11,7 @@ from ..core.bindings import Binding
 from . import rtbatch
 from .arp import ArpSender
 from .netlink import Netlink, set_sysctl
-from .relay import MTU, UserspaceTunnel
+from .relay import UDP_MTU, UserspaceTunnel
 
 LINK_PREFIX = "mip-"
 
@@ -67,7 +67,8 @@ class HaDataplane:
         self.relay = UserspaceTunnel(self.tun_if, self.address, self._peer_of, self._accept,
                                      raw=self.name == "userspace")
         self.relay.open()
-        self.tun_index = await self.nl.link_up(self.tun_if, MTU)
+        # one device for every tunnel: sized for the UDP ones, so no outer fragments
+        self.tun_index = await self.nl.link_up(self.tun_if, UDP_MTU)
         set_sysctl(f"net.ipv4.conf.{self.tun_if}.rp_filter", "0")
         if loop is not None:
             self.relay.start_reading(loop)

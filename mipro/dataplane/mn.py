@@ -20,7 +20,7 @@ from .encap import icmp_echo
 from .firewall import MobileFirewall
 from .netlink import Netlink, set_sysctl
 from .portselect import MARK, PortSelection
-from .relay import MTU, UDP_TUNNEL_HEADER, UserspaceTunnel
+from .relay import MTU, UDP_MTU, UDP_TUNNEL_HEADER, UserspaceTunnel
 
 DEFAULT = IPv4Network("0.0.0.0/0")
 REVERSE_METRIC = 1000
@@ -121,7 +121,7 @@ class MnDataplane:
             await self.nl.link_del(self.tun_if)
             await self.nl.ipr.link("add", ifname=self.tun_if, kind=kind, **{
                 f"{kind}_local": str(self.coa.ip), f"{kind}_remote": str(self.ha)})
-        await self.nl.link_up(self.tun_if, MTU)
+        await self.nl.link_up(self.tun_if, UDP_MTU if encap == "udp" else MTU)
         set_sysctl(f"net.ipv4.conf.{self.tun_if}.rp_filter", "0")
         await self.nl.addr_replace(self.tun_if, self.home, 32)
         # with a profile, its routes decide and the plain default becomes the last resort

@@ -35,7 +35,8 @@ from .encap import (
 from .tun import open_tun
 
 BATCH = 64
-MTU = 1480
+MTU = 1480  # 1500 minus the outer IPv4 header
+UDP_MTU = 1468  # ... minus UDP (8) and the RFC 3519 header (4): no outer fragments
 UDP_TUNNEL_HEADER = bytes((4, 4, 0, 0))  # RFC 3519 tunnel data, next header 4 (IPv4)
 
 

@@ -33,6 +33,7 @@ from .logging import EventLog
 from .systemd import notify
 
 DEREGISTER_WAIT = 3.0
+BATCH = 256
 IP_FREEBIND = 15  # linux/in.h; not exported by Python's socket module
 
 
@@ -55,13 +56,13 @@ def settings(cfg: MnConfig) -> MnSettings:
                       notify_previous_fa=cfg.notify_previous_fa)
 
 
-class MnDaemon(EngineDaemon, asyncio.DatagramProtocol):
+class MnDaemon(EngineDaemon):
     def __init__(self, cfg: MnConfig, log: EventLog) -> None:
         super().__init__(log)
         self.cfg = cfg
         self.engine = MobileNode(settings(cfg))
         self.dataplane: MnDataplane | None = None
-        self.transport: asyncio.DatagramTransport | None = None
+        self.sock: socket.socket | None = None  # registrations, and UDP tunnel data
         self.keepalive_task: asyncio.Task | None = None
         self.icmp: IcmpLink | None = None
         self.linkwatch: LinkWatch | None = None
@@ -111,8 +112,7 @@ class MnDaemon(EngineDaemon, asyncio.DatagramProtocol):
             worker.cancel()
             await control.stop()
             await self.dataplane.stop()
-            if self.transport is not None:
-                self.transport.close()
+            self._close_socket()
             self.log("stopped")
 
     async def _static_care_of(self) -> None:
@@ -231,25 +231,41 @@ class MnDaemon(EngineDaemon, asyncio.DatagramProtocol):
     # --- I/O --------------------------------------------------------------------------
 
     async def _open_socket(self, local: IPv4Address) -> None:
-        if self.transport is not None:
-            self.transport.close()
+        self._close_socket()
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)  # the address may be on its way
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
         sock.bind((str(local), 0))
-        loop = asyncio.get_running_loop()
-        self.transport, _ = await loop.create_datagram_endpoint(lambda: self, sock=sock)
+        sock.setblocking(False)
+        self.sock = sock
+        asyncio.get_running_loop().add_reader(sock.fileno(), self._on_readable)
 
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        if data[:1] == b"\x04":  # RFC 3519 tunnel data from the HA
-            if self.dataplane is not None:
+    def _close_socket(self) -> None:
+        if self.sock is not None:
+            asyncio.get_running_loop().remove_reader(self.sock.fileno())
+            self.sock.close()
+            self.sock = None
+
+    def _on_readable(self) -> None:
+        """Drain a batch per wakeup: with a UDP tunnel this socket carries the traffic."""
+        actions: list[Any] = []
+        for _ in range(BATCH):
+            try:
+                data, addr = self.sock.recvfrom(65535)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:  # e.g. ICMP port unreachable reported on the socket
+                self.log("socket-error", "debug", reason=exc)
+                continue
+            if data[:1] == b"\x04":  # RFC 3519 tunnel data from the HA
                 self.dataplane.from_udp(data, IPv4Address(addr[0]), addr[1])
-            return
-        self.dispatch(self.engine.receive(data, IPv4Address(addr[0]), addr[1], time.time()))
-        self._reschedule()
-
-    def error_received(self, exc: Exception) -> None:
-        self.log("socket-error", "debug", reason=exc)
+                continue
+            actions += self.engine.receive(data, IPv4Address(addr[0]), addr[1], time.time())
+        if actions:
+            self.dispatch(actions)
+            self._reschedule()
 
     async def _execute(self, actions: list[Any]) -> None:
         dp = self.dataplane
@@ -260,8 +276,7 @@ class MnDaemon(EngineDaemon, asyncio.DatagramProtocol):
                 else:
                     await self.on_address(a.address, a.gateway)
             elif isinstance(a, Send):
-                if self.transport is not None and not self.transport.is_closing():
-                    self.transport.sendto(a.data, (str(a.dst), a.port))
+                self._udp_send(a.data, (str(a.dst), a.port))
             elif isinstance(a, SendIcmp):
                 if (why := self.icmp.send(a.dst, a.data)) is not None:
                     self.log("icmp-not-sent", "debug", reason=why)
@@ -308,8 +323,7 @@ class MnDaemon(EngineDaemon, asyncio.DatagramProtocol):
 
     async def _keepalive_loop(self, interval: int) -> None:
         seq = 0
-        transport_send = self._udp_send
-        self.dataplane.relay.udp_send = transport_send
+        self.dataplane.relay.udp_send = self._udp_send
         while True:
             seq += 1
             self.dataplane.keepalive(seq)
@@ -319,8 +333,14 @@ class MnDaemon(EngineDaemon, asyncio.DatagramProtocol):
                 self._reschedule()
 
     def _udp_send(self, data: bytes, addr: tuple[str, int]) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.sendto(data, addr)
+        if self.sock is None:
+            return
+        try:
+            self.sock.sendto(data, addr)
+        except (BlockingIOError, InterruptedError):
+            pass  # a full buffer drops, as any router would
+        except OSError as exc:
+            self.log("send-failed", "debug", dst=f"{addr[0]}:{addr[1]}", reason=exc)
 
     def handle_control(self, request: dict[str, Any]) -> dict[str, Any]:
         if request.get("command", "status") != "status":
