@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
 from typing import Any
 
 from ..core.bindings import Binding
@@ -18,6 +19,19 @@ LINK_PREFIX = "mip-"
 
 def link_name(coa: IPv4Address, encap: str) -> str:
     return f"{LINK_PREFIX}{'g' if encap == 'gre' else ''}{coa.packed.hex()}"
+
+
+def link_counters(name: str) -> dict[str, int] | None:
+    """A kernel tunnel's packet counters (shared by the MNs behind one care-of address),
+    from sysfs, which shows the daemon's own network namespace."""
+    stats = Path("/sys/class/net") / name / "statistics"
+    try:
+        read = {f: int((stats / f).read_text()) for f in
+                ("tx_packets", "tx_bytes", "rx_packets", "rx_bytes")}
+    except (OSError, ValueError):
+        return None
+    return {"packets_out": read["tx_packets"], "bytes_out": read["tx_bytes"],
+            "packets_in": read["rx_packets"], "bytes_in": read["rx_bytes"]}
 
 
 class HaDataplane:
@@ -64,14 +78,21 @@ class HaDataplane:
         await self.cleanup_leftovers()
         # the userspace relay carries every tunnel with the userspace backend, and UDP
         # tunnels (RFC 3519, MNs behind a NAPT) with either: the kernel has no such links
-        self.relay = UserspaceTunnel(self.tun_if, self.address, self._peer_of, self._accept,
-                                     raw=self.name == "userspace")
-        self.relay.open()
-        # one device for every tunnel: sized for the UDP ones, so no outer fragments
-        self.tun_index = await self.nl.link_up(self.tun_if, UDP_MTU)
-        set_sysctl(f"net.ipv4.conf.{self.tun_if}.rp_filter", "0")
-        if loop is not None:
-            self.relay.start_reading(loop)
+        relay = UserspaceTunnel(self.tun_if, self.address, self._peer_of, self._accept,
+                                raw=self.name == "userspace")
+        try:
+            relay.open()
+        except OSError as exc:
+            if self.name == "userspace":
+                raise
+            self.log("udp-tunnels-unavailable", "warning", reason=f"no TUN device ({exc})")
+        else:
+            self.relay = relay
+            # one device for every tunnel: sized for the UDP ones, so no outer fragments
+            self.tun_index = await self.nl.link_up(self.tun_if, UDP_MTU)
+            set_sysctl(f"net.ipv4.conf.{self.tun_if}.rp_filter", "0")
+            if loop is not None:
+                relay.start_reading(loop)
         await self.nl.rule_ensure(self.table, self.prio)
 
     async def cleanup_leftovers(self) -> None:
@@ -196,6 +217,9 @@ class HaDataplane:
         return inner_src
 
     def counters(self, home: IPv4Address) -> dict[str, int] | None:
+        b = self.bindings.get(home)
+        if self.name == "kernel" and b is not None and b.encapsulation != "udp":
+            return link_counters(link_name(b.care_of_address, b.encapsulation))
         if self.relay is None:
             return None
         c = self.relay.stats.per_key.get(home)

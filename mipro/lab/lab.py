@@ -21,13 +21,23 @@ LAB_DIR = ROOT / "netns-lab"
 SCENARIOS = LAB_DIR / "scenarios"
 
 
+# A one-way delay (netem, e.g. "20ms") on every link of the topology's internet router,
+# so that route optimization shows as time; needs a kernel with sch_netem.
+INTERNET_DELAY = os.environ.get("MIPRO_LAB_INTERNET_DELAY", "")
+
+# Every timeout of the lab is multiplied by this: under an emulated CPU (a stock kernel
+# in qemu without KVM, tests/kernel/runner.py) starting a Python daemon takes ~30 s.
+TIME_SCALE = float(os.environ.get("MIPRO_LAB_TIME_SCALE", "1"))
+
+
 class LabError(RuntimeError):
     pass
 
 
 def sh(*args: str, check: bool = True, timeout: float = 30,
        capture: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(list(args), capture_output=capture, text=True, timeout=timeout)
+    proc = subprocess.run(list(args), capture_output=capture, text=True,
+                          timeout=timeout * TIME_SCALE)
     if check and proc.returncode != 0:
         raise LabError(f"{' '.join(args)} failed ({proc.returncode}): "
                        f"{(proc.stderr or proc.stdout or '').strip()}")
@@ -60,8 +70,8 @@ class Lab:
         self.spec = tomllib.loads((self.dir / "scenario.toml").read_text())
         topo = LAB_DIR / self.spec.get("topology", "topology.toml")
         self.topology = tomllib.loads(topo.read_text())
-        if self.out is None:
-            self.out = LAB_DIR / "out" / self.scenario
+        if self.out is None:  # MIPRO_LAB_OUT: elsewhere, e.g. a tmpfs in a test VM
+            self.out = Path(os.environ.get("MIPRO_LAB_OUT", LAB_DIR / "out")) / self.scenario
         self.run_dir = self.out / "run"
 
     # --- names ------------------------------------------------------------------------
@@ -119,11 +129,22 @@ class Lab:
             self.exec(node["name"], "sysctl", "-qw", f"net.ipv4.ip_forward={fwd}")
             for command in node.get("setup", []):  # e.g. the NAPT of a residential gateway
                 self.exec(node["name"], *command.split())
+            if node.get("internet") and INTERNET_DELAY:
+                self._delay(node)
         self._render_confs()
         self._start_captures()
         for svc in self.spec.get("service", []) if services else []:
             if svc.get("start", True):
                 self.start_service(svc["name"])
+
+    def _delay(self, node: dict[str, Any]) -> None:
+        for iface in node.get("iface", []):
+            r = self.exec(node["name"], "tc", "qdisc", "add", "dev", iface["name"], "root",
+                          "netem", "delay", INTERNET_DELAY, check=False)
+            if r.returncode:
+                raise LabError(f"cannot delay {node['name']}.{iface['name']} with netem "
+                               f"({r.stderr.strip()}); this kernel may lack sch_netem: "
+                               "`make demo KERNEL=stock` runs the lab in Debian's kernel")
 
     def _bridge_port(self, node: str, iface: dict[str, Any], port: str) -> None:
         self.exec(node, "ip", "link", "add", iface["name"], "type", "veth", "peer", "name",
@@ -217,7 +238,7 @@ class Lab:
         if svc.proc.poll() is None:
             os.killpg(svc.proc.pid, sig)
             try:
-                svc.proc.wait(timeout)
+                svc.proc.wait(timeout * TIME_SCALE)
             except subprocess.TimeoutExpired:
                 os.killpg(svc.proc.pid, signal.SIGKILL)
                 svc.proc.wait(5)
@@ -250,7 +271,7 @@ class Lab:
 
     def wait_for(self, predicate: Callable[[], Any], timeout: float, what: str,
                  interval: float = 0.1) -> Any:
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + timeout * TIME_SCALE
         while True:
             try:
                 value = predicate()
@@ -259,7 +280,7 @@ class Lab:
             if value:
                 return value
             if time.monotonic() > deadline:
-                raise LabError(f"timed out after {timeout}s waiting for {what}")
+                raise LabError(f"timed out after {timeout * TIME_SCALE:g}s waiting for {what}")
             time.sleep(interval)
 
     def ping(self, node: str, dst: str, count: int = 3) -> tuple[int, float | None]:
@@ -281,12 +302,19 @@ class Lab:
         srv = subprocess.Popen(["ip", "netns", "exec", self.ns(server), self.python, "-m",
                                 "mipro.lab.traffic", "echo-server", "--port", str(port)],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        time.sleep(0.3)
+        time.sleep(0.3 * TIME_SCALE)  # the other end starts listening
         cli = subprocess.Popen(["ip", "netns", "exec", self.ns(client), self.python, "-m",
                                 "mipro.lab.traffic", "echo-client", server_ip, "--port",
                                 str(port), "--seconds", str(seconds)],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         return srv, cli
+
+    def tcp_rtt(self, client: str, server: str, server_ip: str, port: int = 5004) -> float:
+        """Median TCP request/response time (ms) over a second of small echoes."""
+        result = self.echo_result(self.echo_stream(client, server, server_ip, 1.0, port))
+        if not result.get("ok"):
+            raise LabError(f"TCP echo {client} -> {server_ip}: {result}")
+        return result["median_ms"]
 
     @staticmethod
     def echo_result(pair: tuple[subprocess.Popen, subprocess.Popen],
@@ -308,10 +336,10 @@ class Lab:
                                  "mipro.lab.traffic", "sink", "--port", str(port)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
-            time.sleep(0.3)
+            time.sleep(0.3 * TIME_SCALE)  # the other end starts listening
             sent = self.exec(client, self.python, "-m", "mipro.lab.traffic", "send", server_ip,
                              "--port", str(port), "--bytes", str(nbytes), timeout=60)
-            out, err = sink.communicate(timeout=30)
+            out, err = sink.communicate(timeout=30 * TIME_SCALE)
         finally:
             if sink.poll() is None:
                 sink.kill()

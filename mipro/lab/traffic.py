@@ -62,6 +62,7 @@ def echo_client(host: str, port: int, seconds: float, interval: float = 0.05) ->
         conn.settimeout(60)
         sent = 0
         worst = 0.0
+        times: list[float] = []
         buf = b""
         end = time.monotonic() + seconds
         while time.monotonic() < end:
@@ -76,10 +77,14 @@ def echo_client(host: str, port: int, seconds: float, interval: float = 0.05) ->
             if buf[: len(msg)] != msg:
                 return {"ok": False, "sent": sent, "error": "echo mismatch"}
             buf = buf[len(msg):]
-            worst = max(worst, time.monotonic() - t0)
+            times.append(time.monotonic() - t0)
+            worst = max(worst, times[-1])
             sent += 1
             time.sleep(interval)
-    return {"ok": True, "messages": sent, "max_stall_ms": round(worst * 1000, 1)}
+    times.sort()
+    median = times[len(times) // 2] if times else 0.0
+    return {"ok": True, "messages": sent, "max_stall_ms": round(worst * 1000, 1),
+            "median_ms": round(median * 1000, 3)}
 
 
 def udp_sink(port: int, seconds: float) -> dict:

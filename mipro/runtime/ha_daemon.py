@@ -7,6 +7,7 @@ import gc
 import os
 import socket
 import time
+from dataclasses import replace
 from ipaddress import IPv4Address
 from typing import Any
 
@@ -85,6 +86,8 @@ class HaDaemon(EngineDaemon):
                 tunnel_interface=dp.tunnel_interface, log=self.log,
                 proxy_arp=self.cfg.proxy_arp)
         await self.dataplane.start(loop)
+        if getattr(self.dataplane, "relay", True) is None:  # kernel backend without TUN
+            self.engine.policy = replace(self.engine.policy, udp_tunnelling=False)
         worker = asyncio.create_task(self._worker())
         self._restore()
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -155,6 +158,8 @@ class HaDaemon(EngineDaemon):
         if changed:
             self.log("reload-needs-restart", "warning", keys=",".join(changed))
         self.engine.policy = make_policy(cfg)
+        if getattr(self.dataplane, "relay", True) is None:
+            self.engine.policy = replace(self.engine.policy, udp_tunnelling=False)
         old, self.engine.store = self.engine.store, store
         if hasattr(old, "close"):
             old.close()

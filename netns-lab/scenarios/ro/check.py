@@ -84,7 +84,9 @@ def run(lab: Lab, say=print) -> None:
 def rtt_table(lab: Lab, say=print) -> dict:
     """Round trips with route optimization on, then off (the profile without routes)."""
     targets = (("CN-local-a", CN_LOCAL), ("CN-home", CN_HOME), ("CN-internet", CN_INET))
+    servers = {"CN-local-a": "cn-local-a", "CN-home": "cn-home", "CN-internet": "cn-inet"}
     on = {name: lab.ping("mn", ip, count=10) for name, ip in targets}
+    on_tcp = {name: lab.tcp_rtt("mn", servers[name], ip) for name, ip in targets}
     before = ha_tunnel_packets(lab)
     lab.ping("mn", CN_LOCAL, count=5)
     on_local_via_ha = ha_tunnel_packets(lab) - before
@@ -102,18 +104,20 @@ def rtt_table(lab: Lab, say=print) -> dict:
     lab.wait_for(lambda: lab.status("mn")["state"] == "registered" and
                  lab.status("fa1")["visitors"], 30, "registration without route optimization")
     off = {name: lab.ping("mn", ip, count=10) for name, ip in targets}
+    off_tcp = {name: lab.tcp_rtt("mn", servers[name], ip) for name, ip in targets}
     before = ha_tunnel_packets(lab)
     lab.ping("mn", CN_LOCAL, count=5)
     off_local_via_ha = ha_tunnel_packets(lab) - before
-    say(f"{'correspondent':<14} {'path, RO off':<32} {'rtt off':>9}   "
-        f"{'path, RO on':<22} {'rtt on':>9}")
+    say("round trips from the MN: ping, and TCP request/response (median)")
+    say(f"{'correspondent':<14} {'path, RO off':<28} {'ping':>9} {'tcp':>9}   "
+        f"{'path, RO on':<22} {'ping':>9} {'tcp':>9}")
     for name, _ in targets:
         path_on = "MN-FA1-CN (direct)" if name == "CN-local-a" else "MN-FA1=HA-CN (tunnel)"
         path_off = "MN-FA1=HA-FA1-CN (via home)" if name == "CN-local-a" else \
             "MN-FA1=HA-CN (tunnel)"
-        say(f"{name:<14} {path_off:<32} {off[name][1]:>7} ms   {path_on:<22} "
-            f"{on[name][1]:>7} ms")
+        say(f"{name:<14} {path_off:<28} {off[name][1]:>6} ms {off_tcp[name]:>6} ms   "
+            f"{path_on:<22} {on[name][1]:>6} ms {on_tcp[name]:>6} ms")
     say(f"packets through the HA for 5 pings to CN-local-a: RO on {on_local_via_ha}, "
         f"RO off {off_local_via_ha}")
     assert on_local_via_ha == 0 and off_local_via_ha >= 5  # the requests go via the HA
-    return {"on": on, "off": off}
+    return {"on": on, "off": off, "on_tcp": on_tcp, "off_tcp": off_tcp}

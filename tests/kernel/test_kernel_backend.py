@@ -1,0 +1,71 @@
+"""The kernel backend on a kernel that has ipip and ip_gre: tunnels, routes, rules, proxy
+ARP and filters programmed through pyroute2 and python-iptables, in the lab."""
+
+import importlib.util
+
+import pytest
+
+from mipro.lab.lab import SCENARIOS
+
+HOME = "10.1.0.100"
+
+
+def check(scenario):
+    spec = importlib.util.spec_from_file_location(f"{scenario}_check",
+                                                  SCENARIOS / scenario / "check.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def kernel_backend(lab, *nodes_files):
+    for node, name in nodes_files:
+        path = lab.conf(node, name)
+        path.write_text(path.read_text() + '\n[dataplane]\nbackend = "kernel"\n')
+
+
+def links(lab, node):
+    return lab.exec(node, "ip", "-d", "-o", "link", "show").stdout
+
+
+@pytest.mark.parametrize("encapsulation", ["ipip", "gre"])
+def test_colocated_mobile_node_over_kernel_tunnels(make_lab, encapsulation):
+    lab = make_lab("colocated", services=False)
+    kernel_backend(lab, ("ha", "ha.toml"), ("mn", "mn.toml"))
+    if encapsulation == "gre":
+        lab.edit_conf("mn", "mn.toml", "lifetime = 600", 'lifetime = 600\nencapsulation = "gre"')
+    for name in ("dnsmasq", "ha", "mn"):
+        lab.start_service(name)
+    both = lab.wait_for(lambda: check("colocated").registered(lab), 60, "registration")
+    assert both["ha"]["dataplane"] == "kernel" and both["mn"]["dataplane"] == "kernel"
+    coa = both["mn"]["care_of_address"]
+    prefix = "mip-g" if encapsulation == "gre" else "mip-"
+    ha_links = links(lab, "ha")
+    name = prefix + bytes(int(x) for x in coa.split(".")).hex()
+    assert f"{name}@" in ha_links and f"remote {coa}" in ha_links, ha_links
+    assert (" gre " if encapsulation == "gre" else " ipip ") in ha_links
+    assert "remote 10.1.0.1" in links(lab, "mn")
+    assert HOME in lab.exec("ha", "ip", "neigh", "show", "proxy").stdout
+    assert f"{HOME} dev {name}" in lab.exec("ha", "ip", "route", "show", "table", "434").stdout
+    for node in ("cn-home", "cn-inet"):
+        assert lab.ping(node, HOME)[0] == 3, node
+    res = lab.tcp_transfer("cn-home", "mn", HOME, 1 << 20)
+    assert res["client"]["verified"], res
+    res = lab.tcp_transfer("mn", "cn-home", "10.1.0.10", 1 << 20, port=5002)
+    assert res["client"]["verified"] and res["server"]["peer"] == HOME, res
+    assert lab.stop_service("mn") == 0
+    lab.wait_for(lambda: not lab.status("ha")["bindings"], 30, "deregistration")
+    assert name not in links(lab, "ha") and "mip0" not in links(lab, "mn")
+    assert HOME not in lab.exec("ha", "ip", "neigh", "show", "proxy").stdout
+
+
+def test_route_optimization_with_kernel_tunnels(make_lab):
+    """The `ro` scenario (Figs. 3a, 4, 5) with every daemon on the kernel backend."""
+    lab = make_lab("ro", services=False)
+    kernel_backend(lab, ("ha", "ha.toml"), ("fa1", "fa.toml"), ("fa2", "fa.toml"),
+                   ("mn", "mn.toml"))
+    for name in ("ha", "fa1", "fa2", "mn"):
+        lab.start_service(name)
+    assert lab.status("fa1")["dataplane"] == "kernel"
+    check("ro").run(lab, say=print)
+    assert "mip-0a010001" in links(lab, "fa1")  # FA1's ipip link to the HA
