@@ -12,7 +12,7 @@ APT_PACKAGES := python3 python3-venv python3-dev iptables libip4tc2 libip6tc2 ip
 	qemu-system-x86 linux-image-amd64 busybox-static kmod
 
 .PHONY: all setup apt venv test test-unit test-integration test-kernel lint fuzz demo \
-	codec-demo bench clean
+	codec-demo bench bench-kernel clean
 
 all: test
 
@@ -64,6 +64,12 @@ bench: setup
 	$(PY) bench/fuzz_codec.py --count 200000
 	$(PY) bench/registration.py
 	$(PY) bench/handover.py
+	$(PY) bench/ro_apply.py
+	$(PY) bench/udp_tunnel.py
+
+# Kernel-backend benchmarks, in Debian's stock kernel when this one lacks ipip.
+bench-kernel: setup
+	$(PY) tests/kernel/runner.py --exec '$$PY bench/kernel_dataplane.py; $$PY bench/kernel_programming.py'
 
 # The lab: HA, MN (and later FA) daemons in network namespaces, scenario by scenario.
 DEMO_SCENARIOS ?= colocated handover ro ro-colocated nat

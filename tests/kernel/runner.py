@@ -81,11 +81,16 @@ def main() -> int:
                    help="run these lab scenarios (default: ro) with a 20 ms netem delay on "
                         "the internet links instead of the tests")
     p.add_argument("--delay", default="20ms", help="one-way internet delay for --demo")
+    p.add_argument("--exec", dest="command", help="run this shell command there instead "
+                   "(e.g. a benchmark: \"$PY bench/kernel_dataplane.py\")")
     a = p.parse_args()
     if RESULTS.exists():
         shutil.rmtree(RESULTS)
     RESULTS.mkdir(parents=True)
-    if a.demo is not None:
+    if a.command:
+        job = f"PY={sys.executable} MIPRO_LAB_OUT=/run/mipro-kernel-tests; export PY " \
+              f"MIPRO_LAB_OUT; {a.command}"
+    elif a.demo is not None:
         job = f"MIPRO_LAB_INTERNET_DELAY={a.delay} MIPRO_LAB_OUT=/run/mipro-kernel-tests " \
             f"{sys.executable} -m mipro.lab.cli run " + " ".join(a.demo or ["ro"])
     else:
@@ -94,7 +99,7 @@ def main() -> int:
     if missing is None:
         print(f"kernel tests: on this machine's kernel {os.uname().release} (it has ipip "
               "and ip_gre)", flush=True)
-        if a.demo is not None:
+        if a.demo is not None or a.command:
             return subprocess.call(["sh", "-c", job], cwd=REPO)
         return subprocess.call([sys.executable, *pytest_args(RESULTS / "labs")], cwd=REPO)
     kernel, tool = stock_kernel(), vng()

@@ -1,0 +1,81 @@
+#!/usr/bin/env python3
+"""Data-plane throughput by backend (issue 7 benchmark), for a kernel with ipip links.
+
+In the `colocated` lab, iperf3 from CN-home to the mobile node's home address
+(through the HA and the tunnel) and back, TCP and UDP, with:
+
+  kernel      the HA's and MN's kernel IP-in-IP links (dataplane.backend = "kernel")
+  userspace   the userspace relay (TUN + raw sockets) on the same path
+  none        no tunnel: CN-home to the MN's care-of address, routed
+
+Run it where the kernel has ipip (`tests/kernel/runner.py --exec`); under
+emulation absolute figures mean little, ratios to `none` do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mipro.lab import Lab  # noqa: E402
+
+HOME = "10.1.0.100"
+
+
+def iperf(lab: Lab, server: str, client: str, dst: str, udp: bool, seconds: int) -> float:
+    srv = subprocess.Popen(["ip", "netns", "exec", lab.ns(server), "iperf3", "-s", "-1",
+                            "-p", "5201"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)
+    args = ["iperf3", "-c", dst, "-p", "5201", "-t", str(seconds), "-J"]
+    if udp:
+        args += ["-u", "-b", "2G", "-l", "1400"]
+    out = lab.exec(client, *args, check=False, timeout=seconds + 60).stdout
+    srv.wait(timeout=60)
+    end = json.loads(out)["end"]
+    return (end.get("sum_received") or end.get("sum"))["bits_per_second"] / 1e6
+
+
+def measure(backend: str, seconds: int) -> dict:
+    with tempfile.TemporaryDirectory(prefix="mipro-dpbench-") as tmp:
+        lab = Lab("colocated", prefix="kdp", out=Path(tmp) / "colocated", python=sys.executable)
+        try:
+            lab.up(services=False)
+            for node, name in (("ha", "ha.toml"), ("mn", "mn.toml")):
+                path = lab.conf(node, name)
+                kind = "kernel" if backend == "none" else backend
+                path.write_text(path.read_text() + f'\n[dataplane]\nbackend = "{kind}"\n')
+            for name in ("dnsmasq", "ha", "mn"):
+                lab.start_service(name)
+            lab.wait_for(lambda: lab.status("mn")["state"] == "registered", 60, "registration")
+            dst = HOME
+            if backend == "none":
+                dst = lab.status("mn")["colocated_address"].split("/")[0]
+                lab.stop_service("mn")  # deregisters; the care-of address stays on eth0
+                lab.exec("mn", "ip", "addr", "replace", f"{dst}/24", "dev", "eth0")
+                lab.exec("mn", "ip", "route", "replace", "default", "via", "198.51.100.1")
+            return {"tcp": iperf(lab, "mn", "cn-home", dst, False, seconds),
+                    "udp": iperf(lab, "mn", "cn-home", dst, True, seconds)}
+        finally:
+            lab.down(quiet=True)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--seconds", type=int, default=5)
+    a = p.parse_args()
+    results = {b: measure(b, a.seconds) for b in ("none", "kernel", "userspace")}
+    print(f"iperf3 CN-home -> MN, {a.seconds} s each, Mbit/s (ratio to no tunnel)")
+    for b, r in results.items():
+        print(f"  {b:<10} TCP {r['tcp']:>8.0f} ({r['tcp'] / results['none']['tcp']:.2f})   "
+              f"UDP {r['udp']:>8.0f} ({r['udp'] / results['none']['udp']:.2f})")
+
+
+if __name__ == "__main__":
+    main()
