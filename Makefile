@@ -72,7 +72,7 @@ bench-kernel: setup
 	$(PY) tests/kernel/runner.py --exec '$$PY bench/kernel_dataplane.py; $$PY bench/kernel_programming.py'
 
 # The lab: HA, MN (and later FA) daemons in network namespaces, scenario by scenario.
-DEMO_SCENARIOS ?= colocated handover ro ro-colocated nat
+DEMO_SCENARIOS ?= colocated handover ro ro-colocated nat overlap
 # KERNEL=stock: the route optimization scenario in Debian's kernel (qemu), with a 20 ms
 # netem delay each way on the internet links, so RO on vs off shows as time.
 demo: setup
