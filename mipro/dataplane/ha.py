@@ -15,6 +15,7 @@ from .netlink import Netlink, set_sysctl
 from .relay import UDP_MTU, UserspaceTunnel
 
 LINK_PREFIX = "mip-"
+IFINDEX_BASE = 0x4D490000
 
 
 def link_name(coa: IPv4Address, encap: str) -> str:
@@ -55,6 +56,9 @@ class HaDataplane:
         self.nl = Netlink()
         self.bindings: dict[IPv4Address, Binding] = {}
         self.links: dict[str, list[int]] = {}  # kernel backend: name -> [users, ifindex]
+        # interface indexes we give our tunnel links, far above the kernel's own (it counts
+        # up from 1), so a link and the routes through it go in one netlink batch
+        self.next_ifindex = IFINDEX_BASE
         self.relay: UserspaceTunnel | None = None
         self.home_mac = b""
         self.arp: ArpSender | None = None
@@ -131,9 +135,11 @@ class HaDataplane:
         await self.apply([("remove", b)])
 
     async def apply(self, ops: list[tuple[str, Binding]]) -> None:
-        """Install and remove bindings, in order, with one netlink batch for all of them."""
+        """Install and remove bindings, in order, with one netlink batch for all of them
+        (with the kernel backend, the tunnel links they need too)."""
         requests: list[rtbatch.Request] = []
         announce: list[IPv4Address] = []
+        created: list[str] = []
         for op, b in ops:
             if op == "install":
                 old = self.bindings.get(b.home_address)
@@ -142,11 +148,11 @@ class HaDataplane:
                 self.bindings[b.home_address] = b
                 if same_tunnel:
                     continue  # a renewal: the route and proxy entry are already in place
-                if old is not None and old.encapsulation != "udp":
-                    await self._release_link(old)
+                if old is not None:
+                    self._release_link(old, requests)
                 oif = self.tun_index
-                if self.name == "kernel" and b.encapsulation != "udp":
-                    oif = await self._acquire_link(b, renew=same_tunnel)
+                if self.kernel_link(b):
+                    oif = self._acquire_link(b, requests, created)
                 requests.append(rtbatch.route(True, b.home_address, self.table, oif))
                 if b.home_address in self.home_net:
                     if self.per_binding_proxy:
@@ -158,34 +164,48 @@ class HaDataplane:
                 requests.append(rtbatch.route(False, b.home_address, self.table))
                 if b.home_address in self.home_net and self.per_binding_proxy:
                     requests.append(rtbatch.proxy(False, b.home_address, self.home_index))
-                if current is not None and self.name == "kernel" and \
-                        current.encapsulation != "udp":
-                    await self._release_link(current)
-        await self.batch.run(requests)
+                if current is not None:
+                    self._release_link(current, requests)
+        try:
+            await self.batch.run(requests)
+        except rtbatch.BatchError as exc:  # forget links that were not created
+            failed = {what.removeprefix("link ") for what, _ in exc.failures}
+            for name in failed & set(created):
+                self.links.pop(name, None)
+            raise
+        finally:
+            for name in created:
+                if name in self.links:
+                    set_sysctl(f"net.ipv4.conf.{name}.rp_filter", "0")
         for address in announce:
             self.arp.announce(address)
 
-    async def _acquire_link(self, b: Binding, renew: bool) -> int:
+    def kernel_link(self, b: Binding) -> bool:
+        return self.name == "kernel" and b.encapsulation != "udp"
+
+    def _acquire_link(self, b: Binding, requests: list[rtbatch.Request],
+                      created: list[str]) -> int:
+        """The binding's tunnel link, created in this batch if it is the first user."""
         name = link_name(b.care_of_address, b.encapsulation)
         if name not in self.links:
+            self.next_ifindex += 1
             kind = "gre" if b.encapsulation == "gre" else "ipip"
-            await self.nl.ipr.link("add", ifname=name, kind=kind, **{
-                f"{kind}_local": str(self.address), f"{kind}_remote": str(b.care_of_address),
-                f"{kind}_ttl": 64})
-            index = await self.nl.link_up(name)
-            set_sysctl(f"net.ipv4.conf.{name}.rp_filter", "0")
-            self.links[name] = [0, index]
-        if not renew:
-            self.links[name][0] += 1
+            requests.append(rtbatch.tunnel_link(kind, name, self.address, b.care_of_address,
+                                                self.next_ifindex))
+            self.links[name] = [0, self.next_ifindex]
+            created.append(name)
+        self.links[name][0] += 1
         return self.links[name][1]
 
-    async def _release_link(self, b: Binding) -> None:
+    def _release_link(self, b: Binding, requests: list[rtbatch.Request]) -> None:
+        if not self.kernel_link(b):
+            return
         name = link_name(b.care_of_address, b.encapsulation)
         if name in self.links:
             self.links[name][0] -= 1
             if self.links[name][0] <= 0:
-                del self.links[name]
-                await self.nl.link_del(name)
+                _, index = self.links.pop(name)
+                requests.append(rtbatch.delete_link(index, name))
 
     # --- userspace relay callbacks -------------------------------------------------
 

@@ -22,7 +22,12 @@ NETLINK_ROUTE = 0
 NLM_F_REQUEST, NLM_F_ACK = 0x1, 0x4
 NLM_F_REPLACE, NLM_F_EXCL, NLM_F_CREATE = 0x100, 0x200, 0x400
 NLMSG_ERROR = 2
+RTM_NEWLINK, RTM_DELLINK = 16, 17
 RTM_NEWROUTE, RTM_DELROUTE, RTM_NEWNEIGH, RTM_DELNEIGH = 24, 25, 28, 29
+IFLA_IFNAME, IFLA_LINKINFO, IFLA_INFO_KIND, IFLA_INFO_DATA = 3, 18, 1, 2
+IFF_UP = 0x1
+# (local, remote, ttl) attribute numbers of the tunnel kinds' IFLA_INFO_DATA
+TUNNEL_ATTRS = {"ipip": (2, 3, 4), "gre": (6, 7, 8)}
 RTA_DST, RTA_OIF, RTA_TABLE = 1, 4, 15
 NDA_DST = 1
 RTPROT_STATIC = 4
@@ -37,6 +42,12 @@ _RTMSG = struct.Struct("=BBBBBBBBI")
 _NDMSG = struct.Struct("=BBHiHBB")
 _RTA_U32 = struct.Struct("=HHI")
 _RTA_ADDR = struct.Struct("=HH4s")
+_IFINFO = struct.Struct("=BxHiII")
+
+
+def _rta(kind: int, payload: bytes) -> bytes:
+    data = struct.pack("=HH", 4 + len(payload), kind) + payload
+    return data + b"\0" * (-len(data) % 4)
 
 GONE = {errno.ENOENT, errno.ESRCH, errno.EADDRNOTAVAIL, errno.ENODEV}
 
@@ -70,6 +81,23 @@ def proxy(add: bool, dst: IPv4Address, ifindex: int) -> Request:
         return Request(body, RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_REPLACE,
                        frozenset({errno.EEXIST}), f"proxy {dst}")
     return Request(body, RTM_DELNEIGH, 0, frozenset(GONE), f"proxy {dst}")
+
+
+def tunnel_link(kind: str, name: str, local: IPv4Address, remote: IPv4Address,
+                ifindex: int, ttl: int = 64) -> Request:
+    """Create an ipip or gre link, up, with the interface index we chose: routes to it can
+    then go in the same batch (pyroute2 takes three round trips: add, get, set up)."""
+    loc, rem, ttl_attr = TUNNEL_ATTRS[kind]
+    data = _rta(loc, local.packed) + _rta(rem, remote.packed) + _rta(ttl_attr, bytes((ttl,)))
+    info = _rta(IFLA_INFO_KIND, kind.encode()) + _rta(IFLA_INFO_DATA, data)
+    body = _IFINFO.pack(0, 0, ifindex, IFF_UP, IFF_UP)
+    body += _rta(IFLA_IFNAME, name.encode() + b"\0") + _rta(IFLA_LINKINFO, info)
+    return Request(body, RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, what=f"link {name}")
+
+
+def delete_link(ifindex: int, name: str = "") -> Request:
+    body = _IFINFO.pack(0, 0, ifindex, 0, 0)
+    return Request(body, RTM_DELLINK, 0, frozenset(GONE), f"link {name or ifindex}")
 
 
 class BatchError(OSError):

@@ -1,0 +1,33 @@
+"""rtbatch's hand-packed RTM_NEWLINK, read back by pyroute2's own parser."""
+
+import struct
+from ipaddress import IPv4Address as A
+
+import pytest
+from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
+
+from mipro.dataplane import rtbatch
+
+
+@pytest.mark.parametrize("kind,prefix", [("ipip", "IFLA_IPIP"), ("gre", "IFLA_GRE")])
+def test_tunnel_link_message_parses(kind, prefix):
+    req = rtbatch.tunnel_link(kind, "mip-c6336402", A("10.1.0.1"), A("198.51.100.2"),
+                              0x4D490001)
+    assert req.msg_type == rtbatch.RTM_NEWLINK
+    data = struct.pack("=IHHII", 16 + len(req.body), req.msg_type, 5, 1, 0) + req.body
+    msg = ifinfmsg(data)
+    msg.decode()
+    assert msg["index"] == 0x4D490001 and msg["flags"] & 1 and msg["change"] & 1
+    assert msg.get_attr("IFLA_IFNAME") == "mip-c6336402"
+    info = msg.get_attr("IFLA_LINKINFO")
+    assert info.get_attr("IFLA_INFO_KIND") == kind
+    data = info.get_attr("IFLA_INFO_DATA")
+    assert data.get_attr(f"{prefix}_LOCAL") == "10.1.0.1"
+    assert data.get_attr(f"{prefix}_REMOTE") == "198.51.100.2"
+    assert data.get_attr(f"{prefix}_TTL") == 64
+
+
+def test_delete_link_by_index():
+    req = rtbatch.delete_link(0x4D490001, "mip-c6336402")
+    assert req.msg_type == rtbatch.RTM_DELLINK
+    assert struct.unpack("=BxHiII", req.body) == (0, 0, 0x4D490001, 0, 0)
