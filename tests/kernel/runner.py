@@ -128,11 +128,18 @@ def main() -> int:
         f"\\) -exec cp --parents {{}} {RESULTS / 'labs'} \\;\n")
     (RESULTS / "labs").mkdir()
     script.chmod(0o755)
-    subprocess.call(vng_command(kernel, mode, str(script)), env=env(), cwd=REPO)
+    # through a pipe: qemu reopens its stdout, which would truncate a log file we write to
+    with subprocess.Popen(vng_command(kernel, mode, str(script)), env=env(), cwd=REPO,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          errors="replace") as vm:
+        for line in vm.stdout:
+            print(line, end="", flush=True)
     code_file = RESULTS / "exit-code"
     code = int(code_file.read_text()) if code_file.exists() else 1
-    print(f"kernel tests: {'passed' if code == 0 else f'FAILED ({code})'} in "
-          f"{time.monotonic() - t0:.0f} s; report {RESULTS / 'junit.xml'}", flush=True)
+    what = "kernel tests" if a.demo is None and not a.command else "stock-kernel run"
+    report = f"; report {RESULTS / 'junit.xml'}" if what == "kernel tests" else ""
+    print(f"{what}: {'passed' if code == 0 else f'FAILED ({code})'} in "
+          f"{time.monotonic() - t0:.0f} s{report}", flush=True)
     return code
 
 
