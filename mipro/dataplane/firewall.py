@@ -91,6 +91,19 @@ def rules_for(home: IPv4Address, f: FilterRule) -> list[iptc.Rule]:
     return out
 
 
+def chain_counters(table: iptc.Table, name: str) -> list[dict[str, object]]:
+    """A chain's rules with their packet counters, for `mipro status`."""
+    table.refresh()
+    if not table.is_chain(name):
+        return []
+    out: list[dict[str, object]] = []
+    for rule in iptc.Chain(table, name).rules:
+        packets, _ = rule.get_counters()
+        out.append({"source": rule.src, "destination": rule.dst, "protocol": rule.protocol,
+                    "target": rule.target.name, "packets": packets})
+    return out
+
+
 def drop_chain(table: iptc.Table, parent: str, name: str) -> bool:
     """Unhook chain ``name`` from ``parent``, empty and delete it (uncommitted)."""
     if not table.is_chain(name):
@@ -246,16 +259,7 @@ class MobileFirewall:
             self.nat.refresh()
 
     def counters(self, home: IPv4Address) -> list[dict[str, object]]:
-        name = chain_name(home)
-        self.table.refresh()
-        if not self.table.is_chain(name):
-            return []
-        out = []
-        for rule in iptc.Chain(self.table, name).rules:
-            packets, _ = rule.get_counters()
-            out.append({"source": rule.src, "destination": rule.dst, "protocol": rule.protocol,
-                        "target": rule.target.name, "packets": packets})
-        return out
+        return chain_counters(self.table, chain_name(home))
 
     def stop(self) -> None:
         self.table.refresh()

@@ -27,7 +27,15 @@ import iptc
 from pyroute2.ipset import AsyncIPSet
 
 from ..wire.vendor import FilterRule, Verdict
-from .firewall import NAT_TOP, TOP, MobileFirewall, drop_chain, nat_rule, rules_for
+from .firewall import (
+    NAT_TOP,
+    TOP,
+    MobileFirewall,
+    chain_counters,
+    drop_chain,
+    nat_rule,
+    rules_for,
+)
 
 SET_PREFIX = "mipro-p-"
 CHAIN_PREFIX = "MIPRO-P-"
@@ -241,17 +249,8 @@ class VisitorFirewall:
         pid = self.member_of.get(home)
         if pid is None:
             return []
-        self.table.refresh()
-        name = CHAIN_PREFIX + pid
-        if not self.table.is_chain(name):
-            return []
-        out = []
-        for rule in iptc.Chain(self.table, name).rules:
-            packets, _ = rule.get_counters()
-            out.append({"source": rule.src, "destination": rule.dst, "protocol": rule.protocol,
-                        "target": rule.target.name, "packets": packets, "policy": pid,
-                        "shared_by": self.policies[pid].members})
-        return out
+        shared = {"policy": pid, "shared_by": self.policies[pid].members}
+        return [c | shared for c in chain_counters(self.table, CHAIN_PREFIX + pid)]
 
 
 class PerVisitorChains:

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from pyroute2 import NetlinkError
@@ -132,3 +133,15 @@ def run_daemon(role: str, config_path: str, load: Callable[[str], Any],
         log("fatal", "error", reason=exc)
         return 1
     return 0
+
+
+def datagrams(sock: socket.socket, limit: int, log: EventLog) -> Iterator[tuple[bytes, Any]]:
+    """Up to ``limit`` datagrams waiting on a non-blocking socket: one wakeup drains a
+    batch (asyncio's datagram transport reads one per loop iteration)."""
+    for _ in range(limit):
+        try:
+            yield sock.recvfrom(65535)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:  # e.g. an ICMP port unreachable reported on the socket
+            log("socket-error", "debug", reason=exc)

@@ -22,7 +22,7 @@ from ..dataplane.ha import HaDataplane
 from ..dataplane.linklayer import IcmpLink
 from ..subscribers.file_store import load_subscribers
 from ..wire import AgentFlags
-from .daemon import EngineDaemon, run_daemon
+from .daemon import EngineDaemon, datagrams, run_daemon
 from .journal import BindingJournal
 from .logging import EventLog
 from .systemd import notify
@@ -190,14 +190,7 @@ class HaDaemon(EngineDaemon):
         """Drain up to a batch of datagrams per wakeup (asyncio's transport reads one)."""
         actions: list[Any] = []
         now = time.time()
-        for _ in range(RECV_BATCH):
-            try:
-                data, addr = self.sock.recvfrom(4096)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError as exc:  # e.g. ICMP port unreachable reported on the socket
-                self.log("socket-error", "debug", reason=exc)
-                continue
+        for data, addr in datagrams(self.sock, RECV_BATCH, self.log):
             if data[:1] == b"\x04":  # RFC 3519 tunnel data from an MN behind a NAPT
                 self.dataplane.from_udp(data, IPv4Address(addr[0]), addr[1])
                 continue

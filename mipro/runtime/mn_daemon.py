@@ -28,7 +28,7 @@ from ..core.mn import (
 from ..dataplane.linklayer import IcmpLink
 from ..dataplane.linkwatch import LinkWatch
 from ..dataplane.mn import MnDataplane
-from .daemon import EngineDaemon, run_daemon
+from .daemon import EngineDaemon, datagrams, run_daemon
 from .logging import EventLog
 from .systemd import notify
 
@@ -251,14 +251,7 @@ class MnDaemon(EngineDaemon):
     def _on_readable(self) -> None:
         """Drain a batch per wakeup: with a UDP tunnel this socket carries the traffic."""
         actions: list[Any] = []
-        for _ in range(BATCH):
-            try:
-                data, addr = self.sock.recvfrom(65535)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError as exc:  # e.g. ICMP port unreachable reported on the socket
-                self.log("socket-error", "debug", reason=exc)
-                continue
+        for data, addr in datagrams(self.sock, BATCH, self.log):
             if data[:1] == b"\x04":  # RFC 3519 tunnel data from the HA
                 self.dataplane.from_udp(data, IPv4Address(addr[0]), addr[1])
                 continue

@@ -1,6 +1,5 @@
 """Fig. 7 end to end: HA and MN daemons, a co-located care-of address from dnsmasq."""
 
-import importlib.util
 import json
 import signal
 import sys
@@ -9,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mipro.lab.lab import SCENARIOS
+from mipro.lab.cli import load_check
 
 from .conftest import kernel_state
 
@@ -19,11 +18,7 @@ SENDER = Path(__file__).with_name("mip_send.py")
 
 
 def scenario_check():
-    spec = importlib.util.spec_from_file_location("colocated_check",
-                                                  SCENARIOS / "colocated" / "check.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_check("colocated")
 
 
 def wait_registered(lab, timeout=40):

@@ -1,12 +1,11 @@
 """Foreign agents (Figs. 1, 3b): relaying, denials, reverse tunnelling, handover, cleanup."""
 
-import importlib.util
 import json
 import time
 
 import pytest
 
-from mipro.lab.lab import SCENARIOS
+from mipro.lab.cli import load_check
 
 from .conftest import kernel_state
 
@@ -15,11 +14,7 @@ FA1 = "198.51.100.1"
 
 
 def check_module():
-    spec = importlib.util.spec_from_file_location("handover_check",
-                                                  SCENARIOS / "handover" / "check.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_check("handover")
 
 
 def fa_state(lab, node):

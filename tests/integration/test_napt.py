@@ -1,11 +1,10 @@
 """Mobile nodes behind a residential NAPT (Figs. 9b, 12b; RFC 3519), in namespaces."""
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
 
-from mipro.lab.lab import SCENARIOS
+from mipro.lab.cli import load_check
 
 SENDER = Path(__file__).with_name("mip_send.py")
 HOME = "10.1.0.100"
@@ -14,10 +13,7 @@ FLAGS_D_T = 0x20 | 0x02
 
 
 def check_module():
-    spec = importlib.util.spec_from_file_location("nat_check", SCENARIOS / "nat" / "check.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_check("nat")
 
 
 def test_registration_tcp_and_mapping_expiry_through_the_napt(make_lab):

@@ -1,16 +1,11 @@
 """Overlapping address realms at the foreign agent (seed Figs. 3c, 5)."""
 
-import importlib.util
 
-from mipro.lab.lab import SCENARIOS
+from mipro.lab.cli import load_check
 
 
 def check_module():
-    spec = importlib.util.spec_from_file_location("overlap_check",
-                                                  SCENARIOS / "overlap" / "check.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_check("overlap")
 
 
 def test_a_local_correspondent_with_a_home_address_is_ignored(make_lab):

@@ -1,17 +1,13 @@
 """Route optimization (Figs. 3a, 4, 5, 6a): routes and filters from the HA, applied by FA1."""
 
-import importlib.util
 
-from mipro.lab.lab import SCENARIOS
+from mipro.lab.cli import load_check
 
 HOME = "10.1.0.100"
 
 
 def check_module():
-    spec = importlib.util.spec_from_file_location("ro_check", SCENARIOS / "ro" / "check.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_check("ro")
 
 
 def test_route_optimization_and_mobile_firewall(make_lab):
@@ -81,9 +77,6 @@ def test_everything_goes_with_the_visitor(make_lab):
 def test_colocated_mobile_node_applies_its_profile(make_lab):
     """Figs. 9a-12a: routes across the two interfaces by cost, filters on the MN itself,
     all removed on deregistration (asserted inside the scenario check)."""
-    spec = importlib.util.spec_from_file_location("ro_colocated_check",
-                                                  SCENARIOS / "ro-colocated" / "check.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_check("ro-colocated")
     lab = make_lab("ro-colocated")
     module.run(lab, say=lambda s: None)

@@ -1,21 +1,16 @@
 """The kernel backend on a kernel that has ipip and ip_gre: tunnels, routes, rules, proxy
 ARP and filters programmed through pyroute2 and python-iptables, in the lab."""
 
-import importlib.util
 
 import pytest
 
-from mipro.lab.lab import SCENARIOS
+from mipro.lab.cli import load_check
 
 HOME = "10.1.0.100"
 
 
 def check(scenario):
-    spec = importlib.util.spec_from_file_location(f"{scenario}_check",
-                                                  SCENARIOS / scenario / "check.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_check(scenario)
 
 
 def kernel_backend(lab, *nodes_files):
