@@ -15,11 +15,8 @@ emulation absolute figures mean little, ratios to `none` do.
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -27,19 +24,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mipro.lab import Lab  # noqa: E402
 
 HOME = "10.1.0.100"
-
-
-def iperf(lab: Lab, server: str, client: str, dst: str, udp: bool, seconds: int) -> float:
-    srv = subprocess.Popen(["ip", "netns", "exec", lab.ns(server), "iperf3", "-s", "-1",
-                            "-p", "5201"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(1.0)
-    args = ["iperf3", "-c", dst, "-p", "5201", "-t", str(seconds), "-J"]
-    if udp:
-        args += ["-u", "-b", "2G", "-l", "1400"]
-    out = lab.exec(client, *args, check=False, timeout=seconds + 60).stdout
-    srv.wait(timeout=60)
-    end = json.loads(out)["end"]
-    return (end.get("sum_received") or end.get("sum"))["bits_per_second"] / 1e6
 
 
 def measure(backend: str, seconds: int) -> dict:
@@ -60,8 +44,8 @@ def measure(backend: str, seconds: int) -> dict:
                 lab.stop_service("mn")  # deregisters; the care-of address stays on eth0
                 lab.exec("mn", "ip", "addr", "replace", f"{dst}/24", "dev", "eth0")
                 lab.exec("mn", "ip", "route", "replace", "default", "via", "198.51.100.1")
-            return {"tcp": iperf(lab, "mn", "cn-home", dst, False, seconds),
-                    "udp": iperf(lab, "mn", "cn-home", dst, True, seconds)}
+            return {"tcp": lab.iperf("mn", "cn-home", dst, False, seconds),
+                    "udp": lab.iperf("mn", "cn-home", dst, True, seconds)}
         finally:
             lab.down(quiet=True)
 

@@ -15,11 +15,8 @@ Figures, not pass/fail; ratios are against `ipip` (same backend) and `direct`.
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -27,23 +24,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mipro.lab import Lab  # noqa: E402
 
 HOME = "10.1.0.100"
-
-
-def iperf(lab: Lab, dst: str, udp: bool, seconds: int) -> float:
-    """Mbit/s received by the MN (for UDP: at a 2 Gbit/s offered load)."""
-    server = subprocess.Popen(["ip", "netns", "exec", lab.ns("mn"), "iperf3", "-s", "-1",
-                               "-B", dst, "-p", "5201"], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
-    time.sleep(0.5)
-    args = ["iperf3", "-c", dst, "-p", "5201", "-t", str(seconds), "-J"]
-    if udp:
-        args += ["-u", "-b", "2G", "-l", "1400"]
-    out = lab.exec("cn-home", *args, check=False, timeout=seconds + 30).stdout
-    server.wait(timeout=10)
-    result = json.loads(out)
-    end = result["end"]
-    summary = end.get("sum_received") or end.get("sum")
-    return summary["bits_per_second"] / 1e6
 
 
 def setup(lab: Lab, variant: str) -> str:
@@ -72,7 +52,8 @@ def measure(variant: str, seconds: int) -> dict:
             for name in ("dnsmasq", "ha"):
                 lab.start_service(name)
             dst = setup(lab, variant)
-            return {"tcp": iperf(lab, dst, False, seconds), "udp": iperf(lab, dst, True, seconds)}
+            return {"tcp": lab.iperf("mn", "cn-home", dst, False, seconds),
+                    "udp": lab.iperf("mn", "cn-home", dst, True, seconds)}
         finally:
             lab.down(quiet=True)
 

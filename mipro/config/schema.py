@@ -146,12 +146,17 @@ def _ldap(c: Checker) -> dict | None:
             "cache_negative_ttl": c.number("subscribers.ldap.cache_negative_ttl", 5.0, 0.0)}
 
 
+def _encapsulations(c: Checker, key: str) -> frozenset[str]:
+    encaps = c.get(key, list, ["ipip", "gre"],
+                   lambda v: None if v and set(v) <= {"ipip", "gre"} else
+                   "a non-empty list of \"ipip\" and \"gre\"")
+    return frozenset(encaps) if isinstance(encaps, list) else frozenset({"ipip"})
+
+
 def load_ha(path: str | Path) -> HaConfig:
     data = read_toml(path)
     c = Checker(path, data)
-    encaps = c.get("ha.encapsulations", list, ["ipip", "gre"],
-                   lambda v: None if v and set(v) <= {"ipip", "gre"} else
-                   "a non-empty list of \"ipip\" and \"gre\"")
+    encaps = _encapsulations(c, "ha.encapsulations")
     store = c.choice("subscribers.store", ("file", "ldap"), "file")
     peers = _peers(c, "fa_peer", "address")
     cfg = HaConfig(
@@ -161,7 +166,7 @@ def load_ha(path: str | Path) -> HaConfig:
         home_network=c.network("ha.home_network"),
         max_lifetime=c.integer("ha.max_lifetime", 3600, 1, 65534),
         replay_window=c.number("ha.replay_window", 7.0, 0.1),
-        encapsulations=frozenset(encaps) if isinstance(encaps, list) else frozenset({"ipip"}),
+        encapsulations=encaps,
         reverse_tunneling=c.get("ha.reverse_tunneling", bool, True),
         vendor_id=c.integer("ha.vendor_id", 32473, 1, 2**24 - 1),
         subscriber_store=store,
@@ -301,9 +306,7 @@ class FaConfig:
 def load_fa(path: str | Path) -> FaConfig:
     data = read_toml(path)
     c = Checker(path, data)
-    encaps = c.get("fa.encapsulations", list, ["ipip", "gre"],
-                   lambda v: None if v and set(v) <= {"ipip", "gre"} else
-                   "a non-empty list of \"ipip\" and \"gre\"")
+    encaps = _encapsulations(c, "fa.encapsulations")
     coas = c.get("fa.care_of_addresses", list, None)
     address = c.address("fa.address")
     care_of: list[IPv4Address] = []
@@ -325,7 +328,7 @@ def load_fa(path: str | Path) -> FaConfig:
         registration_required=c.get("fa.registration_required", bool, True),
         reverse_tunneling=c.get("fa.reverse_tunneling", bool, True),
         reverse_tunnel_required=c.get("fa.reverse_tunnel_required", bool, False),
-        encapsulations=frozenset(encaps) if isinstance(encaps, list) else frozenset({"ipip"}),
+        encapsulations=encaps,
         vendor_id=c.integer("fa.vendor_id", 32473, 1, 2**24 - 1),
         ha_peers=peers,
         mn_peers=mns,

@@ -6,6 +6,8 @@ from __future__ import annotations
 import socket
 from ipaddress import IPv4Address
 
+from ..wire.advertisement import icmp_checksum
+
 IPPROTO_IPIP = 4
 IPPROTO_GRE = 47
 GRE_IPV4 = b"\x00\x00\x08\x00"  # no checksum, key or sequence; protocol 0x0800
@@ -15,23 +17,14 @@ class BadPacket(ValueError):
     pass
 
 
-def _checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\x00"
-    total = sum(int.from_bytes(data[i:i + 2], "big") for i in range(0, len(data), 2))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
 def icmp_echo(src: IPv4Address, dst: IPv4Address, ident: int, seq: int) -> bytes:
     """An IPv4 ICMP echo request, checksums and all."""
     icmp = bytearray(b"\x08\x00\x00\x00" + ident.to_bytes(2, "big") + seq.to_bytes(2, "big")
                      + b"mipro-keepalive")
-    icmp[2:4] = _checksum(bytes(icmp)).to_bytes(2, "big")
+    icmp[2:4] = icmp_checksum(bytes(icmp)).to_bytes(2, "big")
     header = bytearray(b"\x45\x00" + (20 + len(icmp)).to_bytes(2, "big") + b"\x00\x00\x40\x00"
                        + b"\x40\x01\x00\x00" + src.packed + dst.packed)
-    header[10:12] = _checksum(bytes(header)).to_bytes(2, "big")
+    header[10:12] = icmp_checksum(bytes(header)).to_bytes(2, "big")
     return bytes(header) + bytes(icmp)
 
 

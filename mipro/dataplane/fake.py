@@ -44,6 +44,8 @@ class FakeHaDataplane:
     def counters(self, home: IPv4Address) -> None:
         return None
 
+    udp_tunnels = True  # the engine decides as configured; nothing is carried here
+
     def from_udp(self, data: bytes, src: IPv4Address, port: int) -> bool:
         return False  # no tunnels here
 

@@ -180,6 +180,11 @@ class HaDataplane:
         for address in announce:
             self.arp.announce(address)
 
+    @property
+    def udp_tunnels(self) -> bool:
+        """RFC 3519 tunnels go through the relay; a kernel backend without TUN has none."""
+        return self.relay is not None
+
     def kernel_link(self, b: Binding) -> bool:
         return self.name == "kernel" and b.encapsulation != "udp"
 

@@ -28,8 +28,9 @@ import iptc
 from pyroute2.ipset import AsyncIPSet
 
 from ..wire.vendor import StaticRoute
+from .firewall import drop_chain
 from .netlink import Netlink
-from .visitorfw import MAX_MEMBERS
+from .visitorfw import MAX_MEMBERS, destroy_sets, set_match
 
 SET_PREFIX = "mipro-r-"
 MARK_CHAIN = "MIPRO-MARK"
@@ -93,23 +94,10 @@ class RouteProfiles:
         self.ipset.close()
 
     async def _remove_all(self) -> int:
-        removed = 0
         self.mangle.refresh()
-        pre = iptc.Chain(self.mangle, "PREROUTING")
-        for rule in list(pre.rules):
-            if rule.target.name == MARK_CHAIN:
-                pre.delete_rule(rule)
-        if self.mangle.is_chain(MARK_CHAIN):
-            chain = iptc.Chain(self.mangle, MARK_CHAIN)
-            chain.flush()
-            chain.delete()
-            removed += 1
+        removed = int(drop_chain(self.mangle, "PREROUTING", MARK_CHAIN))
         self._commit()
-        async for msg in await self.ipset.list():
-            name = msg.get_attr("IPSET_ATTR_SETNAME")
-            if name and name.startswith(SET_PREFIX):
-                await self.ipset.destroy(name)
-                removed += 1
+        removed += await destroy_sets(self.ipset, SET_PREFIX)
         self.profiles.clear()
         self.member_of.clear()
         return removed
@@ -177,8 +165,7 @@ class RouteProfiles:
         self.mangle.refresh()
         rule = iptc.Rule()
         rule.in_interface = self.lan
-        m = rule.create_match("set")
-        m.match_set = [profile.set_name, "src"]
+        set_match(rule, profile.set_name, "src")
         target = iptc.Target(rule, "MARK")
         target.set_xmark = f"{profile.mark:#x}/{MARK_MASK:#x}"
         rule.target = target

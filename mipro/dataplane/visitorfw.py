@@ -84,7 +84,16 @@ async def ipset_available() -> str | None:
         ipset.close()
 
 
-def _set_match(rule: iptc.Rule, name: str, direction: str) -> None:
+async def destroy_sets(ipset: AsyncIPSet, prefix: str) -> int:
+    """Destroy the ipsets whose names start with ``prefix`` (no rule may use them)."""
+    names = [msg.get_attr("IPSET_ATTR_SETNAME") async for msg in await ipset.list()]
+    doomed = [n for n in names if n and n.startswith(prefix)]
+    for name in doomed:
+        await ipset.destroy(name)
+    return len(doomed)
+
+
+def set_match(rule: iptc.Rule, name: str, direction: str) -> None:
     m = rule.create_match("set")
     m.match_set = [name, direction]
 
@@ -143,11 +152,7 @@ class VisitorFirewall:
                 chain.delete()
                 removed += 1
             self._commit(table)
-        async for msg in await self.ipset.list():
-            name = msg.get_attr("IPSET_ATTR_SETNAME")
-            if name and name.startswith(SET_PREFIX):
-                await self.ipset.destroy(name)
-                removed += 1
+        removed += await destroy_sets(self.ipset, SET_PREFIX)
         self.policies.clear()
         self.member_of.clear()
         return removed
@@ -212,7 +217,7 @@ class VisitorFirewall:
         for direction, attr in (("src", "in_interface"), ("dst", "out_interface")):
             j = iptc.Rule()
             setattr(j, attr, self.interface)
-            _set_match(j, policy.set_name, direction)
+            set_match(j, policy.set_name, direction)
             j.target = iptc.Target(j, policy.chain)
             top.append_rule(j)
         self._commit(self.table)
@@ -223,7 +228,7 @@ class VisitorFirewall:
             for f in translated:
                 chain.append_rule(nat_rule(f, None))
             j = iptc.Rule()
-            _set_match(j, policy.set_name, "src")
+            set_match(j, policy.set_name, "src")
             j.target = iptc.Target(j, policy.nat_chain)
             iptc.Chain(self.nat, NAT_TOP).append_rule(j)
             self._commit(self.nat)

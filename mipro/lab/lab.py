@@ -309,6 +309,33 @@ class Lab:
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         return srv, cli
 
+    def udp_burst(self, sender: str, receiver: str, dst: str, port: int) -> dict[str, Any]:
+        """0.3 s of datagrams from sender to dst:port; what the receiver saw (its
+        "arrivals" and the "peers" it heard from)."""
+        sink = subprocess.Popen(["ip", "netns", "exec", self.ns(receiver), self.python, "-m",
+                                 "mipro.lab.traffic", "udp-sink", "--port", str(port),
+                                 "--seconds", str(1.5 * TIME_SCALE)],
+                                stdout=subprocess.PIPE, text=True)
+        time.sleep(0.3 * TIME_SCALE)  # the sink starts listening
+        self.exec(sender, self.python, "-m", "mipro.lab.traffic", "udp-source", dst, "--port",
+                  str(port), "--seconds", "0.3", "--interval", "0.01")
+        return json.loads(sink.communicate(timeout=10 * TIME_SCALE)[0])
+
+    def iperf(self, server: str, client: str, dst: str, udp: bool, seconds: int) -> float:
+        """iperf3 from client to dst (served in server): Mbit/s received, for UDP at a
+        2 Gbit/s offered load of 1,400-byte datagrams."""
+        srv = subprocess.Popen(["ip", "netns", "exec", self.ns(server), "iperf3", "-s", "-1",
+                                "-p", "5201"], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+        time.sleep(1.0 * TIME_SCALE)  # the server starts listening
+        args = ["iperf3", "-c", dst, "-p", "5201", "-t", str(seconds), "-J"]
+        if udp:
+            args += ["-u", "-b", "2G", "-l", "1400"]
+        out = self.exec(client, *args, check=False, timeout=seconds + 60).stdout
+        srv.wait(timeout=60 * TIME_SCALE)
+        end = json.loads(out)["end"]
+        return (end.get("sum_received") or end.get("sum"))["bits_per_second"] / 1e6
+
     def tcp_rtt(self, client: str, server: str, server_ip: str, port: int = 5004) -> float:
         """Median TCP request/response time (ms) over a second of small echoes."""
         result = self.echo_result(self.echo_stream(client, server, server_ip, 1.0, port))

@@ -7,7 +7,6 @@ import gc
 import os
 import socket
 import time
-from dataclasses import replace
 from ipaddress import IPv4Address
 from typing import Any
 
@@ -43,11 +42,12 @@ def make_store(cfg: HaConfig):
     return CachedStore(LdapStore(LdapSettings(**settings)), ttl, negative_ttl)
 
 
-def make_policy(cfg: HaConfig) -> HaPolicy:
+def make_policy(cfg: HaConfig, udp_tunnels: bool = True) -> HaPolicy:
+    """``udp_tunnels``: whether the dataplane can carry RFC 3519 tunnels at all."""
     return HaPolicy(addresses=(cfg.address,), max_lifetime=cfg.max_lifetime,
                     replay_window=cfg.replay_window, encapsulations=cfg.encapsulations,
                     reverse_tunneling=cfg.reverse_tunneling, vendor_id=cfg.vendor_id,
-                    fa_associations=dict(cfg.fa_peers), udp_tunnelling=cfg.udp_tunnelling,
+                    fa_associations=dict(cfg.fa_peers), udp_tunnelling=cfg.udp_tunnelling and udp_tunnels,
                     udp_keepalive=cfg.udp_keepalive)
 
 
@@ -86,8 +86,7 @@ class HaDaemon(EngineDaemon):
                 tunnel_interface=dp.tunnel_interface, log=self.log,
                 proxy_arp=self.cfg.proxy_arp)
         await self.dataplane.start(loop)
-        if getattr(self.dataplane, "relay", True) is None:  # kernel backend without TUN
-            self.engine.policy = replace(self.engine.policy, udp_tunnelling=False)
+        self.engine.policy = make_policy(self.cfg, self.dataplane.udp_tunnels)
         worker = asyncio.create_task(self._worker())
         self._restore()
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -157,9 +156,7 @@ class HaDaemon(EngineDaemon):
         changed = [k for k in fixed if getattr(cfg, k) != getattr(self.cfg, k)]
         if changed:
             self.log("reload-needs-restart", "warning", keys=",".join(changed))
-        self.engine.policy = make_policy(cfg)
-        if getattr(self.dataplane, "relay", True) is None:
-            self.engine.policy = replace(self.engine.policy, udp_tunnelling=False)
+        self.engine.policy = make_policy(cfg, self.dataplane.udp_tunnels)
         old, self.engine.store = self.engine.store, store
         if hasattr(old, "close"):
             old.close()

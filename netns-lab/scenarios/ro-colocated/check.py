@@ -1,8 +1,5 @@
 """Checks of the `ro-colocated` scenario: the co-located MN applies routes and filters."""
 
-import json
-import subprocess
-import time
 
 from mipro.lab import Lab
 
@@ -21,13 +18,7 @@ def ha_packets(lab: Lab) -> int:
 
 def udp_peers(lab: Lab, sender: str, receiver: str, dst: str, port: int) -> list[str]:
     """Who the receiver saw sending (empty: nothing arrived)."""
-    sink = subprocess.Popen(["ip", "netns", "exec", lab.ns(receiver), lab.python, "-m",
-                             "mipro.lab.traffic", "udp-sink", "--port", str(port), "--seconds",
-                             "1.5"], stdout=subprocess.PIPE, text=True)
-    time.sleep(0.3)
-    lab.exec(sender, lab.python, "-m", "mipro.lab.traffic", "udp-source", dst, "--port",
-             str(port), "--seconds", "0.3", "--interval", "0.01")
-    return json.loads(sink.communicate(timeout=10)[0])["peers"]
+    return lab.udp_burst(sender, receiver, dst, port)["peers"]
 
 
 def udp_reaches(lab: Lab, sender: str, receiver: str, dst: str, port: int) -> bool:

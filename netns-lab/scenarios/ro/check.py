@@ -1,8 +1,5 @@
 """Checks of the `ro` scenario: route optimization and the mobile firewall at FA1."""
 
-import json
-import subprocess
-import time
 
 from mipro.lab import Lab
 
@@ -25,13 +22,7 @@ def ha_tunnel_packets(lab: Lab) -> int:
 
 
 def udp_reaches(lab: Lab, sender: str, receiver: str, dst: str, port: int) -> bool:
-    sink = subprocess.Popen(["ip", "netns", "exec", lab.ns(receiver), lab.python, "-m",
-                             "mipro.lab.traffic", "udp-sink", "--port", str(port), "--seconds",
-                             "1.5"], stdout=subprocess.PIPE, text=True)
-    time.sleep(0.3)
-    lab.exec(sender, lab.python, "-m", "mipro.lab.traffic", "udp-source", dst, "--port",
-             str(port), "--seconds", "0.3", "--interval", "0.01")
-    return bool(json.loads(sink.communicate(timeout=10)[0])["arrivals"])
+    return bool(lab.udp_burst(sender, receiver, dst, port)["arrivals"])
 
 
 def run(lab: Lab, say=print) -> None:
