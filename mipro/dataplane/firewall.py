@@ -104,6 +104,18 @@ def chain_counters(table: iptc.Table, name: str) -> list[dict[str, object]]:
     return out
 
 
+def hook_chain(table: iptc.Table, parent: str, name: str) -> None:
+    """Create chain ``name`` if need be and jump to it first from ``parent``; committed."""
+    table.refresh()
+    if not table.is_chain(name):
+        table.create_chain(name)
+    jump = iptc.Rule()
+    jump.target = iptc.Target(jump, name)
+    iptc.Chain(table, parent).insert_rule(jump)
+    table.commit()
+    table.refresh()
+
+
 def drop_chain(table: iptc.Table, parent: str, name: str) -> bool:
     """Unhook chain ``name`` from ``parent``, empty and delete it (uncommitted)."""
     if not table.is_chain(name):

@@ -28,7 +28,7 @@ import iptc
 from pyroute2.ipset import AsyncIPSet
 
 from ..wire.vendor import StaticRoute
-from .firewall import drop_chain
+from .firewall import drop_chain, hook_chain
 from .netlink import Netlink
 from .visitorfw import MAX_MEMBERS, destroy_sets, set_match
 
@@ -79,12 +79,7 @@ class RouteProfiles:
         """Our mangle chain hooked first; an earlier run's chain and sets removed."""
         await self.ipset.setup_endpoint()
         removed = await self._remove_all()
-        self.mangle.refresh()
-        self.mangle.create_chain(MARK_CHAIN)
-        jump = iptc.Rule()
-        jump.target = iptc.Target(jump, MARK_CHAIN)
-        iptc.Chain(self.mangle, "PREROUTING").insert_rule(jump)
-        self._commit()
+        hook_chain(self.mangle, "PREROUTING", MARK_CHAIN)
         return removed
 
     async def stop(self) -> None:

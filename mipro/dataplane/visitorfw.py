@@ -33,6 +33,7 @@ from .firewall import (
     MobileFirewall,
     chain_counters,
     drop_chain,
+    hook_chain,
     nat_rule,
     rules_for,
 )
@@ -115,20 +116,8 @@ class VisitorFirewall:
         """Our top chains hooked first; what an earlier run left is removed first."""
         await self.ipset.setup_endpoint()
         removed = await self._remove_all()
-        self.table.refresh()
-        if not self.table.is_chain(TOP):
-            self.table.create_chain(TOP)
-        jump = iptc.Rule()
-        jump.target = iptc.Target(jump, TOP)
-        iptc.Chain(self.table, "FORWARD").insert_rule(jump)
-        self._commit(self.table)
-        self.nat.refresh()
-        if not self.nat.is_chain(NAT_TOP):
-            self.nat.create_chain(NAT_TOP)
-        jump = iptc.Rule()
-        jump.target = iptc.Target(jump, NAT_TOP)
-        iptc.Chain(self.nat, "POSTROUTING").insert_rule(jump)
-        self._commit(self.nat)
+        hook_chain(self.table, "FORWARD", TOP)
+        hook_chain(self.nat, "POSTROUTING", NAT_TOP)
         return removed
 
     async def stop(self) -> None:
