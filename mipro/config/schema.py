@@ -341,7 +341,7 @@ def load_fa(path: str | Path) -> FaConfig:
         "fa": {"interface", "address", "prefix_length", "care_of_addresses", "max_lifetime",
                "advertisement_interval", "registration_required", "reverse_tunneling",
                "reverse_tunnel_required", "encapsulations", "vendor_id", "require_mn_fa_auth"},
-        "dataplane": {"backend", "table", "rule_priority", "tunnel_interface"},
+        "dataplane": {"backend", "table", "rule_priority"},  # a tunnel device per HA
         "runtime": {"control_socket", "state_file", "log_level"},
     })
     c.done()

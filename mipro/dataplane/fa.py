@@ -1,8 +1,10 @@
 """The foreign agent's kernel state.
 
-Per accepted visitor: a permanent neighbour entry (home address → the MN's
-link-layer address: the FA never ARPs for a home address) and a /32 route on
-the visited link in mipro's table, so decapsulated traffic reaches the MN.
+Per accepted visitor: a next-hop alias on the visited link whose permanent
+neighbour entry is the MN's link-layer address, and a /32 route to its home
+address via that alias in its home agent's realm table and in mipro's table,
+so decapsulated traffic reaches the MN (realms.py: two MNs may share a home
+address; the FA never ARPs for a home address).
 
 What the MN sends is routed by source (seed Fig. 5): packets from its home
 address on the link are marked for its route profile and routed by the
@@ -10,10 +12,13 @@ profile's table (routeprofiles.py), which holds the static routes its home
 agent sent, with their costs as metrics — the tunnel for the home network
 and the internet, the local interface for correspondents on the visited
 site — plus, with reverse tunnelling (RFC 3024), a default route into the
-tunnel.  Its filter rules are those of
-its policy (visitorfw.py: an ipset membership and a shared chain).  All of it
-goes when the visitor does, with the visitor's conntrack entries, so a denied
-flow cannot live on.
+tunnel.  Its filter rules are those of its policy (visitorfw.py: an ipset
+membership and a shared chain).  All of it goes when the visitor does, with
+the visitor's conntrack entries, so a denied flow cannot live on.
+
+Each home agent has a tunnel device of its own: an ipip link (kernel
+backend) or a TUN of the relay (userspace backend), named
+``mip-<HA address in hex>``.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from pyroute2 import AsyncConntrack
 from ..core.fa import Visitor
 from ..wire.vendor import StaticRoute
 from .netlink import Netlink, set_sysctl
+from .realms import REALM_MASK, REALM_SHIFT, Key, Realm, Realms, Twin
 from .relay import MTU, UserspaceTunnel
 from .routeprofiles import MARK_MASK, MARK_SHIFT, RouteProfiles
 from .visitorfw import PerVisitorChains, VisitorFirewall, ipset_available
@@ -36,31 +42,34 @@ LINK_PREFIX = "mip-"
 DEFAULT = IPv4Network("0.0.0.0/0")
 TABLE_OFFSET = 16  # route profile tables: table + 16 + 1 .. + (MARK_MASK >> MARK_SHIFT)
 PROFILE_TABLES = MARK_MASK >> MARK_SHIFT
+REALM_TABLE_OFFSET = 8192  # realm delivery tables: table + 8192 + 1 .. + 255
 REVERSE_METRIC = 1000  # reverse tunnelling default: costlier than any profile route
 
 
 class FaDataplane:
     def __init__(self, *, backend: str, interface: str, care_of: IPv4Address, table: int,
-                 rule_priority: int, tunnel_interface: str, log: Any) -> None:
+                 rule_priority: int, log: Any) -> None:
         self.name = backend
         self.lan = interface
         self.coa = care_of
         self.table = table  # delivery routes to visitors
         self.prio = rule_priority
-        self.tun_if = tunnel_interface
         self.log = log
         self.nl = Netlink()
         self.relay: UserspaceTunnel | None = None
-        self.visitors: dict[IPv4Address, Visitor] = {}
-        self.ha_links: dict[IPv4Address, tuple[str, int]] = {}  # kernel: name, index
+        self.visitors: dict[Key, Visitor] = {}
+        self.by_realm: dict[tuple[IPv4Address, IPv4Address], Visitor] = {}  # (home, HA)
+        self.by_home: dict[IPv4Address, dict[Key, Visitor]] = {}
+        self.ha_links: dict[IPv4Address, tuple[str, int]] = {}  # tunnel devices: name, index
         self.lan_index = 0
         self.firewall: VisitorFirewall | PerVisitorChains | None = None
         self.conntrack: AsyncConntrack | None = None
-        self.ct_doomed: set[IPv4Address] = set()  # visitors whose flows are to be forgotten
+        self.ct_doomed: set[tuple[IPv4Address, int | None]] = set()  # (home, realm mark)
         self.ct_task: asyncio.Task | None = None
         self.indexes: dict[str, int] = {}
         self.profiles = RouteProfiles(self.nl, interface, table + TABLE_OFFSET,
                                       rule_priority - 1, self._route_args)
+        self.realms = Realms(self.nl, interface, table + REALM_TABLE_OFFSET, rule_priority - 2)
 
     async def start(self, loop: asyncio.AbstractEventLoop | None) -> None:
         set_sysctl("net.ipv4.ip_forward", "1")
@@ -74,7 +83,8 @@ class FaDataplane:
         if why_not is not None:
             self.log("firewall-fallback", "warning", reason=f"no ipsets ({why_not}): one "
                      "iptables chain per visitor, slower with many visitors")
-        removed = await self.firewall.start() + await self.profiles.start()
+        removed = await self.firewall.start() + await self.profiles.start() + \
+            await self.realms.start()
         if removed:
             self.log("reconciled-leftovers", chains=removed)
         # MN <-> local correspondents go through us (the mobile firewall sees them): no ICMP
@@ -83,18 +93,16 @@ class FaDataplane:
             old = set_sysctl(f"net.ipv4.conf.{name}.send_redirects", "0")
             if old is not None:
                 self.log("sysctl", name=f"net.ipv4.conf.{name}.send_redirects", value=0, was=old)
-        if self.name == "userspace":
-            self.relay = UserspaceTunnel(self.tun_if, self.coa, self._peer_of, self._accept)
+        if self.name == "userspace":  # no TUN of its own: one per home agent (_ha_device)
+            self.relay = UserspaceTunnel("", self.coa, lambda src, dst: None, self._accept)
             self.relay.open()
-            await self.nl.link_up(self.tun_if, MTU)
-            set_sysctl(f"net.ipv4.conf.{self.tun_if}.rp_filter", "0")
             if loop is not None:
                 self.relay.start_reading(loop)
         await self.nl.rule_ensure(self.table, self.prio)
 
     async def cleanup_leftovers(self) -> None:
         count = 0
-        last = self.table + TABLE_OFFSET + PROFILE_TABLES
+        last = self.table + REALM_TABLE_OFFSET + (REALM_MASK >> 8)
         tables = set()
         for rule in await self.nl.rules_for_table_range(self.table, last):
             src = {"src": rule["src"], "src_len": 32} if rule["src"] else {}
@@ -113,47 +121,92 @@ class FaDataplane:
         await self.nl.rule_del(self.table, self.prio)
         await self.flows_forgotten()
         await self.profiles.stop()
+        await self.realms.stop()
         if self.firewall is not None:
             await self.firewall.stop()
         if self.conntrack is not None:
             self.conntrack.close()
-        for name, _ in list(self.ha_links.values()):
-            await self.nl.link_del(name)
+        for ha in list(self.ha_links):
+            await self._drop_ha_device(ha)
         if self.relay is not None:
             self.relay.close()
         self.nl.close()
 
+    # --- visitors ---------------------------------------------------------------------
+
+    def sharing(self, home: IPv4Address) -> list[Visitor]:
+        return list(self.by_home.get(home, {}).values())
+
     async def add_visitor(self, v: Visitor, previous: Visitor | None = None) -> None:
-        self.visitors[v.home_address] = v
-        await self.nl.ipr.neigh("replace", dst=str(v.home_address), ifindex=self.lan_index,
-                                lladdr=v.mac.hex(":"), state=0x80)  # NUD_PERMANENT
-        await self.nl.route_replace(IPv4Network(v.home_address), self.table, oif=self.lan)
-        if self.name == "kernel":
-            await self._ha_link(v.home_agent)
+        current = self.visitors.get(v.key)
+        if current is not None and current.home_agent != v.home_agent:
+            await self.remove_visitor(current)  # registered with another home agent now
+            previous = None
+        if isinstance(self.firewall, PerVisitorChains) and \
+                any(o.key != v.key for o in self.sharing(v.home_address)):
+            raise RuntimeError(f"{v.home_address} is another visitor's home address too; "
+                               "telling them apart needs ipsets")
+        self.visitors[v.key] = v
+        self.by_realm[(v.home_address, v.home_agent)] = v
+        self.by_home.setdefault(v.home_address, {})[v.key] = v
+        device, index = await self._ha_device(v.home_agent)
+        realm = self.realms.of(v.home_agent) or \
+            await self.realms.create(v.home_agent, device, index)
+        await self.realms.add(v.key, realm, self.table)
         same = previous is not None and (previous.routes, previous.filters,
                                          previous.reverse_tunnel, previous.home_agent) == \
             (v.routes, v.filters, v.reverse_tunnel, v.home_agent)
-        if same and v.home_address in self.profiles.member_of:
+        if same and v.key in self.profiles.member_of:
             return  # a renewal that changes nothing
         await self._apply_routes(v)
-        await self.firewall.apply(v.home_address, v.filters)
+        await self.firewall.apply(v.key, v.filters)
+        if len(self.sharing(v.home_address)) > 1:  # twins: told apart by MAC (realms.py)
+            await self._unlist(v.home_address)
+            await self._rebuild_twins()
         if previous is not None:  # changed policy: flows admitted under the old one go
-            self._forget_flows(v.home_address)
+            shared = len(self.sharing(v.home_address)) > 1
+            self._forget_flows(v.home_address, realm.mark if shared else None)
 
     async def remove_visitor(self, v: Visitor) -> None:
-        current = self.visitors.get(v.home_address)
-        if current is not None and current.mac != v.mac:
-            return  # another MN with this home address holds the entry now
-        self.visitors.pop(v.home_address, None)
-        await self.nl.route_del(IPv4Network(v.home_address), self.table)
-        try:
-            await self.nl.ipr.neigh("del", dst=str(v.home_address), ifindex=self.lan_index)
-        except Exception as exc:  # noqa: BLE001 - pyroute2 raises NetlinkError; gone is fine
-            if getattr(exc, "code", None) not in (2, 3):
-                raise
-        await self._remove_routes(v.home_address)
-        await self.firewall.remove(v.home_address)
-        self._forget_flows(v.home_address)
+        v = self.visitors.pop(v.key, None)
+        if v is None:
+            return
+        self.by_realm.pop((v.home_address, v.home_agent), None)
+        sharing = self.by_home.get(v.home_address, {})
+        sharing.pop(v.key, None)
+        if not sharing:
+            self.by_home.pop(v.home_address, None)
+        others = self.sharing(v.home_address)
+        realm = self.realms.of(v.home_agent)
+        if realm is not None:
+            await self.realms.remove(v.key, realm, self.table,
+                                     others[0].key if others else None)
+        await self.profiles.leave(v.key)
+        await self.firewall.remove(v.key)
+        if v.home_address in self.realms.unlisted:
+            if len(others) <= 1:  # its home address is one visitor's alone again
+                for part in (self.realms, self.profiles, self.firewall):
+                    await part.relist(v.home_address)
+            await self._rebuild_twins()
+        self._forget_flows(v.home_address, realm.mark if realm and others else None)
+        if realm is not None and not realm.members:
+            await self.realms.drop(realm)
+            await self._drop_ha_device(v.home_agent)
+
+    async def _unlist(self, home: IPv4Address) -> None:
+        for part in (self.realms, self.profiles, self.firewall):
+            await part.unlist(home)
+
+    async def _rebuild_twins(self) -> None:
+        twins = []
+        for v in (v for home in self.realms.unlisted for v in self.sharing(home)):
+            profile = self.profiles.profile_of(v.key)
+            policy = self.firewall.policy_of(v.key)
+            twins.append(Twin(v.home_address, v.mac, self.realms.of(v.home_agent),
+                              profile.mark if profile else 0,
+                              policy.chain if policy else None,
+                              policy.nat_chain if policy and policy.nat else None))
+        self.realms.rebuild_twins(twins, MARK_MASK)
 
     # --- source-restricted routes (Fig. 5) --------------------------------------------
 
@@ -161,15 +214,13 @@ class FaDataplane:
         routes = list(v.routes)
         if v.reverse_tunnel and not any(r.destination == DEFAULT for r in routes):
             routes.append(StaticRoute(DEFAULT, v.home_agent, REVERSE_METRIC, True))
-        await self.profiles.join(v.home_address, routes, v.home_agent)
+        await self.profiles.join(v.key, routes, v.home_agent)
 
     async def _route_args(self, r: StaticRoute, home_agent: IPv4Address) -> dict[str, object]:
         """Where a profile route leads: into the tunnel to the HA, or out on the visited
         network."""
         if r.via_tunnel:
-            tunnel = self.tun_if if self.name == "userspace" else \
-                (await self._ha_link(home_agent))[0]
-            return {"oif": await self._index(tunnel), "scope": 253}
+            return {"oif": (await self._ha_device(home_agent))[1], "scope": 253}
         return await self._local_nexthop(r)
 
     async def _local_nexthop(self, r: StaticRoute) -> dict[str, object]:
@@ -196,20 +247,18 @@ class FaDataplane:
             out["scope"] = 253
         return out
 
-    async def _remove_routes(self, home: IPv4Address) -> None:
-        await self.profiles.leave(home)
-
     async def _index(self, ifname: str) -> int:
         if ifname not in self.indexes:
             self.indexes[ifname] = await self.nl.index(ifname)
         return self.indexes[ifname]
 
-    def _forget_flows(self, home: IPv4Address) -> None:
-        """Have the visitor's conntrack entries flushed, right after this change.
+    def _forget_flows(self, home: IPv4Address, realm_mark: int | None) -> None:
+        """Have the visitor's conntrack entries flushed, right after this change: those of
+        ``home``, or with another visitor sharing it, those of its realm only.
 
         A conntrack dump walks every hash bucket of the table (262,144 here: ~10 ms
         even when empty), so removals that come together share one dump."""
-        self.ct_doomed.add(home)
+        self.ct_doomed.add((home, realm_mark))
         if self.ct_task is None or self.ct_task.done():
             self.ct_task = asyncio.get_running_loop().create_task(self._flush_logged())
 
@@ -228,7 +277,9 @@ class FaDataplane:
         """Forget the doomed visitors' flows: a flow denied from now on must not live on
         old state.  One dump (the kernel cannot filter it by address), one socket kept."""
         await asyncio.sleep(0)  # let the removals of this batch join
-        addresses = {str(a) for a in self.ct_doomed}
+        doomed_marks: dict[str, set[int | None]] = {}
+        for home, mark in self.ct_doomed:
+            doomed_marks.setdefault(str(home), set()).add(mark)
         self.ct_doomed.clear()
         if self.conntrack is None:
             self.conntrack = AsyncConntrack()
@@ -236,51 +287,88 @@ class FaDataplane:
         doomed = []
         async for entry in await self.conntrack.dump_entries():
             orig = entry.tuple_orig
-            if orig.saddr in addresses or orig.daddr in addresses:
+            marks = doomed_marks.get(orig.saddr) or doomed_marks.get(orig.daddr)
+            if marks and (None in marks or ((entry.mark or 0) & REALM_MASK) in marks):
                 doomed.append(entry)
         for entry in doomed:
-            with contextlib.suppress(Exception):  # gone meanwhile
-                await self.conntrack.delete(entry)
+            # what a visitor started lives in its realm's zone, whose index is in the
+            # connmark (realms.py); the dump does not say (the zone is the tuple's)
+            zone = ((entry.mark or 0) & REALM_MASK) >> REALM_SHIFT
+            with contextlib.suppress(Exception):  # gone meanwhile, or not in that zone
+                await self.conntrack.entry("del", tuple_orig=entry.tuple_orig,
+                                           zone=zone or None)
+                continue
+            with contextlib.suppress(Exception):
+                await self.conntrack.entry("del", tuple_orig=entry.tuple_orig)
         if self.ct_doomed:  # more came while we dumped
             return len(doomed) + await self._flush_conntrack()
         return len(doomed)
 
-    def routes_status(self, home: IPv4Address) -> dict[str, object]:
-        profile = self.profiles.profile_of(home)
+    def routes_status(self, key: Key) -> dict[str, object]:
+        profile = self.profiles.profile_of(key)
+        v = self.visitors.get(key)
+        realm = self.realms.of(v.home_agent) if v else None
         return {"table": profile.table if profile else None,
                 "fwmark": f"{profile.mark:#x}/{MARK_MASK:#x}" if profile else None,
                 "shared_by": profile.members if profile else 0,
                 "routes": [{"destination": d, "metric": m}
                            for d, m in (profile.routes if profile else [])],
-                "filter_counters": self.firewall.counters(home) if self.firewall else []}
+                "filter_counters": self.firewall.counters(key) if self.firewall else [],
+                "nat_index": self._nat_index(key, realm)}
 
-    async def _ha_link(self, ha: IPv4Address) -> tuple[str, int]:
-        """Kernel backend: one ipip link per home agent (decapsulation and reverse tunnel)."""
+    def _nat_index(self, key: Key, realm: Realm | None) -> dict[str, object] | None:
+        """Fig. 4's NAT index: the conntrack zone and connmark of the visitor's realm, and
+        whether its home address is told apart by MAC (shared with another visitor)."""
+        if realm is None:
+            return None
+        return {"zone": realm.index, "connmark": f"{realm.mark:#x}/{REALM_MASK:#x}",
+                "by_mac": key[0] in self.realms.unlisted,
+                "alias": str(self.realms.aliases.get(key, "")) or None,
+                "delivery_table": realm.table}
+
+    async def _ha_device(self, ha: IPv4Address) -> tuple[str, int]:
+        """One tunnel device per home agent (decapsulation and reverse tunnel): an ipip
+        link (kernel backend) or a TUN of the relay (userspace)."""
         if ha not in self.ha_links:
             name = f"{LINK_PREFIX}{ha.packed.hex()}"
-            await self.nl.ipr.link("add", ifname=name, kind="ipip", ipip_local=str(self.coa),
-                                   ipip_remote=str(ha), ipip_ttl=64)
-            index = await self.nl.link_up(name)
+            if self.name == "kernel":
+                await self.nl.ipr.link("add", ifname=name, kind="ipip",
+                                       ipip_local=str(self.coa), ipip_remote=str(ha),
+                                       ipip_ttl=64)
+                index = await self.nl.link_up(name)
+            else:
+                self.relay.add_peer_tun(ha, name, self._peer_of(ha))
+                index = await self.nl.link_up(name, MTU)
             set_sysctl(f"net.ipv4.conf.{name}.rp_filter", "0")
             self.ha_links[ha] = (name, index)
         return self.ha_links[ha]
 
-    def _peer_of(self, src: IPv4Address, dst: IPv4Address):
-        v = self.visitors.get(src)
-        if v is None or not v.reverse_tunnel:
-            return None
-        return (v.home_agent, v.encapsulation, src)
+    async def _drop_ha_device(self, ha: IPv4Address) -> None:
+        name, _ = self.ha_links.pop(ha, (None, 0))
+        if name is None:
+            return
+        if self.name == "kernel":
+            await self.nl.link_del(name)
+        elif self.relay is not None:
+            self.relay.remove_peer_tun(ha)  # the TUN goes with its fd
+
+    def _peer_of(self, ha: IPv4Address):
+        """What the kernel routes into ``ha``'s TUN: reverse tunnelled to it."""
+        def peer_of(src: IPv4Address, dst: IPv4Address):
+            v = self.by_realm.get((src, ha))
+            if v is None or not v.reverse_tunnel:
+                return None
+            return (ha, v.encapsulation, v.key)
+        return peer_of
 
     def _accept(self, outer_src: IPv4Address, inner_src: IPv4Address, inner_dst: IPv4Address):
-        v = self.visitors.get(inner_dst)
-        if v is None or v.home_agent != outer_src:
-            return None
-        return inner_dst
+        v = self.by_realm.get((inner_dst, outer_src))
+        return v.key if v is not None else None
 
-    def counters(self, home: IPv4Address) -> dict[str, int] | None:
+    def counters(self, key: Key) -> dict[str, int] | None:
         if self.relay is None:
             return None
-        c = self.relay.stats.per_key.get(home)
+        c = self.relay.stats.per_key.get(key)
         return c.as_dict() if c else None
 
     def drops(self) -> dict[str, int]:

@@ -3,7 +3,11 @@
 Packets the kernel routes into the TUN are encapsulated towards the peer
 chosen by ``peer_of(inner destination)``; encapsulated packets arriving on
 the raw sockets are checked with ``accept(outer source, inner)`` and written
-into the TUN for the kernel to deliver or forward.  Each wakeup drains up to
+into the TUN for the kernel to deliver or forward.  The foreign agent gives
+each home agent a TUN of its own (``add_peer_tun``), as the kernel backend
+gives each an ipip link: the device a packet comes in by, or is routed to,
+says which home agent's realm it belongs to, which matters when two mobile
+nodes share a home address.  Each wakeup drains up to
 a batch of packets, which matters more than anything else for throughput.
 
 UDP tunnelling (RFC 3519, for mobile nodes behind a NAPT) goes through the
@@ -40,6 +44,9 @@ UDP_MTU = 1468  # ... minus UDP (8) and the RFC 3519 header (4): no outer fragme
 UDP_TUNNEL_HEADER = bytes((4, 4, 0, 0))  # RFC 3519 tunnel data, next header 4 (IPv4)
 
 
+PeerOf = Callable[[IPv4Address, IPv4Address], tuple[object, str, object] | None]
+
+
 @dataclass
 class Counters:
     packets_out: int = 0
@@ -66,7 +73,7 @@ class UserspaceTunnel:
         self,
         ifname: str,
         local: IPv4Address | None,
-        peer_of: Callable[[IPv4Address, IPv4Address], tuple[IPv4Address, str, IPv4Address] | None],
+        peer_of: PeerOf,
         accept: Callable[[IPv4Address, IPv4Address, IPv4Address], IPv4Address | None],
         raw: bool = True,
     ) -> None:
@@ -84,9 +91,28 @@ class UserspaceTunnel:
         self.ipip = self.gre = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.udp_send: Callable[[bytes, tuple[str, int]], None] | None = None
+        self.peer_tuns: dict[IPv4Address, tuple[int, PeerOf]] = {}  # peer → (fd, peer_of)
+
+    def add_peer_tun(self, peer: IPv4Address, ifname: str, peer_of: PeerOf) -> None:
+        """A TUN for one peer: what it decapsulates from ``peer`` goes in there, and what
+        the kernel routes into it is encapsulated as ``peer_of`` says."""
+        if peer in self.peer_tuns:
+            return
+        fd = open_tun(ifname)
+        self.peer_tuns[peer] = (fd, peer_of)
+        if self.loop is not None:
+            self.loop.add_reader(fd, self._from_tun, fd, peer_of)
+
+    def remove_peer_tun(self, peer: IPv4Address) -> None:
+        fd, _ = self.peer_tuns.pop(peer, (-1, None))
+        if fd >= 0:
+            if self.loop is not None:
+                self.loop.remove_reader(fd)
+            os.close(fd)
 
     def open(self) -> None:
-        self.fd = open_tun(self.ifname)
+        if self.ifname:
+            self.fd = open_tun(self.ifname)
         if self.raw:
             self.ipip = raw_socket(IPPROTO_IPIP, self.local)
             self.gre = raw_socket(IPPROTO_GRE, self.local)
@@ -106,7 +132,10 @@ class UserspaceTunnel:
 
     def start_reading(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        loop.add_reader(self.fd, self._from_tun)
+        if self.fd >= 0:
+            loop.add_reader(self.fd, self._from_tun, self.fd, self.peer_of)
+        for fd, peer_of in self.peer_tuns.values():
+            loop.add_reader(fd, self._from_tun, fd, peer_of)
         if self.raw:
             loop.add_reader(self.ipip.fileno(), self._from_raw, self.ipip, False)
             loop.add_reader(self.gre.fileno(), self._from_raw, self.gre, True)
@@ -115,7 +144,8 @@ class UserspaceTunnel:
         if self.loop is None:
             return
         for fd in (self.fd, self.ipip.fileno() if self.ipip else -1,
-                   self.gre.fileno() if self.gre else -1):
+                   self.gre.fileno() if self.gre else -1,
+                   *(fd for fd, _ in self.peer_tuns.values())):
             if fd >= 0:
                 self.loop.remove_reader(fd)
 
@@ -126,6 +156,8 @@ class UserspaceTunnel:
             if s is not None:
                 s.close()
         self.ipip = self.gre = None
+        for peer in list(self.peer_tuns):
+            self.remove_peer_tun(peer)
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
@@ -138,10 +170,10 @@ class UserspaceTunnel:
 
     # --- data path ------------------------------------------------------------------
 
-    def _from_tun(self) -> None:
+    def _from_tun(self, fd: int, peer_of: PeerOf) -> None:
         for _ in range(BATCH):
             try:
-                pkt = os.read(self.fd, 65535)
+                pkt = os.read(fd, 65535)
             except BlockingIOError:
                 return
             except OSError as exc:
@@ -152,7 +184,7 @@ class UserspaceTunnel:
                 continue  # IPv6 router solicitations and the like
             src = IPv4Address(pkt[12:16])
             dst = IPv4Address(pkt[16:20])
-            peer = self.peer_of(src, dst)
+            peer = peer_of(src, dst)
             if peer is None:
                 self.stats.dropped_no_peer += 1
                 continue
@@ -193,7 +225,8 @@ class UserspaceTunnel:
                 self.stats.dropped_unauthorised += 1
                 continue
             try:
-                os.write(self.fd, inner)
+                os.write(self.peer_tuns[outer_src][0] if outer_src in self.peer_tuns
+                         else self.fd, inner)
             except OSError:
                 self.stats.tun_write_errors += 1
                 continue

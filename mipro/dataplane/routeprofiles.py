@@ -10,7 +10,8 @@ and one routing rule sending marked packets to the table:
     ip rule: fwmark <mark>/MARK_MASK iif LAN lookup <table>
 
 A visitor joining an existing profile is one ipset add; leaving is one
-delete.  Why not a rule per visitor (``from HOME iif LAN lookup T``)?  The
+delete.  Visitors are keyed by (home address, MAC); a home address that two
+visitors share is in no set (realms.py marks their packets by MAC instead).  Why not a rule per visitor (``from HOME iif LAN lookup T``)?  The
 kernel walks its rule list for every routed packet and every rule change:
 with 10,000 visitors a route lookup took 1.2 ms instead of 0.3 ms
 (bench/ro_apply.py), and forwarding slows down the same way.
@@ -37,6 +38,7 @@ MARK_CHAIN = "MIPRO-MARK"
 MARK_SHIFT = 16
 MARK_MASK = 0x0FFF0000  # 4,095 route profiles; the other mark bits stay the operator's
 
+Key = tuple[IPv4Address, bytes]  # a visitor: (home address, MAC)
 RouteArgs = Callable[[StaticRoute, IPv4Address], Awaitable[dict[str, object]]]
 
 
@@ -70,7 +72,8 @@ class RouteProfiles:
         self.mangle = iptc.Table(iptc.Table.MANGLE)
         self.mangle.autocommit = False
         self.profiles: dict[str, RouteProfile] = {}
-        self.member_of: dict[IPv4Address, str] = {}
+        self.member_of: dict[Key, str] = {}
+        self.unlisted: set[IPv4Address] = set()  # shared home addresses (realms.py)
         self.free_marks = list(range(MARK_MASK >> MARK_SHIFT, 0, -1))
 
     # --- lifecycle --------------------------------------------------------------------
@@ -103,38 +106,56 @@ class RouteProfiles:
 
     # --- visitors ---------------------------------------------------------------------
 
-    async def join(self, home: IPv4Address, routes: list[StaticRoute],
+    async def join(self, key: Key, routes: list[StaticRoute],
                    home_agent: IPv4Address) -> RouteProfile | None:
-        """Afterwards what ``home`` sends on the link is routed by exactly ``routes``."""
+        """Afterwards what visitor ``key`` sends on the link is routed by exactly
+        ``routes``."""
         pid = profile_id(routes, home_agent) if routes else None
-        old = self.member_of.get(home)
+        old = self.member_of.get(key)
         if old == pid:
             return self.profiles.get(pid) if pid else None
         profile = None
         if pid is not None:
             profile = self.profiles.get(pid) or await self._create(pid, routes, home_agent)
-            with contextlib.suppress(Exception):  # a member already (a reconciled restart)
-                await self.ipset.add(profile.set_name, str(home))
+            if key[0] not in self.unlisted:
+                with contextlib.suppress(Exception):  # a member already (a reconciled restart)
+                    await self.ipset.add(profile.set_name, str(key[0]))
             profile.members += 1
-            self.member_of[home] = pid
+            self.member_of[key] = pid
         else:
-            self.member_of.pop(home, None)
+            self.member_of.pop(key, None)
         if old is not None:
-            await self._leave(self.profiles[old], home)
+            await self._leave(self.profiles[old], key)
         return profile
 
-    async def leave(self, home: IPv4Address) -> None:
-        old = self.member_of.pop(home, None)
+    async def leave(self, key: Key) -> None:
+        old = self.member_of.pop(key, None)
         if old is not None:
-            await self._leave(self.profiles[old], home)
+            await self._leave(self.profiles[old], key)
 
-    def profile_of(self, home: IPv4Address) -> RouteProfile | None:
-        pid = self.member_of.get(home)
+    def profile_of(self, key: Key) -> RouteProfile | None:
+        pid = self.member_of.get(key)
         return self.profiles.get(pid) if pid else None
 
-    async def _leave(self, profile: RouteProfile, home: IPv4Address) -> None:
-        with contextlib.suppress(Exception):  # not a member any more
-            await self.ipset.delete(profile.set_name, str(home))
+    async def unlist(self, home: IPv4Address) -> None:
+        """``home`` is shared now: out of every set (realms.py marks its packets)."""
+        self.unlisted.add(home)
+        for key, pid in self.member_of.items():
+            if key[0] == home:
+                with contextlib.suppress(Exception):  # not a member
+                    await self.ipset.delete(self.profiles[pid].set_name, str(home))
+
+    async def relist(self, home: IPv4Address) -> None:
+        self.unlisted.discard(home)
+        for key, pid in self.member_of.items():
+            if key[0] == home:
+                with contextlib.suppress(Exception):  # a member already
+                    await self.ipset.add(self.profiles[pid].set_name, str(home))
+
+    async def _leave(self, profile: RouteProfile, key: Key) -> None:
+        if key[0] not in self.unlisted:
+            with contextlib.suppress(Exception):  # not a member any more
+                await self.ipset.delete(profile.set_name, str(key[0]))
         profile.members -= 1
         if profile.members <= 0:
             await self._drop(profile)

@@ -13,7 +13,9 @@ A visitor joining a policy that exists is one ipset add through netlink
 with the whole table.  Only the first visitor of a new policy, and the last
 to leave it, rewrite the table, at a cost that grows with the number of
 policies, not of visitors.  The policy id is a hash of the rules' bytes, so
-the same profile from any home agent lands in the same policy.
+the same profile from any home agent lands in the same policy.  Visitors are
+keyed by (home address, MAC); a home address two visitors share is in no set
+(realms.py jumps to their chains by MAC and realm mark instead).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ SET_PREFIX = "mipro-p-"
 CHAIN_PREFIX = "MIPRO-P-"
 NAT_CHAIN_PREFIX = "MIPRO-PN-"
 MAX_MEMBERS = 1 << 20  # visitors per policy (the kernel's default is 65,536)
+Key = tuple[IPv4Address, bytes]  # a visitor: (home address, MAC)
 
 
 def policy_id(filters: tuple[FilterRule, ...]) -> str:
@@ -108,7 +111,8 @@ class VisitorFirewall:
         self.nat.autocommit = False
         self.ipset = AsyncIPSet()
         self.policies: dict[str, Policy] = {}
-        self.member_of: dict[IPv4Address, str] = {}
+        self.member_of: dict[Key, str] = {}
+        self.unlisted: set[IPv4Address] = set()  # shared home addresses (realms.py)
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -153,40 +157,62 @@ class VisitorFirewall:
 
     # --- visitors ---------------------------------------------------------------------
 
-    async def apply(self, home: IPv4Address, filters: tuple[FilterRule, ...]) -> None:
-        """Idempotent: afterwards ``home`` is filtered by exactly these rules."""
+    async def apply(self, key: Key, filters: tuple[FilterRule, ...]) -> None:
+        """Idempotent: afterwards visitor ``key`` is filtered by exactly these rules."""
         pid = policy_id(filters) if filters else None
-        old = self.member_of.get(home)
+        old = self.member_of.get(key)
         if old == pid:
             return
         if pid is not None:
             policy = self.policies.get(pid) or await self._create(pid, filters)
-            await self._ensure_set_member(policy, home)
-            self.member_of[home] = pid
+            if key[0] not in self.unlisted:
+                await self._set_add(policy, key[0])
+            policy.members += 1
+            self.member_of[key] = pid
         else:
-            self.member_of.pop(home, None)
+            self.member_of.pop(key, None)
         if old is not None:
-            await self._leave(self.policies[old], home)
+            await self._leave(self.policies[old], key)
 
-    async def remove(self, home: IPv4Address) -> None:
-        old = self.member_of.pop(home, None)
+    async def remove(self, key: Key) -> None:
+        old = self.member_of.pop(key, None)
         if old is not None:
-            await self._leave(self.policies[old], home)
+            await self._leave(self.policies[old], key)
 
-    async def _ensure_set_member(self, policy: Policy, home: IPv4Address) -> None:
+    def policy_of(self, key: Key) -> Policy | None:
+        pid = self.member_of.get(key)
+        return self.policies.get(pid) if pid else None
+
+    async def unlist(self, home: IPv4Address) -> None:
+        """``home`` is shared now: out of every set (realms.py's twin rules match it)."""
+        self.unlisted.add(home)
+        for key, pid in self.member_of.items():
+            if key[0] == home:
+                await self._set_del(self.policies[pid], home)
+
+    async def relist(self, home: IPv4Address) -> None:
+        self.unlisted.discard(home)
+        for key, pid in self.member_of.items():
+            if key[0] == home:
+                await self._set_add(self.policies[pid], home)
+
+    async def _set_add(self, policy: Policy, home: IPv4Address) -> None:
         try:
             await self.ipset.add(policy.set_name, str(home))
         except Exception as exc:  # noqa: BLE001 - already a member (a restart): fine
             if getattr(exc, "code", None) != 4103 or "already" not in str(exc):
                 raise
-        policy.members += 1
 
-    async def _leave(self, policy: Policy, home: IPv4Address) -> None:
+    async def _set_del(self, policy: Policy, home: IPv4Address) -> None:
         try:
             await self.ipset.delete(policy.set_name, str(home))
         except Exception as exc:  # noqa: BLE001 - not a member any more: fine
             if getattr(exc, "code", None) != 4103 or "not added" not in str(exc):
                 raise
+
+    async def _leave(self, policy: Policy, key: Key) -> None:
+        if key[0] not in self.unlisted:
+            await self._set_del(policy, key[0])
         policy.members -= 1
         if policy.members <= 0:
             await self._drop(policy)
@@ -238,9 +264,9 @@ class VisitorFirewall:
 
     # --- status -----------------------------------------------------------------------
 
-    def counters(self, home: IPv4Address) -> list[dict[str, object]]:
+    def counters(self, key: Key) -> list[dict[str, object]]:
         """The rules of the visitor's policy chain; counts are the policy's (shared)."""
-        pid = self.member_of.get(home)
+        pid = self.member_of.get(key)
         if pid is None:
             return []
         shared = {"policy": pid, "shared_by": self.policies[pid].members}
@@ -262,11 +288,20 @@ class PerVisitorChains:
     async def stop(self) -> None:
         self.fw.stop()
 
-    async def apply(self, home: IPv4Address, filters: tuple[FilterRule, ...]) -> None:
-        self.fw.apply(home, filters)
+    async def apply(self, key: Key, filters: tuple[FilterRule, ...]) -> None:
+        self.fw.apply(key[0], filters)
 
-    async def remove(self, home: IPv4Address) -> None:
-        self.fw.remove(home)
+    async def remove(self, key: Key) -> None:
+        self.fw.remove(key[0])
 
-    def counters(self, home: IPv4Address) -> list[dict[str, object]]:
-        return self.fw.counters(home)
+    def counters(self, key: Key) -> list[dict[str, object]]:
+        return self.fw.counters(key[0])
+
+    def policy_of(self, key: Key) -> None:
+        return None  # no shared policies, so no twins either (the FA refuses them)
+
+    async def unlist(self, home: IPv4Address) -> None:
+        pass
+
+    async def relist(self, home: IPv4Address) -> None:
+        pass

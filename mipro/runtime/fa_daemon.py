@@ -61,7 +61,7 @@ class FaDaemon(EngineDaemon):
         dp = self.cfg.dataplane
         self.dataplane = FaDataplane(
             backend=backend, interface=self.cfg.interface, care_of=self.cfg.care_of_addresses[0],
-            table=dp.table, rule_priority=dp.rule_priority, tunnel_interface=dp.tunnel_interface,
+            table=dp.table, rule_priority=dp.rule_priority,
             log=self.log)
         await self.dataplane.start(loop)
         mac = await self.dataplane.nl.mac(self.cfg.interface)
@@ -192,11 +192,11 @@ class FaDaemon(EngineDaemon):
         visitors = []
         for v in list(self.engine.visitors.values()) + list(self.engine.pending.values()):
             entry = v.describe(now)
-            counters = self.dataplane.counters(v.home_address) if self.dataplane else None
+            counters = self.dataplane.counters(v.key) if self.dataplane else None
             if counters is not None and v.state == "accepted":
                 entry["counters"] = counters
             if self.dataplane is not None and v.state == "accepted":
-                entry["applied"] = self.dataplane.routes_status(v.home_address)
+                entry["applied"] = self.dataplane.routes_status(v.key)
             visitors.append(entry)
         return {"role": "fa", "pid": os.getpid(), "config": self.cfg.path,
                 "address": str(self.cfg.address),

@@ -1,0 +1,353 @@
+"""Home-agent realms at the foreign agent: mobile nodes that share a home address (Fig. 3c).
+
+Home networks are often private and overlap, so two visitors can have the
+same home address (from two home agents).  An IP address then names no
+single visitor; a link-layer address and a home agent do.  Each home agent's
+visitors form a *realm* with an index ``r`` (1..255):
+
+- a tunnel device of its own (the kernel's ipip link, or a TUN of the
+  userspace relay), so what comes out of a tunnel is known to be the realm's;
+- a delivery table ``base + r``: ``HOME via <alias> dev LAN onlink``, where
+  the alias is a link-local next hop whose permanent neighbour entry is the
+  visitor's MAC (two visitors with one address cannot share a neighbour
+  entry; aliases can be many);
+  ``ip rule iif <device> lookup base+r`` and
+  ``ip rule fwmark r<<8/0xff00 iif LAN lookup base+r``;
+- conntrack zone ``r`` for what its visitors send (raw table, CT
+  ``--zone-orig``: only the original direction, so replies, which come from
+  correspondents with no zone, still find their flow), and connmark ``r<<8``
+  on every flow they or their tunnel start, restored on replies: that is the
+  seed's NAT index (home address + link-layer address), and what takes a
+  local correspondent's reply to the right mobile node.
+
+What a visitor sends is recognised by its source address while the address is
+its alone (ipset ``mipro-h-<r>``, one member per visitor); a home address held
+by two visitors or more is taken out of every set and matched by address and
+MAC instead, in ``MIPRO-TWIN`` chains rebuilt whenever that list changes (this
+kernel has no hash:ip,mac sets, and twins are few).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network
+
+import iptc
+from pyroute2.ipset import AsyncIPSet
+
+from .firewall import drop_chain, hook_chain
+from .netlink import GONE, Netlink
+from .visitorfw import destroy_sets, set_match
+
+REALM_SHIFT = 8
+REALM_MASK = 0x0000FF00  # 255 home agents with visitors at once
+ALIASES = IPv4Network("169.254.0.0/16")  # next-hop aliases on the visited link
+SET_PREFIX = "mipro-h-"
+ZONE_CHAIN = "MIPRO-ZONE"  # raw PREROUTING
+REALM_CHAIN = "MIPRO-REALM"  # mangle PREROUTING
+TWIN_CHAIN = "MIPRO-TWIN"  # raw, mangle, filter and nat: visitors sharing a home address
+NUD_PERMANENT = 0x80
+
+Key = tuple[IPv4Address, bytes]  # (home address, MAC)
+
+
+@dataclass
+class Realm:
+    index: int
+    home_agent: IPv4Address
+    device: str
+    ifindex: int
+    table: int
+    members: set[Key] = field(default_factory=set)
+
+    @property
+    def mark(self) -> int:
+        return self.index << REALM_SHIFT
+
+    @property
+    def set_name(self) -> str:
+        return f"{SET_PREFIX}{self.index}"
+
+
+@dataclass(frozen=True)
+class Twin:
+    """What the MIPRO-TWIN rules need about one visitor whose home address is shared."""
+    home: IPv4Address
+    mac: bytes
+    realm: Realm
+    profile_mark: int  # 0: no route profile
+    policy_chain: str | None
+    nat_chain: str | None
+
+
+class Realms:
+    def __init__(self, nl: Netlink, lan: str, base_table: int, priority: int) -> None:
+        self.nl = nl
+        self.lan = lan
+        self.lan_index = 0
+        self.base_table = base_table
+        self.priority = priority
+        self.ipset = AsyncIPSet()
+        self.tables = {name: iptc.Table(name) for name in ("raw", "mangle", "filter", "nat")}
+        for t in self.tables.values():
+            t.autocommit = False
+        self.realms: dict[IPv4Address, Realm] = {}
+        self.aliases: dict[Key, IPv4Address] = {}
+        self.free_aliases = list(range(ALIASES.num_addresses - 2, 0, -1))
+        self.free_indexes = list(range(REALM_MASK >> REALM_SHIFT, 0, -1))
+        self.primary: dict[IPv4Address, Key] = {}  # who gets unmarked traffic to a home
+        self.unlisted: set[IPv4Address] = set()  # shared home addresses: in no set
+
+    # --- lifecycle --------------------------------------------------------------------
+
+    async def start(self) -> int:
+        await self.ipset.setup_endpoint()
+        self.lan_index = await self.nl.index(self.lan)
+        removed = await self._remove_all()
+        hook_chain(self.tables["raw"], "PREROUTING", ZONE_CHAIN)
+        hook_chain(self.tables["mangle"], "PREROUTING", REALM_CHAIN)
+        for name, hook in (("raw", "PREROUTING"), ("mangle", "PREROUTING"),
+                           ("filter", "FORWARD"), ("nat", "POSTROUTING")):
+            hook_chain(self.tables[name], hook, TWIN_CHAIN)
+        mangle = self.tables["mangle"]
+        mangle.refresh()
+        restore = iptc.Rule()
+        restore.in_interface = self.lan
+        restore.create_match("conntrack").ctdir = "REPLY"
+        t = iptc.Target(restore, "CONNMARK")
+        t.restore_mark = ""
+        t.nfmask = t.ctmask = f"{REALM_MASK:#x}"
+        restore.target = t
+        iptc.Chain(mangle, REALM_CHAIN).append_rule(restore)
+        self._commit(mangle)
+        return removed
+
+    async def stop(self) -> None:
+        await self._remove_all()
+        self.ipset.close()
+
+    async def _remove_all(self) -> int:
+        removed = 0
+        for name, hooks in (("raw", ("PREROUTING",)), ("mangle", ("PREROUTING",)),
+                            ("filter", ("FORWARD",)), ("nat", ("POSTROUTING",))):
+            table = self.tables[name]
+            table.refresh()
+            for chain in (TWIN_CHAIN, ZONE_CHAIN, REALM_CHAIN):
+                for hook in hooks:
+                    removed += drop_chain(table, hook, chain)
+            self._commit(table)
+        removed += await destroy_sets(self.ipset, SET_PREFIX)
+        async for n in await self.nl.ipr.neigh("dump", ifindex=self.lan_index, family=2):
+            dst = n.get("NDA_DST")
+            if dst and IPv4Address(dst) in ALIASES and n["state"] & NUD_PERMANENT:
+                await self._neigh_del(IPv4Address(dst))
+                removed += 1
+        for realm in list(self.realms.values()):
+            await self._rules(realm, "del")
+        self.realms.clear()
+        return removed
+
+    @staticmethod
+    def _commit(table: iptc.Table) -> None:
+        table.commit()
+        table.refresh()
+
+    # --- realms -----------------------------------------------------------------------
+
+    def of(self, home_agent: IPv4Address) -> Realm | None:
+        return self.realms.get(home_agent)
+
+    async def create(self, home_agent: IPv4Address, device: str, ifindex: int) -> Realm:
+        if not self.free_indexes:
+            raise RuntimeError(f"visitors of more than {REALM_MASK >> REALM_SHIFT} home agents")
+        index = self.free_indexes.pop()
+        realm = Realm(index, home_agent, device, ifindex, self.base_table + index)
+        await self.ipset.create(realm.set_name, stype="hash:ip")
+        await self._rules(realm, "add")
+        raw, mangle = self.tables["raw"], self.tables["mangle"]
+        raw.refresh()
+        zone = self._lan_rule(realm)
+        t = iptc.Target(zone, "CT")
+        t.zone_orig = str(index)
+        zone.target = t
+        iptc.Chain(raw, ZONE_CHAIN).append_rule(zone)
+        self._commit(raw)
+        mangle.refresh()
+        chain = iptc.Chain(mangle, REALM_CHAIN)
+        chain.append_rule(_connmark_new(self._lan_rule(realm), realm.mark))
+        from_tunnel = iptc.Rule()
+        from_tunnel.in_interface = device
+        chain.append_rule(_connmark_new(from_tunnel, realm.mark))
+        self._commit(mangle)
+        self.realms[home_agent] = realm
+        return realm
+
+    async def drop(self, realm: Realm) -> None:
+        self.realms.pop(realm.home_agent, None)
+        for name, chain, match in (("raw", ZONE_CHAIN, realm.set_name),
+                                   ("mangle", REALM_CHAIN, realm.set_name),
+                                   ("mangle", REALM_CHAIN, realm.device)):
+            table = self.tables[name]
+            table.refresh()
+            for rule in list(iptc.Chain(table, chain).rules):
+                if rule.in_interface == match or any(
+                        m.name == "set" and m.get_all_parameters().get("match-set", [None])[0]
+                        == match for m in rule.matches):
+                    iptc.Chain(table, chain).delete_rule(rule)
+            self._commit(table)
+        await self._rules(realm, "del")
+        await self.nl.flush_table(realm.table)
+        with contextlib.suppress(Exception):  # gone already
+            await self.ipset.destroy(realm.set_name)
+        self.free_indexes.append(realm.index)
+
+    async def _rules(self, realm: Realm, how: str) -> None:
+        for match in ({"iifname": realm.device},
+                      {"fwmark": realm.mark, "fwmask": REALM_MASK, "iifname": self.lan}):
+            if how == "add":
+                await self.nl.rule_ensure(realm.table, self.priority, **match)
+            else:
+                await self.nl.rule_del(realm.table, self.priority, **match)
+
+    def _lan_rule(self, realm: Realm) -> iptc.Rule:
+        rule = iptc.Rule()
+        rule.in_interface = self.lan
+        set_match(rule, realm.set_name, "src")
+        return rule
+
+    # --- visitors ---------------------------------------------------------------------
+
+    async def add(self, key: Key, realm: Realm, main_table: int) -> IPv4Address:
+        """The visitor's delivery: alias, neighbour, route in its realm's table (and in
+        ``main_table`` if the home address is not another's already), set membership."""
+        home, mac = key
+        alias = self.aliases.get(key)
+        if alias is None:
+            alias = self.aliases[key] = ALIASES[self.free_aliases.pop()]
+        await self.nl.ipr.neigh("replace", dst=str(alias), ifindex=self.lan_index,
+                                lladdr=mac.hex(":"), state=NUD_PERMANENT)
+        await self._deliver(home, alias, realm.table)
+        if self.primary.setdefault(home, key) == key:
+            await self._deliver(home, alias, main_table)
+        if key not in realm.members and home not in self.unlisted:
+            await self._set_add(realm.set_name, home)
+        realm.members.add(key)
+        return alias
+
+    async def remove(self, key: Key, realm: Realm, main_table: int,
+                     successor: Key | None) -> None:
+        home, _ = key
+        alias = self.aliases.pop(key, None)
+        realm.members.discard(key)
+        if home not in self.unlisted:
+            await self._set_del(realm.set_name, home)
+        await self.nl.route_del(IPv4Network(home), realm.table)
+        if self.primary.get(home) == key:
+            if successor is not None and successor in self.aliases:
+                self.primary[home] = successor
+                await self._deliver(home, self.aliases[successor], main_table)
+            else:
+                del self.primary[home]
+                await self.nl.route_del(IPv4Network(home), main_table)
+        if alias is not None:
+            await self._neigh_del(alias)
+            self.free_aliases.append(int(alias) - int(ALIASES.network_address))
+
+    async def unlist(self, home: IPv4Address) -> None:
+        """``home`` is shared now: out of the realm sets (the twin rules match it)."""
+        if home in self.unlisted:
+            return
+        self.unlisted.add(home)
+        for realm in self.realms.values():
+            if any(k[0] == home for k in realm.members):
+                await self._set_del(realm.set_name, home)
+
+    async def relist(self, home: IPv4Address) -> None:
+        if home not in self.unlisted:
+            return
+        self.unlisted.discard(home)
+        for realm in self.realms.values():
+            if any(k[0] == home for k in realm.members):
+                await self._set_add(realm.set_name, home)
+
+    async def _deliver(self, home: IPv4Address, alias: IPv4Address, table: int) -> None:
+        await self.nl.ipr.route("replace", dst=f"{home}/32", table=table, gateway=str(alias),
+                                oif=self.lan_index, flags=4)  # RTNH_F_ONLINK
+
+    async def _neigh_del(self, address: IPv4Address) -> None:
+        try:
+            await self.nl.ipr.neigh("del", dst=str(address), ifindex=self.lan_index)
+        except Exception as exc:  # noqa: BLE001 - pyroute2's NetlinkError; gone is fine
+            if getattr(exc, "code", None) not in GONE:
+                raise
+
+    async def _set_add(self, name: str, home: IPv4Address) -> None:
+        with contextlib.suppress(Exception):  # a member already (a reconciled restart)
+            await self.ipset.add(name, str(home))
+
+    async def _set_del(self, name: str, home: IPv4Address) -> None:
+        with contextlib.suppress(Exception):  # not a member
+            await self.ipset.delete(name, str(home))
+
+    # --- visitors sharing a home address ----------------------------------------------
+
+    def rebuild_twins(self, twins: list[Twin], profile_mask: int) -> None:
+        """MIPRO-TWIN in each table: by (address, MAC) on the way in, by realm mark on the
+        way out, what the sets do for everyone else.  Rebuilt whole: twins are rare."""
+        rules: dict[str, list[iptc.Rule]] = {"raw": [], "mangle": [], "filter": [], "nat": []}
+        for t in twins:
+            zone = self._twin_in(t)
+            target = iptc.Target(zone, "CT")
+            target.zone_orig = str(t.realm.index)
+            zone.target = target
+            rules["raw"].append(zone)
+            mark = self._twin_in(t)
+            target = iptc.Target(mark, "MARK")
+            target.set_xmark = f"{t.realm.mark | t.profile_mark:#x}/" \
+                               f"{REALM_MASK | (profile_mask if t.profile_mark else 0):#x}"
+            mark.target = target
+            rules["mangle"].append(mark)
+            rules["mangle"].append(_connmark_new(self._twin_in(t), t.realm.mark))
+            if t.policy_chain:
+                into = self._twin_in(t)
+                into.target = iptc.Target(into, t.policy_chain)
+                out = iptc.Rule()
+                out.out_interface = self.lan
+                out.dst = str(t.home)
+                _mark_match(out, t.realm.mark)
+                out.target = iptc.Target(out, t.policy_chain)
+                rules["filter"] += [into, out]
+            if t.nat_chain:
+                nat = iptc.Rule()
+                nat.src = str(t.home)
+                _mark_match(nat, t.realm.mark)
+                nat.target = iptc.Target(nat, t.nat_chain)
+                rules["nat"].append(nat)
+        for name, wanted in rules.items():
+            table = self.tables[name]
+            table.refresh()
+            chain = iptc.Chain(table, TWIN_CHAIN)
+            chain.flush()
+            for rule in wanted:
+                chain.append_rule(rule)
+            self._commit(table)
+
+    def _twin_in(self, t: Twin) -> iptc.Rule:
+        rule = iptc.Rule()
+        rule.in_interface = self.lan
+        rule.src = str(t.home)
+        rule.create_match("mac").mac_source = t.mac.hex(":")
+        return rule
+
+
+def _connmark_new(rule: iptc.Rule, mark: int) -> iptc.Rule:
+    rule.create_match("conntrack").ctstate = "NEW"
+    t = iptc.Target(rule, "CONNMARK")
+    t.set_xmark = f"{mark:#x}/{REALM_MASK:#x}"
+    rule.target = t
+    return rule
+
+
+def _mark_match(rule: iptc.Rule, mark: int) -> None:
+    rule.create_match("mark").mark = f"{mark:#x}/{REALM_MASK:#x}"
