@@ -158,6 +158,8 @@ class FaDataplane:
             (v.routes, v.filters, v.reverse_tunnel, v.home_agent)
         if same and v.key in self.profiles.member_of:
             return  # a renewal that changes nothing
+        if v.home_address in self.realms.unlisted:  # no twin rule may name a chain to go
+            await self._rebuild_twins(skip=v.key)
         await self._apply_routes(v)
         await self.firewall.apply(v.key, v.filters)
         if len(self.sharing(v.home_address)) > 1:  # twins: told apart by MAC (realms.py)
@@ -171,24 +173,26 @@ class FaDataplane:
         v = self.visitors.pop(v.key, None)
         if v is None:
             return
-        self.by_realm.pop((v.home_address, v.home_agent), None)
-        sharing = self.by_home.get(v.home_address, {})
+        home = v.home_address
+        self.by_realm.pop((home, v.home_agent), None)
+        sharing = self.by_home.get(home, {})
         sharing.pop(v.key, None)
         if not sharing:
-            self.by_home.pop(v.home_address, None)
-        others = self.sharing(v.home_address)
+            self.by_home.pop(home, None)
+        others = self.sharing(home)
+        twin = home in self.realms.unlisted
+        if twin:  # its MIPRO-TWIN rules go first: they jump to chains that may go now
+            await self._rebuild_twins()
         realm = self.realms.of(v.home_agent)
         if realm is not None:
-            await self.realms.remove(v.key, realm, self.table,
-                                     others[0].key if others else None)
+            await self.realms.remove(v.key, realm, self.table, others[0].key if others else None)
         await self.profiles.leave(v.key)
         await self.firewall.remove(v.key)
-        if v.home_address in self.realms.unlisted:
-            if len(others) <= 1:  # its home address is one visitor's alone again
-                for part in (self.realms, self.profiles, self.firewall):
-                    await part.relist(v.home_address)
+        if twin and len(others) <= 1:  # its home address is one visitor's alone again
+            for part in (self.realms, self.profiles, self.firewall):
+                await part.relist(home)
             await self._rebuild_twins()
-        self._forget_flows(v.home_address, realm.mark if realm and others else None)
+        self._forget_flows(home, realm.mark if realm and others else None)
         if realm is not None and not realm.members:
             await self.realms.drop(realm)
             await self._drop_ha_device(v.home_agent)
@@ -197,9 +201,11 @@ class FaDataplane:
         for part in (self.realms, self.profiles, self.firewall):
             await part.unlist(home)
 
-    async def _rebuild_twins(self) -> None:
+    async def _rebuild_twins(self, skip: Key | None = None) -> None:
         twins = []
         for v in (v for home in self.realms.unlisted for v in self.sharing(home)):
+            if v.key == skip:
+                continue
             profile = self.profiles.profile_of(v.key)
             policy = self.firewall.policy_of(v.key)
             twins.append(Twin(v.home_address, v.mac, self.realms.of(v.home_agent),

@@ -321,6 +321,22 @@ class Lab:
                   str(port), "--seconds", "0.3", "--interval", "0.01")
         return json.loads(sink.communicate(timeout=10 * TIME_SCALE)[0])
 
+    def udp_echo(self, server: str, seconds: float, port: int = 7007) -> subprocess.Popen:
+        """A UDP echo server for a while (it says whom it saw); json on its stdout."""
+        srv = subprocess.Popen(["ip", "netns", "exec", self.ns(server), self.python, "-m",
+                                "mipro.lab.traffic", "udp-echo", "--port", str(port),
+                                "--seconds", str(seconds * TIME_SCALE)],
+                               stdout=subprocess.PIPE, text=True)
+        time.sleep(0.3 * TIME_SCALE)  # it starts listening
+        return srv
+
+    def udp_ask(self, client: str, dst: str, message: str, bind: str,
+                port: int = 7007) -> str | None:
+        """One datagram from ``bind`` (address:port) in client to dst; the answer."""
+        out = self.exec(client, self.python, "-m", "mipro.lab.traffic", "udp-ask", dst,
+                        message, "--port", str(port), "--bind", bind).stdout
+        return json.loads(out)["answer"]
+
     def iperf(self, server: str, client: str, dst: str, udp: bool, seconds: int) -> float:
         """iperf3 from client to dst (served in server): Mbit/s received, for UDP at a
         2 Gbit/s offered load of 1,400-byte datagrams."""

@@ -119,6 +119,37 @@ def udp_source(host: str, port: int, seconds: float, interval: float) -> dict:
     return {"sent": seq, "start": start}
 
 
+def udp_echo(port: int, seconds: float) -> dict:
+    """Answer each datagram with its payload and the source it came from, for a while."""
+    seen = []
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("0.0.0.0", port))
+        deadline = time.time() + seconds
+        while time.time() < deadline:
+            sock.settimeout(max(0.01, deadline - time.time()))
+            try:
+                data, peer = sock.recvfrom(2048)
+            except TimeoutError:
+                break
+            seen.append(f"{peer[0]}:{peer[1]}")
+            sock.sendto(data + f" seen from {peer[0]}:{peer[1]}".encode(), peer)
+    return {"seen": seen}
+
+
+def udp_ask(host: str, port: int, message: str, bind: str, timeout: float = 3) -> dict:
+    """One datagram from a fixed source address and port, and the answer (or none)."""
+    addr, _, sport = bind.rpartition(":")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((addr, int(sport)))
+        sock.settimeout(timeout)
+        sock.sendto(message.encode(), (host, port))
+        try:
+            return {"answer": sock.recv(2048).decode()}
+        except TimeoutError:
+            return {"answer": None}
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -142,8 +173,20 @@ def main() -> None:
     uo.add_argument("--port", type=int, default=6000)
     uo.add_argument("--seconds", type=float, default=10)
     uo.add_argument("--interval", type=float, default=0.002)
+    ue = sub.add_parser("udp-echo")
+    ue.add_argument("--port", type=int, default=7007)
+    ue.add_argument("--seconds", type=float, default=10)
+    ua = sub.add_parser("udp-ask")
+    ua.add_argument("host")
+    ua.add_argument("message")
+    ua.add_argument("--port", type=int, default=7007)
+    ua.add_argument("--bind", required=True, help="source address:port")
     a = p.parse_args()
-    if a.cmd == "udp-sink":
+    if a.cmd == "udp-echo":
+        result = udp_echo(a.port, a.seconds)
+    elif a.cmd == "udp-ask":
+        result = udp_ask(a.host, a.port, a.message, a.bind)
+    elif a.cmd == "udp-sink":
         result = udp_sink(a.port, a.seconds)
     elif a.cmd == "udp-source":
         result = udp_source(a.host, a.port, a.seconds, a.interval)

@@ -71,6 +71,12 @@ def run(socket_path: str | None, role: str | None, as_json: bool) -> int:
                 hop = "tunnel to HA" if r["via"] == "tunnel" else \
                     (r["router"] if r["router"] != "0.0.0.0" else "local link")
                 print(f"    {r['destination']:<18} {hop:<16} {r['cost']:>5}")
+        index = applied.get("nat_index")
+        if index:  # the seed's Fig. 4 NAT index: what tells this visitor's flows apart
+            print(f"  NAT index: conntrack zone {index['zone']}, connmark {index['connmark']}"
+                  f", home address + MAC ({v['home_address']} {v['mac']}"
+                  + (", shared home address: matched by MAC" if index["by_mac"] else "")
+                  + f"), delivered via {index['alias']} (table {index['delivery_table']})")
         if v.get("filters"):  # the seed's Fig. 4
             print("  filter table:")
             print(f"    {'source':<18} {'destination':<18} {'protocol':<16} {'NAT':<14} action")

@@ -1,24 +1,38 @@
-"""Checks of the `overlap` scenario: an overlapping correspondent is ignored (Figs. 3c, 5)."""
+"""Checks of the `overlap` scenario (Figs. 3c, 4, 5): (a) a correspondent with a home
+network's address is ignored; (c) two mobile nodes with the same home address, from two
+home agents, are told apart by link-layer address."""
 
 import subprocess
 import time
 
 from mipro.lab import Lab
 
-HOME, CN = "10.1.0.100", "10.1.0.10"
+HOME, CN, CN_LOCAL = "10.1.0.100", "10.1.0.10", "198.51.100.20"
+MN1_MAC, MN2_MAC = "02:00:00:00:01:00", "02:00:00:00:02:00"
 
 
 def registered(lab: Lab) -> dict:
-    mn, fa = lab.status("mn"), lab.status("fa1")
-    if mn["state"] == "registered" and fa["visitors"] and fa["visitors"][0].get("applied"):
-        return fa["visitors"][0]
+    """MN's visitor entry at FA1 once MN is registered with its routes applied."""
+    mn = lab.status("mn")
+    mine = [v for v in lab.status("fa1")["visitors"] if v["mac"] == MN1_MAC]
+    if mn["state"] == "registered" and mine and mine[0].get("applied"):
+        return mine[0]
     return {}
 
 
-def icmp_seen(lab: Lab, node: str, action) -> int:
-    """ICMP echo requests from the MN's home address that ``node`` receives meanwhile."""
+def both_registered(lab: Lab) -> list[dict]:
+    visitors = [v for v in lab.status("fa1")["visitors"] if v.get("applied")]
+    if len(visitors) == 2 and all(lab.status(n)["state"] == "registered"
+                                  for n in ("mn", "mn2")):
+        return sorted(visitors, key=lambda v: v["mac"])
+    return []
+
+
+def icmp_seen(lab: Lab, node: str, action, src: str = HOME,
+              kind: str = "icmp-echo") -> int:
+    """ICMP echo requests (or replies) from ``src`` that ``node`` receives meanwhile."""
     cap = subprocess.Popen(["ip", "netns", "exec", lab.ns(node), "tcpdump", "-l", "-n", "-i",
-                            "eth0", f"icmp[icmptype] = icmp-echo and src host {HOME}"],
+                            "eth0", f"icmp[icmptype] = {kind} and src host {src}"],
                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     time.sleep(1.0)
     try:
@@ -27,10 +41,24 @@ def icmp_seen(lab: Lab, node: str, action) -> int:
     finally:
         cap.terminate()
     out, _ = cap.communicate(timeout=10)
-    return len([line for line in out.splitlines() if "ICMP echo request" in line])
+    word = "request" if kind == "icmp-echo" else "reply"
+    return len([line for line in out.splitlines() if f"ICMP echo {word}" in line])
+
+
+def ping_watched(lab: Lab, pinger: str, dst: str, watcher: str, src: str) -> tuple[int, int]:
+    """Three pings; how many were answered, and how many requests ``watcher`` saw."""
+    got: list[int] = []
+    seen = icmp_seen(lab, watcher, lambda: got.append(lab.ping(pinger, dst, count=3)[0]),
+                     src=src)
+    return got[0], seen
 
 
 def run(lab: Lab, say=print) -> None:
+    same_address_correspondent_ignored(lab, say)
+    same_home_address_told_apart(lab, say)
+
+
+def same_address_correspondent_ignored(lab: Lab, say=print) -> None:
     visitor = lab.wait_for(lambda: registered(lab), 30, "registration with routes at FA1")
     routes = {r["destination"]: r for r in visitor["routes"]}
     assert routes["10.1.0.0/24"]["via"] == "tunnel", routes
@@ -51,3 +79,40 @@ def run(lab: Lab, say=print) -> None:
     assert got_local == 0
     say(f"CN-overlap -> MN {HOME}: 0/3 answered, the MN's answers to {CN} go home through "
         "the tunnel: the overlapping local correspondent is ignored, as the seed says")
+
+
+def same_home_address_told_apart(lab: Lab, say=print) -> None:
+    """Case (c): MN (HA, home 10.1.0.0/24) and MN2 (HA2, the same prefix) both have home
+    address 10.1.0.100 on visited network A."""
+    one, two = lab.wait_for(lambda: both_registered(lab), 30, "MN and MN2 both at FA1")
+    assert (one["mac"], two["mac"]) == (MN1_MAC, MN2_MAC), (one, two)
+    idx1, idx2 = one["applied"]["nat_index"], two["applied"]["nat_index"]
+    assert idx1["by_mac"] and idx2["by_mac"] and idx1["zone"] != idx2["zone"], (idx1, idx2)
+    say(f"FA1 has two visitors with home address {HOME}: MN {MN1_MAC} via HA "
+        f"{one['home_agent']} (zone {idx1['zone']}) and MN2 {MN2_MAC} via HA2 "
+        f"{two['home_agent']} (zone {idx2['zone']}), told apart by link-layer address")
+    # each one's tunnel: CN-home reaches MN only, CN-home2 MN2 only, both ways
+    for cn, mine, other in (("cn-home", "mn", "mn2"), ("cn-home2", "mn2", "mn")):
+        got, other_saw = ping_watched(lab, cn, HOME, other, src=CN)
+        assert got == 3 and other_saw == 0, (cn, got, other_saw)
+        cn_other = "cn-home2" if cn == "cn-home" else "cn-home"
+        back, other_cn_saw = ping_watched(lab, mine, CN, cn_other, src=HOME)
+        assert back == 3 and other_cn_saw == 0, (mine, back, other_cn_saw)
+        say(f"{cn} <-> {HOME}: 3/3 answered by {mine.upper()} through its own home agent "
+            f"({other.upper()} saw none of it, {cn_other} none of its pings to {CN})")
+    # the same flow (address and ports) from both to a local correspondent: two zones
+    echo = lab.udp_echo("cn-local-a", 8)
+    answers = [(node, lab.udp_ask(node, CN_LOCAL, f"{node}-{n}", f"{HOME}:5000"))
+               for n, node in enumerate(("mn", "mn2", "mn", "mn2"))]
+    echo.kill()
+    for n, (node, answer) in enumerate(answers):
+        assert answer and answer.startswith(f"{node}-{n} seen from {HOME}:"), answers
+    ports = sorted({a.rsplit(":", 1)[1] for _, a in answers})
+    flows = lab.exec("fa1", "conntrack", "-L", "-p", "udp", "--dport", "7007",
+                     check=False).stdout
+    zones = sorted(line.split("zone-orig=")[1].split()[0] for line in flows.splitlines()
+                   if "zone-orig=" in line)
+    assert zones == sorted([str(idx1["zone"]), str(idx2["zone"])]), flows
+    say(f"UDP {HOME}:5000 -> {CN_LOCAL}:7007 from both at once: each got its own answers "
+        f"(the correspondent saw ports {', '.join(ports)}); FA1's conntrack holds the flow "
+        f"in zones {' and '.join(zones)}, the seed's NAT index (home address + MAC)")
