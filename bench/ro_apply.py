@@ -7,8 +7,8 @@ visitor is applied and removed, repeatedly.  Baselines in the same run, at the
 same N: `ip -batch` (rule + routes) with `iptables-restore --noflush` of a chain
 per visitor (the classic way: a rule, a table and a chain per visitor), and
 `ip -batch` + `ipset restore` of the objects mipro programs for a visitor
-whose route profile and filter policy exist (next-hop alias neighbour, two
-delivery routes, three set memberships).  The conntrack flush that follows a removal is
+whose route profile and filter policy exist (neighbour, delivery route,
+three set memberships: realm, route profile, filter policy).  The conntrack flush that follows a removal is
 deferred and shared by removals that coincide; it is timed on its own.
 Figures, not pass/fail.
 """
@@ -78,8 +78,8 @@ def inner(sizes: list[int], reps: int) -> None:
         present = 0
         print("apply+remove of one visitor (3 routes, 3 filter rules), median ms;\n"
               "  chains  = ip -batch + iptables-restore, a chain per visitor (classic)\n"
-              "  ipset   = what mipro programs, by ip -batch + ipset restore: alias neighbour,\n"
-              "            delivery routes (realm, mipro), realm, route profile and policy sets\n"
+              "  ipset   = what mipro programs, by ip -batch + ipset restore: neighbour,\n"
+              "            delivery route, realm, route profile and filter policy set membership\n"
               "  ct      = the conntrack flush that follows a removal (deferred, shared)\n"
               f"{'visitors':>8} {'mipro':>10} {'chains':>14} {'ratio':>7} {'ipset':>14} "
               f"{'ratio':>7} {'ct ms':>10} {'fill ms':>8}", flush=True)
@@ -153,21 +153,16 @@ def baseline(home: IPv4Address, r: int) -> float:
 
 def baseline_ipset(home: IPv4Address, r: int) -> float:
     """The objects mipro programs for a visitor whose profile exists, by the reference tools:
-    next-hop alias neighbour entry, delivery routes (realm table and mipro's table), then
-    membership of the realm's, the route profile's and the filter policy's sets."""
+    neighbour entry and delivery route, then membership of the realm's, the route
+    profile's and the filter policy's sets."""
     mac = f"02:00:00:0f:{r >> 8 & 0xFF:02x}:{r & 0xFF:02x}"
-    alias = f"169.254.250.{r & 0xFF}"
     t = time.perf_counter()
-    sh("ip", "-batch", "-", stdin=f"neigh replace {alias} lladdr {mac} dev lan0 nud permanent\n"
-                                  f"route replace {home}/32 via {alias} dev lan0 onlink "
-                                  "table 8627\n"
-                                  f"route replace {home}/32 via {alias} dev lan0 onlink "
-                                  "table 434\n")
+    sh("ip", "-batch", "-", stdin=f"neigh replace {home} lladdr {mac} dev lan0 nud permanent\n"
+                                  f"route replace {home}/32 dev lan0 table 434\n")
     sh("ipset", "-exist", "restore",
        stdin=f"add base-h {home}\nadd base-r {home}\nadd base-p {home}\n")
-    sh("ip", "-batch", "-", stdin=f"neigh del {alias} dev lan0\n"
-                                  f"route del {home}/32 table 8627\n"
-                                  f"route del {home}/32 table 434\n")
+    sh("ip", "-batch", "-", stdin=f"neigh del {home} dev lan0\n"
+                                  f"route del {home}/32 dev lan0 table 434\n")
     sh("ipset", "-exist", "restore",
        stdin=f"del base-h {home}\ndel base-r {home}\ndel base-p {home}\n")
     return (time.perf_counter() - t) * 1000

@@ -1,10 +1,10 @@
 """The foreign agent's kernel state.
 
-Per accepted visitor: a next-hop alias on the visited link whose permanent
-neighbour entry is the MN's link-layer address, and a /32 route to its home
-address via that alias in its home agent's realm table and in mipro's table,
-so decapsulated traffic reaches the MN (realms.py: two MNs may share a home
-address; the FA never ARPs for a home address).
+Per accepted visitor: a permanent neighbour entry (home address → the MN's
+link-layer address: the FA never ARPs for a home address) and a /32 route on
+the visited link in mipro's table, so decapsulated traffic reaches the MN;
+a second MN with the same home address (from another home agent) is reached
+through a next-hop alias in its home agent's realm table (realms.py).
 
 What the MN sends is routed by source (seed Fig. 5): packets from its home
 address on the link are marked for its route profile and routed by the
@@ -185,7 +185,8 @@ class FaDataplane:
             await self._rebuild_twins()
         realm = self.realms.of(v.home_agent)
         if realm is not None:
-            await self.realms.remove(v.key, realm, self.table, others[0].key if others else None)
+            successor = (others[0].key, self.realms.of(others[0].home_agent)) if others else None
+            await self.realms.remove(v.key, realm, self.table, successor)
         await self.profiles.leave(v.key)
         await self.firewall.remove(v.key)
         if twin and len(others) <= 1:  # its home address is one visitor's alone again
@@ -329,7 +330,7 @@ class FaDataplane:
             return None
         return {"zone": realm.index, "connmark": f"{realm.mark:#x}/{REALM_MASK:#x}",
                 "by_mac": key[0] in self.realms.unlisted,
-                "alias": str(self.realms.aliases.get(key, "")) or None,
+                "alias": str(self.realms.alias_of(key) or "") or None,
                 "delivery_table": realm.table}
 
     async def _ha_device(self, ha: IPv4Address) -> tuple[str, int]:

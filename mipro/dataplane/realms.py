@@ -7,10 +7,12 @@ visitors form a *realm* with an index ``r`` (1..255):
 
 - a tunnel device of its own (the kernel's ipip link, or a TUN of the
   userspace relay), so what comes out of a tunnel is known to be the realm's;
-- a delivery table ``base + r``: ``HOME via <alias> dev LAN onlink``, where
-  the alias is a link-local next hop whose permanent neighbour entry is the
-  visitor's MAC (two visitors with one address cannot share a neighbour
-  entry; aliases can be many);
+- a delivery table ``base + r``, consulted first by the realm's traffic:
+  ``HOME via <alias> dev LAN onlink`` for a visitor whose home address is
+  another's too, where the alias is a link-local next hop whose permanent
+  neighbour entry is the visitor's MAC (two visitors with one address cannot
+  share a neighbour entry; the first keeps ``HOME dev LAN`` in mipro's table
+  and the neighbour entry HOME → its MAC, as every other visitor does);
   ``ip rule iif <device> lookup base+r`` and
   ``ip rule fwmark r<<8/0xff00 iif LAN lookup base+r``;
 - conntrack zone ``r`` for what its visitors send (raw table, CT
@@ -218,41 +220,58 @@ class Realms:
 
     # --- visitors ---------------------------------------------------------------------
 
-    async def add(self, key: Key, realm: Realm, main_table: int) -> IPv4Address:
-        """The visitor's delivery: alias, neighbour, route in its realm's table (and in
-        ``main_table`` if the home address is not another's already), set membership."""
+    async def add(self, key: Key, realm: Realm, main_table: int) -> None:
+        """The visitor's delivery.  The first visitor with a home address gets a permanent
+        neighbour entry (home address → MAC) and ``HOME dev LAN`` in ``main_table``; one
+        that shares it gets a next-hop alias (alias → MAC) and ``HOME via alias`` in its
+        realm's table, which traffic of its realm consults first.  Not an alias for
+        everyone: routes with a gateway each need a fib_info, which the kernel finds by a
+        hash that ignores the gateway, so adding one costs O(visitors)."""
         home, mac = key
-        alias = self.aliases.get(key)
-        if alias is None:
+        holder = self.primary.setdefault(home, key)
+        if holder == key:
+            await self._neigh_set(home, mac)
+            await self.nl.ipr.route("replace", dst=f"{home}/32", table=main_table,
+                                    oif=self.lan_index, scope=253)
+        elif key not in self.aliases:
             alias = self.aliases[key] = ALIASES[self.free_aliases.pop()]
-        await self.nl.ipr.neigh("replace", dst=str(alias), ifindex=self.lan_index,
-                                lladdr=mac.hex(":"), state=NUD_PERMANENT)
-        await self._deliver(home, alias, realm.table)
-        if self.primary.setdefault(home, key) == key:
-            await self._deliver(home, alias, main_table)
+            await self._neigh_set(alias, mac)
+            await self.nl.ipr.route("replace", dst=f"{home}/32", table=realm.table,
+                                    gateway=str(alias), oif=self.lan_index,
+                                    flags=4)  # RTNH_F_ONLINK
         if key not in realm.members and home not in self.unlisted:
             await self._set_add(realm.set_name, home)
         realm.members.add(key)
-        return alias
 
     async def remove(self, key: Key, realm: Realm, main_table: int,
-                     successor: Key | None) -> None:
+                     successor: tuple[Key, Realm] | None) -> None:
+        """Undo add(); if the home address is still another visitor's (``successor``),
+        that one takes over the neighbour entry."""
         home, _ = key
-        alias = self.aliases.pop(key, None)
         realm.members.discard(key)
         if home not in self.unlisted:
             await self._set_del(realm.set_name, home)
-        await self.nl.route_del(IPv4Network(home), realm.table)
-        if self.primary.get(home) == key:
-            if successor is not None and successor in self.aliases:
-                self.primary[home] = successor
-                await self._deliver(home, self.aliases[successor], main_table)
-            else:
-                del self.primary[home]
-                await self.nl.route_del(IPv4Network(home), main_table)
+        await self._drop_alias(key, realm)
+        if self.primary.get(home) != key:
+            return
+        if successor is None:
+            del self.primary[home]
+            await self.nl.route_del(IPv4Network(home), main_table)
+            await self._neigh_del(home)
+            return
+        self.primary[home] = successor[0]
+        await self._drop_alias(*successor)
+        await self._neigh_set(home, successor[0][1])
+
+    async def _drop_alias(self, key: Key, realm: Realm) -> None:
+        alias = self.aliases.pop(key, None)
         if alias is not None:
+            await self.nl.route_del(IPv4Network(key[0]), realm.table)
             await self._neigh_del(alias)
             self.free_aliases.append(int(alias) - int(ALIASES.network_address))
+
+    def alias_of(self, key: Key) -> IPv4Address | None:
+        return self.aliases.get(key)
 
     async def unlist(self, home: IPv4Address) -> None:
         """``home`` is shared now: out of the realm sets (the twin rules match it)."""
@@ -271,9 +290,9 @@ class Realms:
             if any(k[0] == home for k in realm.members):
                 await self._set_add(realm.set_name, home)
 
-    async def _deliver(self, home: IPv4Address, alias: IPv4Address, table: int) -> None:
-        await self.nl.ipr.route("replace", dst=f"{home}/32", table=table, gateway=str(alias),
-                                oif=self.lan_index, flags=4)  # RTNH_F_ONLINK
+    async def _neigh_set(self, address: IPv4Address, mac: bytes) -> None:
+        await self.nl.ipr.neigh("replace", dst=str(address), ifindex=self.lan_index,
+                                lladdr=mac.hex(":"), state=NUD_PERMANENT)
 
     async def _neigh_del(self, address: IPv4Address) -> None:
         try:

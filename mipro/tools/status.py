@@ -76,7 +76,8 @@ def run(socket_path: str | None, role: str | None, as_json: bool) -> int:
             print(f"  NAT index: conntrack zone {index['zone']}, connmark {index['connmark']}"
                   f", home address + MAC ({v['home_address']} {v['mac']}"
                   + (", shared home address: matched by MAC" if index["by_mac"] else "")
-                  + f"), delivered via {index['alias']} (table {index['delivery_table']})")
+                  + ")" + (f", delivered via {index['alias']} (table "
+                           f"{index['delivery_table']})" if index["alias"] else ""))
         if v.get("filters"):  # the seed's Fig. 4
             print("  filter table:")
             print(f"    {'source':<18} {'destination':<18} {'protocol':<16} {'NAT':<14} action")
