@@ -12,6 +12,7 @@ the same home address from different home networks stay apart.
 from __future__ import annotations
 
 import heapq
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address
 
@@ -36,7 +37,7 @@ from ..wire import (
     StaticRoutesExtension,
     code_name,
 )
-from ..wire.vendor import FilterRule, StaticRoute
+from ..wire.vendor import FilterRule, HomeAddressInUse, StaticRoute
 from .actions import MIP_PORT, Action, Log, Send, SendToLink
 from .advertiser import Advertiser
 
@@ -54,6 +55,9 @@ class FaPolicy:
     require_mn_fa: bool = False
     pending_timeout: float = 7.0
     vendor_id: int = 32473
+    # a host on the visited site with this home address? the address the FA translates the
+    # MN's to towards it (seed Figs. 3c, 5: CN 4c), else None; asked once per acceptance
+    address_in_use: Callable[[IPv4Address], IPv4Address | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,7 @@ class Visitor:
     routes: tuple[StaticRoute, ...] = ()
     filters: tuple[FilterRule, ...] = ()
     notify: PreviousFaNotification | None = None  # tell the previous FA once accepted
+    temporary_address: IPv4Address | None = None  # its home address is a local host's too
 
     @property
     def key(self) -> tuple[IPv4Address, bytes]:
@@ -86,7 +91,9 @@ class Visitor:
                 "lifetime_left": max(0, int(self.expires - now + 0.5)),
                 "reverse_tunnel": self.reverse_tunnel, "encapsulation": self.encapsulation,
                 "routes": [r.describe() for r in self.routes],
-                "filters": [f.describe() for f in self.filters]}
+                "filters": [f.describe() for f in self.filters],
+                "temporary_address": str(self.temporary_address)
+                if self.temporary_address else None}
 
 
 @dataclass(frozen=True)
@@ -263,8 +270,14 @@ class ForeignAgent:
         old = self.visitors.get(visitor.key)
         if code in (0, 1) and reply.lifetime > 0:
             lifetime = min(reply.lifetime, visitor.requested_lifetime)
+            in_use = self.policy.address_in_use
+            temporary = in_use(visitor.home_address) if in_use is not None else None
+            if temporary is not None:  # tell the MN: it sends to that host through us
+                relay += HomeAddressInUse(visitor.home_address, temporary,
+                                          self.policy.vendor_id).encode()
             accepted = replace(visitor, state="accepted", expires=now + lifetime,
-                               lifetime=lifetime, routes=routes, filters=filters)
+                               lifetime=lifetime, routes=routes, filters=filters,
+                               temporary_address=temporary)
             self.visitors[accepted.key] = accepted
             self._push(accepted.expires, "visitor", accepted.key)
             actions.append(AddVisitor(accepted, old))

@@ -43,7 +43,7 @@ from ..wire import (
     UdpTunnelRequest,
     code_name,
 )
-from ..wire.vendor import FilterRule, StaticRoute
+from ..wire.vendor import FilterRule, HomeAddressInUse, StaticRoute
 from .actions import MIP_PORT, Action, Log, Send, SendIcmp
 
 ALL_ROUTERS = IPv4Address("224.0.0.2")
@@ -98,6 +98,15 @@ class UseForeignAgent:
     agent: IPv4Address
     care_of_address: IPv4Address
     prefix_length: int
+
+
+@dataclass(frozen=True)
+class OwnAddressOut:
+    """FA mode: a host on the visited network has our home address (the FA said so, seed
+    Figs. 3c, 5): what we send to that address goes to the FA instead of looping back."""
+
+    on: bool
+    temporary_address: IPv4Address | None = None  # what the FA translates ours to
 
 
 @dataclass(frozen=True)
@@ -513,6 +522,11 @@ class MobileNode:
         actions: list[Action] = []
         if self.using == "fa":
             self.registered_agent, self.previous_agent = self.agent, None  # the new FA tells it
+            in_use = reply.find(HomeAddressInUse)
+            if in_use is not None and in_use.home_address != self.s.home_address:
+                in_use = None
+            actions.append(OwnAddressOut(in_use is not None,
+                                         in_use.temporary_address if in_use else None))
         elif self.using == "colocated":
             actions += self._tell_previous_fa_ourselves(now)
         routes = tuple(r for e in reply.find_all(StaticRoutesExtension) for r in e.entries)

@@ -70,6 +70,9 @@ class FaDataplane:
         self.profiles = RouteProfiles(self.nl, interface, table + TABLE_OFFSET,
                                       rule_priority - 1, self._route_args)
         self.realms = Realms(self.nl, interface, table + REALM_TABLE_OFFSET, rule_priority - 2)
+        # hosts on the visited site by host route: host → (our address towards it, interface)
+        self.local_hosts: dict[IPv4Address, tuple[IPv4Address, str]] = {}
+        self.watch_task: asyncio.Task | None = None
 
     async def start(self, loop: asyncio.AbstractEventLoop | None) -> None:
         set_sysctl("net.ipv4.ip_forward", "1")
@@ -99,6 +102,9 @@ class FaDataplane:
             if loop is not None:
                 self.relay.start_reading(loop)
         await self.nl.rule_ensure(self.table, self.prio)
+        await self._read_local_hosts()
+        if loop is not None:
+            self.watch_task = loop.create_task(self._watch_local_hosts())
 
     async def cleanup_leftovers(self) -> None:
         count = 0
@@ -116,6 +122,8 @@ class FaDataplane:
             self.log("reconciled-leftovers", items=count)
 
     async def stop(self) -> None:
+        if self.watch_task is not None:
+            self.watch_task.cancel()
         for v in list(self.visitors.values()):
             await self.remove_visitor(v)
         await self.nl.rule_del(self.table, self.prio)
@@ -153,6 +161,10 @@ class FaDataplane:
         realm = self.realms.of(v.home_agent) or \
             await self.realms.create(v.home_agent, device, index)
         await self.realms.add(v.key, realm, self.table)
+        if v.temporary_address is not None:
+            await self._self_nat(v)
+        elif previous is not None and previous.temporary_address is not None:
+            await self.realms.self_nat_remove(v.home_address)
         same = previous is not None and (previous.routes, previous.filters,
                                          previous.reverse_tunnel, previous.home_agent) == \
             (v.routes, v.filters, v.reverse_tunnel, v.home_agent)
@@ -189,6 +201,8 @@ class FaDataplane:
             await self.realms.remove(v.key, realm, self.table, successor)
         await self.profiles.leave(v.key)
         await self.firewall.remove(v.key)
+        if not any(o.temporary_address for o in others):
+            await self.realms.self_nat_remove(home)
         if twin and len(others) <= 1:  # its home address is one visitor's alone again
             for part in (self.realms, self.profiles, self.firewall):
                 await part.relist(home)
@@ -197,6 +211,44 @@ class FaDataplane:
         if realm is not None and not realm.members:
             await self.realms.drop(realm)
             await self._drop_ha_device(v.home_agent)
+
+    # --- a host on the visited site with a visitor's own address (Figs. 3c, 5: CN 4c) ----
+
+    def address_in_use(self, home: IPv4Address) -> IPv4Address | None:
+        """Our address towards a host on the visited site that has ``home`` (a host route in
+        the main table out of another interface than the visitors' link), else None."""
+        found = self.local_hosts.get(home)
+        return found[0] if found else None
+
+    async def _self_nat(self, v: Visitor) -> None:
+        await self.realms.self_nat_add(v.home_address, v.temporary_address)
+        # the host's answers arrive there with a source our table routes to the visitor
+        name = self.local_hosts.get(v.home_address, (None, None))[1]
+        old = set_sysctl(f"net.ipv4.conf.{name}.rp_filter", "2") if name else None
+        if old not in (None, "2"):
+            self.log("sysctl", name=f"net.ipv4.conf.{name}.rp_filter", value=2, was=old)
+
+    async def _read_local_hosts(self) -> None:
+        addresses: dict[int, tuple[IPv4Address, str]] = {}
+        async for a in await self.nl.ipr.get_addr(family=2):
+            addresses.setdefault(a["index"], (IPv4Address(a.get_attr("IFA_ADDRESS")),
+                                              a.get_attr("IFA_LABEL")))
+        hosts = {}
+        async for r in await self.nl.ipr.route("dump", table=254, family=2):
+            oif = r.get_attr("RTA_OIF")
+            if r.get("table") == 254 and r["dst_len"] == 32 and oif != self.lan_index and \
+                    oif in addresses and r["type"] == 1:  # unicast
+                hosts[IPv4Address(r.get_attr("RTA_DST"))] = addresses[oif]
+        self.local_hosts = hosts
+
+    async def _watch_local_hosts(self, interval: float = 2.0) -> None:
+        """Host routes come and go with routing protocols: looked at every few seconds."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self._read_local_hosts()
+            except Exception as exc:  # noqa: BLE001 - keep watching; say what failed
+                self.log("local-hosts-failed", "warning", reason=repr(exc))
 
     async def _unlist(self, home: IPv4Address) -> None:
         for part in (self.realms, self.profiles, self.firewall):

@@ -26,6 +26,11 @@ DEFAULT = IPv4Network("0.0.0.0/0")
 REVERSE_METRIC = 1000
 
 
+LOCAL_TABLE = 255
+LOCAL_MOVED = 100  # the local table's rule while our address is a visited host's too
+OWN_OUT = 99  # ... and ours before it, for what we send to that address
+
+
 class MnDataplane:
     def __init__(self, *, backend: str, interface: str, tunnel_interface: str, table: int,
                  rule_priority: int, home_address: IPv4Address, home_agent: IPv4Address,
@@ -47,6 +52,7 @@ class MnDataplane:
         self.udp_since = 0.0  # when the UDP tunnel came up (silence counts from there)
         self.up = False
         self.home_on_link = 0  # prefix length of the home address on the physical link
+        self.own_out = False  # our home address is a visited-network host's too (FA said)
         self.profile_routes: set[tuple[IPv4Network, int]] = set()
         self.default_metric: int | None = None
         self.firewall: MobileFirewall | None = None
@@ -66,6 +72,11 @@ class MnDataplane:
                 await self.nl.addr_del(self.iface, address, plen)
                 flushed += 1
         flushed += MobileFirewall(None, top="MIPRO-MN", hooks=("INPUT", "OUTPUT")).start_clean()
+        if await self.nl.rule_del(LOCAL_TABLE, LOCAL_MOVED):  # own_address_out() left on
+            await self.nl.rule_ensure(LOCAL_TABLE, 0)
+            while await self.nl.rule_del(self.table, OWN_OUT):
+                pass
+            flushed += 1
         flushed += PortSelection.remove_rules()
         while await self.nl.rule_del(self.table + 1, self.prio - 1, fwmark=MARK):
             flushed += 1
@@ -186,6 +197,7 @@ class MnDataplane:
 
     async def use_agent(self, agent: IPv4Address) -> None:
         """FA mode: the home address on the link, everything via the agent (on-link)."""
+        await self.own_address_out(False)
         await self.tunnel_down()
         await self.nl.flush_table(self.table)
         self.coa = None
@@ -196,7 +208,28 @@ class MnDataplane:
         await self.nl.route_replace(DEFAULT, self.table, oif=self.iface, gateway=agent,
                                     src=self.home)
 
+    async def own_address_out(self, on: bool) -> None:
+        """Seed Figs. 3c, 5 (CN 4c): a host on the visited network has our home address.
+        Locally sent packets to it go by our table (default via the FA) instead of the
+        ``local`` table, whose rule moves from priority 0 to LOCAL_MOVED for it; answers
+        with our own address as source are accepted (``accept_local``)."""
+        if on == self.own_out:
+            return
+        if on:
+            await self.nl.rule_ensure(LOCAL_TABLE, LOCAL_MOVED)
+            await self.nl.rule_del(LOCAL_TABLE, 0)
+            await self.nl.rule_ensure(self.table, OWN_OUT, dst=str(self.home), dst_len=32,
+                                      iifname="lo")
+        else:
+            await self.nl.rule_del(self.table, OWN_OUT, dst=str(self.home), dst_len=32,
+                                   iifname="lo")
+            await self.nl.rule_ensure(LOCAL_TABLE, 0)
+            await self.nl.rule_del(LOCAL_TABLE, LOCAL_MOVED)
+        set_sysctl(f"net.ipv4.conf.{self.iface}.accept_local", "1" if on else "0")
+        self.own_out = on
+
     async def leave_agent(self) -> None:
+        await self.own_address_out(False)
         await self.nl.flush_table(self.table)
         if self.home_on_link:
             await self.nl.addr_del(self.iface, self.home, self.home_on_link)
@@ -204,6 +237,7 @@ class MnDataplane:
 
     async def at_home(self, network: IPv4Network, gateway: IPv4Address) -> None:
         """Home: the home address on the link with its prefix, the home router as gateway."""
+        await self.own_address_out(False)
         await self.tunnel_down()
         await self.nl.flush_table(self.table)
         self.coa = None

@@ -14,7 +14,7 @@ visitors form a *realm* with an index ``r`` (1..255):
   share a neighbour entry; the first keeps ``HOME dev LAN`` in mipro's table
   and the neighbour entry HOME → its MAC, as every other visitor does);
   ``ip rule iif <device> lookup base+r`` and
-  ``ip rule fwmark r<<8/0xff00 iif LAN lookup base+r``;
+  ``ip rule fwmark r<<8/0xff00 lookup base+r``;
 - conntrack zone ``r`` for what its visitors send (raw table, CT
   ``--zone-orig``: only the original direction, so replies, which come from
   correspondents with no zone, still find their flow), and connmark ``r<<8``
@@ -49,6 +49,8 @@ SET_PREFIX = "mipro-h-"
 ZONE_CHAIN = "MIPRO-ZONE"  # raw PREROUTING
 REALM_CHAIN = "MIPRO-REALM"  # mangle PREROUTING
 TWIN_CHAIN = "MIPRO-TWIN"  # raw, mangle, filter and nat: visitors sharing a home address
+SELF_CHAIN = "MIPRO-SELF"  # nat POSTROUTING: visitors talking to a host with their address
+MAIN_TABLE = 254
 NUD_PERMANENT = 0x80
 
 Key = tuple[IPv4Address, bytes]  # (home address, MAC)
@@ -100,6 +102,8 @@ class Realms:
         self.free_indexes = list(range(REALM_MASK >> REALM_SHIFT, 0, -1))
         self.primary: dict[IPv4Address, Key] = {}  # who gets unmarked traffic to a home
         self.unlisted: set[IPv4Address] = set()  # shared home addresses: in no set
+        self.self_priority = priority - 1
+        self.self_nat: dict[IPv4Address, IPv4Address] = {}  # home → temporary address
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -112,10 +116,10 @@ class Realms:
         for name, hook in (("raw", "PREROUTING"), ("mangle", "PREROUTING"),
                            ("filter", "FORWARD"), ("nat", "POSTROUTING")):
             hook_chain(self.tables[name], hook, TWIN_CHAIN)
+        hook_chain(self.tables["nat"], "POSTROUTING", SELF_CHAIN)
         mangle = self.tables["mangle"]
         mangle.refresh()
-        restore = iptc.Rule()
-        restore.in_interface = self.lan
+        restore = iptc.Rule()  # from any side: a local host's answers come by another link
         restore.create_match("conntrack").ctdir = "REPLY"
         t = iptc.Target(restore, "CONNMARK")
         t.restore_mark = ""
@@ -135,7 +139,7 @@ class Realms:
                             ("filter", ("FORWARD",)), ("nat", ("POSTROUTING",))):
             table = self.tables[name]
             table.refresh()
-            for chain in (TWIN_CHAIN, ZONE_CHAIN, REALM_CHAIN):
+            for chain in (TWIN_CHAIN, ZONE_CHAIN, REALM_CHAIN, SELF_CHAIN):
                 for hook in hooks:
                     removed += drop_chain(table, hook, chain)
             self._commit(table)
@@ -148,6 +152,10 @@ class Realms:
         for realm in list(self.realms.values()):
             await self._rules(realm, "del")
         self.realms.clear()
+        async for rule in await self.nl.ipr.get_rules(family=2):
+            if rule.get("priority") == self.self_priority and rule.get("table") == MAIN_TABLE:
+                removed += await self.nl.rule_del(MAIN_TABLE, self.self_priority,
+                                                  src=rule.get("src"), src_len=32)
         return removed
 
     @staticmethod
@@ -206,7 +214,7 @@ class Realms:
 
     async def _rules(self, realm: Realm, how: str) -> None:
         for match in ({"iifname": realm.device},
-                      {"fwmark": realm.mark, "fwmask": REALM_MASK, "iifname": self.lan}):
+                      {"fwmark": realm.mark, "fwmask": REALM_MASK}):
             if how == "add":
                 await self.nl.rule_ensure(realm.table, self.priority, **match)
             else:
@@ -308,6 +316,41 @@ class Realms:
     async def _set_del(self, name: str, home: IPv4Address) -> None:
         with contextlib.suppress(Exception):  # not a member
             await self.ipset.delete(name, str(home))
+
+    # --- a host on the visited site with a visitor's own address (Figs. 3c, 5: CN 4c) ----
+
+    async def self_nat_add(self, home: IPv4Address, temporary: IPv4Address) -> None:
+        """What the visitor sends to its own address goes where the main table says (the
+        local host, not back to it: ``from HOME to HOME iif LAN lookup main``), its source
+        translated to ``temporary``; the host's answers come back to it through conntrack."""
+        if self.self_nat.get(home) == temporary:
+            return
+        await self.self_nat_remove(home)
+        await self.nl.rule_ensure(MAIN_TABLE, self.self_priority, src=str(home), src_len=32,
+                                  dst=str(home), dst_len=32, iifname=self.lan)
+        nat = self.tables["nat"]
+        nat.refresh()
+        rule = iptc.Rule()
+        rule.src = rule.dst = str(home)
+        target = iptc.Target(rule, "SNAT")
+        target.to_source = str(temporary)
+        rule.target = target
+        iptc.Chain(nat, SELF_CHAIN).append_rule(rule)
+        self._commit(nat)
+        self.self_nat[home] = temporary
+
+    async def self_nat_remove(self, home: IPv4Address) -> None:
+        if self.self_nat.pop(home, None) is None:
+            return
+        await self.nl.rule_del(MAIN_TABLE, self.self_priority, src=str(home), src_len=32,
+                               dst=str(home), dst_len=32, iifname=self.lan)
+        nat = self.tables["nat"]
+        nat.refresh()
+        chain = iptc.Chain(nat, SELF_CHAIN)
+        for rule in list(chain.rules):
+            if rule.src.split("/")[0] == str(home):
+                chain.delete_rule(rule)
+        self._commit(nat)
 
     # --- visitors sharing a home address ----------------------------------------------
 

@@ -22,8 +22,8 @@ from .logging import EventLog
 from .systemd import notify
 
 
-def make_policy(cfg: FaConfig) -> FaPolicy:
-    return FaPolicy(address=cfg.address, care_of_addresses=cfg.care_of_addresses,
+def make_policy(cfg: FaConfig, address_in_use=None) -> FaPolicy:
+    return FaPolicy(address_in_use=address_in_use, address=cfg.address, care_of_addresses=cfg.care_of_addresses,
                     max_lifetime=cfg.max_lifetime, reverse_tunneling=cfg.reverse_tunneling,
                     reverse_tunnel_required=cfg.reverse_tunnel_required,
                     encapsulations=cfg.encapsulations, ha_peers=dict(cfg.ha_peers),
@@ -64,6 +64,7 @@ class FaDaemon(EngineDaemon):
             table=dp.table, rule_priority=dp.rule_priority,
             log=self.log)
         await self.dataplane.start(loop)
+        self.engine.policy = make_policy(self.cfg, self.dataplane.address_in_use)
         mac = await self.dataplane.nl.mac(self.cfg.interface)
         worker = asyncio.create_task(self._worker())
         # relay from the care-of address: it is the FA's identity towards home agents
@@ -110,7 +111,8 @@ class FaDaemon(EngineDaemon):
         if changed:
             self.log("reload-needs-restart", "warning", keys=",".join(changed))
             return
-        self.engine.policy = make_policy(cfg)
+        self.engine.policy = make_policy(cfg, self.dataplane.address_in_use
+                                         if self.dataplane else None)
         self.engine.advertiser = make_advertiser(cfg, time.time())
         self.cfg = cfg
         self.log.set_level(cfg.runtime.log_level)

@@ -18,6 +18,7 @@ from ..core.mn import (
     LeaveForeignAgent,
     MnSettings,
     MobileNode,
+    OwnAddressOut,
     StartDhcp,
     State,
     StopDhcp,
@@ -279,6 +280,11 @@ class MnDaemon(EngineDaemon):
                 notify(f"STATUS=using foreign agent {a.agent}")
             elif isinstance(a, LeaveForeignAgent):
                 await dp.leave_agent()
+            elif isinstance(a, OwnAddressOut):
+                if a.on != dp.own_out:
+                    self.log("home-address-in-use" if a.on else "home-address-free",
+                             temporary=a.temporary_address or "-")
+                await dp.own_address_out(a.on)
             elif isinstance(a, StartDhcp):
                 await dp.away()
                 await self._start_dhcp()
@@ -367,6 +373,7 @@ class MnDaemon(EngineDaemon):
                 "dataplane_reason": self.backend_reason, "last_code": e.last_code,
                 "clock_offset": round(e.clock_offset, 3), "dhcp": self.lease_info,
                 "uptime": round(now - self.started, 1),
+                "home_address_in_use": bool(self.dataplane and self.dataplane.own_out),
                 "bindings": [binding] if binding else []}
 
 

@@ -20,6 +20,7 @@ class VendorType:
     FILTER_RULES = 2
     CERTIFICATE = 3
     PREVIOUS_FA_NOTIFICATION = 4
+    HOME_ADDRESS_IN_USE = 5
 
 
 ANY = IPv4Network("0.0.0.0/0")
@@ -329,9 +330,46 @@ class PreviousFaNotification(Extension):
                 "spi": self.spi, "authenticator": self.authenticator.hex()}
 
 
+@dataclass(frozen=True)
+class HomeAddressInUse(Extension):
+    """In a registration reply the FA relays, after the MN-HA authenticator: "a host on the
+    visited network has your home address" (seed Figs. 3c, 5, CN 4c).
+
+    Value: the home address (4) and the temporary address the FA translates the mobile
+    node's to towards that host (4).  The mobile node then sends what it addresses to its
+    own home address to the FA instead of looping it back.
+    """
+
+    home_address: IPv4Address
+    temporary_address: IPv4Address
+    vendor_id: int = DEFAULT_VENDOR_ID
+    TYPE: ClassVar[int] = ExtType.NVSE
+    VENDOR_TYPE: ClassVar[int] = VendorType.HOME_ADDRESS_IN_USE
+    NAME: ClassVar[str] = "mipro home address in use (NVSE)"
+
+    def body(self) -> bytes:
+        return (b"\x00\x00" + self.vendor_id.to_bytes(4, "big")
+                + self.VENDOR_TYPE.to_bytes(2, "big")
+                + self.home_address.packed + self.temporary_address.packed)
+
+    @classmethod
+    def decode_value(cls, r: Reader, vendor_id: int) -> Extension:
+        home = r.addr("home address")
+        temporary = r.addr("temporary address")
+        if r.remaining():
+            raise r.error(f"{r.remaining()} bytes after the temporary address")
+        return cls(home, temporary, vendor_id)
+
+    def describe(self) -> dict[str, object]:
+        return {"type": self.TYPE, "name": self.NAME, "vendor_id": self.vendor_id,
+                "home_address": str(self.home_address),
+                "temporary_address": str(self.temporary_address)}
+
+
 VENDOR_TYPES: dict[int, type] = {
     VendorType.STATIC_ROUTES: StaticRoutesExtension,
     VendorType.FILTER_RULES: FilterRulesExtension,
     VendorType.CERTIFICATE: CertificateExtension,
     VendorType.PREVIOUS_FA_NOTIFICATION: PreviousFaNotification,
+    VendorType.HOME_ADDRESS_IN_USE: HomeAddressInUse,
 }

@@ -54,6 +54,10 @@ EXTENSIONS = {
         h("86 24", "0000", "00007ed9", "0004", "c6336401", "0000", "0000", "00000101",
           AUTH16_HEX),
         w.PreviousFaNotification(A("198.51.100.1"), 0, 257, AUTH16)),
+    # a host on the visited network has home address 10.1.0.100; the FA's 172.16.5.1 stands in
+    "home-address-in-use": (
+        h("86 10", "0000", "00007ed9", "0005", "0a010064", "ac100501"),
+        w.HomeAddressInUse(A("10.1.0.100"), A("172.16.5.1"))),
 }
 
 # Registration Request: type 1, flags S|T, lifetime 1800, HoA 10.0.0.1, HA 192.0.2.1,

@@ -13,6 +13,7 @@ from mipro.core.mn import (
     LeaveForeignAgent,
     MnSettings,
     MobileNode,
+    OwnAddressOut,
     StartDhcp,
     State,
     UseForeignAgent,
@@ -89,6 +90,25 @@ def test_registration_through_a_foreign_agent():
     visitor = of(AddVisitor, seen)[0].visitor
     assert visitor.mac == MAC and visitor.state == "accepted" and visitor.reverse_tunnel
     assert fa.visitors[(HOME, MAC)].lifetime == 300
+
+
+def test_a_visited_host_with_the_home_address_is_announced_to_the_mn():
+    """Figs. 3c, 5 (CN 4c): the FA knows a host with the MN's address; the reply it relays
+    says so (after the MN-HA authenticator), and the MN sends to that address out."""
+    asked = []
+    in_use = {HOME: A("172.16.5.1")}
+    ha, fa, mn = setup(fa_policy={"address_in_use": lambda h: asked.append(h) or in_use.get(h)})
+    mn.link_up(NOW)
+    seen = run(ha, fa, mn, mn.advertisement(advert(fa, NOW), FA1, NOW), NOW)
+    assert asked == [HOME] and mn.state is State.REGISTERED  # MN-HA auth still holds
+    assert of(AddVisitor, seen)[0].visitor.temporary_address == A("172.16.5.1")
+    assert of(OwnAddressOut, seen) == [OwnAddressOut(True, A("172.16.5.1"))]
+    in_use.clear()  # the host went: the renewal says nothing, the MN loops back again
+    t = mn.renew_at
+    run(ha, fa, mn, mn.advertisement(advert(fa, t), FA1, t), t)  # the agent is still there
+    renewal = run(ha, fa, mn, mn.handle_timer(t), t)
+    assert of(OwnAddressOut, renewal) == [OwnAddressOut(False, None)]
+    assert of(AddVisitor, renewal)[0].visitor.temporary_address is None
 
 
 def test_handover_to_a_second_agent_and_home():

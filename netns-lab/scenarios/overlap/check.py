@@ -1,6 +1,7 @@
 """Checks of the `overlap` scenario (Figs. 3c, 4, 5): (a) a correspondent with a home
-network's address is ignored; (c) two mobile nodes with the same home address, from two
-home agents, are told apart by link-layer address."""
+network's address is ignored; (b) a correspondent with the mobile node's own address is
+reached through a temporary address; (c) two mobile nodes with the same home address,
+from two home agents, are told apart by link-layer address."""
 
 import subprocess
 import time
@@ -9,6 +10,7 @@ from mipro.lab import Lab
 
 HOME, CN, CN_LOCAL = "10.1.0.100", "10.1.0.10", "198.51.100.20"
 MN1_MAC, MN2_MAC = "02:00:00:00:01:00", "02:00:00:00:02:00"
+TEMPORARY = "172.16.5.1"  # FA1's address on the site network of CN-self
 
 
 def registered(lab: Lab) -> dict:
@@ -56,6 +58,7 @@ def ping_watched(lab: Lab, pinger: str, dst: str, watcher: str, src: str) -> tup
 def run(lab: Lab, say=print) -> None:
     same_address_correspondent_ignored(lab, say)
     same_home_address_told_apart(lab, say)
+    own_address_correspondent(lab, say)
 
 
 def same_address_correspondent_ignored(lab: Lab, say=print) -> None:
@@ -116,3 +119,23 @@ def same_home_address_told_apart(lab: Lab, say=print) -> None:
     say(f"UDP {HOME}:5000 -> {CN_LOCAL}:7007 from both at once: each got its own answers "
         f"(the correspondent saw ports {', '.join(ports)}); FA1's conntrack holds the flow "
         f"in zones {' and '.join(zones)}, the seed's NAT index (home address + MAC)")
+
+
+def own_address_correspondent(lab: Lab, say=print) -> None:
+    """Case (b): CN-self, behind FA1's site0, has 10.1.0.100 too.  FA1 tells each MN in its
+    registration reply; the MN sends what it addresses to 10.1.0.100 to FA1 instead of
+    looping it back, and FA1 translates its source to a temporary address."""
+    lab.wait_for(lambda: all(lab.status(n)["home_address_in_use"] for n in ("mn", "mn2")),
+                 30, "both mobile nodes told their address is in use")
+    fa = lab.status("fa1")
+    assert {v["temporary_address"] for v in fa["visitors"]} == {TEMPORARY}, fa["visitors"]
+    say(f"FA1 knows a host {HOME} on site0 (CN-self): both visitors were told in their "
+        f"registration replies; towards it they appear as {TEMPORARY}")
+    for node in ("mn", "mn2"):
+        got, seen = ping_watched(lab, node, HOME, "cn-self", src=TEMPORARY)
+        assert got == 3 and seen >= 3, (node, got, seen)
+        say(f"{node.upper()} pings {HOME}: CN-self saw {seen} requests from {TEMPORARY}, "
+            f"{got}/3 answers came back to {node.upper()} (not its own loopback)")
+    res = lab.tcp_transfer("mn", "cn-self", HOME, 100_000)
+    assert res["client"]["verified"] and res["server"]["peer"] == TEMPORARY, res
+    say(f"TCP MN -> {HOME} reached CN-self from {TEMPORARY}")
