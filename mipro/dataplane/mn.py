@@ -169,6 +169,11 @@ class MnDataplane:
         for dst, cost in self.profile_routes - wanted:
             await self.nl.route_del(dst, self.table, metric=cost)
         self.profile_routes = wanted
+        # Fig. 11: a route to our own home address on the visited network (overlapping
+        # realms: a correspondent there has it too) costs less than our own loopback
+        await self.own_address_out(self.home in self.coa.network or any(
+            not r.via_tunnel and r.destination.prefixlen and self.home in r.destination
+            for r in routes))
         if filters or self.firewall is not None:
             if self.firewall is None:
                 self.firewall = MobileFirewall(None, top="MIPRO-MN", hooks=("INPUT", "OUTPUT"))
@@ -176,6 +181,7 @@ class MnDataplane:
             self.firewall.apply(self.home, filters)
 
     async def tunnel_down(self) -> None:
+        await self.own_address_out(False)
         await self.ports.remove()
         await self.nl.route_del(DEFAULT, self.table, metric=self.default_metric)
         for dst, cost in self.profile_routes:
@@ -209,8 +215,9 @@ class MnDataplane:
                                     src=self.home)
 
     async def own_address_out(self, on: bool) -> None:
-        """Seed Figs. 3c, 5 (CN 4c): a host on the visited network has our home address.
-        Locally sent packets to it go by our table (default via the FA) instead of the
+        """Seed Figs. 3c, 5, 11 (CN 4c): a host on the visited network has our home
+        address.  Locally sent packets to it go by our table (FA mode: default via the FA;
+        co-located: the profile's local route, from the care-of address) instead of the
         ``local`` table, whose rule moves from priority 0 to LOCAL_MOVED for it; answers
         with our own address as source are accepted (``accept_local``)."""
         if on == self.own_out:

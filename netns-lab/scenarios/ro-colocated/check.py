@@ -54,8 +54,19 @@ def run(lab: Lab, say=print) -> None:
     assert ha_packets(lab) - before >= 20
     say("port-based selection: UDP 5070 to CN-internet leaves locally from the care-of "
         "address, UDP 5062 (a tunnel port) goes through the tunnel from the home address")
+    # Fig. 11's rows for the MN's own address: CN-self on the visited site has it too
+    assert lab.status("mn")["home_address_in_use"]
+    rules = lab.exec("mn", "ip", "rule").stdout
+    assert f"99:\tfrom all to {HOME} iif lo lookup 434" in rules and \
+        "100:\tfrom all lookup local" in rules and not rules.startswith("0:"), rules
+    res = lab.tcp_transfer("mn", "cn-self", HOME, 100_000, port=5006)
+    assert res["client"]["verified"] and res["server"]["peer"] == coa, res
+    say(f"MN -> {HOME} (its own address, CN-self's too): TCP reached CN-self (not the "
+        f"MN's loopback) from the care-of address {coa}")
     assert "MIPRO-V-0a010064" in lab.exec("mn", "iptables-legacy", "-S").stdout
     lab.stop_service("mn")
+    rules = lab.exec("mn", "ip", "rule").stdout
+    assert rules.startswith("0:\tfrom all lookup local") and "100:" not in rules, rules
     assert "MIPRO" not in lab.exec("mn", "iptables-legacy", "-S").stdout
     for table in ("mangle", "nat"):
         assert "MIPRO" not in lab.exec("mn", "iptables-legacy", "-t", table, "-S").stdout
