@@ -26,6 +26,11 @@ class VendorType:
 ANY = IPv4Network("0.0.0.0/0")
 
 
+def nvse_header(vendor_id: int, vendor_type: int) -> bytes:
+    """What every mipro NVSE value starts with (RFC 3115): reserved, Vendor/Org-ID, type."""
+    return b"\x00\x00" + vendor_id.to_bytes(4, "big") + vendor_type.to_bytes(2, "big")
+
+
 def _network(r: Reader, addr: IPv4Address, plen: int, what: str, at: int) -> IPv4Network:
     if plen > 32:
         raise r.error(f"{what} prefix length {plen} > 32", at)
@@ -187,9 +192,7 @@ class _EntryList(Extension):
 
     def body(self) -> bytes:
         return (
-            b"\x00\x00"
-            + self.vendor_id.to_bytes(4, "big")
-            + self.VENDOR_TYPE.to_bytes(2, "big")
+            nvse_header(self.vendor_id, self.VENDOR_TYPE)
             + b"".join(e.encode() for e in self.entries)
         )
 
@@ -251,9 +254,7 @@ class CertificateExtension(Extension):
 
     def body(self) -> bytes:
         return (
-            b"\x00\x00"
-            + self.vendor_id.to_bytes(4, "big")
-            + self.VENDOR_TYPE.to_bytes(2, "big")
+            nvse_header(self.vendor_id, self.VENDOR_TYPE)
             + bytes((self.index, self.count))
             + self.der
         )
@@ -303,9 +304,7 @@ class PreviousFaNotification(Extension):
 
     def body(self) -> bytes:
         return (
-            b"\x00\x00"
-            + self.vendor_id.to_bytes(4, "big")
-            + self.VENDOR_TYPE.to_bytes(2, "big")
+            nvse_header(self.vendor_id, self.VENDOR_TYPE)
             + self.previous_fa.packed
             + self.cache_lifetime.to_bytes(2, "big")
             + b"\x00\x00"
@@ -348,8 +347,7 @@ class HomeAddressInUse(Extension):
     NAME: ClassVar[str] = "mipro home address in use (NVSE)"
 
     def body(self) -> bytes:
-        return (b"\x00\x00" + self.vendor_id.to_bytes(4, "big")
-                + self.VENDOR_TYPE.to_bytes(2, "big")
+        return (nvse_header(self.vendor_id, self.VENDOR_TYPE)
                 + self.home_address.packed + self.temporary_address.packed)
 
     @classmethod
