@@ -15,6 +15,7 @@ emulation absolute figures mean little, ratios to `none` do.
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -26,7 +27,7 @@ from mipro.lab import Lab  # noqa: E402
 HOME = "10.1.0.100"
 
 
-def measure(backend: str, seconds: int) -> dict:
+def measure(backend: str, seconds: int, repeat: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="mipro-dpbench-") as tmp:
         lab = Lab("colocated", prefix="kdp", out=Path(tmp) / "colocated", python=sys.executable)
         try:
@@ -44,8 +45,11 @@ def measure(backend: str, seconds: int) -> dict:
                 lab.stop_service("mn")  # deregisters; the care-of address stays on eth0
                 lab.exec("mn", "ip", "addr", "replace", f"{dst}/24", "dev", "eth0")
                 lab.exec("mn", "ip", "route", "replace", "default", "via", "198.51.100.1")
-            return {"tcp": lab.iperf("mn", "cn-home", dst, False, seconds),
-                    "udp": lab.iperf("mn", "cn-home", dst, True, seconds)}
+            runs = [(lab.iperf("mn", "cn-home", dst, False, seconds),
+                     lab.iperf("mn", "cn-home", dst, True, seconds)) for _ in range(repeat)]
+            return {"tcp": statistics.median(t for t, _ in runs),
+                    "udp": statistics.median(u for _, u in runs),
+                    "tcp_runs": [round(t) for t, _ in runs]}
         finally:
             lab.down(quiet=True)
 
@@ -53,12 +57,15 @@ def measure(backend: str, seconds: int) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--seconds", type=int, default=5)
+    p.add_argument("--repeat", type=int, default=3, help="iperf3 runs per backend (median)")
     a = p.parse_args()
-    results = {b: measure(b, a.seconds) for b in ("none", "kernel", "userspace")}
-    print(f"iperf3 CN-home -> MN, {a.seconds} s each, Mbit/s (ratio to no tunnel)")
+    results = {b: measure(b, a.seconds, a.repeat) for b in ("none", "kernel", "userspace")}
+    print(f"iperf3 CN-home -> MN, {a.seconds} s each, median of {a.repeat}, Mbit/s "
+          "(ratio to no tunnel)")
     for b, r in results.items():
         print(f"  {b:<10} TCP {r['tcp']:>8.0f} ({r['tcp'] / results['none']['tcp']:.2f})   "
-              f"UDP {r['udp']:>8.0f} ({r['udp'] / results['none']['udp']:.2f})")
+              f"UDP {r['udp']:>8.0f} ({r['udp'] / results['none']['udp']:.2f})   "
+              f"TCP runs {r['tcp_runs']}")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,17 @@ def nat_text(nat: str | None) -> str:
     return "agent address" if nat == "0.0.0.0" else nat
 
 
+def filter_row(f: dict, zone: str) -> tuple[str, str, str, str, str]:
+    proto = {0: "any", 1: "icmp", 6: "tcp", 17: "udp"}.get(f["protocol"], str(f["protocol"]))
+    if f["dport"] != [0, 65535]:
+        lo, hi = f["dport"]
+        proto += f"/{lo}" + (f"-{hi}" if hi != lo else "")
+    action = f["action"] + (" + log" if f["log"] else "") + \
+        (" (both ways)" if f["both_directions"] else "")
+    nat = nat_text(f["nat"]) + zone if f["nat"] is not None else "-"
+    return f["source"], f["destination"], proto, nat, action
+
+
 def run(socket_path: str | None, role: str | None, as_json: bool) -> int:
     path = socket_path or _default_socket(role)
     if path is None:
@@ -72,25 +83,23 @@ def run(socket_path: str | None, role: str | None, as_json: bool) -> int:
                     (r["router"] if r["router"] != "0.0.0.0" else "local link")
                 print(f"    {r['destination']:<18} {hop:<16} {r['cost']:>5}")
         index = applied.get("nat_index")
-        if index:  # the seed's Fig. 4 NAT index: what tells this visitor's flows apart
+        if index:  # what tells this visitor's flows apart (the seed's NAT index)
             print(f"  NAT index: conntrack zone {index['zone']}, connmark {index['connmark']}"
                   f", home address + MAC ({v['home_address']} {v['mac']}"
                   + (", shared home address: matched by MAC" if index["by_mac"] else "")
                   + ")" + (f", delivered via {index['alias']} (table "
                            f"{index['delivery_table']})" if index["alias"] else ""))
-        if v.get("filters"):  # the seed's Fig. 4
+        zone = f" @zone {index['zone']}" if index else ""
+        rows = [filter_row(f, zone) for f in v.get("filters", [])]
+        if v.get("temporary_address"):  # Fig. 4's CN 4c row: a host with the MN's address
+            rows.append(("any", f"{v['home_address']}/32", "any",
+                         f"{v['temporary_address']}{zone}", "accept (temporary address)"))
+        if rows:  # the seed's Fig. 4
             print("  filter table:")
-            print(f"    {'source':<18} {'destination':<18} {'protocol':<16} {'NAT':<14} action")
-            for f in v["filters"]:
-                proto = {0: "any", 1: "icmp", 6: "tcp", 17: "udp"}.get(f["protocol"],
-                                                                      str(f["protocol"]))
-                if f["dport"] != [0, 65535]:
-                    lo, hi = f["dport"]
-                    proto += f"/{lo}" + (f"-{hi}" if hi != lo else "")
-                action = f["action"] + (" + log" if f["log"] else "") + \
-                    (" (both ways)" if f["both_directions"] else "")
-                print(f"    {f['source']:<18} {f['destination']:<18} {proto:<16} "
-                      f"{nat_text(f['nat']):<14} {action}")
+            print(f"    {'source':<18} {'destination':<18} {'protocol':<16} "
+                  f"{'NAT index':<24} action")
+            for row in rows:
+                print(f"    {row[0]:<18} {row[1]:<18} {row[2]:<16} {row[3]:<24} {row[4]}")
     if answer.get("counters"):
         print("counters: " + " ".join(f"{k}={v}" for k, v in sorted(answer["counters"].items())))
     return 0

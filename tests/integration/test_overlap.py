@@ -25,7 +25,9 @@ def test_overlapping_realms_and_what_is_left_when_the_mobile_nodes_leave(make_la
     tables = {v["mac"]: v["applied"]["table"] for v in fa["visitors"]}
     twins = lab.exec("fa1", "iptables-legacy", "-t", "raw", "-S", "MIPRO-TWIN").stdout
     assert twins.count("--mac-source") == 2 and "--zone-orig" in twins, twins
-    assert lab.mipro_status("fa1").count("NAT index: conntrack zone") == 2
+    text = lab.mipro_status("fa1")  # Fig. 4 as operators see it
+    assert text.count("NAT index: conntrack zone") == 2 and "matched by MAC" in text, text
+    assert "172.16.5.1 @zone 1" in text and "172.16.5.1 @zone 2" in text, text
     nat = lab.exec("fa1", "iptables-legacy", "-t", "nat", "-S", "MIPRO-SELF").stdout
     assert f"-s {HOME}/32 -d {HOME}/32 -j SNAT --to-source 172.16.5.1" in nat, nat
     assert f"from {HOME} to {HOME} iif lan0 lookup main" in lab.exec("fa1", "ip",
