@@ -2,11 +2,15 @@
 """Kernel programming cost per binding at the HA (issue 7 benchmark), kernel backend.
 
 In a namespace, HaDataplane(backend="kernel") installs bindings with distinct
-care-of addresses: an ipip link each (created through pyroute2, brought up,
-rp_filter off), a route in mipro's table and a proxy ARP entry.  Measured
-per binding for a batch of 100 when N bindings are present, against
-`ip -batch` of the same objects for 100 more bindings at the same N, in the
-same run.  Needs a kernel with ipip (`tests/kernel/runner.py --exec`).
+care-of addresses.  `--tunnels per-care-of`: an ipip link each (brought up,
+rp_filter off), a route in mipro's table and a proxy ARP entry.  `--tunnels
+shared`: one collect-metadata ipip link for all, a lightweight-tunnel route
+(`encap ip dst <care-of>`) and a proxy ARP entry per binding, plus the
+care-of address in the admission ipset.  `--proxy-arp interface`: no proxy
+entries (the home link's sysctl answers).  Measured per binding for a batch
+of 100 when N bindings are present, against `ip -batch` of the same objects
+for 100 more bindings at the same N, in the same run.  Needs a kernel with
+ipip (`tests/kernel/runner.py --exec`).
 """
 
 from __future__ import annotations
@@ -39,16 +43,18 @@ def binding(i: int):
                    1, "ipip", True)
 
 
-def inner(sizes: list[int]) -> None:
+def inner(sizes: list[int], tunnels: str, proxy_arp: str) -> None:
     from mipro.dataplane.ha import HaDataplane
 
     async def run() -> None:
         dp = HaDataplane(backend="kernel", address=IPv4Address("172.31.9.1"),
                          home_interface="home0", home_network=IPv4Network("10.128.0.0/10"),
                          table=434, rule_priority=1000, tunnel_interface="mip0",
-                         log=lambda *a, **k: None)
+                         log=lambda *a, **k: None, kernel_tunnels=tunnels, proxy_arp=proxy_arp)
         await dp.start(None)
+        assert bool(dp.shared) == (tunnels == "shared"), "shared links unavailable"
         present = 0
+        print(f"tunnels {tunnels}, proxy ARP {proxy_arp}")
         print(f"{'bindings':>9} {'mipro ms/binding':>17} {'ip -batch ms/binding':>21} "
               f"{'ratio':>6}", flush=True)
         base_n = 5_000_000
@@ -62,36 +68,56 @@ def inner(sizes: list[int]) -> None:
             ours = (time.perf_counter() - t) * 1000 / BATCH
             present += BATCH
             lines = []
+            undo = []
+            coas = []
             for k in range(BATCH):
                 b = binding(base_n + k)
                 name = f"bb{k}"
-                lines += [f"link add {name} type ipip local 172.31.9.1 remote {b.care_of_address}"
-                          " ttl 64", f"link set {name} up",
-                          f"route replace {b.home_address}/32 dev {name} table 435",
-                          f"neigh add proxy {b.home_address} dev home0"]
+                if tunnels == "shared":
+                    lines.append(f"route replace {b.home_address}/32 encap ip dst "
+                                 f"{b.care_of_address} src 172.31.9.1 ttl 64 dev mip-ipip "
+                                 "table 435")
+                    coas.append(f"add base-coa {b.care_of_address}\n")
+                    undo.append(f"route del {b.home_address}/32 table 435")
+                else:
+                    lines += [f"link add {name} type ipip local 172.31.9.1 remote "
+                              f"{b.care_of_address} ttl 64", f"link set {name} up",
+                              f"route replace {b.home_address}/32 dev {name} table 435"]
+                    undo.append(f"link del {name}")
+                if proxy_arp == "per-binding":
+                    lines.append(f"neigh add proxy {b.home_address} dev home0")
+                    undo.append(f"neigh del proxy {b.home_address} dev home0")
             t = time.perf_counter()
             sh("ip", "-batch", "-", stdin="\n".join(lines) + "\n")
+            if coas:
+                sh("ipset", "-exist", "restore", stdin="".join(coas))
             theirs = (time.perf_counter() - t) * 1000 / BATCH
             # the baseline's objects go again (not counted), so N stays mipro's
-            sh("ip", "-batch", "-", stdin="".join(
-                f"link del bb{k}\nneigh del proxy {binding(base_n + k).home_address} dev home0\n"
-                for k in range(BATCH)))
+            sh("ip", "-batch", "-", stdin="\n".join(undo) + "\n")
+            if coas:
+                sh("ipset", "flush", "base-coa")
             base_n += BATCH
             print(f"{present:>9} {ours:>17.3f} {theirs:>21.3f} {ours / theirs:>6.2f}",
                   flush=True)
         await dp.stop()
 
-    asyncio.run(run())
+    sh("ipset", "-exist", "create", "base-coa", "hash:ip", "maxelem", "1048576")
+    try:
+        asyncio.run(run())
+    finally:
+        sh("ipset", "destroy", "base-coa")
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--sizes", default="1000,10000")
+    p.add_argument("--tunnels", choices=("per-care-of", "shared"), default="per-care-of")
+    p.add_argument("--proxy-arp", choices=("per-binding", "interface"), default="per-binding")
     p.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args()
     sizes = [int(x) for x in a.sizes.split(",")]
     if a.inner:
-        inner(sizes)
+        inner(sizes, a.tunnels, a.proxy_arp)
         return
     if os.geteuid() != 0:
         sys.exit("needs root (network namespaces)")
@@ -104,7 +130,8 @@ def main() -> None:
                     ["ip", "link", "set", "home0", "up"], ["ip", "link", "set", "homepeer", "up"]):
             sh("ip", "netns", "exec", NS, *cmd)
         subprocess.run(["ip", "netns", "exec", NS, sys.executable, __file__, "--inner",
-                        "--sizes", a.sizes], check=True)
+                        "--sizes", a.sizes, "--tunnels", a.tunnels, "--proxy-arp",
+                        a.proxy_arp], check=True)
     finally:
         subprocess.run(["ip", "netns", "del", NS], capture_output=True)
 

@@ -47,6 +47,7 @@ class HaConfig:
     dataplane: DataplaneConfig
     runtime: RuntimeConfig
     proxy_arp: str = "per-binding"
+    kernel_tunnels: str = "per-care-of"
     ldap: dict | None = None  # url, base_dn, bind_dn, password, starttls, ca_file, timeout
     advertise: bool = True
     advertisement_interval: float = 1.0
@@ -176,6 +177,7 @@ def load_ha(path: str | Path) -> HaConfig:
         dataplane=_dataplane(c),
         runtime=_runtime(c, "ha"),
         proxy_arp=c.choice("ha.proxy_arp", ("per-binding", "interface"), "per-binding"),
+        kernel_tunnels=c.choice("ha.kernel_tunnels", ("per-care-of", "shared"), "per-care-of"),
         ldap=_ldap(c) if store == "ldap" else None,
         advertise=c.get("ha.advertise", bool, True),
         advertisement_interval=c.number("ha.advertisement_interval", 1.0, 0.1),
@@ -188,6 +190,7 @@ def load_ha(path: str | Path) -> HaConfig:
                              "timeout", "cache_ttl", "cache_negative_ttl"},
         "ha": {"address", "home_interface", "home_network", "max_lifetime", "replay_window",
                "encapsulations", "reverse_tunneling", "vendor_id", "proxy_arp", "advertise",
+               "kernel_tunnels",
                "advertisement_interval", "udp_tunnelling", "udp_keepalive"},
         "dataplane": {"backend", "table", "rule_priority", "tunnel_interface"},
         "runtime": {"control_socket", "state_file", "log_level"},

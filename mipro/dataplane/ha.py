@@ -1,5 +1,15 @@
 """The home agent's kernel state: one route per binding in mipro's table, proxy ARP,
-and the tunnel towards each care-of address (kernel links or the userspace relay)."""
+and the tunnel towards each care-of address (kernel links or the userspace relay).
+
+The kernel backend has two ways to tunnel (``ha.kernel_tunnels``): a link per
+care-of address (``per-care-of``: per-tunnel counters; the kernel's cost per
+link grows with the number of links), or one ipip and one gre link in
+collect-metadata mode for all (``shared``): each binding's route then says
+where to encapsulate (a lightweight-tunnel route), so a binding costs one
+route whatever their number.  A shared link takes in tunnelled packets from
+any source, so a raw-table rule admits them only from registered care-of
+addresses (ipset ``mipro-coa``), which is what the per-care-of links did.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +18,23 @@ from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any
 
+import iptc
+from pyroute2.ipset import AsyncIPSet
+
 from ..core.bindings import Binding
 from . import rtbatch
 from .arp import ArpSender
+from .firewall import drop_chain, hook_chain
 from .netlink import Netlink, set_sysctl
 from .relay import UDP_MTU, UserspaceTunnel
+from .visitorfw import destroy_sets, set_match
 
 LINK_PREFIX = "mip-"
 IFINDEX_BASE = 0x4D490000
+SHARED_LINKS = {"ipip": "mip-ipip", "gre": "mip-gre"}
+COA_SET = "mipro-coa"
+COA_CHAIN = "MIPRO-TUN-IN"  # raw PREROUTING: tunnelled packets only from care-of addresses
+IP_PROTOCOLS = {"ipip": "4", "gre": "47"}
 
 
 def link_name(coa: IPv4Address, encap: str) -> str:
@@ -38,7 +57,8 @@ def link_counters(name: str) -> dict[str, int] | None:
 class HaDataplane:
     def __init__(self, *, backend: str, address: IPv4Address, home_interface: str,
                  home_network: IPv4Network, table: int, rule_priority: int,
-                 tunnel_interface: str, log: Any, proxy_arp: str = "per-binding") -> None:
+                 tunnel_interface: str, log: Any, proxy_arp: str = "per-binding",
+                 kernel_tunnels: str = "per-care-of") -> None:
         self.name = backend
         self.address = address
         self.home_if = home_interface
@@ -65,6 +85,11 @@ class HaDataplane:
         self.batch = rtbatch.RtBatch()
         self.tun_index = 0
         self.home_index = 0
+        self.want_shared = backend == "kernel" and kernel_tunnels == "shared"
+        self.shared: dict[str, int] = {}  # shared links: kind -> ifindex
+        self.coa_users: dict[IPv4Address, int] = {}
+        self.ipset: AsyncIPSet | None = None
+        self.set_batch: rtbatch.RtBatch | None = None  # admission set changes, batched
 
     # --- lifecycle ------------------------------------------------------------------
 
@@ -97,7 +122,65 @@ class HaDataplane:
             set_sysctl(f"net.ipv4.conf.{self.tun_if}.rp_filter", "0")
             if loop is not None:
                 relay.start_reading(loop)
+        if self.want_shared:
+            await self._open_shared_links()
         await self.nl.rule_ensure(self.table, self.prio)
+
+    async def _open_shared_links(self) -> None:
+        """The collect-metadata links and the care-of address filter; if this kernel cannot,
+        a link per care-of address instead (logged)."""
+        requests = []
+        for kind, name in SHARED_LINKS.items():
+            self.next_ifindex += 1
+            requests.append(rtbatch.metadata_link(kind, name, self.next_ifindex))
+            self.shared[kind] = self.next_ifindex
+        try:
+            await self.batch.run(requests)
+        except rtbatch.BatchError as exc:
+            self.log("shared-tunnels-unavailable", "warning", reason=str(exc))
+            await self.batch.run([rtbatch.delete_link(index, SHARED_LINKS[kind])
+                                  for kind, index in self.shared.items()])
+            self.shared = {}
+            return
+        for name in SHARED_LINKS.values():
+            set_sysctl(f"net.ipv4.conf.{name}.rp_filter", "0")
+        self.ipset = AsyncIPSet()
+        await self.ipset.setup_endpoint()
+        await self.ipset.create(COA_SET, stype="hash:ip", maxelem=1 << 20)
+        self.set_batch = rtbatch.RtBatch(rtbatch.NETLINK_NETFILTER)
+        raw = iptc.Table(iptc.Table.RAW)
+        raw.autocommit = False
+        hook_chain(raw, "PREROUTING", COA_CHAIN)
+        chain = iptc.Chain(raw, COA_CHAIN)
+        for proto in IP_PROTOCOLS.values():
+            admit = iptc.Rule()
+            admit.dst, admit.protocol = str(self.address), proto
+            set_match(admit, COA_SET, "src")
+            admit.target = iptc.Target(admit, "RETURN")
+            drop = iptc.Rule()
+            drop.dst, drop.protocol = str(self.address), proto
+            drop.target = iptc.Target(drop, "DROP")
+            chain.append_rule(admit)
+            chain.append_rule(drop)
+        raw.commit()
+        raw.refresh()
+        self.log("shared-tunnels", links=",".join(SHARED_LINKS.values()))
+
+    async def _close_shared_links(self) -> None:
+        raw = iptc.Table(iptc.Table.RAW)
+        raw.autocommit = False
+        raw.refresh()
+        drop_chain(raw, "PREROUTING", COA_CHAIN)
+        raw.commit()
+        if self.ipset is None:
+            self.ipset = AsyncIPSet()
+            await self.ipset.setup_endpoint()
+        await destroy_sets(self.ipset, COA_SET)
+        self.ipset.close()
+        self.ipset = None
+        if self.set_batch is not None:
+            self.set_batch.close()
+            self.set_batch = None
 
     async def cleanup_leftovers(self) -> None:
         """Remove whatever an earlier run left: our table, rule, links and proxies."""
@@ -105,6 +188,8 @@ class HaDataplane:
         while await self.nl.rule_del(self.table, self.prio):
             pass
         links = [n for n in await self.nl.links_with_prefix(LINK_PREFIX) if await self.nl.link_del(n)]
+        if self.name == "kernel":
+            await self._close_shared_links()
         proxies = [p for p in await self.nl.proxies(self.home_if) if p in self.home_net]
         for p in proxies:
             await self.nl.proxy_del(self.home_if, p)
@@ -115,6 +200,10 @@ class HaDataplane:
     async def stop(self) -> None:
         """Remove exactly what we added."""
         await self.apply([("remove", b) for b in list(self.bindings.values())])
+        if self.shared:
+            await self.batch.run([rtbatch.delete_link(index, SHARED_LINKS[kind])
+                                  for kind, index in self.shared.items()])
+            await self._close_shared_links()
         self.batch.close()
         if self.proxy_sysctl_was is not None:
             set_sysctl(f"net.ipv4.conf.{self.home_if}.proxy_arp", self.proxy_sysctl_was)
@@ -138,6 +227,7 @@ class HaDataplane:
         """Install and remove bindings, in order, with one netlink batch for all of them
         (with the kernel backend, the tunnel links they need too)."""
         requests: list[rtbatch.Request] = []
+        admissions: list[rtbatch.Request] = []  # shared links: care-of addresses in/out
         announce: list[IPv4Address] = []
         created: list[str] = []
         for op, b in ops:
@@ -149,11 +239,15 @@ class HaDataplane:
                 if same_tunnel:
                     continue  # a renewal: the route and proxy entry are already in place
                 if old is not None:
-                    self._release_link(old, requests)
-                oif = self.tun_index
-                if self.kernel_link(b):
+                    self._release_link(old, requests, admissions)
+                oif, encap = self.tun_index, None
+                if self.kernel_link(b) and self.shared:
+                    oif = self.shared["gre" if b.encapsulation == "gre" else "ipip"]
+                    encap = (self.address, b.care_of_address)
+                    self._admit(b.care_of_address, +1, admissions)
+                elif self.kernel_link(b):
                     oif = self._acquire_link(b, requests, created)
-                requests.append(rtbatch.route(True, b.home_address, self.table, oif))
+                requests.append(rtbatch.route(True, b.home_address, self.table, oif, encap))
                 if b.home_address in self.home_net:
                     if self.per_binding_proxy:
                         requests.append(rtbatch.proxy(True, b.home_address, self.home_index))
@@ -165,7 +259,9 @@ class HaDataplane:
                 if b.home_address in self.home_net and self.per_binding_proxy:
                     requests.append(rtbatch.proxy(False, b.home_address, self.home_index))
                 if current is not None:
-                    self._release_link(current, requests)
+                    self._release_link(current, requests, admissions)
+        if admissions:  # before the routes: a tunnel is up only once its packets get in
+            await self.set_batch.run(admissions)
         try:
             await self.batch.run(requests)
         except rtbatch.BatchError as exc:  # forget links that were not created
@@ -202,8 +298,23 @@ class HaDataplane:
         self.links[name][0] += 1
         return self.links[name][1]
 
-    def _release_link(self, b: Binding, requests: list[rtbatch.Request]) -> None:
+    def _admit(self, coa: IPv4Address, change: int, admissions: list[rtbatch.Request]) -> None:
+        """Shared links: tunnelled packets are taken in from a care-of address while a
+        binding uses it."""
+        users = self.coa_users.get(coa, 0) + change
+        if users > 0:
+            self.coa_users[coa] = users
+            if users == change:
+                admissions.append(rtbatch.set_member(True, COA_SET, coa))
+        elif self.coa_users.pop(coa, None) is not None:
+            admissions.append(rtbatch.set_member(False, COA_SET, coa))
+
+    def _release_link(self, b: Binding, requests: list[rtbatch.Request],
+                      admissions: list[rtbatch.Request]) -> None:
         if not self.kernel_link(b):
+            return
+        if self.shared:
+            self._admit(b.care_of_address, -1, admissions)
             return
         name = link_name(b.care_of_address, b.encapsulation)
         if name in self.links:
@@ -244,6 +355,8 @@ class HaDataplane:
     def counters(self, home: IPv4Address) -> dict[str, int] | None:
         b = self.bindings.get(home)
         if self.name == "kernel" and b is not None and b.encapsulation != "udp":
+            if self.shared:
+                return None  # one link for all: no per-binding counters
             return link_counters(link_name(b.care_of_address, b.encapsulation))
         if self.relay is None:
             return None

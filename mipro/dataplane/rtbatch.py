@@ -18,7 +18,7 @@ import struct
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
-NETLINK_ROUTE = 0
+NETLINK_ROUTE, NETLINK_NETFILTER = 0, 12
 NLM_F_REQUEST, NLM_F_ACK = 0x1, 0x4
 NLM_F_REPLACE, NLM_F_EXCL, NLM_F_CREATE = 0x100, 0x200, 0x400
 NLMSG_ERROR = 2
@@ -28,7 +28,11 @@ IFLA_IFNAME, IFLA_LINKINFO, IFLA_INFO_KIND, IFLA_INFO_DATA = 3, 18, 1, 2
 IFF_UP = 0x1
 # (local, remote, ttl) attribute numbers of the tunnel kinds' IFLA_INFO_DATA
 TUNNEL_ATTRS = {"ipip": (2, 3, 4), "gre": (6, 7, 8)}
-RTA_DST, RTA_OIF, RTA_TABLE = 1, 4, 15
+RTA_DST, RTA_OIF, RTA_TABLE, RTA_ENCAP_TYPE, RTA_ENCAP = 1, 4, 15, 21, 22
+LWTUNNEL_ENCAP_IP = 2
+LWTUNNEL_IP_DST, LWTUNNEL_IP_SRC, LWTUNNEL_IP_TTL = 2, 3, 4
+# IFLA_IPTUN_COLLECT_METADATA, IFLA_GRE_COLLECT_METADATA: one device for every remote
+COLLECT_METADATA = {"ipip": 19, "gre": 18}
 NDA_DST = 1
 RTPROT_STATIC = 4
 RT_SCOPE_LINK, RT_SCOPE_NOWHERE = 253, 255
@@ -61,12 +65,19 @@ class Request:
     what: str = ""
 
 
-def route(add: bool, dst: IPv4Address, table: int, oif: int = 0) -> Request:
-    """Replace (add) or delete the /32 route to dst in table."""
+def route(add: bool, dst: IPv4Address, table: int, oif: int = 0,
+          encap: tuple[IPv4Address, IPv4Address] | None = None) -> Request:
+    """Replace (add) or delete the /32 route to dst in table.  ``encap`` (source,
+    destination): a lightweight-tunnel route, for a device that collects metadata."""
     if add:
         body = _RTMSG.pack(AF_INET, 32, 0, 0, 0, RTPROT_STATIC, RT_SCOPE_LINK, RTN_UNICAST, 0)
         body += _RTA_ADDR.pack(8, RTA_DST, dst.packed) + _RTA_U32.pack(8, RTA_TABLE, table)
         body += _RTA_U32.pack(8, RTA_OIF, oif)
+        if encap is not None:
+            src, remote = encap
+            body += _rta(RTA_ENCAP_TYPE, struct.pack("=H", LWTUNNEL_ENCAP_IP))
+            body += _rta(RTA_ENCAP, _rta(LWTUNNEL_IP_DST, remote.packed)
+                         + _rta(LWTUNNEL_IP_SRC, src.packed) + _rta(LWTUNNEL_IP_TTL, b"\x40"))
         return Request(body, RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE, what=f"route {dst}")
     body = _RTMSG.pack(AF_INET, 32, 0, 0, 0, 0, RT_SCOPE_NOWHERE, 0, 0)
     body += _RTA_ADDR.pack(8, RTA_DST, dst.packed) + _RTA_U32.pack(8, RTA_TABLE, table)
@@ -95,15 +106,48 @@ def tunnel_link(kind: str, name: str, local: IPv4Address, remote: IPv4Address,
     return Request(body, RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, what=f"link {name}")
 
 
+def metadata_link(kind: str, name: str, ifindex: int) -> Request:
+    """An ipip or gre link in collect-metadata ("external") mode, up: it carries every
+    tunnel whose route says where to (route(encap=...)), and takes in every remote."""
+    info = _rta(IFLA_INFO_KIND, kind.encode()) + \
+        _rta(IFLA_INFO_DATA, _rta(COLLECT_METADATA[kind], b""))
+    body = _IFINFO.pack(0, 0, ifindex, IFF_UP, IFF_UP)
+    body += _rta(IFLA_IFNAME, name.encode() + b"\0") + _rta(IFLA_LINKINFO, info)
+    return Request(body, RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, what=f"link {name}")
+
+
 def delete_link(ifindex: int, name: str = "") -> Request:
     body = _IFINFO.pack(0, 0, ifindex, 0, 0)
     return Request(body, RTM_DELLINK, 0, frozenset(GONE), f"link {name or ifindex}")
 
 
+# ipset over nfnetlink (the layouts of linux/netfilter/ipset/ip_set.h)
+NFNL_SUBSYS_IPSET = 6
+IPSET_CMD_ADD, IPSET_CMD_DEL = 9, 10
+IPSET_PROTOCOL_MIN = 6
+IPSET_ATTR_PROTOCOL, IPSET_ATTR_SETNAME, IPSET_ATTR_DATA = 1, 2, 7
+IPSET_ATTR_IP, IPSET_ATTR_IPADDR_IPV4 = 1, 1
+IPSET_ERR_EXIST = 4103  # adding a member twice, deleting one that is not there
+NLA_F_NESTED, NLA_F_NET_BYTEORDER = 0x8000, 0x4000
+
+
+def set_member(add: bool, name: str, address: IPv4Address) -> Request:
+    """Add or delete ``address`` in ipset ``name`` (for an RtBatch(NETLINK_NETFILTER))."""
+    ip = _rta(IPSET_ATTR_IP | NLA_F_NESTED,
+              _rta(IPSET_ATTR_IPADDR_IPV4 | NLA_F_NET_BYTEORDER, address.packed))
+    body = struct.pack("=BBH", AF_INET, 0, 0)
+    body += _rta(IPSET_ATTR_PROTOCOL, bytes((IPSET_PROTOCOL_MIN,)))
+    body += _rta(IPSET_ATTR_SETNAME, name.encode() + b"\0")
+    body += _rta(IPSET_ATTR_DATA | NLA_F_NESTED, ip)
+    cmd = IPSET_CMD_ADD if add else IPSET_CMD_DEL
+    return Request(body, NFNL_SUBSYS_IPSET << 8 | cmd, 0, frozenset({IPSET_ERR_EXIST}),
+                   f"{name} {'add' if add else 'del'} {address}")
+
+
 class BatchError(OSError):
     def __init__(self, failures: list[tuple[str, int]]) -> None:
         what, code = failures[0]
-        super().__init__(code, f"{what}: {os.strerror(code)}"
+        super().__init__(code, f"{what}: {os.strerror(code) if code < 4096 else code}"
                                f"{f' (and {len(failures) - 1} more)' if len(failures) > 1 else ''}")
         self.failures = failures
 
@@ -112,10 +156,11 @@ class RtBatch:
     """A netlink socket for batches; one batch at a time (the caller serialises)."""
 
     CHUNK = 64 * 1024
+    IN_FLIGHT = 1024
 
-    def __init__(self) -> None:
+    def __init__(self, protocol: int = NETLINK_ROUTE) -> None:
         self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_NONBLOCK,
-                                  NETLINK_ROUTE)
+                                  protocol)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         self.sock.bind((0, 0))
@@ -125,9 +170,16 @@ class RtBatch:
         self.sock.close()
 
     async def run(self, requests: list[Request]) -> None:
-        """Send all, wait for every acknowledgement; raise BatchError listing failures."""
-        if not requests:
-            return
+        """Send all, wait for every acknowledgement; raise BatchError listing failures.
+        At most IN_FLIGHT requests are unacknowledged at a time: the kernel drops
+        acknowledgements that do not fit the receive buffer (ENOBUFS)."""
+        failures: list[tuple[str, int]] = []
+        for first in range(0, len(requests), self.IN_FLIGHT):
+            await self._run(requests[first:first + self.IN_FLIGHT], failures)
+        if failures:
+            raise BatchError(failures)
+
+    async def _run(self, requests: list[Request], failures: list[tuple[str, int]]) -> None:
         loop = asyncio.get_running_loop()
         pending: dict[int, Request] = {}
         chunk = bytearray()
@@ -141,7 +193,6 @@ class RtBatch:
                 chunk.clear()
         if chunk:
             await loop.sock_sendall(self.sock, bytes(chunk))
-        failures: list[tuple[str, int]] = []
         while pending:
             data = await loop.sock_recv(self.sock, 1 << 20)
             offset = 0
@@ -155,5 +206,3 @@ class RtBatch:
                     if code and code not in req.tolerate:
                         failures.append((req.what, code))
                 offset += (length + 3) & ~3
-        if failures:
-            raise BatchError(failures)

@@ -84,7 +84,7 @@ class HaDaemon(EngineDaemon):
                 home_interface=self.cfg.home_interface, home_network=self.cfg.home_network,
                 table=dp.table, rule_priority=dp.rule_priority,
                 tunnel_interface=dp.tunnel_interface, log=self.log,
-                proxy_arp=self.cfg.proxy_arp)
+                proxy_arp=self.cfg.proxy_arp, kernel_tunnels=self.cfg.kernel_tunnels)
         await self.dataplane.start(loop)
         self.engine.policy = make_policy(self.cfg, self.dataplane.udp_tunnels)
         worker = asyncio.create_task(self._worker())

@@ -64,3 +64,45 @@ def test_route_optimization_with_kernel_tunnels(make_lab):
     assert lab.status("fa1")["dataplane"] == "kernel"
     check("ro").run(lab, say=print)
     assert "mip-0a010001" in links(lab, "fa1")  # FA1's ipip link to the HA
+
+
+@pytest.mark.parametrize("encapsulation", ["ipip", "gre"])
+def test_shared_collect_metadata_tunnels_at_the_home_agent(make_lab, encapsulation):
+    """ha.kernel_tunnels = "shared": one collect-metadata link per kind and a lightweight-
+    tunnel route per binding; tunnelled packets only from registered care-of addresses."""
+    lab = make_lab("colocated", services=False)
+    kernel_backend(lab, ("ha", "ha.toml"), ("mn", "mn.toml"))
+    lab.edit_conf("ha", "ha.toml", "[ha]", '[ha]\nkernel_tunnels = "shared"')
+    if encapsulation == "gre":
+        lab.edit_conf("mn", "mn.toml", "lifetime = 600", 'lifetime = 600\nencapsulation = "gre"')
+    for name in ("dnsmasq", "ha", "mn"):
+        lab.start_service(name)
+    both = lab.wait_for(lambda: check("colocated").registered(lab), 60, "registration")
+    coa = both["mn"]["care_of_address"]
+    device = "mip-gre" if encapsulation == "gre" else "mip-ipip"
+    ha_links = links(lab, "ha")
+    assert "mip-ipip@" in ha_links and "mip-gre@" in ha_links and "external" in ha_links
+    routes = lab.exec("ha", "ip", "route", "show", "table", "434").stdout
+    assert f"encap ip id 0 src 10.1.0.1 dst {coa}" in routes and f"dev {device}" in routes, \
+        routes
+    assert coa in lab.exec("ha", "ipset", "list", "mipro-coa").stdout
+    res = lab.tcp_transfer("cn-home", "mn", HOME, 1 << 20)
+    assert res["client"]["verified"], res
+    res = lab.tcp_transfer("mn", "cn-home", "10.1.0.10", 1 << 20, port=5002)
+    assert res["client"]["verified"] and res["server"]["peer"] == HOME, res
+    # a tunnelled packet from an address with no binding is dropped before decapsulation
+    lab.exec("cn-inet", lab.python, "-c",
+             "from scapy.all import IP, ICMP, send; send(IP(dst='10.1.0.1', proto=4)/"
+             "IP(src='10.1.0.100', dst='10.1.0.10')/ICMP(), verbose=0)")
+    counters = lab.exec("ha", "iptables-legacy", "-t", "raw", "-L", "MIPRO-TUN-IN", "-v", "-n",
+                        "-x").stdout
+    dropped = [line.split()[0] for line in counters.splitlines() if " DROP " in f" {line} "]
+    assert any(int(n) > 0 for n in dropped), counters
+    assert lab.stop_service("mn") == 0
+    lab.wait_for(lambda: not lab.status("ha")["bindings"], 30, "deregistration")
+    assert HOME not in lab.exec("ha", "ip", "route", "show", "table", "434").stdout
+    assert coa not in lab.exec("ha", "ipset", "list", "mipro-coa").stdout
+    assert lab.stop_service("ha") == 0
+    assert "mip-" not in links(lab, "ha")
+    assert "MIPRO" not in lab.exec("ha", "iptables-legacy", "-t", "raw", "-S").stdout
+    assert "mipro-coa" not in lab.exec("ha", "ipset", "list", "-n").stdout
