@@ -111,6 +111,26 @@ backend = "magic"
     assert "unknown key" in text and "not one of auto, kernel, userspace" in text
 
 
+def test_fa_has_no_tunnel_interface_and_ha_kernel_tunnels_is_checked(tmp_path):
+    """An FA makes one tunnel device per home agent: the old key is named as unknown."""
+    from mipro.config import load_fa
+
+    fa = private_copy(tmp_path, "fa.toml")
+    fa.write_text(fa.read_text().replace("[dataplane]", '[dataplane]\ntunnel_interface = "mip0"'))
+    with pytest.raises(ConfigError) as err:
+        load_fa(fa)
+    assert any(": dataplane.tunnel_interface: unknown key" in e for e in err.value.errors), \
+        err.value.errors
+    ha = private_copy(tmp_path, "ha.toml")
+    assert load_ha(ha).kernel_tunnels == "per-care-of"
+    ha.write_text(ha.read_text().replace('kernel_tunnels = "per-care-of"',
+                                         'kernel_tunnels = "one"'))
+    with pytest.raises(ConfigError) as err:
+        load_ha(ha)
+    assert any("ha.kernel_tunnels" in e and "per-care-of, shared" in e
+               for e in err.value.errors), err.value.errors
+
+
 def test_missing_key_and_bad_toml(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_mn(write(tmp_path, "[mn]\nhome_address = \"10.1.0.100\"\n"))
