@@ -69,7 +69,10 @@ bench: setup
 
 # Kernel-backend benchmarks, in Debian's stock kernel when this one lacks ipip.
 bench-kernel: setup
-	$(PY) tests/kernel/runner.py --exec '$$PY bench/kernel_dataplane.py; $$PY bench/kernel_programming.py'
+	$(PY) tests/kernel/runner.py --exec '$$PY bench/kernel_dataplane.py; \
+	  $$PY bench/kernel_programming.py --tunnels shared; \
+	  $$PY bench/kernel_programming.py --tunnels shared --proxy-arp interface; \
+	  $$PY bench/kernel_programming.py --tunnels per-care-of'
 
 # The lab: HA, MN (and later FA) daemons in network namespaces, scenario by scenario.
 DEMO_SCENARIOS ?= colocated handover ro ro-colocated nat overlap

@@ -74,9 +74,10 @@ def inner(sizes: list[int], tunnels: str, proxy_arp: str) -> None:
                 b = binding(base_n + k)
                 name = f"bb{k}"
                 if tunnels == "shared":
+                    metric = (int(b.home_address) & 0xFFFF) + 1  # as mipro spreads them
                     lines.append(f"route replace {b.home_address}/32 encap ip dst "
                                  f"{b.care_of_address} src 172.31.9.1 ttl 64 dev mip-ipip "
-                                 "table 435")
+                                 f"table 435 proto static metric {metric}")
                     coas.append(f"add base-coa {b.care_of_address}\n")
                     undo.append(f"route del {b.home_address}/32 table 435")
                 else:

@@ -247,7 +247,12 @@ class HaDataplane:
                     self._admit(b.care_of_address, +1, admissions)
                 elif self.kernel_link(b):
                     oif = self._acquire_link(b, requests, created)
-                requests.append(rtbatch.route(True, b.home_address, self.table, oif, encap))
+                # each encap route has a fib_info of its own, which the kernel finds by a
+                # hash that ignores the encapsulation: spread them by metric, or adding
+                # one walks all of them (per binding 1.7 -> 3.9 ms from 1,000 to 10,000)
+                metric = (int(b.home_address) & 0xFFFF) + 1 if encap else 0
+                requests.append(rtbatch.route(True, b.home_address, self.table, oif, encap,
+                                              metric))
                 if b.home_address in self.home_net:
                     if self.per_binding_proxy:
                         requests.append(rtbatch.proxy(True, b.home_address, self.home_index))

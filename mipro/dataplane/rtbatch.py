@@ -11,6 +11,7 @@ are the fixed ones of rtnetlink(7); everything else stays with pyroute2.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 import socket
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address
 
 NETLINK_ROUTE, NETLINK_NETFILTER = 0, 12
+SOL_NETLINK, NETLINK_CAP_ACK = 270, 10
 NLM_F_REQUEST, NLM_F_ACK = 0x1, 0x4
 NLM_F_REPLACE, NLM_F_EXCL, NLM_F_CREATE = 0x100, 0x200, 0x400
 NLMSG_ERROR = 2
@@ -28,7 +30,7 @@ IFLA_IFNAME, IFLA_LINKINFO, IFLA_INFO_KIND, IFLA_INFO_DATA = 3, 18, 1, 2
 IFF_UP = 0x1
 # (local, remote, ttl) attribute numbers of the tunnel kinds' IFLA_INFO_DATA
 TUNNEL_ATTRS = {"ipip": (2, 3, 4), "gre": (6, 7, 8)}
-RTA_DST, RTA_OIF, RTA_TABLE, RTA_ENCAP_TYPE, RTA_ENCAP = 1, 4, 15, 21, 22
+RTA_DST, RTA_OIF, RTA_PRIORITY, RTA_TABLE, RTA_ENCAP_TYPE, RTA_ENCAP = 1, 4, 6, 15, 21, 22
 LWTUNNEL_ENCAP_IP = 2
 LWTUNNEL_IP_DST, LWTUNNEL_IP_SRC, LWTUNNEL_IP_TTL = 2, 3, 4
 # IFLA_IPTUN_COLLECT_METADATA, IFLA_GRE_COLLECT_METADATA: one device for every remote
@@ -66,13 +68,16 @@ class Request:
 
 
 def route(add: bool, dst: IPv4Address, table: int, oif: int = 0,
-          encap: tuple[IPv4Address, IPv4Address] | None = None) -> Request:
+          encap: tuple[IPv4Address, IPv4Address] | None = None, metric: int = 0) -> Request:
     """Replace (add) or delete the /32 route to dst in table.  ``encap`` (source,
-    destination): a lightweight-tunnel route, for a device that collects metadata."""
+    destination): a lightweight-tunnel route, for a device that collects metadata.
+    A delete matches the route whatever its metric."""
     if add:
         body = _RTMSG.pack(AF_INET, 32, 0, 0, 0, RTPROT_STATIC, RT_SCOPE_LINK, RTN_UNICAST, 0)
         body += _RTA_ADDR.pack(8, RTA_DST, dst.packed) + _RTA_U32.pack(8, RTA_TABLE, table)
         body += _RTA_U32.pack(8, RTA_OIF, oif)
+        if metric:
+            body += _RTA_U32.pack(8, RTA_PRIORITY, metric)
         if encap is not None:
             src, remote = encap
             body += _rta(RTA_ENCAP_TYPE, struct.pack("=H", LWTUNNEL_ENCAP_IP))
@@ -156,13 +161,18 @@ class RtBatch:
     """A netlink socket for batches; one batch at a time (the caller serialises)."""
 
     CHUNK = 64 * 1024
-    IN_FLIGHT = 1024
+    IN_FLIGHT = 256
 
     def __init__(self, protocol: int = NETLINK_ROUTE) -> None:
         self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_NONBLOCK,
                                   protocol)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        try:  # past net.core.rmem_max (we have CAP_NET_ADMIN): room for the acks
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUFFORCE, 4 << 20)
+        except OSError:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        with contextlib.suppress(OSError):  # acknowledgements without the request echoed
+            self.sock.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)
         self.sock.bind((0, 0))
         self.seq = 0
 
@@ -172,7 +182,7 @@ class RtBatch:
     async def run(self, requests: list[Request]) -> None:
         """Send all, wait for every acknowledgement; raise BatchError listing failures.
         At most IN_FLIGHT requests are unacknowledged at a time: the kernel drops
-        acknowledgements that do not fit the receive buffer (ENOBUFS)."""
+        acknowledgements that do not fit the receive buffer (ENOBUFS, seen at 10,000)."""
         failures: list[tuple[str, int]] = []
         for first in range(0, len(requests), self.IN_FLIGHT):
             await self._run(requests[first:first + self.IN_FLIGHT], failures)
