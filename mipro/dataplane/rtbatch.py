@@ -21,6 +21,7 @@ from ipaddress import IPv4Address
 
 NETLINK_ROUTE, NETLINK_NETFILTER = 0, 12
 SOL_NETLINK, NETLINK_CAP_ACK = 270, 10
+SO_RCVBUFFORCE = 33  # not in Python's socket module
 NLM_F_REQUEST, NLM_F_ACK = 0x1, 0x4
 NLM_F_REPLACE, NLM_F_EXCL, NLM_F_CREATE = 0x100, 0x200, 0x400
 NLMSG_ERROR = 2
@@ -168,7 +169,7 @@ class RtBatch:
                                   protocol)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
         try:  # past net.core.rmem_max (we have CAP_NET_ADMIN): room for the acks
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUFFORCE, 4 << 20)
+            self.sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 4 << 20)
         except OSError:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         with contextlib.suppress(OSError):  # acknowledgements without the request echoed
