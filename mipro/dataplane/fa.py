@@ -66,7 +66,6 @@ class FaDataplane:
         self.conntrack: AsyncConntrack | None = None
         self.ct_doomed: set[tuple[IPv4Address, int | None]] = set()  # (home, realm mark)
         self.ct_task: asyncio.Task | None = None
-        self.indexes: dict[str, int] = {}
         self.profiles = RouteProfiles(self.nl, interface, table + TABLE_OFFSET,
                                       rule_priority - 1, self._route_args)
         self.realms = Realms(self.nl, interface, table + REALM_TABLE_OFFSET, rule_priority - 2)
@@ -175,7 +174,7 @@ class FaDataplane:
         await self._apply_routes(v)
         await self.firewall.apply(v.key, v.filters)
         if len(self.sharing(v.home_address)) > 1:  # twins: told apart by MAC (realms.py)
-            await self._unlist(v.home_address)
+            await self._share(v.home_address, True)
             await self._rebuild_twins()
         if previous is not None:  # changed policy: flows admitted under the old one go
             shared = len(self.sharing(v.home_address)) > 1
@@ -204,8 +203,7 @@ class FaDataplane:
         if not any(o.temporary_address for o in others):
             await self.realms.self_nat_remove(home)
         if twin and len(others) <= 1:  # its home address is one visitor's alone again
-            for part in (self.realms, self.profiles, self.firewall):
-                await part.relist(home)
+            await self._share(home, False)
             await self._rebuild_twins()
         self._forget_flows(home, realm.mark if realm and others else None)
         if realm is not None and not realm.members:
@@ -250,9 +248,11 @@ class FaDataplane:
             except Exception as exc:  # noqa: BLE001 - keep watching; say what failed
                 self.log("local-hosts-failed", "warning", reason=repr(exc))
 
-    async def _unlist(self, home: IPv4Address) -> None:
+    async def _share(self, home: IPv4Address, shared: bool) -> None:
+        """A home address two visitors hold is in no set (told apart by MAC), one visitor's
+        alone is back in them."""
         for part in (self.realms, self.profiles, self.firewall):
-            await part.unlist(home)
+            await (part.unlist(home) if shared else part.relist(home))
 
     async def _rebuild_twins(self, skip: Key | None = None) -> None:
         twins = []
@@ -305,11 +305,6 @@ class FaDataplane:
         else:
             out["scope"] = 253
         return out
-
-    async def _index(self, ifname: str) -> int:
-        if ifname not in self.indexes:
-            self.indexes[ifname] = await self.nl.index(ifname)
-        return self.indexes[ifname]
 
     def _forget_flows(self, home: IPv4Address, realm_mark: int | None) -> None:
         """Have the visitor's conntrack entries flushed, right after this change: those of

@@ -40,7 +40,7 @@ from pyroute2.ipset import AsyncIPSet
 
 from .firewall import drop_chain, hook_chain
 from .netlink import GONE, Netlink
-from .visitorfw import destroy_sets, set_match
+from .visitorfw import destroy_sets, move_members, set_match, set_member
 
 REALM_SHIFT = 8
 REALM_MASK = 0x0000FF00  # 255 home agents with visitors at once
@@ -248,7 +248,7 @@ class Realms:
                                     gateway=str(alias), oif=self.lan_index,
                                     flags=4)  # RTNH_F_ONLINK
         if key not in realm.members and home not in self.unlisted:
-            await self._set_add(realm.set_name, home)
+            await set_member(self.ipset, True, realm.set_name, home)
         realm.members.add(key)
 
     async def remove(self, key: Key, realm: Realm, main_table: int,
@@ -258,7 +258,7 @@ class Realms:
         home, _ = key
         realm.members.discard(key)
         if home not in self.unlisted:
-            await self._set_del(realm.set_name, home)
+            await set_member(self.ipset, False, realm.set_name, home)
         await self._drop_alias(key, realm)
         if self.primary.get(home) != key:
             return
@@ -283,20 +283,20 @@ class Realms:
 
     async def unlist(self, home: IPv4Address) -> None:
         """``home`` is shared now: out of the realm sets (the twin rules match it)."""
-        if home in self.unlisted:
-            return
-        self.unlisted.add(home)
-        for realm in self.realms.values():
-            if any(k[0] == home for k in realm.members):
-                await self._set_del(realm.set_name, home)
+        if home not in self.unlisted:
+            self.unlisted.add(home)
+            await move_members(self.ipset, False, home, self._member_realms(), self._set_name)
 
     async def relist(self, home: IPv4Address) -> None:
-        if home not in self.unlisted:
-            return
-        self.unlisted.discard(home)
-        for realm in self.realms.values():
-            if any(k[0] == home for k in realm.members):
-                await self._set_add(realm.set_name, home)
+        if home in self.unlisted:
+            self.unlisted.discard(home)
+            await move_members(self.ipset, True, home, self._member_realms(), self._set_name)
+
+    def _member_realms(self) -> dict[Key, IPv4Address]:
+        return {key: realm.home_agent for realm in self.realms.values() for key in realm.members}
+
+    def _set_name(self, home_agent: IPv4Address) -> str:
+        return self.realms[home_agent].set_name
 
     async def _neigh_set(self, address: IPv4Address, mac: bytes) -> None:
         await self.nl.ipr.neigh("replace", dst=str(address), ifindex=self.lan_index,
@@ -308,14 +308,6 @@ class Realms:
         except Exception as exc:  # noqa: BLE001 - pyroute2's NetlinkError; gone is fine
             if getattr(exc, "code", None) not in GONE:
                 raise
-
-    async def _set_add(self, name: str, home: IPv4Address) -> None:
-        with contextlib.suppress(Exception):  # a member already (a reconciled restart)
-            await self.ipset.add(name, str(home))
-
-    async def _set_del(self, name: str, home: IPv4Address) -> None:
-        with contextlib.suppress(Exception):  # not a member
-            await self.ipset.delete(name, str(home))
 
     # --- a host on the visited site with a visitor's own address (Figs. 3c, 5: CN 4c) ----
 

@@ -31,7 +31,7 @@ from pyroute2.ipset import AsyncIPSet
 from ..wire.vendor import StaticRoute
 from .firewall import drop_chain, hook_chain
 from .netlink import Netlink
-from .visitorfw import MAX_MEMBERS, destroy_sets, set_match
+from .visitorfw import MAX_MEMBERS, destroy_sets, move_members, set_match, set_member
 
 SET_PREFIX = "mipro-r-"
 MARK_CHAIN = "MIPRO-MARK"
@@ -118,8 +118,7 @@ class RouteProfiles:
         if pid is not None:
             profile = self.profiles.get(pid) or await self._create(pid, routes, home_agent)
             if key[0] not in self.unlisted:
-                with contextlib.suppress(Exception):  # a member already (a reconciled restart)
-                    await self.ipset.add(profile.set_name, str(key[0]))
+                await set_member(self.ipset, True, profile.set_name, key[0])
             profile.members += 1
             self.member_of[key] = pid
         else:
@@ -140,22 +139,18 @@ class RouteProfiles:
     async def unlist(self, home: IPv4Address) -> None:
         """``home`` is shared now: out of every set (realms.py marks its packets)."""
         self.unlisted.add(home)
-        for key, pid in self.member_of.items():
-            if key[0] == home:
-                with contextlib.suppress(Exception):  # not a member
-                    await self.ipset.delete(self.profiles[pid].set_name, str(home))
+        await move_members(self.ipset, False, home, self.member_of, self._set_name)
 
     async def relist(self, home: IPv4Address) -> None:
         self.unlisted.discard(home)
-        for key, pid in self.member_of.items():
-            if key[0] == home:
-                with contextlib.suppress(Exception):  # a member already
-                    await self.ipset.add(self.profiles[pid].set_name, str(home))
+        await move_members(self.ipset, True, home, self.member_of, self._set_name)
+
+    def _set_name(self, pid: str) -> str:
+        return self.profiles[pid].set_name
 
     async def _leave(self, profile: RouteProfile, key: Key) -> None:
         if key[0] not in self.unlisted:
-            with contextlib.suppress(Exception):  # not a member any more
-                await self.ipset.delete(profile.set_name, str(key[0]))
+            await set_member(self.ipset, False, profile.set_name, key[0])
         profile.members -= 1
         if profile.members <= 0:
             await self._drop(profile)

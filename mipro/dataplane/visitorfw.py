@@ -39,6 +39,7 @@ from .firewall import (
     nat_rule,
     rules_for,
 )
+from .rtbatch import IPSET_ERR_EXIST  # adding a member twice, deleting a non-member
 
 SET_PREFIX = "mipro-p-"
 CHAIN_PREFIX = "MIPRO-P-"
@@ -95,6 +96,25 @@ async def destroy_sets(ipset: AsyncIPSet, prefix: str) -> int:
     for name in doomed:
         await ipset.destroy(name)
     return len(doomed)
+
+
+async def set_member(ipset: AsyncIPSet, add: bool, name: str, address: IPv4Address) -> None:
+    """Add ``address`` to ipset ``name`` or delete it; already there (a reconciled restart)
+    or not there (a home address being shared) is fine, anything else is raised."""
+    try:
+        await (ipset.add if add else ipset.delete)(name, str(address))
+    except Exception as exc:  # noqa: BLE001 - pyroute2's NetlinkError carries the code
+        if getattr(exc, "code", None) != IPSET_ERR_EXIST:
+            raise
+
+
+async def move_members(ipset: AsyncIPSet, add: bool, home: IPv4Address,
+                       member_of: dict[Key, str], set_name) -> None:
+    """Every set entry of ``home`` in or out (visitors sharing a home address, realms.py):
+    ``member_of`` maps visitors to a set id, ``set_name`` an id to its set's name."""
+    for key, sid in member_of.items():
+        if key[0] == home:
+            await set_member(ipset, add, set_name(sid), home)
 
 
 def set_match(rule: iptc.Rule, name: str, direction: str) -> None:
@@ -166,7 +186,7 @@ class VisitorFirewall:
         if pid is not None:
             policy = self.policies.get(pid) or await self._create(pid, filters)
             if key[0] not in self.unlisted:
-                await self._set_add(policy, key[0])
+                await set_member(self.ipset, True, policy.set_name, key[0])
             policy.members += 1
             self.member_of[key] = pid
         else:
@@ -186,33 +206,18 @@ class VisitorFirewall:
     async def unlist(self, home: IPv4Address) -> None:
         """``home`` is shared now: out of every set (realms.py's twin rules match it)."""
         self.unlisted.add(home)
-        for key, pid in self.member_of.items():
-            if key[0] == home:
-                await self._set_del(self.policies[pid], home)
+        await move_members(self.ipset, False, home, self.member_of, self._set_name)
 
     async def relist(self, home: IPv4Address) -> None:
         self.unlisted.discard(home)
-        for key, pid in self.member_of.items():
-            if key[0] == home:
-                await self._set_add(self.policies[pid], home)
+        await move_members(self.ipset, True, home, self.member_of, self._set_name)
 
-    async def _set_add(self, policy: Policy, home: IPv4Address) -> None:
-        try:
-            await self.ipset.add(policy.set_name, str(home))
-        except Exception as exc:  # noqa: BLE001 - already a member (a restart): fine
-            if getattr(exc, "code", None) != 4103 or "already" not in str(exc):
-                raise
-
-    async def _set_del(self, policy: Policy, home: IPv4Address) -> None:
-        try:
-            await self.ipset.delete(policy.set_name, str(home))
-        except Exception as exc:  # noqa: BLE001 - not a member any more: fine
-            if getattr(exc, "code", None) != 4103 or "not added" not in str(exc):
-                raise
+    def _set_name(self, pid: str) -> str:
+        return self.policies[pid].set_name
 
     async def _leave(self, policy: Policy, key: Key) -> None:
         if key[0] not in self.unlisted:
-            await self._set_del(policy, key[0])
+            await set_member(self.ipset, False, policy.set_name, key[0])
         policy.members -= 1
         if policy.members <= 0:
             await self._drop(policy)

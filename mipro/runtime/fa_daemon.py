@@ -7,6 +7,7 @@ import os
 import socket
 import time
 import traceback
+from collections.abc import Callable
 from ipaddress import IPv4Address
 from typing import Any
 
@@ -22,13 +23,15 @@ from .logging import EventLog
 from .systemd import notify
 
 
-def make_policy(cfg: FaConfig, address_in_use=None) -> FaPolicy:
-    return FaPolicy(address_in_use=address_in_use, address=cfg.address, care_of_addresses=cfg.care_of_addresses,
+def make_policy(cfg: FaConfig,
+                address_in_use: Callable[[IPv4Address], IPv4Address | None] | None = None,
+                ) -> FaPolicy:
+    return FaPolicy(address=cfg.address, care_of_addresses=cfg.care_of_addresses,
                     max_lifetime=cfg.max_lifetime, reverse_tunneling=cfg.reverse_tunneling,
                     reverse_tunnel_required=cfg.reverse_tunnel_required,
                     encapsulations=cfg.encapsulations, ha_peers=dict(cfg.ha_peers),
                     mn_fa=dict(cfg.mn_peers), require_mn_fa=cfg.require_mn_fa,
-                    vendor_id=cfg.vendor_id)
+                    vendor_id=cfg.vendor_id, address_in_use=address_in_use)
 
 
 def make_advertiser(cfg: FaConfig, now: float) -> Advertiser:
