@@ -50,7 +50,9 @@ def test_without_notification_the_previous_fa_entry_expires(make_lab):
     lab.wait_for(lambda: not lab.status("fa1")["visitors"], 30, "FA1's visitor entry to expire")
     state, neigh, rules = fa_state(lab, "fa1")
     assert state["table"] == [] and neigh == "" and rules == [], (state, neigh, rules)
-    assert any("event=visitor-expired" in x for x in lab.log_lines("fa1"))
+    # the daemon logs the expiry once its kernel state is gone, after the status changed
+    lab.wait_for(lambda: any("event=visitor-expired" in x for x in lab.log_lines("fa1")), 5,
+                 "FA1 to log the expiry")
 
 
 def registered_via_fa1(lab):
