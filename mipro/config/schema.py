@@ -31,6 +31,16 @@ class RuntimeConfig:
 
 
 @dataclass(frozen=True)
+class LimitsConfig:
+    """[ha.limits]: budgets for work before authentication (docs/security.md)."""
+
+    per_source: float = 50.0  # requests/s from one source not yet seen to authenticate
+    per_source_burst: float = 100.0
+    unknown_sources: float = 2000.0  # requests/s from all such sources together
+    unsigned_replies: float = 200.0  # answers/s to requests that did not authenticate
+
+
+@dataclass(frozen=True)
 class HaConfig:
     path: str
     address: IPv4Address
@@ -53,6 +63,7 @@ class HaConfig:
     advertisement_interval: float = 1.0
     udp_tunnelling: bool = True
     udp_keepalive: int = 110
+    limits: LimitsConfig = LimitsConfig()
     role: str = "ha"
 
 
@@ -183,6 +194,11 @@ def load_ha(path: str | Path) -> HaConfig:
         advertisement_interval=c.number("ha.advertisement_interval", 1.0, 0.1),
         udp_tunnelling=c.get("ha.udp_tunnelling", bool, True),
         udp_keepalive=c.integer("ha.udp_keepalive", 110, 1, 65535),
+        limits=LimitsConfig(
+            per_source=c.number("ha.limits.per_source", 50.0, 0.1),
+            per_source_burst=c.number("ha.limits.per_source_burst", 100.0, 1.0),
+            unknown_sources=c.number("ha.limits.unknown_sources", 2000.0, 1.0),
+            unsigned_replies=c.number("ha.limits.unsigned_replies", 200.0, 0.0)),
     )
     c.unknown_keys({
         "": {"ha", "dataplane", "runtime", "subscribers", "fa_peer"},
@@ -191,7 +207,8 @@ def load_ha(path: str | Path) -> HaConfig:
         "ha": {"address", "home_interface", "home_network", "max_lifetime", "replay_window",
                "encapsulations", "reverse_tunneling", "vendor_id", "proxy_arp", "advertise",
                "kernel_tunnels",
-               "advertisement_interval", "udp_tunnelling", "udp_keepalive"},
+               "advertisement_interval", "udp_tunnelling", "udp_keepalive", "limits"},
+        "ha.limits": {"per_source", "per_source_burst", "unknown_sources", "unsigned_replies"},
         "dataplane": {"backend", "table", "rule_priority", "tunnel_interface"},
         "runtime": {"control_socket", "state_file", "log_level"},
         "subscribers": {"store", "file", "ldap"},
@@ -228,6 +245,24 @@ def _peers(c: Checker, table: str, key: str) -> dict[IPv4Address, SecurityAssoci
         sa = _sa(c, f"{table}.{i}")
         if addr is not None and sa is not None:
             peers[addr] = sa
+    return peers
+
+
+def _mn_peers(c: Checker) -> dict[IPv4Address | tuple[IPv4Address, IPv4Address],
+                                   SecurityAssociation]:
+    """[[mn_peer]]: MN-FA keys by home address, or by home address and home agent when
+    mobile nodes of two home networks share an address (overlapping realms)."""
+    peers: dict[IPv4Address | tuple[IPv4Address, IPv4Address], SecurityAssociation] = {}
+    for i, _ in enumerate(c.get("mn_peer", list, [])):
+        home = c.address(f"mn_peer.{i}.home_address")
+        ha = c.address(f"mn_peer.{i}.home_agent", None)
+        sa = _sa(c, f"mn_peer.{i}")
+        if home is not None and sa is not None:
+            key = (home, ha) if ha is not None else home
+            if key in peers:
+                c.error(f"mn_peer.{i}", f"a second key for {home}"
+                        f"{f' of home agent {ha}' if ha else ''}")
+            peers[key] = sa
     return peers
 
 
@@ -299,7 +334,7 @@ class FaConfig:
     encapsulations: frozenset[str]
     vendor_id: int
     ha_peers: dict[IPv4Address, SecurityAssociation]
-    mn_peers: dict[IPv4Address, SecurityAssociation]
+    mn_peers: dict[IPv4Address | tuple[IPv4Address, IPv4Address], SecurityAssociation]
     require_mn_fa: bool
     dataplane: DataplaneConfig
     runtime: RuntimeConfig
@@ -319,7 +354,7 @@ def load_fa(path: str | Path) -> FaConfig:
         except ValueError as exc:
             c.error(f"fa.care_of_addresses.{i}", f"{text!r} is not an IPv4 address ({exc})")
     peers = _peers(c, "ha_peer", "address")
-    mns = _peers(c, "mn_peer", "home_address")
+    mns = _mn_peers(c)
     cfg = FaConfig(
         path=str(path),
         interface=c.get("fa.interface", str),

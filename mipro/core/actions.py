@@ -6,6 +6,9 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from typing import Any
 
+from ..security import SecurityAssociation
+from .bindings import Binding
+
 MIP_PORT = 434
 
 
@@ -58,13 +61,31 @@ class Log:
 
 @dataclass(frozen=True)
 class InstallBinding:
-    binding: Any  # core.bindings.Binding
+    """Program a binding into the kernel.  ``reply`` is the Send (in the same action
+    list) that accepts it: the runtime sends it only once the kernel has the binding.
+    If the kernel refuses, the runtime drops that Send and asks the engine instead
+    (``install_failed``), which answers with a denial signed with ``sa`` (and FA-HA
+    when ``fa_signed``)."""
+
+    binding: Binding
+    reply: Send | None = None
+    sa: SecurityAssociation | None = field(default=None, repr=False)
+    fa_signed: bool = False
 
 
 @dataclass(frozen=True)
 class RemoveBinding:
-    binding: Any
+    binding: Binding
     reason: str
 
 
-Action = Send | SendIcmp | SendToLink | Log | InstallBinding | RemoveBinding
+@dataclass(frozen=True)
+class FetchSubscriber:
+    """Look a subscriber up in the directory, off the event loop; hand the answer back
+    with ``HomeAgent.subscriber_ready``."""
+
+    home_address: IPv4Address
+    nai: str | None
+
+
+Action = Send | SendIcmp | SendToLink | Log | InstallBinding | RemoveBinding | FetchSubscriber

@@ -32,10 +32,14 @@ class AdvertPolicy:
 
 
 class Advertiser:
+    SOLICITED_GAP = 0.05  # seconds
+
     def __init__(self, policy: AdvertPolicy, now: float) -> None:
         self.policy = policy
         self.sequence = 0
         self.next_at = now  # advertise at once on start
+        self.last_solicited = float("-inf")
+        self.solicitations_ignored = 0
 
     def _advert(self) -> bytes:
         p = self.policy
@@ -56,7 +60,13 @@ class Advertiser:
         self.next_at = now + self.policy.interval * random.uniform(0.9, 1.0)
         return [SendIcmp(ALL_SYSTEMS, self._advert())]
 
-    def solicited(self, src: IPv4Address) -> list[Action]:
+    def solicited(self, src: IPv4Address, now: float) -> list[Action]:
         """Answer a solicitation by multicast (RFC 5944 §2.4 allows it): a mobile node's
-        source is its home address, for which an agent must not ARP."""
+        source is its home address, for which an agent must not ARP.  One multicast
+        answer serves every node on the link, so at most one per ``SOLICITED_GAP``
+        seconds: a flood of solicitations earns a few advertisements, not one each."""
+        if now - self.last_solicited < self.SOLICITED_GAP:
+            self.solicitations_ignored += 1
+            return []
+        self.last_solicited = now
         return [SendIcmp(ALL_SYSTEMS, self._advert())]

@@ -7,6 +7,15 @@ Replies from the HA are matched to their request, checked, stripped of what
 was meant for the FA, and relayed to the MN by link-layer address.  Visitors
 are keyed by (home address, link-layer address), so two mobile nodes with
 the same home address from different home networks stay apart.
+
+Trust (docs/security.md): the FA applies a home agent's routes and filters
+only from the part of a reply that a verified FA-HA authenticator of the
+visitor's own home agent covers; without a key for that home agent it
+applies none.  A previous-FA notification is acted on only under a verified
+MN-FA authenticator.  A reply that fails any of this is dropped and the
+request stays pending, so a forged reply cannot deny a registration.  Work
+before authentication is bounded: per link-layer address, in total, and per
+home agent that cannot be authenticated.
 """
 
 from __future__ import annotations
@@ -14,7 +23,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Network
 
 from ..security import SecurityAssociation, append_authenticator, verify
 from ..wire import (
@@ -31,6 +40,7 @@ from ..wire import (
     MnFaAuth,
     MnHaAuth,
     PreviousFaNotification,
+    Region,
     RegistrationReply,
     RegistrationRequest,
     RequestFlags,
@@ -40,6 +50,9 @@ from ..wire import (
 from ..wire.vendor import FilterRule, HomeAddressInUse, StaticRoute
 from .actions import MIP_PORT, Action, Log, Send, SendToLink
 from .advertiser import Advertiser
+from .limits import SourceLimiter
+
+ANYWHERE = IPv4Network("0.0.0.0/0")
 
 
 @dataclass(frozen=True)
@@ -51,13 +64,24 @@ class FaPolicy:
     reverse_tunnel_required: bool = False
     encapsulations: frozenset[str] = frozenset({"ipip", "gre"})
     ha_peers: dict[IPv4Address, SecurityAssociation] = field(default_factory=dict)
-    mn_fa: dict[IPv4Address, SecurityAssociation] = field(default_factory=dict)
+    # MN-FA keys by home address, or by (home address, home agent) where two home
+    # networks' mobile nodes share an address (overlapping realms)
+    mn_fa: dict[IPv4Address | tuple[IPv4Address, IPv4Address], SecurityAssociation] = \
+        field(default_factory=dict)
     require_mn_fa: bool = False
     pending_timeout: float = 7.0
     vendor_id: int = 32473
     # a host on the visited site with this home address? the address the FA translates the
     # MN's to towards it (seed Figs. 3c, 5: CN 4c), else None; asked once per acceptance
     address_in_use: Callable[[IPv4Address], IPv4Address | None] | None = None
+    home_agents: tuple[IPv4Network, ...] = (ANYWHERE,)  # whom requests may be relayed to
+    # before authentication: per link-layer address, per unauthenticated HA, in total
+    mac_rate: float = 10.0
+    mac_burst: float = 20.0
+    unkeyed_ha_rate: float = 100.0  # relays/s to one home agent we have no key for
+    max_pending: int = 4096
+    max_pending_per_mac: int = 4
+    max_cache_lifetime: int = 60  # a previous-FA binding cache entry lives at most this
 
 
 @dataclass(frozen=True)
@@ -98,8 +122,12 @@ class Visitor:
 
 @dataclass(frozen=True)
 class AddVisitor:
+    """Program an accepted visitor; ``relay`` (in the same action list) is the reply
+    to the MN, sent only once the kernel has the visitor (else ``visitor_failed``)."""
+
     visitor: Visitor
     previous: Visitor | None = None
+    relay: SendToLink | None = None
 
 
 @dataclass(frozen=True)
@@ -118,6 +146,25 @@ class PendingNotification:
     next_at: float
 
 
+@dataclass
+class _Pending:
+    """A relayed request waiting for its reply."""
+
+    visitor: Visitor
+    expires: float
+    forged_replies: int = 0  # replies that failed FA-HA: 68 instead of 78 at the timeout
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    """We were the previous FA: where the mobile node went (draft-ietf-mobileip-optim
+    binding cache), for the lifetime its authenticated Binding Update asked."""
+
+    home_address: IPv4Address
+    care_of_address: IPv4Address
+    expires: float
+
+
 BU_WAITS = (1.0, 2.0, 4.0)  # wait after the 1st, 2nd and 3rd (last) Binding Update
 
 
@@ -128,22 +175,58 @@ class Denied(Exception):
         self.reason = reason
 
 
+def _unicast(address: IPv4Address) -> bool:
+    return not (address.is_unspecified or address.is_multicast or address.is_loopback or
+                address.is_reserved or address.is_link_local or
+                address == IPv4Address("255.255.255.255"))
+
+
 class ForeignAgent:
     def __init__(self, policy: FaPolicy, advertiser: Advertiser | None = None) -> None:
         self.policy = policy
         self.advertiser = advertiser
         self.ctx = DecodeContext(vendor_id=policy.vendor_id)
-        self.pending: dict[tuple[IPv4Address, int], Visitor] = {}
+        self.pending: dict[tuple[IPv4Address, int], _Pending] = {}
+        self.pending_by_mac: dict[bytes, int] = {}
         self.visitors: dict[tuple[IPv4Address, bytes], Visitor] = {}
+        self.cache: dict[IPv4Address, CacheEntry] = {}
         self._heap: list[tuple[float, int, str, tuple]] = []
         self._seq = 0
         self.counters: dict[str, int] = {}
         self.notifications: dict[tuple[IPv4Address, int], PendingNotification] = {}
+        self.per_mac = SourceLimiter(policy.mac_rate, policy.mac_burst)
+        self.per_ha = SourceLimiter(policy.unkeyed_ha_rate, policy.unkeyed_ha_rate)
+        self.unkeyed_noted: set[IPv4Address] = set()
+
+    def set_policy(self, policy: FaPolicy) -> None:
+        """A reload: the new policy; the budgets start afresh only if they changed."""
+        if (policy.mac_rate, policy.mac_burst) != (self.policy.mac_rate, self.policy.mac_burst):
+            self.per_mac = SourceLimiter(policy.mac_rate, policy.mac_burst)
+        if policy.unkeyed_ha_rate != self.policy.unkeyed_ha_rate:
+            self.per_ha = SourceLimiter(policy.unkeyed_ha_rate, policy.unkeyed_ha_rate)
+        self.policy = policy
+        self.ctx = DecodeContext(vendor_id=policy.vendor_id)
+        self.unkeyed_noted &= set(self.unkeyed_has())
+
+    def unkeyed_has(self) -> list[IPv4Address]:
+        """Home agents of visitors or pending requests we share no FA-HA key with: their
+        visitors get no route optimization (status shows them)."""
+        has = {v.home_agent for v in self.visitors.values()} | \
+            {p.visitor.home_agent for p in self.pending.values()}
+        return sorted(h for h in has if h not in self.policy.ha_peers)
 
     # --- from the mobile node --------------------------------------------------------
 
     def request_from_mn(self, data: bytes, src: IPv4Address, port: int, mac: bytes,
                         now: float) -> list[Action]:
+        if not data or data[0] != RegistrationRequest.TYPE:
+            self._count("dropped_not_request")
+            return [Log("drop", {"mac": mac.hex(":"), "reason": "not a registration request"},
+                        "warning")]
+        if not self.per_mac.allow(mac, now):
+            self._count("dropped_over_budget")
+            return [Log("drop", {"mac": mac.hex(":"), "reason": "over the per-MAC budget"},
+                        "warning")]
         try:
             req = RegistrationRequest.decode(data, self.ctx)
         except DecodeError as exc:
@@ -159,7 +242,8 @@ class ForeignAgent:
                 identification=int.from_bytes(data[16:24], "big"))
             return [SendToLink(mac, self.policy.address, src, port, reply.encode()), log]
         try:
-            visitor = self._check(req, src, port, mac, now)
+            visitor, mn_ha = self._check(req, src, port, mac, now)
+            return self._relay(req, visitor, mn_ha, now)
         except Denied as d:
             self._count(f"denied_{int(d.code)}")
             lifetime = self.policy.max_lifetime if d.code == Code.FA_LIFETIME_TOO_LONG else 0
@@ -171,32 +255,67 @@ class ForeignAgent:
                     Log("denied", {"home": req.home_address, "mac": mac.hex(":"),
                                    "code": int(d.code), "name": code_name(d.code),
                                    "reason": d.reason}, "warning")]
+
+    def _relay(self, req: RegistrationRequest, visitor: Visitor, mn_ha: MnHaAuth,
+               now: float) -> list[Action]:
+        """Keep the request pending and send it on.  A request already pending from another
+        link-layer address with the same home address and identification is a copy:
+        the first one keeps its place, so a copy cannot steal the reply."""
+        p = self.policy
         key = (req.home_address, req.identification & 0xFFFFFFFF)
-        self.pending[key] = visitor
-        self._push(now + self.policy.pending_timeout, "pending", key)
+        current = self.pending.get(key)
+        if current is not None and current.visitor.mac != visitor.mac:
+            self._count("dropped_duplicate_pending")
+            return [Log("drop", {"home": req.home_address, "mac": visitor.mac.hex(":"),
+                                 "reason": "the same request is pending from "
+                                           f"{current.visitor.mac.hex(':')}"}, "warning")]
+        if current is None and (len(self.pending) >= p.max_pending or
+                                self.pending_by_mac.get(visitor.mac, 0) >= p.max_pending_per_mac):
+            raise Denied(Code.FA_INSUFFICIENT_RESOURCES, "too many pending requests")
+        sa = p.ha_peers.get(req.home_agent)
+        if sa is None and not self.per_ha.allow(req.home_agent, now):
+            raise Denied(Code.FA_INSUFFICIENT_RESOURCES,
+                         f"over the relay budget for home agent {req.home_agent}")
+        if current is None:
+            self.pending_by_mac[visitor.mac] = self.pending_by_mac.get(visitor.mac, 0) + 1
+        expires = now + p.pending_timeout
+        self.pending[key] = _Pending(visitor, expires,
+                                     current.forged_replies if current is not None else 0)
+        self._push(expires, "pending", key)
         # RFC 5944 §3.7.2.1: extensions after the MN-HA authenticator are the FA's to
         # process and remove
-        forward = req.prefix_before(req.index_of(req.find(MnHaAuth)) + 1)
-        sa = self.policy.ha_peers.get(req.home_agent)
+        forward = req.prefix_before(req.index_of(mn_ha) + 1)
         if sa is not None:
             forward = append_authenticator(forward, ExtType.FA_HA_AUTH, sa)
         self._count("relayed_requests")
         return [Send(req.home_agent, MIP_PORT, forward),
                 Log("relay-request", {"home": req.home_address, "ha": req.home_agent,
-                                      "mac": mac.hex(":"), "lifetime": req.lifetime,
+                                      "mac": visitor.mac.hex(":"), "lifetime": req.lifetime,
                                       "reverse": visitor.reverse_tunnel})]
 
     def _check(self, req: RegistrationRequest, src: IPv4Address, port: int, mac: bytes,
-               now: float) -> Visitor:
+               now: float) -> tuple[Visitor, MnHaAuth]:
         p = self.policy
-        if req.unknown_critical():
+        mn_ha_all = req.find_all(MnHaAuth)
+        if len(mn_ha_all) != 1:
+            raise Denied(Code.FA_POORLY_FORMED_REQUEST,
+                         "no MN-HA authentication extension" if not mn_ha_all else
+                         "more than one MN-HA authenticator")
+        mn_ha = mn_ha_all[0]
+        if req.covered_by(mn_ha).unknown_critical():
             raise Denied(Code.FA_POORLY_FORMED_REQUEST, "unknown critical extension")
         if req.flags & (RequestFlags.r | RequestFlags.x):
             raise Denied(Code.FA_POORLY_FORMED_REQUEST, "reserved flag set")
-        if req.find(MnHaAuth) is None:
-            raise Denied(Code.FA_POORLY_FORMED_REQUEST, "no MN-HA authentication extension")
         if not int(req.home_agent) or req.home_agent == IPv4Address("255.255.255.255"):
             raise Denied(Code.FA_MISSING_HOME_AGENT, "no home agent address")
+        if not _unicast(req.home_agent) or req.home_agent in p.care_of_addresses or \
+                req.home_agent == p.address:
+            raise Denied(Code.FA_POORLY_FORMED_REQUEST,
+                         f"home agent {req.home_agent} is not a unicast address elsewhere")
+        if req.home_agent not in p.ha_peers and \
+                not any(req.home_agent in net for net in p.home_agents):
+            raise Denied(Code.FA_ADMIN_PROHIBITED,
+                         f"home agent {req.home_agent} is not one we relay to")
         if req.lifetime and req.care_of_address not in p.care_of_addresses:
             raise Denied(Code.FA_INVALID_CARE_OF_ADDRESS,
                          f"care-of address {req.care_of_address} is not ours")
@@ -213,19 +332,36 @@ class ForeignAgent:
             raise Denied(Code.FA_REVERSE_TUNNEL_UNAVAILABLE, "reverse tunnelling not offered")
         if p.reverse_tunnel_required and not reverse and req.lifetime:
             raise Denied(Code.FA_REVERSE_TUNNEL_MANDATORY, "reverse tunnelling is mandatory")
-        sa = p.mn_fa.get(req.home_address)
-        auth = req.find(MnFaAuth)
-        needs_auth = sa is not None or p.require_mn_fa
-        if needs_auth and (auth is None or sa is None or not verify(
-                req.authenticated_bytes(req.index_of(auth)), auth, sa)):
-            raise Denied(Code.FA_MN_FAILED_AUTH, "MN-FA authentication failed")
-        after = req.extensions[req.index_of(req.find(MnHaAuth)) + 1:]
-        notify = next((e for e in after if isinstance(e, PreviousFaNotification)), None)
+        ours = self._mn_fa_region(req, mn_ha)
+        notify = ours.find(PreviousFaNotification)
         if notify is not None and (notify.previous_fa in p.care_of_addresses
-                                   or notify.previous_fa == p.address or not req.lifetime):
+                                   or notify.previous_fa == p.address or not req.lifetime
+                                   or not _unicast(notify.previous_fa)):
             notify = None  # re-registering with us, or deregistering: nobody to tell
         return Visitor(req.home_address, mac, req.home_agent, req.care_of_address, src, port,
-                       req.identification, req.lifetime, reverse, encapsulation, notify=notify)
+                       req.identification, req.lifetime, reverse, encapsulation,
+                       notify=notify), mn_ha
+
+    def _mn_fa_region(self, req: RegistrationRequest, mn_ha: MnHaAuth) -> Region:
+        """MN-FA authentication (RFC 5944 §3.5.2), when we share a key with the MN or
+        policy demands it.  Returns what the MN sent for us (between its MN-HA and MN-FA
+        authenticators), verified; without a verified MN-FA authenticator, nothing."""
+        p = self.policy
+        sa = self._mn_sa(req.home_address, req.home_agent)
+        theirs = req.after(mn_ha).find_all(MnFaAuth)
+        if sa is None:
+            if p.require_mn_fa:
+                raise Denied(Code.FA_MN_FAILED_AUTH, "MN-FA authentication required, no key "
+                             f"for {req.home_address}")
+            if len(req.after(mn_ha)):
+                self._count("ignored_extensions", len(req.after(mn_ha)))
+            return Region()
+        if len(theirs) != 1 or not verify(req.signed_bytes(theirs[0]), theirs[0], sa):
+            raise Denied(Code.FA_MN_FAILED_AUTH, "MN-FA authentication failed")
+        trailing = len(req.after(theirs[0]))
+        if trailing:
+            self._count("ignored_extensions", trailing)
+        return req.between(mn_ha, theirs[0])
 
     # --- from the home agent ----------------------------------------------------------
 
@@ -238,36 +374,36 @@ class ForeignAgent:
             return [Log("poorly-formed-reply", {"src": f"{src}:{port}", "offset": exc.offset,
                                                 "reason": exc.reason}, "warning")]
         key = (reply.home_address, reply.identification & 0xFFFFFFFF)
-        visitor = self.pending.get(key)
-        if visitor is None:
+        pending = self.pending.get(key)
+        if pending is None:
             self._count("unmatched_reply")
             return [Log("drop", {"src": f"{src}:{port}", "home": reply.home_address,
                                  "reason": "reply matches no pending request"}, "warning")]
-        del self.pending[key]
-        code = reply.code
-        relay = reply.wire()
-        sa = self.policy.ha_peers.get(visitor.home_agent)
-        fa_auth = reply.find(FaHaAuth)
-        if sa is not None and (fa_auth is None or not verify(
-                reply.authenticated_bytes(reply.index_of(fa_auth)), fa_auth, sa)):
+        visitor = pending.visitor
+        if src != visitor.home_agent:
+            self._count("reply_from_wrong_source")
+            return [Log("drop", {"src": f"{src}:{port}", "home": reply.home_address,
+                                 "reason": f"the request went to {visitor.home_agent}"},
+                        "warning")]
+        checked = self._check_ha(reply, visitor)
+        if checked is None:  # failed FA-HA: drop it; the real reply may still come
+            pending.forged_replies += 1
             self._count("ha_failed_auth")
-            code = Code.FA_HA_FAILED_AUTH
-            relay = RegistrationReply.build(code=code, home_address=reply.home_address,
-                                            home_agent=reply.home_agent,
-                                            identification=reply.identification).encode()
-        routes: tuple[StaticRoute, ...] = ()
-        filters: tuple[FilterRule, ...] = ()
-        if code == reply.code:
-            mn_ha = reply.find(MnHaAuth)
-            if mn_ha is not None:  # what follows the MN-HA authenticator was for us
-                relay = reply.prefix_before(reply.index_of(mn_ha) + 1)
-                ours = reply.extensions[reply.index_of(mn_ha) + 1:]
-                routes = tuple(r for e in ours if isinstance(e, StaticRoutesExtension)
-                               for r in e.entries)
-                filters = tuple(f for e in ours if isinstance(e, FilterRulesExtension)
-                                for f in e.entries)
+            return [Log("drop", {"src": f"{src}:{port}", "home": reply.home_address,
+                                 "reason": "FA-HA authentication failed"}, "warning")]
+        relay, ro = checked
+        self._unpend(key)
+        routes = tuple(r for e in ro.find_all(StaticRoutesExtension) for r in e.entries)
+        filters = tuple(f for e in ro.find_all(FilterRulesExtension) for f in e.entries)
         actions: list[Action] = []
+        if visitor.home_agent not in self.policy.ha_peers and \
+                visitor.home_agent not in self.unkeyed_noted:
+            self.unkeyed_noted.add(visitor.home_agent)
+            actions.append(Log("route-optimization-off", {
+                "ha": visitor.home_agent, "reason": "no FA-HA key for this home agent: its "
+                "routes and filters cannot be authenticated"}, "warning"))
         old = self.visitors.get(visitor.key)
+        code = reply.code
         if code in (0, 1) and reply.lifetime > 0:
             lifetime = min(reply.lifetime, visitor.requested_lifetime)
             in_use = self.policy.address_in_use
@@ -280,7 +416,9 @@ class ForeignAgent:
                                temporary_address=temporary)
             self.visitors[accepted.key] = accepted
             self._push(accepted.expires, "visitor", accepted.key)
-            actions.append(AddVisitor(accepted, old))
+            send = SendToLink(visitor.mac, self.policy.address, visitor.source,
+                              visitor.source_port, self._sign_for_mn(relay, visitor))
+            actions.append(AddVisitor(accepted, old, send))
             self._count("accepted")
             event = "visitor-renewed" if old else "visitor-added"
             actions.append(Log(event, {"home": visitor.home_address,
@@ -290,18 +428,65 @@ class ForeignAgent:
                                        "routes": len(routes), "filters": len(filters)}))
             if visitor.notify is not None:
                 actions += self._notify_previous_fa(visitor, now)
-        elif code in (0, 1) and old is not None:  # deregistration through us
+            return [send, *actions]
+        if code in (0, 1) and old is not None:  # deregistration through us
             del self.visitors[old.key]
             actions.append(RemoveVisitor(old, "deregistered"))
             actions.append(Log("visitor-removed", {"home": old.home_address,
                                                    "reason": "deregistered"}))
-        else:
+        elif code not in (0, 1):
             actions.append(Log("registration-denied", {"home": visitor.home_address,
                                                        "code": code, "name": code_name(code)},
                                "warning"))
-        actions.append(SendToLink(visitor.mac, self.policy.address, visitor.source,
-                                  visitor.source_port, relay))
-        return actions
+        return [SendToLink(visitor.mac, self.policy.address, visitor.source,
+                           visitor.source_port, self._sign_for_mn(relay, visitor)), *actions]
+
+    def _check_ha(self, reply: RegistrationReply, visitor: Visitor) -> tuple[bytes, Region] | None:
+        """RFC 5944 §3.7.3.1.  Returns (what to relay to the MN, what the HA sent for us)
+        or None when the FA-HA authenticator we expect does not verify.  The part for us
+        is what lies between the MN-HA and FA-HA authenticators, and only when FA-HA
+        verified; without a key for the visitor's HA it is empty."""
+        mn_ha_all = reply.find_all(MnHaAuth)
+        mn_ha = mn_ha_all[0] if len(mn_ha_all) == 1 else None
+        sa = self.policy.ha_peers.get(visitor.home_agent)
+        if sa is None:
+            after = reply.after(mn_ha) if mn_ha is not None else Region()
+            if len(after):
+                self._count("ignored_extensions", len(after))
+            relay = reply.prefix_before(reply.index_of(mn_ha) + 1) if mn_ha is not None \
+                else reply.prefix_before(_first_auth(reply))
+            return relay, Region()
+        fa_ha = reply.find_all(FaHaAuth)
+        if len(fa_ha) != 1 or not verify(reply.signed_bytes(fa_ha[0]), fa_ha[0], sa):
+            return None
+        trailing = len(reply.after(fa_ha[0]))
+        if trailing:
+            self._count("ignored_extensions", trailing)
+        if mn_ha is None or reply.index_of(mn_ha) > reply.index_of(fa_ha[0]):
+            return reply.prefix_before(reply.index_of(fa_ha[0])), Region()
+        return reply.prefix_before(reply.index_of(mn_ha) + 1), reply.between(mn_ha, fa_ha[0])
+
+    def _sign_for_mn(self, relay: bytes, visitor: Visitor) -> bytes:
+        """What we add for the MN (home address in use) is covered by an MN-FA
+        authenticator when we share a key with it (RFC 5944 §3.7.3.2)."""
+        sa = self._mn_sa(visitor.home_address, visitor.home_agent)
+        return relay if sa is None else append_authenticator(relay, ExtType.MN_FA_AUTH, sa)
+
+    def visitor_failed(self, action: AddVisitor, reason: str, now: float) -> list[Action]:
+        """The kernel refused an accepted visitor: forget it, undo what may have been done,
+        and tell the MN 66 (insufficient resources) instead of relaying the acceptance."""
+        v = action.visitor
+        if self.visitors.get(v.key) is v:
+            del self.visitors[v.key]
+        self._count("visitor_install_failed")
+        reply = RegistrationReply.build(code=Code.FA_INSUFFICIENT_RESOURCES,
+                                        home_address=v.home_address, home_agent=v.home_agent,
+                                        identification=v.identification)
+        return [SendToLink(v.mac, self.policy.address, v.source, v.source_port,
+                           reply.encode()),
+                RemoveVisitor(v, "kernel-failed"),
+                Log("visitor-install-failed", {"home": v.home_address, "mac": v.mac.hex(":"),
+                                               "reason": reason}, "error")]
 
     # --- previous-FA notification (draft-ietf-mobileip-optim binding update) -----------
 
@@ -339,7 +524,9 @@ class ForeignAgent:
 
     def binding_update(self, data: bytes, src: IPv4Address, port: int,
                        now: float) -> list[Action]:
-        """We are the previous FA: the MN moved on; drop its visitor entry if it says so."""
+        """We are the previous FA: the MN moved on.  Authenticated first (with the MN's
+        MN-FA key: nothing about our visitors is revealed before), then acted on, and
+        acknowledged only to the care-of address it names."""
         try:
             bu = BindingUpdate.decode(data, self.ctx)
         except DecodeError as exc:
@@ -347,17 +534,23 @@ class ForeignAgent:
             return [Log("poorly-formed-binding-update", {"src": f"{src}:{port}",
                                                          "offset": exc.offset,
                                                          "reason": exc.reason}, "warning")]
+        auths = bu.find_all(MnFaAuth)
+        keys = self._bu_keys(bu.home_address)
+        signer = next((ha for ha, sa in keys if len(auths) == 1 and
+                       verify(bu.signed_bytes(auths[0]), auths[0], sa)), False)
+        if signer is False:
+            self._count("binding_update_unauthenticated")
+            return [Log("binding-update-denied", {
+                "src": f"{src}:{port}", "home": bu.home_address,
+                "status": int(BindingStatus.FAILED_AUTHENTICATION),
+                "reason": "no MN-FA key for this home address" if not keys else
+                "MN-FA authentication failed"}, "warning")]
+        # the mobile node whose key signed it (two may share a home address)
+        gone = [v for v in self.visitors.values() if v.home_address == bu.home_address
+                and (signer is None or v.home_agent == signer)]
         status, reason = BindingStatus.ACCEPTED, ""
-        gone = [v for v in self.visitors.values() if v.home_address == bu.home_address]
-        sa = self.policy.mn_fa.get(bu.home_address)
-        auth = bu.authenticator
         if not gone:
             status, reason = BindingStatus.NO_SUCH_VISITOR, "no visitor with that home address"
-        elif sa is None or auth is None or not verify(
-                bu.authenticated_bytes(bu.index_of(auth)), auth, sa):
-            status, reason = BindingStatus.FAILED_AUTHENTICATION, \
-                "no MN-FA key for this home address" if sa is None else \
-                "MN-FA authentication failed"
         elif any(bu.identification <= v.identification for v in gone):
             status, reason = BindingStatus.IDENTIFICATION_MISMATCH, \
                 "identification not newer than the registration it would cancel"
@@ -370,6 +563,7 @@ class ForeignAgent:
                                                     "mac": v.mac.hex(":"), "reason": "moved",
                                                     "new_care_of": bu.care_of_address,
                                                     "notified_by": src})]
+            self._cache(bu, gone, now)
             self._count("binding_updates_accepted")
         else:
             self._count(f"binding_update_denied_{int(status)}")
@@ -378,9 +572,38 @@ class ForeignAgent:
                                                          "status": int(status),
                                                          "reason": reason}, "warning"))
         if bu.flags & BindingFlags.A:
-            ack = BindingAck(int(status), bu.home_address, bu.identification)
-            actions.append(Send(src, port, ack.encode()))
+            if src == bu.care_of_address:
+                ack = BindingAck(int(status), bu.home_address, bu.identification)
+                actions.append(Send(src, port, ack.encode()))
+            else:
+                self._count("binding_ack_withheld")
         return actions
+
+    def _mn_sa(self, home: IPv4Address, ha: IPv4Address) -> SecurityAssociation | None:
+        return self.policy.mn_fa.get((home, ha)) or self.policy.mn_fa.get(home)
+
+    def _bu_keys(self, home: IPv4Address) -> list[tuple[IPv4Address | None,
+                                                         SecurityAssociation]]:
+        """The MN-FA keys a Binding Update for ``home`` may be signed with: (home agent or
+        None for a key of the address alone, key)."""
+        keys: list[tuple[IPv4Address | None, SecurityAssociation]] = []
+        if (sa := self.policy.mn_fa.get(home)) is not None:
+            keys.append((None, sa))
+        keys += [(k[1], sa) for k, sa in self.policy.mn_fa.items()
+                 if isinstance(k, tuple) and k[0] == home]
+        return keys
+
+    def _cache(self, bu: BindingUpdate, gone: list[Visitor], now: float) -> None:
+        """A lifetime asks us to remember where the MN went, for at most as long as its
+        registration with us had left (and our own cap)."""
+        self.cache.pop(bu.home_address, None)
+        left = max(v.expires for v in gone) - now
+        lifetime = min(bu.lifetime, self.policy.max_cache_lifetime, max(0.0, left))
+        if lifetime <= 0 or bu.care_of_address == bu.home_address:
+            return
+        entry = CacheEntry(bu.home_address, bu.care_of_address, now + lifetime)
+        self.cache[bu.home_address] = entry
+        self._push(entry.expires, "cache", (bu.home_address,))
 
     def binding_ack(self, data: bytes, src: IPv4Address, port: int) -> list[Action]:
         try:
@@ -402,8 +625,8 @@ class ForeignAgent:
 
     # --- discovery and timers ---------------------------------------------------------
 
-    def solicitation(self, src: IPv4Address) -> list[Action]:
-        return self.advertiser.solicited(src) if self.advertiser else []
+    def solicitation(self, src: IPv4Address, now: float) -> list[Action]:
+        return self.advertiser.solicited(src, now) if self.advertiser else []
 
     def next_timer(self) -> float | None:
         times = []
@@ -425,15 +648,9 @@ class ForeignAgent:
             if kind == "notify":
                 actions += self._renotify(key, now)
             elif kind == "pending":
-                v = self.pending.pop(key)
-                reply = RegistrationReply.build(code=Code.FA_REGISTRATION_TIMEOUT,
-                                                home_address=v.home_address,
-                                                home_agent=v.home_agent,
-                                                identification=v.identification)
-                actions += [SendToLink(v.mac, self.policy.address, v.source, v.source_port,
-                                       reply.encode()),
-                            Log("registration-timeout", {"home": v.home_address,
-                                                         "ha": v.home_agent}, "warning")]
+                actions += self._timed_out(key)
+            elif kind == "cache":
+                del self.cache[key[0]]
             else:
                 v = self.visitors.pop(key)
                 actions += [RemoveVisitor(v, "expired"),
@@ -442,6 +659,29 @@ class ForeignAgent:
         if self.advertiser:
             actions += self.advertiser.handle_timer(now)
         return actions
+
+    def _timed_out(self, key: tuple[IPv4Address, int]) -> list[Action]:
+        """No (authentic) reply in time: 78, or 68 when only forged replies came."""
+        p = self._unpend(key)
+        v = p.visitor
+        code = Code.FA_HA_FAILED_AUTH if p.forged_replies else Code.FA_REGISTRATION_TIMEOUT
+        reply = RegistrationReply.build(code=code, home_address=v.home_address,
+                                        home_agent=v.home_agent, identification=v.identification)
+        return [SendToLink(v.mac, self.policy.address, v.source, v.source_port, reply.encode()),
+                Log("registration-timeout", {"home": v.home_address, "ha": v.home_agent,
+                                             "code": int(code)}, "warning")]
+
+    def _unpend(self, key: tuple[IPv4Address, int]) -> _Pending:
+        p = self.pending.pop(key)
+        self._drop_pending_count(p.visitor.mac)
+        return p
+
+    def _drop_pending_count(self, mac: bytes) -> None:
+        left = self.pending_by_mac.get(mac, 0) - 1
+        if left > 0:
+            self.pending_by_mac[mac] = left
+        else:
+            self.pending_by_mac.pop(mac, None)
 
     def _renotify(self, key: tuple[IPv4Address, int], now: float) -> list[Action]:
         n = self.notifications[key]
@@ -462,12 +702,24 @@ class ForeignAgent:
     def _live(self, entry: tuple) -> bool:
         when, _, kind, key = entry
         if kind == "pending":
-            return key in self.pending
+            p = self.pending.get(key)
+            return p is not None and p.expires == when
         if kind == "notify":
             n = self.notifications.get(key)
             return n is not None and n.next_at == when
+        if kind == "cache":
+            c = self.cache.get(key[0])
+            return c is not None and c.expires == when
         v = self.visitors.get(key)
         return v is not None and v.expires == when
 
-    def _count(self, name: str) -> None:
-        self.counters[name] = self.counters.get(name, 0) + 1
+    def _count(self, name: str, n: int = 1) -> None:
+        self.counters[name] = self.counters.get(name, 0) + n
+
+
+def _first_auth(reply: RegistrationReply) -> int:
+    """Index of the first authentication extension (or the end)."""
+    for i, e in enumerate(reply.extensions):
+        if isinstance(e, MnHaAuth | FaHaAuth | MnFaAuth):
+            return i
+    return len(reply.extensions)

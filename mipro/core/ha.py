@@ -1,19 +1,37 @@
 """Home agent engine (RFC 5944 §3.8): registration processing and the binding table.
 
 Pure: ``receive(data, src, port, now)`` and ``handle_timer(now)`` return
-actions; nothing here touches a socket, the clock or the kernel.  Every
-denial is answered with its RFC code and changes no state.
+actions; nothing here touches a socket, the clock or the kernel.
+
+Trust (docs/security.md): a request is authenticated by its one MN-HA
+authenticator, verified with the key of the subscriber it names (by NAI if
+it has one, else by home address); every extension the HA acts on is read
+from the region that authenticator covers.  Before that nothing changes: no
+replay, nonce, challenge or binding state, no signed answer.  Denials of
+unauthenticated requests go out unsigned and within a budget; denials of
+authenticated ones are signed.  A binding is made only for the subscriber's
+own home address.  Every denial carries its RFC code.
 """
 
 from __future__ import annotations
 
+import hmac
 import secrets
+from collections import OrderedDict
 from dataclasses import dataclass, field, replace
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Network
 
 from ..security import SecurityAssociation, append_authenticator, verify
-from ..security.replay import ReplayMethod, check_nonce, check_timestamp
-from ..subscribers.model import StoreUnavailable, Subscriber, SubscriberStore
+from ..security.replay import ReplayMethod, check_timestamp, new_nonce
+from ..subscribers.model import (
+    MISS,
+    Identity,
+    Peeked,
+    Subscriber,
+    Unavailable,
+    directory_of,
+    identity,
+)
 from ..wire import (
     Code,
     DecodeContext,
@@ -24,6 +42,7 @@ from ..wire import (
     MnFaChallenge,
     MnHaAuth,
     Nai,
+    Region,
     RegistrationReply,
     RegistrationRequest,
     RequestFlags,
@@ -33,8 +52,11 @@ from ..wire import (
     code_name,
 )
 from ..wire.messages import REGISTRATION_REQUEST
-from .actions import Action, InstallBinding, Log, RemoveBinding, Send
+from .actions import Action, FetchSubscriber, InstallBinding, Log, RemoveBinding, Send
 from .bindings import Binding, BindingTable
+from .limits import SourceLimiter, TokenBucket
+
+BROADCAST = IPv4Address("255.255.255.255")
 
 
 @dataclass(frozen=True)
@@ -49,6 +71,16 @@ class HaPolicy:
     udp_tunnelling: bool = True  # RFC 3519, for mobile nodes behind a NAPT
     udp_keepalive: int = 110  # seconds, told to the MN in the UDP Tunnel Reply
     nat_challenge_timeout: float = 30.0
+    home_networks: tuple[IPv4Network, ...] = ()  # never a care-of address
+    # before authentication: per source, and for all sources not yet seen to authenticate
+    source_rate: float = 50.0
+    source_burst: float = 100.0
+    known_source_rate: float = 50_000.0  # FA peers, sources that authenticated lately
+    known_source_burst: float = 50_000.0
+    unknown_rate: float = 2000.0  # all unknown sources together
+    unsigned_reply_rate: float = 200.0  # answers to requests that did not authenticate
+    max_parked: int = 1024  # requests waiting for a directory lookup
+    max_parked_per_identity: int = 4
 
 
 @dataclass
@@ -62,46 +94,119 @@ class _Challenge:
 
 @dataclass
 class _ReplayState:
-    last_accepted: int | None = None
-    nonce: int | None = None
+    last_accepted: int | None = None  # timestamps: the last identification used
+    nonce: int | None = None  # nonces: what the MN must put in its next request
+
+
+@dataclass(frozen=True)
+class _Authenticated:
+    """A request whose MN-HA authenticator verified with ``sa`` of ``sub``."""
+
+    sub: Subscriber
+    sa: SecurityAssociation
+    region: Region  # what the MN-HA authenticator covers
+    via_fa: bool  # an FA-HA authenticator of a known foreign agent verified too
 
 
 class Denied(Exception):
     def __init__(self, code: Code, reason: str, identification: int | None = None,
-                 challenge: bytes = b"", sa: SecurityAssociation | None = None) -> None:
+                 challenge: bytes = b"") -> None:
         super().__init__(reason)
         self.code = code
         self.reason = reason
         self.identification = identification
         self.challenge = challenge  # with 131 behind a NAPT: the MN answers it
-        self.sa = sa  # the MN's key, when the request authenticated
+
+
+class _Parked(Exception):
+    """The subscriber is being looked up; these are the actions for now."""
+
+    def __init__(self, actions: list[Action]) -> None:
+        super().__init__("parked")
+        self.actions = actions
 
 
 class HomeAgent:
-    def __init__(self, policy: HaPolicy, store: SubscriberStore) -> None:
+    def __init__(self, policy: HaPolicy, store: object) -> None:
         self.policy = policy
         self.store = store
+        self.directory = directory_of(store)
         self.bindings = BindingTable()
         self.replay: dict[IPv4Address, _ReplayState] = {}
         self.challenges: dict[IPv4Address, _Challenge] = {}
         self.ctx = DecodeContext(vendor_id=policy.vendor_id)
         self.counters: dict[str, int] = {}
+        self.parked: dict[Identity, list[tuple[bytes, IPv4Address, int]]] = {}
+        self.parked_count = 0
+        self._limits(policy)
 
-    # --- inputs -------------------------------------------------------------
+    def _limits(self, p: HaPolicy) -> None:
+        self.per_source = SourceLimiter(p.source_rate, p.source_burst)
+        self.per_known = SourceLimiter(p.known_source_rate, p.known_source_burst)
+        self.unknown = TokenBucket(p.unknown_rate, p.unknown_rate)
+        self.unsigned = TokenBucket(p.unsigned_reply_rate, p.unsigned_reply_rate)
+        self.known: OrderedDict[IPv4Address, None] = OrderedDict()  # authenticated lately
+
+    def set_policy(self, policy: HaPolicy) -> None:
+        """A reload: the new policy; budgets start afresh only if they changed."""
+        limits = ("source_rate", "source_burst", "known_source_rate", "known_source_burst",
+                  "unknown_rate", "unsigned_reply_rate")
+        changed = any(getattr(policy, k) != getattr(self.policy, k) for k in limits)
+        self.policy = policy
+        self.ctx = DecodeContext(vendor_id=policy.vendor_id)
+        if changed:
+            self._limits(policy)
+
+    def set_store(self, store: object) -> None:
+        self.store = store
+        self.directory = directory_of(store)
+
+    # --- inputs -------------------------------------------------------------------------
 
     def receive(self, data: bytes, src: IPv4Address, port: int, now: float) -> list[Action]:
         if not data or data[0] != REGISTRATION_REQUEST:
             self._count("dropped_not_request")
             return [Log("drop", {"src": f"{src}:{port}", "reason": "not a registration request"},
                         "warning")]
+        if len(data) < RegistrationRequest.FIXED:  # nothing to answer to: no decode either
+            self._count("poorly_formed")
+            return [Log("poorly-formed", {"src": f"{src}:{port}", "offset": len(data),
+                                          "reason": f"{len(data)} bytes, shorter than a "
+                                                    "registration request"}, "warning")]
+        if not self._admit(src, now):
+            self._count("dropped_over_budget")
+            return [Log("drop", {"src": f"{src}:{port}", "reason": "over the per-source budget "
+                                 "for unauthenticated requests"}, "warning")]
+        return self._handle(data, src, port, now, None)
+
+    def _handle(self, data: bytes, src: IPv4Address, port: int, now: float,
+                resolved: Peeked | None) -> list[Action]:
         try:
             req = RegistrationRequest.decode(data, self.ctx)
         except DecodeError as exc:
-            return self._poorly_formed(data, src, port, exc)
+            return self._poorly_formed(data, src, port, exc, now)
         try:
-            return self._process(req, src, port, now)
+            who = self._authenticate(req, data, src, port, resolved)
         except Denied as denial:
-            return self._deny(req, src, port, denial, now)
+            return self._deny(req, src, port, denial, None, now)
+        except _Parked as parked:
+            return parked.actions
+        self._trust(src)
+        try:
+            return self._register(req, who, src, port, now)
+        except Denied as denial:
+            return self._deny(req, src, port, denial, who, now)
+
+    def subscriber_ready(self, home: IPv4Address, nai: str | None, result: Peeked,
+                         now: float) -> list[Action]:
+        """The directory answered (a Subscriber, None, or Unavailable): process the
+        requests that waited for it."""
+        waiting = self.parked.pop(identity(home, nai), [])
+        self.parked_count -= len(waiting)
+        actions: list[Action] = []
+        for data, src, port in waiting:
+            actions += self._handle(data, src, port, now, result)
+        return actions
 
     def handle_timer(self, now: float) -> list[Action]:
         actions: list[Action] = []
@@ -110,6 +215,8 @@ class HomeAgent:
             actions.append(RemoveBinding(b, "expired"))
             actions.append(Log("binding-expired", {"home": b.home_address,
                                                    "coa": b.care_of_address}))
+        for home in [h for h, c in self.challenges.items() if c.expires <= now]:
+            del self.challenges[home]
         return actions
 
     def next_timer(self) -> float | None:
@@ -122,138 +229,250 @@ class HomeAgent:
             if b.expires <= now:
                 continue
             self.bindings.put(b)
+            if b.source is not None:
+                self._trust(b.source)
             self.replay.setdefault(b.home_address, _ReplayState()).last_accepted = \
                 b.identification
             actions.append(InstallBinding(b))
         actions.append(Log("bindings-restored", {"count": len(self.bindings)}))
         return actions
 
-    # --- processing -----------------------------------------------------------
+    def install_failed(self, action: InstallBinding, reason: str, now: float) -> list[Action]:
+        """The kernel refused a binding the engine accepted: forget it, undo what may have
+        been done, and answer 130 instead of the acceptance (RFC 5944: insufficient
+        resources).  A newer binding that replaced it meanwhile stays."""
+        b = action.binding
+        if self.bindings.get(b.home_address) is b:
+            self.bindings.pop(b.home_address)
+        self._count("install_failed")
+        actions: list[Action] = [RemoveBinding(b, "kernel-failed"),
+                                 Log("install-failed", {"home": b.home_address,
+                                                        "coa": b.care_of_address,
+                                                        "reason": reason}, "error")]
+        if action.reply is not None:
+            state = self.replay.get(b.home_address)
+            ident = b.identification
+            if state is not None and state.nonce is not None:
+                ident = (state.nonce << 32) | (ident & 0xFFFFFFFF)
+            reply = RegistrationReply.build(code=Code.HA_INSUFFICIENT_RESOURCES,
+                                            home_address=b.home_address,
+                                            home_agent=b.home_agent, identification=ident)
+            data = self._sign(reply.encode(), action.sa)
+            if action.fa_signed:
+                data = self._sign_for_fa(data, action.reply.dst)
+            actions.insert(0, Send(action.reply.dst, action.reply.port, data))
+        return actions
 
-    def _process(self, req: RegistrationRequest, src: IPv4Address, port: int,
-                 now: float) -> list[Action]:
-        if req.unknown_critical():
-            types = ",".join(str(e.type) for e in req.unknown_critical())
+    # --- before authentication ------------------------------------------------------
+
+    def _admit(self, src: IPv4Address, now: float) -> bool:
+        """The per-source budget for work before authentication."""
+        if src in self.known or src in self.policy.fa_associations:
+            return self.per_known.allow(src, now)
+        return self.per_source.allow(src, now) and self.unknown.allow(now)
+
+    def _trust(self, src: IPv4Address) -> None:
+        self.known[src] = None
+        self.known.move_to_end(src)
+        if len(self.known) > 1 << 17:
+            self.known.popitem(last=False)
+
+    def _authenticate(self, req: RegistrationRequest, data: bytes, src: IPv4Address, port: int,
+                      resolved: Peeked | None) -> _Authenticated:
+        auths = req.find_all(MnHaAuth)
+        if not auths:
+            raise Denied(Code.HA_MN_FAILED_AUTH, "no MN-HA authentication extension")
+        if len(auths) > 1:
+            raise Denied(Code.HA_POORLY_FORMED_REQUEST, "more than one MN-HA authenticator")
+        auth = auths[0]
+        mine = req.covered_by(auth)
+        via_fa = self._check_fa(req, auth, src)
+        nai_ext = mine.find(Nai)  # an NAI after the authenticator names nobody
+        nai = nai_ext.nai if nai_ext is not None else None
+        if not int(req.home_address) and nai is None:
+            raise Denied(Code.HA_POORLY_FORMED_REQUEST,
+                         "home address 0.0.0.0 without an NAI (RFC 2794)")
+        found = resolved if resolved is not None else self.directory.peek(req.home_address, nai)
+        if found is MISS:
+            raise _Parked(self._park(req, data, src, port, nai))
+        if isinstance(found, Unavailable):
+            raise Denied(Code.HA_INSUFFICIENT_RESOURCES, f"subscriber store: {found.reason}")
+        if found is None:
+            raise Denied(Code.HA_MN_FAILED_AUTH,
+                         f"unknown NAI {nai!r}" if nai else f"unknown home address "
+                                                            f"{req.home_address}")
+        assert isinstance(found, Subscriber)
+        sa = found.associations.get(auth.spi)
+        if sa is None:
+            raise Denied(Code.HA_MN_FAILED_AUTH, f"unknown SPI {auth.spi}")
+        if not verify(req.signed_bytes(auth), auth, sa):
+            raise Denied(Code.HA_MN_FAILED_AUTH, "MN-HA authenticator mismatch")
+        ignored = 0 if via_fa else len(req.after(auth))
+        if ignored:  # after the last authenticator that applies: nobody signed them
+            self._count("ignored_extensions", ignored)
+        return _Authenticated(found, sa, mine, via_fa)
+
+    def _check_fa(self, req: RegistrationRequest, auth: MnHaAuth, src: IPv4Address) -> bool:
+        """FA-HA authentication (RFC 5944 §3.5.3), last, from a foreign agent we share a
+        key with: checked first, as it needs no lookup."""
+        sa = self.policy.fa_associations.get(src)
+        if sa is None:
+            return False  # no FA-HA association with this sender: nothing to check
+        theirs = req.after(auth).find_all(FaHaAuth)
+        if len(theirs) != 1 or req.extensions[-1] is not theirs[0]:
+            raise Denied(Code.HA_FA_FAILED_AUTH,
+                         f"FA {src} sent no FA-HA authenticator last" if not theirs else
+                         f"FA {src}: FA-HA authenticator not last or not alone")
+        if not verify(req.signed_bytes(theirs[0]), theirs[0], sa):
+            raise Denied(Code.HA_FA_FAILED_AUTH, f"FA-HA authentication from {src} failed")
+        return True
+
+    def _park(self, req: RegistrationRequest, data: bytes, src: IPv4Address, port: int,
+              nai: str | None) -> list[Action]:
+        """Wait for the directory without blocking: bounded, one lookup per identity."""
+        key = identity(req.home_address, nai)
+        waiting = self.parked.get(key)
+        if waiting is not None and len(waiting) >= self.policy.max_parked_per_identity or \
+                waiting is None and self.parked_count >= self.policy.max_parked:
+            self._count("dropped_lookup_queue_full")
+            return [Log("drop", {"home": req.home_address, "reason": "too many requests "
+                                 "waiting for the subscriber directory"}, "warning")]
+        self.parked_count += 1
+        if waiting is not None:
+            waiting.append((data, src, port))
+            return []
+        self.parked[key] = [(data, src, port)]
+        self._count("lookups")
+        return [FetchSubscriber(req.home_address, nai)]
+
+    # --- after authentication -------------------------------------------------------
+
+    def _register(self, req: RegistrationRequest, who: _Authenticated, src: IPv4Address,
+                  port: int, now: float) -> list[Action]:
+        sub, sa = who.sub, who.sa
+        home = sub.home_address  # RFC 2794: 0.0.0.0 asks for it
+        if int(req.home_address) and req.home_address != home:
+            raise Denied(Code.HA_MN_FAILED_AUTH, f"home address {req.home_address} is not "
+                         f"{sub.nai or 'the subscriber'}'s ({home})")
+        if who.region.unknown_critical():
+            types = ",".join(str(e.type) for e in who.region.unknown_critical())
             raise Denied(Code.HA_POORLY_FORMED_REQUEST, f"unknown extension type {types}")
         if req.flags & (RequestFlags.r | RequestFlags.x):
             raise Denied(Code.HA_POORLY_FORMED_REQUEST, "reserved flag set")
         if req.home_agent not in self.policy.addresses:
             raise Denied(Code.HA_UNKNOWN_HA_ADDRESS, f"home agent {req.home_agent} is not ours")
-        auth = req.find(MnHaAuth)
-        if auth is None:
-            raise Denied(Code.HA_MN_FAILED_AUTH, "no MN-HA authentication extension")
-        nai_ext = req.find(Nai)
-        try:
-            sub = self.store.lookup(req.home_address, nai_ext.nai if nai_ext else None)
-        except StoreUnavailable as exc:
-            raise Denied(Code.HA_INSUFFICIENT_RESOURCES, f"subscriber store: {exc}") from None
-        if sub is None:
-            raise Denied(Code.HA_MN_FAILED_AUTH, f"unknown home address {req.home_address}")
-        sa = sub.associations.get(auth.spi)
-        if sa is None:
-            raise Denied(Code.HA_MN_FAILED_AUTH, f"unknown SPI {auth.spi}")
-        index = req.index_of(auth)
-        if not verify(req.authenticated_bytes(index), auth, sa):
-            raise Denied(Code.HA_MN_FAILED_AUTH, "MN-HA authenticator mismatch")
-        self._check_fa(req, src)
-        state = self.replay.setdefault(req.home_address, _ReplayState())
-        reply_id = self._check_replay(req, sub, state, now)
-
+        deregister = req.lifetime == 0 or req.care_of_address == home
         encapsulation = "gre" if req.flags & RequestFlags.G else "ipip"
-        if req.flags & RequestFlags.M:
-            raise Denied(Code.HA_ENCAPSULATION_UNAVAILABLE, "minimal encapsulation unsupported",
-                         reply_id)
-        if encapsulation not in self.policy.encapsulations:
-            raise Denied(Code.HA_ENCAPSULATION_UNAVAILABLE, f"{encapsulation} not enabled",
-                         reply_id)
         reverse = bool(req.flags & RequestFlags.T)
-        if reverse and not self.policy.reverse_tunneling:
-            raise Denied(Code.HA_REVERSE_TUNNEL_UNAVAILABLE, "reverse tunnelling disabled",
-                         reply_id)
-        udp = self._nat_traversal(req, src, port, sa, reply_id, now)
-        if udp is not None:
+        utr = who.region.find(UdpTunnelRequest)
+        nat = False
+        if not deregister:
+            self._check_care_of(req.care_of_address, home)
+            if req.flags & RequestFlags.M:
+                raise Denied(Code.HA_ENCAPSULATION_UNAVAILABLE,
+                             "minimal encapsulation unsupported")
+            if encapsulation not in self.policy.encapsulations:
+                raise Denied(Code.HA_ENCAPSULATION_UNAVAILABLE, f"{encapsulation} not enabled")
+            if reverse and not self.policy.reverse_tunneling:
+                raise Denied(Code.HA_REVERSE_TUNNEL_UNAVAILABLE, "reverse tunnelling disabled")
+            nat = bool(req.care_of_address != src and req.flags & RequestFlags.D)
+            self._check_udp_request(req, utr, nat, src)
+        state = self.replay.setdefault(home, _ReplayState())
+        reply_id = self._check_replay(req, sub, state, now)
+        # the identification is used up from here: a replay of this request is refused
+        udp = None
+        if not deregister and (nat or (utr is not None and utr.forced)):
+            udp = self._nat_traversal(req, who, home, src, port, utr, nat, reply_id, now)
             encapsulation = "udp"
-
-        # accepted: update replay state only now, so a denial changes nothing
-        state.last_accepted = req.identification
-        if sub.replay is ReplayMethod.NONCE:
-            state.nonce = reply_id >> 32
         code = Code.ACCEPTED_NO_SIMULTANEOUS if req.flags & RequestFlags.S else Code.ACCEPTED
         actions: list[Action] = []
-        if req.lifetime == 0 or req.care_of_address == req.home_address:
-            old = self.bindings.pop(req.home_address)
+        if deregister:
+            old = self.bindings.pop(home)
             if old is not None:
                 actions.append(RemoveBinding(old, "deregistered"))
             self._count("deregistrations")
-            actions.append(Log("deregistered", {"home": req.home_address, "src": src,
+            actions.append(Log("deregistered", {"home": home, "src": src,
                                                 "was": old.care_of_address if old else "-"}))
             lifetime = 0
         else:
             lifetime = min(req.lifetime, sub.max_lifetime, self.policy.max_lifetime)
-            binding = Binding(
-                req.home_address, req.care_of_address, req.home_agent, lifetime, now + lifetime,
-                now, req.identification, encapsulation, reverse, sub.nai, auth.spi, src, port)
-            old = self.bindings.put(binding)
-            renewal = old is not None and old.care_of_address == binding.care_of_address
-            self._count("renewals" if renewal else "registrations")
-            actions.append(InstallBinding(binding))
-            actions.append(Log("renewed" if renewal else "registered", {
-                "home": req.home_address, "coa": req.care_of_address, "lifetime": lifetime,
-                "encap": encapsulation, "reverse": reverse, "src": f"{src}:{port}"}))
-        reply = RegistrationReply.build(code=code, lifetime=lifetime,
-                                        home_address=req.home_address,
+        reply = RegistrationReply.build(code=code, lifetime=lifetime, home_address=home,
                                         home_agent=req.home_agent, identification=reply_id,
-                                        extensions=[udp] if udp is not None and lifetime else [])
+                                        extensions=[udp] if udp is not None else [])
         nvse = self._route_optimization(sub, req.home_agent) if lifetime else b""
         if req.flags & RequestFlags.D:  # co-located: the MN applies them, under MN-HA auth
             data = self._sign(reply.encode() + nvse, sa)
         else:  # through an FA: after MN-HA auth, covered by FA-HA auth, stripped by the FA
             data = self._sign(reply.encode(), sa) + nvse
-        actions.insert(0, Send(src, port, self._sign_for_fa(data, src)))
-        return actions
+        send = Send(src, port, self._sign_for_fa(data, src) if who.via_fa else data)
+        if deregister:
+            return [send, *actions]
+        binding = Binding(home, req.care_of_address, req.home_agent, lifetime, now + lifetime,
+                          now, req.identification, encapsulation, reverse, sub.nai, sa.spi,
+                          src, port)
+        old = self.bindings.put(binding)
+        renewal = old is not None and old.care_of_address == binding.care_of_address
+        self._count("renewals" if renewal else "registrations")
+        return [send, InstallBinding(binding, send, sa, who.via_fa),
+                Log("renewed" if renewal else "registered", {
+                    "home": home, "coa": req.care_of_address, "lifetime": lifetime,
+                    "encap": encapsulation, "reverse": reverse, "src": f"{src}:{port}"})]
 
-    def _nat_traversal(self, req: RegistrationRequest, src: IPv4Address, port: int,
-                       sa: SecurityAssociation, reply_id: int,
-                       now: float) -> UdpTunnelReply | None:
-        """RFC 3519 and seed Fig. 9b: a request whose source is not its care-of address
-        crossed a NAPT.  The first such request is answered 131 with a challenge; the
-        MN's next one must carry it back from the same public address.  Then the
-        binding tunnels in UDP to the NAPT's public address and port.  The MN may also
-        ask for UDP tunnelling without a NAPT (F flag).  A renewal through the same
-        public address and port is not challenged again.  Returns the UDP Tunnel Reply
-        to send, or None for a plain IP tunnel."""
-        if not req.lifetime or req.care_of_address == req.home_address:
-            return None
-        utr = req.find(UdpTunnelRequest)
-        nat = req.care_of_address != src and req.flags & RequestFlags.D
+    def _check_care_of(self, coa: IPv4Address, home: IPv4Address) -> None:
+        """A care-of address is where the tunnel goes: a unicast address elsewhere, never
+        one of ours or of the home network (a subscriber could aim the tunnel at a host)."""
+        if coa.is_unspecified or coa.is_multicast or coa.is_loopback or coa.is_reserved \
+                or coa.is_link_local or coa == BROADCAST:
+            raise Denied(Code.HA_POORLY_FORMED_REQUEST, f"care-of address {coa} is not a "
+                         "unicast address")
+        if coa in self.policy.addresses:
+            raise Denied(Code.HA_ADMIN_PROHIBITED, f"care-of address {coa} is ours")
+        for net in self.policy.home_networks:
+            if coa in net:
+                raise Denied(Code.HA_ADMIN_PROHIBITED,
+                             f"care-of address {coa} is in the home network {net}")
+
+    def _check_udp_request(self, req: RegistrationRequest, utr: UdpTunnelRequest | None,
+                           nat: bool, src: IPv4Address) -> None:
+        """RFC 3519: what can be refused before the replay check uses the identification."""
         if not nat and not (utr is not None and utr.forced):
-            return None
+            return
         if utr is None:
             raise Denied(Code.HA_UDP_ENCAPSULATION_UNAVAILABLE,
                          f"a NAPT between the MN and us (request from {src}, care-of "
-                         f"{req.care_of_address}) and no UDP tunnel request", reply_id, sa=sa)
+                         f"{req.care_of_address}) and no UDP tunnel request")
         if not self.policy.udp_tunnelling:
-            raise Denied(Code.HA_UDP_ENCAPSULATION_UNAVAILABLE, "UDP tunnelling disabled",
-                         reply_id, sa=sa)
+            raise Denied(Code.HA_UDP_ENCAPSULATION_UNAVAILABLE, "UDP tunnelling disabled")
         if utr.encapsulation != 4:
             raise Denied(Code.HA_UDP_ENCAPSULATION_UNAVAILABLE,
-                         f"UDP tunnel encapsulation {utr.encapsulation} (only 4, IP-in-IP)",
-                         reply_id, sa=sa)
-        current = self.bindings.get(req.home_address)
+                         f"UDP tunnel encapsulation {utr.encapsulation} (only 4, IP-in-IP)")
+
+    def _nat_traversal(self, req: RegistrationRequest, who: _Authenticated, home: IPv4Address,
+                       src: IPv4Address, port: int, utr: UdpTunnelRequest | None, nat: bool,
+                       reply_id: int, now: float) -> UdpTunnelReply:
+        """RFC 3519 and seed Fig. 9b: a request whose source is not its care-of address
+        crossed a NAPT.  The first such request is answered 131 with a challenge; the
+        MN's next one must carry it back (inside what its authenticator covers) from the
+        same public address.  Then the binding tunnels in UDP to the NAPT's public address
+        and port.  A renewal through the same public address and port is not challenged
+        again; neither is a forced UDP tunnel without a NAPT (F flag)."""
+        assert utr is not None
+        current = self.bindings.get(home)
         proven = current is not None and current.encapsulation == "udp" and \
             (current.source, current.source_port) == (src, port)
         if nat and not proven:
-            answer = req.find(MnFaChallenge)
-            pending = self.challenges.get(req.home_address)
+            answer = who.region.find(MnFaChallenge)
+            pending = self.challenges.get(home)
             if answer is None or pending is None or pending.expires < now or \
-                    pending.source != src or answer.challenge != pending.value:
+                    pending.source != src or \
+                    not hmac.compare_digest(answer.challenge, pending.value):
                 value = secrets.token_bytes(16)
-                self.challenges[req.home_address] = _Challenge(
-                    value, src, now + self.policy.nat_challenge_timeout)
+                self.challenges[home] = _Challenge(value, src,
+                                                   now + self.policy.nat_challenge_timeout)
                 why = "no challenge answered" if answer is None else "wrong or stale challenge"
                 raise Denied(Code.HA_MN_FAILED_AUTH, f"NAPT at {src}: {why}", reply_id,
-                             challenge=value, sa=sa)
-            del self.challenges[req.home_address]
+                             challenge=value)
+            del self.challenges[home]
         return UdpTunnelReply(0, forced=utr.forced, keepalive=self.policy.udp_keepalive)
 
     def _route_optimization(self, sub: Subscriber, home_agent: IPv4Address) -> bytes:
@@ -267,51 +486,49 @@ class HomeAgent:
             FilterRulesExtension.chunked(sub.filters, vid)
         return b"".join(e.encode() for e in exts)
 
-    def _sign_for_fa(self, reply: bytes, src: IPv4Address) -> bytes:
-        """Through a foreign agent we share a key with: FA-HA authentication last."""
-        fa_sa = self.policy.fa_associations.get(src)
-        return reply if fa_sa is None else append_authenticator(reply, ExtType.FA_HA_AUTH, fa_sa)
-
     def _check_replay(self, req: RegistrationRequest, sub: Subscriber, state: _ReplayState,
                       now: float) -> int:
+        """RFC 5944 §5.7.  Passing uses the identification up (a replay of it is refused);
+        failing changes nothing, so replays cannot lock a mobile node out.  With nonces
+        the MN must use the nonce the HA last handed out: a 133 repeats it (a fresh one
+        only on first contact, kept), an accepted request gets the next one."""
         if sub.replay is ReplayMethod.NONCE:
-            verdict = check_nonce(req.identification, state.nonce)
-            if not verdict.ok:
-                state.nonce = verdict.reply_identification >> 32
-        else:
-            verdict = check_timestamp(req.identification, state.last_accepted, now,
-                                      self.policy.replay_window)
+            low = req.identification & 0xFFFFFFFF
+            if state.nonce is None:
+                state.nonce = new_nonce()
+            if req.identification >> 32 != state.nonce:
+                raise Denied(Code.HA_ID_MISMATCH, "home agent nonce does not match",
+                             (state.nonce << 32) | low)
+            state.nonce = new_nonce()
+            return (state.nonce << 32) | low
+        verdict = check_timestamp(req.identification, state.last_accepted, now,
+                                  self.policy.replay_window)
         if not verdict.ok:
             raise Denied(Code.HA_ID_MISMATCH, verdict.reason, verdict.reply_identification)
+        state.last_accepted = req.identification
         return verdict.reply_identification
 
-    def _check_fa(self, req: RegistrationRequest, src: IPv4Address) -> None:
-        """FA-HA authentication, when the request carries one or policy demands it."""
-        fa_auth = req.find(FaHaAuth)
-        sa = self.policy.fa_associations.get(src)
-        if sa is None:
-            return  # no FA-HA association with this sender: nothing to check
-        if fa_auth is None:
-            raise Denied(Code.HA_FA_FAILED_AUTH, f"FA {src} sent no FA-HA authentication")
-        if not verify(req.authenticated_bytes(req.index_of(fa_auth)), fa_auth, sa):
-            raise Denied(Code.HA_FA_FAILED_AUTH, f"FA-HA authentication from {src} failed")
-
-    # --- replies ------------------------------------------------------------------
+    # --- replies ------------------------------------------------------------------------
 
     def _sign(self, reply: bytes, sa: SecurityAssociation | None) -> bytes:
         return reply if sa is None else append_authenticator(reply, ExtType.MN_HA_AUTH, sa)
 
+    def _sign_for_fa(self, reply: bytes, dst: IPv4Address) -> bytes:
+        """Back through a foreign agent we share a key with: FA-HA authentication last."""
+        fa_sa = self.policy.fa_associations.get(dst)
+        return reply if fa_sa is None else append_authenticator(reply, ExtType.FA_HA_AUTH, fa_sa)
+
     def _deny(self, req: RegistrationRequest, src: IPv4Address, port: int, denial: Denied,
-              now: float) -> list[Action]:
+              who: _Authenticated | None, now: float) -> list[Action]:
+        """Signed only when the request authenticated: an unauthenticated one gets an
+        unsigned answer within a budget, and never a signature over bytes it chose."""
         self._count(f"denied_{int(denial.code)}")
-        sa = denial.sa
-        auth = req.find(MnHaAuth)
-        if sa is None and auth is not None and denial.code != Code.HA_MN_FAILED_AUTH:
-            try:
-                sub = self.store.lookup(req.home_address)
-            except StoreUnavailable:
-                sub = None
-            sa = sub.associations.get(auth.spi) if sub else None
+        log = Log("denied", {"home": req.home_address, "src": f"{src}:{port}",
+                             "code": int(denial.code), "reason": denial.reason,
+                             "name": code_name(denial.code)}, "warning")
+        if who is None and not self.unsigned.allow(now):
+            self._count("replies_suppressed")
+            return [log]
         home_agent = req.home_agent
         if denial.code == Code.HA_UNKNOWN_HA_ADDRESS and self.policy.addresses:
             home_agent = self.policy.addresses[0]  # RFC 5944 §3.8.3.2: tell the MN ours
@@ -321,20 +538,21 @@ class HomeAgent:
             code=denial.code, lifetime=0, home_address=req.home_address, home_agent=home_agent,
             identification=ident,
             extensions=[MnFaChallenge(denial.challenge)] if denial.challenge else [])
-        return [
-            Send(src, port, self._sign_for_fa(self._sign(reply.encode(), sa), src)),
-            Log("denied", {"home": req.home_address, "src": f"{src}:{port}",
-                           "code": int(denial.code), "reason": denial.reason,
-                           "name": code_name(denial.code)}, "warning"),
-        ]
+        data = reply.encode()
+        if who is not None:
+            data = self._sign(data, who.sa)
+            if who.via_fa:
+                data = self._sign_for_fa(data, src)
+        return [Send(src, port, data), log]
 
-    def _poorly_formed(self, data: bytes, src: IPv4Address, port: int,
-                       exc: DecodeError) -> list[Action]:
-        """Answer 134 when the fixed part is readable, else drop (nothing to answer to)."""
+    def _poorly_formed(self, data: bytes, src: IPv4Address, port: int, exc: DecodeError,
+                       now: float) -> list[Action]:
+        """Answer 134 (unsigned, within the budget): the fixed part is readable."""
         self._count("poorly_formed")
         log = Log("poorly-formed", {"src": f"{src}:{port}", "offset": exc.offset,
                                     "reason": exc.reason}, "warning")
-        if len(data) < RegistrationRequest.FIXED:
+        if not self.unsigned.allow(now):
+            self._count("replies_suppressed")
             return [log]
         reply = RegistrationReply.build(
             code=Code.HA_POORLY_FORMED_REQUEST, lifetime=0,
@@ -342,6 +560,5 @@ class HomeAgent:
             identification=int.from_bytes(data[16:24], "big"))
         return [Send(src, port, reply.encode()), log]
 
-    def _count(self, name: str) -> None:
-        self.counters[name] = self.counters.get(name, 0) + 1
-
+    def _count(self, name: str, n: int = 1) -> None:
+        self.counters[name] = self.counters.get(name, 0) + n

@@ -31,10 +31,12 @@ from ..wire import (
     DecodeError,
     ExtType,
     FilterRulesExtension,
+    MnFaAuth,
     MnFaChallenge,
     MnHaAuth,
     Nai,
     PreviousFaNotification,
+    Region,
     RegistrationReply,
     RegistrationRequest,
     RequestFlags,
@@ -58,7 +60,8 @@ class State(enum.Enum):
 
 
 ALLOWED = {
-    State.IDLE: {State.REGISTERING, State.HOME, State.IDLE},
+    # IDLE -> DEREGISTERING: e.g. booting at home, it clears any binding left from before
+    State.IDLE: {State.REGISTERING, State.HOME, State.IDLE, State.DEREGISTERING},
     State.REGISTERING: {State.REGISTERED, State.REGISTERING, State.IDLE, State.DEREGISTERING,
                         State.HOME},
     State.REGISTERED: {State.REGISTERED, State.REGISTERING, State.DEREGISTERING, State.IDLE,
@@ -167,6 +170,7 @@ class MobileNode:
         self.state = State.IDLE
         self.care_of_address: IPv4Address | None = None
         self.clock_offset = 0.0  # HA clock minus ours, learnt from a 133
+        self.last_identification = 0
         self.ha_nonce = 0
         self.pending: RegistrationRequest | None = None
         self.pending_bytes = b""
@@ -342,16 +346,16 @@ class MobileNode:
                 self.s.home_address:
             return [Log("drop", {"src": f"{src}:{port}", "reason": "unsolicited reply"},
                         "warning")]
-        auth = reply.find(MnHaAuth)
-        if auth is None or not verify(reply.authenticated_bytes(reply.index_of(auth)), auth,
-                                      self.s.sa):
+        auths = reply.find_all(MnHaAuth)
+        if len(auths) != 1 or not verify(reply.signed_bytes(auths[0]), auths[0], self.s.sa):
             # RFC 5944 §3.6.2.1: silently discard, keep retransmitting
             return [Log("drop", {"src": f"{src}:{port}", "code": reply.code,
                                  "reason": "reply failed MN-HA authentication"}, "warning")]
         self.last_code = reply.code
         if reply.code == Code.HA_ID_MISMATCH:
             return self._resync(reply, now)
-        challenge = reply.find(MnFaChallenge)
+        home = reply.covered_by(auths[0])  # all we take from the home agent is in here
+        challenge = home.find(MnFaChallenge)
         if reply.code == Code.HA_MN_FAILED_AUTH and challenge is not None:
             answered = pending.find(MnFaChallenge) is not None
             self.nat_challenge = challenge.challenge
@@ -365,7 +369,7 @@ class MobileNode:
             return [Log("registration-denied", {"code": reply.code, "name": code_name(reply.code),
                                                 "retry_in": round(self.retransmit_at - now, 1)},
                         "warning")]
-        return self._accepted(reply, now)
+        return self._accepted(reply, auths[0], now)
 
     def handle_timer(self, now: float) -> list[Action]:
         actions: list[Action] = self._agent_timers(now)
@@ -406,7 +410,11 @@ class MobileNode:
     def _identification(self, now: float) -> int:
         if self.s.replay is ReplayMethod.NONCE:
             return (self.ha_nonce << 32) | secrets.randbits(32)
-        return timestamp_identification(now + self.clock_offset)
+        # RFC 5944 §5.7: each one greater than the last, even within a clock tick
+        ident = max(timestamp_identification(now + self.clock_offset),
+                    self.last_identification + 1)
+        self.last_identification = ident
+        return ident
 
     def _register(self, now: float, lifetime: int, why: str,
                   keep_backoff: bool = False) -> list[Action]:
@@ -504,12 +512,25 @@ class MobileNode:
         else:
             ha_time = (reply.identification >> 32) - NTP_EPOCH_OFFSET
             self.clock_offset = ha_time - now
+            self.last_identification = 0  # the HA's clock rules from now on
         lifetime = self.pending.lifetime if self.pending else self.s.lifetime
         actions: list[Action] = [Log("resync", {"offset": round(self.clock_offset, 1),
                                                 "method": self.s.replay.value})]
         return actions + self._register(now, lifetime, "resync")
 
-    def _accepted(self, reply: RegistrationReply, now: float) -> list[Action]:
+    def _from_agent(self, reply: RegistrationReply, mn_ha: MnHaAuth) -> Region:
+        """What the foreign agent added after the MN-HA authenticator, if an MN-FA
+        authenticator with our key for this agent covers it; else nothing."""
+        after = reply.after(mn_ha)
+        sa = self._fa_sa(self.agent) if self.agent is not None else None
+        theirs = after.find_all(MnFaAuth)
+        if sa is None or len(theirs) != 1 or not verify(reply.signed_bytes(theirs[0]),
+                                                        theirs[0], sa):
+            return Region()
+        return reply.between(mn_ha, theirs[0])
+
+    def _accepted(self, reply: RegistrationReply, mn_ha: MnHaAuth,
+                  now: float) -> list[Action]:
         assert self.pending is not None
         deregistration = self.pending.lifetime == 0
         if self.s.replay is ReplayMethod.NONCE:
@@ -522,16 +543,17 @@ class MobileNode:
         actions: list[Action] = []
         if self.using == "fa":
             self.registered_agent, self.previous_agent = self.agent, None  # the new FA tells it
-            in_use = reply.find(HomeAddressInUse)
+            in_use = self._from_agent(reply, mn_ha).find(HomeAddressInUse)
             if in_use is not None and in_use.home_address != self.s.home_address:
                 in_use = None
             actions.append(OwnAddressOut(in_use is not None,
                                          in_use.temporary_address if in_use else None))
         elif self.using == "colocated":
             actions += self._tell_previous_fa_ourselves(now)
-        routes = tuple(r for e in reply.find_all(StaticRoutesExtension) for r in e.entries)
-        filters = tuple(f for e in reply.find_all(FilterRulesExtension) for f in e.entries)
-        udp = reply.find(UdpTunnelReply)
+        home = reply.covered_by(mn_ha)  # routes, filters, UDP tunnel: the home agent's
+        routes = tuple(r for e in home.find_all(StaticRoutesExtension) for r in e.entries)
+        filters = tuple(f for e in home.find_all(FilterRulesExtension) for f in e.entries)
+        udp = home.find(UdpTunnelReply)
         self.nat_challenge = b""
         self.udp_keepalive = udp.keepalive if udp is not None and udp.code == 0 else 0
         self.granted_lifetime = reply.lifetime

@@ -37,9 +37,14 @@ class FakeHaDataplane:
         self.calls.append(("remove", b.home_address))
         self.bindings.pop(b.home_address, None)
 
-    async def apply(self, ops: list[tuple[str, Binding]]) -> None:
-        for op, b in ops:
-            await (self.install(b) if op == "install" else self.remove(b))
+    async def apply(self, ops: list[tuple[str, Binding]]) -> dict[int, str]:
+        failed: dict[int, str] = {}
+        for i, (op, b) in enumerate(ops):
+            try:
+                await (self.install(b) if op == "install" else self.remove(b))
+            except OSError as exc:
+                failed[i] = str(exc)
+        return failed
 
     def counters(self, home: IPv4Address) -> None:
         return None

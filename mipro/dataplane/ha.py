@@ -14,6 +14,7 @@ addresses (ipset ``mipro-coa``), which is what the per-care-of links did.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,12 @@ SHARED_LINKS = {"ipip": "mip-ipip", "gre": "mip-gre"}
 COA_SET = "mipro-coa"
 COA_CHAIN = "MIPRO-TUN-IN"  # raw PREROUTING: tunnelled packets only from care-of addresses
 IP_PROTOCOLS = {"ipip": "4", "gre": "47"}
+
+
+def _tag(requests: list[rtbatch.Request], start: int, tag: int) -> None:
+    """Mark the requests added since ``start`` as serving operation ``tag``."""
+    for j in range(start, len(requests)):
+        requests[j] = replace(requests[j], tag=tag)
 
 
 def link_name(coa: IPv4Address, encap: str) -> str:
@@ -223,14 +230,17 @@ class HaDataplane:
     async def remove(self, b: Binding) -> None:
         await self.apply([("remove", b)])
 
-    async def apply(self, ops: list[tuple[str, Binding]]) -> None:
+    async def apply(self, ops: list[tuple[str, Binding]]) -> dict[int, str]:
         """Install and remove bindings, in order, with one netlink batch for all of them
-        (with the kernel backend, the tunnel links they need too)."""
+        (with the kernel backend, the tunnel links they need too).  Returns the
+        operations the kernel refused, by index into ``ops``, with the reason: the
+        caller must not acknowledge those (and removes what they may have left)."""
         requests: list[rtbatch.Request] = []
         admissions: list[rtbatch.Request] = []  # shared links: care-of addresses in/out
-        announce: list[IPv4Address] = []
+        announce: dict[int, IPv4Address] = {}
         created: list[str] = []
-        for op, b in ops:
+        for i, (op, b) in enumerate(ops):
+            mark = len(requests), len(admissions)
             if op == "install":
                 old = self.bindings.get(b.home_address)
                 same_tunnel = old is not None and (old.care_of_address, old.encapsulation) == \
@@ -257,7 +267,7 @@ class HaDataplane:
                     if self.per_binding_proxy:
                         requests.append(rtbatch.proxy(True, b.home_address, self.home_index))
                     if old is None:
-                        announce.append(b.home_address)
+                        announce[i] = b.home_address
             else:
                 current = self.bindings.pop(b.home_address, None)
                 requests.append(rtbatch.route(False, b.home_address, self.table))
@@ -265,21 +275,30 @@ class HaDataplane:
                     requests.append(rtbatch.proxy(False, b.home_address, self.home_index))
                 if current is not None:
                     self._release_link(current, requests, admissions)
+            _tag(requests, mark[0], i)
+            _tag(admissions, mark[1], i)
+        failed: dict[int, str] = {}
         if admissions:  # before the routes: a tunnel is up only once its packets get in
-            await self.set_batch.run(admissions)
+            try:
+                await self.set_batch.run(admissions)
+            except rtbatch.BatchError as exc:
+                failed.update((f.tag, f.reason) for f in exc.failures)
         try:
             await self.batch.run(requests)
         except rtbatch.BatchError as exc:  # forget links that were not created
-            failed = {what.removeprefix("link ") for what, _ in exc.failures}
-            for name in failed & set(created):
+            gone = {f.what.removeprefix("link ") for f in exc.failures}
+            for name in gone & set(created):
                 self.links.pop(name, None)
-            raise
+            for f in exc.failures:
+                failed.setdefault(f.tag, f.reason)  # type: ignore[arg-type]
         finally:
             for name in created:
                 if name in self.links:
                     set_sysctl(f"net.ipv4.conf.{name}.rp_filter", "0")
-        for address in announce:
-            self.arp.announce(address)
+        for i, address in announce.items():
+            if i not in failed:
+                self.arp.announce(address)
+        return failed
 
     @property
     def udp_tunnels(self) -> bool:

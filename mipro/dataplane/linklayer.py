@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address
 
 ETH_P_IP = 0x0800
+SKIP = 64  # malformed or foreign packets skipped per receive() before giving the loop back
 SO_ATTACH_FILTER = 26
 IP_MULTICAST_ALL = 49
 
@@ -86,11 +87,12 @@ class RegistrationLink:
         return self.sock.fileno()
 
     def receive(self) -> Datagram | None:
-        """One datagram, or None when nothing is left; malformed frames are skipped."""
-        while True:
+        """One datagram, or None when nothing (or only junk) is left: malformed frames are
+        skipped, at most SKIP per call, so a flood of them cannot hold the loop."""
+        for _ in range(SKIP):
             try:
                 frame, addr = self.sock.recvfrom(65535)
-            except BlockingIOError:
+            except (BlockingIOError, InterruptedError):
                 return None
             if addr[2] == socket.PACKET_OUTGOING or len(frame) < 42:
                 continue
@@ -104,6 +106,7 @@ class RegistrationLink:
                 continue
             return Datagram(frame[6:12], IPv4Address(ip[12:16]), IPv4Address(ip[16:20]), sport,
                             dport, bytes(ip[ihl + 8:ihl + ulen]))
+        return None
 
     def send(self, dst_mac: bytes, src: IPv4Address, dst: IPv4Address, sport: int, dport: int,
              payload: bytes) -> None:
@@ -134,16 +137,20 @@ class IcmpLink:
         return self.sock.fileno()
 
     def receive(self) -> tuple[IPv4Address, bytes] | None:
-        """(source, ICMP message) of one router advertisement/solicitation, or None."""
-        while True:
+        """(source, ICMP message) of one router advertisement/solicitation, or None when
+        nothing (or, SKIP times, only other ICMP) is left."""
+        for _ in range(SKIP):
             try:
                 packet = self.sock.recv(65535)
-            except BlockingIOError:
+            except (BlockingIOError, InterruptedError):
                 return None
+            if len(packet) < 20:
+                continue
             ihl = (packet[0] & 0x0F) * 4
             icmp = packet[ihl:]
             if icmp and icmp[0] in (9, 10):
                 return IPv4Address(packet[12:16]), icmp
+        return None
 
     def send(self, dst: IPv4Address, data: bytes) -> str | None:
         """Send; returns why it failed (no address or route yet on this link), else None."""

@@ -66,6 +66,18 @@ class Request:
     flags: int
     tolerate: frozenset[int] = frozenset()
     what: str = ""
+    tag: object = None  # the caller's: which of its operations this request serves
+
+
+@dataclass(frozen=True)
+class Failure:
+    what: str
+    code: int  # errno (or an ipset error number above 4096)
+    tag: object = None
+
+    @property
+    def reason(self) -> str:
+        return f"{self.what}: {os.strerror(self.code) if self.code < 4096 else self.code}"
 
 
 def route(add: bool, dst: IPv4Address, table: int, oif: int = 0,
@@ -151,10 +163,10 @@ def set_member(add: bool, name: str, address: IPv4Address) -> Request:
 
 
 class BatchError(OSError):
-    def __init__(self, failures: list[tuple[str, int]]) -> None:
-        what, code = failures[0]
-        super().__init__(code, f"{what}: {os.strerror(code) if code < 4096 else code}"
-                               f"{f' (and {len(failures) - 1} more)' if len(failures) > 1 else ''}")
+    def __init__(self, failures: list[Failure]) -> None:
+        first = failures[0]
+        more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
+        super().__init__(first.code, first.reason + more)
         self.failures = failures
 
 
@@ -163,6 +175,7 @@ class RtBatch:
 
     CHUNK = 64 * 1024
     IN_FLIGHT = 256
+    TIMEOUT = 5.0  # seconds for the kernel to acknowledge a chunk; then the rest failed
 
     def __init__(self, protocol: int = NETLINK_ROUTE) -> None:
         self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_NONBLOCK,
@@ -183,14 +196,15 @@ class RtBatch:
     async def run(self, requests: list[Request]) -> None:
         """Send all, wait for every acknowledgement; raise BatchError listing failures.
         At most IN_FLIGHT requests are unacknowledged at a time: the kernel drops
-        acknowledgements that do not fit the receive buffer (ENOBUFS, seen at 10,000)."""
-        failures: list[tuple[str, int]] = []
+        acknowledgements that do not fit the receive buffer (ENOBUFS, seen at 10,000).
+        Requests not acknowledged within TIMEOUT count as failed (ETIMEDOUT)."""
+        failures: list[Failure] = []
         for first in range(0, len(requests), self.IN_FLIGHT):
             await self._run(requests[first:first + self.IN_FLIGHT], failures)
         if failures:
             raise BatchError(failures)
 
-    async def _run(self, requests: list[Request], failures: list[tuple[str, int]]) -> None:
+    async def _run(self, requests: list[Request], failures: list[Failure]) -> None:
         loop = asyncio.get_running_loop()
         pending: dict[int, Request] = {}
         chunk = bytearray()
@@ -204,8 +218,14 @@ class RtBatch:
                 chunk.clear()
         if chunk:
             await loop.sock_sendall(self.sock, bytes(chunk))
+        deadline = loop.time() + self.TIMEOUT
         while pending:
-            data = await loop.sock_recv(self.sock, 1 << 20)
+            try:
+                data = await asyncio.wait_for(loop.sock_recv(self.sock, 1 << 20),
+                                              max(0.0, deadline - loop.time()))
+            except TimeoutError:  # late acknowledgements carry sequence numbers we forget
+                failures += [Failure(r.what, errno.ETIMEDOUT, r.tag) for r in pending.values()]
+                return
             offset = 0
             while offset + 16 <= len(data):
                 length, msg_type, _, seq, _ = _HDR.unpack_from(data, offset)
@@ -215,5 +235,5 @@ class RtBatch:
                     code = -struct.unpack_from("=i", data, offset + 16)[0]
                     req = pending.pop(seq)
                     if code and code not in req.tolerate:
-                        failures.append((req.what, code))
+                        failures.append(Failure(req.what, code, req.tag))
                 offset += (length + 3) & ~3

@@ -21,9 +21,17 @@ from .logging import EventLog
 
 
 class EngineDaemon:
-    """Base of the HA, FA and MN daemons.  Subclasses set ``engine`` and ``_execute``."""
+    """Base of the HA, FA and MN daemons.  Subclasses set ``engine`` and ``_execute``.
+
+    Every call into the engine goes through ``call``: an exception there is a bug,
+    logged (rate-limited) and counted, and the daemon carries on.  The one timer is
+    re-armed whatever happens.  Inputs are read only while the worker keeps up: past
+    HIGH_WATER queued action lists the readers pause (the kernel's socket buffers drop
+    what does not fit, as a router's queue would) and resume below LOW_WATER."""
 
     BATCH = 1  # how many queued action lists one worker pass may merge
+    HIGH_WATER, LOW_WATER = 512, 128
+    LOG_FLUSH = 10.0  # seconds between summaries of rate-limited log lines
 
     def __init__(self, log: EventLog) -> None:
         self.log = log
@@ -32,6 +40,11 @@ class EngineDaemon:
         self.work: asyncio.Queue[list[Any]] = asyncio.Queue()
         self.stopping = asyncio.Event()
         self.backend_reason = ""
+        self.internal_errors = 0
+        self.inputs: dict[int, Callable[[], None]] = {}
+        self.inputs_paused = False
+        self.input_pauses = 0
+        self.flush_timer: asyncio.TimerHandle | None = None
 
     async def pick_backend(self, wanted: str) -> str:
         """Resolve dataplane.backend ("auto" tries the kernel's tunnels) and say why."""
@@ -48,10 +61,22 @@ class EngineDaemon:
         control = ControlServer(control_socket, self.handle_control)
         await control.start()
         loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        loop.add_signal_handler(signal.SIGHUP, self._guarded_reload)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
+        self.flush_timer = loop.call_later(self.LOG_FLUSH, self._flush_logs)
         return control
+
+    def _flush_logs(self) -> None:
+        self.log.flush()
+        self.flush_timer = asyncio.get_running_loop().call_later(self.LOG_FLUSH,
+                                                                 self._flush_logs)
+
+    def stop_log_flush(self) -> None:
+        if self.flush_timer is not None:
+            self.flush_timer.cancel()
+            self.flush_timer = None
+        self.log.flush()
 
     def reread(self, load: Callable[[str], Any], path: str) -> Any:
         """SIGHUP: the new configuration, or None (each problem logged, old one kept)."""
@@ -69,10 +94,68 @@ class EngineDaemon:
     def reload(self) -> None:
         raise NotImplementedError
 
+    def _guarded_reload(self) -> None:
+        try:
+            self.reload()
+        except Exception as exc:  # a bug in reload must not take the daemon down
+            self._internal_error("reload", exc)
+            self.log("reload-kept-old-config", "warning")
+
+    # --- the engine -------------------------------------------------------------------
+
+    def call(self, what: str, fn: Callable[..., list[Any]], *args: Any) -> list[Any]:
+        """An engine call that can never stop the daemon: a bug is logged and counted."""
+        try:
+            return fn(*args)
+        except Exception as exc:
+            self._internal_error(what, exc)
+            return []
+
+    def _internal_error(self, where: str, exc: BaseException) -> None:
+        self.internal_errors += 1
+        self.log("internal-error", "error", where=where, reason=repr(exc),
+                 trace=traceback.format_exc(limit=6).replace("\n", " | "))
+
+    # --- inputs and the work queue ------------------------------------------------------
+
+    def add_input(self, fd: int, callback: Callable[[], None]) -> None:
+        """A socket the daemon reads; paused while the worker is behind."""
+        self.inputs[fd] = callback
+        if not self.inputs_paused:
+            asyncio.get_running_loop().add_reader(fd, self._guard_input(callback))
+
+    def remove_input(self, fd: int) -> None:
+        if self.inputs.pop(fd, None) is not None:
+            asyncio.get_running_loop().remove_reader(fd)
+
+    def _guard_input(self, callback: Callable[[], None]) -> Callable[[], None]:
+        def read() -> None:
+            try:
+                callback()
+            except Exception as exc:
+                self._internal_error(getattr(callback, "__name__", "input"), exc)
+                self._reschedule()
+        return read
+
     def dispatch(self, actions: list[Any]) -> None:
         """Queue an engine's actions; one worker runs them in order."""
-        if actions:
-            self.work.put_nowait(actions)
+        if not actions:
+            return
+        self.work.put_nowait(actions)
+        if not self.inputs_paused and self.work.qsize() > self.HIGH_WATER:
+            self.inputs_paused = True
+            self.input_pauses += 1
+            loop = asyncio.get_running_loop()
+            for fd in self.inputs:
+                loop.remove_reader(fd)
+            self.log("inputs-paused", "warning", queued=self.work.qsize())
+
+    def _resume_inputs(self) -> None:
+        if self.inputs_paused and self.work.qsize() < self.LOW_WATER:
+            self.inputs_paused = False
+            loop = asyncio.get_running_loop()
+            for fd, callback in self.inputs.items():
+                loop.add_reader(fd, self._guard_input(callback))
 
     async def _worker(self) -> None:
         while True:
@@ -84,18 +167,24 @@ class EngineDaemon:
             except (OSError, NetlinkError) as exc:
                 self.log("dataplane-error", "error", reason=exc)
             except Exception as exc:  # a bug must not silently stop the daemon's worker
-                self.log("internal-error", "error", reason=repr(exc),
-                         where=traceback.format_exc(limit=4).replace("\n", " | "))
+                self._internal_error("worker", exc)
             finally:
                 for _ in batch:
                     self.work.task_done()
+                self._resume_inputs()
 
     async def _execute(self, actions: list[Any]) -> None:
         raise NotImplementedError
 
+    # --- the one timer ------------------------------------------------------------------
+
     def _reschedule(self) -> None:
         """Arm the one timer for the engine's next deadline (kept if unchanged)."""
-        when = self.engine.next_timer()
+        try:
+            when = self.engine.next_timer()
+        except Exception as exc:
+            self._internal_error("next_timer", exc)
+            when = time.time() + 1.0  # try again soon rather than never
         loop = asyncio.get_running_loop()
         at = None if when is None else loop.time() + max(0.0, when - time.time())
         if self.timer is not None:
@@ -108,8 +197,15 @@ class EngineDaemon:
 
     def _on_timer(self) -> None:
         self.timer = None
-        self.dispatch(self.engine.handle_timer(time.time()))
-        self._reschedule()
+        errors = self.internal_errors
+        try:
+            self.dispatch(self.call("handle_timer", self.engine.handle_timer, time.time()))
+        finally:
+            self._reschedule()
+        if self.internal_errors != errors and self.timer is not None:
+            # the deadline that failed is still due: retry in a second, not in a spin
+            self.timer.cancel()
+            self.timer = asyncio.get_running_loop().call_later(1.0, self._on_timer)
 
 
 def run_daemon(role: str, config_path: str, load: Callable[[str], Any],

@@ -18,9 +18,11 @@ from ..core.fa import AddVisitor, FaPolicy, ForeignAgent, RemoveVisitor
 from ..dataplane.fa import FaDataplane
 from ..dataplane.linklayer import IcmpLink, RegistrationLink
 from ..wire import AgentFlags
-from .daemon import EngineDaemon, run_daemon
+from .daemon import EngineDaemon, datagrams, run_daemon
 from .logging import EventLog
 from .systemd import notify
+
+BATCH = 256  # datagrams or frames read per wakeup
 
 
 def make_policy(cfg: FaConfig,
@@ -67,7 +69,7 @@ class FaDaemon(EngineDaemon):
             table=dp.table, rule_priority=dp.rule_priority,
             log=self.log)
         await self.dataplane.start(loop)
-        self.engine.policy = make_policy(self.cfg, self.dataplane.address_in_use)
+        self.engine.set_policy(make_policy(self.cfg, self.dataplane.address_in_use))
         mac = await self.dataplane.nl.mac(self.cfg.interface)
         worker = asyncio.create_task(self._worker())
         # relay from the care-of address: it is the FA's identity towards home agents
@@ -83,11 +85,11 @@ class FaDaemon(EngineDaemon):
         self.absorb.bind(("0.0.0.0", 434))
         self.absorb.setblocking(False)
         loop.add_reader(self.absorb.fileno(), self._drain_absorb)
-        loop.add_reader(self.udp.fileno(), self._on_udp)
+        self.add_input(self.udp.fileno(), self._on_udp)
         self.link = RegistrationLink(self.cfg.interface, mac)
-        loop.add_reader(self.link.fileno(), self._on_link)
+        self.add_input(self.link.fileno(), self._on_link)
         self.icmp = IcmpLink(self.cfg.interface, self.cfg.address, ("224.0.0.2",))
-        loop.add_reader(self.icmp.fileno(), self._on_icmp)
+        self.add_input(self.icmp.fileno(), self._on_icmp)
         control = await self.serve_operations(self.cfg.runtime.control_socket)
         self._reschedule()
         self.log("started", address=self.cfg.address, interface=self.cfg.interface,
@@ -95,12 +97,14 @@ class FaDaemon(EngineDaemon):
         notify("READY=1\nSTATUS=advertising")
         await self.stopping.wait()
         notify("STOPPING=1")
-        for sock in (self.udp, self.absorb, self.link, self.icmp):
-            loop.remove_reader(sock.fileno())
+        loop.remove_reader(self.absorb.fileno())
+        for sock in (self.udp, self.link, self.icmp):
+            self.remove_input(sock.fileno())
         await self.work.join()
         worker.cancel()
         await control.stop()
         await self.dataplane.stop()
+        self.stop_log_flush()
         for sock in (self.udp, self.absorb, self.link, self.icmp):
             sock.close()
         self.log("stopped")
@@ -114,8 +118,8 @@ class FaDaemon(EngineDaemon):
         if changed:
             self.log("reload-needs-restart", "warning", keys=",".join(changed))
             return
-        self.engine.policy = make_policy(cfg, self.dataplane.address_in_use
-                                         if self.dataplane else None)
+        self.engine.set_policy(make_policy(cfg, self.dataplane.address_in_use
+                                           if self.dataplane else None))
         self.engine.advertiser = make_advertiser(cfg, time.time())
         self.cfg = cfg
         self.log.set_level(cfg.runtime.log_level)
@@ -127,18 +131,13 @@ class FaDaemon(EngineDaemon):
         """Replies from home agents and binding messages from other FAs or MNs (requests
         from MNs on our link come in through the link socket)."""
         now = time.time()
-        for _ in range(256):
-            try:
-                data, addr = self.udp.recvfrom(4096)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError:
-                continue
-            self.dispatch(self.engine.from_network(data, IPv4Address(addr[0]), addr[1], now))
+        for data, addr in datagrams(self.udp, BATCH, self.log):
+            self.dispatch(self.call("from_network", self.engine.from_network, data,
+                                    IPv4Address(addr[0]), addr[1], now))
         self._reschedule()
 
     def _drain_absorb(self) -> None:
-        while True:
+        for _ in range(BATCH):
             try:
                 self.absorb.recv(4096)
             except (BlockingIOError, InterruptedError):
@@ -148,32 +147,53 @@ class FaDaemon(EngineDaemon):
 
     def _on_link(self) -> None:
         now = time.time()
-        while (d := self.link.receive()) is not None:
+        for _ in range(BATCH):  # bounded: the loop gets the CPU back under a flood
+            d = self.link.receive()
+            if d is None:
+                break
             if d.payload[:1] == b"\x01" and d.dst in (self.cfg.address, IPv4Address(
                     "255.255.255.255"), *self.cfg.care_of_addresses):
-                self.dispatch(self.engine.request_from_mn(d.payload, d.src, d.sport, d.mac, now))
+                self.dispatch(self.call("request_from_mn", self.engine.request_from_mn,
+                                        d.payload, d.src, d.sport, d.mac, now))
         self._reschedule()
 
     def _on_icmp(self) -> None:
-        while (got := self.icmp.receive()) is not None:
+        for _ in range(BATCH):
+            got = self.icmp.receive()
+            if got is None:
+                return
             src, msg = got
             if msg[0] == 10:
-                self.dispatch(self.engine.solicitation(src))
+                self.dispatch(self.call("solicitation", self.engine.solicitation, src,
+                                        time.time()))
 
     # --- output -----------------------------------------------------------------------
 
     async def _execute(self, actions: list[Any]) -> None:
+        """Kernel first; the MN hears of an acceptance only once its visitor entry exists
+        (a visitor the kernel refused is answered 66 and removed again)."""
+        held: set[int] = set()
+        extra: list[Any] = []
         for a in actions:
-            try:
-                if isinstance(a, AddVisitor):
+            if isinstance(a, AddVisitor):
+                try:
                     await self.dataplane.add_visitor(a.visitor, a.previous)
-                elif isinstance(a, RemoveVisitor):
-                    await self.dataplane.remove_visitor(a.visitor)
-            except Exception as exc:  # noqa: BLE001 - log it, and still answer the MN
-                self.log("dataplane-error", "error", home=a.visitor.home_address,
-                         reason=repr(exc),
-                         where=traceback.format_exc(limit=4).replace("\n", " | "))
-        for a in actions:
+                except Exception as exc:  # noqa: BLE001 - a refusal or a bug: never ack it
+                    self.log("dataplane-error", "error", home=a.visitor.home_address,
+                             reason=repr(exc),
+                             where=traceback.format_exc(limit=4).replace("\n", " | "))
+                    if a.relay is not None:
+                        held.add(id(a.relay))
+                    extra += self.call("visitor_failed", self.engine.visitor_failed, a,
+                                       repr(exc), time.time())
+            elif isinstance(a, RemoveVisitor):
+                await self._remove(a)
+        for a in extra:
+            if isinstance(a, RemoveVisitor):
+                await self._remove(a)
+        for a in actions + extra:
+            if id(a) in held:
+                continue
             if isinstance(a, Send):
                 try:
                     self.udp.sendto(a.data, (str(a.dst), a.port))
@@ -190,12 +210,20 @@ class FaDaemon(EngineDaemon):
             elif isinstance(a, Log):
                 self.log.emit(a)
 
+    async def _remove(self, a: RemoveVisitor) -> None:
+        try:
+            await self.dataplane.remove_visitor(a.visitor)
+        except Exception as exc:  # noqa: BLE001 - log it; the rest of the batch goes on
+            self.log("dataplane-error", "error", home=a.visitor.home_address, reason=repr(exc),
+                     where=traceback.format_exc(limit=4).replace("\n", " | "))
+
     def handle_control(self, request: dict[str, Any]) -> dict[str, Any]:
         if request.get("command", "status") != "status":
             return {"error": f"unknown command {request.get('command')!r}"}
         now = time.time()
         visitors = []
-        for v in list(self.engine.visitors.values()) + list(self.engine.pending.values()):
+        pending = [p.visitor for p in self.engine.pending.values()]
+        for v in list(self.engine.visitors.values()) + pending:
             entry = v.describe(now)
             counters = self.dataplane.counters(v.key) if self.dataplane else None
             if counters is not None and v.state == "accepted":
@@ -209,7 +237,14 @@ class FaDaemon(EngineDaemon):
                 "dataplane": self.dataplane.name if self.dataplane else None,
                 "dataplane_reason": self.backend_reason,
                 "uptime": round(now - self.started, 1), "visitors": visitors,
-                "counters": dict(self.engine.counters),
+                "counters": dict(self.engine.counters, internal_errors=self.internal_errors),
+                "route_optimization": {
+                    str(ha): "off: no FA-HA key for this home agent"
+                    for ha in self.engine.unkeyed_has()},
+                "binding_cache": [{"home_address": str(c.home_address),
+                                   "care_of_address": str(c.care_of_address),
+                                   "lifetime_left": max(0, int(c.expires - now + 0.5))}
+                                  for c in self.engine.cache.values()],
                 "tunnel_drops": self.dataplane.drops() if self.dataplane else {}}
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import gc
 import os
 import socket
@@ -13,13 +14,14 @@ from typing import Any
 from pyroute2 import NetlinkError
 
 from ..config import ConfigError, HaConfig, load_ha
-from ..core.actions import InstallBinding, Log, RemoveBinding, Send
+from ..core.actions import FetchSubscriber, InstallBinding, Log, RemoveBinding, Send
 from ..core.advertiser import Advertiser, AdvertPolicy
 from ..core.ha import HaPolicy, HomeAgent
 from ..dataplane.fake import FakeHaDataplane
 from ..dataplane.ha import HaDataplane
 from ..dataplane.linklayer import IcmpLink
 from ..subscribers.file_store import load_subscribers
+from ..subscribers.model import StoreUnavailable, Unavailable
 from ..wire import AgentFlags
 from .daemon import EngineDaemon, datagrams, run_daemon
 from .journal import BindingJournal
@@ -44,11 +46,18 @@ def make_store(cfg: HaConfig):
 
 def make_policy(cfg: HaConfig, udp_tunnels: bool = True) -> HaPolicy:
     """``udp_tunnels``: whether the dataplane can carry RFC 3519 tunnels at all."""
+    lim = cfg.limits
     return HaPolicy(addresses=(cfg.address,), max_lifetime=cfg.max_lifetime,
                     replay_window=cfg.replay_window, encapsulations=cfg.encapsulations,
                     reverse_tunneling=cfg.reverse_tunneling, vendor_id=cfg.vendor_id,
-                    fa_associations=dict(cfg.fa_peers), udp_tunnelling=cfg.udp_tunnelling and udp_tunnels,
-                    udp_keepalive=cfg.udp_keepalive)
+                    fa_associations=dict(cfg.fa_peers),
+                    udp_tunnelling=cfg.udp_tunnelling and udp_tunnels,
+                    udp_keepalive=cfg.udp_keepalive, home_networks=(cfg.home_network,),
+                    source_rate=lim.per_source, source_burst=lim.per_source_burst,
+                    unknown_rate=lim.unknown_sources, unsigned_reply_rate=lim.unsigned_replies)
+
+
+LOOKUP_THREADS = 4  # directory lookups in flight at once (each thread has a connection)
 
 
 class HaDaemon(EngineDaemon):
@@ -67,6 +76,7 @@ class HaDaemon(EngineDaemon):
         self.advert_timer: asyncio.TimerHandle | None = None
         self.journal = BindingJournal(cfg.runtime.state_file) if cfg.runtime.state_file else None
         self.started = time.time()
+        self.lookup_pool: concurrent.futures.ThreadPoolExecutor | None = None
 
     # --- lifecycle ------------------------------------------------------------------
 
@@ -86,7 +96,7 @@ class HaDaemon(EngineDaemon):
                 tunnel_interface=dp.tunnel_interface, log=self.log,
                 proxy_arp=self.cfg.proxy_arp, kernel_tunnels=self.cfg.kernel_tunnels)
         await self.dataplane.start(loop)
-        self.engine.policy = make_policy(self.cfg, self.dataplane.udp_tunnels)
+        self.engine.set_policy(make_policy(self.cfg, self.dataplane.udp_tunnels))
         worker = asyncio.create_task(self._worker())
         self._restore()
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -101,14 +111,14 @@ class HaDaemon(EngineDaemon):
         relay = getattr(self.dataplane, "relay", None)
         if relay is not None:  # UDP tunnel data leaves from port 434, as the NAPT expects
             relay.udp_send = self._udp_send
-        loop.add_reader(sock.fileno(), self._on_readable)
+        self.add_input(sock.fileno(), self._on_readable)
         control = await self.serve_operations(self.cfg.runtime.control_socket)
         if self.cfg.advertise:
             self.advertiser = Advertiser(AdvertPolicy(
                 self.cfg.address, self.cfg.home_network.prefixlen, AgentFlags.H, (),
                 self.cfg.max_lifetime, self.cfg.advertisement_interval), time.time())
             self.icmp = IcmpLink(self.cfg.home_interface, self.cfg.address, ("224.0.0.2",))
-            loop.add_reader(self.icmp.fileno(), self._on_icmp)
+            self.add_input(self.icmp.fileno(), self._on_icmp)
             self._advertise()
         self._reschedule()
         gc.freeze()  # subscribers and restored bindings are long-lived: keep them out of GC scans
@@ -118,9 +128,9 @@ class HaDaemon(EngineDaemon):
         await self.stopping.wait()
         notify("STOPPING=1")
         self.log("stopping", bindings=len(self.engine.bindings))
-        loop.remove_reader(self.sock.fileno())
+        self.remove_input(self.sock.fileno())
         if self.icmp is not None:
-            loop.remove_reader(self.icmp.fileno())
+            self.remove_input(self.icmp.fileno())
             self.icmp.close()
         if self.advert_timer is not None:
             self.advert_timer.cancel()
@@ -129,6 +139,9 @@ class HaDaemon(EngineDaemon):
         await self._final_flush()
         await control.stop()
         await self.dataplane.stop()  # bindings stay in the state file for the next start
+        if self.lookup_pool is not None:
+            self.lookup_pool.shutdown(wait=False, cancel_futures=True)
+        self.stop_log_flush()
         self.log("stopped")
 
     def _restore(self) -> None:
@@ -139,7 +152,7 @@ class HaDaemon(EngineDaemon):
         except (KeyError, TypeError, ValueError, OSError) as exc:
             self.log("state-file-unreadable", "warning", path=self.journal.snapshot, reason=exc)
             return
-        self.dispatch(self.engine.restore(bindings, time.time()))
+        self.dispatch(self.call("restore", self.engine.restore, bindings, time.time()))
 
     def reload(self) -> None:
         cfg = self.reread(load_ha, self.cfg.path)
@@ -156,8 +169,9 @@ class HaDaemon(EngineDaemon):
         changed = [k for k in fixed if getattr(cfg, k) != getattr(self.cfg, k)]
         if changed:
             self.log("reload-needs-restart", "warning", keys=",".join(changed))
-        self.engine.policy = make_policy(cfg, self.dataplane.udp_tunnels)
-        old, self.engine.store = self.engine.store, store
+        self.engine.set_policy(make_policy(cfg, self.dataplane.udp_tunnels))
+        old = self.engine.store
+        self.engine.set_store(store)
         if hasattr(old, "close"):
             old.close()
         self.cfg = cfg if not changed else self.cfg
@@ -177,10 +191,13 @@ class HaDaemon(EngineDaemon):
                                             self._advertise)
 
     def _on_icmp(self) -> None:
-        while (got := self.icmp.receive()) is not None:
+        for _ in range(RECV_BATCH):  # bounded: a flood of solicitations cannot starve us
+            got = self.icmp.receive()
+            if got is None:
+                return
             src, msg = got
-            if msg[0] == 10:
-                for a in self.advertiser.solicited(src):
+            if msg[:1] == b"\x0a":
+                for a in self.advertiser.solicited(src, time.time()):
                     self.icmp.send(a.dst, a.data)
 
     def _on_readable(self) -> None:
@@ -191,28 +208,77 @@ class HaDaemon(EngineDaemon):
             if data[:1] == b"\x04":  # RFC 3519 tunnel data from an MN behind a NAPT
                 self.dataplane.from_udp(data, IPv4Address(addr[0]), addr[1])
                 continue
-            actions += self.engine.receive(data, IPv4Address(addr[0]), addr[1], now)
+            actions += self.call("receive", self.engine.receive, data, IPv4Address(addr[0]),
+                                 addr[1], now)
         self.dispatch(actions)
+        self._reschedule()
+
+    # --- the subscriber directory, off the event loop ---------------------------------
+
+    def _fetch(self, a: FetchSubscriber) -> None:
+        store = self.engine.store
+        if self.lookup_pool is None:
+            self.lookup_pool = concurrent.futures.ThreadPoolExecutor(
+                LOOKUP_THREADS, thread_name_prefix="mipro-lookup")
+        timeout = float((self.cfg.ldap or {}).get("timeout", 3.0)) + 1.0
+        loop = asyncio.get_running_loop()
+        job = loop.run_in_executor(self.lookup_pool, store.fetch, a.home_address, a.nai)
+        task = asyncio.ensure_future(asyncio.wait_for(job, timeout))
+        task.add_done_callback(lambda t: self._fetched(a, store, t))
+
+    def _fetched(self, a: FetchSubscriber, store: Any, task: asyncio.Future) -> None:
+        try:
+            sub = task.result()
+        except (StoreUnavailable, TimeoutError, OSError) as exc:
+            reason = str(exc) or "directory lookup timed out"
+            store.record_failure(reason)
+            result: Any = Unavailable(reason)
+        except Exception as exc:  # a bug in the store: deny (130), never register
+            self._internal_error("subscriber lookup", exc)
+            store.record_failure(repr(exc))
+            result = Unavailable(repr(exc))
+        else:
+            store.record(a.home_address, a.nai, sub)
+            result = sub
+        self.dispatch(self.call("subscriber_ready", self.engine.subscriber_ready,
+                                a.home_address, a.nai, result, time.time()))
         self._reschedule()
 
     def _udp_send(self, data: bytes, addr: tuple[str, int]) -> None:
         self.sock.sendto(data, addr)
 
     async def _execute(self, actions: list[Any]) -> None:
-        """Program the kernel before answering, so the MN's first packets find the tunnel."""
-        ops = [("install" if isinstance(a, InstallBinding) else "remove", a.binding)
-               for a in actions if isinstance(a, InstallBinding | RemoveBinding)]
-        if ops:
-            if self.journal is not None:
-                for op, binding in ops:
-                    self.journal.record(op, binding)
-            try:
-                await self.dataplane.apply(ops)
-            except (OSError, NetlinkError) as exc:  # refused: log it, keep serving
-                self.log("dataplane-error", "error", ops=len(ops), reason=exc)
-            self._schedule_flush()
+        """Program the kernel before answering, so the MN's first packets find the tunnel,
+        and acknowledge (reply, journal) only what the kernel took: a binding it refused
+        is answered with the engine's denial instead, and removed again."""
+        changes = [a for a in actions if isinstance(a, InstallBinding | RemoveBinding)]
+        held: set[int] = set()  # acceptances not to send
+        if changes:
+            failed = await self._apply(changes)
+            extra: list[Any] = []
+            for i, a in enumerate(changes):
+                if i not in failed:
+                    continue
+                if isinstance(a, InstallBinding):
+                    if a.reply is not None:
+                        held.add(id(a.reply))
+                    extra += self.call("install_failed", self.engine.install_failed, a,
+                                       failed[i], time.time())
+                else:
+                    self.log("remove-failed", "warning", home=a.binding.home_address,
+                             reason=failed[i])
+            self._journal([a for i, a in enumerate(changes) if i not in failed])
+            undo = [a for a in extra if isinstance(a, RemoveBinding)]
+            if undo:
+                for i, reason in (await self._apply(undo)).items():
+                    self.log("remove-failed", "warning", home=undo[i].binding.home_address,
+                             reason=reason)
+                self._journal(undo)
+            actions = actions + [a for a in extra if not isinstance(a, RemoveBinding)]
         for a in actions:
             if isinstance(a, Send):
+                if id(a) in held:
+                    continue
                 try:
                     self.sock.sendto(a.data, (str(a.dst), a.port))
                 except (BlockingIOError, InterruptedError):
@@ -221,6 +287,26 @@ class HaDaemon(EngineDaemon):
                     self.log("send-failed", "warning", dst=f"{a.dst}:{a.port}", reason=exc)
             elif isinstance(a, Log):
                 self.log.emit(a)
+            elif isinstance(a, FetchSubscriber):
+                self._fetch(a)
+
+    async def _apply(self, changes: list[Any]) -> dict[int, str]:
+        """The kernel's answer for each change: {index: why it failed}."""
+        ops = [("install" if isinstance(a, InstallBinding) else "remove", a.binding)
+               for a in changes]
+        try:
+            return await self.dataplane.apply(ops)
+        except (OSError, NetlinkError) as exc:  # the whole batch: nothing acknowledged
+            self.log("dataplane-error", "error", ops=len(ops), reason=exc)
+            return {i: str(exc) for i in range(len(ops))}
+
+    def _journal(self, changes: list[Any]) -> None:
+        if self.journal is None or not changes:
+            return
+        for a in changes:
+            self.journal.record("install" if isinstance(a, InstallBinding) else "remove",
+                                a.binding)
+        self._schedule_flush()
 
     # --- state file -------------------------------------------------------------------
 
@@ -273,8 +359,22 @@ class HaDaemon(EngineDaemon):
                 "dataplane": self.dataplane.name if self.dataplane else None,
                 "dataplane_reason": self.backend_reason,
                 "uptime": round(now - self.started, 1), "bindings": bindings,
-                "counters": dict(self.engine.counters, reply_send_drops=self.send_drops),
+                "counters": dict(self.engine.counters, reply_send_drops=self.send_drops,
+                                 internal_errors=self.internal_errors,
+                                 input_pauses=self.input_pauses),
+                "directory": self._directory_status(),
                 "tunnel_drops": self.dataplane.drops() if self.dataplane else {}}
+
+
+    def _directory_status(self) -> dict[str, Any]:
+        store = self.engine.store
+        if not hasattr(store, "state"):
+            return {"store": "file", "subscribers": len(store) if hasattr(store, "__len__")
+                    else None}
+        return {"store": "ldap", "breaker": store.state, "cached": len(store.entries),
+                "hits": store.hits, "misses": store.misses,
+                "failures_in_a_row": store.failures, "last_error": store.last_error or None,
+                "waiting": self.engine.parked_count}
 
 
 def main(config_path: str) -> int:

@@ -89,9 +89,9 @@ class MnDaemon(EngineDaemon):
         worker = asyncio.create_task(self._worker())
         control = await self.serve_operations(self.cfg.runtime.control_socket)
         self.icmp = IcmpLink(self.cfg.interface, None, ())
-        loop.add_reader(self.icmp.fileno(), self._on_icmp)
+        self.add_input(self.icmp.fileno(), self._on_icmp)
         self.linkwatch = LinkWatch(self.cfg.interface)
-        loop.add_reader(self.linkwatch.fileno(), self._on_link_change)
+        self.add_input(self.linkwatch.fileno(), self._on_link_change)
         self.log("started", home=self.cfg.home_address, ha=self.cfg.home_agent,
                  interface=self.cfg.interface, mode=self.cfg.mode, pid=os.getpid())
         notify("READY=1\nSTATUS=looking for an agent or a care-of address")
@@ -99,14 +99,14 @@ class MnDaemon(EngineDaemon):
             if self.cfg.care_of == "static":
                 await self._static_care_of()
             else:
-                self.dispatch(self.engine.link_up(time.time()))
+                self.dispatch(self.call("link_up", self.engine.link_up, time.time()))
                 self._reschedule()
             await self.stopping.wait()
             await self._deregister()
         finally:
             notify("STOPPING=1")
             for src in (self.icmp, self.linkwatch):
-                loop.remove_reader(src.fileno())
+                self.remove_input(src.fileno())
                 src.close()
             await self._stop_dhcp()
             await self.work.join()
@@ -114,6 +114,7 @@ class MnDaemon(EngineDaemon):
             await control.stop()
             await self.dataplane.stop()
             self._close_socket()
+            self.stop_log_flush()
             self.log("stopped")
 
     async def _static_care_of(self) -> None:
@@ -188,37 +189,41 @@ class MnDaemon(EngineDaemon):
         if coa.ip in self.cfg.home_network:
             self.log("at-home", address=coa.ip, how="dhcp")
             if self.engine.using != "home":
-                self.dispatch(self.engine.returned_home(now))
+                self.dispatch(self.call("returned_home", self.engine.returned_home, now))
         else:
             self.log("care-of-address", coa=coa, gateway=gateway or "-")
             await self._open_socket(coa.ip)
             await self.dataplane.attach(coa, gateway)
-            self.dispatch(self.engine.attach(coa.ip, now))
+            self.dispatch(self.call("attach", self.engine.attach, coa.ip, now))
         self._reschedule()
 
     async def on_address_lost(self) -> None:
         self.coa = None
-        await self._execute(self.engine.detach(time.time()))
+        await self._execute(self.call("detach", self.engine.detach, time.time()))
         await self.dataplane.detach()
         self._reschedule()
 
     def _on_icmp(self) -> None:
         now = time.time()
-        while (got := self.icmp.receive()) is not None:
+        for _ in range(BATCH):  # bounded: advertisements cannot hold the loop
+            got = self.icmp.receive()
+            if got is None:
+                break
             src, msg = got
             if msg[0] == 9:
-                self.dispatch(self.engine.advertisement(msg, src, now))
+                self.dispatch(self.call("advertisement", self.engine.advertisement, msg, src,
+                                        now))
         self._reschedule()
 
     def _on_link_change(self) -> None:
         for up in self.linkwatch.changes():
             self.log("link", state="up" if up else "down")
             if up:
-                self.dispatch(self.engine.link_up(time.time()))
+                self.dispatch(self.call("link_up", self.engine.link_up, time.time()))
         self._reschedule()
 
     async def _deregister(self) -> None:
-        actions = self.engine.shutdown(time.time())
+        actions = self.call("shutdown", self.engine.shutdown, time.time())
         if not actions:
             return
         self.dispatch(actions)
@@ -241,11 +246,11 @@ class MnDaemon(EngineDaemon):
         sock.bind((str(local), 0))
         sock.setblocking(False)
         self.sock = sock
-        asyncio.get_running_loop().add_reader(sock.fileno(), self._on_readable)
+        self.add_input(sock.fileno(), self._on_readable)
 
     def _close_socket(self) -> None:
         if self.sock is not None:
-            asyncio.get_running_loop().remove_reader(self.sock.fileno())
+            self.remove_input(self.sock.fileno())
             self.sock.close()
             self.sock = None
 
@@ -256,7 +261,8 @@ class MnDaemon(EngineDaemon):
             if data[:1] == b"\x04":  # RFC 3519 tunnel data from the HA
                 self.dataplane.from_udp(data, IPv4Address(addr[0]), addr[1])
                 continue
-            actions += self.engine.receive(data, IPv4Address(addr[0]), addr[1], time.time())
+            actions += self.call("receive", self.engine.receive, data, IPv4Address(addr[0]),
+                                 addr[1], time.time())
         if actions:
             self.dispatch(actions)
             self._reschedule()
@@ -328,7 +334,8 @@ class MnDaemon(EngineDaemon):
             self.dataplane.keepalive(seq)
             await asyncio.sleep(interval)
             if self.dataplane.udp_silence() > 3 * interval:
-                self.dispatch(self.engine.udp_tunnel_silent(time.time()))
+                self.dispatch(self.call("udp_tunnel_silent", self.engine.udp_tunnel_silent,
+                                        time.time()))
                 self._reschedule()
 
     def _udp_send(self, data: bytes, addr: tuple[str, int]) -> None:

@@ -9,7 +9,9 @@ registered without its policy.
 
 from __future__ import annotations
 
+import contextlib
 import ssl
+import threading
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 from typing import Any
@@ -116,7 +118,16 @@ class LdapStore:
                             version=ssl.PROTOCOL_TLS_CLIENT)
         self.server = ldap3.Server(settings.url, use_ssl=settings.url.startswith("ldaps://"),
                                    tls=tls, connect_timeout=settings.timeout)
-        self.conn: ldap3.Connection | None = None
+        self.local = threading.local()  # lookups run in worker threads: a connection each
+        self.opened: list[ldap3.Connection] = []
+
+    @property
+    def conn(self) -> ldap3.Connection | None:
+        return getattr(self.local, "conn", None)
+
+    @conn.setter
+    def conn(self, value: ldap3.Connection | None) -> None:
+        self.local.conn = value
 
     def _connect(self) -> ldap3.Connection:
         if self.conn is not None and self.conn.bound:
@@ -130,31 +141,39 @@ class LdapStore:
             conn.start_tls()
         conn.bind()
         self.conn = conn
+        self.opened.append(conn)
         return conn
 
     def lookup(self, home_address: IPv4Address, nai: str | None = None) -> Subscriber | None:
-        flt = f"(&(objectClass=miproMobileNode)(miproHomeAddress={home_address}))"
+        """By NAI when the request has one, else by home address: never either-or, or a
+        subscriber could name somebody else's address next to its own NAI."""
         if nai:
-            flt = (f"(&(objectClass=miproMobileNode)(|(miproHomeAddress={home_address})"
-                   f"(miproNAI={escape_filter_chars(nai)})))")
+            flt = f"(&(objectClass=miproMobileNode)(miproNAI={escape_filter_chars(nai)}))"
+        else:
+            flt = f"(&(objectClass=miproMobileNode)(miproHomeAddress={home_address}))"
         try:
             conn = self._connect()
             conn.search(self.s.base_dn, flt, attributes=ATTRIBUTES, size_limit=2)
             entries = list(conn.response or [])
         except (LDAPException, OSError) as exc:
+            if self.conn in self.opened:
+                self.opened.remove(self.conn)
             self.conn = None
             raise StoreUnavailable(f"{self.s.url}: {exc}") from None
         entries = [e for e in entries if e.get("type") == "searchResEntry"]
         if not entries:
             return None
         if len(entries) > 1:
-            raise StoreUnavailable(f"{self.s.url}: {len(entries)} entries for {home_address}")
+            raise StoreUnavailable(f"{self.s.url}: {len(entries)} entries for "
+                                   f"{nai or home_address}")
         try:
             return parse_entry(entries[0]["dn"], entries[0]["attributes"])
         except ValueError as exc:
             raise StoreUnavailable(f"{self.s.url}: bad entry {exc}") from None
 
     def close(self) -> None:
-        if self.conn is not None:
-            self.conn.unbind()
-            self.conn = None
+        for conn in self.opened:
+            with contextlib.suppress(LDAPException, OSError):
+                conn.unbind()
+        self.opened.clear()
+        self.local = threading.local()

@@ -1,4 +1,11 @@
-"""What the home agent knows about a mobile node, and the store interface."""
+"""What the home agent knows about a mobile node, and the store interface.
+
+A request names its subscriber by NAI when it carries one (RFC 2794: the NAI
+is the identity) and by home address otherwise; a store never falls back from
+one to the other, or a subscriber could sign a request for somebody else's
+home address with its own key.  The home agent then checks that the home
+address asked for is the subscriber's own.
+"""
 
 from __future__ import annotations
 
@@ -26,27 +33,80 @@ class StoreUnavailable(Exception):
     """The store cannot answer now (down, or returned garbage); say why."""
 
 
+#: How a request names its subscriber: ("nai", text) or ("home", address).
+Identity = tuple[str, object]
+
+
+def identity(home_address: IPv4Address, nai: str | None) -> Identity:
+    return ("nai", nai) if nai else ("home", home_address)
+
+
+class Miss:
+    """peek(): the answer is not known yet; fetch it (off the event loop)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "MISS"
+
+
+MISS = Miss()
+
+
+@dataclass(frozen=True)
+class Unavailable:
+    """peek(): the store cannot answer now (e.g. the directory is down)."""
+
+    reason: str
+
+
+Peeked = Subscriber | None | Miss | Unavailable
+
+
 class SubscriberStore(Protocol):
     def lookup(self, home_address: IPv4Address, nai: str | None = None) -> Subscriber | None:
-        """The subscriber with this home address (or NAI), None if unknown.
+        """The subscriber named by ``nai`` if given, else by ``home_address``; None if
+        unknown.  May block; raises StoreUnavailable when the store cannot answer."""
+        ...
 
-        Raises StoreUnavailable when the store cannot answer.
-        """
+
+class Directory(Protocol):
+    """What the home agent engine asks: never blocks."""
+
+    def peek(self, home_address: IPv4Address, nai: str | None = None) -> Peeked:
         ...
 
 
 class MemoryStore:
-    """A dict-backed store, used by the file store and by tests."""
+    """A dict-backed store, used by the file store and by tests: answers at once."""
 
     def __init__(self, subscribers: list[Subscriber] | tuple[Subscriber, ...] = ()) -> None:
         self.by_home = {s.home_address: s for s in subscribers}
         self.by_nai = {s.nai: s for s in subscribers if s.nai}
 
     def lookup(self, home_address: IPv4Address, nai: str | None = None) -> Subscriber | None:
-        found = self.by_home.get(home_address)
-        if found is None and nai:
-            found = self.by_nai.get(nai)
-        return found
+        if nai:
+            return self.by_nai.get(nai)
+        return self.by_home.get(home_address)
+
+    peek = lookup
 
     def __len__(self) -> int:
         return len(self.by_home)
+
+
+class BlockingDirectory:
+    """A store without ``peek`` (a test double, a plugin) asked synchronously."""
+
+    def __init__(self, store: SubscriberStore) -> None:
+        self.store = store
+
+    def peek(self, home_address: IPv4Address, nai: str | None = None) -> Peeked:
+        try:
+            return self.store.lookup(home_address, nai)
+        except StoreUnavailable as exc:
+            return Unavailable(str(exc))
+
+
+def directory_of(store: object) -> Directory:
+    return store if hasattr(store, "peek") else BlockingDirectory(store)  # type: ignore[arg-type,return-value]

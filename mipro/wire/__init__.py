@@ -32,6 +32,7 @@ from .extensions import (
     UdpTunnelRequest,
 )
 from .messages import (
+    Region,
     RegistrationReply,
     RegistrationRequest,
     RequestFlags,
@@ -55,7 +56,7 @@ __all__ = [
     "ChallengeExtension", "Code", "Cvse", "DEFAULT_VENDOR_ID", "DecodeContext", "DecodeError",
     "Encapsulation", "ExtType", "Extension", "FaHaAuth", "FilterRule", "FilterRulesExtension",
     "GeneralizedAuth", "HomeAddressInUse", "MnFaAuth", "MnFaChallenge", "MnHaAuth", "MobilityAgentExtension", "Nai",
-    "Nvse", "PaddingExtension", "PrefixLengthsExtension", "PreviousFaNotification", "RawExtension", "RegistrationReply",
+    "Nvse", "PaddingExtension", "Region", "PrefixLengthsExtension", "PreviousFaNotification", "RawExtension", "RegistrationReply",
     "RegistrationRequest", "RequestFlags", "StaticRoute", "StaticRoutesExtension", "TunnelData",
     "UdpTunnelReply", "UdpTunnelRequest", "Verdict", "code_name", "decode_icmp", "decode_udp434",
 ]

@@ -50,6 +50,31 @@ class RequestFlags(enum.IntFlag):
 
 
 @dataclass(frozen=True)
+class Region:
+    """A run of a message's extensions, e.g. what one authenticator covers."""
+
+    extensions: tuple[Extension, ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.extensions)
+
+    def __iter__(self):
+        return iter(self.extensions)
+
+    def find(self, cls: type[E]) -> E | None:
+        for ext in self.extensions:
+            if isinstance(ext, cls):
+                return ext
+        return None
+
+    def find_all(self, cls: type[E]) -> list[E]:
+        return [e for e in self.extensions if isinstance(e, cls)]
+
+    def unknown_critical(self) -> list[RawExtension]:
+        return [e for e in self.extensions if isinstance(e, RawExtension) and not e.skippable]
+
+
+@dataclass(frozen=True)
 class _WithExtensions:
     extensions: tuple[Extension, ...]
     offsets: tuple[int, ...] = field(compare=False, repr=False)
@@ -72,7 +97,31 @@ class _WithExtensions:
 
     def unknown_critical(self) -> list[RawExtension]:
         """Unrecognised extensions of types 0-127: the RFC says deny, not skip."""
-        return [e for e in self.extensions if isinstance(e, RawExtension) and not e.skippable]
+        return Region(self.extensions).unknown_critical()
+
+    # --- authentication coverage (RFC 5944 §3.5) ----------------------------------------
+    #
+    # An authenticator covers the fixed part and every extension before it.  Engines
+    # read a security-relevant extension only from the region of an authenticator they
+    # verified, so bytes nobody signed never change state.
+
+    def covered_by(self, auth: Extension) -> Region:
+        """The extensions ``auth`` covers: all of those before it."""
+        return Region(self.extensions[: self.index_of(auth)])
+
+    def between(self, first: Extension, second: Extension) -> Region:
+        """What ``second`` covers and ``first`` does not: the extensions between them
+        (e.g. the foreign agent's part of a reply, after MN-HA and before FA-HA)."""
+        lo, hi = self.index_of(first) + 1, self.index_of(second)
+        return Region(self.extensions[lo:hi] if lo <= hi else ())
+
+    def after(self, auth: Extension) -> Region:
+        """The extensions after ``auth``: it covers none of them."""
+        return Region(self.extensions[self.index_of(auth) + 1:])
+
+    def signed_bytes(self, auth: Extension) -> bytes:
+        """The bytes ``auth``'s authenticator is computed over, as they arrived."""
+        return self.authenticated_bytes(self.index_of(auth))
 
     def wire(self) -> bytes:
         """The bytes this message travels as: what arrived, or a fresh encoding."""

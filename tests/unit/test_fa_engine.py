@@ -92,12 +92,18 @@ def test_registration_through_a_foreign_agent():
     assert fa.visitors[(HOME, MAC)].lifetime == 300
 
 
+MN_FA_KEY = SecurityAssociation(400, b"mn-fa secret key")
+
+
 def test_a_visited_host_with_the_home_address_is_announced_to_the_mn():
     """Figs. 3c, 5 (CN 4c): the FA knows a host with the MN's address; the reply it relays
-    says so (after the MN-HA authenticator), and the MN sends to that address out."""
+    says so (after the MN-HA authenticator, under an MN-FA authenticator), and the MN
+    sends to that address out."""
     asked = []
     in_use = {HOME: A("172.16.5.1")}
-    ha, fa, mn = setup(fa_policy={"address_in_use": lambda h: asked.append(h) or in_use.get(h)})
+    ha, fa, mn = setup(fa_policy={"address_in_use": lambda h: asked.append(h) or in_use.get(h),
+                                  "mn_fa": {HOME: MN_FA_KEY}},
+                       fa_peers={FA1: MN_FA_KEY})
     mn.link_up(NOW)
     seen = run(ha, fa, mn, mn.advertisement(advert(fa, NOW), FA1, NOW), NOW)
     assert asked == [HOME] and mn.state is State.REGISTERED  # MN-HA auth still holds
@@ -160,11 +166,16 @@ def test_fa_ha_authentication_both_ways():
 
 
 def test_fa_ha_key_mismatch_is_68_at_the_mn():
+    """A reply that fails FA-HA is dropped (it may be forged: the real one may follow);
+    when no authentic reply comes, the MN hears 68 at the timeout, not 78."""
     ha, fa, mn = setup(fa_policy={"ha_peers": {HA: SecurityAssociation(300, b"x" * 16)}},
                        ha_fa_keys={})
     seen = run(ha, fa, mn, mn.advertisement(advert(fa, NOW), FA1, NOW), NOW)
-    assert RegistrationReply.decode(of(SendToLink, seen)[-1].data).code == 68
-    assert not fa.visitors
+    assert not of(SendToLink, seen) and len(fa.pending) == 1
+    assert fa.counters["ha_failed_auth"] == 1
+    out = fa.handle_timer(NOW + 8)
+    assert RegistrationReply.decode(of(SendToLink, out)[-1].data).code == 68
+    assert not fa.visitors and not fa.pending
 
 
 def test_fa_without_key_is_refused_by_ha_that_requires_one():
@@ -202,7 +213,7 @@ def test_advertiser_sequence_and_solicitation():
     fa = fa_engine()
     first = advert(fa, NOW)
     assert fa.handle_timer(NOW + 0.1) == []  # not yet
-    sol = fa.solicitation(HOME)
+    sol = fa.solicitation(HOME, NOW + 0.1)
     assert sol[0].dst == A("224.0.0.1") and sol[0].data != first
 
 

@@ -73,4 +73,4 @@ def test_a_zero_ttl_asks_every_time_and_the_cache_is_bounded():
     small = CachedStore(d, max_entries=3, clock=clock)
     for i in range(10):
         small.lookup(A(f"10.1.1.{i}"))
-    assert len(small.entries) == 3 and (A("10.1.1.9"), None) in small.entries
+    assert len(small.entries) == 3 and ("home", A("10.1.1.9")) in small.entries
