@@ -34,12 +34,15 @@ def world(fa1_key=True, **mn):
     return ha, {FA1: fa1, FA2: fa2}, node
 
 
-def deliver(ha, fas, mn, actions, now, origin=HOME):
-    """Carry every message to its addressee until quiet; return all actions seen."""
+def deliver(ha, fas, mn, actions, now, origin=HOME, trace=None):
+    """Carry every message to its addressee until quiet; return all actions seen (and append
+    (sender, action) pairs to ``trace`` if given)."""
     seen, queue = [], [(origin, a) for a in actions]
     while queue:
         origin, a = queue.pop(0)
         seen.append(a)
+        if trace is not None:
+            trace.append((origin, a))
         if isinstance(a, SendToLink):
             assert a.mac == MAC
             queue += [(HOME, x) for x in mn.receive(a.data, a.src, 434, now)]
@@ -57,8 +60,9 @@ def deliver(ha, fas, mn, actions, now, origin=HOME):
     return seen
 
 
-def move(ha, fas, mn, to, now):
-    return deliver(ha, fas, mn, mn.advertisement(advert(fas[to], now), to, now), now)
+def move(ha, fas, mn, to, now, trace=None):
+    return deliver(ha, fas, mn, mn.advertisement(advert(fas[to], now), to, now), now,
+                   trace=trace)
 
 
 def test_fa2_tells_fa1_and_fa1_drops_the_visitor_at_once():
