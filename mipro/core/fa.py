@@ -493,15 +493,14 @@ class ForeignAgent:
     def from_network(self, data: bytes, src: IPv4Address, port: int,
                      now: float) -> list[Action]:
         """A datagram to our care-of address: a reply from an HA, or a binding message."""
-        kind = data[0] if data else -1
-        if kind == RegistrationReply.TYPE:
+        if data[:1] == bytes((RegistrationReply.TYPE,)):
             return self.reply_from_ha(data, src, port, now)
-        if kind == BindingUpdate.TYPE:
+        if BindingUpdate.matches(data):  # both are RFC 4064 experimental messages (255)
             return self.binding_update(data, src, port, now)
-        if kind == BindingAck.TYPE:
+        if BindingAck.matches(data):
             return self.binding_ack(data, src, port)
         self._count("unexpected_message")
-        return [Log("drop", {"src": f"{src}:{port}", "type": kind,
+        return [Log("drop", {"src": f"{src}:{port}", "type": data[0] if data else -1,
                              "reason": "not a message for a foreign agent's care-of address"},
                     "warning")]
 
@@ -512,7 +511,8 @@ class ForeignAgent:
                                  care_of_address=visitor.care_of_address,
                                  identification=visitor.identification,
                                  lifetime=n.cache_lifetime,
-                                 extensions=[MnFaAuth(n.spi, n.authenticator)])
+                                 extensions=[MnFaAuth(n.spi, n.authenticator)],
+                                 vendor_id=n.vendor_id)
         key = (visitor.home_address, visitor.identification)
         pending = PendingNotification(n.previous_fa, bu.encode(), 1, now + BU_WAITS[0])
         self.notifications[key] = pending
@@ -536,9 +536,9 @@ class ForeignAgent:
                                                          "reason": exc.reason}, "warning")]
         auths = bu.find_all(MnFaAuth)
         keys = self._bu_keys(bu.home_address)
-        signer = next((ha for ha, sa in keys if len(auths) == 1 and
-                       verify(bu.signed_bytes(auths[0]), auths[0], sa)), False)
-        if signer is False:
+        signed = [(ha, sa) for ha, sa in keys if len(auths) == 1 and
+                  verify(bu.signed_bytes(auths[0]), auths[0], sa)]
+        if not signed:
             self._count("binding_update_unauthenticated")
             return [Log("binding-update-denied", {
                 "src": f"{src}:{port}", "home": bu.home_address,
@@ -546,6 +546,7 @@ class ForeignAgent:
                 "reason": "no MN-FA key for this home address" if not keys else
                 "MN-FA authentication failed"}, "warning")]
         # the mobile node whose key signed it (two may share a home address)
+        signer, key = signed[0]
         gone = [v for v in self.visitors.values() if v.home_address == bu.home_address
                 and (signer is None or v.home_agent == signer)]
         status, reason = BindingStatus.ACCEPTED, ""
@@ -572,9 +573,10 @@ class ForeignAgent:
                                                          "status": int(status),
                                                          "reason": reason}, "warning"))
         if bu.flags & BindingFlags.A:
-            if src == bu.care_of_address:
-                ack = BindingAck(int(status), bu.home_address, bu.identification)
-                actions.append(Send(src, port, ack.encode()))
+            if src == bu.care_of_address:  # signed too (RFC 4064 §8): the MN can check it
+                ack = BindingAck.answering(bu, status).encode()
+                actions.append(Send(src, port, append_authenticator(ack, ExtType.MN_FA_AUTH,
+                                                                    key)))
             else:
                 self._count("binding_ack_withheld")
         return actions

@@ -334,7 +334,7 @@ class MobileNode:
         return self._register(now, 0, "shutdown")
 
     def receive(self, data: bytes, src: IPv4Address, port: int, now: float) -> list[Action]:
-        if data[:1] == bytes((BindingAck.TYPE,)):
+        if BindingAck.matches(data):
             return self._binding_ack(data, src)
         try:
             reply = RegistrationReply.decode(data, self.ctx)
@@ -474,7 +474,7 @@ class MobileNode:
         assert sa is not None
         bu = BindingUpdate.build(home_address=self.s.home_address,
                                  care_of_address=self.care_of_address,
-                                 identification=identification)
+                                 identification=identification, vendor_id=self.s.vendor_id)
         return append_authenticator(bu.encode(), ExtType.MN_FA_AUTH, sa)
 
     def _notification(self, identification: int) -> bytes:
@@ -503,6 +503,12 @@ class MobileNode:
             ack = BindingAck.decode(data, self.ctx)
         except DecodeError as exc:
             return [Log("drop", {"src": src, "reason": str(exc)}, "warning")]
+        sa = self.s.fa_peers.get(src)
+        auths = ack.find_all(MnFaAuth)
+        if sa is None or len(auths) != 1 or not verify(ack.signed_bytes(auths[0]), auths[0],
+                                                       sa):
+            return [Log("drop", {"src": src, "reason": "binding acknowledgement not signed "
+                                 "with our key for that agent"}, "warning")]
         return [Log("previous-fa-notified", {"previous_fa": src, "status": ack.status},
                     "info" if ack.status == 0 else "warning")]
 

@@ -10,7 +10,14 @@ from .advertisement import (
     PrefixLengthsExtension,
     decode_icmp,
 )
-from .binding import BindingAck, BindingFlags, BindingStatus, BindingUpdate
+from .binding import (
+    EXPERIMENTAL_MESSAGE,
+    BindingAck,
+    BindingFlags,
+    BindingStatus,
+    BindingUpdate,
+    ExperimentalSubType,
+)
 from .codes import Code, code_name
 from .errors import DecodeError
 from .extensions import (
@@ -54,7 +61,8 @@ __all__ = [
     "AgentAdvertisement", "AgentFlags", "AgentSolicitation", "BindingAck", "BindingFlags",
     "BindingStatus", "BindingUpdate", "CertificateExtension",
     "ChallengeExtension", "Code", "Cvse", "DEFAULT_VENDOR_ID", "DecodeContext", "DecodeError",
-    "Encapsulation", "ExtType", "Extension", "FaHaAuth", "FilterRule", "FilterRulesExtension",
+    "EXPERIMENTAL_MESSAGE", "Encapsulation", "ExperimentalSubType", "ExtType", "Extension",
+    "FaHaAuth", "FilterRule", "FilterRulesExtension",
     "GeneralizedAuth", "HomeAddressInUse", "MnFaAuth", "MnFaChallenge", "MnHaAuth", "MobilityAgentExtension", "Nai",
     "Nvse", "PaddingExtension", "Region", "PrefixLengthsExtension", "PreviousFaNotification", "RawExtension", "RegistrationReply",
     "RegistrationRequest", "RequestFlags", "StaticRoute", "StaticRoutesExtension", "TunnelData",

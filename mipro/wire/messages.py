@@ -74,11 +74,12 @@ class Region:
         return [e for e in self.extensions if isinstance(e, RawExtension) and not e.skippable]
 
 
-@dataclass(frozen=True)
-class _WithExtensions:
+class _ExtensionAccess:
+    """Lookups over ``extensions``/``offsets``/``raw`` shared by every message with extensions."""
+
     extensions: tuple[Extension, ...]
-    offsets: tuple[int, ...] = field(compare=False, repr=False)
-    raw: bytes = field(compare=False, repr=False)
+    offsets: tuple[int, ...]
+    raw: bytes
 
     def find(self, cls: type[E]) -> E | None:
         for ext in self.extensions:
@@ -141,6 +142,13 @@ class _WithExtensions:
         if self.raw:
             return self.raw[: self.offsets[index] + hdr + 4]
         return self.prefix_before(index) + ext.encode()[: hdr + 4]
+
+
+@dataclass(frozen=True)
+class _WithExtensions(_ExtensionAccess):
+    extensions: tuple[Extension, ...]
+    offsets: tuple[int, ...] = field(compare=False, repr=False)
+    raw: bytes = field(compare=False, repr=False)
 
 
 @dataclass(frozen=True)

@@ -287,10 +287,11 @@ class PreviousFaNotification(Extension):
 
     Value: previous FA's address (4), cache lifetime (2), reserved (2), then the
     SPI (4) and authenticator the mobile node computed, with its key for the
-    previous FA, over the Binding Update the new FA is to send: type 18, flags
-    A|I, lifetime = cache lifetime, home address, the new care-of address, the
-    request's identification, and the MN-FA authentication extension header and
-    SPI (RFC 5944 §3.5.1 coverage).  The new FA cannot forge or alter it.
+    previous FA, over the notification the new FA is to send (binding.py: RFC 4064
+    experimental message 255, sub-type 1): flag A, this NVSE's Vendor/Org-ID, home
+    address, the new care-of address, the request's identification, lifetime =
+    cache lifetime, and the MN-FA authentication extension's type, length and SPI
+    (RFC 5944 §3.5.1 coverage).  The new FA cannot forge or alter it.
     """
 
     previous_fa: IPv4Address

@@ -84,19 +84,27 @@ RRP = (
                               home_agent="192.0.2.1", identification=0xE1E2E3F000000001,
                               extensions=[EXTENSIONS["mn-ha-auth"][1]]),
 )
-# Binding Update (previous-FA notification): flags A|I, lifetime 0, HoA 10.0.0.1,
-# new CoA 192.0.2.129, the registration's identification, MN-FA auth SPI 257
+# Previous-FA notification (RFC 4064 experimental message 255, sub-type 1): Length 26, flag A,
+# Vendor/Org-ID 32473, HoA 10.0.0.1, new CoA 192.0.2.129, the registration's identification,
+# cache lifetime 0, reserved; then MN-FA auth SPI 257
 BU = (
-    h("12 c0 0000", "0a000001", "c0000281", "e1e2e3e400000001")
+    h("ff 1a 01 80", "00007ed9", "0a000001", "c0000281", "e1e2e3e400000001", "0000 0000")
     + EXTENSIONS["mn-fa-auth"][0],
     w.BindingUpdate.build(home_address="10.0.0.1", care_of_address="192.0.2.129",
                           identification=0xE1E2E3E400000001,
                           extensions=[EXTENSIONS["mn-fa-auth"][1]]),
 )
-# Binding Acknowledge: status 0 (accepted)
-BACK = (h("13 00 00 00", "0a000001", "e1e2e3e400000001"),
+# Its acknowledgement (sub-type 2): Length 18, status 0 (accepted), Vendor/Org-ID, HoA, the
+# notification's identification
+BACK = (h("ff 12 02 00", "00007ed9", "0a000001", "e1e2e3e400000001"),
         w.BindingAck(0, A("10.0.0.1"), 0xE1E2E3E400000001))
-MESSAGES = {"binding-update": BU, "binding-ack": BACK}
+# ... and one the previous FA signed with the mobile node's key: status 69 (identification
+# mismatch), then MN-FA auth SPI 257
+BACK_SIGNED = (h("ff 12 02 45", "00007ed9", "0a000001", "e1e2e3e400000001")
+               + EXTENSIONS["mn-fa-auth"][0],
+               w.BindingAck(69, A("10.0.0.1"), 0xE1E2E3E400000001,
+                            extensions=(EXTENSIONS["mn-fa-auth"][1],)))
+MESSAGES = {"binding-update": BU, "binding-ack": BACK, "binding-ack-signed": BACK_SIGNED}
 INNER_IP = h("45000014 0000 0000 40 01 0000", "0a000001", "cb007105")
 TUNNEL_DATA = (h("04 04 0000") + INNER_IP, w.TunnelData(4, INNER_IP))
 

@@ -92,4 +92,15 @@ adverts = st.builds(
     st.integers(0, 0xFFE0).map(lambda f: f & 0xFFE0), st.lists(addrs, max_size=8),
     st.lists(st.integers(0, 32), max_size=4), st.booleans(), st.sampled_from([0, 16]))
 
-udp434_messages = st.one_of(requests, replies, tunnel_data())
+notifications = st.builds(
+    lambda flags, life, hoa, coa, ident, exts: w.BindingUpdate.build(
+        flags=w.BindingFlags(flags), lifetime=life, home_address=hoa, care_of_address=coa,
+        identification=ident, extensions=exts),
+    st.sampled_from([0, int(w.BindingFlags.A)]), u16, addrs, addrs, u64,
+    st.lists(extensions, max_size=4))
+
+notification_acks = st.builds(
+    lambda status, hoa, ident, exts: w.BindingAck(status, hoa, ident, extensions=tuple(exts)),
+    u8, addrs, u64, st.lists(extensions, max_size=2))
+
+udp434_messages = st.one_of(requests, replies, tunnel_data(), notifications, notification_acks)

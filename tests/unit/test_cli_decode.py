@@ -54,3 +54,19 @@ def test_decode_pcap(tmp_path, capsys):
     assert [m["message"] for m in msgs] == ["registration-request", "agent-advertisement",
                                             "registration-reply"]
     assert [m["frame"] for m in msgs] == [1, 3, 4]
+
+
+def test_decode_notification_and_ack(capsys):
+    assert main(["decode", golden.BU[0].hex()]) == 0
+    out = capsys.readouterr().out
+    assert "message: binding-update" in out and "sub_type: 1" in out
+    assert "care_of_address: 192.0.2.129" in out and "flags: A" in out
+    assert main(["decode", "--json", golden.BACK_SIGNED[0].hex()]) == 0
+    ack = json.loads(capsys.readouterr().out)
+    assert ack["message"] == "binding-ack" and ack["status_name"] == "identification-mismatch"
+    assert ack["extensions"][0]["name"] == "MN-FA authentication"
+
+
+def test_decode_another_organizations_experiment(capsys):
+    assert main(["decode", "--vendor-id", "9", golden.BU[0].hex()]) == 1
+    assert "organization 32473" in capsys.readouterr().err

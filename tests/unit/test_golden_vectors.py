@@ -19,7 +19,8 @@ def test_extension_vector(name):
     assert decoded == (ext,) and offsets == (0,)
 
 
-@pytest.mark.parametrize("vector", ["RRQ", "RRQ_ALL_FLAGS", "RRP", "TUNNEL_DATA", "BU", "BACK"])
+@pytest.mark.parametrize("vector", ["RRQ", "RRQ_ALL_FLAGS", "RRP", "TUNNEL_DATA", "BU", "BACK",
+                                    "BACK_SIGNED"])
 def test_udp434_vector(vector):
     data, msg = getattr(golden, vector)
     assert msg.encode() == data

@@ -4,11 +4,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mipro import wire as w
+from mipro.wire.extensions import AuthExtension
 
 from . import golden
-from .strategies import adverts, udp434_messages
+from .strategies import adverts, notification_acks, notifications, udp434_messages
 
 SEEDS = [golden.RRQ[0], golden.RRP[0], golden.TUNNEL_DATA[0], golden.RRQ_ALL_FLAGS[0],
+         golden.BU[0], golden.BACK[0], golden.BACK_SIGNED[0],
          golden.RRQ_FIXED + b"".join(v[0] for v in golden.EXTENSIONS.values())]
 ICMP_SEEDS = [golden.ADVERT[0], golden.SOLICITATION[0]]
 
@@ -19,6 +21,31 @@ def test_udp434_round_trip(msg):
     decoded = w.decode_udp434(data)
     assert decoded == msg
     assert decoded.encode() == data
+
+
+@given(notifications, st.integers(1, 2**24 - 1))
+def test_notification_round_trip_with_any_vendor_id(bu, vendor_id):
+    """The MN precomputes its authenticator over FA2's encoding: build, encode and decode
+    must agree for every field value, and the fixed part must end where extensions begin."""
+    bu = w.BindingUpdate.build(home_address=bu.home_address, care_of_address=bu.care_of_address,
+                               identification=bu.identification, lifetime=bu.lifetime,
+                               flags=bu.flags, vendor_id=vendor_id,
+                               extensions=[e for e in bu.extensions  # mipro's NVSEs: 32473
+                                           if not hasattr(e, "VENDOR_TYPE")])
+    data = bu.encode()
+    ctx = w.DecodeContext(vendor_id=vendor_id)
+    decoded = w.decode_udp434(data, ctx)
+    assert decoded == bu and decoded.encode() == data
+    assert decoded.offsets[:1] in ((), (w.BindingUpdate.FIXED,))
+    for i, ext in enumerate(decoded.extensions):
+        if isinstance(ext, AuthExtension):  # what the MN signs = what FA1 checks
+            assert decoded.authenticated_bytes(i) == bu.authenticated_bytes(i)
+
+
+@given(notification_acks)
+def test_acknowledgement_answers_what_it_decodes_from(ack):
+    decoded = w.decode_udp434(ack.encode())
+    assert w.BindingAck.matches(ack.encode()) and decoded == ack
 
 
 @given(adverts)
