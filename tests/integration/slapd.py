@@ -62,12 +62,15 @@ def _certificates(d: Path) -> None:
 
 
 class Slapd:
-    def __init__(self, workdir: Path, ldif: Path = REPO / "conf" / "subscribers.ldif") -> None:
+    def __init__(self, workdir: Path, ldif: Path = REPO / "conf" / "subscribers.ldif",
+                 netns: str | None = None) -> None:
         self.dir = workdir
         self.ldif = ldif
         self.port = _free_port()
         self.tls_port = _free_port()
         self.proc: subprocess.Popen | None = None
+        self.netns = netns  # run it in this network namespace (a lab node's loopback)
+        self.wrap = ["ip", "netns", "exec", netns] if netns else []
 
     @property
     def url(self) -> str:
@@ -104,18 +107,27 @@ directory {d / 'db'}
         subprocess.run(["slapadd", "-f", str(conf), "-l", str(self.ldif)], check=True,
                        capture_output=True)
         self.proc = subprocess.Popen(
-            ["slapd", "-f", str(conf), "-h", f"{self.url}/ {self.ldaps_url}/", "-d", "0"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+            [*self.wrap, "slapd", "-f", str(conf), "-h", f"{self.url}/ {self.ldaps_url}/",
+             "-d", "0"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            start_new_session=True)
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return self
+                self._probe()
+                return self
             except OSError:
                 if self.proc.poll() is not None:
                     raise RuntimeError(f"slapd exited: {self.proc.stderr.read()!r}") from None
                 time.sleep(0.1)
         raise RuntimeError("slapd did not start listening")
+
+    def _probe(self) -> None:
+        if self.netns is None:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                return
+        probe = f"import socket; socket.create_connection(('127.0.0.1', {self.port}), 0.5)"
+        if subprocess.run([*self.wrap, "python3", "-c", probe], capture_output=True).returncode:
+            raise OSError("not listening yet")
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
