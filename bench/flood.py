@@ -66,7 +66,8 @@ MN_MAC = "02:00:00:00:01:00"
 SUBSCRIBERS = 4
 HOME_HA_CASE, HOME_FA_CASE = 0, 1  # subscriber index of the MN in each case
 FA_HA_KEY = bytes.fromhex("666c6f6f642d66612d68612d6b657921")
-CPU_DAEMON, CPU_LOAD = "0", "1"
+CPU_DAEMON, CPU_LOAD = "0", "1"  # daemons; generator (and by default the MN)
+MN_CPU = [CPU_LOAD]
 
 
 def home_of(i: int) -> IPv4Address:
@@ -378,7 +379,7 @@ def mn_args(target: str, seconds: float, timeout: float, interval: float = 0.0) 
     i = HOME_HA_CASE if target == "ha" else HOME_FA_CASE
     where = (["--dst", HA_ADDR, "--bind", MN_COA, "--coa", MN_COA] if target == "ha" else
              ["--dst", FA_ADDR, "--bind", str(home_of(i)), "--coa", FA_COA])
-    return ["ip", "netns", "exec", MN, "taskset", "-c", CPU_LOAD, PY, str(HERE / "flood.py"),
+    return ["ip", "netns", "exec", MN, "taskset", "-c", MN_CPU[0], PY, str(HERE / "flood.py"),
             "mn", *where, "--ha", HA_ADDR, "--home", str(home_of(i)), "--spi", str(256 + i),
             "--key", mn_key(i).hex(), "--seconds", f"{seconds:g}", "--timeout", f"{timeout:g}",
             "--interval", f"{interval:g}"]
@@ -394,6 +395,8 @@ def limiter(action: str, target: str, mode: str = "on",
         cmd, ns, mine = ["source", HA_ADDR, "--exempt", FA_COA], HA, ["--exempt", MN_COA]
     else:
         cmd, ns, mine = ["link", "lan0"], FA, ["--exempt", MN_MAC]
+        if action == "install":
+            cmd += ["--address", FA_ADDR, "--address", FA_COA, "--address", "255.255.255.255"]
     if action == "install":
         cmd += mine if mode == "on" else []
         cmd += ["--rate", str(a.rate), "--burst", str(a.burst),
@@ -522,6 +525,9 @@ def main() -> None:
     p.add_argument("--mn-interval", type=float, default=0.0,
                    help="the MN's least time between requests (0: the next on each reply; "
                         "with --limiter new at least 2/--rate)")
+    p.add_argument("--mn-cpu", default=CPU_LOAD,
+                   help="the CPU of the measuring MN (default the generator's: the flood "
+                        "pauses while the MN runs, which flatters the MN a little)")
     p.add_argument("--pause", type=float, default=3.0)
     p.add_argument("--out", default=str(HERE / "results" / "flood.json"))
     a = p.parse_args()
@@ -530,6 +536,7 @@ def main() -> None:
         return
     if os.geteuid() != 0:
         sys.exit("needs root (network namespaces, raw sockets)")
+    MN_CPU[0] = a.mn_cpu
     gen = build_generator()
     results = []
     with tempfile.TemporaryDirectory(prefix="mipro-flood-") as tmp:

@@ -16,6 +16,9 @@ Two mechanisms, because the two agents read requests differently:
       PREROUTING -[-d ADDR -p udp --dport 434]-> MIPRO-LIMIT
       PREROUTING -[-i IF -p icmp --icmp-type 10]-> MIPRO-LIMIT   (solicit_interface)
       MIPRO-LIMIT: -p icmp -m limit S/s -j RETURN;  -p icmp -j DROP
+                   -p udp -m u32 ! --u32 "<first payload byte>=1,4" -j DROP     (shape)
+                   -p udp -m u32 --u32 "<first payload byte>=1" -m length
+                       --length 0:73 -j DROP        (a request shorter than 46 bytes)
                    -p udp -m set --match-set mipro-limit-ok src -j RETURN
                    -p udp -m hashlimit --hashlimit-above R/s --hashlimit-mode srcip
                        --hashlimit-name mipro-limit -j DROP
@@ -32,7 +35,9 @@ Two mechanisms, because the two agents read requests differently:
         set sources { type ether_addr; flags dynamic,timeout; timeout E; size N }
         set solicitors { type ether_addr; flags dynamic,timeout; timeout E; size N }
         chain ingress { type filter hook ingress device IF priority -500
-          udp dport 434 ether saddr @exempt counter accept
+          udp dport 434 ip daddr { ADDRS } @th,64,8 != 1 counter drop          (shape)
+          udp dport 434 ip daddr { ADDRS } udp length < 54 counter drop
+          udp dport 434 ip daddr { ADDRS } ether saddr @exempt counter accept
           udp dport 434 update @sources { ether saddr limit rate over R/second burst B }
               counter drop
           [udp dport 434 limit rate over A/second burst AB counter drop]   (aggregate)
@@ -44,6 +49,11 @@ Two mechanisms, because the two agents read requests differently:
   transaction per change; the daemon never runs ``nft``.  (tc ingress would need eBPF
   bytecode for per-source state: this kernel has no act_police or matchall, and u32
   keeps no per-source state.)
+
+The shape rules (``Limits.shape``) drop, before any bucket, what the daemon would
+discard anyway: a first payload byte it does not read, a request shorter than the
+fixed part and the mandatory MN-HA authenticator.  Rules count what they drop
+(``counters()``), so `mipro status` can show it.
 
 Both are idempotent: ``start`` replaces whatever an earlier run left with exactly the
 wanted state (exemptions included), ``stop`` removes exactly the objects named here.
@@ -67,10 +77,17 @@ from pyroute2.ipset import AsyncIPSet
 from .visitorfw import destroy_sets, set_match, set_member
 
 CHAIN = "MIPRO-LIMIT"
+COUNTERS = ("shape_dropped", "exempt", "source_dropped", "aggregate_dropped",
+            "solicit_dropped")
 EXEMPT_SET = "mipro-limit-ok"
 HASHLIMIT_NAME = "mipro-limit"
 NFT_TABLE_PREFIX = "mipro-limit-"
 SOLICITATION = "10"
+REGISTRATION_REQUEST, TUNNEL_DATA = 1, 4
+# the shortest registration request: 24 fixed bytes and an MN-HA authentication
+# extension (type, length, SPI, 16-byte authenticator), which RFC 5944 makes mandatory
+MIN_REQUEST = 24 + 2 + 4 + 16
+FIRST_PAYLOAD_BYTE = "0>>22&0x3C@8>>24"  # u32: the byte after the UDP header
 
 
 @dataclass(frozen=True)
@@ -89,7 +106,8 @@ class Limits:
     solicit_burst: int = 40
     solicit_source_rate: int = 5
     expire: int = 10  # seconds an idle source's bucket is remembered
-    size: int = 65536  # sources remembered at once
+    size: int = 65536  # sources remembered at once (a full hashlimit table drops new ones)
+    shape: bool = True  # drop, before any bucket, what cannot be a message for the daemon
 
     def __post_init__(self) -> None:
         for name in ("rate", "burst", "solicit_rate", "solicit_burst",
@@ -120,8 +138,12 @@ class SourceLimiter:
     def __init__(self, address: IPv4Address, limits: Limits = Limits(), port: int = 434,
                  solicit_interface: str | None = None, chain: str = CHAIN,
                  exempt_set: str = EXEMPT_SET, hashlimit_name: str = HASHLIMIT_NAME,
-                 table: str = iptc.Table.RAW, hook: str = "PREROUTING") -> None:
+                 table: str = iptc.Table.RAW, hook: str = "PREROUTING",
+                 types: tuple[int, ...] = (REGISTRATION_REQUEST, TUNNEL_DATA)) -> None:
+        """``types``: the first payload bytes the daemon reads (with Limits.shape, other
+        datagrams are dropped: the HA reads requests and RFC 3519 tunnel data)."""
         self.address = IPv4Address(address)
+        self.types = types
         self.limits = limits
         self.port = port
         self.solicit_interface = solicit_interface
@@ -155,22 +177,33 @@ class SourceLimiter:
         await self.add_exempt(exempt)
         self._install_rules()
 
-    def _install_rules(self) -> None:
+    def _rules(self) -> list[tuple[str, iptc.Rule]]:
+        """MIPRO-LIMIT's rules in order, each with the counter it feeds."""
         lim = self.limits
-        table = self._table()
-        chain = table.create_chain(self.chain)
+        out: list[tuple[str, iptc.Rule]] = []
         icmp_ok = iptc.Rule()
         icmp_ok.protocol = "icmp"
         m = icmp_ok.create_match("limit")
         m.limit, m.limit_burst = f"{lim.solicit_rate}/sec", str(lim.solicit_burst)
-        chain.append_rule(_target(icmp_ok, "RETURN"))
+        out.append(("solicit_passed", _target(icmp_ok, "RETURN")))
         icmp_drop = iptc.Rule()
         icmp_drop.protocol = "icmp"
-        chain.append_rule(_target(icmp_drop, "DROP"))
+        out.append(("solicit_dropped", _target(icmp_drop, "DROP")))
+        if lim.shape:  # not a request nor tunnel data; a request too short to be one
+            kind = iptc.Rule()
+            _udp434(kind, self.port)
+            kind.create_match("u32").u32 = \
+                f"! {FIRST_PAYLOAD_BYTE}={','.join(str(t) for t in self.types)}"
+            out.append(("shape_dropped", _target(kind, "DROP")))
+            short = iptc.Rule()
+            _udp434(short, self.port)
+            short.create_match("u32").u32 = f"{FIRST_PAYLOAD_BYTE}={REGISTRATION_REQUEST}"
+            short.create_match("length").length = f"0:{20 + 8 + MIN_REQUEST - 1}"
+            out.append(("shape_dropped", _target(short, "DROP")))
         exempt = iptc.Rule()
         _udp434(exempt, self.port)
         set_match(exempt, self.exempt_set, "src")
-        chain.append_rule(_target(exempt, "RETURN"))
+        out.append(("exempt", _target(exempt, "RETURN")))
         per_source = iptc.Rule()
         _udp434(per_source, self.port)
         h = per_source.create_match("hashlimit")
@@ -181,17 +214,24 @@ class SourceLimiter:
         h.hashlimit_htable_expire = str(lim.expire * 1000)
         h.hashlimit_htable_max = str(lim.size)
         h.hashlimit_htable_size = str(min(lim.size, 65536))
-        chain.append_rule(_target(per_source, "DROP"))
+        out.append(("source_dropped", _target(per_source, "DROP")))
         if lim.aggregate_rate:
             together = iptc.Rule()
             _udp434(together, self.port)
             m = together.create_match("limit")
             m.limit = f"{lim.aggregate_rate}/sec"
             m.limit_burst = str(lim.aggregate_burst or lim.aggregate_rate)
-            chain.append_rule(_target(together, "RETURN"))
+            out.append(("aggregate_passed", _target(together, "RETURN")))
             rest = iptc.Rule()
             _udp434(rest, self.port)
-            chain.append_rule(_target(rest, "DROP"))
+            out.append(("aggregate_dropped", _target(rest, "DROP")))
+        return out
+
+    def _install_rules(self) -> None:
+        table = self._table()
+        chain = table.create_chain(self.chain)
+        for _, rule in self._rules():
+            chain.append_rule(rule)
         hook = iptc.Chain(table, self.hook)
         if self.solicit_interface:
             jump = iptc.Rule()
@@ -252,24 +292,22 @@ class SourceLimiter:
         await self.add_exempt(wanted - self.exempted)
 
     def counters(self) -> dict[str, int]:
-        """Packets per rule: exempt, dropped per source, dropped as a whole, solicitations
-        dropped ({} when not installed)."""
+        """Packets per counter (COUNTERS; several rules may feed one), {} when not
+        installed."""
         table = self._table()
         if not table.is_chain(self.chain):
             return {}
-        out = {"solicit_dropped": 0, "exempt": 0, "source_dropped": 0, "aggregate_dropped": 0}
-        for rule in iptc.Chain(table, self.chain).rules:
-            packets, _ = rule.get_counters()
+        out = dict.fromkeys(COUNTERS, 0)
+        for rule in iptc.Chain(table, self.chain).rules:  # by content: any run's rules
             names = {m.name for m in rule.matches}
-            if rule.protocol == "icmp":
-                if rule.target.name == "DROP":
-                    out["solicit_dropped"] += packets
-            elif "set" in names:
-                out["exempt"] += packets
-            elif "hashlimit" in names:
-                out["source_dropped"] += packets
-            elif rule.target.name == "DROP":
-                out["aggregate_dropped"] += packets
+            drop = rule.target.name == "DROP"
+            name = ("solicit_dropped" if rule.protocol == "icmp" and drop else
+                    "shape_dropped" if "u32" in names else
+                    "exempt" if "set" in names else
+                    "source_dropped" if "hashlimit" in names else
+                    "aggregate_dropped" if drop and rule.protocol == "udp" else None)
+            if name is not None:
+                out[name] += rule.get_counters()[0]
         return out
 
 
@@ -355,8 +393,13 @@ class LinkLimiter:
     ``interface``, at its netfilter ingress hook (before packet sockets see them)."""
 
     def __init__(self, interface: str, limits: Limits = Limits(), port: int = 434,
-                 priority: int = -500) -> None:
+                 priority: int = -500, addresses: Iterable[IPv4Address] = ()) -> None:
+        """``addresses``: the destinations the daemon takes requests for (its address on
+        the link, its care-of addresses, 255.255.255.255); only those are limited, so a
+        co-located visitor's UDP 434 through the FA (e.g. RFC 3519 tunnel data) is not.
+        Empty: every UDP 434 arriving on the link."""
         self.interface = interface
+        self.addresses = tuple(sorted({IPv4Address(a) for a in addresses}))
         self.limits = limits
         self.port = port
         self.priority = priority
@@ -369,27 +412,40 @@ class LinkLimiter:
             self.nft = Nft()
         return self.nft
 
-    def _ruleset(self) -> str:
+    def _rules(self) -> list[tuple[str, str]]:
+        """The ingress chain's rules in order, each with the counter it feeds."""
         lim = self.limits
         udp = f"udp dport {self.port}"
-        meter = f"type ether_addr; flags dynamic,timeout; timeout {lim.expire}s; " \
-                f"size {lim.size};"
-        rules = [
-            f"{udp} ether saddr @exempt counter accept",
-            f"{udp} update @sources {{ ether saddr limit rate over {lim.rate}/second "
-            f"burst {lim.burst} packets }} counter drop",
+        if self.addresses:
+            udp += f" ip daddr {{ {', '.join(str(a) for a in self.addresses)} }}"
+        out: list[tuple[str, str]] = []
+        if lim.shape:  # the FA reads only registration requests off the link
+            out += [("shape_dropped", f"{udp} @th,64,8 != {REGISTRATION_REQUEST} counter drop"),
+                    ("shape_dropped", f"{udp} udp length < {8 + MIN_REQUEST} counter drop")]
+        out += [
+            ("exempt", f"{udp} ether saddr @exempt counter accept"),
+            ("source_dropped", f"{udp} update @sources {{ ether saddr limit rate over "
+                               f"{lim.rate}/second burst {lim.burst} packets }} counter drop"),
         ]
         if lim.aggregate_rate:
-            rules.append(f"{udp} limit rate over {lim.aggregate_rate}/second burst "
-                         f"{lim.aggregate_burst or lim.aggregate_rate} packets counter drop")
-        rules += [
-            f"icmp type router-solicitation update @solicitors {{ ether saddr limit rate "
-            f"over {lim.solicit_source_rate}/second burst {lim.solicit_source_rate} "
-            f"packets }} counter drop",
-            f"icmp type router-solicitation limit rate over {lim.solicit_rate}/second "
-            f"burst {lim.solicit_burst} packets counter drop",
+            out.append(("aggregate_dropped",
+                        f"{udp} limit rate over {lim.aggregate_rate}/second burst "
+                        f"{lim.aggregate_burst or lim.aggregate_rate} packets counter drop"))
+        out += [
+            ("solicit_dropped", f"icmp type router-solicitation update @solicitors {{ ether "
+                                f"saddr limit rate over {lim.solicit_source_rate}/second burst "
+                                f"{lim.solicit_source_rate} packets }} counter drop"),
+            ("solicit_dropped", f"icmp type router-solicitation limit rate over "
+                                f"{lim.solicit_rate}/second burst {lim.solicit_burst} packets "
+                                f"counter drop"),
         ]
-        body = "\n    ".join(rules)
+        return out
+
+    def _ruleset(self) -> str:
+        lim = self.limits
+        meter = f"type ether_addr; flags dynamic,timeout; timeout {lim.expire}s; " \
+                f"size {lim.size};"
+        body = "\n    ".join(rule for _, rule in self._rules())
         return (f"table netdev {self.table} {{\n"
                 f"  set exempt {{ type ether_addr; }}\n"
                 f"  set sources {{ {meter} }}\n"
@@ -441,22 +497,18 @@ class LinkLimiter:
                                   json_output=True)
         except NftError:
             return {}
-        counts = {"exempt": 0, "source_dropped": 0, "aggregate_dropped": 0,
-                  "solicit_dropped": 0}
-        for item in json.loads(out).get("nftables", []):
+        counts = dict.fromkeys(COUNTERS, 0)
+        for item in json.loads(out).get("nftables", []):  # by content: any run's rules
             expr = item.get("rule", {}).get("expr")
             if expr is None:
                 continue
-            packets = next((e["counter"]["packets"] for e in expr if "counter" in e), 0)
             text = json.dumps(expr)
-            if '"accept"' in text:
-                counts["exempt"] += packets
-            elif '"icmp"' in text:
-                counts["solicit_dropped"] += packets
-            elif '"@sources"' in text:
-                counts["source_dropped"] += packets
-            else:
-                counts["aggregate_dropped"] += packets
+            name = ("exempt" if '"accept"' in text else
+                    "solicit_dropped" if '"icmp"' in text else
+                    "source_dropped" if '"@sources"' in text else
+                    "shape_dropped" if '"th"' in text or '"length"' in text else
+                    "aggregate_dropped")
+            counts[name] += next((e["counter"]["packets"] for e in expr if "counter" in e), 0)
         return counts
 
 
@@ -466,7 +518,8 @@ class LinkLimiter:
 def _limits(a: argparse.Namespace) -> Limits:
     return Limits(rate=a.rate, burst=a.burst, aggregate_rate=a.aggregate_rate,
                   aggregate_burst=a.aggregate_burst, solicit_rate=a.solicit_rate,
-                  solicit_burst=a.solicit_burst, expire=a.expire, size=a.size)
+                  solicit_burst=a.solicit_burst, expire=a.expire, size=a.size,
+                  shape=not a.no_shape)
 
 
 async def _cli(a: argparse.Namespace) -> dict:
@@ -475,7 +528,8 @@ async def _cli(a: argparse.Namespace) -> dict:
             IPv4Address(a.target), _limits(a), solicit_interface=a.solicit_interface)
         exempt: list = [IPv4Address(x) for x in a.exempt]
     else:
-        limiter = LinkLimiter(a.target, _limits(a))
+        limiter = LinkLimiter(a.target, _limits(a),
+                              addresses=[IPv4Address(x) for x in a.address])
         exempt = list(a.exempt)
     if a.action == "install":
         await limiter.start(exempt)
@@ -500,6 +554,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--exempt", action="append", default=[],
                    help="an address (source) or MAC (link); repeatable")
     p.add_argument("--solicit-interface")
+    p.add_argument("--address", action="append", default=[],
+                   help="link: a destination the daemon takes requests for; repeatable")
+    p.add_argument("--no-shape", action="store_true",
+                   help="keep datagrams that cannot be messages for the daemon")
     d = Limits()
     for name in ("rate", "burst", "aggregate_rate", "aggregate_burst", "solicit_rate",
                  "solicit_burst", "expire", "size"):

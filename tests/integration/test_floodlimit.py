@@ -63,18 +63,20 @@ def pair():
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
-def udp_flood(ns: str, src: str, count: int = FLOOD) -> None:
+def udp_flood(ns: str, src: str, count: int = FLOOD, payload: str = '"\\x01" + bytes(45)'):
+    """``count`` datagrams to 10.66.0.1:434 (by default as long as the shortest request)."""
     py(ns, f"""
         import socket
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         s.bind(("{src}", 0))
         for i in range({count}):
-            s.sendto(b"\\x01" + bytes(27), ("10.66.0.1", 434))
+            s.sendto(b{payload}, ("10.66.0.1", 434))
     """)
 
 
 def frame_flood(ns: str, src_mac: str, dst_mac: str, count: int = FLOOD,
-                kind: str = "udp") -> None:
+                kind: str = "udp", dst: str = "10.66.0.1",
+                payload: str = '"\\x01" + bytes(45)') -> None:
     py(ns, f"""
         import socket, struct
         from ipaddress import IPv4Address as A
@@ -84,8 +86,8 @@ def frame_flood(ns: str, src_mac: str, dst_mac: str, count: int = FLOOD,
         dst = bytes.fromhex("{dst_mac}".replace(":", ""))
         src = bytes.fromhex("{src_mac}".replace(":", ""))
         if "{kind}" == "udp":
-            frame = udp_frame(src, dst, A("10.128.1.9"), A("10.66.0.1"), 4000, 434,
-                              b"\\x01" + bytes(45))
+            frame = udp_frame(src, dst, A("10.128.1.9"), A("{dst}"), 4000, 434,
+                              b{payload})
         else:  # an ICMP router solicitation to 224.0.0.2
             icmp = bytearray(8); icmp[0] = 10
             icmp[2:4] = struct.pack("!H", checksum(bytes(icmp)))
@@ -130,8 +132,8 @@ def test_source_limiter(pair):
     target, sender = pair
     counters = source(target, 'await lim.start([A("10.66.0.3")]); '
                               'await lim.start([A("10.66.0.3")])')  # idempotent
-    assert counters == {"solicit_dropped": 0, "exempt": 0, "source_dropped": 0,
-                        "aggregate_dropped": 0}
+    assert counters == {"shape_dropped": 0, "solicit_dropped": 0, "exempt": 0,
+                        "source_dropped": 0, "aggregate_dropped": 0}
     state = source_state(target)
     assert state["chain"] and state["set"] and len(state["jumps"]) == 2, state
     members = sh("ip", "netns", "exec", target, "ipset", "list", "mipro-limit-ok")
@@ -156,8 +158,12 @@ def test_source_limiter(pair):
     assert sink.stdout.readline().strip() == "ready"
     udp_flood(sender, "10.66.0.2")  # an unknown source: its bucket
     udp_flood(sender, "10.66.0.3")  # the exempt peer: everything
+    # what cannot be a message for the daemon goes, whoever sends it
+    udp_flood(sender, "10.66.0.3", count=100, payload='"\\x09" + bytes(45)')
+    udp_flood(sender, "10.66.0.3", count=100, payload='"\\x01" + bytes(44)')
     seen = json.loads(sink.communicate(timeout=30)[0].strip().splitlines()[-1])
     counters = source(target, "pass")
+    assert counters["shape_dropped"] == 200, counters
     # a burst of 100 plus 50/s for the second or so the flood took
     assert counters["source_dropped"] >= FLOOD - BURST - 2 * RATE, counters
     assert seen["10.66.0.2"] <= BURST + 2 * RATE, seen
@@ -179,7 +185,7 @@ LINK = """
     import asyncio, json
     from mipro.dataplane.floodlimit import Limits, LinkLimiter
     lim = LinkLimiter("eth0", Limits(rate={rate}, burst={burst}, solicit_rate=10,
-                                     solicit_burst=10))
+                                     solicit_burst=10), addresses=["10.66.0.1"])
     async def go():
         {body}
         return lim.counters()
@@ -233,8 +239,14 @@ def test_link_limiter(pair):
     frame_flood(sender, flooder, mac)
     frame_flood(sender, exempt_mac, mac)
     frame_flood(sender, flooder, mac, count=500, kind="solicit")
+    passing = "02:f1:00:00:00:08"  # UDP 434 through the FA (not to it): not limited
+    frame_flood(sender, passing, mac, dst="10.66.0.9")
+    frame_flood(sender, exempt_mac, mac, count=100, payload='"\\x04" + bytes(45)')
+    frame_flood(sender, exempt_mac, mac, count=100, payload='"\\x01" + bytes(44)')
     seen = json.loads(reader.communicate(timeout=30)[0].strip().splitlines()[-1])
     counters = link(target, "pass")
+    assert seen[passing] == FLOOD, seen
+    assert counters["shape_dropped"] == 200, counters
     assert counters["source_dropped"] >= FLOOD - BURST - 2 * RATE, counters
     assert seen.get(flooder, 0) <= BURST + 2 * RATE, seen
     assert seen[exempt_mac] == FLOOD and counters["exempt"] == FLOOD, (seen, counters)

@@ -30,3 +30,14 @@ def test_macs_are_normalised():
     for bad in ("02:00", "zz:00:00:00:00:00", b"\x01"):
         with pytest.raises(ValueError):
             _mac(bad)
+
+
+def test_link_shape_and_addresses():
+    from ipaddress import IPv4Address as A
+
+    script = LinkLimiter("lan0", addresses=[A("198.51.100.1"), A("255.255.255.255")])._ruleset()
+    udp = "udp dport 434 ip daddr { 198.51.100.1, 255.255.255.255 }"
+    assert f"{udp} @th,64,8 != 1 counter drop" in script
+    assert f"{udp} udp length < 54 counter drop" in script
+    assert script.index("@th,64,8") < script.index("@exempt")  # junk goes, exempt or not
+    assert "@th" not in LinkLimiter("lan0", Limits(shape=False))._ruleset()
