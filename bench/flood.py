@@ -455,6 +455,7 @@ def run_case(target: str, phase: str, daemons: dict[str, Daemon], gen: Path,
     if limits:
         limiter("remove", target)
     events = log_events(d.log_since(log0, log1))
+    conntrack = nsx(ns, "conntrack", "-C", check=False).strip()
     result = {
         "target": target, "phase": phase, "limiter": mode,
         "offered_pps": gen_out.get("pps", 0), "generator": gen_out,
@@ -467,6 +468,7 @@ def run_case(target: str, phase: str, daemons: dict[str, Daemon], gen: Path,
         "mn_interval": interval,
         "mn": json.loads(mn_out) if mn_out.strip() else {"error": mn_err.strip()[-500:]},
         "limiter_counters": counters,
+        "conntrack_entries": int(conntrack) if conntrack.isdigit() else None,
     }
     time.sleep(a.pause)  # the queues drain before the next case
     return result
