@@ -9,10 +9,10 @@ STAMP := $(VENV)/.mipro-installed
 
 APT_PACKAGES := python3 python3-venv python3-dev iptables libip4tc2 libip6tc2 iproute2 \
 	ipset conntrack tshark tcpdump dnsmasq-base slapd ldap-utils iperf3 procps iputils-ping \
-	qemu-system-x86 linux-image-amd64 busybox-static kmod
+	qemu-system-x86 linux-image-amd64 busybox-static kmod nftables libnftables1 gcc libc6-dev
 
 .PHONY: all setup apt venv test test-unit test-integration test-kernel lint fuzz demo \
-	codec-demo bench bench-kernel clean
+	codec-demo bench bench-kernel bench-flood clean
 
 all: test
 
@@ -66,6 +66,13 @@ bench: setup
 	$(PY) bench/handover.py
 	$(PY) bench/ro_apply.py
 	$(PY) bench/udp_tunnel.py
+
+# Hostile floods at the HA and the FA while a real MN registers (bench/flood.py; builds
+# bench/floodgen.c into build/ with gcc).  FLOOD_ARGS="--limiter off,on" adds the
+# kernel limits of mipro.dataplane.floodlimit installed from outside.
+FLOOD_ARGS ?=
+bench-flood: setup
+	$(PY) bench/flood.py $(FLOOD_ARGS)
 
 # Kernel-backend benchmarks, in Debian's stock kernel when this one lacks ipip.
 bench-kernel: setup
