@@ -38,6 +38,7 @@ class LimitsConfig:
     per_source_burst: float = 100.0
     unknown_sources: float = 2000.0  # requests/s from all such sources together
     unsigned_replies: float = 200.0  # answers/s to requests that did not authenticate
+    kernel: bool = True  # also drop the excess in the kernel, before it is queued
 
 
 @dataclass(frozen=True)
@@ -198,7 +199,8 @@ def load_ha(path: str | Path) -> HaConfig:
             per_source=c.number("ha.limits.per_source", 50.0, 0.1),
             per_source_burst=c.number("ha.limits.per_source_burst", 100.0, 1.0),
             unknown_sources=c.number("ha.limits.unknown_sources", 2000.0, 1.0),
-            unsigned_replies=c.number("ha.limits.unsigned_replies", 200.0, 0.0)),
+            unsigned_replies=c.number("ha.limits.unsigned_replies", 200.0, 0.0),
+            kernel=c.get("ha.limits.kernel", bool, True)),
     )
     c.unknown_keys({
         "": {"ha", "dataplane", "runtime", "subscribers", "fa_peer"},
@@ -208,7 +210,8 @@ def load_ha(path: str | Path) -> HaConfig:
                "encapsulations", "reverse_tunneling", "vendor_id", "proxy_arp", "advertise",
                "kernel_tunnels",
                "advertisement_interval", "udp_tunnelling", "udp_keepalive", "limits"},
-        "ha.limits": {"per_source", "per_source_burst", "unknown_sources", "unsigned_replies"},
+        "ha.limits": {"per_source", "per_source_burst", "unknown_sources", "unsigned_replies",
+                      "kernel"},
         "dataplane": {"backend", "table", "rule_priority", "tunnel_interface"},
         "runtime": {"control_socket", "state_file", "log_level"},
         "subscribers": {"store", "file", "ldap"},
@@ -246,6 +249,17 @@ def _peers(c: Checker, table: str, key: str) -> dict[IPv4Address, SecurityAssoci
         if addr is not None and sa is not None:
             peers[addr] = sa
     return peers
+
+
+def _networks(c: Checker, key: str, default: list[str]) -> tuple[IPv4Network, ...]:
+    """A list of prefixes like ["10.0.0.0/8"]."""
+    out = []
+    for i, text in enumerate(c.get(key, list, default) or []):
+        try:
+            out.append(IPv4Network(str(text)))
+        except ValueError as exc:
+            c.error(f"{key}.{i}", f"{text!r} is not an IPv4 prefix like 10.1.0.0/24 ({exc})")
+    return tuple(out)
 
 
 def _mn_peers(c: Checker) -> dict[IPv4Address | tuple[IPv4Address, IPv4Address],
@@ -320,6 +334,18 @@ def load_mn(path: str | Path) -> MnConfig:
 
 
 @dataclass(frozen=True)
+class FaLimitsConfig:
+    """[fa.limits]: budgets for work before authentication (docs/security.md)."""
+
+    per_mac: float = 10.0  # requests/s from one link-layer address
+    per_mac_burst: float = 20.0
+    unkeyed_home_agent: float = 100.0  # relays/s to one HA we share no FA-HA key with
+    pending: int = 4096  # requests waiting for their home agent, in all
+    pending_per_mac: int = 4
+    kernel: bool = True  # drop the excess at the link's ingress hook (nftables)
+
+
+@dataclass(frozen=True)
 class FaConfig:
     path: str
     interface: str
@@ -338,6 +364,8 @@ class FaConfig:
     require_mn_fa: bool
     dataplane: DataplaneConfig
     runtime: RuntimeConfig
+    home_agents: tuple[IPv4Network, ...] = (IPv4Network("0.0.0.0/0"),)
+    limits: FaLimitsConfig = FaLimitsConfig()
     role: str = "fa"
 
 
@@ -373,12 +401,23 @@ def load_fa(path: str | Path) -> FaConfig:
         require_mn_fa=c.get("fa.require_mn_fa_auth", bool, False),
         dataplane=_dataplane(c),
         runtime=_runtime(c, "fa"),
+        home_agents=_networks(c, "fa.home_agents", ["0.0.0.0/0"]),
+        limits=FaLimitsConfig(
+            per_mac=c.number("fa.limits.per_mac", 10.0, 0.1),
+            per_mac_burst=c.number("fa.limits.per_mac_burst", 20.0, 1.0),
+            unkeyed_home_agent=c.number("fa.limits.unkeyed_home_agent", 100.0, 0.1),
+            pending=c.integer("fa.limits.pending", 4096, 1, 1 << 20),
+            pending_per_mac=c.integer("fa.limits.pending_per_mac", 4, 1, 1024),
+            kernel=c.get("fa.limits.kernel", bool, True)),
     )
     c.unknown_keys({
         "": {"fa", "dataplane", "runtime", "ha_peer", "mn_peer"},
         "fa": {"interface", "address", "prefix_length", "care_of_addresses", "max_lifetime",
                "advertisement_interval", "registration_required", "reverse_tunneling",
-               "reverse_tunnel_required", "encapsulations", "vendor_id", "require_mn_fa_auth"},
+               "reverse_tunnel_required", "encapsulations", "vendor_id", "require_mn_fa_auth",
+               "home_agents", "limits"},
+        "fa.limits": {"per_mac", "per_mac_burst", "unkeyed_home_agent", "pending",
+                      "pending_per_mac", "kernel"},
         "dataplane": {"backend", "table", "rule_priority"},  # a tunnel device per HA
         "runtime": {"control_socket", "state_file", "log_level"},
     })

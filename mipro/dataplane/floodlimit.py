@@ -18,7 +18,7 @@ Two mechanisms, because the two agents read requests differently:
       MIPRO-LIMIT: -p icmp -m limit S/s -j RETURN;  -p icmp -j DROP
                    -p udp -m u32 ! --u32 "<first payload byte>=1,4" -j DROP     (shape)
                    -p udp -m u32 --u32 "<first payload byte>=1" -m length
-                       --length 0:73 -j DROP        (a request shorter than 46 bytes)
+                       --length 0:51 -j DROP        (a request shorter than its fixed part)
                    -p udp -m set --match-set mipro-limit-ok src -j RETURN
                    -p udp -m hashlimit --hashlimit-above R/s --hashlimit-mode srcip
                        --hashlimit-name mipro-limit -j DROP
@@ -36,7 +36,7 @@ Two mechanisms, because the two agents read requests differently:
         set solicitors { type ether_addr; flags dynamic,timeout; timeout E; size N }
         chain ingress { type filter hook ingress device IF priority -500
           udp dport 434 ip daddr { ADDRS } @th,64,8 != 1 counter drop          (shape)
-          udp dport 434 ip daddr { ADDRS } udp length < 54 counter drop
+          udp dport 434 ip daddr { ADDRS } udp length < 32 counter drop
           udp dport 434 ip daddr { ADDRS } ether saddr @exempt counter accept
           udp dport 434 update @sources { ether saddr limit rate over R/second burst B }
               counter drop
@@ -51,8 +51,8 @@ Two mechanisms, because the two agents read requests differently:
   keeps no per-source state.)
 
 The shape rules (``Limits.shape``) drop, before any bucket, what the daemon would
-discard anyway: a first payload byte it does not read, a request shorter than the
-fixed part and the mandatory MN-HA authenticator.  Rules count what they drop
+discard anyway: a first payload byte it does not read, a request shorter than its
+fixed part (nothing to answer to).  Rules count what they drop
 (``counters()``), so `mipro status` can show it.
 
 Both are idempotent: ``start`` replaces whatever an earlier run left with exactly the
@@ -84,9 +84,9 @@ HASHLIMIT_NAME = "mipro-limit"
 NFT_TABLE_PREFIX = "mipro-limit-"
 SOLICITATION = "10"
 REGISTRATION_REQUEST, TUNNEL_DATA = 1, 4
-# the shortest registration request: 24 fixed bytes and an MN-HA authentication
-# extension (type, length, SPI, 16-byte authenticator), which RFC 5944 makes mandatory
-MIN_REQUEST = 24 + 2 + 4 + 16
+# a registration request's fixed part: anything shorter the daemon could not answer
+# either (a longer one that is poorly formed still earns its 134, within the budget)
+MIN_REQUEST = 24
 FIRST_PAYLOAD_BYTE = "0>>22&0x3C@8>>24"  # u32: the byte after the UDP header
 
 

@@ -97,6 +97,10 @@ class HaDataplane:
         self.coa_users: dict[IPv4Address, int] = {}
         self.ipset: AsyncIPSet | None = None
         self.set_batch: rtbatch.RtBatch | None = None  # admission set changes, batched
+        # the kernel flood limiter's set of exempt peers (floodlimit.py): a binding's
+        # source (its FA, care-of address or NAPT) is in it while a binding uses it
+        self.exempt_set: str | None = None
+        self.source_users: dict[IPv4Address, int] = {}
 
     # --- lifecycle ------------------------------------------------------------------
 
@@ -212,6 +216,9 @@ class HaDataplane:
                                   for kind, index in self.shared.items()])
             await self._close_shared_links()
         self.batch.close()
+        if self.set_batch is not None:
+            self.set_batch.close()
+            self.set_batch = None
         if self.proxy_sysctl_was is not None:
             set_sysctl(f"net.ipv4.conf.{self.home_if}.proxy_arp", self.proxy_sysctl_was)
         await self.nl.rule_del(self.table, self.prio)
@@ -223,6 +230,25 @@ class HaDataplane:
             self.arp.close()
 
     # --- bindings -------------------------------------------------------------------
+
+    def exempt_sources(self, set_name: str) -> None:
+        """From now on, keep the sources of bindings in ipset ``set_name`` (changes go in
+        the same netfilter batch as the tunnel admissions)."""
+        self.exempt_set = set_name
+        if self.set_batch is None:
+            self.set_batch = rtbatch.RtBatch(rtbatch.NETLINK_NETFILTER)
+
+    def _exempt(self, source: IPv4Address | None, change: int,
+                admissions: list[rtbatch.Request]) -> None:
+        if self.exempt_set is None or source is None:
+            return
+        users = self.source_users.get(source, 0) + change
+        if users > 0:
+            self.source_users[source] = users
+            if users == change:
+                admissions.append(rtbatch.set_member(True, self.exempt_set, source))
+        elif self.source_users.pop(source, None) is not None:
+            admissions.append(rtbatch.set_member(False, self.exempt_set, source))
 
     async def install(self, b: Binding) -> None:
         await self.apply([("install", b)])
@@ -239,6 +265,7 @@ class HaDataplane:
         admissions: list[rtbatch.Request] = []  # shared links: care-of addresses in/out
         announce: dict[int, IPv4Address] = {}
         created: list[str] = []
+        exempts: list[rtbatch.Request] = []  # the flood limiter's peers: never fail an op
         for i, (op, b) in enumerate(ops):
             mark = len(requests), len(admissions)
             if op == "install":
@@ -246,6 +273,10 @@ class HaDataplane:
                 same_tunnel = old is not None and (old.care_of_address, old.encapsulation) == \
                     (b.care_of_address, b.encapsulation)
                 self.bindings[b.home_address] = b
+                if old is None or old.source != b.source:
+                    self._exempt(b.source, +1, exempts)
+                    if old is not None:
+                        self._exempt(old.source, -1, exempts)
                 if same_tunnel:
                     continue  # a renewal: the route and proxy entry are already in place
                 if old is not None:
@@ -270,6 +301,8 @@ class HaDataplane:
                         announce[i] = b.home_address
             else:
                 current = self.bindings.pop(b.home_address, None)
+                if current is not None:
+                    self._exempt(current.source, -1, exempts)
                 requests.append(rtbatch.route(False, b.home_address, self.table))
                 if b.home_address in self.home_net and self.per_binding_proxy:
                     requests.append(rtbatch.proxy(False, b.home_address, self.home_index))
@@ -278,11 +311,15 @@ class HaDataplane:
             _tag(requests, mark[0], i)
             _tag(admissions, mark[1], i)
         failed: dict[int, str] = {}
-        if admissions:  # before the routes: a tunnel is up only once its packets get in
+        if admissions or exempts:  # before the routes: a tunnel is up once packets get in
             try:
-                await self.set_batch.run(admissions)
+                await self.set_batch.run(admissions + exempts)
             except rtbatch.BatchError as exc:
-                failed.update((f.tag, f.reason) for f in exc.failures)
+                for f in exc.failures:
+                    if f.tag is None:
+                        self.log("flood-limit-exemption-failed", "warning", reason=f.reason)
+                    else:
+                        failed[f.tag] = f.reason  # type: ignore[index]
         try:
             await self.batch.run(requests)
         except rtbatch.BatchError as exc:  # forget links that were not created

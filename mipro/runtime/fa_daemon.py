@@ -7,6 +7,7 @@ import os
 import socket
 import time
 import traceback
+from collections import Counter
 from collections.abc import Callable
 from ipaddress import IPv4Address
 from typing import Any
@@ -16,6 +17,7 @@ from ..core.actions import Log, Send, SendIcmp, SendToLink
 from ..core.advertiser import Advertiser, AdvertPolicy
 from ..core.fa import AddVisitor, FaPolicy, ForeignAgent, RemoveVisitor
 from ..dataplane.fa import FaDataplane
+from ..dataplane.floodlimit import Limits, LinkLimiter, NftError, nft_available
 from ..dataplane.linklayer import IcmpLink, RegistrationLink
 from ..wire import AgentFlags
 from .daemon import EngineDaemon, datagrams, run_daemon
@@ -33,7 +35,12 @@ def make_policy(cfg: FaConfig,
                     reverse_tunnel_required=cfg.reverse_tunnel_required,
                     encapsulations=cfg.encapsulations, ha_peers=dict(cfg.ha_peers),
                     mn_fa=dict(cfg.mn_peers), require_mn_fa=cfg.require_mn_fa,
-                    vendor_id=cfg.vendor_id, address_in_use=address_in_use)
+                    vendor_id=cfg.vendor_id, address_in_use=address_in_use,
+                    home_agents=cfg.home_agents, mac_rate=cfg.limits.per_mac,
+                    mac_burst=cfg.limits.per_mac_burst,
+                    unkeyed_ha_rate=cfg.limits.unkeyed_home_agent,
+                    max_pending=cfg.limits.pending,
+                    max_pending_per_mac=cfg.limits.pending_per_mac)
 
 
 def make_advertiser(cfg: FaConfig, now: float) -> Advertiser:
@@ -59,6 +66,44 @@ class FaDaemon(EngineDaemon):
         self.link: RegistrationLink | None = None
         self.icmp: IcmpLink | None = None
         self.started = time.time()
+        self.flood_limit: LinkLimiter | None = None
+        self.exempt_macs: Counter[bytes] = Counter()
+
+    async def _start_flood_limit(self) -> None:
+        """The link's ingress hook drops each link-layer address's excess before the
+        request socket sees it (docs/security.md); accepted visitors are exempt."""
+        lim = self.cfg.limits
+        if not lim.kernel:
+            return
+        why = nft_available()
+        if why is not None:
+            self.log("flood-limit-unavailable", "warning", reason=why)
+            return
+        limiter = LinkLimiter(self.cfg.interface, Limits(
+            rate=max(1, round(lim.per_mac)), burst=max(1, round(lim.per_mac_burst))),
+            addresses=(self.cfg.address, *self.cfg.care_of_addresses,
+                       IPv4Address("255.255.255.255")))
+        try:
+            await limiter.start()
+        except (OSError, NftError) as exc:
+            self.log("flood-limit-unavailable", "warning", reason=exc)
+            return
+        self.flood_limit = limiter
+        self.log("flood-limit", interface=self.cfg.interface, per_mac=lim.per_mac)
+
+    async def _exempt(self, mac: bytes, change: int) -> None:
+        """Accepted visitors' link-layer addresses skip the link's flood limit."""
+        if self.flood_limit is None:
+            return
+        self.exempt_macs[mac] += change
+        try:
+            if change > 0 and self.exempt_macs[mac] == 1:
+                await self.flood_limit.add_exempt([mac])
+            elif self.exempt_macs[mac] <= 0:
+                del self.exempt_macs[mac]
+                await self.flood_limit.remove_exempt([mac])
+        except NftError as exc:
+            self.log("flood-limit-exemption-failed", "warning", mac=mac.hex(":"), reason=exc)
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -69,6 +114,7 @@ class FaDaemon(EngineDaemon):
             table=dp.table, rule_priority=dp.rule_priority,
             log=self.log)
         await self.dataplane.start(loop)
+        await self._start_flood_limit()
         self.engine.set_policy(make_policy(self.cfg, self.dataplane.address_in_use))
         mac = await self.dataplane.nl.mac(self.cfg.interface)
         worker = asyncio.create_task(self._worker())
@@ -104,6 +150,8 @@ class FaDaemon(EngineDaemon):
         worker.cancel()
         await control.stop()
         await self.dataplane.stop()
+        if self.flood_limit is not None:
+            await self.flood_limit.stop()
         self.stop_log_flush()
         for sock in (self.udp, self.absorb, self.link, self.icmp):
             sock.close()
@@ -178,6 +226,8 @@ class FaDaemon(EngineDaemon):
             if isinstance(a, AddVisitor):
                 try:
                     await self.dataplane.add_visitor(a.visitor, a.previous)
+                    if a.previous is None:
+                        await self._exempt(a.visitor.mac, +1)
                 except Exception as exc:  # noqa: BLE001 - a refusal or a bug: never ack it
                     self.log("dataplane-error", "error", home=a.visitor.home_address,
                              reason=repr(exc),
@@ -213,6 +263,8 @@ class FaDaemon(EngineDaemon):
     async def _remove(self, a: RemoveVisitor) -> None:
         try:
             await self.dataplane.remove_visitor(a.visitor)
+            if a.reason != "kernel-failed":
+                await self._exempt(a.visitor.mac, -1)
         except Exception as exc:  # noqa: BLE001 - log it; the rest of the batch goes on
             self.log("dataplane-error", "error", home=a.visitor.home_address, reason=repr(exc),
                      where=traceback.format_exc(limit=4).replace("\n", " | "))
@@ -245,7 +297,8 @@ class FaDaemon(EngineDaemon):
                                    "care_of_address": str(c.care_of_address),
                                    "lifetime_left": max(0, int(c.expires - now + 0.5))}
                                   for c in self.engine.cache.values()],
-                "tunnel_drops": self.dataplane.drops() if self.dataplane else {}}
+                "tunnel_drops": self.dataplane.drops() if self.dataplane else {},
+                "flood_limit": self.flood_limit.counters() if self.flood_limit else None}
 
 
 def main(config_path: str) -> int:

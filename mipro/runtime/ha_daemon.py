@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import gc
 import os
 import socket
@@ -11,6 +12,7 @@ import time
 from ipaddress import IPv4Address
 from typing import Any
 
+import iptc
 from pyroute2 import NetlinkError
 
 from ..config import ConfigError, HaConfig, load_ha
@@ -18,6 +20,7 @@ from ..core.actions import FetchSubscriber, InstallBinding, Log, RemoveBinding, 
 from ..core.advertiser import Advertiser, AdvertPolicy
 from ..core.ha import HaPolicy, HomeAgent
 from ..dataplane.fake import FakeHaDataplane
+from ..dataplane.floodlimit import EXEMPT_SET, Limits, SourceLimiter
 from ..dataplane.ha import HaDataplane
 from ..dataplane.linklayer import IcmpLink
 from ..subscribers.file_store import load_subscribers
@@ -77,6 +80,7 @@ class HaDaemon(EngineDaemon):
         self.journal = BindingJournal(cfg.runtime.state_file) if cfg.runtime.state_file else None
         self.started = time.time()
         self.lookup_pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self.flood_limit: SourceLimiter | None = None
 
     # --- lifecycle ------------------------------------------------------------------
 
@@ -96,6 +100,7 @@ class HaDaemon(EngineDaemon):
                 tunnel_interface=dp.tunnel_interface, log=self.log,
                 proxy_arp=self.cfg.proxy_arp, kernel_tunnels=self.cfg.kernel_tunnels)
         await self.dataplane.start(loop)
+        await self._start_flood_limit()
         self.engine.set_policy(make_policy(self.cfg, self.dataplane.udp_tunnels))
         worker = asyncio.create_task(self._worker())
         self._restore()
@@ -139,10 +144,36 @@ class HaDaemon(EngineDaemon):
         await self._final_flush()
         await control.stop()
         await self.dataplane.stop()  # bindings stay in the state file for the next start
+        if self.flood_limit is not None:
+            await self.flood_limit.stop()
         if self.lookup_pool is not None:
             self.lookup_pool.shutdown(wait=False, cancel_futures=True)
         self.stop_log_flush()
         self.log("stopped")
+
+    async def _start_flood_limit(self) -> None:
+        """The kernel drops each unknown source's excess before it is queued (docs/
+        security.md); FA peers and the sources of bindings are exempt."""
+        lim = self.cfg.limits
+        if not lim.kernel or isinstance(self.dataplane, FakeHaDataplane):
+            return
+        limiter = SourceLimiter(
+            self.cfg.address, Limits(rate=max(1, round(lim.per_source)),
+                                     burst=max(1, round(lim.per_source_burst)),
+                                     aggregate_rate=round(lim.unknown_sources),
+                                     aggregate_burst=round(lim.unknown_sources)),
+            solicit_interface=self.cfg.home_interface if self.cfg.advertise else None)
+        try:
+            await limiter.start(exempt=self.cfg.fa_peers)
+        except (OSError, NetlinkError, iptc.IPTCError) as exc:
+            self.log("flood-limit-unavailable", "warning", reason=exc)
+            with contextlib.suppress(OSError, NetlinkError, iptc.IPTCError):
+                await limiter.stop()
+            return
+        self.flood_limit = limiter
+        self.dataplane.exempt_sources(EXEMPT_SET)
+        self.log("flood-limit", per_source=lim.per_source, unknown_sources=lim.unknown_sources,
+                 exempt=len(self.cfg.fa_peers))
 
     def _restore(self) -> None:
         if self.journal is None:
@@ -170,6 +201,9 @@ class HaDaemon(EngineDaemon):
         if changed:
             self.log("reload-needs-restart", "warning", keys=",".join(changed))
         self.engine.set_policy(make_policy(cfg, self.dataplane.udp_tunnels))
+        new_peers = set(cfg.fa_peers) - set(self.cfg.fa_peers)
+        if self.flood_limit is not None and new_peers:
+            asyncio.get_running_loop().create_task(self.flood_limit.add_exempt(new_peers))
         old = self.engine.store
         self.engine.set_store(store)
         if hasattr(old, "close"):
@@ -363,7 +397,8 @@ class HaDaemon(EngineDaemon):
                                  internal_errors=self.internal_errors,
                                  input_pauses=self.input_pauses),
                 "directory": self._directory_status(),
-                "tunnel_drops": self.dataplane.drops() if self.dataplane else {}}
+                "tunnel_drops": self.dataplane.drops() if self.dataplane else {},
+                "flood_limit": self.flood_limit.counters() if self.flood_limit else None}
 
 
     def _directory_status(self) -> dict[str, Any]:

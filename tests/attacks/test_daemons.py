@@ -191,8 +191,7 @@ password_file = "{password}"
 timeout = 2
 cache_ttl = 600
 """
-        conf.write_text(text.replace("[runtime]", "[ha.limits]\nper_source = 1000\n\n"
-                                                  "[runtime]", 1))
+        conf.write_text(text)
         lab.start_service("ha")
         lab.start_service("dnsmasq")
         lab.start_service("mn")

@@ -99,7 +99,10 @@ def test_bad_requests_are_answered_or_dropped_and_change_nothing(make_lab, case,
     assert kernel_state(lab, "ha") == before, case
     assert ha_bindings(lab) == []
     new = lab.log_lines("ha")[log_before:]
-    assert len(new) == 1 and "203.0.113.10" in new[0], new
+    if code is None:  # shorter than a request: the kernel's flood limit drops and counts it
+        assert new == [] and lab.status("ha")["flood_limit"]["shape_dropped"] == 1
+    else:
+        assert len(new) == 1 and "203.0.113.10" in new[0], new
 
 
 def test_replayed_request_is_refused_with_133(make_lab):

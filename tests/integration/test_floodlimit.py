@@ -64,7 +64,7 @@ def pair():
 
 
 def udp_flood(ns: str, src: str, count: int = FLOOD, payload: str = '"\\x01" + bytes(45)'):
-    """``count`` datagrams to 10.66.0.1:434 (by default as long as the shortest request)."""
+    """``count`` datagrams to 10.66.0.1:434 (by default 46 bytes, a request with its MN-HA authenticator's length)."""
     py(ns, f"""
         import socket
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -160,7 +160,7 @@ def test_source_limiter(pair):
     udp_flood(sender, "10.66.0.3")  # the exempt peer: everything
     # what cannot be a message for the daemon goes, whoever sends it
     udp_flood(sender, "10.66.0.3", count=100, payload='"\\x09" + bytes(45)')
-    udp_flood(sender, "10.66.0.3", count=100, payload='"\\x01" + bytes(44)')
+    udp_flood(sender, "10.66.0.3", count=100, payload='"\\x01" + bytes(22)')
     seen = json.loads(sink.communicate(timeout=30)[0].strip().splitlines()[-1])
     counters = source(target, "pass")
     assert counters["shape_dropped"] == 200, counters
@@ -242,7 +242,7 @@ def test_link_limiter(pair):
     passing = "02:f1:00:00:00:08"  # UDP 434 through the FA (not to it): not limited
     frame_flood(sender, passing, mac, dst="10.66.0.9")
     frame_flood(sender, exempt_mac, mac, count=100, payload='"\\x04" + bytes(45)')
-    frame_flood(sender, exempt_mac, mac, count=100, payload='"\\x01" + bytes(44)')
+    frame_flood(sender, exempt_mac, mac, count=100, payload='"\\x01" + bytes(22)')
     seen = json.loads(reader.communicate(timeout=30)[0].strip().splitlines()[-1])
     counters = link(target, "pass")
     assert seen[passing] == FLOOD, seen

@@ -38,6 +38,6 @@ def test_link_shape_and_addresses():
     script = LinkLimiter("lan0", addresses=[A("198.51.100.1"), A("255.255.255.255")])._ruleset()
     udp = "udp dport 434 ip daddr { 198.51.100.1, 255.255.255.255 }"
     assert f"{udp} @th,64,8 != 1 counter drop" in script
-    assert f"{udp} udp length < 54 counter drop" in script
+    assert f"{udp} udp length < 32 counter drop" in script
     assert script.index("@th,64,8") < script.index("@exempt")  # junk goes, exempt or not
     assert "@th" not in LinkLimiter("lan0", Limits(shape=False))._ruleset()
