@@ -16,6 +16,7 @@ from typing import ClassVar
 from .errors import DecodeError
 from .extensions import Extension, RawExtension, describe_value
 from .reader import Reader
+from .registry import ADVERT_EXTENSIONS
 
 ICMP_ROUTER_ADVERTISEMENT = 9
 ICMP_ROUTER_SOLICITATION = 10
@@ -146,9 +147,8 @@ class ChallengeExtension(Extension):
         return cls(value)
 
 
-ADVERT_REGISTRY: dict[int, type] = {
-    c.TYPE: c for c in (MobilityAgentExtension, PrefixLengthsExtension, ChallengeExtension)
-}
+for _cls in (MobilityAgentExtension, PrefixLengthsExtension, ChallengeExtension):
+    ADVERT_EXTENSIONS.add(_cls.TYPE, _cls)
 
 
 def _decode_advert_extensions(data: bytes, start: int) -> tuple[Extension, ...]:
@@ -166,7 +166,7 @@ def _decode_advert_extensions(data: bytes, start: int) -> tuple[Extension, ...]:
                           f"only {r.remaining()} left", at)
         body = Reader(data, r.pos, r.pos + length)
         r.pos += length
-        cls = ADVERT_REGISTRY.get(etype)
+        cls = ADVERT_EXTENSIONS.get(etype)
         ext = RawExtension(etype, body.rest()) if cls is None else cls.decode_body(body)
         body.expect_end(f"extension type {etype}")
         exts.append(ext)

@@ -33,8 +33,9 @@ from .extensions import (
     decode_extensions,
     describe_value,
 )
-from .messages import _BY_TYPE, _ExtensionAccess, _WithExtensions
+from .messages import _ExtensionAccess, _WithExtensions
 from .reader import Reader
+from .registry import EXPERIMENTAL_MESSAGES, UDP434_MESSAGES
 
 EXPERIMENTAL_MESSAGE = 255  # RFC 4064 §3 EXP-MSG-TYPE
 
@@ -235,8 +236,6 @@ class ExperimentalMessage:
     """Decoder for UDP 434 type 255: mipro's sub-types, after checking the Vendor/Org-ID."""
 
     TYPE = EXPERIMENTAL_MESSAGE
-    BY_SUBTYPE: dict[int, type] = {BindingUpdate.SUBTYPE: BindingUpdate,
-                                   BindingAck.SUBTYPE: BindingAck}
 
     @classmethod
     def decode(cls, data: bytes, ctx: DecodeContext = DEFAULT_CONTEXT
@@ -250,10 +249,12 @@ class ExperimentalMessage:
         if vendor != ctx.vendor_id:
             raise DecodeError(4, f"experimental message of organization {vendor}, "
                                  f"not mipro's (vendor id {ctx.vendor_id})")
-        sub = cls.BY_SUBTYPE.get(subtype)
+        sub = EXPERIMENTAL_MESSAGES.get(subtype)
         if sub is None:
             raise DecodeError(2, f"unknown mipro experimental message sub-type {subtype}")
         return sub.decode(data, ctx)
 
 
-_BY_TYPE[EXPERIMENTAL_MESSAGE] = ExperimentalMessage  # so that decode_udp434 and `mipro decode`
+for _cls in (BindingUpdate, BindingAck):
+    EXPERIMENTAL_MESSAGES.add(_cls.SUBTYPE, _cls)
+UDP434_MESSAGES.add(EXPERIMENTAL_MESSAGE, ExperimentalMessage)  # decode_udp434, mipro decode

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from .reader import Reader
+from .registry import EXTENSIONS, VENDOR_EXTENSIONS
 
 DEFAULT_VENDOR_ID = 32473  # RFC 5612 documentation enterprise number
 
@@ -88,12 +89,9 @@ def describe_value(value: object) -> object:
     return str(value)
 
 
-REGISTRY: dict[int, type[Extension]] = {}
-
-
 def register(cls: type[Extension]) -> type[Extension]:
-    REGISTRY[cls.TYPE] = cls
-    return cls
+    """Class decorator: the class decodes extensions of its TYPE (a duplicate raises)."""
+    return EXTENSIONS.add(cls.TYPE, cls)
 
 
 @dataclass(frozen=True)
@@ -272,10 +270,8 @@ class Nvse(Extension):
         r.u16("NVSE reserved")
         vendor_id = r.u32("NVSE Vendor/Org-ID")
         vendor_type = r.u16("NVSE vendor type")
-        if vendor_id == ctx.vendor_id:
-            from .vendor import VENDOR_TYPES  # mipro's own NVSE payloads
-
-            sub = VENDOR_TYPES.get(vendor_type)
+        if vendor_id == ctx.vendor_id:  # mipro's own NVSE payloads (registered by vendor)
+            sub = VENDOR_EXTENSIONS.get(vendor_type)
             if sub is not None:
                 return sub.decode_value(r, vendor_id)
         return cls(vendor_id, vendor_type, r.rest())
@@ -368,7 +364,7 @@ def decode_extensions(
             )
         body = Reader(data, r.pos, r.pos + length)
         r.pos += length
-        cls = REGISTRY.get(etype)
+        cls = EXTENSIONS.get(etype)
         if cls is None:
             ext: Extension = RawExtension(etype, body.rest())
         elif etype in LONG_FORMAT:

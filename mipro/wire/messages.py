@@ -25,6 +25,7 @@ from .extensions import (
     header_length,
 )
 from .reader import Reader
+from .registry import UDP434_MESSAGES
 
 E = TypeVar("E", bound=Extension)
 
@@ -346,18 +347,15 @@ def _check_ipv4(packet: bytes, base: int) -> None:
 
 Udp434Message = RegistrationRequest | RegistrationReply | TunnelData
 
-_BY_TYPE: dict[int, type] = {
-    REGISTRATION_REQUEST: RegistrationRequest,
-    REGISTRATION_REPLY: RegistrationReply,
-    TUNNEL_DATA: TunnelData,
-}
+for _cls in (RegistrationRequest, RegistrationReply, TunnelData):
+    UDP434_MESSAGES.add(_cls.TYPE, _cls)
 
 
 def decode_udp434(data: bytes, ctx: DecodeContext = DEFAULT_CONTEXT) -> Udp434Message:
     """Decode one UDP port 434 payload, whatever its message type."""
     if not data:
         raise DecodeError(0, "empty datagram")
-    cls = _BY_TYPE.get(data[0])
+    cls = UDP434_MESSAGES.get(data[0])
     if cls is None:
         raise DecodeError(0, f"unknown mobile IP message type {data[0]}")
     return cls.decode(data, ctx)

@@ -13,6 +13,7 @@ from typing import ClassVar
 
 from .extensions import DEFAULT_VENDOR_ID, Extension, ExtType
 from .reader import Reader
+from .registry import VENDOR_EXTENSIONS
 
 
 class VendorType:
@@ -365,10 +366,7 @@ class HomeAddressInUse(Extension):
                 "temporary_address": str(self.temporary_address)}
 
 
-VENDOR_TYPES: dict[int, type] = {
-    VendorType.STATIC_ROUTES: StaticRoutesExtension,
-    VendorType.FILTER_RULES: FilterRulesExtension,
-    VendorType.CERTIFICATE: CertificateExtension,
-    VendorType.PREVIOUS_FA_NOTIFICATION: PreviousFaNotification,
-    VendorType.HOME_ADDRESS_IN_USE: HomeAddressInUse,
-}
+for _cls in (StaticRoutesExtension, FilterRulesExtension, CertificateExtension,
+             PreviousFaNotification, HomeAddressInUse):
+    VENDOR_EXTENSIONS.add(_cls.VENDOR_TYPE, _cls)
+

@@ -32,9 +32,10 @@ def make_pair(replay=ReplayMethod.TIMESTAMP, **policy):
 
 
 def exchange(ha, mn, actions, now, src=COA, max_rounds=6, mn_now=None):
-    """Deliver MN Sends to the HA and HA Sends back, until quiet; return all actions seen."""
+    """Deliver MN Sends to the HA and HA Sends back, until quiet; return all actions seen.
+    A conversation still going after ``max_rounds`` is a failure, not a pass."""
     seen = list(actions)
-    for _ in range(max_rounds):
+    for _ in range(max_rounds + 1):
         to_ha = [a for a in actions if isinstance(a, Send) and a.dst == HA_ADDR]
         if not to_ha:
             break
@@ -46,6 +47,8 @@ def exchange(ha, mn, actions, now, src=COA, max_rounds=6, mn_now=None):
                     actions += mn.receive(out.data, HA_ADDR, 434,
                                           now if mn_now is None else mn_now)
         seen += actions
+    else:
+        raise AssertionError(f"the MN and HA were still talking after {max_rounds} rounds")
     return seen
 
 
@@ -220,3 +223,19 @@ def test_twenty_thousand_bindings_and_their_expiry():
     assert len(ha.bindings) == 20_000
     assert len(of(RemoveBinding, ha.handle_timer(NOW + 605))) == 5_001
     assert len(ha.bindings) == 14_999
+
+
+def test_exchange_fails_when_the_conversation_never_settles():
+    """The harness itself: a peer that answers every reply with another request must make
+    it fail, not pass after max_rounds."""
+    ha, _ = make_pair()
+
+    class Chatty:
+        n = 0
+
+        def receive(self, data, src, port, now):
+            Chatty.n += 1
+            return [Send(HA_ADDR, 434, request(timestamp_identification(NOW + Chatty.n)))]
+
+    with pytest.raises(AssertionError, match="still talking"):
+        exchange(ha, Chatty(), Chatty().receive(b"", HA_ADDR, 434, NOW), NOW, max_rounds=3)

@@ -41,3 +41,20 @@ def test_checker_catches_a_violation(tmp_path):
     sample = tmp_path / "bad.py"
     sample.write_text("import socket\nfrom pyroute2 import IPRoute\n")
     assert imported_modules(sample) & FORBIDDEN == {"socket", "pyroute2"}
+
+
+def test_a_code_is_registered_once():
+    """Every numbering space is one registry, and a second class for a code is refused."""
+    import pytest
+
+    from mipro.wire import registry
+    from mipro.wire.extensions import MnHaAuth, Nvse, register
+    from mipro.wire.vendor import StaticRoutesExtension
+
+    assert registry.EXTENSIONS.get(32) is MnHaAuth and registry.EXTENSIONS.get(134) is Nvse
+    assert registry.VENDOR_EXTENSIONS.get(1) is StaticRoutesExtension
+    assert registry.UDP434_MESSAGES.get(255) is not None
+    with pytest.raises(ValueError, match="code 32 is already"):
+        register(type("Impostor", (MnHaAuth,), {}))
+    with pytest.raises(ValueError, match="mipro vendor extension type: code 1"):
+        registry.VENDOR_EXTENSIONS.add(1, object)
