@@ -200,6 +200,8 @@ def load_ha(path: str | Path) -> HaConfig:
     if cfg.address not in cfg.home_network:
         raise ConfigError([f"{path}: ha.address: {cfg.address} is not in ha.home_network "
                            f"{cfg.home_network}"])
+    if peers:
+        check_not_world_readable(path, "a file holding FA-HA keys")
     return cfg
 
 

@@ -214,3 +214,23 @@ def test_ldap_store_settings(tmp_path):
     joined = "\n".join(err.value.errors)
     assert "subscribers.ldap.url: must start with ldap://" in joined
     assert "subscribers.ldap.basedn: unknown key" in joined
+
+
+def test_ha_with_fa_peer_keys_must_not_be_world_readable(tmp_path):
+    """[[fa_peer]] holds FA-HA keys: like the FA's and MN's files, others may not read it."""
+    p = private_copy(tmp_path, "ha.toml")
+    text = p.read_text()
+    block = text[text.index("# [[fa_peer]]"):text.index("[dataplane]")]
+    p.write_text(text.replace(block, "\n".join(line.removeprefix("# ")
+                                                for line in block.splitlines()) + "\n\n"))
+    assert [(str(a), sa.spi) for a, sa in load_ha(p).fa_peers.items()] == [("198.51.100.1", 300)]
+    p.chmod(0o644)
+    with pytest.raises(ConfigError) as err:
+        load_ha(p)
+    assert err.value.errors == [f"{p}: a file holding FA-HA keys is readable by others (mode "
+                                f"0644); chmod o-rw {p}"]
+    assert p.stat().st_mode & 0o777 == 0o644  # reported, not changed
+    # without keys in it the HA's file may be world-readable (the example as shipped)
+    q = private_copy(tmp_path, "ha.toml")
+    q.chmod(0o644)
+    assert load_ha(q).fa_peers == {}
