@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 REQUIRED = object()
+MIN_KEY_BYTES = 16  # the shortest key a store or configuration file may hold
 
 
 class ConfigError(Exception):
@@ -143,8 +144,8 @@ class Checker:
         except ValueError as exc:
             self.error(key, f"cannot decode the {kind} key ({exc})")
             return None
-        if len(raw) < 16:
-            self.error(key, f"key of {len(raw)} bytes is too short (at least 16)")
+        if len(raw) < MIN_KEY_BYTES:
+            self.error(key, f"key of {len(raw)} bytes is too short (at least {MIN_KEY_BYTES})")
         return raw
 
     def unknown_keys(self, allowed: dict[str, set[str]]) -> None:
