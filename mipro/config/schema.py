@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..security import Algorithm, SecurityAssociation
 from ..security.replay import ReplayMethod
-from .loader import Checker, ConfigError, check_not_world_readable, read_toml
+from .loader import Checker, ConfigError, check_not_world_readable, file_problem, read_toml
 
 ALGORITHMS = tuple(a.value for a in Algorithm)
 REPLAY = tuple(r.value for r in ReplayMethod)
@@ -127,18 +127,22 @@ def _ldap(c: Checker) -> dict | None:
         return None
     password = None
     password_file = c.get("subscribers.ldap.password_file", str, None)
-    if password_file:
+    if password_file and (problem := file_problem(password_file)) is not None:
+        c.error("subscribers.ldap.password_file", f"{password_file}: {problem}")
+    elif password_file:
         try:
             check_not_world_readable(password_file, "the LDAP password file")
             password = Path(password_file).read_text().strip()
         except ConfigError as exc:
             c.errors.extend(exc.errors)
         except OSError as exc:
-            c.error("subscribers.ldap.password_file", f"cannot read {password_file}: "
-                                                      f"{exc.strerror}")
+            c.error("subscribers.ldap.password_file", f"{password_file}: cannot read "
+                                                      f"({exc.strerror})")
+        except UnicodeDecodeError:
+            c.error("subscribers.ldap.password_file", f"{password_file}: not UTF-8 text")
     ca_file = c.get("subscribers.ldap.ca_file", str, None)
-    if ca_file and not Path(ca_file).is_file():
-        c.error("subscribers.ldap.ca_file", f"{ca_file} is not a file")
+    if ca_file and (problem := file_problem(ca_file)) is not None:
+        c.error("subscribers.ldap.ca_file", f"{ca_file}: {problem}")
     return {"url": url, "base_dn": c.get("subscribers.ldap.base_dn", str),
             "bind_dn": c.get("subscribers.ldap.bind_dn", str, None), "password": password,
             "starttls": c.get("subscribers.ldap.starttls", bool, False), "ca_file": ca_file,
@@ -149,9 +153,11 @@ def _ldap(c: Checker) -> dict | None:
 
 def _encapsulations(c: Checker, key: str) -> frozenset[str]:
     encaps = c.get(key, list, ["ipip", "gre"],
-                   lambda v: None if v and set(v) <= {"ipip", "gre"} else
+                   lambda v: None if v and all(isinstance(x, str) for x in v) and
+                   set(v) <= {"ipip", "gre"} else
                    "a non-empty list of \"ipip\" and \"gre\"")
-    return frozenset(encaps) if isinstance(encaps, list) else frozenset({"ipip"})
+    ok = isinstance(encaps, list) and all(x in ("ipip", "gre") for x in encaps)
+    return frozenset(encaps) if ok else frozenset({"ipip"})
 
 
 def load_ha(path: str | Path) -> HaConfig:

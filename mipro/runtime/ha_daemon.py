@@ -33,7 +33,7 @@ RECV_BATCH = 256
 
 def make_store(cfg: HaConfig):
     if cfg.subscriber_store == "file":
-        return load_subscribers(cfg.subscribers_file)
+        return load_subscribers(cfg.subscribers_file, f"{cfg.path}: subscribers.file")
     from ..subscribers.cache import CachedStore
     from ..subscribers.ldap_store import LdapSettings, LdapStore
 
