@@ -31,7 +31,8 @@ from typing import Any
 from pyroute2 import AsyncConntrack
 
 from ..core.fa import Visitor
-from ..wire.vendor import StaticRoute
+from ..wire.vendor import FilterRule, StaticRoute, Verdict
+from .firewall import fail_closed
 from .netlink import Netlink, set_sysctl
 from .realms import REALM_MASK, REALM_SHIFT, Key, Realm, Realms, Twin
 from .relay import MTU, UserspaceTunnel
@@ -44,6 +45,9 @@ TABLE_OFFSET = 16  # route profile tables: table + 16 + 1 .. + (MARK_MASK >> MAR
 PROFILE_TABLES = MARK_MASK >> MARK_SHIFT
 REALM_TABLE_OFFSET = 8192  # realm delivery tables: table + 8192 + 1 .. + 255
 REVERSE_METRIC = 1000  # reverse tunnelling default: costlier than any profile route
+# what a visitor gets when its home agent sent a filter rule we cannot build exactly: its
+# policy chain sees only its packets, so this drops all it sends or receives through us
+DENY_ALL = (FilterRule(verdict=Verdict.DENY),)
 
 
 class FaDataplane:
@@ -172,7 +176,11 @@ class FaDataplane:
         if v.home_address in self.realms.unlisted:  # no twin rule may name a chain to go
             await self._rebuild_twins(skip=v.key)
         await self._apply_routes(v)
-        await self.firewall.apply(v.key, v.filters)
+        filters, why = fail_closed(v.filters, DENY_ALL)
+        if why is not None:
+            self.log("filters-refused", "error", home=v.home_address, home_agent=v.home_agent,
+                     reason=why, applied="deny-all")
+        await self.firewall.apply(v.key, filters)
         if len(self.sharing(v.home_address)) > 1:  # twins: told apart by MAC (realms.py)
             await self._share(v.home_address, True)
             await self._rebuild_twins()

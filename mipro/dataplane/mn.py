@@ -14,10 +14,10 @@ import time
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import Any
 
-from ..wire.vendor import FilterRule, StaticRoute
+from ..wire.vendor import FilterRule, StaticRoute, Verdict
 from .arp import send_gratuitous_arp
 from .encap import icmp_echo
-from .firewall import MobileFirewall
+from .firewall import MobileFirewall, fail_closed
 from .netlink import Netlink, set_sysctl
 from .portselect import MARK, PortSelection
 from .relay import MTU, UDP_MTU, UDP_TUNNEL_HEADER, UserspaceTunnel
@@ -178,6 +178,14 @@ class MnDataplane:
             if self.firewall is None:
                 self.firewall = MobileFirewall(None, top="MIPRO-MN", hooks=("INPUT", "OUTPUT"))
                 self.firewall.start()
+            # a rule we cannot build exactly: nothing to or from the home address passes
+            # (registrations and tunnel packets use the care-of address, so a corrected
+            # profile can still arrive)
+            filters, why = fail_closed(filters, (FilterRule(
+                source=IPv4Network(self.home), verdict=Verdict.DENY, both_directions=True),))
+            if why is not None:
+                self.log("filters-refused", "error", home=self.home, reason=why,
+                         applied="deny-all")
             self.firewall.apply(self.home, filters)
 
     async def tunnel_down(self) -> None:

@@ -234,3 +234,34 @@ def test_ha_with_fa_peer_keys_must_not_be_world_readable(tmp_path):
     q = private_copy(tmp_path, "ha.toml")
     q.chmod(0o644)
     assert load_ha(q).fa_peers == {}
+
+
+def test_ports_need_tcp_udp_or_sctp_in_every_store(tmp_path):
+    """A filter with ports and another protocol would lose its ports in iptables (wider
+    than written): the file store and the LDAP store refuse it, naming the key."""
+    from mipro.policy.profile import ProfileError, parse_filter
+    from mipro.subscribers.ldap_store import parse_entry
+
+    for item, key in (({"protocol": 0, "dport": 25, "action": "deny"}, "dport"),
+                      ({"protocol": "icmp", "sport": "53"}, "sport"),
+                      ({"protocol": "any", "sport": 1, "dport": 2}, "sport")):
+        with pytest.raises(ProfileError) as err:
+            parse_filter(item)
+        assert err.value.key == key and "ports need protocol tcp, udp or sctp" in \
+            err.value.problem, (item, err.value.key)
+    assert parse_filter({"protocol": "sctp", "sport": 1}).sport == (1, 1)
+    p = write(tmp_path, """
+[[subscriber]]
+home_address = "10.1.0.5"
+sa = [{ spi = 256, key = "text:sixteen-bytes-key" }]
+filters = [{ protocol = 0, dport = 25, action = "deny" },
+           { protocol = "icmp", sport = 53 }]
+""")
+    with pytest.raises(ConfigError) as err:
+        load_subscribers(p)
+    assert err.value.errors == [
+        f"{p}: subscriber.0.filters.0.dport: ports need protocol tcp, udp or sctp, not 0",
+        f"{p}: subscriber.0.filters.1.sport: ports need protocol tcp, udp or sctp, not 'icmp'"]
+    with pytest.raises(ValueError, match=r"cn=x: miproRoute/miproFilter sport: ports need"):
+        parse_entry("cn=x", {"miproHomeAddress": "10.1.0.5",
+                             "miproFilter": ["1 protocol=icmp sport=53 action=accept"]})
