@@ -139,6 +139,9 @@ class HaDaemon(EngineDaemon):
         except (KeyError, TypeError, ValueError, OSError) as exc:
             self.log("state-file-unreadable", "warning", path=self.journal.snapshot, reason=exc)
             return
+        if self.journal.skipped:  # the rest is restored
+            self.log("state-rows-skipped", "warning", path=self.journal.snapshot,
+                     count=len(self.journal.skipped), first=self.journal.skipped[0])
         self.dispatch(self.engine.restore(bindings, time.time()))
 
     def reload(self) -> None:
