@@ -35,6 +35,10 @@ def make_policy(cfg: FaConfig,
 
 
 def make_advertiser(cfg: FaConfig, now: float) -> Advertiser:
+    return Advertiser(make_advert_policy(cfg), now)
+
+
+def make_advert_policy(cfg: FaConfig) -> AdvertPolicy:
     flags = AgentFlags.F
     if cfg.registration_required:
         flags |= AgentFlags.R
@@ -42,8 +46,8 @@ def make_advertiser(cfg: FaConfig, now: float) -> Advertiser:
         flags |= AgentFlags.T
     if "gre" in cfg.encapsulations:
         flags |= AgentFlags.G
-    return Advertiser(AdvertPolicy(cfg.address, cfg.prefix_length, flags, cfg.care_of_addresses,
-                                   cfg.max_lifetime, cfg.advertisement_interval), now)
+    return AdvertPolicy(cfg.address, cfg.prefix_length, flags, cfg.care_of_addresses,
+                        cfg.max_lifetime, cfg.advertisement_interval)
 
 
 class FaDaemon(EngineDaemon):
@@ -116,7 +120,9 @@ class FaDaemon(EngineDaemon):
             return
         self.engine.policy = make_policy(cfg, self.dataplane.address_in_use
                                          if self.dataplane else None)
-        self.engine.advertiser = make_advertiser(cfg, time.time())
+        # no reboot: the advertisement sequence goes on (RFC 5944 §2.3.2), or every MN
+        # would take the reload for one and register again
+        self.engine.advertiser.policy = make_advert_policy(cfg)
         self.cfg = cfg
         self.log.set_level(cfg.runtime.log_level)
         self.log("reloaded", config=cfg.path)

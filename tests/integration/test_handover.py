@@ -120,3 +120,24 @@ def test_fa_status_json(make_lab):
     v = status["visitors"][0]
     assert v["mac"] == "02:00:00:00:01:00" and v["home_agent"] == "10.1.0.1"
     assert json.dumps(status)
+
+
+def test_fa_reload_keeps_the_advertisement_sequence(make_lab):
+    """SIGHUP is no reboot (RFC 5944 §2.3.2): the advertisement sequence goes on, so the
+    mobile node neither sees agent-rebooted nor registers again."""
+    lab = make_lab("handover", services=False)
+    for name in ("ha", "fa1", "mn"):
+        lab.start_service(name)
+    lab.wait_for(lambda: registered_via_fa1(lab), 30, "registration through FA1")
+    time.sleep(1.5)  # a few advertisements (every 0.5 s): the sequence is past 1
+    registrations = sum("event=register " in x for x in lab.log_lines("mn"))
+    visitor = lab.status("fa1")["visitors"][0]
+    lab.exec("fa1", "kill", "-HUP", str(lab.services["fa1"].proc.pid))
+    lab.wait_for(lambda: any("event=reloaded" in x for x in lab.log_lines("fa1")), 5, "reload")
+    time.sleep(2.0)  # four advertisements after the reload
+    assert not any("agent-rebooted" in x for x in lab.log_lines("mn")), lab.log_lines("mn")
+    assert sum("event=register " in x for x in lab.log_lines("mn")) == registrations
+    after = lab.status("fa1")["visitors"][0]
+    assert (after["home_address"], after["lifetime"]) == (visitor["home_address"],
+                                                          visitor["lifetime"])
+    assert after["lifetime_left"] < visitor["lifetime_left"]  # the same entry, not renewed
