@@ -86,11 +86,19 @@ class MnConfig:
     role: str = "mn"
 
 
-def _dataplane(c: Checker) -> DataplaneConfig:
+# Each role's own route tables and rule priorities by default, so that a home agent and a
+# foreign agent on one host never touch each other's (the FA's span table .. table + 8447
+# and rule_priority - 3 .. rule_priority, see dataplane/fa.py).
+TABLES = {"ha": (434, 1000), "mn": (434, 1000), "fa": (1434, 900)}
+
+
+def _dataplane(c: Checker, role: str) -> DataplaneConfig:
+    table, priority = TABLES[role]
     return DataplaneConfig(
         backend=c.choice("dataplane.backend", BACKENDS, "auto"),
-        table=c.integer("dataplane.table", 434, 1, 2**31 - 1),
-        rule_priority=c.integer("dataplane.rule_priority", 1000, 1, 32765),
+        table=c.integer("dataplane.table", table, 1, 2**31 - 1),
+        rule_priority=c.integer("dataplane.rule_priority", priority,
+                                4 if role == "fa" else 1, 32765),
         tunnel_interface=c.get("dataplane.tunnel_interface", str, "mip0",
                                lambda v: None if 0 < len(v) < 16 else "1 to 15 characters"),
     )
@@ -180,7 +188,7 @@ def load_ha(path: str | Path) -> HaConfig:
         subscribers_file=c.get("subscribers.file", str,
                                "/etc/mipro/subscribers.toml" if store == "file" else None),
         fa_peers=peers,
-        dataplane=_dataplane(c),
+        dataplane=_dataplane(c, "ha"),
         runtime=_runtime(c, "ha"),
         proxy_arp=c.choice("ha.proxy_arp", ("per-binding", "interface"), "per-binding"),
         kernel_tunnels=c.choice("ha.kernel_tunnels", ("per-care-of", "shared"), "per-care-of"),
@@ -263,7 +271,7 @@ def load_mn(path: str | Path) -> MnConfig:
         static_address=static,
         gateway=c.address("interface.gateway", None),
         vendor_id=c.integer("mn.vendor_id", 32473, 1, 2**24 - 1),
-        dataplane=_dataplane(c),
+        dataplane=_dataplane(c, "mn"),
         runtime=_runtime(c, "mn"),
         mode=c.choice("mn.mode", ("auto", "fa", "colocated"), "auto"),
         discovery_wait=c.number("mn.discovery_wait", 1.0, 0.0),
@@ -344,7 +352,7 @@ def load_fa(path: str | Path) -> FaConfig:
         ha_peers=peers,
         mn_peers=mns,
         require_mn_fa=c.get("fa.require_mn_fa_auth", bool, False),
-        dataplane=_dataplane(c),
+        dataplane=_dataplane(c, "fa"),
         runtime=_runtime(c, "fa"),
     )
     c.unknown_keys({

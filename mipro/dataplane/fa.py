@@ -18,7 +18,11 @@ the visitor's conntrack entries, so a denied flow cannot live on.
 
 Each home agent has a tunnel device of its own: an ipip link (kernel
 backend) or a TUN of the relay (userspace backend), named
-``mip-<HA address in hex>``.
+``mipf-<HA address in hex>``.
+
+A home agent may run on the same host: the FA's objects are its own by name
+(links ``mipf-*``), by table (``table`` .. ``table + 8447``) and by rule priority
+(``rule_priority - 3`` .. ``rule_priority``), and its cleanup touches nothing else.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ from .relay import MTU, UserspaceTunnel
 from .routeprofiles import MARK_MASK, MARK_SHIFT, RouteProfiles
 from .visitorfw import PerVisitorChains, VisitorFirewall, ipset_available
 
-LINK_PREFIX = "mip-"
+LINK_PREFIX = "mipf-"  # the FA's links; the HA's are "miph-" (one host may run both)
 DEFAULT = IPv4Network("0.0.0.0/0")
 TABLE_OFFSET = 16  # route profile tables: table + 16 + 1 .. + (MARK_MASK >> MARK_SHIFT)
 PROFILE_TABLES = MARK_MASK >> MARK_SHIFT
@@ -113,7 +117,10 @@ class FaDataplane:
         count = 0
         last = self.table + REALM_TABLE_OFFSET + (REALM_MASK >> 8)
         tables = set()
+        ours = (self.prio, self.prio - 1, self.prio - 2)  # delivery, route profiles, realms
         for rule in await self.nl.rules_for_table_range(self.table, last):
+            if rule["priority"] not in ours:
+                continue
             src = {"src": rule["src"], "src_len": 32} if rule["src"] else {}
             count += await self.nl.rule_del(rule["table"], rule["priority"], **src)
             tables.add(rule["table"])

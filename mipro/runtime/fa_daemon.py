@@ -84,7 +84,9 @@ class FaDaemon(EngineDaemon):
         self.absorb = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.absorb.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.absorb.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        self.absorb.bind(("0.0.0.0", 434))
+        if self.cfg.address != self.cfg.care_of_addresses[0]:  # else self.udp is there
+            # not the wildcard: a home agent on this host has port 434 on its address
+            self.absorb.bind((str(self.cfg.address), 434))
         self.absorb.setblocking(False)
         loop.add_reader(self.absorb.fileno(), self._drain_absorb)
         loop.add_reader(self.udp.fileno(), self._on_udp)

@@ -5,6 +5,7 @@ import time
 
 import pytest
 
+from mipro.config.schema import TABLES
 from mipro.lab.cli import load_check
 
 from .conftest import kernel_state
@@ -18,7 +19,7 @@ def check_module():
 
 
 def fa_state(lab, node):
-    state = kernel_state(lab, node)
+    state = kernel_state(lab, node, table=TABLES["fa"][0])  # the FA's delivery table
     # only what mipro adds: the kernel itself may cache the MN's address when it ARPs for us
     neigh = lab.exec(node, "ip", "neigh", "show", HOME, "nud", "permanent").stdout.strip()
     rules = lab.exec(node, "ip", "rule").stdout
@@ -70,7 +71,8 @@ def test_traffic_both_ways_with_and_without_reverse_tunnelling(make_lab, reverse
     visitor = lab.status("fa1")["visitors"][0]
     assert visitor["reverse_tunnel"] is reverse
     rules = lab.exec("fa1", "ip", "rule").stdout
-    assert ("iif lan0 lookup 451" in rules) is reverse  # the reverse-tunnel route profile
+    profile = TABLES["fa"][0] + 17  # the first route profile: the reverse tunnel's
+    assert (f"iif lan0 lookup {profile}" in rules) is reverse
     for node, dst in (("cn-home", HOME), ("mn", "10.1.0.10"), ("mn", "203.0.113.10")):
         assert lab.ping(node, dst)[0] == 3, (node, dst)
     res = lab.tcp_transfer("mn", "cn-home", "10.1.0.10", 1 << 20)

@@ -34,7 +34,7 @@ def test_everything_goes_with_the_visitor(make_lab):
     assert "\n10.1.0.100\n" in lab.exec("fa1", "ipset", "list").stdout + "\n"
     routes = lab.exec("fa1", "ip", "route", "show", "table", str(table)).stdout
     assert "198.51.100.0/24 dev lan0" in routes and "metric 5" in routes
-    assert "default dev mip-0a010001" in routes and "metric 100" in routes  # HA 10.1.0.1
+    assert "default dev mipf-0a010001" in routes and "metric 100" in routes  # HA 10.1.0.1
     # the visitor's filter rules: its policy's chain, selected by the policy's ipset
     policy = visitor["applied"]["filter_counters"][0]["policy"]
     chains = lab.exec("fa1", "iptables-legacy", "-S").stdout
@@ -65,7 +65,7 @@ def test_everything_goes_with_the_visitor(make_lab):
     assert "MIPRO-PN-" not in lab.exec("fa1", "iptables-legacy", "-t", "nat", "-S").stdout
     assert "mipro-p-" not in lab.exec("fa1", "ipset", "list", "-n").stdout
     # its realm (the HA's tunnel device, zone and connmark rules, next-hop alias) too
-    assert "mip-0a010001" not in lab.exec("fa1", "ip", "-o", "link").stdout
+    assert "mipf-0a010001" not in lab.exec("fa1", "ip", "-o", "link").stdout
     assert "169.254." not in lab.exec("fa1", "ip", "neigh", "show", "dev", "lan0").stdout
     assert "mipro-h-" not in lab.exec("fa1", "ipset", "list", "-n").stdout
     assert "--zone-orig" not in lab.exec("fa1", "iptables-legacy", "-t", "raw", "-S").stdout

@@ -34,7 +34,7 @@ def test_colocated_mobile_node_over_kernel_tunnels(make_lab, encapsulation):
     both = lab.wait_for(lambda: check("colocated").registered(lab), 60, "registration")
     assert both["ha"]["dataplane"] == "kernel" and both["mn"]["dataplane"] == "kernel"
     coa = both["mn"]["care_of_address"]
-    prefix = "mip-g" if encapsulation == "gre" else "mip-"
+    prefix = "miph-g" if encapsulation == "gre" else "miph-"
     ha_links = links(lab, "ha")
     name = prefix + bytes(int(x) for x in coa.split(".")).hex()
     assert f"{name}@" in ha_links and f"remote {coa}" in ha_links, ha_links
@@ -63,7 +63,7 @@ def test_route_optimization_with_kernel_tunnels(make_lab):
         lab.start_service(name)
     assert lab.status("fa1")["dataplane"] == "kernel"
     check("ro").run(lab, say=print)
-    assert "mip-0a010001" in links(lab, "fa1")  # FA1's ipip link to the HA
+    assert "mipf-0a010001" in links(lab, "fa1")  # FA1's ipip link to the HA
 
 
 @pytest.mark.parametrize("encapsulation", ["ipip", "gre"])
@@ -79,9 +79,9 @@ def test_shared_collect_metadata_tunnels_at_the_home_agent(make_lab, encapsulati
         lab.start_service(name)
     both = lab.wait_for(lambda: check("colocated").registered(lab), 60, "registration")
     coa = both["mn"]["care_of_address"]
-    device = "mip-gre" if encapsulation == "gre" else "mip-ipip"
+    device = "miph-gre" if encapsulation == "gre" else "miph-ipip"
     ha_links = links(lab, "ha")
-    assert "mip-ipip@" in ha_links and "mip-gre@" in ha_links and "external" in ha_links
+    assert "miph-ipip@" in ha_links and "miph-gre@" in ha_links and "external" in ha_links
     routes = lab.exec("ha", "ip", "route", "show", "table", "434").stdout
     assert f"encap ip id 0 src 10.1.0.1 dst {coa}" in routes and f"dev {device}" in routes, \
         routes
@@ -103,6 +103,6 @@ def test_shared_collect_metadata_tunnels_at_the_home_agent(make_lab, encapsulati
     assert HOME not in lab.exec("ha", "ip", "route", "show", "table", "434").stdout
     assert coa not in lab.exec("ha", "ipset", "list", "mipro-coa").stdout
     assert lab.stop_service("ha") == 0
-    assert "mip-" not in links(lab, "ha")
+    assert "miph-" not in links(lab, "ha")
     assert "MIPRO" not in lab.exec("ha", "iptables-legacy", "-t", "raw", "-S").stdout
     assert "mipro-coa" not in lab.exec("ha", "ipset", "list", "-n").stdout
