@@ -434,6 +434,12 @@ class FaDataplane:
         v = self.by_realm.get((inner_dst, outer_src))
         return v.key if v is not None else None
 
+    @property
+    def encapsulations(self) -> frozenset[str]:
+        """What this dataplane carries to and from home agents: the kernel backend's device
+        per home agent is an ipip link; the relay does IP-in-IP and GRE."""
+        return frozenset({"ipip"}) if self.name == "kernel" else frozenset({"ipip", "gre"})
+
     def counters(self, key: Key) -> dict[str, int] | None:
         if self.relay is None:
             return None

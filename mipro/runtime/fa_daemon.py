@@ -22,14 +22,17 @@ from .daemon import EngineDaemon, run_daemon
 from .logging import EventLog
 from .systemd import notify
 
+ANY_ENCAPSULATION = frozenset({"ipip", "gre"})
+
 
 def make_policy(cfg: FaConfig,
                 address_in_use: Callable[[IPv4Address], IPv4Address | None] | None = None,
-                ) -> FaPolicy:
+                carried: frozenset[str] = ANY_ENCAPSULATION) -> FaPolicy:
+    """``carried``: the encapsulations the dataplane can deliver (FaDataplane)."""
     return FaPolicy(address=cfg.address, care_of_addresses=cfg.care_of_addresses,
                     max_lifetime=cfg.max_lifetime, reverse_tunneling=cfg.reverse_tunneling,
                     reverse_tunnel_required=cfg.reverse_tunnel_required,
-                    encapsulations=cfg.encapsulations, ha_peers=dict(cfg.ha_peers),
+                    encapsulations=cfg.encapsulations & carried, ha_peers=dict(cfg.ha_peers),
                     mn_fa=dict(cfg.mn_peers), require_mn_fa=cfg.require_mn_fa,
                     vendor_id=cfg.vendor_id, address_in_use=address_in_use)
 
@@ -38,13 +41,14 @@ def make_advertiser(cfg: FaConfig, now: float) -> Advertiser:
     return Advertiser(make_advert_policy(cfg), now)
 
 
-def make_advert_policy(cfg: FaConfig) -> AdvertPolicy:
+def make_advert_policy(cfg: FaConfig, carried: frozenset[str] = ANY_ENCAPSULATION,
+                       ) -> AdvertPolicy:
     flags = AgentFlags.F
     if cfg.registration_required:
         flags |= AgentFlags.R
     if cfg.reverse_tunneling:
         flags |= AgentFlags.T
-    if "gre" in cfg.encapsulations:
+    if "gre" in cfg.encapsulations & carried:  # G only if the dataplane delivers GRE
         flags |= AgentFlags.G
     return AdvertPolicy(cfg.address, cfg.prefix_length, flags, cfg.care_of_addresses,
                         cfg.max_lifetime, cfg.advertisement_interval)
@@ -71,7 +75,12 @@ class FaDaemon(EngineDaemon):
             table=dp.table, rule_priority=dp.rule_priority,
             log=self.log)
         await self.dataplane.start(loop)
-        self.engine.policy = make_policy(self.cfg, self.dataplane.address_in_use)
+        carried = self.dataplane.encapsulations
+        self.engine.policy = make_policy(self.cfg, self.dataplane.address_in_use, carried)
+        self.engine.advertiser.policy = make_advert_policy(self.cfg, carried)
+        if self.cfg.encapsulations - carried:
+            self.log("encapsulation-unavailable", "warning", backend=backend,
+                     encapsulations=",".join(sorted(self.cfg.encapsulations - carried)))
         mac = await self.dataplane.nl.mac(self.cfg.interface)
         worker = asyncio.create_task(self._worker())
         # relay from the care-of address: it is the FA's identity towards home agents
@@ -120,11 +129,12 @@ class FaDaemon(EngineDaemon):
         if changed:
             self.log("reload-needs-restart", "warning", keys=",".join(changed))
             return
+        carried = self.dataplane.encapsulations if self.dataplane else ANY_ENCAPSULATION
         self.engine.policy = make_policy(cfg, self.dataplane.address_in_use
-                                         if self.dataplane else None)
+                                         if self.dataplane else None, carried)
         # no reboot: the advertisement sequence goes on (RFC 5944 §2.3.2), or every MN
         # would take the reload for one and register again
-        self.engine.advertiser.policy = make_advert_policy(cfg)
+        self.engine.advertiser.policy = make_advert_policy(cfg, carried)
         self.cfg = cfg
         self.log.set_level(cfg.runtime.log_level)
         self.log("reloaded", config=cfg.path)

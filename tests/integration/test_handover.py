@@ -143,3 +143,36 @@ def test_fa_reload_keeps_the_advertisement_sequence(make_lab):
     assert (after["home_address"], after["lifetime"]) == (visitor["home_address"],
                                                           visitor["lifetime"])
     assert after["lifetime_left"] < visitor["lifetime_left"]  # the same entry, not renewed
+
+
+def advertised_flags(lab, node="fa1", iface="lan0"):
+    """The agent flags of every advertisement in the node's capture (mipro decode)."""
+    import subprocess
+    import sys
+
+    time.sleep(0.5)  # tcpdump -U writes each packet out as it comes
+    out = subprocess.run([sys.executable, "-m", "mipro.cli", "decode", "--pcap",
+                          str(lab.out / f"{node}-{iface}.pcap"), "--json"],
+                         capture_output=True, text=True, check=True).stdout
+    found = []
+    for m in json.loads(out):
+        for ext in m.get("extensions", []):
+            if "sequence" in ext and "flags" in ext:
+                found.append(ext["flags"])
+    return found
+
+
+def test_gre_through_a_userspace_foreign_agent(make_lab):
+    """The relay carries GRE: FA1 (userspace backend) advertises G and serves a GRE MN."""
+    lab = make_lab("handover", services=False)
+    lab.edit_conf("mn", "mn.toml", "mode = \"auto\"", "mode = \"fa\"\nencapsulation = \"gre\"")
+    for name in ("ha", "fa1", "mn"):
+        lab.start_service(name)
+    lab.wait_for(lambda: registered_via_fa1(lab), 30, "GRE registration through FA1")
+    assert lab.status("fa1")["dataplane"] == "userspace"
+    assert lab.status("fa1")["visitors"][0]["encapsulation"] == "gre"
+    flags = advertised_flags(lab)
+    assert flags and all("G" in f for f in flags), flags
+    assert not any("encapsulation-unavailable" in x for x in lab.log_lines("fa1"))
+    for node, dst in (("cn-home", HOME), ("mn", "10.1.0.10")):
+        assert lab.ping(node, dst)[0] == 3, (node, dst)

@@ -265,3 +265,20 @@ filters = [{ protocol = 0, dport = 25, action = "deny" },
     with pytest.raises(ValueError, match=r"cn=x: miproRoute/miproFilter sport: ports need"):
         parse_entry("cn=x", {"miproHomeAddress": "10.1.0.5",
                              "miproFilter": ["1 protocol=icmp sport=53 action=accept"]})
+
+
+def test_fa_offers_gre_only_if_its_dataplane_carries_it(tmp_path):
+    """The FA's policy and advertisement are what the config allows AND the dataplane can
+    deliver: with the kernel backend's ipip device per home agent, no G (no 72 escapes)."""
+    from mipro.config import load_fa
+    from mipro.runtime.fa_daemon import make_advert_policy, make_policy
+    from mipro.wire import AgentFlags
+
+    cfg = load_fa(private_copy(tmp_path, "fa.toml"))
+    assert cfg.encapsulations == {"ipip", "gre"}
+    assert make_policy(cfg).encapsulations == {"ipip", "gre"}
+    assert make_advert_policy(cfg).flags & AgentFlags.G
+    ipip_only = frozenset({"ipip"})
+    assert make_policy(cfg, None, ipip_only).encapsulations == {"ipip"}
+    flags = make_advert_policy(cfg, ipip_only).flags
+    assert not flags & AgentFlags.G and flags == make_advert_policy(cfg).flags & ~AgentFlags.G
