@@ -76,7 +76,7 @@ def inner(sizes: list[int], tunnels: str, proxy_arp: str) -> None:
                 if tunnels == "shared":
                     metric = (int(b.home_address) & 0xFFFF) + 1  # as mipro spreads them
                     lines.append(f"route replace {b.home_address}/32 encap ip dst "
-                                 f"{b.care_of_address} src 172.31.9.1 ttl 64 dev mip-ipip "
+                                 f"{b.care_of_address} src 172.31.9.1 ttl 64 dev miph-ipip "
                                  f"table 435 proto static metric {metric}")
                     coas.append(f"add base-coa {b.care_of_address}\n")
                     undo.append(f"route del {b.home_address}/32 table 435")

@@ -127,8 +127,8 @@ def baseline(home: IPv4Address, r: int) -> float:
     chain = f"BASE-{home.packed.hex()}"
     add_ip = (f"rule add from {home} iif lan0 lookup {table} priority 999\n"
               f"route replace 198.51.100.0/24 dev lan0 table {table} metric 5\n"
-              f"route replace 10.1.0.0/24 dev mip-0a010001 table {table} metric 10\n"
-              f"route replace default dev mip-0a010001 table {table} metric 100\n")
+              f"route replace 10.1.0.0/24 dev mipf-0a010001 table {table} metric 10\n"
+              f"route replace default dev mipf-0a010001 table {table} metric 100\n")
     del_ip = (f"rule del from {home} iif lan0 lookup {table} priority 999\n"
               f"route flush table {table}\n")
     rules = [f"-A {chain} -d 203.0.113.10/32 -p udp -m udp --dport 5060:5061 -j DROP",

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 REQUIRED = object()
+MIN_KEY_BYTES = 16  # the shortest key a store or configuration file may hold
 
 
 class ConfigError(Exception):
@@ -31,11 +32,34 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{path}: not valid TOML: not UTF-8 (byte {exc.start})"]) from None
+
+
+def file_problem(path: str | Path) -> str | None:
+    """Why a file a configuration names cannot be read (None if it can): for an error
+    ``CONFIG: KEY: PATH: PROBLEM``."""
+    try:
+        mode = os.stat(path).st_mode
+        if stat.S_ISDIR(mode):
+            return "is a directory, not a file"
+        if not stat.S_ISREG(mode):
+            return "is not a regular file"
+        with open(path, "rb"):
+            pass
+    except FileNotFoundError:
+        return "no such file"
+    except OSError as exc:
+        return f"cannot read ({exc.strerror})"
+    return None
 
 
 def check_not_world_readable(path: str | Path, what: str) -> None:
     """Secrets must not be readable by others (mode o+r)."""
-    mode = os.stat(path).st_mode
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
     if mode & (stat.S_IROTH | stat.S_IWOTH):
         raise ConfigError([f"{path}: {what} is readable by others (mode "
                            f"{stat.S_IMODE(mode):04o}); chmod o-rw {path}"])
@@ -100,9 +124,12 @@ class Checker:
         return float(value) if isinstance(value, int | float) else value
 
     def choice(self, key: str, choices: tuple[str, ...], default: Any = REQUIRED) -> Any:
-        return self.get(key, str, default,
-                        lambda v: None if v in choices else
-                        f"{v!r} is not one of {', '.join(choices)}")
+        """One of ``choices``, or None (recorded as an error): never a value that callers
+        would turn into an enum and fail on."""
+        value = self.get(key, str, default,
+                         lambda v: None if v in choices else
+                         f"{v!r} is not one of {', '.join(choices)}")
+        return value if value in choices or value is default else None
 
     def _parse(self, key: str, default: Any, parser: Callable[[str], Any], what: str) -> Any:
         value = self.get(key, str, default)
@@ -143,8 +170,8 @@ class Checker:
         except ValueError as exc:
             self.error(key, f"cannot decode the {kind} key ({exc})")
             return None
-        if len(raw) < 16:
-            self.error(key, f"key of {len(raw)} bytes is too short (at least 16)")
+        if len(raw) < MIN_KEY_BYTES:
+            self.error(key, f"key of {len(raw)} bytes is too short (at least {MIN_KEY_BYTES})")
         return raw
 
     def unknown_keys(self, allowed: dict[str, set[str]]) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..security import Algorithm, SecurityAssociation
 from ..security.replay import ReplayMethod
-from .loader import Checker, ConfigError, check_not_world_readable, read_toml
+from .loader import Checker, ConfigError, check_not_world_readable, file_problem, read_toml
 
 ALGORITHMS = tuple(a.value for a in Algorithm)
 REPLAY = tuple(r.value for r in ReplayMethod)
@@ -98,11 +98,19 @@ class MnConfig:
     role: str = "mn"
 
 
-def _dataplane(c: Checker) -> DataplaneConfig:
+# Each role's own route tables and rule priorities by default, so that a home agent and a
+# foreign agent on one host never touch each other's (the FA's span table .. table + 8447
+# and rule_priority - 3 .. rule_priority, see dataplane/fa.py).
+TABLES = {"ha": (434, 1000), "mn": (434, 1000), "fa": (1434, 900)}
+
+
+def _dataplane(c: Checker, role: str) -> DataplaneConfig:
+    table, priority = TABLES[role]
     return DataplaneConfig(
         backend=c.choice("dataplane.backend", BACKENDS, "auto"),
-        table=c.integer("dataplane.table", 434, 1, 2**31 - 1),
-        rule_priority=c.integer("dataplane.rule_priority", 1000, 1, 32765),
+        table=c.integer("dataplane.table", table, 1, 2**31 - 1),
+        rule_priority=c.integer("dataplane.rule_priority", priority,
+                                4 if role == "fa" else 1, 32765),
         tunnel_interface=c.get("dataplane.tunnel_interface", str, "mip0",
                                lambda v: None if 0 < len(v) < 16 else "1 to 15 characters"),
     )
@@ -139,18 +147,22 @@ def _ldap(c: Checker) -> dict | None:
         return None
     password = None
     password_file = c.get("subscribers.ldap.password_file", str, None)
-    if password_file:
+    if password_file and (problem := file_problem(password_file)) is not None:
+        c.error("subscribers.ldap.password_file", f"{password_file}: {problem}")
+    elif password_file:
         try:
             check_not_world_readable(password_file, "the LDAP password file")
             password = Path(password_file).read_text().strip()
         except ConfigError as exc:
             c.errors.extend(exc.errors)
         except OSError as exc:
-            c.error("subscribers.ldap.password_file", f"cannot read {password_file}: "
-                                                      f"{exc.strerror}")
+            c.error("subscribers.ldap.password_file", f"{password_file}: cannot read "
+                                                      f"({exc.strerror})")
+        except UnicodeDecodeError:
+            c.error("subscribers.ldap.password_file", f"{password_file}: not UTF-8 text")
     ca_file = c.get("subscribers.ldap.ca_file", str, None)
-    if ca_file and not Path(ca_file).is_file():
-        c.error("subscribers.ldap.ca_file", f"{ca_file} is not a file")
+    if ca_file and (problem := file_problem(ca_file)) is not None:
+        c.error("subscribers.ldap.ca_file", f"{ca_file}: {problem}")
     return {"url": url, "base_dn": c.get("subscribers.ldap.base_dn", str),
             "bind_dn": c.get("subscribers.ldap.bind_dn", str, None), "password": password,
             "starttls": c.get("subscribers.ldap.starttls", bool, False), "ca_file": ca_file,
@@ -161,9 +173,11 @@ def _ldap(c: Checker) -> dict | None:
 
 def _encapsulations(c: Checker, key: str) -> frozenset[str]:
     encaps = c.get(key, list, ["ipip", "gre"],
-                   lambda v: None if v and set(v) <= {"ipip", "gre"} else
+                   lambda v: None if v and all(isinstance(x, str) for x in v) and
+                   set(v) <= {"ipip", "gre"} else
                    "a non-empty list of \"ipip\" and \"gre\"")
-    return frozenset(encaps) if isinstance(encaps, list) else frozenset({"ipip"})
+    ok = isinstance(encaps, list) and all(x in ("ipip", "gre") for x in encaps)
+    return frozenset(encaps) if ok else frozenset({"ipip"})
 
 
 def load_ha(path: str | Path) -> HaConfig:
@@ -186,7 +200,7 @@ def load_ha(path: str | Path) -> HaConfig:
         subscribers_file=c.get("subscribers.file", str,
                                "/etc/mipro/subscribers.toml" if store == "file" else None),
         fa_peers=peers,
-        dataplane=_dataplane(c),
+        dataplane=_dataplane(c, "ha"),
         runtime=_runtime(c, "ha"),
         proxy_arp=c.choice("ha.proxy_arp", ("per-binding", "interface"), "per-binding"),
         kernel_tunnels=c.choice("ha.kernel_tunnels", ("per-care-of", "shared"), "per-care-of"),
@@ -220,6 +234,8 @@ def load_ha(path: str | Path) -> HaConfig:
     if cfg.address not in cfg.home_network:
         raise ConfigError([f"{path}: ha.address: {cfg.address} is not in ha.home_network "
                            f"{cfg.home_network}"])
+    if peers:
+        check_not_world_readable(path, "a file holding FA-HA keys")
     return cfg
 
 
@@ -304,7 +320,7 @@ def load_mn(path: str | Path) -> MnConfig:
         static_address=static,
         gateway=c.address("interface.gateway", None),
         vendor_id=c.integer("mn.vendor_id", 32473, 1, 2**24 - 1),
-        dataplane=_dataplane(c),
+        dataplane=_dataplane(c, "mn"),
         runtime=_runtime(c, "mn"),
         mode=c.choice("mn.mode", ("auto", "fa", "colocated"), "auto"),
         discovery_wait=c.number("mn.discovery_wait", 1.0, 0.0),
@@ -399,7 +415,7 @@ def load_fa(path: str | Path) -> FaConfig:
         ha_peers=peers,
         mn_peers=mns,
         require_mn_fa=c.get("fa.require_mn_fa_auth", bool, False),
-        dataplane=_dataplane(c),
+        dataplane=_dataplane(c, "fa"),
         runtime=_runtime(c, "fa"),
         home_agents=_networks(c, "fa.home_agents", ["0.0.0.0/0"]),
         limits=FaLimitsConfig(

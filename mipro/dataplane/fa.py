@@ -18,7 +18,11 @@ the visitor's conntrack entries, so a denied flow cannot live on.
 
 Each home agent has a tunnel device of its own: an ipip link (kernel
 backend) or a TUN of the relay (userspace backend), named
-``mip-<HA address in hex>``.
+``mipf-<HA address in hex>``.
+
+A home agent may run on the same host: the FA's objects are its own by name
+(links ``mipf-*``), by table (``table`` .. ``table + 8447``) and by rule priority
+(``rule_priority - 3`` .. ``rule_priority``), and its cleanup touches nothing else.
 """
 
 from __future__ import annotations
@@ -31,19 +35,23 @@ from typing import Any
 from pyroute2 import AsyncConntrack
 
 from ..core.fa import Visitor
-from ..wire.vendor import StaticRoute
+from ..wire.vendor import FilterRule, StaticRoute, Verdict
+from .firewall import fail_closed
 from .netlink import Netlink, set_sysctl
 from .realms import REALM_MASK, REALM_SHIFT, Key, Realm, Realms, Twin
 from .relay import MTU, UserspaceTunnel
 from .routeprofiles import MARK_MASK, MARK_SHIFT, RouteProfiles
 from .visitorfw import PerVisitorChains, VisitorFirewall, ipset_available
 
-LINK_PREFIX = "mip-"
+LINK_PREFIX = "mipf-"  # the FA's links; the HA's are "miph-" (one host may run both)
 DEFAULT = IPv4Network("0.0.0.0/0")
 TABLE_OFFSET = 16  # route profile tables: table + 16 + 1 .. + (MARK_MASK >> MARK_SHIFT)
 PROFILE_TABLES = MARK_MASK >> MARK_SHIFT
 REALM_TABLE_OFFSET = 8192  # realm delivery tables: table + 8192 + 1 .. + 255
 REVERSE_METRIC = 1000  # reverse tunnelling default: costlier than any profile route
+# what a visitor gets when its home agent sent a filter rule we cannot build exactly: its
+# policy chain sees only its packets, so this drops all it sends or receives through us
+DENY_ALL = (FilterRule(verdict=Verdict.DENY),)
 
 
 class FaDataplane:
@@ -109,7 +117,10 @@ class FaDataplane:
         count = 0
         last = self.table + REALM_TABLE_OFFSET + (REALM_MASK >> 8)
         tables = set()
+        ours = (self.prio, self.prio - 1, self.prio - 2)  # delivery, route profiles, realms
         for rule in await self.nl.rules_for_table_range(self.table, last):
+            if rule["priority"] not in ours:
+                continue
             src = {"src": rule["src"], "src_len": 32} if rule["src"] else {}
             count += await self.nl.rule_del(rule["table"], rule["priority"], **src)
             tables.add(rule["table"])
@@ -172,7 +183,11 @@ class FaDataplane:
         if v.home_address in self.realms.unlisted:  # no twin rule may name a chain to go
             await self._rebuild_twins(skip=v.key)
         await self._apply_routes(v)
-        await self.firewall.apply(v.key, v.filters)
+        filters, why = fail_closed(v.filters, DENY_ALL)
+        if why is not None:
+            self.log("filters-refused", "error", home=v.home_address, home_agent=v.home_agent,
+                     reason=why, applied="deny-all")
+        await self.firewall.apply(v.key, filters)
         if len(self.sharing(v.home_address)) > 1:  # twins: told apart by MAC (realms.py)
             await self._share(v.home_address, True)
             await self._rebuild_twins()
@@ -418,6 +433,12 @@ class FaDataplane:
     def _accept(self, outer_src: IPv4Address, inner_src: IPv4Address, inner_dst: IPv4Address):
         v = self.by_realm.get((inner_dst, outer_src))
         return v.key if v is not None else None
+
+    @property
+    def encapsulations(self) -> frozenset[str]:
+        """What this dataplane carries to and from home agents: the kernel backend's device
+        per home agent is an ipip link; the relay does IP-in-IP and GRE."""
+        return frozenset({"ipip"}) if self.name == "kernel" else frozenset({"ipip", "gre"})
 
     def counters(self, key: Key) -> dict[str, int] | None:
         if self.relay is None:

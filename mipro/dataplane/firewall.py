@@ -26,6 +26,35 @@ NAT_TOP = "MIPRO-NAT"
 NAT_PREFIX = "MIPRO-N-"
 NFLOG_GROUP = "434"
 PROTO_NAMES = {6: "tcp", 17: "udp", 132: "sctp", 1: "icmp", 47: "gre"}
+PORT_PROTOCOLS = (6, 17, 132)  # the only protocols iptables matches ports of
+ANY_PORT = (0, 65535)
+
+
+class UnbuildableRule(ValueError):
+    """A filter rule iptables cannot express as it says (never built as a wider one)."""
+
+
+def unbuildable(f: FilterRule) -> str | None:
+    """Why ``f`` cannot be built exactly, or None.  Our own stores refuse such rules
+    (policy/profile.py), but a home agent of another implementation may send them."""
+    for name, (lo, hi) in (("sport", f.sport), ("dport", f.dport)):
+        if lo > hi:
+            return f"{name} {lo}-{hi} is an empty range"
+        if (lo, hi) != ANY_PORT and f.protocol not in PORT_PROTOCOLS:
+            return (f"{name} {lo}-{hi} with protocol {f.protocol}: ports need tcp, udp or "
+                    "sctp")
+    return None
+
+
+def fail_closed(filters: tuple[FilterRule, ...], deny_all: tuple[FilterRule, ...],
+                ) -> tuple[tuple[FilterRule, ...], str | None]:
+    """The rules to install: ``filters``, or ``deny_all`` if any of them cannot be built
+    exactly (dropping its ports would widen it: "deny proto 0 dport 25" is not "deny
+    all"; leaving it out would widen the set), with the reason."""
+    for i, f in enumerate(filters):
+        if (why := unbuildable(f)) is not None:
+            return deny_all, f"filter rule {i + 1} of {len(filters)}: {why}"
+    return filters, None
 
 
 def chain_name(home: IPv4Address) -> str:
@@ -49,13 +78,15 @@ def nat_rule(f: FilterRule, home: IPv4Address | None) -> iptc.Rule:
 
 
 def _ports(rng: tuple[int, int]) -> str | None:
-    if rng == (0, 65535):
+    if rng == ANY_PORT:
         return None
     return str(rng[0]) if rng[0] == rng[1] else f"{rng[0]}:{rng[1]}"
 
 
 def _rule(src: IPv4Network, dst: IPv4Network, proto: int, sport: tuple[int, int],
           dport: tuple[int, int], target: str, home: IPv4Address | None) -> iptc.Rule:
+    if (why := unbuildable(FilterRule(protocol=proto, sport=sport, dport=dport))) is not None:
+        raise UnbuildableRule(why)
     r = iptc.Rule()
     if src.prefixlen:
         r.src = str(src)
@@ -63,7 +94,7 @@ def _rule(src: IPv4Network, dst: IPv4Network, proto: int, sport: tuple[int, int]
         r.dst = str(dst)
     if proto:
         r.protocol = PROTO_NAMES.get(proto, str(proto))
-        if proto in (6, 17, 132) and (_ports(sport) or _ports(dport)):
+        if _ports(sport) or _ports(dport):
             m = r.create_match(PROTO_NAMES[proto])
             if _ports(sport):
                 m.sport = _ports(sport)

@@ -30,9 +30,9 @@ from .netlink import Netlink, set_sysctl
 from .relay import UDP_MTU, UserspaceTunnel
 from .visitorfw import destroy_sets, set_match
 
-LINK_PREFIX = "mip-"
+LINK_PREFIX = "miph-"  # the HA's links; the FA's are "mipf-" (one host may run both)
 IFINDEX_BASE = 0x4D490000
-SHARED_LINKS = {"ipip": "mip-ipip", "gre": "mip-gre"}
+SHARED_LINKS = {"ipip": f"{LINK_PREFIX}ipip", "gre": f"{LINK_PREFIX}gre"}
 COA_SET = "mipro-coa"
 COA_CHAIN = "MIPRO-TUN-IN"  # raw PREROUTING: tunnelled packets only from care-of addresses
 IP_PROTOCOLS = {"ipip": "4", "gre": "47"}

@@ -14,10 +14,10 @@ import time
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import Any
 
-from ..wire.vendor import FilterRule, StaticRoute
+from ..wire.vendor import FilterRule, StaticRoute, Verdict
 from .arp import send_gratuitous_arp
 from .encap import icmp_echo
-from .firewall import MobileFirewall
+from .firewall import MobileFirewall, fail_closed
 from .netlink import Netlink, set_sysctl
 from .portselect import MARK, PortSelection
 from .relay import MTU, UDP_MTU, UDP_TUNNEL_HEADER, UserspaceTunnel
@@ -56,6 +56,9 @@ class MnDataplane:
         self.profile_routes: set[tuple[IPv4Network, int]] = set()
         self.default_metric: int | None = None
         self.firewall: MobileFirewall | None = None
+        self.filters: tuple[FilterRule, ...] | None = None  # what the firewall holds now
+        self.applied: tuple | None = None  # tunnel_up's arguments while the tunnel is up
+        self.kernel_link: tuple[str, IPv4Address] | None = None  # (kind, local) of ours
         self.ports = PortSelection(self.nl, home_address, tunnel_interface, table + 1,
                                    rule_priority - 1, tunnel_ports)
 
@@ -111,6 +114,9 @@ class MnDataplane:
         assert self.coa is not None
         if encap == "udp" and (self.encap != "udp" or not self.up):
             self.udp_since = time.monotonic()
+        wanted = (encap, self.coa, self.gateway, reverse_tunnel, tuple(routes), tuple(filters))
+        if self.up and wanted == self.applied:
+            return  # a renewal that changes nothing: not a route may vanish for a moment
         self.encap = encap
         if self.name == "userspace" or encap == "udp":  # the kernel has no RFC 3519 link
             raw = self.name == "userspace"
@@ -120,6 +126,7 @@ class MnDataplane:
             if self.relay is None:
                 if not raw:  # a kernel ipip link of an earlier registration holds the name
                     await self.nl.link_del(self.tun_if)
+                    self.kernel_link = None
                 self.relay = UserspaceTunnel(self.tun_if, self.coa.ip, self._peer_of,
                                              self._accept, raw=raw)
                 self.relay.open()
@@ -129,9 +136,14 @@ class MnDataplane:
                 self.relay.rebind(self.coa.ip)
         else:
             kind = "gre" if encap == "gre" else "ipip"
-            await self.nl.link_del(self.tun_if)
-            await self.nl.ipr.link("add", ifname=self.tun_if, kind=kind, **{
-                f"{kind}_local": str(self.coa.ip), f"{kind}_remote": str(self.ha)})
+            # the same link is kept (and the routes through it): recreated only for another
+            # encapsulation or care-of address
+            if self.kernel_link != (kind, self.coa.ip) or \
+                    await self.nl.maybe_index(self.tun_if) is None:
+                await self.nl.link_del(self.tun_if)
+                await self.nl.ipr.link("add", ifname=self.tun_if, kind=kind, **{
+                    f"{kind}_local": str(self.coa.ip), f"{kind}_remote": str(self.ha)})
+                self.kernel_link = (kind, self.coa.ip)
         await self.nl.link_up(self.tun_if, UDP_MTU if encap == "udp" else MTU)
         set_sysctl(f"net.ipv4.conf.{self.tun_if}.rp_filter", "0")
         await self.nl.addr_replace(self.tun_if, self.home, 32)
@@ -147,6 +159,7 @@ class MnDataplane:
         await self._apply_profile(routes, filters)
         await self.ports.apply()
         self.up = True
+        self.applied = wanted
 
     async def _apply_profile(self, routes: tuple[StaticRoute, ...],
                              filters: tuple[FilterRule, ...]) -> None:
@@ -178,7 +191,17 @@ class MnDataplane:
             if self.firewall is None:
                 self.firewall = MobileFirewall(None, top="MIPRO-MN", hooks=("INPUT", "OUTPUT"))
                 self.firewall.start()
-            self.firewall.apply(self.home, filters)
+            # a rule we cannot build exactly: nothing to or from the home address passes
+            # (registrations and tunnel packets use the care-of address, so a corrected
+            # profile can still arrive)
+            filters, why = fail_closed(filters, (FilterRule(
+                source=IPv4Network(self.home), verdict=Verdict.DENY, both_directions=True),))
+            if why is not None:
+                self.log("filters-refused", "error", home=self.home, reason=why,
+                         applied="deny-all")
+            if filters != self.filters:  # a rebuilt chain would lose its counters
+                self.firewall.apply(self.home, filters)
+                self.filters = filters
 
     async def tunnel_down(self) -> None:
         await self.own_address_out(False)
@@ -190,6 +213,7 @@ class MnDataplane:
         if self.firewall is not None:
             self.firewall.stop()
             self.firewall = None
+            self.filters = None
         if self.relay is not None:
             self.relay.close()
             self.relay = None
@@ -197,7 +221,9 @@ class MnDataplane:
             await self.nl.addr_del(self.tun_if, self.home, 32)
             if self.name == "kernel" and self.encap != "udp":
                 await self.nl.link_del(self.tun_if)
+        self.kernel_link = None
         self.up = False
+        self.applied = None
 
     # --- foreign agent mode and home ---------------------------------------------------
 

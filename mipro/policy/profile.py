@@ -16,6 +16,7 @@ from typing import Any
 from ..wire.vendor import ANY, FilterRule, StaticRoute, Verdict
 
 PROTOCOLS = {"any": 0, "icmp": 1, "tcp": 6, "udp": 17, "gre": 47, "sctp": 132}
+PORT_PROTOCOLS = (6, 17, 132)
 
 
 class ProfileError(ValueError):
@@ -82,8 +83,10 @@ def parse_filter(item: dict[str, Any]) -> FilterRule:
     action = item.get("action", "accept")
     if action not in ("accept", "deny"):
         raise ProfileError("action", f"{action!r} is not \"accept\" or \"deny\"")
-    if proto not in (6, 17, 132) and ("sport" in item or "dport" in item):
-        raise ProfileError("dport", "ports need protocol tcp, udp or sctp")
+    for key in ("sport", "dport"):  # iptables has no ports for others: never dropped
+        if key in item and proto not in PORT_PROTOCOLS:
+            raise ProfileError(key, f"ports need protocol tcp, udp or sctp, not "
+                                    f"{item.get('protocol', 'any')!r}")
     nat = item.get("nat")
     nat_address = IPv4Address(0)
     if nat not in (None, False):

@@ -25,15 +25,17 @@ from .logging import EventLog
 from .systemd import notify
 
 BATCH = 256  # datagrams or frames read per wakeup
+ANY_ENCAPSULATION = frozenset({"ipip", "gre"})
 
 
 def make_policy(cfg: FaConfig,
                 address_in_use: Callable[[IPv4Address], IPv4Address | None] | None = None,
-                ) -> FaPolicy:
+                carried: frozenset[str] = ANY_ENCAPSULATION) -> FaPolicy:
+    """``carried``: the encapsulations the dataplane can deliver (FaDataplane)."""
     return FaPolicy(address=cfg.address, care_of_addresses=cfg.care_of_addresses,
                     max_lifetime=cfg.max_lifetime, reverse_tunneling=cfg.reverse_tunneling,
                     reverse_tunnel_required=cfg.reverse_tunnel_required,
-                    encapsulations=cfg.encapsulations, ha_peers=dict(cfg.ha_peers),
+                    encapsulations=cfg.encapsulations & carried, ha_peers=dict(cfg.ha_peers),
                     mn_fa=dict(cfg.mn_peers), require_mn_fa=cfg.require_mn_fa,
                     vendor_id=cfg.vendor_id, address_in_use=address_in_use,
                     home_agents=cfg.home_agents, mac_rate=cfg.limits.per_mac,
@@ -44,15 +46,20 @@ def make_policy(cfg: FaConfig,
 
 
 def make_advertiser(cfg: FaConfig, now: float) -> Advertiser:
+    return Advertiser(make_advert_policy(cfg), now)
+
+
+def make_advert_policy(cfg: FaConfig, carried: frozenset[str] = ANY_ENCAPSULATION,
+                       ) -> AdvertPolicy:
     flags = AgentFlags.F
     if cfg.registration_required:
         flags |= AgentFlags.R
     if cfg.reverse_tunneling:
         flags |= AgentFlags.T
-    if "gre" in cfg.encapsulations:
+    if "gre" in cfg.encapsulations & carried:  # G only if the dataplane delivers GRE
         flags |= AgentFlags.G
-    return Advertiser(AdvertPolicy(cfg.address, cfg.prefix_length, flags, cfg.care_of_addresses,
-                                   cfg.max_lifetime, cfg.advertisement_interval), now)
+    return AdvertPolicy(cfg.address, cfg.prefix_length, flags, cfg.care_of_addresses,
+                        cfg.max_lifetime, cfg.advertisement_interval)
 
 
 class FaDaemon(EngineDaemon):
@@ -115,7 +122,12 @@ class FaDaemon(EngineDaemon):
             log=self.log)
         await self.dataplane.start(loop)
         await self._start_flood_limit()
-        self.engine.set_policy(make_policy(self.cfg, self.dataplane.address_in_use))
+        carried = self.dataplane.encapsulations
+        self.engine.set_policy(make_policy(self.cfg, self.dataplane.address_in_use, carried))
+        self.engine.advertiser.policy = make_advert_policy(self.cfg, carried)
+        if self.cfg.encapsulations - carried:
+            self.log("encapsulation-unavailable", "warning", backend=backend,
+                     encapsulations=",".join(sorted(self.cfg.encapsulations - carried)))
         mac = await self.dataplane.nl.mac(self.cfg.interface)
         worker = asyncio.create_task(self._worker())
         # relay from the care-of address: it is the FA's identity towards home agents
@@ -128,7 +140,9 @@ class FaDaemon(EngineDaemon):
         self.absorb = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.absorb.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.absorb.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        self.absorb.bind(("0.0.0.0", 434))
+        if self.cfg.address != self.cfg.care_of_addresses[0]:  # else self.udp is there
+            # not the wildcard: a home agent on this host has port 434 on its address
+            self.absorb.bind((str(self.cfg.address), 434))
         self.absorb.setblocking(False)
         loop.add_reader(self.absorb.fileno(), self._drain_absorb)
         self.add_input(self.udp.fileno(), self._on_udp)
@@ -166,9 +180,12 @@ class FaDaemon(EngineDaemon):
         if changed:
             self.log("reload-needs-restart", "warning", keys=",".join(changed))
             return
+        carried = self.dataplane.encapsulations if self.dataplane else ANY_ENCAPSULATION
         self.engine.set_policy(make_policy(cfg, self.dataplane.address_in_use
-                                           if self.dataplane else None))
-        self.engine.advertiser = make_advertiser(cfg, time.time())
+                                           if self.dataplane else None, carried))
+        # no reboot: the advertisement sequence goes on (RFC 5944 §2.3.2), or every MN
+        # would take the reload for one and register again
+        self.engine.advertiser.policy = make_advert_policy(cfg, carried)
         self.cfg = cfg
         self.log.set_level(cfg.runtime.log_level)
         self.log("reloaded", config=cfg.path)

@@ -38,7 +38,7 @@ RECV_BATCH = 256
 
 def make_store(cfg: HaConfig):
     if cfg.subscriber_store == "file":
-        return load_subscribers(cfg.subscribers_file)
+        return load_subscribers(cfg.subscribers_file, f"{cfg.path}: subscribers.file")
     from ..subscribers.cache import CachedStore
     from ..subscribers.ldap_store import LdapSettings, LdapStore
 
@@ -183,6 +183,9 @@ class HaDaemon(EngineDaemon):
         except (KeyError, TypeError, ValueError, OSError) as exc:
             self.log("state-file-unreadable", "warning", path=self.journal.snapshot, reason=exc)
             return
+        if self.journal.skipped:  # the rest is restored
+            self.log("state-rows-skipped", "warning", path=self.journal.snapshot,
+                     count=len(self.journal.skipped), first=self.journal.skipped[0])
         self.dispatch(self.call("restore", self.engine.restore, bindings, time.time()))
 
     def reload(self) -> None:

@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable
+from ipaddress import IPv4Address
 from pathlib import Path
-from typing import Any
 
 from ..core.bindings import Binding
 from . import statefile
@@ -28,32 +28,51 @@ class BindingJournal:
         self.rotated = self.snapshot.with_name(self.snapshot.name + ".journal.1")
         self.pending: list[str] = []
         self.lines = 0
+        self.skipped: list[str] = []  # what the last load() could not use, and why
 
     # --- reading ----------------------------------------------------------------------
 
     def load(self) -> list[Binding]:
-        """Snapshot, then the rotated journal, then the journal; a torn last line is skipped."""
-        rows: dict[str, list[Any]] = {}
+        """Snapshot, then the rotated journal, then the journal.
+
+        A snapshot row or journal line that does not describe a binding (a torn write at
+        a crash, a damaged file) is skipped and listed in ``skipped`` as ``where: why``;
+        the others are kept.  Only a snapshot that is not a version-2 state file at all
+        raises ValueError."""
+        bindings: dict[IPv4Address, Binding] = {}
+        self.skipped = []
         data = statefile.read(self.snapshot)
         if data:
-            if data.get("version") != VERSION:
-                raise ValueError(f"{self.snapshot}: version {data.get('version')} is not "
-                                 f"{VERSION}")
-            rows = {row[0]: row for row in data["bindings"]}
+            if not isinstance(data, dict) or data.get("version") != VERSION:
+                version = data.get("version") if isinstance(data, dict) else None
+                raise ValueError(f"{self.snapshot}: version {version} is not {VERSION}")
+            rows = data.get("bindings")
+            if not isinstance(rows, list):
+                raise ValueError(f"{self.snapshot}: no list of bindings")
+            for i, row in enumerate(rows):
+                try:
+                    b = Binding.from_row(row)
+                except (TypeError, ValueError) as exc:
+                    self.skipped.append(f"{self.snapshot}: binding {i + 1}: {_why(exc)}")
+                    continue
+                bindings[b.home_address] = b
         for path in (self.rotated, self.journal):
             if not path.exists():
                 continue
-            for line in path.read_text().splitlines():
+            for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
                 try:
                     op, value = json.loads(line)
-                except ValueError:
-                    continue  # torn write at a crash
-                if op == "+":
-                    rows[value[0]] = value
-                elif op == "-":
-                    rows.pop(value, None)
+                    if op == "+":
+                        b = Binding.from_row(value)
+                        bindings[b.home_address] = b
+                    elif op == "-" and isinstance(value, str):
+                        bindings.pop(IPv4Address(value), None)
+                    else:
+                        raise ValueError(f"not a change: {line[:60]!r}")
+                except (TypeError, ValueError) as exc:  # also a torn write at a crash
+                    self.skipped.append(f"{path}: line {n}: {_why(exc)}")
         self.lines = 0
-        return [Binding.from_row(r) for r in rows.values()]
+        return list(bindings.values())
 
     # --- writing ----------------------------------------------------------------------
 
@@ -95,3 +114,7 @@ class BindingJournal:
             "version": VERSION, "bindings": [b.to_row() for b in bindings]})
         if self.rotated.exists():
             self.rotated.unlink()
+
+
+def _why(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}"[:160]

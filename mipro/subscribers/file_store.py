@@ -4,15 +4,27 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..config.loader import Checker, check_not_world_readable, read_toml
+from ..config.loader import (
+    Checker,
+    ConfigError,
+    check_not_world_readable,
+    file_problem,
+    read_toml,
+)
 from ..policy.profile import ProfileError, parse_filter, parse_route
 from ..security import Algorithm, SecurityAssociation
 from ..security.replay import ReplayMethod
 from .model import MemoryStore, Subscriber
 
 
-def load_subscribers(path: str | Path) -> MemoryStore:
-    """Parse and validate every subscriber; all errors at once (ConfigError)."""
+def load_subscribers(path: str | Path, named_by: str | None = None) -> MemoryStore:
+    """Parse and validate every subscriber; all errors at once (ConfigError).
+
+    ``named_by`` (``CONFIG: subscribers.file``) is where the path came from: a file that
+    is missing or cannot be read is reported there."""
+    if (problem := file_problem(path)) is not None:
+        raise ConfigError([f"{named_by}: {path}: {problem}" if named_by else
+                           f"{path}: {problem}"])
     check_not_world_readable(path, "the subscriber file (it holds keys)")
     data = read_toml(path)
     c = Checker(path, data)

@@ -9,6 +9,7 @@ registered without its policy.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import ssl
 import threading
@@ -20,6 +21,7 @@ import ldap3
 from ldap3.core.exceptions import LDAPException
 from ldap3.utils.conv import escape_filter_chars
 
+from ..config.loader import MIN_KEY_BYTES
 from ..policy.profile import ProfileError, parse_filter, parse_route
 from ..security import Algorithm, SecurityAssociation
 from ..security.replay import ReplayMethod
@@ -41,16 +43,31 @@ class LdapSettings:
 
 
 def _key(text: str) -> bytes:
+    """A key as the file store writes it, held to the same minimum length."""
     kind, _, value = text.partition(":")
     if kind == "hex":
-        return bytes.fromhex(value)
-    if kind == "text":
-        return value.encode()
-    import base64
+        raw = bytes.fromhex(value)
+    elif kind == "text":
+        raw = value.encode()
+    elif kind == "base64":
+        raw = base64.b64decode(value, validate=True)
+    else:
+        raise ValueError("key must start with hex:, base64: or text:")
+    if len(raw) < MIN_KEY_BYTES:
+        raise ValueError(f"key of {len(raw)} bytes is too short (at least {MIN_KEY_BYTES})")
+    return raw
 
-    if kind == "base64":
-        return base64.b64decode(value, validate=True)
-    raise ValueError("key must start with hex:, base64: or text:")
+
+def _association(text: str) -> SecurityAssociation:
+    """``SPI ALGORITHM KEY``; ValueError naming the attribute (never the key) if not."""
+    parts = text.split()
+    spi = parts[0] if parts else "?"
+    try:
+        if len(parts) != 3:
+            raise ValueError(f"{len(parts)} fields, expected SPI ALGORITHM KEY")
+        return SecurityAssociation(int(parts[0]), _key(parts[2]), Algorithm(parts[1]))
+    except ValueError as exc:
+        raise ValueError(f"miproSecurityAssociation (SPI {spi}): {exc}") from None
 
 
 def _ordered(values: list[str]) -> list[str]:
@@ -90,8 +107,8 @@ def parse_entry(dn: str, attrs: dict[str, list[str]]) -> Subscriber:
         home = IPv4Address(one("miproHomeAddress"))
         assocs = {}
         for value in many("miproSecurityAssociation"):
-            spi, alg, key = str(value).split()
-            assocs[int(spi)] = SecurityAssociation(int(spi), _key(key), Algorithm(alg))
+            sa = _association(str(value))
+            assocs[sa.spi] = sa
         routes = []
         for text in _ordered(many("miproRoute")):
             dest, _, rest = text.partition(" ")

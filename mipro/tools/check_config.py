@@ -13,7 +13,7 @@ def run(path: str) -> int:
         if isinstance(cfg, HaConfig) and cfg.subscriber_store == "file":
             from ..subscribers.file_store import load_subscribers
 
-            store = load_subscribers(cfg.subscribers_file)
+            store = load_subscribers(cfg.subscribers_file, f"{path}: subscribers.file")
             print(f"{cfg.subscribers_file}: ok ({len(store)} subscribers)")
     except ConfigError as exc:
         for line in exc.errors:

@@ -145,6 +145,28 @@ def test_ha_restart_keeps_bindings(make_lab, sig):
         assert any("event=reconciled-leftovers" in line for line in lab.log_lines("ha"))
 
 
+def test_damaged_state_lines_cost_only_themselves(make_lab):
+    """Lines of the binding journal that parse as JSON but are no binding (a damaged
+    file) are skipped and counted; the HA restores every other binding."""
+    lab = make_lab("colocated")
+    wait_registered(lab)
+    registrations = sum("event=register " in line for line in lab.log_lines("mn"))
+    time.sleep(1.0)  # the journal is written within 0.5 s of a change
+    lab.stop_service("ha", signal.SIGKILL)
+    journal = lab.run_dir / "ha-bindings.json.journal"
+    assert HOME in journal.read_text()
+    with open(journal, "a") as fh:
+        fh.write('["+", ["10.1.0.99", "198.51.100.9"]]\n["-", 5]\n')
+    lab.start_service("ha")
+    lab.wait_for(lambda: ha_bindings(lab), 10, "restored binding")
+    assert [b["home_address"] for b in ha_bindings(lab)] == [HOME]
+    skipped = [line for line in lab.log_lines("ha") if "event=state-rows-skipped" in line]
+    assert len(skipped) == 1 and "count=2" in skipped[0], lab.log_lines("ha")
+    assert not any("event=state-file-unreadable" in line for line in lab.log_lines("ha"))
+    assert lab.ping("cn-home", HOME)[0] == 3
+    assert sum("event=register " in line for line in lab.log_lines("mn")) == registrations
+
+
 def test_gre_encapsulation(make_lab):
     """The G bit: both ends encapsulate in GRE (RFC 2784) instead of IP-in-IP."""
     lab = make_lab("colocated", services=False)

@@ -5,6 +5,7 @@ import time
 
 import pytest
 
+from mipro.config.schema import TABLES
 from mipro.lab.cli import load_check
 
 from .conftest import kernel_state
@@ -18,7 +19,7 @@ def check_module():
 
 
 def fa_state(lab, node):
-    state = kernel_state(lab, node)
+    state = kernel_state(lab, node, table=TABLES["fa"][0])  # the FA's delivery table
     # only what mipro adds: the kernel itself may cache the MN's address when it ARPs for us
     neigh = lab.exec(node, "ip", "neigh", "show", HOME, "nud", "permanent").stdout.strip()
     rules = lab.exec(node, "ip", "rule").stdout
@@ -70,7 +71,8 @@ def test_traffic_both_ways_with_and_without_reverse_tunnelling(make_lab, reverse
     visitor = lab.status("fa1")["visitors"][0]
     assert visitor["reverse_tunnel"] is reverse
     rules = lab.exec("fa1", "ip", "rule").stdout
-    assert ("iif lan0 lookup 451" in rules) is reverse  # the reverse-tunnel route profile
+    profile = TABLES["fa"][0] + 17  # the first route profile: the reverse tunnel's
+    assert (f"iif lan0 lookup {profile}" in rules) is reverse
     for node, dst in (("cn-home", HOME), ("mn", "10.1.0.10"), ("mn", "203.0.113.10")):
         assert lab.ping(node, dst)[0] == 3, (node, dst)
     res = lab.tcp_transfer("mn", "cn-home", "10.1.0.10", 1 << 20)
@@ -120,3 +122,57 @@ def test_fa_status_json(make_lab):
     v = status["visitors"][0]
     assert v["mac"] == "02:00:00:00:01:00" and v["home_agent"] == "10.1.0.1"
     assert json.dumps(status)
+
+
+def test_fa_reload_keeps_the_advertisement_sequence(make_lab):
+    """SIGHUP is no reboot (RFC 5944 §2.3.2): the advertisement sequence goes on, so the
+    mobile node neither sees agent-rebooted nor registers again."""
+    lab = make_lab("handover", services=False)
+    for name in ("ha", "fa1", "mn"):
+        lab.start_service(name)
+    lab.wait_for(lambda: registered_via_fa1(lab), 30, "registration through FA1")
+    time.sleep(1.5)  # a few advertisements (every 0.5 s): the sequence is past 1
+    registrations = sum("event=register " in x for x in lab.log_lines("mn"))
+    visitor = lab.status("fa1")["visitors"][0]
+    lab.exec("fa1", "kill", "-HUP", str(lab.services["fa1"].proc.pid))
+    lab.wait_for(lambda: any("event=reloaded" in x for x in lab.log_lines("fa1")), 5, "reload")
+    time.sleep(2.0)  # four advertisements after the reload
+    assert not any("agent-rebooted" in x for x in lab.log_lines("mn")), lab.log_lines("mn")
+    assert sum("event=register " in x for x in lab.log_lines("mn")) == registrations
+    after = lab.status("fa1")["visitors"][0]
+    assert (after["home_address"], after["lifetime"]) == (visitor["home_address"],
+                                                          visitor["lifetime"])
+    assert after["lifetime_left"] < visitor["lifetime_left"]  # the same entry, not renewed
+
+
+def advertised_flags(lab, node="fa1", iface="lan0"):
+    """The agent flags of every advertisement in the node's capture (mipro decode)."""
+    import subprocess
+    import sys
+
+    time.sleep(0.5)  # tcpdump -U writes each packet out as it comes
+    out = subprocess.run([sys.executable, "-m", "mipro.cli", "decode", "--pcap",
+                          str(lab.out / f"{node}-{iface}.pcap"), "--json"],
+                         capture_output=True, text=True, check=True).stdout
+    found = []
+    for m in json.loads(out):
+        for ext in m.get("extensions", []):
+            if "sequence" in ext and "flags" in ext:
+                found.append(ext["flags"])
+    return found
+
+
+def test_gre_through_a_userspace_foreign_agent(make_lab):
+    """The relay carries GRE: FA1 (userspace backend) advertises G and serves a GRE MN."""
+    lab = make_lab("handover", services=False)
+    lab.edit_conf("mn", "mn.toml", "mode = \"auto\"", "mode = \"fa\"\nencapsulation = \"gre\"")
+    for name in ("ha", "fa1", "mn"):
+        lab.start_service(name)
+    lab.wait_for(lambda: registered_via_fa1(lab), 30, "GRE registration through FA1")
+    assert lab.status("fa1")["dataplane"] == "userspace"
+    assert lab.status("fa1")["visitors"][0]["encapsulation"] == "gre"
+    flags = advertised_flags(lab)
+    assert flags and all("G" in f for f in flags), flags
+    assert not any("encapsulation-unavailable" in x for x in lab.log_lines("fa1"))
+    for node, dst in (("cn-home", HOME), ("mn", "10.1.0.10")):
+        assert lab.ping(node, dst)[0] == 3, (node, dst)

@@ -139,3 +139,42 @@ def test_cache_reuses_a_profile_until_its_ttl(server):
         finally:
             admin.modify(dn, {"miproMaxLifetime": [(ldap3.MODIFY_REPLACE,
                                                     [str(before.max_lifetime)])]})
+
+
+def test_short_key_makes_the_entry_unusable(tmp_path):
+    """The file store's 16-byte minimum holds for keys from the directory too: an entry
+    with an empty or a short key is garbage (StoreUnavailable naming DN and attribute, so
+    the HA denies 130 and installs nothing); the other entries still work."""
+    entry = (REPO / "conf" / "subscribers.ldif").read_text().split("\n\n")[-1].strip()
+    extra = []
+    for n, key in ((2, "text:"), (3, "hex:00112233445566778899aabbccddee")):
+        extra.append(entry.replace("cn=mn1,", f"cn=mn{n},").replace("cn: mn1", f"cn: mn{n}")
+                     .replace("10.1.0.100", f"10.1.0.10{n}")
+                     .replace("mn1@home.example", f"mn{n}@home.example")
+                     .replace("hex:6c61622d6d6e312d6d6e2d68612d6b6579", key))
+    ldif = tmp_path / "short.ldif"
+    ldif.write_text((REPO / "conf" / "subscribers.ldif").read_text().rstrip() + "\n\n" +
+                    "\n\n".join(extra) + "\n")
+    s = slapd_mod.Slapd(tmp_path / "srv", ldif=ldif).start()
+    try:
+        store = LdapStore(settings(s))
+        for n, size in ((2, 0), (3, 15)):
+            with pytest.raises(StoreUnavailable) as err:
+                store.lookup(A(f"10.1.0.10{n}"))
+            text = str(err.value)
+            assert f"cn=mn{n},ou=mobile-nodes,dc=example,dc=org" in text, text
+            assert "miproSecurityAssociation" in text, text
+            assert f"key of {size} bytes is too short (at least 16)" in text, text
+        assert store.lookup(HOME).associations == {256: SecurityAssociation(256, KEY)}
+        ha = HomeAgent(HaPolicy((A("10.1.0.1"),)), store)
+        now = time.time()
+        req = RegistrationRequest.build(flags=0x22, lifetime=300, home_address="10.1.0.102",
+                                        home_agent="10.1.0.1", care_of_address="198.51.100.9",
+                                        identification=timestamp_identification(now))
+        out = ha.receive(append_authenticator(req.encode(), ExtType.MN_HA_AUTH,
+                                              SecurityAssociation(256, b"")),
+                         A("198.51.100.9"), 434, now)
+        reply = RegistrationReply.decode([a for a in out if isinstance(a, Send)][0].data)
+        assert reply.code == 130 and len(ha.bindings) == 0
+    finally:
+        s.stop()

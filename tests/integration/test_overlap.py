@@ -53,7 +53,7 @@ def test_overlapping_realms_and_what_is_left_when_the_mobile_nodes_leave(make_la
     assert "--mac-source" not in lab.exec("fa1", "iptables-legacy", "-t", "raw", "-S",
                                           "MIPRO-TWIN").stdout
     assert f"\n{HOME}\n" in lab.exec("fa1", "ipset", "list", "mipro-h-1").stdout + "\n"
-    assert "mip-0a010002" not in lab.exec("fa1", "ip", "-o", "link").stdout  # HA2's realm
+    assert "mipf-0a010002" not in lab.exec("fa1", "ip", "-o", "link").stdout  # HA2's realm
     assert lab.udp_ask("mn", "198.51.100.20", "mn-again", f"{HOME}:6000").startswith(
         f"mn-again seen from {HOME}:6000")
     echo.kill()
@@ -64,7 +64,7 @@ def test_overlapping_realms_and_what_is_left_when_the_mobile_nodes_leave(make_la
     assert all(f"lookup {t}" not in rules for t in tables.values()), rules
     assert "mipro-" not in lab.exec("fa1", "ipset", "list", "-n").stdout
     assert "169.254." not in lab.exec("fa1", "ip", "neigh", "show", "dev", "lan0").stdout
-    assert "mip-" not in lab.exec("fa1", "ip", "-o", "link").stdout
+    assert "mipf-" not in lab.exec("fa1", "ip", "-o", "link").stdout
     lab.wait_for(lambda: HOME not in flows(), 5, "MN's flows to be forgotten")
     for table in ("raw", "mangle", "filter", "nat"):
         text = lab.exec("fa1", "iptables-legacy", "-t", table, "-S").stdout

@@ -34,7 +34,7 @@ def test_everything_goes_with_the_visitor(make_lab):
     assert "\n10.1.0.100\n" in lab.exec("fa1", "ipset", "list").stdout + "\n"
     routes = lab.exec("fa1", "ip", "route", "show", "table", str(table)).stdout
     assert "198.51.100.0/24 dev lan0" in routes and "metric 5" in routes
-    assert "default dev mip-0a010001" in routes and "metric 100" in routes  # HA 10.1.0.1
+    assert "default dev mipf-0a010001" in routes and "metric 100" in routes  # HA 10.1.0.1
     # the visitor's filter rules: its policy's chain, selected by the policy's ipset
     policy = visitor["applied"]["filter_counters"][0]["policy"]
     chains = lab.exec("fa1", "iptables-legacy", "-S").stdout
@@ -65,7 +65,7 @@ def test_everything_goes_with_the_visitor(make_lab):
     assert "MIPRO-PN-" not in lab.exec("fa1", "iptables-legacy", "-t", "nat", "-S").stdout
     assert "mipro-p-" not in lab.exec("fa1", "ipset", "list", "-n").stdout
     # its realm (the HA's tunnel device, zone and connmark rules, next-hop alias) too
-    assert "mip-0a010001" not in lab.exec("fa1", "ip", "-o", "link").stdout
+    assert "mipf-0a010001" not in lab.exec("fa1", "ip", "-o", "link").stdout
     assert "169.254." not in lab.exec("fa1", "ip", "neigh", "show", "dev", "lan0").stdout
     assert "mipro-h-" not in lab.exec("fa1", "ipset", "list", "-n").stdout
     assert "--zone-orig" not in lab.exec("fa1", "iptables-legacy", "-t", "raw", "-S").stdout
@@ -86,3 +86,52 @@ def test_colocated_mobile_node_applies_its_profile(make_lab):
     module = load_check("ro-colocated")
     lab = make_lab("ro-colocated")
     module.run(lab, say=lambda s: None)
+
+
+def test_colocated_renewal_touches_nothing(make_lab):
+    """A renewal that keeps encapsulation, endpoints and profile changes nothing at the MN:
+    no link, address, route or rule is deleted (not even for a moment), the tunnel keeps
+    its interface index, the firewall keeps its counters."""
+    import subprocess
+    import time
+
+    lab = make_lab("ro-colocated", services=False)
+    lab.edit_conf("mn", "mn.toml", "lifetime = 600", "lifetime = 4")  # renewals at 3.2 s
+    for name in ("dnsmasq", "ha", "mn"):
+        lab.start_service(name)
+    check = load_check("ro-colocated")
+    lab.wait_for(lambda: check.registered(lab), 40, "registration")
+    lab.wait_for(lambda: "MIPRO-V-0a010064" in lab.exec("mn", "iptables-legacy", "-S").stdout,
+                 5, "the MN's filters")
+
+    def state():
+        mn = lab.exec
+        return {"link": mn("mn", "ip", "-o", "link", "show", "mip0").stdout.split(":")[0],
+                "addresses": mn("mn", "ip", "-o", "addr", "show").stdout,
+                "routes": mn("mn", "ip", "route", "show", "table", "all").stdout,
+                "rules": mn("mn", "ip", "rule").stdout,
+                "iptables": [mn("mn", "iptables-legacy", "-t", t, "-S").stdout
+                             for t in ("filter", "mangle", "nat")]}
+
+    def counters():  # packets through the MN's jump to its filter chain
+        out = lab.exec("mn", "iptables-legacy", "-L", "MIPRO-MN", "-v", "-x", "-n").stdout
+        return sum(int(line.split()[0]) for line in out.splitlines()[2:] if line.strip())
+
+    before = state()
+    assert lab.ping("mn", "10.1.0.10")[0] == 3
+    counted = counters()
+    assert counted > 0
+    renewals = sum("event=renewed" in x for x in lab.log_lines("mn"))
+    monitor = subprocess.Popen(["ip", "netns", "exec", lab.ns("mn"), "ip", "-o", "monitor",
+                                "link", "address", "route", "rule"],
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        lab.wait_for(lambda: sum("event=renewed" in x for x in lab.log_lines("mn")) >=
+                     renewals + 2, 15, "two renewals")
+        time.sleep(0.5)  # what a renewal does, it has done
+    finally:
+        monitor.terminate()
+        events = monitor.communicate(timeout=5)[0].splitlines()
+    assert not [e for e in events if e.startswith("Deleted")], events
+    assert state() == before
+    assert counters() >= counted  # not reset by a rebuilt chain

@@ -34,7 +34,7 @@ def test_colocated_mobile_node_over_kernel_tunnels(make_lab, encapsulation):
     both = lab.wait_for(lambda: check("colocated").registered(lab), 60, "registration")
     assert both["ha"]["dataplane"] == "kernel" and both["mn"]["dataplane"] == "kernel"
     coa = both["mn"]["care_of_address"]
-    prefix = "mip-g" if encapsulation == "gre" else "mip-"
+    prefix = "miph-g" if encapsulation == "gre" else "miph-"
     ha_links = links(lab, "ha")
     name = prefix + bytes(int(x) for x in coa.split(".")).hex()
     assert f"{name}@" in ha_links and f"remote {coa}" in ha_links, ha_links
@@ -63,7 +63,7 @@ def test_route_optimization_with_kernel_tunnels(make_lab):
         lab.start_service(name)
     assert lab.status("fa1")["dataplane"] == "kernel"
     check("ro").run(lab, say=print)
-    assert "mip-0a010001" in links(lab, "fa1")  # FA1's ipip link to the HA
+    assert "mipf-0a010001" in links(lab, "fa1")  # FA1's ipip link to the HA
 
 
 @pytest.mark.parametrize("encapsulation", ["ipip", "gre"])
@@ -79,9 +79,9 @@ def test_shared_collect_metadata_tunnels_at_the_home_agent(make_lab, encapsulati
         lab.start_service(name)
     both = lab.wait_for(lambda: check("colocated").registered(lab), 60, "registration")
     coa = both["mn"]["care_of_address"]
-    device = "mip-gre" if encapsulation == "gre" else "mip-ipip"
+    device = "miph-gre" if encapsulation == "gre" else "miph-ipip"
     ha_links = links(lab, "ha")
-    assert "mip-ipip@" in ha_links and "mip-gre@" in ha_links and "external" in ha_links
+    assert "miph-ipip@" in ha_links and "miph-gre@" in ha_links and "external" in ha_links
     routes = lab.exec("ha", "ip", "route", "show", "table", "434").stdout
     assert f"encap ip id 0 src 10.1.0.1 dst {coa}" in routes and f"dev {device}" in routes, \
         routes
@@ -103,6 +103,67 @@ def test_shared_collect_metadata_tunnels_at_the_home_agent(make_lab, encapsulati
     assert HOME not in lab.exec("ha", "ip", "route", "show", "table", "434").stdout
     assert coa not in lab.exec("ha", "ipset", "list", "mipro-coa").stdout
     assert lab.stop_service("ha") == 0
-    assert "mip-" not in links(lab, "ha")
+    assert "miph-" not in links(lab, "ha")
     assert "MIPRO" not in lab.exec("ha", "iptables-legacy", "-t", "raw", "-S").stdout
     assert "mipro-coa" not in lab.exec("ha", "ipset", "list", "-n").stdout
+
+
+def test_foreign_agent_offers_gre_only_if_it_can_deliver_it(make_lab):
+    """The kernel FA's device per home agent is an ipip link: it advertises no G and
+    denies a GRE registration (72), installing nothing; IP-in-IP still registers."""
+    from ..integration.test_handover import advertised_flags
+
+    lab = make_lab("handover", services=False)
+    kernel_backend(lab, ("fa1", "fa.toml"))
+    lab.edit_conf("mn", "mn.toml", "mode = \"auto\"", "mode = \"fa\"\nencapsulation = \"gre\"")
+    for name in ("ha", "fa1", "mn"):
+        lab.start_service(name)
+    assert lab.status("fa1")["dataplane"] == "kernel"
+    lab.wait_for(lambda: any("code=72" in x for x in lab.log_lines("fa1")), 30,
+                 "the FA's denial of GRE")
+    assert any("event=encapsulation-unavailable" in x and "encapsulations=gre" in x
+               for x in lab.log_lines("fa1"))
+    assert lab.status("fa1")["visitors"] == [] and lab.status("ha")["bindings"] == []
+    assert "mipf-" not in links(lab, "fa1")
+    flags = advertised_flags(lab)
+    assert flags and not any("G" in f for f in flags), flags
+    lab.stop_service("mn")
+    lab.edit_conf("mn", "mn.toml", "encapsulation = \"gre\"", "encapsulation = \"ipip\"")
+    lab.start_service("mn")
+    lab.wait_for(lambda: lab.status("fa1")["visitors"], 60, "IP-in-IP registration")
+    assert "mipf-0a010001" in links(lab, "fa1") and lab.ping("mn", "10.1.0.10")[0] == 3
+
+
+def test_colocated_kernel_tunnel_renewal_touches_nothing(make_lab):
+    """A renewal that keeps encapsulation and endpoints keeps the MN's ipip link: no
+    link, address or route is deleted, the interface index stays."""
+    import subprocess
+    import time
+
+    lab = make_lab("colocated", services=False)
+    kernel_backend(lab, ("ha", "ha.toml"), ("mn", "mn.toml"))
+    lab.edit_conf("mn", "mn.toml", "lifetime = 600", "lifetime = 4")  # renewals at 3.2 s
+    for name in ("dnsmasq", "ha", "mn"):
+        lab.start_service(name)
+    lab.wait_for(lambda: check("colocated").registered(lab), 60, "registration")
+    assert lab.status("mn")["dataplane"] == "kernel"
+
+    def state():
+        return {"link": lab.exec("mn", "ip", "-o", "link", "show", "mip0").stdout.split(":")[0],
+                "addresses": lab.exec("mn", "ip", "-o", "addr", "show").stdout,
+                "routes": lab.exec("mn", "ip", "route", "show", "table", "all").stdout}
+
+    before = state()
+    renewals = sum("event=renewed" in x for x in lab.log_lines("mn"))
+    monitor = subprocess.Popen(["ip", "netns", "exec", lab.ns("mn"), "ip", "-o", "monitor",
+                                "link", "address", "route"], stdout=subprocess.PIPE, text=True)
+    try:
+        lab.wait_for(lambda: sum("event=renewed" in x for x in lab.log_lines("mn")) >=
+                     renewals + 2, 30, "two renewals")
+        time.sleep(1.0)
+    finally:
+        monitor.terminate()
+        events = monitor.communicate(timeout=10)[0].splitlines()
+    assert not [e for e in events if e.startswith("Deleted")], events
+    assert state() == before
+    assert lab.ping("cn-home", HOME)[0] == 3

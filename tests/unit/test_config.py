@@ -214,3 +214,71 @@ def test_ldap_store_settings(tmp_path):
     joined = "\n".join(err.value.errors)
     assert "subscribers.ldap.url: must start with ldap://" in joined
     assert "subscribers.ldap.basedn: unknown key" in joined
+
+
+def test_ha_with_fa_peer_keys_must_not_be_world_readable(tmp_path):
+    """[[fa_peer]] holds FA-HA keys: like the FA's and MN's files, others may not read it."""
+    p = private_copy(tmp_path, "ha.toml")
+    text = p.read_text()
+    block = text[text.index("# [[fa_peer]]"):text.index("[dataplane]")]
+    p.write_text(text.replace(block, "\n".join(line.removeprefix("# ")
+                                                for line in block.splitlines()) + "\n\n"))
+    assert [(str(a), sa.spi) for a, sa in load_ha(p).fa_peers.items()] == [("198.51.100.1", 300)]
+    p.chmod(0o644)
+    with pytest.raises(ConfigError) as err:
+        load_ha(p)
+    assert err.value.errors == [f"{p}: a file holding FA-HA keys is readable by others (mode "
+                                f"0644); chmod o-rw {p}"]
+    assert p.stat().st_mode & 0o777 == 0o644  # reported, not changed
+    # without keys in it the HA's file may be world-readable (the example as shipped)
+    q = private_copy(tmp_path, "ha.toml")
+    q.chmod(0o644)
+    assert load_ha(q).fa_peers == {}
+
+
+def test_ports_need_tcp_udp_or_sctp_in_every_store(tmp_path):
+    """A filter with ports and another protocol would lose its ports in iptables (wider
+    than written): the file store and the LDAP store refuse it, naming the key."""
+    from mipro.policy.profile import ProfileError, parse_filter
+    from mipro.subscribers.ldap_store import parse_entry
+
+    for item, key in (({"protocol": 0, "dport": 25, "action": "deny"}, "dport"),
+                      ({"protocol": "icmp", "sport": "53"}, "sport"),
+                      ({"protocol": "any", "sport": 1, "dport": 2}, "sport")):
+        with pytest.raises(ProfileError) as err:
+            parse_filter(item)
+        assert err.value.key == key and "ports need protocol tcp, udp or sctp" in \
+            err.value.problem, (item, err.value.key)
+    assert parse_filter({"protocol": "sctp", "sport": 1}).sport == (1, 1)
+    p = write(tmp_path, """
+[[subscriber]]
+home_address = "10.1.0.5"
+sa = [{ spi = 256, key = "text:sixteen-bytes-key" }]
+filters = [{ protocol = 0, dport = 25, action = "deny" },
+           { protocol = "icmp", sport = 53 }]
+""")
+    with pytest.raises(ConfigError) as err:
+        load_subscribers(p)
+    assert err.value.errors == [
+        f"{p}: subscriber.0.filters.0.dport: ports need protocol tcp, udp or sctp, not 0",
+        f"{p}: subscriber.0.filters.1.sport: ports need protocol tcp, udp or sctp, not 'icmp'"]
+    with pytest.raises(ValueError, match=r"cn=x: miproRoute/miproFilter sport: ports need"):
+        parse_entry("cn=x", {"miproHomeAddress": "10.1.0.5",
+                             "miproFilter": ["1 protocol=icmp sport=53 action=accept"]})
+
+
+def test_fa_offers_gre_only_if_its_dataplane_carries_it(tmp_path):
+    """The FA's policy and advertisement are what the config allows AND the dataplane can
+    deliver: with the kernel backend's ipip device per home agent, no G (no 72 escapes)."""
+    from mipro.config import load_fa
+    from mipro.runtime.fa_daemon import make_advert_policy, make_policy
+    from mipro.wire import AgentFlags
+
+    cfg = load_fa(private_copy(tmp_path, "fa.toml"))
+    assert cfg.encapsulations == {"ipip", "gre"}
+    assert make_policy(cfg).encapsulations == {"ipip", "gre"}
+    assert make_advert_policy(cfg).flags & AgentFlags.G
+    ipip_only = frozenset({"ipip"})
+    assert make_policy(cfg, None, ipip_only).encapsulations == {"ipip"}
+    flags = make_advert_policy(cfg, ipip_only).flags
+    assert not flags & AgentFlags.G and flags == make_advert_policy(cfg).flags & ~AgentFlags.G

@@ -57,3 +57,49 @@ def test_compaction_threshold():
     j = BindingJournal("/nonexistent/state.json")
     j.lines = 10_001
     assert j.needs_compaction(100) and not j.needs_compaction(6_000)
+
+
+def test_lines_that_are_json_but_not_bindings_are_skipped_and_counted(tmp_path):
+    """A damaged line costs that line, not the table (it used to raise, and the HA then
+    restored nothing)."""
+    j = BindingJournal(tmp_path / "state.json")
+    j.record("install", b(1))
+    j.record("install", b(2))
+    j.flush()
+    with open(j.journal, "a") as fh:
+        fh.write('["+", ["10.1.0.9"]]\n')  # valid JSON, too short a row
+        fh.write('["+", null]\n')
+        fh.write('["-", 7]\n')
+        fh.write('["-", "not-an-address"]\n')
+        fh.write('["?", "10.1.0.1"]\n')
+        fh.write('{"op": "+"}\n')
+        fh.write('42\n')
+        fh.write('\n')
+    j.record("install", b(3))
+    j.record("remove", b(2))
+    j.flush()
+    with open(j.journal, "a") as fh:
+        fh.write('["+", ["10.1.0.9"')  # and a torn last line
+    loaded = BindingJournal(tmp_path / "state.json")
+    got = loaded.load()
+    assert homes(got) == ["10.1.0.1", "10.1.0.3"]
+    assert sorted(got, key=lambda x: x.identification) == [b(1), b(3)]
+    assert len(loaded.skipped) == 9, loaded.skipped
+    assert loaded.skipped[0].startswith(f"{j.journal}: line 3: ")
+    assert j.journal.read_text().count("\n") == 12  # read, not rewritten
+
+
+def test_a_bad_snapshot_row_loses_only_itself(tmp_path):
+    import json
+
+    j = BindingJournal(tmp_path / "state.json")
+    j.write_snapshot([b(1), b(2), b(3)])
+    data = json.loads(j.snapshot.read_text())
+    data["bindings"][1] = data["bindings"][1][:5]
+    data["bindings"].insert(0, "garbage")
+    j.snapshot.write_text(json.dumps(data))
+    j.record("install", b(4))
+    j.flush()
+    loaded = BindingJournal(tmp_path / "state.json")
+    assert homes(loaded.load()) == ["10.1.0.1", "10.1.0.3", "10.1.0.4"]
+    assert [s.split(": ")[1] for s in loaded.skipped] == ["binding 1", "binding 3"]
