@@ -243,7 +243,10 @@ def socket_drops(target: str) -> int:
     return total
 
 
-def write_confs(d: Path) -> tuple[Path, Path]:
+def write_confs(d: Path, kernel_limits: bool = True) -> tuple[Path, Path]:
+    """The daemons' configurations; ``kernel_limits``: their own kernel flood limits
+    ([ha.limits] / [fa.limits] kernel, on by default), else their userspace bounds only."""
+    kernel = "true" if kernel_limits else "false"
     subs = d / "subscribers.toml"
     with open(subs, "w") as fh:
         for i in range(SUBSCRIBERS):
@@ -255,6 +258,8 @@ address = "{HA_ADDR}"
 home_interface = "home0"
 home_network = "10.128.0.0/16"
 max_lifetime = 3600
+[ha.limits]
+kernel = {kernel}
 [subscribers]
 file = "{subs}"
 [[fa_peer]]
@@ -274,6 +279,8 @@ address = "{FA_ADDR}"
 prefix_length = 24
 care_of_addresses = ["{FA_COA}"]
 max_lifetime = 3600
+[fa.limits]
+kernel = {kernel}
 [[ha_peer]]
 address = "{HA_ADDR}"
 spi = 300
@@ -531,6 +538,9 @@ def main() -> None:
                    help="the CPU of the measuring MN (default the generator's: the flood "
                         "pauses while the MN runs, which flatters the MN a little)")
     p.add_argument("--pause", type=float, default=3.0)
+    p.add_argument("--daemon-kernel-limits", choices=("on", "off"), default="on",
+                   help="the daemons' own kernel flood limits ([ha.limits]/[fa.limits] "
+                        "kernel); off: their userspace bounds only")
     p.add_argument("--out", default=str(HERE / "results" / "flood.json"))
     a = p.parse_args()
     if a.cmd == "mn":
@@ -543,7 +553,7 @@ def main() -> None:
     results = []
     with tempfile.TemporaryDirectory(prefix="mipro-flood-") as tmp:
         d = Path(tmp)
-        ha_conf, fa_conf = write_confs(d)
+        ha_conf, fa_conf = write_confs(d, a.daemon_kernel_limits == "on")
         netns_up()
         daemons: dict[str, Daemon] = {}
         try:

@@ -355,6 +355,7 @@ class FaLimitsConfig:
 
     per_mac: float = 10.0  # requests/s from one link-layer address
     per_mac_burst: float = 20.0
+    unknown_macs: float = 1000.0  # requests/s from all addresses not yet visitors
     unkeyed_home_agent: float = 100.0  # relays/s to one HA we share no FA-HA key with
     pending: int = 4096  # requests waiting for their home agent, in all
     pending_per_mac: int = 4
@@ -421,6 +422,7 @@ def load_fa(path: str | Path) -> FaConfig:
         limits=FaLimitsConfig(
             per_mac=c.number("fa.limits.per_mac", 10.0, 0.1),
             per_mac_burst=c.number("fa.limits.per_mac_burst", 20.0, 1.0),
+            unknown_macs=c.number("fa.limits.unknown_macs", 1000.0, 1.0),
             unkeyed_home_agent=c.number("fa.limits.unkeyed_home_agent", 100.0, 0.1),
             pending=c.integer("fa.limits.pending", 4096, 1, 1 << 20),
             pending_per_mac=c.integer("fa.limits.pending_per_mac", 4, 1, 1024),
@@ -432,7 +434,7 @@ def load_fa(path: str | Path) -> FaConfig:
                "advertisement_interval", "registration_required", "reverse_tunneling",
                "reverse_tunnel_required", "encapsulations", "vendor_id", "require_mn_fa_auth",
                "home_agents", "limits"},
-        "fa.limits": {"per_mac", "per_mac_burst", "unkeyed_home_agent", "pending",
+        "fa.limits": {"per_mac", "per_mac_burst", "unknown_macs", "unkeyed_home_agent", "pending",
                       "pending_per_mac", "kernel"},
         "dataplane": {"backend", "table", "rule_priority"},  # a tunnel device per HA
         "runtime": {"control_socket", "state_file", "log_level"},

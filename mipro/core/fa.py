@@ -78,6 +78,7 @@ class FaPolicy:
     # before authentication: per link-layer address, per unauthenticated HA, in total
     mac_rate: float = 10.0
     mac_burst: float = 20.0
+    visitor_mac_rate: float = 1000.0  # link-layer addresses of accepted visitors
     unkeyed_ha_rate: float = 100.0  # relays/s to one home agent we have no key for
     max_pending: int = 4096
     max_pending_per_mac: int = 4
@@ -195,8 +196,10 @@ class ForeignAgent:
         self.counters: dict[str, int] = {}
         self.notifications: dict[tuple[IPv4Address, int], PendingNotification] = {}
         self.per_mac = SourceLimiter(policy.mac_rate, policy.mac_burst)
+        self.per_visitor_mac = SourceLimiter(policy.visitor_mac_rate, policy.visitor_mac_rate)
         self.per_ha = SourceLimiter(policy.unkeyed_ha_rate, policy.unkeyed_ha_rate)
         self.unkeyed_noted: set[IPv4Address] = set()
+        self.visitor_macs: dict[bytes, int] = {}  # accepted visitors by link-layer address
 
     def set_policy(self, policy: FaPolicy) -> None:
         """A reload: the new policy; the budgets start afresh only if they changed."""
@@ -223,7 +226,8 @@ class ForeignAgent:
             self._count("dropped_not_request")
             return [Log("drop", {"mac": mac.hex(":"), "reason": "not a registration request"},
                         "warning")]
-        if not self.per_mac.allow(mac, now):
+        limiter = self.per_visitor_mac if mac in self.visitor_macs else self.per_mac
+        if not limiter.allow(mac, now):
             self._count("dropped_over_budget")
             return [Log("drop", {"mac": mac.hex(":"), "reason": "over the per-MAC budget"},
                         "warning")]
@@ -414,7 +418,7 @@ class ForeignAgent:
             accepted = replace(visitor, state="accepted", expires=now + lifetime,
                                lifetime=lifetime, routes=routes, filters=filters,
                                temporary_address=temporary)
-            self.visitors[accepted.key] = accepted
+            self._keep(accepted)
             self._push(accepted.expires, "visitor", accepted.key)
             send = SendToLink(visitor.mac, self.policy.address, visitor.source,
                               visitor.source_port, self._sign_for_mn(relay, visitor))
@@ -430,7 +434,7 @@ class ForeignAgent:
                 actions += self._notify_previous_fa(visitor, now)
             return [send, *actions]
         if code in (0, 1) and old is not None:  # deregistration through us
-            del self.visitors[old.key]
+            self._forget(old.key)
             actions.append(RemoveVisitor(old, "deregistered"))
             actions.append(Log("visitor-removed", {"home": old.home_address,
                                                    "reason": "deregistered"}))
@@ -477,7 +481,7 @@ class ForeignAgent:
         and tell the MN 66 (insufficient resources) instead of relaying the acceptance."""
         v = action.visitor
         if self.visitors.get(v.key) is v:
-            del self.visitors[v.key]
+            self._forget(v.key)
         self._count("visitor_install_failed")
         reply = RegistrationReply.build(code=Code.FA_INSUFFICIENT_RESOURCES,
                                         home_address=v.home_address, home_agent=v.home_agent,
@@ -558,7 +562,7 @@ class ForeignAgent:
         actions: list[Action] = []
         if status == BindingStatus.ACCEPTED:
             for v in gone:
-                del self.visitors[v.key]
+                self._forget(v.key)
                 actions += [RemoveVisitor(v, "moved"),
                             Log("visitor-removed", {"home": v.home_address,
                                                     "mac": v.mac.hex(":"), "reason": "moved",
@@ -654,13 +658,27 @@ class ForeignAgent:
             elif kind == "cache":
                 del self.cache[key[0]]
             else:
-                v = self.visitors.pop(key)
+                v = self._forget(key)
                 actions += [RemoveVisitor(v, "expired"),
                             Log("visitor-expired", {"home": v.home_address,
                                                     "mac": v.mac.hex(":")})]
         if self.advertiser:
             actions += self.advertiser.handle_timer(now)
         return actions
+
+    def _keep(self, v: Visitor) -> None:
+        if v.key not in self.visitors:
+            self.visitor_macs[v.mac] = self.visitor_macs.get(v.mac, 0) + 1
+        self.visitors[v.key] = v
+
+    def _forget(self, key: tuple[IPv4Address, bytes]) -> Visitor:
+        v = self.visitors.pop(key)
+        left = self.visitor_macs.get(v.mac, 0) - 1
+        if left > 0:
+            self.visitor_macs[v.mac] = left
+        else:
+            self.visitor_macs.pop(v.mac, None)
+        return v
 
     def _timed_out(self, key: tuple[IPv4Address, int]) -> list[Action]:
         """No (authentic) reply in time: 78, or 68 when only forged replies came."""

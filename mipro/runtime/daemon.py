@@ -4,6 +4,7 @@ timer, error handling that never silently stops a worker, and the `main` entry."
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import signal
 import socket
 import time
@@ -78,21 +79,62 @@ class EngineDaemon:
             self.flush_timer = None
         self.log.flush()
 
-    def reread(self, load: Callable[[str], Any], path: str) -> Any:
-        """SIGHUP: the new configuration, or None (each problem logged, old one kept)."""
-        try:
-            return load(path)
-        except ConfigError as exc:
-            for line in exc.errors:
-                self.log("reload-failed", "error", problem=line)
-            self.log("reload-kept-old-config", "warning")
-            return None
-
     def handle_control(self, request: dict[str, Any]) -> dict[str, Any]:
         raise NotImplementedError
 
+    # --- SIGHUP: one reload procedure for every daemon ------------------------------------
+    #
+    # Parse and validate the new file; compare it with the running configuration key by
+    # key; if a key that needs a restart changed, keep the old configuration whole and
+    # say which keys; else build everything the new one needs (``prepare_reload``, which
+    # may still refuse) and swap it in at once, rolling back if the swap fails.
+
+    cfg: Any  # the running configuration (a frozen dataclass of config/schema.py)
+    LOAD: Callable[[str], Any]  # the role's configuration loader
+    LIVE: frozenset[str] = frozenset()  # dotted keys (or "table." prefixes) that reload live
+
     def reload(self) -> None:
+        old = self.cfg
+        try:
+            new = type(self).LOAD(old.path)
+        except ConfigError as exc:
+            self._refuse(exc.errors)
+            return
+        changed = config_changes(old, new)
+        restart = [k for k in changed if not self.reloads_live(k)]
+        if restart:
+            self.log("reload-needs-restart", "warning", keys=",".join(restart))
+            self.log("reload-kept-old-config", "warning")
+            return
+        try:
+            commit = self.prepare_reload(new)
+        except ConfigError as exc:  # e.g. the subscriber file, read as part of it
+            self._refuse(exc.errors)
+            return
+        try:
+            commit()
+        except Exception as exc:
+            self._internal_error("reload", exc)
+            self.prepare_reload(old)()  # back to what ran: all of it
+            self.log("reload-kept-old-config", "warning")
+            return
+        self.cfg = new
+        self.log.set_level(new.runtime.log_level)
+        self.log("reloaded", config=new.path, changed=",".join(changed) or "-")
+
+    @classmethod
+    def reloads_live(cls, key: str) -> bool:
+        return key in cls.LIVE or any(k.endswith(".") and key.startswith(k) for k in cls.LIVE)
+
+    def prepare_reload(self, cfg: Any) -> Callable[[], None]:
+        """Build what ``cfg`` needs without touching the running daemon; return the
+        function that swaps it in (cheap, all of it or nothing)."""
         raise NotImplementedError
+
+    def _refuse(self, problems: list[str]) -> None:
+        for line in problems:
+            self.log("reload-failed", "error", problem=line)
+        self.log("reload-kept-old-config", "warning")
 
     def _guarded_reload(self) -> None:
         try:
@@ -206,6 +248,33 @@ class EngineDaemon:
             # the deadline that failed is still due: retry in a second, not in a spin
             self.timer.cancel()
             self.timer = asyncio.get_running_loop().call_later(1.0, self._on_timer)
+
+
+def config_changes(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """The dotted keys whose values differ between two configurations (frozen
+    dataclasses, nested ones compared field by field; ``path`` is not a key)."""
+    changed: list[str] = []
+    for f in dataclasses.fields(old):
+        if f.name in ("path", "role"):
+            continue
+        a, b = getattr(old, f.name), getattr(new, f.name)
+        if dataclasses.is_dataclass(a) and dataclasses.is_dataclass(b):
+            changed += config_changes(a, b, f"{prefix}{f.name}.")
+        elif a != b:
+            changed.append(prefix + f.name)
+    return changed
+
+
+def config_keys(cfg: Any, prefix: str = "") -> list[str]:
+    """Every dotted key of a configuration (for docs and tests)."""
+    keys: list[str] = []
+    for f in dataclasses.fields(cfg):
+        if f.name in ("path", "role"):
+            continue
+        value = getattr(cfg, f.name)
+        keys += config_keys(value, f"{prefix}{f.name}.") if dataclasses.is_dataclass(value) \
+            else [prefix + f.name]
+    return keys
 
 
 def run_daemon(role: str, config_path: str, load: Callable[[str], Any],

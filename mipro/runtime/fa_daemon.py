@@ -63,6 +63,12 @@ def make_advert_policy(cfg: FaConfig, carried: frozenset[str] = ANY_ENCAPSULATIO
 
 
 class FaDaemon(EngineDaemon):
+    LOAD = staticmethod(load_fa)
+    LIVE = frozenset({
+        "prefix_length", "max_lifetime", "advertisement_interval", "registration_required",
+        "reverse_tunneling", "reverse_tunnel_required", "encapsulations", "vendor_id",
+        "ha_peers", "mn_peers", "require_mn_fa", "home_agents", "limits.unkeyed_home_agent",
+        "limits.pending", "limits.pending_per_mac", "runtime.log_level"})
     def __init__(self, cfg: FaConfig, log: EventLog) -> None:
         super().__init__(log)
         self.cfg = cfg
@@ -87,7 +93,8 @@ class FaDaemon(EngineDaemon):
             self.log("flood-limit-unavailable", "warning", reason=why)
             return
         limiter = LinkLimiter(self.cfg.interface, Limits(
-            rate=max(1, round(lim.per_mac)), burst=max(1, round(lim.per_mac_burst))),
+            rate=max(1, round(lim.per_mac)), burst=max(1, round(lim.per_mac_burst)),
+            aggregate_rate=round(lim.unknown_macs), aggregate_burst=round(lim.unknown_macs)),
             addresses=(self.cfg.address, *self.cfg.care_of_addresses,
                        IPv4Address("255.255.255.255")))
         try:
@@ -171,24 +178,19 @@ class FaDaemon(EngineDaemon):
             sock.close()
         self.log("stopped")
 
-    def reload(self) -> None:
-        cfg = self.reread(load_fa, self.cfg.path)
-        if cfg is None:
-            return
-        fixed = ("interface", "address", "care_of_addresses", "dataplane", "runtime")
-        changed = [k for k in fixed if getattr(cfg, k) != getattr(self.cfg, k)]
-        if changed:
-            self.log("reload-needs-restart", "warning", keys=",".join(changed))
-            return
+    def prepare_reload(self, cfg: FaConfig) -> Callable[[], None]:
         carried = self.dataplane.encapsulations if self.dataplane else ANY_ENCAPSULATION
-        self.engine.set_policy(make_policy(cfg, self.dataplane.address_in_use
-                                           if self.dataplane else None, carried))
-        # no reboot: the advertisement sequence goes on (RFC 5944 §2.3.2), or every MN
-        # would take the reload for one and register again
-        self.engine.advertiser.policy = make_advert_policy(cfg, carried)
-        self.cfg = cfg
-        self.log.set_level(cfg.runtime.log_level)
-        self.log("reloaded", config=cfg.path)
+        policy = make_policy(cfg, self.dataplane.address_in_use if self.dataplane else None,
+                             carried)
+        advert = make_advert_policy(cfg, carried)
+
+        def commit() -> None:
+            self.engine.set_policy(policy)
+            # no reboot: the advertisement sequence goes on (RFC 5944 §2.3.2), or every
+            # MN would take the reload for one and register again
+            if self.engine.advertiser is not None:
+                self.engine.advertiser.policy = advert
+        return commit
 
     # --- input ------------------------------------------------------------------------
 

@@ -9,13 +9,14 @@ import gc
 import os
 import socket
 import time
+from collections.abc import Callable
 from ipaddress import IPv4Address
 from typing import Any
 
 import iptc
 from pyroute2 import NetlinkError
 
-from ..config import ConfigError, HaConfig, load_ha
+from ..config import HaConfig, load_ha
 from ..core.actions import FetchSubscriber, InstallBinding, Log, RemoveBinding, Send
 from ..core.advertiser import Advertiser, AdvertPolicy
 from ..core.ha import HaPolicy, HomeAgent
@@ -63,8 +64,18 @@ def make_policy(cfg: HaConfig, udp_tunnels: bool = True) -> HaPolicy:
 LOOKUP_THREADS = 4  # directory lookups in flight at once (each thread has a connection)
 
 
+def make_advert_policy(cfg: HaConfig) -> AdvertPolicy:
+    return AdvertPolicy(cfg.address, cfg.home_network.prefixlen, AgentFlags.H, (),
+                        cfg.max_lifetime, cfg.advertisement_interval)
+
+
 class HaDaemon(EngineDaemon):
     BATCH = 256  # one netlink batch for many registrations
+    LOAD = staticmethod(load_ha)
+    LIVE = frozenset({
+        "max_lifetime", "replay_window", "encapsulations", "reverse_tunneling", "vendor_id",
+        "subscriber_store", "subscribers_file", "ldap", "fa_peers", "advertisement_interval",
+        "udp_tunnelling", "udp_keepalive", "limits.unsigned_replies", "runtime.log_level"})
     def __init__(self, cfg: HaConfig, log: EventLog) -> None:
         super().__init__(log)
         self.cfg = cfg
@@ -119,9 +130,7 @@ class HaDaemon(EngineDaemon):
         self.add_input(sock.fileno(), self._on_readable)
         control = await self.serve_operations(self.cfg.runtime.control_socket)
         if self.cfg.advertise:
-            self.advertiser = Advertiser(AdvertPolicy(
-                self.cfg.address, self.cfg.home_network.prefixlen, AgentFlags.H, (),
-                self.cfg.max_lifetime, self.cfg.advertisement_interval), time.time())
+            self.advertiser = Advertiser(make_advert_policy(self.cfg), time.time())
             self.icmp = IcmpLink(self.cfg.home_interface, self.cfg.address, ("224.0.0.2",))
             self.add_input(self.icmp.fileno(), self._on_icmp)
             self._advertise()
@@ -188,33 +197,25 @@ class HaDaemon(EngineDaemon):
                      count=len(self.journal.skipped), first=self.journal.skipped[0])
         self.dispatch(self.call("restore", self.engine.restore, bindings, time.time()))
 
-    def reload(self) -> None:
-        cfg = self.reread(load_ha, self.cfg.path)
-        if cfg is None:
-            return
-        try:
-            store = make_store(cfg)
-        except ConfigError as exc:  # the subscriber file is part of the configuration
-            for line in exc.errors:
-                self.log("reload-failed", "error", problem=line)
-            self.log("reload-kept-old-config", "warning")
-            return
-        fixed = ("address", "home_interface", "home_network", "dataplane", "runtime")
-        changed = [k for k in fixed if getattr(cfg, k) != getattr(self.cfg, k)]
-        if changed:
-            self.log("reload-needs-restart", "warning", keys=",".join(changed))
-        self.engine.set_policy(make_policy(cfg, self.dataplane.udp_tunnels))
+    def prepare_reload(self, cfg: HaConfig) -> Callable[[], None]:
+        """The subscriber file (or directory settings) is read again on every reload."""
+        store = make_store(cfg)  # ConfigError: the old configuration stays
+        policy = make_policy(cfg, self.dataplane.udp_tunnels if self.dataplane else True)
         new_peers = set(cfg.fa_peers) - set(self.cfg.fa_peers)
-        if self.flood_limit is not None and new_peers:
-            asyncio.get_running_loop().create_task(self.flood_limit.add_exempt(new_peers))
-        old = self.engine.store
-        self.engine.set_store(store)
-        if hasattr(old, "close"):
-            old.close()
-        self.cfg = cfg if not changed else self.cfg
-        self.log.set_level(cfg.runtime.log_level)
-        self.log("reloaded", subscribers=len(store) if hasattr(store, "__len__") else "ldap",
-                 config=cfg.path)
+
+        def commit() -> None:
+            self.engine.set_policy(policy)
+            old = self.engine.store
+            self.engine.set_store(store)
+            if old is not store and hasattr(old, "close"):
+                old.close()
+            if self.advertiser is not None:
+                self.advertiser.policy = make_advert_policy(cfg)
+            if self.flood_limit is not None and new_peers:  # removed ones: at a restart
+                asyncio.get_running_loop().create_task(self.flood_limit.add_exempt(new_peers))
+            self.log("subscribers-loaded",
+                     subscribers=len(store) if hasattr(store, "__len__") else "ldap")
+        return commit
 
     # --- datagrams and timers -----------------------------------------------------------
 

@@ -7,6 +7,7 @@ import contextlib
 import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface
 from typing import Any
@@ -58,6 +59,10 @@ def settings(cfg: MnConfig) -> MnSettings:
 
 
 class MnDaemon(EngineDaemon):
+    LOAD = staticmethod(load_mn)
+    LIVE = frozenset({
+        "nai", "sa", "lifetime", "discovery_wait", "solicit_on_attach", "fa_peers",
+        "notify_previous_fa", "udp_tunnel", "runtime.log_level"})
     def __init__(self, cfg: MnConfig, log: EventLog) -> None:
         super().__init__(log)
         self.cfg = cfg
@@ -124,15 +129,13 @@ class MnDaemon(EngineDaemon):
             await nl.addr_replace(self.cfg.interface, coa.ip, coa.network.prefixlen)
         await self.on_address(coa, self.cfg.gateway)
 
-    def reload(self) -> None:
-        cfg = self.reread(load_mn, self.cfg.path)
-        if cfg is None:
-            return
-        if cfg != self.cfg:
-            self.log("reload-needs-restart", "warning",
-                     reason="mobile node settings change on restart")
-        self.log.set_level(cfg.runtime.log_level)
-        self.log("reloaded", config=cfg.path)
+    def prepare_reload(self, cfg: MnConfig) -> Callable[[], None]:
+        """The engine reads its settings when it uses them: the next request has them."""
+        new = settings(cfg)
+
+        def commit() -> None:
+            self.engine.s = new
+        return commit
 
     # --- DHCP (co-located care-of address) ---------------------------------------------
 
@@ -373,6 +376,7 @@ class MnDaemon(EngineDaemon):
                      "advertisement_left": round(max(0.0, e.agent.expires - now), 1)}
         return {"role": "mn", "pid": os.getpid(), "config": self.cfg.path,
                 "state": e.state.value, "mode": self.cfg.mode, "using": e.using,
+                "requested_lifetime": e.s.lifetime,
                 "agent": agent, "home_address": str(self.cfg.home_address),
                 "care_of_address": str(e.care_of_address) if e.care_of_address else None,
                 "colocated_address": str(self.coa) if self.coa else None,
