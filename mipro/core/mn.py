@@ -13,7 +13,6 @@ Pure: inputs and ``now`` in, actions out.
 
 from __future__ import annotations
 
-import enum
 import secrets
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
@@ -47,32 +46,11 @@ from ..wire import (
 )
 from ..wire.vendor import FilterRule, HomeAddressInUse, StaticRoute
 from .actions import MIP_PORT, Action, Log, Send, SendIcmp
+from .mn_states import IllegalTransition, Input, State, Via, next_state
+
+__all__ = ["IllegalTransition", "MobileNode", "MnSettings", "State", "Via"]
 
 ALL_ROUTERS = IPv4Address("224.0.0.2")
-
-
-class State(enum.Enum):
-    IDLE = "idle"  # no care-of address
-    REGISTERING = "registering"
-    REGISTERED = "registered"
-    DEREGISTERING = "deregistering"
-    HOME = "home"
-
-
-ALLOWED = {
-    # IDLE -> DEREGISTERING: e.g. booting at home, it clears any binding left from before
-    State.IDLE: {State.REGISTERING, State.HOME, State.IDLE, State.DEREGISTERING},
-    State.REGISTERING: {State.REGISTERED, State.REGISTERING, State.IDLE, State.DEREGISTERING,
-                        State.HOME},
-    State.REGISTERED: {State.REGISTERED, State.REGISTERING, State.DEREGISTERING, State.IDLE,
-                       State.HOME},
-    State.DEREGISTERING: {State.IDLE, State.HOME, State.REGISTERING, State.DEREGISTERING},
-    State.HOME: {State.REGISTERING, State.IDLE, State.HOME, State.DEREGISTERING},
-}
-
-
-class IllegalTransition(RuntimeError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -167,7 +145,8 @@ class MnSettings:
 class MobileNode:
     def __init__(self, settings: MnSettings) -> None:
         self.s = settings
-        self.state = State.IDLE
+        self.state = State.IDLE  # with self.via: changed only by _step (core/mn_states.py)
+        self.via = Via.NONE
         self.care_of_address: IPv4Address | None = None
         self.clock_offset = 0.0  # HA clock minus ours, learnt from a 133
         self.last_identification = 0
@@ -182,7 +161,6 @@ class MobileNode:
         self.last_code: int | None = None
         self.ctx = DecodeContext(vendor_id=settings.vendor_id)
         self.agent: Agent | None = None
-        self.using = "none"  # none | fa | colocated | home
         self.dhcp_running = False
         self.discovery_deadline: float | None = None
         self.reg_dst = settings.home_agent
@@ -191,35 +169,49 @@ class MobileNode:
         self.nat_challenge = b""  # the HA saw a NAPT: echo this in the next request
         self.udp_keepalive = 0  # the HA's keepalive interval when it tunnels in UDP
 
+    @property
+    def using(self) -> str:
+        """What the node is attached through, as `status` says it."""
+        return self.via.value
+
+    def _step(self, event: Input) -> bool:
+        """Move to what the table says; False if ``event`` means nothing now (raises
+        IllegalTransition if it cannot happen now)."""
+        moved = next_state(self.state, self.via, event)
+        if moved is None:
+            return False
+        self.state, self.via = moved
+        return True
+
     # --- events -------------------------------------------------------------------
 
     def attach(self, care_of_address: IPv4Address, now: float) -> list[Action]:
         """A co-located care-of address was obtained (DHCP): register it."""
-        if self.using == "fa":
+        renewed = care_of_address == self.care_of_address and self.via is Via.COLOCATED
+        if not self._step(Input.CARE_OF_ADDRESS):
             return []
-        changed = care_of_address != self.care_of_address or self.using != "colocated"
-        self.using = "colocated"
         self.care_of_address = care_of_address
-        if not changed and self.state in (State.REGISTERED, State.REGISTERING):
-            return []
+        if renewed and self.state in (State.REGISTERED, State.REGISTERING):
+            return []  # the same lease again: nothing new for the home agent
         return self._register(now, self.s.lifetime, "attach")
 
     def detach(self, now: float) -> list[Action]:
         """The care-of address was lost; the HA binding will expire on its own."""
-        if self.using != "colocated":
+        if not self._step(Input.CARE_OF_ADDRESS_LOST):
             return []
         self.care_of_address = None
-        self.using = "none"
-        self._go(State.IDLE)
         self._clear_timers()
         return [TunnelDown("care-of address lost"), Log("detached", {})]
 
     def returned_home(self, now: float) -> list[Action]:
         """On the home link: deregister all bindings (care-of address = home address)."""
+        was = self.via
+        if not self._step(Input.HOME_LINK):
+            return []
         actions: list[Action] = []
-        if self.using == "fa":
+        if was is Via.FA:
             actions.append(LeaveForeignAgent("returned home"))
-        elif self.using == "colocated":
+        elif was is Via.COLOCATED:
             actions.append(TunnelDown("returned home"))
         if self.dhcp_running:
             self.dhcp_running = False
@@ -227,7 +219,6 @@ class MobileNode:
         self._left(self.registered_agent, None)
         self.agent = None
         self.discovery_deadline = None
-        self.using = "home"
         self.care_of_address = self.s.home_address
         actions.append(AtHome())
         actions += self._register(now, 0, "home")
@@ -244,7 +235,7 @@ class MobileNode:
             if not self.dhcp_running:
                 self.dhcp_running = True
                 actions.append(StartDhcp())
-        elif self.s.mode == "auto" and self.using in ("none", "home"):
+        elif self.s.mode == "auto" and self.via in (Via.NONE, Via.HOME):
             self.discovery_deadline = now + self.s.discovery_wait
         return actions
 
@@ -258,9 +249,8 @@ class MobileNode:
             return []
         router = adv.routers[0][0] if adv.routers else src
         if mob.flags & AgentFlags.H and self.s.home_agent in (src, router):
-            if self.using == "home" and self.state in (State.HOME, State.DEREGISTERING):
-                return []
-            return [Log("home-agent-heard", {"src": src})] + self.returned_home(now)
+            home = self.returned_home(now)
+            return [Log("home-agent-heard", {"src": src}), *home] if home else []
         if not mob.flags & AgentFlags.F or not mob.care_of_addresses or \
                 self.s.mode == "colocated":
             return []
@@ -268,7 +258,7 @@ class MobileNode:
         plen = adv.prefix_lengths[0] if adv.prefix_lengths else 24
         current = self.agent
         if current is not None and current.address == src and current.care_of_address == coa \
-                and self.using == "fa":
+                and self.via is Via.FA:
             rebooted = mob.sequence < current.sequence and mob.sequence < 256
             current.expires = now + adv.lifetime
             current.sequence = mob.sequence
@@ -281,30 +271,27 @@ class MobileNode:
         self.agent = Agent(src, coa, now + adv.lifetime, mob.sequence, plen)
         actions: list[Action] = [Log("agent-found", {"agent": src, "coa": coa,
                                                      "was": current.address if current else "-"})]
-        if self.using == "colocated":
+        if self.via is Via.COLOCATED:
             actions.append(TunnelDown("moved to a foreign agent"))
+        self._step(Input.FOREIGN_AGENT)
         if self.dhcp_running:
             self.dhcp_running = False
             actions.append(StopDhcp())
         self.discovery_deadline = None
-        self.using = "fa"
         self.care_of_address = coa
-        if self.state is State.REGISTERED:
-            self._go(State.REGISTERING)
         actions.append(UseForeignAgent(src, coa, plen))
         actions += self._register(now, self.s.lifetime, "new-agent")
         return actions
 
     def _agent_timers(self, now: float) -> list[Action]:
         actions: list[Action] = []
-        if self.agent is not None and self.using == "fa" and now >= self.agent.expires:
+        if self.agent is not None and now >= self.agent.expires and \
+                self._step(Input.AGENT_LOST):
             lost = self.agent
             self._left(self.registered_agent, None)
             self.agent = None
-            self.using = "none"
             self.care_of_address = None
             self._clear_timers()
-            self._go(State.IDLE)
             actions += [LeaveForeignAgent("advertisements stopped"),
                         Log("agent-lost", {"agent": lost.address}, "warning")]
             actions += self.link_up(now)
@@ -312,7 +299,7 @@ class MobileNode:
                 self.discovery_deadline = now  # no other agent heard: go co-located now
         if self.discovery_deadline is not None and now >= self.discovery_deadline:
             self.discovery_deadline = None
-            if self.using in ("none",) and not self.dhcp_running:
+            if self.via is Via.NONE and not self.dhcp_running:
                 self.dhcp_running = True
                 actions += [Log("no-agent", {"fallback": "co-located care-of address"}),
                             StartDhcp()]
@@ -375,6 +362,7 @@ class MobileNode:
         actions: list[Action] = self._agent_timers(now)
         if self.expires_at is not None and now >= self.expires_at and \
                 self.state is State.REGISTERED:
+            self._step(Input.BINDING_EXPIRED)
             self.expires_at = None
             actions += [TunnelDown("lifetime expired"), Log("binding-expired", {})]
             actions += self._register(now, self.s.lifetime, "expired")
@@ -391,17 +379,12 @@ class MobileNode:
         return actions
 
     def next_timer(self) -> float | None:
-        agent = self.agent.expires if self.agent is not None and self.using == "fa" else None
+        agent = self.agent.expires if self.agent is not None and self.via is Via.FA else None
         times = [t for t in (self.retransmit_at, self.renew_at, self.expires_at, agent,
                              self.discovery_deadline) if t is not None]
         return min(times) if times else None
 
     # --- internals ----------------------------------------------------------------
-
-    def _go(self, state: State) -> None:
-        if state not in ALLOWED[self.state]:
-            raise IllegalTransition(f"{self.state.value} -> {state.value}")
-        self.state = state
 
     def _clear_timers(self) -> None:
         self.pending = None
@@ -420,13 +403,13 @@ class MobileNode:
                   keep_backoff: bool = False) -> list[Action]:
         if self.care_of_address is None:
             return []
-        flags = RequestFlags(0) if self.using == "fa" else RequestFlags.D  # D: we decapsulate
+        flags = RequestFlags(0) if self.via is Via.FA else RequestFlags.D  # D: we decapsulate
         if self.s.reverse_tunnel:
             flags |= RequestFlags.T
         if self.s.encapsulation == "gre":
             flags |= RequestFlags.G
         exts: list = [Nai(self.s.nai)] if self.s.nai else []
-        if self.using == "colocated" and lifetime and self.s.udp_tunnel != "never":
+        if self.via is Via.COLOCATED and lifetime and self.s.udp_tunnel != "never":
             exts.append(UdpTunnelRequest(forced=self.s.udp_tunnel == "always"))
             if self.nat_challenge:
                 exts.append(MnFaChallenge(self.nat_challenge))
@@ -436,7 +419,7 @@ class MobileNode:
             identification=self._identification(now), extensions=exts)
         self.pending = req
         data = append_authenticator(req.encode(), ExtType.MN_HA_AUTH, self.s.sa)
-        if self.using == "fa" and self.agent is not None:
+        if self.via is Via.FA and self.agent is not None:
             if self.previous_agent is not None and lifetime:
                 data += self._notification(req.identification)
             if (sa := self._fa_sa(self.agent)) is not None:
@@ -446,15 +429,12 @@ class MobileNode:
             self.retransmit_delay = self.s.retransmit_initial
         self.retransmit_at = now + self.retransmit_delay
         self.retransmit_delay = min(self.retransmit_delay * 2, self.s.retransmit_max)
-        if lifetime == 0:
-            self._go(State.DEREGISTERING)
-        elif self.state is not State.REGISTERED:
-            self._go(State.REGISTERING)
-        self.reg_dst = self.agent.address if self.using == "fa" and self.agent else \
+        self._step(Input.DEREGISTRATION if lifetime == 0 else Input.REQUEST)
+        self.reg_dst = self.agent.address if self.via is Via.FA and self.agent else \
             self.s.home_agent
         return [Send(self.reg_dst, MIP_PORT, self.pending_bytes),
                 Log("register", {"why": why, "coa": self.care_of_address, "lifetime": lifetime,
-                                 "via": self.using})]
+                                 "via": self.via.value})]
 
     # --- previous-FA notification ---------------------------------------------------
 
@@ -543,18 +523,17 @@ class MobileNode:
             self.ha_nonce = reply.identification >> 32
         self._clear_timers()
         if deregistration:
-            home = self.care_of_address == self.s.home_address
-            self._go(State.HOME if home else State.IDLE)
-            return [Log("deregistered", {"home": home})]
+            self._step(Input.DEREGISTERED)
+            return [Log("deregistered", {"home": self.state is State.HOME})]
         actions: list[Action] = []
-        if self.using == "fa":
+        if self.via is Via.FA:
             self.registered_agent, self.previous_agent = self.agent, None  # the new FA tells it
             in_use = self._from_agent(reply, mn_ha).find(HomeAddressInUse)
             if in_use is not None and in_use.home_address != self.s.home_address:
                 in_use = None
             actions.append(OwnAddressOut(in_use is not None,
                                          in_use.temporary_address if in_use else None))
-        elif self.using == "colocated":
+        elif self.via is Via.COLOCATED:
             actions += self._tell_previous_fa_ourselves(now)
         home = reply.covered_by(mn_ha)  # routes, filters, UDP tunnel: the home agent's
         routes = tuple(r for e in home.find_all(StaticRoutesExtension) for r in e.entries)
@@ -566,9 +545,9 @@ class MobileNode:
         self.renew_at = now + reply.lifetime * self.s.renew_fraction
         self.expires_at = now + reply.lifetime
         first = self.state is not State.REGISTERED
-        self._go(State.REGISTERED)
+        self._step(Input.ACCEPTED)
         assert self.care_of_address is not None
-        if self.using == "colocated":
+        if self.via is Via.COLOCATED:
             encapsulation = "udp" if self.udp_keepalive else self.s.encapsulation
             actions.append(TunnelUp(self.care_of_address, self.s.home_agent, self.s.home_address,
                                     encapsulation, reply.lifetime, routes, filters,
@@ -576,4 +555,4 @@ class MobileNode:
         return actions + [
             Log("registered" if first else "renewed",
                 {"coa": self.care_of_address, "lifetime": reply.lifetime, "code": reply.code,
-                 "via": self.using})]
+                 "via": self.via.value})]
