@@ -55,6 +55,7 @@ test-integration: setup
 
 lint: setup
 	$(VENV)/bin/ruff check mipro tests bench
+	$(VENV)/bin/mypy
 
 # Long fuzz run of the decoders (at least 1,000,000 inputs); prints counts.
 fuzz: setup

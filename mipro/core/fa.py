@@ -24,6 +24,7 @@ import heapq
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv4Network
+from typing import Union
 
 from ..security import SecurityAssociation, append_authenticator, verify
 from ..wire import (
@@ -145,6 +146,7 @@ class PendingNotification:
     data: bytes
     attempts: int
     next_at: float
+    key: tuple[IPv4Address, int] = (IPv4Address(0), 0)  # (home address, identification)
 
 
 @dataclass
@@ -154,6 +156,10 @@ class _Pending:
     visitor: Visitor
     expires: float
     forged_replies: int = 0  # replies that failed FA-HA: 68 instead of 78 at the timeout
+
+    @property
+    def key(self) -> tuple[IPv4Address, int]:
+        return (self.visitor.home_address, self.visitor.identification & 0xFFFFFFFF)
 
 
 @dataclass(frozen=True)
@@ -165,6 +171,12 @@ class CacheEntry:
     care_of_address: IPv4Address
     expires: float
 
+
+#: what the foreign agent engine asks of its runtime
+FaAction = Action | AddVisitor | RemoveVisitor
+#: what a timer is for: a pending request, a visitor, a notification, a cache entry; it is
+#: due only while that very object is still the one held (else it was renewed or removed)
+Timed = Union["_Pending", "Visitor", "PendingNotification", "CacheEntry"]
 
 BU_WAITS = (1.0, 2.0, 4.0)  # wait after the 1st, 2nd and 3rd (last) Binding Update
 
@@ -191,7 +203,7 @@ class ForeignAgent:
         self.pending_by_mac: dict[bytes, int] = {}
         self.visitors: dict[tuple[IPv4Address, bytes], Visitor] = {}
         self.cache: dict[IPv4Address, CacheEntry] = {}
-        self._heap: list[tuple[float, int, str, tuple]] = []
+        self._heap: list[tuple[float, int, Timed]] = []
         self._seq = 0
         self.counters: dict[str, int] = {}
         self.notifications: dict[tuple[IPv4Address, int], PendingNotification] = {}
@@ -221,7 +233,7 @@ class ForeignAgent:
     # --- from the mobile node --------------------------------------------------------
 
     def request_from_mn(self, data: bytes, src: IPv4Address, port: int, mac: bytes,
-                        now: float) -> list[Action]:
+                        now: float) -> list[FaAction]:
         if not data or data[0] != RegistrationRequest.TYPE:
             self._count("dropped_not_request")
             return [Log("drop", {"mac": mac.hex(":"), "reason": "not a registration request"},
@@ -261,7 +273,7 @@ class ForeignAgent:
                                    "reason": d.reason}, "warning")]
 
     def _relay(self, req: RegistrationRequest, visitor: Visitor, mn_ha: MnHaAuth,
-               now: float) -> list[Action]:
+               now: float) -> list[FaAction]:
         """Keep the request pending and send it on.  A request already pending from another
         link-layer address with the same home address and identification is a copy:
         the first one keeps its place, so a copy cannot steal the reply."""
@@ -283,9 +295,10 @@ class ForeignAgent:
         if current is None:
             self.pending_by_mac[visitor.mac] = self.pending_by_mac.get(visitor.mac, 0) + 1
         expires = now + p.pending_timeout
-        self.pending[key] = _Pending(visitor, expires,
-                                     current.forged_replies if current is not None else 0)
-        self._push(expires, "pending", key)
+        pending = _Pending(visitor, expires,
+                           current.forged_replies if current is not None else 0)
+        self.pending[key] = pending
+        self._push(expires, pending)
         # RFC 5944 §3.7.2.1: extensions after the MN-HA authenticator are the FA's to
         # process and remove
         forward = req.prefix_before(req.index_of(mn_ha) + 1)
@@ -370,7 +383,7 @@ class ForeignAgent:
     # --- from the home agent ----------------------------------------------------------
 
     def reply_from_ha(self, data: bytes, src: IPv4Address, port: int,
-                      now: float) -> list[Action]:
+                      now: float) -> list[FaAction]:
         try:
             reply = RegistrationReply.decode(data, self.ctx)
         except DecodeError as exc:
@@ -399,7 +412,7 @@ class ForeignAgent:
         self._unpend(key)
         routes = tuple(r for e in ro.find_all(StaticRoutesExtension) for r in e.entries)
         filters = tuple(f for e in ro.find_all(FilterRulesExtension) for f in e.entries)
-        actions: list[Action] = []
+        actions: list[FaAction] = []
         if visitor.home_agent not in self.policy.ha_peers and \
                 visitor.home_agent not in self.unkeyed_noted:
             self.unkeyed_noted.add(visitor.home_agent)
@@ -419,7 +432,7 @@ class ForeignAgent:
                                lifetime=lifetime, routes=routes, filters=filters,
                                temporary_address=temporary)
             self._keep(accepted)
-            self._push(accepted.expires, "visitor", accepted.key)
+            self._push(accepted.expires, accepted)
             send = SendToLink(visitor.mac, self.policy.address, visitor.source,
                               visitor.source_port, self._sign_for_mn(relay, visitor))
             actions.append(AddVisitor(accepted, old, send))
@@ -476,7 +489,7 @@ class ForeignAgent:
         sa = self._mn_sa(visitor.home_address, visitor.home_agent)
         return relay if sa is None else append_authenticator(relay, ExtType.MN_FA_AUTH, sa)
 
-    def visitor_failed(self, action: AddVisitor, reason: str, now: float) -> list[Action]:
+    def visitor_failed(self, action: AddVisitor, reason: str, now: float) -> list[FaAction]:
         """The kernel refused an accepted visitor: forget it, undo what may have been done,
         and tell the MN 66 (insufficient resources) instead of relaying the acceptance."""
         v = action.visitor
@@ -495,7 +508,7 @@ class ForeignAgent:
     # --- previous-FA notification (draft-ietf-mobileip-optim binding update) -----------
 
     def from_network(self, data: bytes, src: IPv4Address, port: int,
-                     now: float) -> list[Action]:
+                     now: float) -> list[FaAction]:
         """A datagram to our care-of address: a reply from an HA, or a binding message."""
         if data[:1] == bytes((RegistrationReply.TYPE,)):
             return self.reply_from_ha(data, src, port, now)
@@ -508,7 +521,7 @@ class ForeignAgent:
                              "reason": "not a message for a foreign agent's care-of address"},
                     "warning")]
 
-    def _notify_previous_fa(self, visitor: Visitor, now: float) -> list[Action]:
+    def _notify_previous_fa(self, visitor: Visitor, now: float) -> list[FaAction]:
         n = visitor.notify
         assert n is not None
         bu = BindingUpdate.build(home_address=visitor.home_address,
@@ -518,16 +531,16 @@ class ForeignAgent:
                                  extensions=[MnFaAuth(n.spi, n.authenticator)],
                                  vendor_id=n.vendor_id)
         key = (visitor.home_address, visitor.identification)
-        pending = PendingNotification(n.previous_fa, bu.encode(), 1, now + BU_WAITS[0])
+        pending = PendingNotification(n.previous_fa, bu.encode(), 1, now + BU_WAITS[0], key)
         self.notifications[key] = pending
-        self._push(pending.next_at, "notify", key)
+        self._push(pending.next_at, pending)
         self._count("binding_updates_sent")
         return [Send(n.previous_fa, MIP_PORT, pending.data),
                 Log("notify-previous-fa", {"home": visitor.home_address,
                                            "previous_fa": n.previous_fa})]
 
     def binding_update(self, data: bytes, src: IPv4Address, port: int,
-                       now: float) -> list[Action]:
+                       now: float) -> list[FaAction]:
         """We are the previous FA: the MN moved on.  Authenticated first (with the MN's
         MN-FA key: nothing about our visitors is revealed before), then acted on, and
         acknowledged only to the care-of address it names."""
@@ -559,7 +572,7 @@ class ForeignAgent:
         elif any(bu.identification <= v.identification for v in gone):
             status, reason = BindingStatus.IDENTIFICATION_MISMATCH, \
                 "identification not newer than the registration it would cancel"
-        actions: list[Action] = []
+        actions: list[FaAction] = []
         if status == BindingStatus.ACCEPTED:
             for v in gone:
                 self._forget(v.key)
@@ -609,9 +622,9 @@ class ForeignAgent:
             return
         entry = CacheEntry(bu.home_address, bu.care_of_address, now + lifetime)
         self.cache[bu.home_address] = entry
-        self._push(entry.expires, "cache", (bu.home_address,))
+        self._push(entry.expires, entry)
 
-    def binding_ack(self, data: bytes, src: IPv4Address, port: int) -> list[Action]:
+    def binding_ack(self, data: bytes, src: IPv4Address, port: int) -> list[FaAction]:
         try:
             ack = BindingAck.decode(data, self.ctx)
         except DecodeError as exc:
@@ -631,8 +644,8 @@ class ForeignAgent:
 
     # --- discovery and timers ---------------------------------------------------------
 
-    def solicitation(self, src: IPv4Address, now: float) -> list[Action]:
-        return self.advertiser.solicited(src, now) if self.advertiser else []
+    def solicitation(self, src: IPv4Address, now: float) -> list[FaAction]:
+        return [*self.advertiser.solicited(src, now)] if self.advertiser else []
 
     def next_timer(self) -> float | None:
         times = []
@@ -644,21 +657,21 @@ class ForeignAgent:
             times.append(self.advertiser.next_timer())
         return min(times) if times else None
 
-    def handle_timer(self, now: float) -> list[Action]:
-        actions: list[Action] = []
+    def handle_timer(self, now: float) -> list[FaAction]:
+        actions: list[FaAction] = []
         while self._heap and self._heap[0][0] <= now:
             entry = heapq.heappop(self._heap)
             if not self._live(entry):
                 continue
-            _, _, kind, key = entry
-            if kind == "notify":
-                actions += self._renotify(key, now)
-            elif kind == "pending":
-                actions += self._timed_out(key)
-            elif kind == "cache":
-                del self.cache[key[0]]
+            item = entry[2]
+            if isinstance(item, PendingNotification):
+                actions += self._renotify(item.key, now)
+            elif isinstance(item, _Pending):
+                actions += self._timed_out(item.key)
+            elif isinstance(item, CacheEntry):
+                del self.cache[item.home_address]
             else:
-                v = self._forget(key)
+                v = self._forget(item.key)
                 actions += [RemoveVisitor(v, "expired"),
                             Log("visitor-expired", {"home": v.home_address,
                                                     "mac": v.mac.hex(":")})]
@@ -680,7 +693,7 @@ class ForeignAgent:
             self.visitor_macs.pop(v.mac, None)
         return v
 
-    def _timed_out(self, key: tuple[IPv4Address, int]) -> list[Action]:
+    def _timed_out(self, key: tuple[IPv4Address, int]) -> list[FaAction]:
         """No (authentic) reply in time: 78, or 68 when only forged replies came."""
         p = self._unpend(key)
         v = p.visitor
@@ -703,7 +716,7 @@ class ForeignAgent:
         else:
             self.pending_by_mac.pop(mac, None)
 
-    def _renotify(self, key: tuple[IPv4Address, int], now: float) -> list[Action]:
+    def _renotify(self, key: tuple[IPv4Address, int], now: float) -> list[FaAction]:
         n = self.notifications[key]
         if n.attempts >= len(BU_WAITS):
             del self.notifications[key]
@@ -712,26 +725,22 @@ class ForeignAgent:
                                                    "attempts": n.attempts}, "warning")]
         n.attempts += 1
         n.next_at = now + BU_WAITS[n.attempts - 1]
-        self._push(n.next_at, "notify", key)
+        self._push(n.next_at, n)
         return [Send(n.previous_fa, MIP_PORT, n.data)]
 
-    def _push(self, when: float, kind: str, key: tuple) -> None:
+    def _push(self, when: float, item: Timed) -> None:
         self._seq += 1
-        heapq.heappush(self._heap, (when, self._seq, kind, key))
+        heapq.heappush(self._heap, (when, self._seq, item))
 
-    def _live(self, entry: tuple) -> bool:
-        when, _, kind, key = entry
-        if kind == "pending":
-            p = self.pending.get(key)
-            return p is not None and p.expires == when
-        if kind == "notify":
-            n = self.notifications.get(key)
-            return n is not None and n.next_at == when
-        if kind == "cache":
-            c = self.cache.get(key[0])
-            return c is not None and c.expires == when
-        v = self.visitors.get(key)
-        return v is not None and v.expires == when
+    def _live(self, entry: tuple[float, int, Timed]) -> bool:
+        when, _, item = entry
+        if isinstance(item, _Pending):
+            return self.pending.get(item.key) is item and item.expires == when
+        if isinstance(item, PendingNotification):
+            return self.notifications.get(item.key) is item and item.next_at == when
+        if isinstance(item, CacheEntry):
+            return self.cache.get(item.home_address) is item
+        return self.visitors.get(item.key) is item and item.expires == when
 
     def _count(self, name: str, n: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + n

@@ -28,6 +28,7 @@ from ..wire import (
     Code,
     DecodeContext,
     DecodeError,
+    Extension,
     ExtType,
     FilterRulesExtension,
     MnFaAuth,
@@ -110,6 +111,11 @@ class AtHome:
     """On the home link: home address on the link, gratuitous ARP."""
 
 
+#: what the mobile node engine asks of its runtime
+MnAction = Action | TunnelUp | TunnelDown | UseForeignAgent | OwnAddressOut | \
+    LeaveForeignAgent | StartDhcp | StopDhcp | AtHome
+
+
 @dataclass
 class Agent:
     address: IPv4Address
@@ -185,7 +191,7 @@ class MobileNode:
 
     # --- events -------------------------------------------------------------------
 
-    def attach(self, care_of_address: IPv4Address, now: float) -> list[Action]:
+    def attach(self, care_of_address: IPv4Address, now: float) -> list[MnAction]:
         """A co-located care-of address was obtained (DHCP): register it."""
         renewed = care_of_address == self.care_of_address and self.via is Via.COLOCATED
         if not self._step(Input.CARE_OF_ADDRESS):
@@ -195,7 +201,7 @@ class MobileNode:
             return []  # the same lease again: nothing new for the home agent
         return self._register(now, self.s.lifetime, "attach")
 
-    def detach(self, now: float) -> list[Action]:
+    def detach(self, now: float) -> list[MnAction]:
         """The care-of address was lost; the HA binding will expire on its own."""
         if not self._step(Input.CARE_OF_ADDRESS_LOST):
             return []
@@ -203,12 +209,12 @@ class MobileNode:
         self._clear_timers()
         return [TunnelDown("care-of address lost"), Log("detached", {})]
 
-    def returned_home(self, now: float) -> list[Action]:
+    def returned_home(self, now: float) -> list[MnAction]:
         """On the home link: deregister all bindings (care-of address = home address)."""
         was = self.via
         if not self._step(Input.HOME_LINK):
             return []
-        actions: list[Action] = []
+        actions: list[MnAction] = []
         if was is Via.FA:
             actions.append(LeaveForeignAgent("returned home"))
         elif was is Via.COLOCATED:
@@ -226,9 +232,9 @@ class MobileNode:
 
     # --- agent discovery ------------------------------------------------------------
 
-    def link_up(self, now: float) -> list[Action]:
+    def link_up(self, now: float) -> list[MnAction]:
         """The link came up (or changed): solicit, and in auto mode give FAs a moment."""
-        actions: list[Action] = []
+        actions: list[MnAction] = []
         if self.s.solicit_on_attach:
             actions += [SendIcmp(ALL_ROUTERS, AgentSolicitation().encode()), Log("solicit", {})]
         if self.s.mode == "colocated":
@@ -239,7 +245,7 @@ class MobileNode:
             self.discovery_deadline = now + self.s.discovery_wait
         return actions
 
-    def advertisement(self, data: bytes, src: IPv4Address, now: float) -> list[Action]:
+    def advertisement(self, data: bytes, src: IPv4Address, now: float) -> list[MnAction]:
         try:
             adv = AgentAdvertisement.decode(data)
         except DecodeError as exc:
@@ -269,7 +275,7 @@ class MobileNode:
         # a new foreign agent: move to it
         self._left(self.registered_agent, src)
         self.agent = Agent(src, coa, now + adv.lifetime, mob.sequence, plen)
-        actions: list[Action] = [Log("agent-found", {"agent": src, "coa": coa,
+        actions: list[MnAction] = [Log("agent-found", {"agent": src, "coa": coa,
                                                      "was": current.address if current else "-"})]
         if self.via is Via.COLOCATED:
             actions.append(TunnelDown("moved to a foreign agent"))
@@ -283,8 +289,8 @@ class MobileNode:
         actions += self._register(now, self.s.lifetime, "new-agent")
         return actions
 
-    def _agent_timers(self, now: float) -> list[Action]:
-        actions: list[Action] = []
+    def _agent_timers(self, now: float) -> list[MnAction]:
+        actions: list[MnAction] = []
         if self.agent is not None and now >= self.agent.expires and \
                 self._step(Input.AGENT_LOST):
             lost = self.agent
@@ -305,7 +311,7 @@ class MobileNode:
                             StartDhcp()]
         return actions
 
-    def udp_tunnel_silent(self, now: float) -> list[Action]:
+    def udp_tunnel_silent(self, now: float) -> list[MnAction]:
         """Nothing came back through the UDP tunnel for a while: the NAPT may have dropped
         its mapping.  A registration makes a new one and tells the HA (RFC 3519 §5)."""
         if self.state is not State.REGISTERED or not self.udp_keepalive:
@@ -313,14 +319,14 @@ class MobileNode:
         return [Log("udp-tunnel-silent", {"keepalive": self.udp_keepalive}, "warning")] + \
             self._register(now, self.s.lifetime, "udp-tunnel-silent")
 
-    def shutdown(self, now: float) -> list[Action]:
+    def shutdown(self, now: float) -> list[MnAction]:
         """Deregister (lifetime 0) before the daemon stops."""
         if self.state not in (State.REGISTERED, State.REGISTERING) or \
                 self.care_of_address is None:
             return []
         return self._register(now, 0, "shutdown")
 
-    def receive(self, data: bytes, src: IPv4Address, port: int, now: float) -> list[Action]:
+    def receive(self, data: bytes, src: IPv4Address, port: int, now: float) -> list[MnAction]:
         if BindingAck.matches(data):
             return self._binding_ack(data, src)
         try:
@@ -358,8 +364,8 @@ class MobileNode:
                         "warning")]
         return self._accepted(reply, auths[0], now)
 
-    def handle_timer(self, now: float) -> list[Action]:
-        actions: list[Action] = self._agent_timers(now)
+    def handle_timer(self, now: float) -> list[MnAction]:
+        actions: list[MnAction] = self._agent_timers(now)
         if self.expires_at is not None and now >= self.expires_at and \
                 self.state is State.REGISTERED:
             self._step(Input.BINDING_EXPIRED)
@@ -400,7 +406,7 @@ class MobileNode:
         return ident
 
     def _register(self, now: float, lifetime: int, why: str,
-                  keep_backoff: bool = False) -> list[Action]:
+                  keep_backoff: bool = False) -> list[MnAction]:
         if self.care_of_address is None:
             return []
         flags = RequestFlags(0) if self.via is Via.FA else RequestFlags.D  # D: we decapsulate
@@ -408,7 +414,7 @@ class MobileNode:
             flags |= RequestFlags.T
         if self.s.encapsulation == "gre":
             flags |= RequestFlags.G
-        exts: list = [Nai(self.s.nai)] if self.s.nai else []
+        exts: list[Extension] = [Nai(self.s.nai)] if self.s.nai else []
         if self.via is Via.COLOCATED and lifetime and self.s.udp_tunnel != "never":
             exts.append(UdpTunnelRequest(forced=self.s.udp_tunnel == "always"))
             if self.nat_challenge:
@@ -468,7 +474,7 @@ class MobileNode:
                                       signed[-sa.algorithm.digest_size:],
                                       self.s.vendor_id).encode()
 
-    def _tell_previous_fa_ourselves(self, now: float) -> list[Action]:
+    def _tell_previous_fa_ourselves(self, now: float) -> list[MnAction]:
         """No new FA to relay it (home, or co-located): send the Binding Update ourselves."""
         agent, self.previous_agent = self.previous_agent, None
         if agent is None:
@@ -478,7 +484,7 @@ class MobileNode:
                 Log("notify-previous-fa", {"previous_fa": agent.care_of_address,
                                            "via": "direct"})]
 
-    def _binding_ack(self, data: bytes, src: IPv4Address) -> list[Action]:
+    def _binding_ack(self, data: bytes, src: IPv4Address) -> list[MnAction]:
         try:
             ack = BindingAck.decode(data, self.ctx)
         except DecodeError as exc:
@@ -492,7 +498,7 @@ class MobileNode:
         return [Log("previous-fa-notified", {"previous_fa": src, "status": ack.status},
                     "info" if ack.status == 0 else "warning")]
 
-    def _resync(self, reply: RegistrationReply, now: float) -> list[Action]:
+    def _resync(self, reply: RegistrationReply, now: float) -> list[MnAction]:
         if self.s.replay is ReplayMethod.NONCE:
             self.ha_nonce = reply.identification >> 32
         else:
@@ -500,7 +506,7 @@ class MobileNode:
             self.clock_offset = ha_time - now
             self.last_identification = 0  # the HA's clock rules from now on
         lifetime = self.pending.lifetime if self.pending else self.s.lifetime
-        actions: list[Action] = [Log("resync", {"offset": round(self.clock_offset, 1),
+        actions: list[MnAction] = [Log("resync", {"offset": round(self.clock_offset, 1),
                                                 "method": self.s.replay.value})]
         return actions + self._register(now, lifetime, "resync")
 
@@ -516,7 +522,7 @@ class MobileNode:
         return reply.between(mn_ha, theirs[0])
 
     def _accepted(self, reply: RegistrationReply, mn_ha: MnHaAuth,
-                  now: float) -> list[Action]:
+                  now: float) -> list[MnAction]:
         assert self.pending is not None
         deregistration = self.pending.lifetime == 0
         if self.s.replay is ReplayMethod.NONCE:
@@ -525,7 +531,7 @@ class MobileNode:
         if deregistration:
             self._step(Input.DEREGISTERED)
             return [Log("deregistered", {"home": self.state is State.HOME})]
-        actions: list[Action] = []
+        actions: list[MnAction] = []
         if self.via is Via.FA:
             self.registered_agent, self.previous_agent = self.agent, None  # the new FA tells it
             in_use = self._from_agent(reply, mn_ha).find(HomeAddressInUse)

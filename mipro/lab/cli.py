@@ -20,8 +20,10 @@ def scenarios() -> list[str]:
 def load_check(name: str):
     path = SCENARIOS / name / "check.py"
     spec = importlib.util.spec_from_file_location(f"scenario_{name.replace('-', '_')}", path)
+    if spec is None or spec.loader is None:
+        raise LabError(f"cannot load {path}")
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    spec.loader.exec_module(module)
     return module
 
 
@@ -89,15 +91,15 @@ def main(argv: list[str] | None = None) -> int:
         lab.down()
         return 0
     if a.cmd == "status":
-        lab = current(a.prefix)
-        if lab is None:
+        running = current(a.prefix)
+        if running is None:
             print("no lab is up")
             return 1
-        print(f"scenario {lab.scenario}; namespaces: {' '.join(lab.namespaces())}")
-        for svc in lab.spec.get("service", []):
+        print(f"scenario {running.scenario}; namespaces: {' '.join(running.namespaces())}")
+        for svc in running.spec.get("service", []):
             if "socket" in svc:
                 try:
-                    print(f"{svc['name']}: {json.dumps(lab.status(svc['name']))}")
+                    print(f"{svc['name']}: {json.dumps(running.status(svc['name']))}")
                 except OSError as exc:
                     print(f"{svc['name']}: not reachable ({exc})")
         return 0

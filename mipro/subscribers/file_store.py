@@ -14,6 +14,7 @@ from ..config.loader import (
 from ..policy.profile import ProfileError, parse_filter, parse_route
 from ..security import Algorithm, SecurityAssociation
 from ..security.replay import ReplayMethod
+from ..wire.vendor import FilterRule, StaticRoute
 from .model import MemoryStore, Subscriber
 
 
@@ -44,7 +45,8 @@ def load_subscribers(path: str | Path, named_by: str | None = None) -> MemorySto
             alg = c.choice(f"{q}.algorithm", tuple(a.value for a in Algorithm), "hmac-md5")
             if isinstance(spi, int) and isinstance(key, bytes) and isinstance(alg, str):
                 assocs[spi] = SecurityAssociation(spi, key, Algorithm(alg))
-        routes, filters = [], []
+        routes: list[StaticRoute] = []
+        filters: list[FilterRule] = []
         for kind, parse, out in (("routes", parse_route, routes),
                                  ("filters", parse_filter, filters)):
             for j, item in enumerate(c.get(f"{p}.{kind}", list, []) or []):

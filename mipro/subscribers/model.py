@@ -109,4 +109,4 @@ class BlockingDirectory:
 
 
 def directory_of(store: object) -> Directory:
-    return store if hasattr(store, "peek") else BlockingDirectory(store)  # type: ignore[arg-type,return-value]
+    return store if hasattr(store, "peek") else BlockingDirectory(store)  # type: ignore[arg-type]

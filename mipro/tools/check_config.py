@@ -8,9 +8,9 @@ from ..config import ConfigError, HaConfig, load_role
 def run(path: str) -> int:
     try:
         cfg = load_role(path)
-        if isinstance(cfg, HaConfig) and cfg.subscriber_store == "ldap":
+        if isinstance(cfg, HaConfig) and cfg.ldap is not None:
             print(f"{path}: subscribers from {cfg.ldap['url']} (not contacted by check-config)")
-        if isinstance(cfg, HaConfig) and cfg.subscriber_store == "file":
+        if isinstance(cfg, HaConfig) and cfg.subscribers_file is not None:
             from ..subscribers.file_store import load_subscribers
 
             store = load_subscribers(cfg.subscribers_file, f"{path}: subscribers.file")

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
 
 from ..wire import DecodeContext, DecodeError, decode_icmp, decode_udp434
+
+
+class Describable(Protocol):
+    def describe(self) -> dict[str, object]: ...
 
 MIP_PORT = 434
 
@@ -34,7 +38,8 @@ def pcap_messages(path: str, ctx: DecodeContext) -> Iterator[dict[str, Any]]:
             if UDP in pkt and MIP_PORT in (pkt[UDP].sport, pkt[UDP].dport):
                 payload = bytes(pkt[UDP].payload)
                 where |= {"sport": pkt[UDP].sport, "dport": pkt[UDP].dport}
-                decoder = lambda b=payload: decode_udp434(b, ctx)  # noqa: E731
+                decoder: Callable[[], Describable] = \
+                    lambda b=payload: decode_udp434(b, ctx)  # noqa: E731
             elif ICMP in pkt and pkt[ICMP].type in (9, 10):
                 payload = bytes(pkt[ICMP])
                 decoder = lambda b=payload: decode_icmp(b)  # noqa: E731

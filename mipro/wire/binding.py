@@ -22,6 +22,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
+from typing import cast
 
 from .errors import DecodeError
 from .extensions import (
@@ -252,7 +253,7 @@ class ExperimentalMessage:
         sub = EXPERIMENTAL_MESSAGES.get(subtype)
         if sub is None:
             raise DecodeError(2, f"unknown mipro experimental message sub-type {subtype}")
-        return sub.decode(data, ctx)
+        return cast(BindingUpdate | BindingAck, sub.decode(data, ctx))
 
 
 for _cls in (BindingUpdate, BindingAck):

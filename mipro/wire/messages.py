@@ -9,9 +9,10 @@ relaying agent can forward a prefix of the message unchanged.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from .codes import code_name
 from .errors import DecodeError
@@ -59,7 +60,7 @@ class Region:
     def __len__(self) -> int:
         return len(self.extensions)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Extension]:
         return iter(self.extensions)
 
     def find(self, cls: type[E]) -> E | None:
@@ -125,15 +126,21 @@ class _ExtensionAccess:
         """The bytes ``auth``'s authenticator is computed over, as they arrived."""
         return self.authenticated_bytes(self.index_of(auth))
 
+    def encode(self) -> bytes:
+        raise NotImplementedError
+
+    def encode_fixed(self) -> bytes:
+        raise NotImplementedError
+
     def wire(self) -> bytes:
         """The bytes this message travels as: what arrived, or a fresh encoding."""
-        return self.raw or self.encode()  # type: ignore[attr-defined]
+        return self.raw or self.encode()
 
     def prefix_before(self, index: int) -> bytes:
         """Bytes of the fixed part and of extensions[:index], as they arrived."""
         if self.raw:
             return self.raw[: self.offsets[index]] if index < len(self.offsets) else self.raw
-        head = self.encode_fixed()  # type: ignore[attr-defined]
+        head = self.encode_fixed()
         return head + b"".join(e.encode() for e in self.extensions[:index])
 
     def authenticated_bytes(self, index: int) -> bytes:
@@ -358,4 +365,4 @@ def decode_udp434(data: bytes, ctx: DecodeContext = DEFAULT_CONTEXT) -> Udp434Me
     cls = UDP434_MESSAGES.get(data[0])
     if cls is None:
         raise DecodeError(0, f"unknown mobile IP message type {data[0]}")
-    return cls.decode(data, ctx)
+    return cast(Udp434Message, cls.decode(data, ctx))

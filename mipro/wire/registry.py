@@ -10,9 +10,35 @@ number (as ExaBGP's ``Message.register`` refuses).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
+
+if TYPE_CHECKING:
+    from .extensions import DecodeContext, Extension
+    from .reader import Reader
 
 T = TypeVar("T")
+
+
+class VendorDecoder(Protocol):
+    """A mipro NVSE class: decodes the value after the NVSE header."""
+
+    VENDOR_TYPE: int
+
+    def decode_value(self, r: Reader, vendor_id: int, /) -> Extension: ...
+
+
+class AdvertDecoder(Protocol):
+    """An ICMP agent advertisement extension class."""
+
+    def decode_body(self, r: Reader, /) -> Extension: ...
+
+
+class MessageDecoder(Protocol):
+    """A message class (or a decoder of a family of them) on UDP port 434."""
+
+    TYPE: int
+
+    def decode(self, data: bytes, ctx: DecodeContext, /) -> object: ...
 
 
 class Registry(Generic[T]):
@@ -45,12 +71,13 @@ class Registry(Generic[T]):
 
 
 #: registration extensions by type (RFC 5944 §1.9 and the RFCs that extend it)
-EXTENSIONS: Registry[type] = Registry("registration extension type")
+EXTENSIONS: Registry[type[Extension]] = Registry("registration extension type")
 #: mipro's NVSE payloads by Vendor-NVSE-Type (under its Vendor/Org-ID)
-VENDOR_EXTENSIONS: Registry[type] = Registry("mipro vendor extension type")
+VENDOR_EXTENSIONS: Registry[VendorDecoder] = Registry("mipro vendor extension type")
 #: ICMP agent advertisement extensions by type (RFC 5944 §2.1)
-ADVERT_EXTENSIONS: Registry[type] = Registry("advertisement extension type")
+ADVERT_EXTENSIONS: Registry[AdvertDecoder] = Registry("advertisement extension type")
 #: messages on UDP port 434 by type
-UDP434_MESSAGES: Registry[type] = Registry("mobile IP message type")
+UDP434_MESSAGES: Registry[MessageDecoder] = Registry("mobile IP message type")
 #: mipro's RFC 4064 experimental messages by sub-type
-EXPERIMENTAL_MESSAGES: Registry[type] = Registry("mipro experimental message sub-type")
+EXPERIMENTAL_MESSAGES: Registry[MessageDecoder] = \
+    Registry("mipro experimental message sub-type")

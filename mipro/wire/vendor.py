@@ -7,9 +7,10 @@ configured one (default 32473).  The byte layouts are in docs/protocol.md.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 from .extensions import DEFAULT_VENDOR_ID, Extension, ExtType
 from .reader import Reader
@@ -182,14 +183,25 @@ class FilterRule:
         }
 
 
+class Entry(Protocol):
+    """One fixed-size entry of an entry-list NVSE (a route, a filter rule)."""
+
+    SIZE: ClassVar[int]
+
+    def encode(self) -> bytes: ...
+
+
 class _EntryList(Extension):
     """An NVSE whose value is a packed list of fixed-size entries."""
 
     TYPE: ClassVar[int] = ExtType.NVSE
     VENDOR_TYPE: ClassVar[int]
-    ENTRY: ClassVar[type]
-    entries: tuple
+    ENTRY: ClassVar[type[StaticRoute] | type[FilterRule]]
+    entries: tuple[Entry, ...]
     vendor_id: int
+
+    if TYPE_CHECKING:  # the dataclass subclasses make it
+        def __init__(self, entries: tuple[Entry, ...], vendor_id: int = ...) -> None: ...
 
     def body(self) -> bytes:
         return (
@@ -202,7 +214,7 @@ class _EntryList(Extension):
         size = cls.ENTRY.SIZE
         if r.remaining() % size:
             raise r.error(f"{cls.NAME} value of {r.remaining()} bytes is not a multiple of {size}")
-        entries = []
+        entries: list[Entry] = []
         while r.remaining():
             entries.append(cls.ENTRY.decode(r))
         return cls(tuple(entries), vendor_id)
@@ -212,7 +224,8 @@ class _EntryList(Extension):
         return (255 - 8) // cls.ENTRY.SIZE
 
     @classmethod
-    def chunked(cls, entries, vendor_id: int = DEFAULT_VENDOR_ID) -> list[Extension]:
+    def chunked(cls, entries: Iterable[Entry],
+                vendor_id: int = DEFAULT_VENDOR_ID) -> list[Extension]:
         """Split a list into as many extensions as the 255-byte length allows."""
         n = cls.max_entries()
         items = tuple(entries)
