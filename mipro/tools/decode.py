@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from collections.abc import Callable, Iterator
@@ -35,18 +36,18 @@ def pcap_messages(path: str, ctx: DecodeContext) -> Iterator[dict[str, Any]]:
                 continue
             ip = pkt[IP]
             where = {"frame": number, "src": ip.src, "dst": ip.dst}
+            decoder: Callable[[bytes], Describable]
             if UDP in pkt and MIP_PORT in (pkt[UDP].sport, pkt[UDP].dport):
                 payload = bytes(pkt[UDP].payload)
                 where |= {"sport": pkt[UDP].sport, "dport": pkt[UDP].dport}
-                decoder: Callable[[], Describable] = \
-                    lambda b=payload: decode_udp434(b, ctx)  # noqa: E731
+                decoder = functools.partial(decode_udp434, ctx=ctx)
             elif ICMP in pkt and pkt[ICMP].type in (9, 10):
                 payload = bytes(pkt[ICMP])
-                decoder = lambda b=payload: decode_icmp(b)  # noqa: E731
+                decoder = decode_icmp
             else:
                 continue
             try:
-                yield where | decoder().describe()
+                yield where | decoder(payload).describe()
             except DecodeError as exc:
                 yield where | {"error": str(exc), "offset": exc.offset}
 
