@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 from ..config.loader import (
     Checker,
@@ -45,18 +47,8 @@ def load_subscribers(path: str | Path, named_by: str | None = None) -> MemorySto
             alg = c.choice(f"{q}.algorithm", tuple(a.value for a in Algorithm), "hmac-md5")
             if isinstance(spi, int) and isinstance(key, bytes) and isinstance(alg, str):
                 assocs[spi] = SecurityAssociation(spi, key, Algorithm(alg))
-        routes: list[StaticRoute] = []
-        filters: list[FilterRule] = []
-        for kind, parse, out in (("routes", parse_route, routes),
-                                 ("filters", parse_filter, filters)):
-            for j, item in enumerate(c.get(f"{p}.{kind}", list, []) or []):
-                if not isinstance(item, dict):
-                    c.error(f"{p}.{kind}.{j}", "expected a table like { destination = ... }")
-                    continue
-                try:
-                    out.append(parse(item))
-                except ProfileError as exc:
-                    c.error(f"{p}.{kind}.{j}.{exc.key}", exc.problem)
+        routes: list[StaticRoute] = _profile(c, f"{p}.routes", parse_route)
+        filters: list[FilterRule] = _profile(c, f"{p}.filters", parse_filter)
         subs.append(Subscriber(
             home_address=home,
             nai=c.get(f"{p}.nai", str, ""),
@@ -69,3 +61,21 @@ def load_subscribers(path: str | Path, named_by: str | None = None) -> MemorySto
         ))
     c.done()
     return MemoryStore(subs)
+
+
+P = TypeVar("P", StaticRoute, FilterRule)
+
+
+def _profile(c: Checker, key: str, parse: Callable[[dict[str, Any]], P]) -> list[P]:
+    """A subscriber's routes or filters, each table parsed; problems named by key."""
+    out: list[P] = []
+    for j, item in enumerate(c.get(key, list, []) or []):
+        if not isinstance(item, dict):
+            c.error(f"{key}.{j}", "expected a table like { destination = ... }")
+            continue
+        try:
+            out.append(parse(item))
+        except ProfileError as exc:
+            c.error(f"{key}.{j}.{exc.key}", exc.problem)
+    return out
+
