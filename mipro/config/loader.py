@@ -9,9 +9,8 @@ import tomllib
 from collections.abc import Callable
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, overload
 
-REQUIRED = object()
 MIN_KEY_BYTES = 16  # the shortest key a store or configuration file may hold
 
 
@@ -65,8 +64,25 @@ def check_not_world_readable(path: str | Path, what: str) -> None:
                            f"{stat.S_IMODE(mode):04o}); chmod o-rw {path}"])
 
 
+class _Required:
+    def __repr__(self) -> str:
+        return "REQUIRED"
+
+
+REQUIRED: Any = _Required()  # a key without a default: missing is an error
+T = TypeVar("T")
+D = TypeVar("D")
+# what a getter returns for a required key that is missing or wrong (the error is recorded,
+# and ``done()`` refuses the file, so the value is never used): a value of the right type
+PLACEHOLDER: dict[type, Any] = {int: 0, float: 0.0, str: "", bool: False, list: [], dict: {}}
+
+
 class Checker:
-    """Reads typed values by key path from parsed TOML, recording what is wrong."""
+    """Reads typed values by key path from parsed TOML, recording what is wrong.
+
+    Each getter returns a value of its type (or the given default): when a value is
+    missing or wrong the problem is recorded and a placeholder of that type comes back,
+    so every problem of a file is found in one pass and ``done()`` then refuses it."""
 
     def __init__(self, path: str | Path, data: dict[str, Any]) -> None:
         self.path = str(path)
@@ -92,21 +108,44 @@ class Checker:
                 return default
         return node
 
-    def get(self, key: str, kind: type | tuple[type, ...], default: Any = REQUIRED,
+    @overload
+    def get(self, key: str, kind: type[T], default: _Required = ...,
+            check: Callable[[T], str | None] | None = None) -> T: ...
+
+    @overload
+    def get(self, key: str, kind: type[T], default: D,
+            check: Callable[[T], str | None] | None = None) -> T | D: ...
+
+    def get(self, key: str, kind: type[Any], default: Any = REQUIRED,
             check: Callable[[Any], str | None] | None = None) -> Any:
+        return self._get(key, (kind,), default, check)
+
+    def _get(self, key: str, kinds: tuple[type, ...], default: Any,
+             check: Callable[[Any], str | None] | None) -> Any:
+        fallback = PLACEHOLDER.get(kinds[0]) if default is REQUIRED else default
         value = self.raw(key, default)
-        if value is None or value is default:
+        if value is default:
             return value
-        if isinstance(value, bool) and kind is not bool and bool not in (
-                kind if isinstance(kind, tuple) else (kind,)):
-            self.error(key, f"expected {_kind_name(kind)}, got a boolean")
-            return default if default is not REQUIRED else None
-        if not isinstance(value, kind):
-            self.error(key, f"expected {_kind_name(kind)}, got {type(value).__name__} {value!r}")
-            return default if default is not REQUIRED else None
+        if value is None:  # a required key, missing: recorded by raw()
+            return fallback
+        if isinstance(value, bool) and bool not in kinds:
+            self.error(key, f"expected {_kind_name(kinds)}, got a boolean")
+            return fallback
+        if not isinstance(value, kinds):
+            self.error(key, f"expected {_kind_name(kinds)}, got {type(value).__name__} "
+                            f"{value!r}")
+            return fallback
         if check is not None and (problem := check(value)):
             self.error(key, problem)
         return value
+
+    @overload
+    def integer(self, key: str, default: _Required = ..., lo: int | None = None,
+                hi: int | None = None) -> int: ...
+
+    @overload
+    def integer(self, key: str, default: D, lo: int | None = None,
+                hi: int | None = None) -> int | D: ...
 
     def integer(self, key: str, default: Any = REQUIRED, lo: int | None = None,
                 hi: int | None = None) -> Any:
@@ -118,44 +157,62 @@ class Checker:
             return None
         return self.get(key, int, default, rng)
 
-    def number(self, key: str, default: Any = REQUIRED, lo: float = 0.0) -> Any:
-        value = self.get(key, (int, float), default,
-                         lambda v: f"{v} is below {lo}" if v < lo else None)
-        return float(value) if isinstance(value, int | float) else value
+    def number(self, key: str, default: float, lo: float = 0.0) -> float:
+        value = self._get(key, (int, float), default,
+                          lambda v: f"{v} is below {lo}" if v < lo else None)
+        return float(value)
+
+    @overload
+    def choice(self, key: str, choices: tuple[str, ...], default: _Required = ...) -> str: ...
+
+    @overload
+    def choice(self, key: str, choices: tuple[str, ...], default: D) -> str | D: ...
 
     def choice(self, key: str, choices: tuple[str, ...], default: Any = REQUIRED) -> Any:
-        """One of ``choices``, or None (recorded as an error): never a value that callers
-        would turn into an enum and fail on."""
+        """One of ``choices`` (or the default): a wrong value is recorded and the first
+        choice stands in, never a value that callers would turn into an enum and fail on."""
         value = self.get(key, str, default,
                          lambda v: None if v in choices else
                          f"{v!r} is not one of {', '.join(choices)}")
-        return value if value in choices or value is default else None
+        if value in choices or value is default:
+            return value
+        return default if default is not REQUIRED else choices[0]
 
-    def _parse(self, key: str, default: Any, parser: Callable[[str], Any], what: str) -> Any:
+    def _parse(self, key: str, default: Any, parser: Callable[[str], T], what: str,
+               placeholder: T) -> Any:
         value = self.get(key, str, default)
-        if not isinstance(value, str):
+        if value is default and default is not REQUIRED:
             return value
         try:
             return parser(value)
         except ValueError as exc:
-            self.error(key, f"{value!r} is not {what} ({exc})")
-            return None
+            if value:  # an empty string is a missing key's placeholder: said already
+                self.error(key, f"{value!r} is not {what} ({exc})")
+            return placeholder
+
+    @overload
+    def address(self, key: str, default: _Required = ...) -> IPv4Address: ...
+
+    @overload
+    def address(self, key: str, default: D) -> IPv4Address | D: ...
 
     def address(self, key: str, default: Any = REQUIRED) -> Any:
-        return self._parse(key, default, IPv4Address, "an IPv4 address")
+        return self._parse(key, default, IPv4Address, "an IPv4 address", IPv4Address(0))
 
-    def network(self, key: str, default: Any = REQUIRED) -> Any:
-        return self._parse(key, default, IPv4Network, "an IPv4 prefix like 10.1.0.0/24")
+    def network(self, key: str) -> IPv4Network:
+        return self._parse(key, REQUIRED, IPv4Network, "an IPv4 prefix like 10.1.0.0/24",
+                           IPv4Network("0.0.0.0/32"))
 
-    def interface_address(self, key: str, default: Any = REQUIRED) -> Any:
-        return self._parse(key, default, IPv4Interface, "an address with prefix like "
-                                                        "198.51.100.9/24")
+    def interface_address(self, key: str, default: None) -> IPv4Interface | None:
+        return self._parse(key, default, IPv4Interface,
+                           "an address with prefix like 198.51.100.9/24",
+                           IPv4Interface("0.0.0.0/32"))
 
-    def key_bytes(self, key: str) -> Any:
+    def key_bytes(self, key: str) -> bytes:
         """Keys are written ``hex:…``, ``base64:…`` or ``text:…``."""
         value = self.get(key, str)
-        if not isinstance(value, str):
-            return None
+        if not value:
+            return b""  # missing: recorded
         kind, _, text = value.partition(":")
         try:
             if kind == "hex":
@@ -166,10 +223,10 @@ class Checker:
                 raw = text.encode()
             else:
                 self.error(key, "must start with hex:, base64: or text:")
-                return None
+                return b""
         except ValueError as exc:
             self.error(key, f"cannot decode the {kind} key ({exc})")
-            return None
+            return b""
         if len(raw) < MIN_KEY_BYTES:
             self.error(key, f"key of {len(raw)} bytes is too short (at least {MIN_KEY_BYTES})")
         return raw
