@@ -9,8 +9,8 @@ import signal
 import socket
 import time
 import traceback
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Generic, Protocol, TypeVar
 
 from pyroute2 import NetlinkError
 
@@ -21,7 +21,19 @@ from .control import ControlServer
 from .logging import EventLog
 
 
-class EngineDaemon:
+class Engine(Protocol):
+    """What the runtime asks of every engine (core/ha.py, fa.py, mn.py) besides its
+    inputs: when its next deadline is, and what happens at it."""
+
+    def next_timer(self) -> float | None: ...
+
+    def handle_timer(self, now: float) -> Sequence[Any]: ...
+
+
+E = TypeVar("E", bound=Engine)
+
+
+class EngineDaemon(Generic[E]):
     """Base of the HA, FA and MN daemons.  Subclasses set ``engine`` and ``_execute``.
 
     Every call into the engine goes through ``call``: an exception there is a bug,
@@ -36,7 +48,6 @@ class EngineDaemon:
 
     def __init__(self, log: EventLog) -> None:
         self.log = log
-        self.engine: Any = None
         self.timer: asyncio.TimerHandle | None = None
         self.work: asyncio.Queue[list[Any]] = asyncio.Queue()
         self.stopping = asyncio.Event()
@@ -90,6 +101,7 @@ class EngineDaemon:
     # may still refuse) and swap it in at once, rolling back if the swap fails.
 
     cfg: Any  # the running configuration (a frozen dataclass of config/schema.py)
+    engine: E
     LOAD: Callable[[str], Any]  # the role's configuration loader
     LIVE: frozenset[str] = frozenset()  # dotted keys (or "table." prefixes) that reload live
 
@@ -145,10 +157,10 @@ class EngineDaemon:
 
     # --- the engine -------------------------------------------------------------------
 
-    def call(self, what: str, fn: Callable[..., list[Any]], *args: Any) -> list[Any]:
+    def call(self, what: str, fn: Callable[..., Sequence[Any]], *args: Any) -> list[Any]:
         """An engine call that can never stop the daemon: a bug is logged and counted."""
         try:
-            return fn(*args)
+            return list(fn(*args))
         except Exception as exc:
             self._internal_error(what, exc)
             return []

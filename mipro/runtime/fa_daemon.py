@@ -62,7 +62,7 @@ def make_advert_policy(cfg: FaConfig, carried: frozenset[str] = ANY_ENCAPSULATIO
                         cfg.max_lifetime, cfg.advertisement_interval)
 
 
-class FaDaemon(EngineDaemon):
+class FaDaemon(EngineDaemon[ForeignAgent]):
     LOAD = staticmethod(load_fa)
     LIVE = frozenset({
         "prefix_length", "max_lifetime", "advertisement_interval", "registration_required",

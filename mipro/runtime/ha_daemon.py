@@ -69,7 +69,7 @@ def make_advert_policy(cfg: HaConfig) -> AdvertPolicy:
                         cfg.max_lifetime, cfg.advertisement_interval)
 
 
-class HaDaemon(EngineDaemon):
+class HaDaemon(EngineDaemon[HomeAgent]):
     BATCH = 256  # one netlink batch for many registrations
     LOAD = staticmethod(load_ha)
     LIVE = frozenset({

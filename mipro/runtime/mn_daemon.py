@@ -58,7 +58,7 @@ def settings(cfg: MnConfig) -> MnSettings:
                       notify_previous_fa=cfg.notify_previous_fa)
 
 
-class MnDaemon(EngineDaemon):
+class MnDaemon(EngineDaemon[MobileNode]):
     LOAD = staticmethod(load_mn)
     LIVE = frozenset({
         "nai", "sa", "lifetime", "discovery_wait", "solicit_on_attach", "fa_peers",
