@@ -272,7 +272,8 @@ def load_ha(path: str | Path) -> HaConfig:
         raise ConfigError([f"{path}: ha.address: {cfg.address} is not in ha.home_network "
                            f"{cfg.home_network}"])
     if peers or cfg.redundancy is not None:
-        check_not_world_readable(path, "a file holding FA-HA or redundancy keys")
+        check_not_world_readable(path, "a file holding FA-HA keys" if peers else
+                                 "a file holding the redundancy key")
     return cfg
 
 
