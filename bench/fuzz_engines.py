@@ -76,6 +76,7 @@ from mipro.core import advertiser as _advertiser_module  # noqa: E402
 from mipro.core import ha as _ha_module  # noqa: E402
 from mipro.core import mn as _mn_module  # noqa: E402
 from mipro.core.actions import (  # noqa: E402
+    FetchSubscriber,
     InstallBinding,
     Log,
     RemoveBinding,
@@ -96,7 +97,8 @@ from mipro.core.mn import (  # noqa: E402
 from mipro.security import Algorithm, SecurityAssociation  # noqa: E402
 from mipro.security import replay as _replay_module  # noqa: E402
 from mipro.security.replay import ReplayMethod, ntp_from_unix  # noqa: E402
-from mipro.subscribers.model import MemoryStore, Subscriber  # noqa: E402
+from mipro.subscribers.cache import CachedStore  # noqa: E402
+from mipro.subscribers.model import MemoryStore, Subscriber, Unavailable  # noqa: E402
 from mipro.wire import (  # noqa: E402
     AgentAdvertisement,
     AgentFlags,
@@ -225,12 +227,19 @@ class Variant:
     fa2_require_mn_fa: bool = False
     fa2_reverse_required: bool = False
     fa1_in_use: bool = True
+    directory: bool = False  # the HA asks a slow directory (CachedStore): requests park
+    cache_ttl: float = 60.0
+    skews: tuple = (0.0,) * 4  # each mobile node's clock minus the true time
 
     @classmethod
     def draw(cls, rng: random.Random) -> Variant:
+        skews = tuple(draw_skew(rng) for _ in range(4))
+        directory = rng.random() < 0.3
+        cache_ttl = rng.choice((0.0, 5.0, 60.0))
         if rng.random() < 0.4:
-            return cls()
-        return cls(ha_reverse=rng.random() < 0.85,
+            return cls(directory=directory, cache_ttl=cache_ttl, skews=skews)
+        return cls(directory=directory, cache_ttl=cache_ttl, skews=skews,
+                   ha_reverse=rng.random() < 0.85,
                    ha_encaps=rng.choice([frozenset({"ipip", "gre"}), frozenset({"ipip"})]),
                    tight_budgets=rng.random() < 0.25,
                    ha_max_lifetime=rng.choice([3600, 200]),
@@ -238,6 +247,17 @@ class Variant:
                    fa2_require_mn_fa=rng.random() < 0.3,
                    fa2_reverse_required=rng.random() < 0.3,
                    fa1_in_use=rng.random() < 0.8)
+
+
+def draw_skew(rng: random.Random) -> float:
+    """A mobile node's clock error: mostly none, sometimes within the HA's replay window,
+    sometimes far outside it."""
+    choice = rng.random()
+    if choice < 0.6:
+        return 0.0
+    if choice < 0.85:
+        return rng.choice((-1, 1)) * rng.uniform(0.2, 6.5)
+    return rng.choice((-1, 1)) * rng.uniform(10, 400)
 
 
 def subscribers() -> list[Subscriber]:
@@ -252,7 +272,9 @@ def ha_policy(v: Variant) -> HaPolicy:
                     home_networks=(HOME_NET,), nat_challenge_timeout=30.0,
                     source_rate=5.0 if tight else 500.0, source_burst=5.0 if tight else 200.0,
                     unknown_rate=50.0 if tight else 5000.0,
-                    unsigned_reply_rate=5.0 if tight else 500.0)
+                    unsigned_reply_rate=5.0 if tight else 500.0,
+                    max_parked=6 if v.directory else 1024,
+                    max_parked_per_identity=2 if v.directory else 4)
 
 
 def fa_policies(v: Variant) -> dict[str, FaPolicy]:
@@ -447,6 +469,7 @@ class Checker:
         self.subs_by_home = {s.home_address: s for s in subscribers()}
         self.subs_by_nai = {s.nai: s for s in self.subs_by_home.values() if s.nai}
         self.fa = fa_policies
+        self.ha_policy = ha_policy(variant)
         self.counts = counts
         self.ha_kernel: dict[A, object] = {}
         self.fa_kernel: dict[str, dict] = {name: {} for name in fa_policies}
@@ -466,7 +489,7 @@ class Checker:
                 {h: (s.last_accepted, s.nonce) for h, s in ha.replay.items()
                  if s.last_accepted is not None or s.nonce is not None},
                 {h: (c.value, c.source, c.expires) for h, c in ha.challenges.items()},
-                ha.parked_count)
+                {k: tuple(v) for k, v in ha.parked.items()}, ha.parked_count)
 
     def ha_authenticates(self, m: Msg | None, src: A):
         """The subscriber and key a request authenticates with, by the HA's rules (RFC 5944
@@ -508,8 +531,8 @@ class Checker:
     def check_ha(self, ha: HomeAgent, method: str, args: tuple, b: tuple, a: tuple,
                  out: list) -> None:
         need = self.need
-        b_bind, b_rep, b_chal, _ = b
-        a_bind, a_rep, a_chal, a_parked = a
+        b_bind, b_rep, b_chal = b[:3]
+        a_bind, a_rep, a_chal = a[:3]
         sends = _sends(out)
         installs = _sends(out, InstallBinding)
         removes = _sends(out, RemoveBinding)
@@ -520,68 +543,45 @@ class Checker:
                  lambda s=s: f"HA sent {s.data.hex()}")
             replies.append(rm)
         changed = {h for h in b_bind.keys() | a_bind.keys() if b_bind.get(h) is not a_bind.get(h)}
-        need("ha.nothing_parked", a_parked == 0)
+        pk0, pk1 = b[3], a[3]
+        fetches = _sends(out, FetchSubscriber)
+        need("ha.parked_bounded", a[4] == sum(len(v) for v in pk1.values()) and
+             a[4] <= self.ha_policy.max_parked and
+             all(len(v) <= self.ha_policy.max_parked_per_identity for v in pk1.values()),
+             lambda: f"{a[4]} parked: {[(k, len(v)) for k, v in pk1.items()]}")
+        parked = [k for k in pk0.keys() | pk1.keys() if pk0.get(k) != pk1.get(k)]
         if method == "receive":
             data, src, port, now = args
-            m = parse(data)
-            who = self.ha_authenticates(m, src)
-            accepted = [r for r in replies if r.data[1] in (0, 1)]
-            for s, r in zip(sends, replies, strict=True):
-                need("ha.reply_to_sender", (s.dst, s.port) == (src, port))
-                signed = r.of(MNHA)
-                need("ha.unauthenticated_denial_unsigned", not signed or who is not None,
-                     lambda r=r: f"reply code {r.data[1]} carries an MN-HA authenticator "
-                                 f"though the request did not authenticate")
-                if signed:
-                    need("ha.signed_with_subscribers_key",
-                         len(signed) == 1 and verifies(r, signed[0], who[1]),
-                         lambda: f"reply not signed with {who[0].home_address}'s key")
-                    if src == FA1:
-                        need("ha.fa_ha_last_towards_keyed_fa",
-                             r.exts[-1][0] == FAHA and verifies(r, r.exts[-1], FA_HA_SA))
-                if r.data[1] in (0, 1):
-                    need("ha.acceptance_authenticated", who is not None and bool(signed))
-                    need("ha.acceptance_for_own_address", r.addr(4) == who[0].home_address)
-            need("ha.one_answer", len(sends) <= 1)
-            if changed:
-                need("ha.binding_change_only_on_acceptance", bool(accepted) and who is not None,
-                     lambda: f"bindings {sorted(map(str, changed))} changed, answer "
-                             f"{[r.data[1] for r in replies]}")
-                sub, sa = who
-                need("ha.binding_only_for_signers_address", changed == {sub.home_address},
-                     lambda: f"{sorted(map(str, changed))} changed by a request signed by "
-                             f"{sub.home_address}'s key")
-                req_home = m.addr(4)
-                need("ha.request_home_is_signers", not int(req_home) or
-                     req_home == sub.home_address)
-                nb = a_bind.get(sub.home_address)
-                lifetime = accepted[0].u(2, 2)
-                if nb is None:
-                    need("ha.removal_is_deregistration", lifetime == 0 and any(
-                        x.binding is b_bind[sub.home_address] for x in removes))
-                else:
-                    need("ha.binding_fields",
-                         nb.spi == sa.spi and nb.nai == sub.nai and
-                         nb.care_of_address == m.addr(12) and nb.home_agent == HA,
-                         lambda: f"binding {nb} from request {data.hex()}")
-                    need("ha.binding_care_of_valid", care_of_ok(nb.care_of_address),
-                         lambda: f"care-of {nb.care_of_address}")
-                    need("ha.binding_lifetime", 0 < nb.lifetime <= min(
-                        m.u(2, 2), sub.max_lifetime, self.variant.ha_max_lifetime) and
-                        nb.lifetime == lifetime and nb.expires == now + nb.lifetime)
-                    need("ha.install_with_acceptance", len(installs) == 1 and
-                         installs[0].binding is nb and installs[0].reply is sends[0])
+            if parked:  # waiting for the directory: nothing else may happen yet
+                k = parked[0]
+                need("ha.parks_only_this_request", len(parked) == 1 and
+                     pk1.get(k) == pk0.get(k, ()) + ((data, src, port),))
+                need("ha.parked_request_changes_nothing_else", not sends and not installs and
+                     not removes and not changed and a_rep == b_rep and a_chal == b_chal)
+                need("ha.one_lookup_per_identity", len(fetches) == (k not in pk0) and all(
+                    (("nai", f.nai) if f.nai else ("home", f.home_address)) == k
+                    for f in fetches))
+                return self._ha_kernel(out, a_bind, changed)
+            need("ha.no_lookup_without_parking", not fetches)
+            self._ha_request(data, src, port, now, sends, replies, installs, removes, changed,
+                             b, a)
+        elif method == "subscriber_ready":
+            home, nai, _result, now = args
+            k = ("nai", nai) if nai else ("home", home)
+            waiting = pk0.get(k, ())
+            need("ha.ready_unparks_its_identity", parked == ([k] if waiting else []) and
+                 k not in pk1)
+            need("ha.no_lookup_when_ready", not fetches)
+            if len(waiting) == 1:
+                self._ha_request(*waiting[0], now, sends, replies, installs, removes, changed,
+                                 b, a)
             else:
-                need("ha.no_install_without_binding", not installs)
-            if installs or removes:
-                need("ha.kernel_only_on_acceptance", bool(accepted) and bool(changed))
-            if not accepted:
-                self._ha_denial_changed_nothing(m, who, src, replies, b_rep, a_rep,
-                                                b_chal, a_chal)
-            elif who is not None:
-                for h in b_rep.keys() | a_rep.keys():
-                    if b_rep.get(h) != a_rep.get(h):
-                        need("ha.replay_state_only_of_signer", h == who[0].home_address)
+                self._ha_waiting(waiting, sends, replies, out, changed, b, a)
+        elif method == "restore":
+            bindings, now = args
+            live = {x.home_address: x for x in bindings if x.expires > now}
+            need("ha.restore_keeps_live_bindings", a_bind == live and not sends and
+                 len(installs) == len(live) and not b_bind)
         elif method == "handle_timer":
             (now,) = args
             need("ha.timer_sends_nothing", not sends and not installs)
@@ -605,7 +605,12 @@ class Checker:
                  all(r.data[1] == 130 and verifies(r, r.of(MNHA)[0], action.sa)
                      for r in replies if r.of(MNHA)))
             need("ha.install_failed_no_install", not installs)
-        # the kernel mirror: what Install/RemoveBinding told the kernel is the binding table
+        self._ha_kernel(out, a_bind, changed)
+
+    def _ha_kernel(self, out: list, a_bind: dict, changed: set) -> None:
+        """The kernel mirror: what Install/RemoveBinding told the kernel is the binding
+        table; and every binding that changed is somebody's, with a valid care-of."""
+        need = self.need
         for x in out:
             if isinstance(x, InstallBinding):
                 self.ha_kernel[x.binding.home_address] = x.binding
@@ -624,6 +629,110 @@ class Checker:
                  lambda h=h: f"binding for {h}, nobody's")
             need("ha.binding_spi_of_owner", nb.spi in sub.associations)
             need("ha.binding_care_of_valid", care_of_ok(nb.care_of_address))
+
+    def _ha_request(self, data: bytes, src: A, port: int, now: float, sends, replies,
+                    installs, removes, changed, b, a) -> None:
+        """One request answered (from receive, or after the directory answered)."""
+        need = self.need
+        b_bind, b_rep, b_chal = b[:3]
+        a_bind, a_rep, a_chal = a[:3]
+        m = parse(data)
+        who = self.ha_authenticates(m, src)
+        accepted = [r for r in replies if r.data[1] in (0, 1)]
+        for s, r in zip(sends, replies, strict=True):
+            need("ha.reply_to_sender", (s.dst, s.port) == (src, port))
+            signed = r.of(MNHA)
+            need("ha.unauthenticated_denial_unsigned", not signed or who is not None,
+                 lambda r=r: f"reply code {r.data[1]} carries an MN-HA authenticator "
+                             f"though the request did not authenticate")
+            if signed:
+                need("ha.signed_with_subscribers_key",
+                     len(signed) == 1 and verifies(r, signed[0], who[1]),
+                     lambda: f"reply not signed with {who[0].home_address}'s key")
+                if src == FA1:
+                    need("ha.fa_ha_last_towards_keyed_fa",
+                         r.exts[-1][0] == FAHA and verifies(r, r.exts[-1], FA_HA_SA))
+            if r.data[1] in (0, 1):
+                need("ha.acceptance_authenticated", who is not None and bool(signed))
+                need("ha.acceptance_for_own_address", r.addr(4) == who[0].home_address)
+        need("ha.one_answer", len(sends) <= 1)
+        if changed:
+            need("ha.binding_change_only_on_acceptance", bool(accepted) and who is not None,
+                 lambda: f"bindings {sorted(map(str, changed))} changed, answer "
+                         f"{[r.data[1] for r in replies]}")
+            sub, sa = who
+            need("ha.binding_only_for_signers_address", changed == {sub.home_address},
+                 lambda: f"{sorted(map(str, changed))} changed by a request signed by "
+                         f"{sub.home_address}'s key")
+            req_home = m.addr(4)
+            need("ha.request_home_is_signers", not int(req_home) or
+                 req_home == sub.home_address)
+            nb = a_bind.get(sub.home_address)
+            lifetime = accepted[0].u(2, 2)
+            if nb is None:
+                need("ha.removal_is_deregistration", lifetime == 0 and any(
+                    x.binding is b_bind[sub.home_address] for x in removes))
+            else:
+                need("ha.binding_fields",
+                     nb.spi == sa.spi and nb.nai == sub.nai and
+                     nb.care_of_address == m.addr(12) and nb.home_agent == HA,
+                     lambda: f"binding {nb} from request {data.hex()}")
+                need("ha.binding_care_of_valid", care_of_ok(nb.care_of_address),
+                     lambda: f"care-of {nb.care_of_address}")
+                need("ha.binding_lifetime", 0 < nb.lifetime <= min(
+                    m.u(2, 2), sub.max_lifetime, self.variant.ha_max_lifetime) and
+                    nb.lifetime == lifetime and nb.expires == now + nb.lifetime)
+                need("ha.install_with_acceptance", len(installs) == 1 and
+                     installs[0].binding is nb and installs[0].reply is sends[0])
+        else:
+            need("ha.no_install_without_binding", not installs)
+        if installs or removes:
+            need("ha.kernel_only_on_acceptance", bool(accepted) and bool(changed))
+        if not accepted:
+            self._ha_denial_changed_nothing(m, who, src, replies, b_rep, a_rep,
+                                            b_chal, a_chal)
+        elif who is not None:
+            for h in b_rep.keys() | a_rep.keys():
+                if b_rep.get(h) != a_rep.get(h):
+                    need("ha.replay_state_only_of_signer", h == who[0].home_address)
+
+    def _ha_waiting(self, waiting, sends, replies, out, changed, b, a) -> None:
+        """Several requests answered at once after a lookup: each change must be one an
+        authenticated one of them asked for."""
+        need = self.need
+        b_rep, b_chal = b[1:3]
+        a_bind, a_rep, a_chal = a[:3]
+        whos = [(d, s, p, m, self.ha_authenticates(m, s)) for d, s, p in waiting
+                for m in (parse(d),)]
+        signers = {w[4][0].home_address for w in whos if w[4] is not None}
+        for x, r in zip(sends, replies, strict=True):
+            need("ha.reply_to_a_waiting_sender", any((x.dst, x.port) == (w[1], w[2])
+                                                      for w in whos))
+            signed = r.of(MNHA)
+            need("ha.unauthenticated_denial_unsigned", not signed or any(
+                w[4] is not None and (x.dst, x.port) == (w[1], w[2]) and len(signed) == 1 and
+                verifies(r, signed[0], w[4][1]) for w in whos))
+            if r.data[1] in (0, 1):
+                need("ha.acceptance_authenticated", bool(signed))
+        for h in changed:
+            cands = [w for w in whos if w[4] is not None and w[4][0].home_address == h]
+            need("ha.binding_change_only_on_acceptance", bool(cands) and any(
+                r.data[1] in (0, 1) and r.addr(4) == h for r in replies))
+            nb = a_bind.get(h)
+            if nb is not None:
+                need("ha.binding_fields", any(nb.spi == w[4][1].spi and
+                                              nb.care_of_address == w[3].addr(12)
+                                              for w in cands))
+        for h in (b_rep.keys() | a_rep.keys()) | (b_chal.keys() | a_chal.keys()):
+            if b_rep.get(h) != a_rep.get(h) or b_chal.get(h) != a_chal.get(h):
+                need("ha.replay_state_only_of_signer", h in signers)
+        last: dict = {}  # requests answered in order: a later one may renew or deregister
+        for x in out:
+            if isinstance(x, InstallBinding):
+                last[x.binding.home_address] = x.binding
+            elif isinstance(x, RemoveBinding):
+                last[x.binding.home_address] = None
+        need("ha.install_with_acceptance", all(a_bind.get(h) is x for h, x in last.items()))
 
     def _ha_denial_changed_nothing(self, m, who, src, replies, b_rep, a_rep, b_chal,
                                    a_chal) -> None:
@@ -1054,14 +1163,16 @@ class World:
         self.rng, self.variant, self.target, self.stats, self.shim = rng, variant, target, \
             stats, shim
         self.now = T0
-        self.ha = HomeAgent(ha_policy(variant), MemoryStore(subscribers()))
+        self.store = self.new_store()
+        self.ha = HomeAgent(ha_policy(variant), self.store)
+        self.lookups: list[FetchSubscriber] = []  # directory lookups the HA asked for
+        self.directory_down = False
         self.fa_policy = fa_policies(variant)
         self.fas = {name: ForeignAgent(p, Advertiser(AdvertPolicy(
             p.address, 24, ADV_FLAGS[name], p.care_of_addresses, 600, 1.0), T0))
             for name, p in self.fa_policy.items()}
-        self.mns = {n.name: MobileNode(MnSettings(
-            n.home, HA, n.sa, nai=n.nai, lifetime=300, replay=n.replay, mode=n.mode,
-            fa_peers=dict(n.fa_keys), udp_tunnel=n.udp_tunnel)) for n in MOBILE}
+        self.mns = {n.name: self.new_mn(n) for n in MOBILE}
+        self.skew = {n.name: sk for n, sk in zip(MOBILE, variant.skews, strict=True)}
         self.loc: dict[str, tuple] = {n.name: ("none",) for n in MOBILE}
         self.checker = Checker(variant, self.fa_policy, stats.checks)
         self.corpus: dict[tuple, deque] = {}
@@ -1073,6 +1184,42 @@ class World:
         self.hold_from: set[str] = set()  # whose datagrams are held back (lost, or late)
         self.held: deque = deque(maxlen=16)
         self.trace: list = []  # engine calls of this episode, for a failure report
+
+    def new_store(self):
+        if not self.variant.directory:
+            return MemoryStore(subscribers())
+        return CachedStore(MemoryStore(subscribers()), ttl=self.variant.cache_ttl,
+                           negative_ttl=min(5.0, self.variant.cache_ttl),
+                           clock=lambda: self.now, trip_after=3, open_for=5.0)
+
+    @staticmethod
+    def new_mn(n: NodeCfg) -> MobileNode:
+        return MobileNode(MnSettings(n.home, HA, n.sa, nai=n.nai, lifetime=300, replay=n.replay,
+                                     mode=n.mode, fa_peers=dict(n.fa_keys),
+                                     udp_tunnel=n.udp_tunnel))
+
+    def restart_ha(self) -> None:
+        """The HA daemon restarts: a new engine (and store) restored from its bindings, as
+        from the journal; the daemon clears the kernel and reinstalls what restore says."""
+        bindings = list(self.ha.bindings)
+        self.store = self.new_store()
+        self.ha = HomeAgent(ha_policy(self.variant), self.store)
+        self.lookups.clear()
+        self.checker.ha_kernel = {}
+        self.route("ha", self.call("ha", "restore", bindings, self.now))
+
+    def answer_lookup(self, a: FetchSubscriber, fail: bool = False) -> list:
+        """The runtime's side of FetchSubscriber: the directory in a worker, then
+        subscriber_ready with what it said."""
+        store = self.store
+        if fail or self.directory_down:
+            store.record_failure("fuzz: directory timed out")
+            result = Unavailable("fuzz: directory timed out")
+        else:
+            result = store.fetch(a.home_address, a.nai)
+            store.record(a.home_address, a.nai, result)
+        return self._from("ha", self.call("ha", "subscriber_ready", a.home_address, a.nai,
+                                          result, self.now))
 
     # --- calling engines, checked -----------------------------------------------------
 
@@ -1090,6 +1237,11 @@ class World:
             del self.trace[:200]
         if record:
             self._record(who, method, args)
+        if kind == "mn" and self.skew[who]:  # every MN input ends with its own clock
+            args = (*args[:-1], args[-1] + self.skew[who])
+            call = (who, method, args)
+            self.checker.call = call
+            self.trace[-1] = call
         before = snap(eng)
         counters = dict(eng.counters) if kind != "mn" else None
         try:
@@ -1165,6 +1317,11 @@ class World:
             self.held.append((origin, a))
             return []
         if origin == "ha":
+            if isinstance(a, FetchSubscriber):
+                if self.rng.random() < 0.6:  # a fast directory
+                    return self.answer_lookup(a)
+                self.lookups.append(a)
+                return []
             if isinstance(a, Send):
                 if a.dst in FA_BY_ADDR:
                     fa = FA_BY_ADDR[a.dst]
@@ -1258,11 +1415,19 @@ class World:
         return ["ha", *self.fas, *self.mns]
 
     def next_timer(self, who: str) -> float | None:
-        eng = self.ha if who == "ha" else self.fas.get(who) or self.mns[who]
-        return eng.next_timer()
+        """When ``who``'s timer is due, on the true clock."""
+        if who == "ha":
+            return self.ha.next_timer()
+        if who in self.fas:
+            return self.fas[who].next_timer()
+        t = self.mns[who].next_timer()
+        return None if t is None else t - self.skew[who]
 
     def advance(self, dt: float) -> None:
         self.now += dt
+        while self.lookups and self.rng.random() < 0.5:  # the directory answers meanwhile
+            a = self.lookups.pop(self.rng.randrange(len(self.lookups)))
+            self.route("ha", [(x[1]) for x in self.answer_lookup(a)])
         order = self.engines()
         self.rng.shuffle(order)
         for who in order:
@@ -1761,15 +1926,16 @@ OPS = {
     "ha": {"valid": 12, "time": 9, "replay": 7, "fixed": 5, "fixed_resign": 14, "shuffle": 3,
            "shuffle_resign": 4, "insert": 4, "insert_resign": 8, "auth": 4, "auth_resign": 4,
            "craft_request": 12, "truncate": 3, "bytes": 3, "random": 2, "interleave": 3,
-           "kernel_refuses": 2, "release": 1},
+           "kernel_refuses": 2, "release": 1, "restart": 1, "clock": 1, "directory": 3},
     "fa": {"valid": 14, "time": 9, "replay": 6, "fixed": 4, "fixed_resign": 7, "shuffle": 3,
            "shuffle_resign": 3, "insert": 4, "insert_resign": 6, "auth": 3, "auth_resign": 4,
            "craft_reply": 12, "craft_update": 7, "other_mac": 3, "truncate": 3, "bytes": 3,
-           "random": 2, "interleave": 3, "kernel_refuses": 2, "solicit": 1, "release": 2},
+           "random": 2, "interleave": 3, "kernel_refuses": 2, "solicit": 1, "release": 2,
+           "restart": 1, "clock": 1},
     "mn": {"valid": 14, "time": 11, "replay": 6, "fixed": 4, "fixed_resign": 7, "shuffle": 3,
            "shuffle_resign": 3, "insert": 3, "insert_resign": 6, "auth": 3, "auth_resign": 3,
            "craft_reply": 14, "craft_advert": 8, "api": 8, "truncate": 2, "bytes": 3,
-           "random": 2, "interleave": 3, "release": 2},
+           "random": 2, "interleave": 3, "release": 2, "restart": 2, "clock": 2},
 }
 MUTATIONS = {"fixed", "fixed_resign", "shuffle", "shuffle_resign", "insert", "insert_resign",
              "auth", "auth_resign", "truncate", "bytes", "random"}
@@ -1910,7 +2076,7 @@ class Fuzzer:
             w.route(name, w.call(name, "attach", coa, w.now))
             return f"{name} dhcp {coa}"
         if choice < 0.88:
-            t = mn.next_timer()
+            t = w.next_timer(name)
             if t is not None and t > w.now:
                 w.advance(min(t - w.now, 700.0) + 0.001)
                 return f"to {name}'s timer"
@@ -2117,6 +2283,42 @@ class Fuzzer:
                 self.move(name, loc)
         finally:
             w.hold_from = set()
+
+    def op_restart(self) -> str:
+        """A daemon restarts: the HA (restored from its bindings) or a mobile node (a fresh
+        engine: its last identification and clock offset are gone)."""
+        w, r = self.w, self.w.rng
+        if self.target == "ha" and r.random() < 0.5:
+            w.restart_ha()
+            return "ha restarted"
+        node = r.choice(MOBILE)
+        w.mns[node.name] = w.new_mn(node)
+        self.move(node.name, w.loc[node.name])
+        return f"{node.name} restarted at {w.loc[node.name][0]}"
+
+    def op_clock(self) -> str:
+        """A mobile node's clock is set (NTP steps it), then it may restart."""
+        w, r = self.w, self.w.rng
+        node = r.choice(MOBILE)
+        w.skew[node.name] = 0.0 if r.random() < 0.5 else draw_skew(r)
+        if r.random() < 0.4:
+            w.mns[node.name] = w.new_mn(node)
+            self.move(node.name, w.loc[node.name])
+            return f"{node.name} clock {w.skew[node.name]:+.1f}s, restarted"
+        return f"{node.name} clock {w.skew[node.name]:+.1f}s"
+
+    def op_directory(self) -> str:
+        """The directory answers what the HA asked, in any order, or fails, or goes down or
+        comes back."""
+        w, r = self.w, self.w.rng
+        if r.random() < 0.15:
+            w.directory_down = not w.directory_down
+        n = 0
+        while w.lookups and r.random() < 0.7:
+            a = w.lookups.pop(r.randrange(len(w.lookups)))
+            w.route("ha", [x[1] for x in w.answer_lookup(a, fail=r.random() < 0.1)])
+            n += 1
+        return f"{n} lookups answered, directory {'down' if w.directory_down else 'up'}"
 
     def op_release(self) -> str:
         """What was held back arrives now (late, possibly after crafted answers)."""
