@@ -333,7 +333,7 @@ class HomeAgent:
         key = identity(req.home_address, nai)
         waiting = self.parked.get(key)
         if waiting is not None and len(waiting) >= self.policy.max_parked_per_identity or \
-                waiting is None and self.parked_count >= self.policy.max_parked:
+                self.parked_count >= self.policy.max_parked:
             self._count("dropped_lookup_queue_full")
             return [Log("drop", {"home": req.home_address, "reason": "too many requests "
                                  "waiting for the subscriber directory"}, "warning")]
