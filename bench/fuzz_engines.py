@@ -1249,6 +1249,7 @@ class World:
         except Exception as exc:  # every exception from an engine is a bug
             raise FuzzFailure(f"{kind}.no_exception", f"{type(exc).__name__}: {exc}",
                               call) from exc
+        self.stats.checks[f"{kind}.no_exception"] += 1
         after = snap(eng)
         if kind == "ha":
             self.checker.check_ha(eng, method, args, before, after, out)
