@@ -2649,7 +2649,7 @@ def print_summary(stats: Stats, engines: list[str]) -> None:
           f"{len(stats.checks)} distinct invariants")
     if stats.notes:
         print("notes: " + ", ".join(f"{k} {v:,}" for k, v in stats.notes.items()))
-    print("bugs found: 0 (every invariant held)")
+    print("invariant violations: 0 (every check held)")
 
 
 def main() -> int:
