@@ -58,6 +58,7 @@ from .bindings import Binding, BindingTable
 from .limits import SourceLimiter, TokenBucket
 
 BROADCAST = IPv4Address("255.255.255.255")
+UNRESOLVED = object()  # the directory not asked yet (its answer None means: unknown)
 
 
 @dataclass(frozen=True)
@@ -178,10 +179,10 @@ class HomeAgent:
             self._count("dropped_over_budget")
             return [Log("drop", {"src": f"{src}:{port}", "reason": "over the per-source budget "
                                  "for unauthenticated requests"}, "warning")]
-        return self._handle(data, src, port, now, None)
+        return self._handle(data, src, port, now, UNRESOLVED)
 
     def _handle(self, data: bytes, src: IPv4Address, port: int, now: float,
-                resolved: Peeked | None) -> list[Action]:
+                resolved: Peeked | object) -> list[Action]:
         try:
             req = RegistrationRequest.decode(data, self.ctx)
         except DecodeError as exc:
@@ -334,7 +335,7 @@ class HomeAgent:
             self.known.popitem(last=False)
 
     def _authenticate(self, req: RegistrationRequest, data: bytes, src: IPv4Address, port: int,
-                      resolved: Peeked | None) -> _Authenticated:
+                      resolved: Peeked | object) -> _Authenticated:
         auths = req.find_all(MnHaAuth)
         if not auths:
             raise Denied(Code.HA_MN_FAILED_AUTH, "no MN-HA authentication extension")
@@ -348,7 +349,8 @@ class HomeAgent:
         if not int(req.home_address) and nai is None:
             raise Denied(Code.HA_POORLY_FORMED_REQUEST,
                          "home address 0.0.0.0 without an NAI (RFC 2794)")
-        found = resolved if resolved is not None else self.directory.peek(req.home_address, nai)
+        found = resolved if resolved is not UNRESOLVED else \
+            self.directory.peek(req.home_address, nai)
         if found is MISS:
             raise _Parked(self._park(req, data, src, port, nai))
         if isinstance(found, Unavailable):
@@ -389,7 +391,7 @@ class HomeAgent:
         key = identity(req.home_address, nai)
         waiting = self.parked.get(key)
         if waiting is not None and len(waiting) >= self.policy.max_parked_per_identity or \
-                waiting is None and self.parked_count >= self.policy.max_parked:
+                self.parked_count >= self.policy.max_parked:
             self._count("dropped_lookup_queue_full")
             return [Log("drop", {"home": req.home_address, "reason": "too many requests "
                                  "waiting for the subscriber directory"}, "warning")]
