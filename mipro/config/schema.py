@@ -6,13 +6,13 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
 
+from ..dataplane import BACKENDS
 from ..security import Algorithm, SecurityAssociation
 from ..security.replay import ReplayMethod
 from .loader import Checker, ConfigError, check_not_world_readable, file_problem, read_toml
 
 ALGORITHMS = tuple(a.value for a in Algorithm)
 REPLAY = tuple(r.value for r in ReplayMethod)
-BACKENDS = ("auto", "kernel", "userspace", "fake")
 
 
 @dataclass(frozen=True)

@@ -5,3 +5,5 @@ sockets for machines without the ipip/gre modules) and ``fake`` (an in-memory
 recorder for tests of the layers above).  Routes, rules and neighbour
 proxies are programmed through pyroute2 in both real backends.
 """
+
+BACKENDS = ("auto", "kernel", "userspace", "fake")  # dataplane.backend (detect.py resolves it)

@@ -17,6 +17,7 @@ from ..core.actions import Log, Send, SendIcmp, SendToLink
 from ..core.advertiser import Advertiser, AdvertPolicy
 from ..core.fa import AddVisitor, FaPolicy, ForeignAgent, RemoveVisitor
 from ..dataplane.fa import FaDataplane
+from ..dataplane.fake import FakeFaDataplane
 from ..dataplane.floodlimit import Limits, LinkLimiter, NftError, nft_available
 from ..dataplane.linklayer import IcmpLink, RegistrationLink
 from ..wire import AgentFlags
@@ -67,7 +68,7 @@ class FaDaemon(EngineDaemon):
         super().__init__(log)
         self.cfg = cfg
         self.engine = ForeignAgent(make_policy(cfg), make_advertiser(cfg, time.time()))
-        self.dataplane: FaDataplane | None = None
+        self.dataplane: FaDataplane | FakeFaDataplane | None = None
         self.udp: socket.socket | None = None
         self.absorb: socket.socket | None = None
         self.link: RegistrationLink | None = None
@@ -80,7 +81,7 @@ class FaDaemon(EngineDaemon):
         """The link's ingress hook drops each link-layer address's excess before the
         request socket sees it (docs/security.md); accepted visitors are exempt."""
         lim = self.cfg.limits
-        if not lim.kernel:
+        if not lim.kernel or isinstance(self.dataplane, FakeFaDataplane):
             return
         why = nft_available()
         if why is not None:
@@ -116,7 +117,8 @@ class FaDaemon(EngineDaemon):
         loop = asyncio.get_running_loop()
         backend = await self.pick_backend(self.cfg.dataplane.backend)
         dp = self.cfg.dataplane
-        self.dataplane = FaDataplane(
+        dataplane = FakeFaDataplane if backend == "fake" else FaDataplane
+        self.dataplane = dataplane(
             backend=backend, interface=self.cfg.interface, care_of=self.cfg.care_of_addresses[0],
             table=dp.table, rule_priority=dp.rule_priority,
             log=self.log)

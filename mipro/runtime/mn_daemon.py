@@ -26,6 +26,7 @@ from ..core.mn import (
     TunnelUp,
     UseForeignAgent,
 )
+from ..dataplane.fake import FakeMnDataplane
 from ..dataplane.linklayer import IcmpLink
 from ..dataplane.linkwatch import LinkWatch
 from ..dataplane.mn import MnDataplane
@@ -62,7 +63,7 @@ class MnDaemon(EngineDaemon):
         super().__init__(log)
         self.cfg = cfg
         self.engine = MobileNode(settings(cfg))
-        self.dataplane: MnDataplane | None = None
+        self.dataplane: MnDataplane | FakeMnDataplane | None = None
         self.sock: socket.socket | None = None  # registrations, and UDP tunnel data
         self.keepalive_task: asyncio.Task | None = None
         self.icmp: IcmpLink | None = None
@@ -80,7 +81,8 @@ class MnDaemon(EngineDaemon):
         loop = asyncio.get_running_loop()
         backend = await self.pick_backend(self.cfg.dataplane.backend)
         dp = self.cfg.dataplane
-        self.dataplane = MnDataplane(
+        dataplane = FakeMnDataplane if backend == "fake" else MnDataplane
+        self.dataplane = dataplane(
             backend=backend, interface=self.cfg.interface, tunnel_interface=dp.tunnel_interface,
             table=dp.table, rule_priority=dp.rule_priority, home_address=self.cfg.home_address,
             home_agent=self.cfg.home_agent, log=self.log, tunnel_ports=self.cfg.tunnel_ports)
