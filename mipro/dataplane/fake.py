@@ -19,7 +19,7 @@ from typing import Any
 from ..core.bindings import Binding
 from ..core.fa import Visitor
 from ..wire.vendor import FilterRule, StaticRoute
-from .netlink import Netlink
+from .kernel.netlink import Netlink
 
 Call = tuple[str, Any]
 

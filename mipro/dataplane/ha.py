@@ -23,12 +23,12 @@ import iptc
 from pyroute2.ipset import AsyncIPSet
 
 from ..core.bindings import Binding
-from . import rtbatch
-from .arp import ArpSender
-from .firewall import drop_chain, hook_chain
-from .netlink import Netlink, set_sysctl
-from .relay import UDP_MTU, UserspaceTunnel
-from .visitorfw import destroy_sets, set_match
+from .fa.visitorfw import destroy_sets, set_match
+from .kernel import rtbatch
+from .kernel.iptables import drop_chain, hook_chain
+from .kernel.netlink import Netlink, set_sysctl
+from .link.arp import ArpSender
+from .relay.relay import UDP_MTU, UserspaceTunnel
 
 LINK_PREFIX = "miph-"  # the HA's links; the FA's are "mipf-" (one host may run both)
 IFINDEX_BASE = 0x4D490000

@@ -14,8 +14,8 @@ from typing import Any
 from pyroute2 import NetlinkError
 
 from ..config import ConfigError
-from ..dataplane.detect import choose_backend
-from ..dataplane.netlink import Netlink
+from ..dataplane.kernel.detect import choose_backend
+from ..dataplane.kernel.netlink import Netlink
 from .control import ControlServer
 from .logging import EventLog
 

@@ -16,10 +16,10 @@ from ..config import FaConfig, load_fa
 from ..core.actions import Log, Send, SendIcmp, SendToLink
 from ..core.advertiser import Advertiser, AdvertPolicy
 from ..core.fa import AddVisitor, FaPolicy, ForeignAgent, RemoveVisitor
-from ..dataplane.fa import FaDataplane
+from ..dataplane.fa.agent import FaDataplane
 from ..dataplane.fake import FakeFaDataplane
-from ..dataplane.floodlimit import Limits, LinkLimiter, NftError, nft_available
-from ..dataplane.linklayer import IcmpLink, RegistrationLink
+from ..dataplane.kernel.floodlimit import Limits, LinkLimiter, NftError, nft_available
+from ..dataplane.link.linklayer import IcmpLink, RegistrationLink
 from ..wire import AgentFlags
 from .daemon import EngineDaemon, datagrams, run_daemon
 from .logging import EventLog

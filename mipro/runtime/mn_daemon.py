@@ -27,9 +27,9 @@ from ..core.mn import (
     UseForeignAgent,
 )
 from ..dataplane.fake import FakeMnDataplane
-from ..dataplane.linklayer import IcmpLink
-from ..dataplane.linkwatch import LinkWatch
-from ..dataplane.mn import MnDataplane
+from ..dataplane.link.linklayer import IcmpLink
+from ..dataplane.link.linkwatch import LinkWatch
+from ..dataplane.mn.agent import MnDataplane
 from .daemon import EngineDaemon, datagrams, run_daemon
 from .logging import EventLog
 from .systemd import notify

@@ -8,11 +8,11 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 import pytest
 
 from mipro.core.fa import Visitor
-from mipro.dataplane.detect import choose_backend
-from mipro.dataplane.fa import FaDataplane
+from mipro.dataplane.fa.agent import FaDataplane
 from mipro.dataplane.fake import FakeFaDataplane, FakeHaDataplane, FakeMnDataplane
 from mipro.dataplane.ha import HaDataplane
-from mipro.dataplane.mn import MnDataplane
+from mipro.dataplane.kernel.detect import choose_backend
+from mipro.dataplane.mn.agent import MnDataplane
 
 A = IPv4Address
 PAIRS = [(HaDataplane, FakeHaDataplane), (FaDataplane, FakeFaDataplane),

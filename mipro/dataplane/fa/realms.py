@@ -38,8 +38,8 @@ from ipaddress import IPv4Address, IPv4Network
 import iptc
 from pyroute2.ipset import AsyncIPSet
 
-from .firewall import drop_chain, hook_chain
-from .netlink import GONE, Netlink
+from ..kernel.iptables import drop_chain, hook_chain
+from ..kernel.netlink import GONE, Netlink
 from .visitorfw import destroy_sets, move_members, set_match, set_member
 
 REALM_SHIFT = 8

@@ -18,7 +18,7 @@ from ipaddress import IPv4Address, IPv4Network
 
 import iptc
 
-from ..wire.vendor import FilterRule, Verdict
+from ...wire.vendor import FilterRule, Verdict
 
 TOP = "MIPRO-FWD"
 PREFIX = "MIPRO-V-"

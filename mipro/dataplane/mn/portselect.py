@@ -14,8 +14,8 @@ from ipaddress import IPv4Address, IPv4Network
 
 import iptc
 
-from .firewall import drop_chain
-from .netlink import Netlink
+from ..kernel.iptables import drop_chain
+from ..kernel.netlink import Netlink
 
 MARK_CHAIN = "MIPRO-MN-MARK"
 NAT_CHAIN = "MIPRO-MN-NAT"

@@ -74,7 +74,7 @@ from ipaddress import IPv4Address
 import iptc
 from pyroute2.ipset import AsyncIPSet
 
-from .visitorfw import destroy_sets, set_match, set_member
+from ..fa.visitorfw import destroy_sets, set_match, set_member
 
 CHAIN = "MIPRO-LIMIT"
 COUNTERS = ("shape_dropped", "exempt", "source_dropped", "aggregate_dropped",

@@ -28,8 +28,8 @@ from ipaddress import IPv4Address
 import iptc
 from pyroute2.ipset import AsyncIPSet
 
-from ..wire.vendor import FilterRule, Verdict
-from .firewall import (
+from ...wire.vendor import FilterRule, Verdict
+from ..kernel.iptables import (
     NAT_TOP,
     TOP,
     MobileFirewall,
@@ -39,7 +39,7 @@ from .firewall import (
     nat_rule,
     rules_for,
 )
-from .rtbatch import IPSET_ERR_EXIST  # adding a member twice, deleting a non-member
+from ..kernel.rtbatch import IPSET_ERR_EXIST  # adding a member twice, deleting a non-member
 
 SET_PREFIX = "mipro-p-"
 CHAIN_PREFIX = "MIPRO-P-"

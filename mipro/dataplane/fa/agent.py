@@ -34,12 +34,12 @@ from typing import Any
 
 from pyroute2 import AsyncConntrack
 
-from ..core.fa import Visitor
-from ..wire.vendor import FilterRule, StaticRoute, Verdict
-from .firewall import fail_closed
-from .netlink import Netlink, set_sysctl
+from ...core.fa import Visitor
+from ...wire.vendor import FilterRule, StaticRoute, Verdict
+from ..kernel.iptables import fail_closed
+from ..kernel.netlink import Netlink, set_sysctl
+from ..relay.relay import MTU, UserspaceTunnel
 from .realms import REALM_MASK, REALM_SHIFT, Key, Realm, Realms, Twin
-from .relay import MTU, UserspaceTunnel
 from .routeprofiles import MARK_MASK, MARK_SHIFT, RouteProfiles
 from .visitorfw import PerVisitorChains, VisitorFirewall, ipset_available
 

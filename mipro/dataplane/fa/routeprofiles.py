@@ -28,9 +28,9 @@ from ipaddress import IPv4Address, IPv4Network
 import iptc
 from pyroute2.ipset import AsyncIPSet
 
-from ..wire.vendor import StaticRoute
-from .firewall import drop_chain, hook_chain
-from .netlink import Netlink
+from ...wire.vendor import StaticRoute
+from ..kernel.iptables import drop_chain, hook_chain
+from ..kernel.netlink import Netlink
 from .visitorfw import MAX_MEMBERS, destroy_sets, move_members, set_match, set_member
 
 SET_PREFIX = "mipro-r-"

@@ -6,7 +6,7 @@ import os
 
 from pyroute2 import NetlinkError
 
-from . import BACKENDS
+from .. import BACKENDS
 from .netlink import Netlink
 
 
