@@ -19,10 +19,11 @@ def kernel(lab, node) -> dict:
     def lines(*cmd):
         return sorted(x for x in out(*cmd).splitlines() if x.strip())
 
-    iptables = {}
-    for table in ("raw", "mangle", "filter", "nat"):  # rules and chains, not counters
-        iptables[table] = [x.split(" [")[0] for x in lines("iptables-save", "-t", table)
-                           if not x.startswith("#")]
+    iptables = {}  # rules and chains, not counters; python-iptables is libiptc: legacy
+    for save in ("iptables-legacy-save", "iptables-save"):
+        for table in ("raw", "mangle", "filter", "nat"):
+            iptables[save, table] = [x.split(" [")[0] for x in lines(save, "-t", table)
+                                     if not x.startswith("#")]
     sysctls = [x for x in lines("sysctl", "-a", "-r", SYSCTLS)]
     return {
         "routes": lines("ip", "-4", "route", "show", "table", "all"),
