@@ -100,7 +100,7 @@ class MnConfig:
 
 # Each role's own route tables and rule priorities by default, so that a home agent and a
 # foreign agent on one host never touch each other's (the FA's span table .. table + 8447
-# and rule_priority - 3 .. rule_priority, see dataplane/fa.py).
+# and rule_priority - 3 .. rule_priority, see dataplane/fa/agent.py).
 TABLES = {"ha": (434, 1000), "mn": (434, 1000), "fa": (1434, 900)}
 
 

@@ -6,4 +6,4 @@ recorder for tests of the layers above).  Routes, rules and neighbour
 proxies are programmed through pyroute2 in both real backends.
 """
 
-BACKENDS = ("auto", "kernel", "userspace", "fake")  # dataplane.backend (detect.py resolves it)
+BACKENDS = ("auto", "kernel", "userspace", "fake")  # dataplane.backend (kernel/detect.py)

@@ -17,7 +17,7 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import Any
 
 from ..core.bindings import Binding
-from ..core.fa import Visitor
+from ..core.fa import Visitor, VisitorKey
 from ..wire.vendor import FilterRule, StaticRoute
 from .kernel.netlink import Netlink
 
@@ -132,7 +132,7 @@ class FakeFaDataplane:
                  log: Any = None, fail_on: set[IPv4Address] | None = None) -> None:
         self.calls: list[Call] = []
         self.nl = ReadOnlyNetlink(self.calls)
-        self.visitors: dict[tuple[IPv4Address, bytes], Visitor] = {}
+        self.visitors: dict[VisitorKey, Visitor] = {}
         self.fail_on = fail_on or set()
 
     async def start(self, loop: Any) -> None:
@@ -165,14 +165,14 @@ class FakeFaDataplane:
     async def flows_forgotten(self) -> None:
         pass
 
-    def routes_status(self, key: tuple[IPv4Address, bytes]) -> dict[str, object]:
+    def routes_status(self, key: VisitorKey) -> dict[str, object]:
         v = self.visitors.get(key)
         return {"table": None, "fwmark": None, "shared_by": 0,
                 "routes": [{"destination": str(r.destination), "metric": r.cost}
                            for r in (v.routes if v else ())],
                 "filter_counters": [], "nat_index": None}
 
-    def counters(self, key: tuple[IPv4Address, bytes]) -> None:
+    def counters(self, key: VisitorKey) -> None:
         return None
 
     def drops(self) -> dict[str, int]:

@@ -18,7 +18,8 @@ from ..core.advertiser import Advertiser, AdvertPolicy
 from ..core.fa import AddVisitor, FaPolicy, ForeignAgent, RemoveVisitor
 from ..dataplane.fa.agent import FaDataplane
 from ..dataplane.fake import FakeFaDataplane
-from ..dataplane.kernel.floodlimit import Limits, LinkLimiter, NftError, nft_available
+from ..dataplane.kernel.floodlimit import Limits, LinkLimiter
+from ..dataplane.kernel.nftables import NftError, nft_available
 from ..dataplane.link.linklayer import IcmpLink, RegistrationLink
 from ..wire import AgentFlags
 from .daemon import EngineDaemon, datagrams, run_daemon

@@ -200,7 +200,7 @@ def link(ns: str, body: str) -> dict:
 def nft_tables(ns: str) -> str:
     return json.dumps(py(ns, """
         import json
-        from mipro.dataplane.kernel.floodlimit import Nft
+        from mipro.dataplane.kernel.nftables import Nft
         print(json.dumps(json.loads(Nft().run("list tables", json_output=True))))
     """))
 
@@ -209,7 +209,7 @@ def test_link_limiter(pair):
     target, sender = pair
     why = py(target, """
         import json
-        from mipro.dataplane.kernel.floodlimit import nft_available
+        from mipro.dataplane.kernel.nftables import nft_available
         print(json.dumps(nft_available()))
     """)
     if why is not None:
@@ -256,7 +256,7 @@ def test_link_limiter(pair):
     link(target, f'await lim.start(["{exempt_mac}"]); await lim.set_exempt(["{flooder}"])')
     listed = py(target, """
         import json
-        from mipro.dataplane.kernel.floodlimit import Nft
+        from mipro.dataplane.kernel.nftables import Nft
         print(json.dumps(Nft().run("list set netdev mipro-limit-eth0 exempt")))
     """)
     assert flooder in listed and exempt_mac not in listed, listed

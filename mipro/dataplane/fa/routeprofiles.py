@@ -28,17 +28,17 @@ from ipaddress import IPv4Address, IPv4Network
 import iptc
 from pyroute2.ipset import AsyncIPSet
 
+from ...core.fa import VisitorKey
 from ...wire.vendor import StaticRoute
-from ..kernel.iptables import drop_chain, hook_chain
+from ..kernel.ipset import MAX_MEMBERS, destroy_sets, move_members, set_member
+from ..kernel.iptables import commit, hook_chain, remove_chains, set_match
 from ..kernel.netlink import Netlink
-from .visitorfw import MAX_MEMBERS, destroy_sets, move_members, set_match, set_member
 
 SET_PREFIX = "mipro-r-"
 MARK_CHAIN = "MIPRO-MARK"
 MARK_SHIFT = 16
 MARK_MASK = 0x0FFF0000  # 4,095 route profiles; the other mark bits stay the operator's
 
-Key = tuple[IPv4Address, bytes]  # a visitor: (home address, MAC)
 RouteArgs = Callable[[StaticRoute, IPv4Address], Awaitable[dict[str, object]]]
 
 
@@ -72,7 +72,7 @@ class RouteProfiles:
         self.mangle = iptc.Table(iptc.Table.MANGLE)
         self.mangle.autocommit = False
         self.profiles: dict[str, RouteProfile] = {}
-        self.member_of: dict[Key, str] = {}
+        self.member_of: dict[VisitorKey, str] = {}
         self.unlisted: set[IPv4Address] = set()  # shared home addresses (realms.py)
         self.free_marks = list(range(MARK_MASK >> MARK_SHIFT, 0, -1))
 
@@ -92,21 +92,15 @@ class RouteProfiles:
         self.ipset.close()
 
     async def _remove_all(self) -> int:
-        self.mangle.refresh()
-        removed = int(drop_chain(self.mangle, "PREROUTING", MARK_CHAIN))
-        self._commit()
+        removed = remove_chains(self.mangle, ("PREROUTING",), (MARK_CHAIN,))[1]
         removed += await destroy_sets(self.ipset, SET_PREFIX)
         self.profiles.clear()
         self.member_of.clear()
         return removed
 
-    def _commit(self) -> None:
-        self.mangle.commit()
-        self.mangle.refresh()
-
     # --- visitors ---------------------------------------------------------------------
 
-    async def join(self, key: Key, routes: list[StaticRoute],
+    async def join(self, key: VisitorKey, routes: list[StaticRoute],
                    home_agent: IPv4Address) -> RouteProfile | None:
         """Afterwards what visitor ``key`` sends on the link is routed by exactly
         ``routes``."""
@@ -127,12 +121,12 @@ class RouteProfiles:
             await self._leave(self.profiles[old], key)
         return profile
 
-    async def leave(self, key: Key) -> None:
+    async def leave(self, key: VisitorKey) -> None:
         old = self.member_of.pop(key, None)
         if old is not None:
             await self._leave(self.profiles[old], key)
 
-    def profile_of(self, key: Key) -> RouteProfile | None:
+    def profile_of(self, key: VisitorKey) -> RouteProfile | None:
         pid = self.member_of.get(key)
         return self.profiles.get(pid) if pid else None
 
@@ -148,7 +142,7 @@ class RouteProfiles:
     def _set_name(self, pid: str) -> str:
         return self.profiles[pid].set_name
 
-    async def _leave(self, profile: RouteProfile, key: Key) -> None:
+    async def _leave(self, profile: RouteProfile, key: VisitorKey) -> None:
         if key[0] not in self.unlisted:
             await set_member(self.ipset, False, profile.set_name, key[0])
         profile.members -= 1
@@ -181,7 +175,7 @@ class RouteProfiles:
         target.set_xmark = f"{profile.mark:#x}/{MARK_MASK:#x}"
         rule.target = target
         iptc.Chain(self.mangle, MARK_CHAIN).append_rule(rule)
-        self._commit()
+        commit(self.mangle)
         return profile
 
     async def _drop(self, profile: RouteProfile) -> None:
@@ -192,7 +186,7 @@ class RouteProfiles:
             if any(m.name == "set" and m.get_all_parameters().get("match-set", [None])[0] ==
                    profile.set_name for m in rule.matches):
                 chain.delete_rule(rule)
-        self._commit()
+        commit(self.mangle)
         await self.nl.rule_del(profile.table, self.priority, fwmark=profile.mark,
                                fwmask=MARK_MASK)
         for dst, metric in profile.routes:

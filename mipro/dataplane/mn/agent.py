@@ -15,8 +15,9 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import Any
 
 from ...wire.vendor import FilterRule, StaticRoute, Verdict
-from ..kernel.iptables import MobileFirewall, fail_closed
+from ..kernel.filters import fail_closed
 from ..kernel.netlink import Netlink, set_sysctl
+from ..kernel.ownerchains import MobileFirewall
 from ..link.arp import send_gratuitous_arp
 from ..relay.encap import icmp_echo
 from ..relay.relay import MTU, UDP_MTU, UDP_TUNNEL_HEADER, UserspaceTunnel

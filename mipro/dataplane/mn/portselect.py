@@ -14,7 +14,7 @@ from ipaddress import IPv4Address, IPv4Network
 
 import iptc
 
-from ..kernel.iptables import drop_chain
+from ..kernel.iptables import commit, remove_chains
 from ..kernel.netlink import Netlink
 
 MARK_CHAIN = "MIPRO-MN-MARK"
@@ -44,11 +44,7 @@ class PortSelection:
         removed = 0
         for table, hook, name in cls._chains():
             table.autocommit = False
-            table.refresh()
-            if drop_chain(table, hook, name):
-                table.commit()
-                table.refresh()
-                removed += 1
+            removed += remove_chains(table, (hook,), (name,))[1]
         return removed
 
     async def apply(self) -> None:
@@ -70,8 +66,7 @@ class PortSelection:
         jump = iptc.Rule()
         jump.target = iptc.Target(jump, MARK_CHAIN)
         iptc.Chain(mangle, "OUTPUT").insert_rule(jump)
-        mangle.commit()
-        mangle.refresh()
+        commit(mangle)
         nat.refresh()
         chain = nat.create_chain(NAT_CHAIN)
         r = iptc.Rule()
@@ -85,8 +80,7 @@ class PortSelection:
         jump = iptc.Rule()
         jump.target = iptc.Target(jump, NAT_CHAIN)
         iptc.Chain(nat, "POSTROUTING").insert_rule(jump)
-        nat.commit()
-        nat.refresh()
+        commit(nat)
         await self.nl.route_replace(IPv4Network("0.0.0.0/0"), self.table, oif=self.tunnel,
                                     src=self.home)
         await self.nl.rule_ensure(self.table, self.priority, fwmark=MARK)
