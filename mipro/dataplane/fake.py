@@ -24,6 +24,12 @@ from .kernel.netlink import Netlink
 Call = tuple[str, Any]
 
 
+def refuse(fail_on: set[IPv4Address], address: IPv4Address) -> None:
+    """The kernel's refusal, for a test that asks for one (``fail_on``)."""
+    if address in fail_on:
+        raise OSError(105, "injected failure (No buffer space available)")
+
+
 class ReadOnlyNetlink:
     """What a daemon asks of ``dataplane.nl``: reads go to the kernel, writes are recorded
     in ``calls``.  Any other operation is an AttributeError: never a kernel change."""
@@ -87,8 +93,7 @@ class FakeHaDataplane:
         pass  # no kernel flood limiter to tell
 
     async def install(self, b: Binding) -> None:
-        if b.home_address in self.fail_on:
-            raise OSError(105, "injected failure (No buffer space available)")
+        refuse(self.fail_on, b.home_address)
         self.calls.append(("install", b.home_address))
         self.bindings[b.home_address] = b
 
@@ -150,8 +155,7 @@ class FakeFaDataplane:
         return [v for v in self.visitors.values() if v.home_address == home]
 
     async def add_visitor(self, v: Visitor, previous: Visitor | None = None) -> None:
-        if v.home_address in self.fail_on:
-            raise OSError(105, "injected failure (No buffer space available)")
+        refuse(self.fail_on, v.home_address)
         self.calls.append(("add_visitor", v.key))
         self.visitors[v.key] = v
 

@@ -25,7 +25,7 @@ from pyroute2.ipset import AsyncIPSet
 from ..core.bindings import Binding
 from .kernel import rtbatch
 from .kernel.ipset import MAX_MEMBERS, destroy_sets, member_request
-from .kernel.iptables import commit, hook_chain, remove_chains, set_match
+from .kernel.iptables import hook_chain, remove_chains, set_match
 from .kernel.netlink import Netlink, set_sysctl
 from .link.arp import ArpSender
 from .relay.relay import UDP_MTU, UserspaceTunnel
@@ -161,8 +161,7 @@ class HaDataplane:
         self.set_batch = rtbatch.RtBatch(rtbatch.NETLINK_NETFILTER)
         raw = iptc.Table(iptc.Table.RAW)
         raw.autocommit = False
-        hook_chain(raw, "PREROUTING", COA_CHAIN)
-        chain = iptc.Chain(raw, COA_CHAIN)
+        rules = []
         for proto in IP_PROTOCOLS.values():
             admit = iptc.Rule()
             admit.dst, admit.protocol = str(self.address), proto
@@ -171,9 +170,8 @@ class HaDataplane:
             drop = iptc.Rule()
             drop.dst, drop.protocol = str(self.address), proto
             drop.target = iptc.Target(drop, "DROP")
-            chain.append_rule(admit)
-            chain.append_rule(drop)
-        commit(raw)
+            rules += [admit, drop]
+        hook_chain(raw, "PREROUTING", COA_CHAIN, rules)
         self.log("shared-tunnels", links=",".join(SHARED_LINKS.values()))
 
     async def _close_shared_links(self) -> None:
@@ -423,8 +421,4 @@ class HaDataplane:
                                       "bytes_in": 0}
 
     def drops(self) -> dict[str, int]:
-        if self.relay is None:
-            return {}
-        s = self.relay.stats
-        return {"no_binding": s.dropped_no_peer, "malformed": s.dropped_bad,
-                "unauthorised": s.dropped_unauthorised}
+        return self.relay.drops("no_binding") if self.relay is not None else {}

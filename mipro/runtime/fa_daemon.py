@@ -118,8 +118,7 @@ class FaDaemon(EngineDaemon):
         loop = asyncio.get_running_loop()
         backend = await self.pick_backend(self.cfg.dataplane.backend)
         dp = self.cfg.dataplane
-        dataplane = FakeFaDataplane if backend == "fake" else FaDataplane
-        self.dataplane = dataplane(
+        self.dataplane = (FakeFaDataplane if backend == "fake" else FaDataplane)(
             backend=backend, interface=self.cfg.interface, care_of=self.cfg.care_of_addresses[0],
             table=dp.table, rule_priority=dp.rule_priority,
             log=self.log)

@@ -81,8 +81,7 @@ class MnDaemon(EngineDaemon):
         loop = asyncio.get_running_loop()
         backend = await self.pick_backend(self.cfg.dataplane.backend)
         dp = self.cfg.dataplane
-        dataplane = FakeMnDataplane if backend == "fake" else MnDataplane
-        self.dataplane = dataplane(
+        self.dataplane = (FakeMnDataplane if backend == "fake" else MnDataplane)(
             backend=backend, interface=self.cfg.interface, tunnel_interface=dp.tunnel_interface,
             table=dp.table, rule_priority=dp.rule_priority, home_address=self.cfg.home_address,
             home_agent=self.cfg.home_agent, log=self.log, tunnel_ports=self.cfg.tunnel_ports)

@@ -448,8 +448,4 @@ class FaDataplane:
         return c.as_dict() if c else None
 
     def drops(self) -> dict[str, int]:
-        if self.relay is None:
-            return {}
-        s = self.relay.stats
-        return {"no_visitor": s.dropped_no_peer, "malformed": s.dropped_bad,
-                "unauthorised": s.dropped_unauthorised}
+        return self.relay.drops("no_visitor") if self.relay is not None else {}

@@ -25,12 +25,11 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address
 
 import iptc
-from pyroute2.ipset import AsyncIPSet
 
 from ...core.fa import VisitorKey
 from ...wire.vendor import FilterRule, Verdict
 from ..kernel.filters import nat_rule, rules_for
-from ..kernel.ipset import MAX_MEMBERS, destroy_sets, move_members, set_member
+from ..kernel.ipset import MAX_MEMBERS, SetGroups, destroy_sets
 from ..kernel.iptables import (
     chain_counters,
     commit,
@@ -70,17 +69,14 @@ class Policy:
         return NAT_CHAIN_PREFIX + self.id
 
 
-class VisitorFirewall:
+class VisitorFirewall(SetGroups):
     def __init__(self, interface: str) -> None:
         self.interface = interface
         self.table = iptc.Table(iptc.Table.FILTER)
         self.table.autocommit = False
         self.nat = iptc.Table(iptc.Table.NAT)
         self.nat.autocommit = False
-        self.ipset = AsyncIPSet()
-        self.policies: dict[str, Policy] = {}
-        self.member_of: dict[VisitorKey, str] = {}
-        self.unlisted: set[IPv4Address] = set()  # shared home addresses (realms.py)
+        super().__init__()  # groups: policies by id; unlisted: shared home addresses
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -103,7 +99,7 @@ class VisitorFirewall:
                                          (self.nat, "POSTROUTING", NAT_TOP, NAT_CHAIN_PREFIX)):
             removed += remove_chains(table, (hook,), (top,), (prefix, PREFIX, NAT_PREFIX))[1]
         removed += await destroy_sets(self.ipset, SET_PREFIX)
-        self.policies.clear()
+        self.groups.clear()
         self.member_of.clear()
         return removed
 
@@ -112,47 +108,13 @@ class VisitorFirewall:
     async def apply(self, key: VisitorKey, filters: tuple[FilterRule, ...]) -> None:
         """Idempotent: afterwards visitor ``key`` is filtered by exactly these rules."""
         pid = policy_id(filters) if filters else None
-        old = self.member_of.get(key)
-        if old == pid:
-            return
-        if pid is not None:
-            policy = self.policies.get(pid) or await self._create(pid, filters)
-            if key[0] not in self.unlisted:
-                await set_member(self.ipset, True, policy.set_name, key[0])
-            policy.members += 1
-            self.member_of[key] = pid
-        else:
-            self.member_of.pop(key, None)
-        if old is not None:
-            await self._leave(self.policies[old], key)
+        await self._join(key, pid, lambda: self._create(pid, filters))
 
     async def remove(self, key: VisitorKey) -> None:
-        old = self.member_of.pop(key, None)
-        if old is not None:
-            await self._leave(self.policies[old], key)
+        await self.leave(key)
 
     def policy_of(self, key: VisitorKey) -> Policy | None:
-        pid = self.member_of.get(key)
-        return self.policies.get(pid) if pid else None
-
-    async def unlist(self, home: IPv4Address) -> None:
-        """``home`` is shared now: out of every set (realms.py's twin rules match it)."""
-        self.unlisted.add(home)
-        await move_members(self.ipset, False, home, self.member_of, self._set_name)
-
-    async def relist(self, home: IPv4Address) -> None:
-        self.unlisted.discard(home)
-        await move_members(self.ipset, True, home, self.member_of, self._set_name)
-
-    def _set_name(self, pid: str) -> str:
-        return self.policies[pid].set_name
-
-    async def _leave(self, policy: Policy, key: VisitorKey) -> None:
-        if key[0] not in self.unlisted:
-            await set_member(self.ipset, False, policy.set_name, key[0])
-        policy.members -= 1
-        if policy.members <= 0:
-            await self._drop(policy)
+        return self.group_of(key)
 
     # --- policies ---------------------------------------------------------------------
 
@@ -185,11 +147,11 @@ class VisitorFirewall:
             iptc.Chain(self.nat, NAT_TOP).append_rule(j)
             commit(self.nat)
             policy.nat = True
-        self.policies[pid] = policy
+        self.groups[pid] = policy
         return policy
 
     async def _drop(self, policy: Policy) -> None:
-        self.policies.pop(policy.id, None)
+        self.groups.pop(policy.id, None)
         if policy.nat:
             self.nat.refresh()
             drop_chain(self.nat, NAT_TOP, policy.nat_chain)
@@ -206,7 +168,7 @@ class VisitorFirewall:
         pid = self.member_of.get(key)
         if pid is None:
             return []
-        shared = {"policy": pid, "shared_by": self.policies[pid].members}
+        shared = {"policy": pid, "shared_by": self.groups[pid].members}
         return [c | shared for c in chain_counters(self.table, CHAIN_PREFIX + pid)]
 
 

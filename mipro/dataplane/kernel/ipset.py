@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import struct
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from ipaddress import IPv4Address
 from typing import Any
 
@@ -89,3 +89,70 @@ def member_request(add: bool, name: str, address: IPv4Address) -> Request:
     cmd = IPSET_CMD_ADD if add else IPSET_CMD_DEL
     return Request(body, NFNL_SUBSYS_IPSET << 8 | cmd, 0, frozenset({IPSET_ERR_EXIST}),
                    f"{name} {'add' if add else 'del'} {address}")
+
+
+class SetGroups:
+    """Members grouped by id, each group with an ipset of its members' addresses: a member
+    joining or leaving a group that exists is one set change, whatever the number of
+    members (the FA's filter policies, fa/visitorfw.py, and route profiles,
+    fa/routeprofiles.py).  Members are keyed (address, ...); an address that several keys
+    hold can be unlisted: it is then in no set (rules match it another way).  Subclasses
+    create a group (which enters ``groups``) and say how one goes (``_drop``), once its
+    last member has left."""
+
+    def __init__(self) -> None:
+        self.ipset = AsyncIPSet()
+        self.groups: dict[str, Any] = {}  # id -> group (with .set_name and .members)
+        self.member_of: dict[tuple[IPv4Address, Any], str] = {}
+        self.unlisted: set[IPv4Address] = set()
+
+    async def _join(self, key: tuple[IPv4Address, Any], gid: str | None,
+                    create: Callable[[], Awaitable[Any]]) -> Any:
+        """Afterwards ``key`` is a member of group ``gid`` (created if need be), or of
+        none; the group it leaves goes if it was its last member."""
+        old = self.member_of.get(key)
+        if old == gid:
+            return self.groups.get(gid) if gid else None
+        group = None
+        if gid is not None:
+            group = self.groups.get(gid) or await create()
+            if key[0] not in self.unlisted:
+                await set_member(self.ipset, True, group.set_name, key[0])
+            group.members += 1
+            self.member_of[key] = gid
+        else:
+            self.member_of.pop(key, None)
+        if old is not None:
+            await self._leave(self.groups[old], key)
+        return group
+
+    async def leave(self, key: tuple[IPv4Address, Any]) -> None:
+        old = self.member_of.pop(key, None)
+        if old is not None:
+            await self._leave(self.groups[old], key)
+
+    def group_of(self, key: tuple[IPv4Address, Any]) -> Any:
+        gid = self.member_of.get(key)
+        return self.groups.get(gid) if gid else None
+
+    async def unlist(self, address: IPv4Address) -> None:
+        """``address`` is several members' now: out of every set."""
+        self.unlisted.add(address)
+        await move_members(self.ipset, False, address, self.member_of, self._set_name)
+
+    async def relist(self, address: IPv4Address) -> None:
+        self.unlisted.discard(address)
+        await move_members(self.ipset, True, address, self.member_of, self._set_name)
+
+    def _set_name(self, gid: str) -> str:
+        return self.groups[gid].set_name
+
+    async def _leave(self, group: Any, key: tuple[IPv4Address, Any]) -> None:
+        if key[0] not in self.unlisted:
+            await set_member(self.ipset, False, group.set_name, key[0])
+        group.members -= 1
+        if group.members <= 0:
+            await self._drop(group)
+
+    async def _drop(self, group: Any) -> None:
+        raise NotImplementedError

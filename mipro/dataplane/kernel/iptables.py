@@ -9,6 +9,8 @@ with ``table.refresh()`` and ends with ``commit(table)``, which re-reads it too.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import iptc
 
 
@@ -18,11 +20,16 @@ def commit(table: iptc.Table) -> None:
     table.refresh()
 
 
-def hook_chain(table: iptc.Table, parent: str, name: str) -> None:
-    """Create chain ``name`` if need be and jump to it first from ``parent``; committed."""
+def hook_chain(table: iptc.Table, parent: str, name: str,
+               rules: Iterable[iptc.Rule] = ()) -> None:
+    """Create chain ``name`` if need be, append ``rules`` to it and jump to it first from
+    ``parent``; committed (one commit)."""
     table.refresh()
     if not table.is_chain(name):
         table.create_chain(name)
+    chain = iptc.Chain(table, name)
+    for rule in rules:
+        chain.append_rule(rule)
     jump = iptc.Rule()
     jump.target = iptc.Target(jump, name)
     iptc.Chain(table, parent).insert_rule(jump)
