@@ -74,7 +74,7 @@ bench: setup
 
 # Hostile floods at the HA and the FA while a real MN registers (bench/flood.py; builds
 # bench/floodgen.c into build/ with gcc).  FLOOD_ARGS="--limiter off,on" adds the
-# kernel limits of mipro.dataplane.floodlimit installed from outside.
+# kernel limits of mipro.dataplane.kernel.floodlimit installed from outside.
 FLOOD_ARGS ?=
 bench-flood: setup
 	$(PY) bench/flood.py $(FLOOD_ARGS)

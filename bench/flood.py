@@ -25,7 +25,7 @@ received, the target daemon's CPU share and RSS, log lines written during the wi
 (with the busiest events), UDP receive-buffer drops at the target, the MN's requests
 sent/answered and latency p50/p99; JSON in bench/results/flood.json.
 
---limiter on installs mipro.dataplane.floodlimit in the targets from outside (the HA's
+--limiter on installs mipro.dataplane.kernel.floodlimit in the targets from outside (the HA's
 SourceLimiter exempting the FA and the MN's care-of address, the FA's LinkLimiter
 exempting the MN's MAC), to show the kernel limits without the daemons' own wiring.
 Figures, not pass/fail.
@@ -411,7 +411,7 @@ def limiter(action: str, target: str, mode: str = "on",
                 "--aggregate-burst", str(a.aggregate_burst)]
     else:
         cmd = cmd[:2]
-    out = subprocess.run(["ip", "netns", "exec", ns, PY, "-m", "mipro.dataplane.floodlimit",
+    out = subprocess.run(["ip", "netns", "exec", ns, PY, "-m", "mipro.dataplane.kernel.floodlimit",
                           action, *cmd], capture_output=True, text=True, env=env, cwd=ROOT)
     if out.returncode:
         raise RuntimeError(f"floodlimit {action}: {out.stderr.strip()}")

@@ -51,7 +51,7 @@ def setup() -> None:
 def inner(sizes: list[int], reps: int) -> None:
     """Runs inside the namespace."""
     from mipro.core.fa import Visitor
-    from mipro.dataplane.fa import FaDataplane
+    from mipro.dataplane.fa.agent import FaDataplane
     from mipro.wire import FilterRule, StaticRoute, Verdict
 
     routes = (StaticRoute(IPv4Network("198.51.100.0/24"), IPv4Address(0), 5, False),

@@ -6,13 +6,13 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
 
+from ..dataplane import BACKENDS
 from ..security import Algorithm, SecurityAssociation
 from ..security.replay import ReplayMethod
 from .loader import Checker, ConfigError, check_not_world_readable, file_problem, read_toml
 
 ALGORITHMS = tuple(a.value for a in Algorithm)
 REPLAY = tuple(r.value for r in ReplayMethod)
-BACKENDS = ("auto", "kernel", "userspace", "fake")
 
 
 @dataclass(frozen=True)
@@ -134,7 +134,7 @@ class MnConfig:
 
 # Each role's own route tables and rule priorities by default, so that a home agent and a
 # foreign agent on one host never touch each other's (the FA's span table .. table + 8447
-# and rule_priority - 3 .. rule_priority, see dataplane/fa.py).
+# and rule_priority - 3 .. rule_priority, see dataplane/fa/agent.py).
 TABLES = {"ha": (434, 1000), "mn": (434, 1000), "fa": (1434, 900)}
 
 

@@ -54,6 +54,8 @@ from .advertiser import Advertiser
 from .limits import SourceLimiter
 
 ANYWHERE = IPv4Network("0.0.0.0/0")
+# a visitor: (home address, MAC), since two visitors may share a home address (Fig. 3c)
+VisitorKey = tuple[IPv4Address, bytes]
 
 
 @dataclass(frozen=True)
@@ -107,7 +109,7 @@ class Visitor:
     temporary_address: IPv4Address | None = None  # its home address is a local host's too
 
     @property
-    def key(self) -> tuple[IPv4Address, bytes]:
+    def key(self) -> VisitorKey:
         return (self.home_address, self.mac)
 
     def describe(self, now: float) -> dict[str, object]:

@@ -23,12 +23,12 @@ import iptc
 from pyroute2.ipset import AsyncIPSet
 
 from ..core.bindings import Binding
-from . import rtbatch
-from .arp import ArpSender
-from .firewall import drop_chain, hook_chain
-from .netlink import Netlink, set_sysctl
-from .relay import UDP_MTU, UserspaceTunnel
-from .visitorfw import destroy_sets, set_match
+from .kernel import rtbatch
+from .kernel.ipset import MAX_MEMBERS, destroy_sets, member_request
+from .kernel.iptables import hook_chain, remove_chains, set_match
+from .kernel.netlink import Netlink, set_sysctl
+from .link.arp import ArpSender
+from .relay.relay import UDP_MTU, UserspaceTunnel
 
 LINK_PREFIX = "miph-"  # the HA's links; the FA's are "mipf-" (one host may run both)
 IFINDEX_BASE = 0x4D490000
@@ -97,7 +97,7 @@ class HaDataplane:
         self.coa_users: dict[IPv4Address, int] = {}
         self.ipset: AsyncIPSet | None = None
         self.set_batch: rtbatch.RtBatch | None = None  # admission set changes, batched
-        # the kernel flood limiter's set of exempt peers (floodlimit.py): a binding's
+        # the kernel flood limiter's set of exempt peers (kernel/floodlimit.py): a binding's
         # source (its FA, care-of address or NAPT) is in it while a binding uses it
         self.exempt_set: str | None = None
         self.source_users: dict[IPv4Address, int] = {}
@@ -157,12 +157,11 @@ class HaDataplane:
             set_sysctl(f"net.ipv4.conf.{name}.rp_filter", "0")
         self.ipset = AsyncIPSet()
         await self.ipset.setup_endpoint()
-        await self.ipset.create(COA_SET, stype="hash:ip", maxelem=1 << 20)
+        await self.ipset.create(COA_SET, stype="hash:ip", maxelem=MAX_MEMBERS)
         self.set_batch = rtbatch.RtBatch(rtbatch.NETLINK_NETFILTER)
         raw = iptc.Table(iptc.Table.RAW)
         raw.autocommit = False
-        hook_chain(raw, "PREROUTING", COA_CHAIN)
-        chain = iptc.Chain(raw, COA_CHAIN)
+        rules = []
         for proto in IP_PROTOCOLS.values():
             admit = iptc.Rule()
             admit.dst, admit.protocol = str(self.address), proto
@@ -171,18 +170,14 @@ class HaDataplane:
             drop = iptc.Rule()
             drop.dst, drop.protocol = str(self.address), proto
             drop.target = iptc.Target(drop, "DROP")
-            chain.append_rule(admit)
-            chain.append_rule(drop)
-        raw.commit()
-        raw.refresh()
+            rules += [admit, drop]
+        hook_chain(raw, "PREROUTING", COA_CHAIN, rules)
         self.log("shared-tunnels", links=",".join(SHARED_LINKS.values()))
 
     async def _close_shared_links(self) -> None:
         raw = iptc.Table(iptc.Table.RAW)
         raw.autocommit = False
-        raw.refresh()
-        drop_chain(raw, "PREROUTING", COA_CHAIN)
-        raw.commit()
+        remove_chains(raw, ("PREROUTING",), (COA_CHAIN,))
         if self.ipset is None:
             self.ipset = AsyncIPSet()
             await self.ipset.setup_endpoint()
@@ -246,9 +241,9 @@ class HaDataplane:
         if users > 0:
             self.source_users[source] = users
             if users == change:
-                admissions.append(rtbatch.set_member(True, self.exempt_set, source))
+                admissions.append(member_request(True, self.exempt_set, source))
         elif self.source_users.pop(source, None) is not None:
-            admissions.append(rtbatch.set_member(False, self.exempt_set, source))
+            admissions.append(member_request(False, self.exempt_set, source))
 
     async def install(self, b: Binding) -> None:
         await self.apply([("install", b)])
@@ -366,9 +361,9 @@ class HaDataplane:
         if users > 0:
             self.coa_users[coa] = users
             if users == change:
-                admissions.append(rtbatch.set_member(True, COA_SET, coa))
+                admissions.append(member_request(True, COA_SET, coa))
         elif self.coa_users.pop(coa, None) is not None:
-            admissions.append(rtbatch.set_member(False, COA_SET, coa))
+            admissions.append(member_request(False, COA_SET, coa))
 
     def _release_link(self, b: Binding, requests: list[rtbatch.Request],
                       admissions: list[rtbatch.Request]) -> None:
@@ -426,8 +421,4 @@ class HaDataplane:
                                       "bytes_in": 0}
 
     def drops(self) -> dict[str, int]:
-        if self.relay is None:
-            return {}
-        s = self.relay.stats
-        return {"no_binding": s.dropped_no_peer, "malformed": s.dropped_bad,
-                "unauthorised": s.dropped_unauthorised}
+        return self.relay.drops("no_binding") if self.relay is not None else {}

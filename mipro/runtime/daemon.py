@@ -15,8 +15,8 @@ from typing import Any, Generic, Protocol, TypeVar
 from pyroute2 import NetlinkError
 
 from ..config import ConfigError
-from ..dataplane.detect import choose_backend
-from ..dataplane.netlink import Netlink
+from ..dataplane.kernel.detect import choose_backend
+from ..dataplane.kernel.netlink import Netlink
 from .control import ControlServer
 from .logging import EventLog
 

@@ -16,9 +16,11 @@ from ..config import FaConfig, load_fa
 from ..core.actions import Log, Send, SendIcmp, SendToLink
 from ..core.advertiser import Advertiser, AdvertPolicy
 from ..core.fa import AddVisitor, FaPolicy, ForeignAgent, RemoveVisitor
-from ..dataplane.fa import FaDataplane
-from ..dataplane.floodlimit import Limits, LinkLimiter, NftError, nft_available
-from ..dataplane.linklayer import IcmpLink, RegistrationLink
+from ..dataplane.fa.agent import FaDataplane
+from ..dataplane.fake import FakeFaDataplane
+from ..dataplane.kernel.floodlimit import Limits, LinkLimiter
+from ..dataplane.kernel.nftables import NftError, nft_available
+from ..dataplane.link.linklayer import IcmpLink, RegistrationLink
 from ..wire import AgentFlags
 from .daemon import EngineDaemon, datagrams, run_daemon
 from .logging import EventLog
@@ -73,7 +75,7 @@ class FaDaemon(EngineDaemon[ForeignAgent]):
         super().__init__(log)
         self.cfg = cfg
         self.engine = ForeignAgent(make_policy(cfg), make_advertiser(cfg, time.time()))
-        self.dataplane: FaDataplane | None = None
+        self.dataplane: FaDataplane | FakeFaDataplane | None = None
         self.udp: socket.socket | None = None
         self.absorb: socket.socket | None = None
         self.link: RegistrationLink | None = None
@@ -86,7 +88,7 @@ class FaDaemon(EngineDaemon[ForeignAgent]):
         """The link's ingress hook drops each link-layer address's excess before the
         request socket sees it (docs/security.md); accepted visitors are exempt."""
         lim = self.cfg.limits
-        if not lim.kernel:
+        if not lim.kernel or isinstance(self.dataplane, FakeFaDataplane):
             return
         why = nft_available()
         if why is not None:
@@ -123,7 +125,7 @@ class FaDaemon(EngineDaemon[ForeignAgent]):
         loop = asyncio.get_running_loop()
         backend = await self.pick_backend(self.cfg.dataplane.backend)
         dp = self.cfg.dataplane
-        self.dataplane = FaDataplane(
+        self.dataplane = (FakeFaDataplane if backend == "fake" else FaDataplane)(
             backend=backend, interface=self.cfg.interface, care_of=self.cfg.care_of_addresses[0],
             table=dp.table, rule_priority=dp.rule_priority,
             log=self.log)

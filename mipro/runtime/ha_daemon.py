@@ -21,9 +21,9 @@ from ..core.actions import FetchSubscriber, InstallBinding, Log, RemoveBinding, 
 from ..core.advertiser import Advertiser, AdvertPolicy
 from ..core.ha import HaPolicy, HomeAgent
 from ..dataplane.fake import FakeHaDataplane
-from ..dataplane.floodlimit import EXEMPT_SET, Limits, SourceLimiter
 from ..dataplane.ha import HaDataplane
-from ..dataplane.linklayer import IcmpLink
+from ..dataplane.kernel.floodlimit import EXEMPT_SET, Limits, SourceLimiter
+from ..dataplane.link.linklayer import IcmpLink
 from ..subscribers.file_store import load_subscribers
 from ..subscribers.model import StoreUnavailable, Unavailable
 from ..wire import AgentFlags

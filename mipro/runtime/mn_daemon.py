@@ -27,9 +27,10 @@ from ..core.mn import (
     TunnelUp,
     UseForeignAgent,
 )
-from ..dataplane.linklayer import IcmpLink
-from ..dataplane.linkwatch import LinkWatch
-from ..dataplane.mn import MnDataplane
+from ..dataplane.fake import FakeMnDataplane
+from ..dataplane.link.linklayer import IcmpLink
+from ..dataplane.link.linkwatch import LinkWatch
+from ..dataplane.mn.agent import MnDataplane
 from .daemon import EngineDaemon, datagrams, run_daemon
 from .logging import EventLog
 from .systemd import notify
@@ -67,7 +68,7 @@ class MnDaemon(EngineDaemon[MobileNode]):
         super().__init__(log)
         self.cfg = cfg
         self.engine = MobileNode(settings(cfg))
-        self.dataplane: MnDataplane | None = None
+        self.dataplane: MnDataplane | FakeMnDataplane | None = None
         self.sock: socket.socket | None = None  # registrations, and UDP tunnel data
         self.keepalive_task: asyncio.Task | None = None
         self.icmp: IcmpLink | None = None
@@ -85,7 +86,7 @@ class MnDaemon(EngineDaemon[MobileNode]):
         loop = asyncio.get_running_loop()
         backend = await self.pick_backend(self.cfg.dataplane.backend)
         dp = self.cfg.dataplane
-        self.dataplane = MnDataplane(
+        self.dataplane = (FakeMnDataplane if backend == "fake" else MnDataplane)(
             backend=backend, interface=self.cfg.interface, tunnel_interface=dp.tunnel_interface,
             table=dp.table, rule_priority=dp.rule_priority, home_address=self.cfg.home_address,
             home_agent=self.cfg.home_agent, log=self.log, tunnel_ports=self.cfg.tunnel_ports)

@@ -7,7 +7,7 @@ import signal
 import time
 
 from mipro.config import load_fa, load_ha
-from mipro.dataplane.fa import LINK_PREFIX as FA_LINKS
+from mipro.dataplane.fa.agent import LINK_PREFIX as FA_LINKS
 from mipro.dataplane.ha import LINK_PREFIX as HA_LINKS
 from mipro.lab.cli import load_check
 

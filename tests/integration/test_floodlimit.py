@@ -1,4 +1,4 @@
-"""mipro.dataplane.floodlimit in two namespaces joined by a veth pair: the limits exist
+"""mipro.dataplane.kernel.floodlimit in two namespaces joined by a veth pair: the limits exist
 after start, a flood from one source is cut down to its bucket (counted by the rules'
 counters and by what a socket still receives), an exempt peer is never limited, and
 after stop nothing of it is left."""
@@ -80,7 +80,7 @@ def frame_flood(ns: str, src_mac: str, dst_mac: str, count: int = FLOOD,
     py(ns, f"""
         import socket, struct
         from ipaddress import IPv4Address as A
-        from mipro.dataplane.linklayer import checksum, udp_frame
+        from mipro.dataplane.link.linklayer import checksum, udp_frame
         s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
         s.bind(("eth0", 0))
         dst = bytes.fromhex("{dst_mac}".replace(":", ""))
@@ -111,7 +111,7 @@ def source_state(ns: str) -> dict:
 SOURCE = """
     import asyncio, json
     from ipaddress import IPv4Address as A
-    from mipro.dataplane.floodlimit import Limits, SourceLimiter
+    from mipro.dataplane.kernel.floodlimit import Limits, SourceLimiter
     lim = SourceLimiter(A("10.66.0.1"), Limits(rate={rate}, burst={burst}),
                         solicit_interface="eth0")
     async def go():
@@ -183,7 +183,7 @@ def test_source_limiter(pair):
 
 LINK = """
     import asyncio, json
-    from mipro.dataplane.floodlimit import Limits, LinkLimiter
+    from mipro.dataplane.kernel.floodlimit import Limits, LinkLimiter
     lim = LinkLimiter("eth0", Limits(rate={rate}, burst={burst}, solicit_rate=10,
                                      solicit_burst=10), addresses=["10.66.0.1"])
     async def go():
@@ -200,7 +200,7 @@ def link(ns: str, body: str) -> dict:
 def nft_tables(ns: str) -> str:
     return json.dumps(py(ns, """
         import json
-        from mipro.dataplane.floodlimit import Nft
+        from mipro.dataplane.kernel.nftables import Nft
         print(json.dumps(json.loads(Nft().run("list tables", json_output=True))))
     """))
 
@@ -209,7 +209,7 @@ def test_link_limiter(pair):
     target, sender = pair
     why = py(target, """
         import json
-        from mipro.dataplane.floodlimit import nft_available
+        from mipro.dataplane.kernel.nftables import nft_available
         print(json.dumps(nft_available()))
     """)
     if why is not None:
@@ -222,7 +222,7 @@ def test_link_limiter(pair):
     # what the FA's request socket (AF_PACKET, ETH_P_IP, BPF for UDP 434) still gets
     reader = py(target, f"""
         import json, select, socket, time
-        from mipro.dataplane.linklayer import RegistrationLink
+        from mipro.dataplane.link.linklayer import RegistrationLink
         link = RegistrationLink("eth0", bytes.fromhex("{mac.replace(':', '')}"))
         link.sock.setsockopt(socket.SOL_SOCKET, 33, 8 << 20)  # SO_RCVBUFFORCE
         print("ready", flush=True)
@@ -256,7 +256,7 @@ def test_link_limiter(pair):
     link(target, f'await lim.start(["{exempt_mac}"]); await lim.set_exempt(["{flooder}"])')
     listed = py(target, """
         import json
-        from mipro.dataplane.floodlimit import Nft
+        from mipro.dataplane.kernel.nftables import Nft
         print(json.dumps(Nft().run("list set netdev mipro-limit-eth0 exempt")))
     """)
     assert flooder in listed and exempt_mac not in listed, listed

@@ -2,7 +2,7 @@
 
 import pytest
 
-from mipro.dataplane.floodlimit import Limits, LinkLimiter, _mac
+from mipro.dataplane.kernel.floodlimit import Limits, LinkLimiter, _mac
 
 
 def test_limits_are_checked():

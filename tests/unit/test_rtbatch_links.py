@@ -6,7 +6,7 @@ from ipaddress import IPv4Address as A
 import pytest
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 
-from mipro.dataplane import rtbatch
+from mipro.dataplane.kernel import rtbatch
 
 
 @pytest.mark.parametrize("kind,prefix", [("ipip", "IFLA_IPIP"), ("gre", "IFLA_GRE")])

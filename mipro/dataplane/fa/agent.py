@@ -34,14 +34,15 @@ from typing import Any
 
 from pyroute2 import AsyncConntrack
 
-from ..core.fa import Visitor
-from ..wire.vendor import FilterRule, StaticRoute, Verdict
-from .firewall import fail_closed
-from .netlink import Netlink, set_sysctl
-from .realms import REALM_MASK, REALM_SHIFT, Key, Realm, Realms, Twin
-from .relay import MTU, UserspaceTunnel
+from ...core.fa import Visitor, VisitorKey
+from ...wire.vendor import FilterRule, StaticRoute, Verdict
+from ..kernel.filters import fail_closed
+from ..kernel.ipset import ipset_available
+from ..kernel.netlink import Netlink, set_sysctl
+from ..relay.relay import MTU, UserspaceTunnel
+from .realms import REALM_MASK, REALM_SHIFT, Realm, Realms, Twin
 from .routeprofiles import MARK_MASK, MARK_SHIFT, RouteProfiles
-from .visitorfw import PerVisitorChains, VisitorFirewall, ipset_available
+from .visitorfw import PerVisitorChains, VisitorFirewall
 
 LINK_PREFIX = "mipf-"  # the FA's links; the HA's are "miph-" (one host may run both)
 DEFAULT = IPv4Network("0.0.0.0/0")
@@ -65,9 +66,9 @@ class FaDataplane:
         self.log = log
         self.nl = Netlink()
         self.relay: UserspaceTunnel | None = None
-        self.visitors: dict[Key, Visitor] = {}
+        self.visitors: dict[VisitorKey, Visitor] = {}
         self.by_realm: dict[tuple[IPv4Address, IPv4Address], Visitor] = {}  # (home, HA)
-        self.by_home: dict[IPv4Address, dict[Key, Visitor]] = {}
+        self.by_home: dict[IPv4Address, dict[VisitorKey, Visitor]] = {}
         self.ha_links: dict[IPv4Address, tuple[str, int]] = {}  # tunnel devices: name, index
         self.lan_index = 0
         self.firewall: VisitorFirewall | PerVisitorChains | None = None
@@ -269,7 +270,7 @@ class FaDataplane:
         for part in (self.realms, self.profiles, self.firewall):
             await (part.unlist(home) if shared else part.relist(home))
 
-    async def _rebuild_twins(self, skip: Key | None = None) -> None:
+    async def _rebuild_twins(self, skip: VisitorKey | None = None) -> None:
         twins = []
         for v in (v for home in self.realms.unlisted for v in self.sharing(home)):
             if v.key == skip:
@@ -373,7 +374,7 @@ class FaDataplane:
             return len(doomed) + await self._flush_conntrack()
         return len(doomed)
 
-    def routes_status(self, key: Key) -> dict[str, object]:
+    def routes_status(self, key: VisitorKey) -> dict[str, object]:
         profile = self.profiles.profile_of(key)
         v = self.visitors.get(key)
         realm = self.realms.of(v.home_agent) if v else None
@@ -385,7 +386,7 @@ class FaDataplane:
                 "filter_counters": self.firewall.counters(key) if self.firewall else [],
                 "nat_index": self._nat_index(key, realm)}
 
-    def _nat_index(self, key: Key, realm: Realm | None) -> dict[str, object] | None:
+    def _nat_index(self, key: VisitorKey, realm: Realm | None) -> dict[str, object] | None:
         """Fig. 4's NAT index: the conntrack zone and connmark of the visitor's realm, and
         whether its home address is told apart by MAC (shared with another visitor)."""
         if realm is None:
@@ -440,15 +441,11 @@ class FaDataplane:
         per home agent is an ipip link; the relay does IP-in-IP and GRE."""
         return frozenset({"ipip"}) if self.name == "kernel" else frozenset({"ipip", "gre"})
 
-    def counters(self, key: Key) -> dict[str, int] | None:
+    def counters(self, key: VisitorKey) -> dict[str, int] | None:
         if self.relay is None:
             return None
         c = self.relay.stats.per_key.get(key)
         return c.as_dict() if c else None
 
     def drops(self) -> dict[str, int]:
-        if self.relay is None:
-            return {}
-        s = self.relay.stats
-        return {"no_visitor": s.dropped_no_peer, "malformed": s.dropped_bad,
-                "unauthorised": s.dropped_unauthorised}
+        return self.relay.drops("no_visitor") if self.relay is not None else {}

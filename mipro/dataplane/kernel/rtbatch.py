@@ -1,11 +1,14 @@
-"""Many rtnetlink route/neighbour requests per sendmsg, acknowledged by sequence number.
+"""Hand-built netlink: many requests per sendmsg, acknowledged by sequence number.
 
 The HA's hot path programs two kernel objects per binding (a /32 route in
 mipro's table and a proxy ARP entry).  pyroute2 does one request and one
 round trip per call, which caps a home agent at a few hundred bindings per
 second; here the messages of a whole batch of registrations go to the kernel
-in one write and their acknowledgements come back together.  The layouts
-are the fixed ones of rtnetlink(7); everything else stays with pyroute2.
+in one write and their acknowledgements come back together.  Built here, in the
+fixed layouts of rtnetlink(7): routes (with lightweight-tunnel encapsulation, which
+pyroute2 does not build), proxy ARP entries, tunnel links with an interface index of
+our choosing; ipset members over nfnetlink are built in ipset.py for the same batches.
+Everything else stays with pyroute2.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import socket
 import struct
 from dataclasses import dataclass
 from ipaddress import IPv4Address
+
+from .netlink import GONE
 
 NETLINK_ROUTE, NETLINK_NETFILTER = 0, 12
 SOL_NETLINK, NETLINK_CAP_ACK = 270, 10
@@ -52,11 +57,10 @@ _RTA_ADDR = struct.Struct("=HH4s")
 _IFINFO = struct.Struct("=BxHiII")
 
 
-def _rta(kind: int, payload: bytes) -> bytes:
+def rta(kind: int, payload: bytes) -> bytes:
+    """A netlink attribute, padded to 4 bytes."""
     data = struct.pack("=HH", 4 + len(payload), kind) + payload
     return data + b"\0" * (-len(data) % 4)
-
-GONE = {errno.ENOENT, errno.ESRCH, errno.EADDRNOTAVAIL, errno.ENODEV}
 
 
 @dataclass(frozen=True)
@@ -93,13 +97,13 @@ def route(add: bool, dst: IPv4Address, table: int, oif: int = 0,
             body += _RTA_U32.pack(8, RTA_PRIORITY, metric)
         if encap is not None:
             src, remote = encap
-            body += _rta(RTA_ENCAP_TYPE, struct.pack("=H", LWTUNNEL_ENCAP_IP))
-            body += _rta(RTA_ENCAP, _rta(LWTUNNEL_IP_DST, remote.packed)
-                         + _rta(LWTUNNEL_IP_SRC, src.packed) + _rta(LWTUNNEL_IP_TTL, b"\x40"))
+            body += rta(RTA_ENCAP_TYPE, struct.pack("=H", LWTUNNEL_ENCAP_IP))
+            body += rta(RTA_ENCAP, rta(LWTUNNEL_IP_DST, remote.packed)
+                         + rta(LWTUNNEL_IP_SRC, src.packed) + rta(LWTUNNEL_IP_TTL, b"\x40"))
         return Request(body, RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE, what=f"route {dst}")
     body = _RTMSG.pack(AF_INET, 32, 0, 0, 0, 0, RT_SCOPE_NOWHERE, 0, 0)
     body += _RTA_ADDR.pack(8, RTA_DST, dst.packed) + _RTA_U32.pack(8, RTA_TABLE, table)
-    return Request(body, RTM_DELROUTE, 0, frozenset(GONE), f"route {dst}")
+    return Request(body, RTM_DELROUTE, 0, GONE, f"route {dst}")
 
 
 def proxy(add: bool, dst: IPv4Address, ifindex: int) -> Request:
@@ -109,7 +113,7 @@ def proxy(add: bool, dst: IPv4Address, ifindex: int) -> Request:
     if add:
         return Request(body, RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_REPLACE,
                        frozenset({errno.EEXIST}), f"proxy {dst}")
-    return Request(body, RTM_DELNEIGH, 0, frozenset(GONE), f"proxy {dst}")
+    return Request(body, RTM_DELNEIGH, 0, GONE, f"proxy {dst}")
 
 
 def tunnel_link(kind: str, name: str, local: IPv4Address, remote: IPv4Address,
@@ -117,49 +121,26 @@ def tunnel_link(kind: str, name: str, local: IPv4Address, remote: IPv4Address,
     """Create an ipip or gre link, up, with the interface index we chose: routes to it can
     then go in the same batch (pyroute2 takes three round trips: add, get, set up)."""
     loc, rem, ttl_attr = TUNNEL_ATTRS[kind]
-    data = _rta(loc, local.packed) + _rta(rem, remote.packed) + _rta(ttl_attr, bytes((ttl,)))
-    info = _rta(IFLA_INFO_KIND, kind.encode()) + _rta(IFLA_INFO_DATA, data)
+    data = rta(loc, local.packed) + rta(rem, remote.packed) + rta(ttl_attr, bytes((ttl,)))
+    info = rta(IFLA_INFO_KIND, kind.encode()) + rta(IFLA_INFO_DATA, data)
     body = _IFINFO.pack(0, 0, ifindex, IFF_UP, IFF_UP)
-    body += _rta(IFLA_IFNAME, name.encode() + b"\0") + _rta(IFLA_LINKINFO, info)
+    body += rta(IFLA_IFNAME, name.encode() + b"\0") + rta(IFLA_LINKINFO, info)
     return Request(body, RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, what=f"link {name}")
 
 
 def metadata_link(kind: str, name: str, ifindex: int) -> Request:
     """An ipip or gre link in collect-metadata ("external") mode, up: it carries every
     tunnel whose route says where to (route(encap=...)), and takes in every remote."""
-    info = _rta(IFLA_INFO_KIND, kind.encode()) + \
-        _rta(IFLA_INFO_DATA, _rta(COLLECT_METADATA[kind], b""))
+    info = rta(IFLA_INFO_KIND, kind.encode()) + \
+        rta(IFLA_INFO_DATA, rta(COLLECT_METADATA[kind], b""))
     body = _IFINFO.pack(0, 0, ifindex, IFF_UP, IFF_UP)
-    body += _rta(IFLA_IFNAME, name.encode() + b"\0") + _rta(IFLA_LINKINFO, info)
+    body += rta(IFLA_IFNAME, name.encode() + b"\0") + rta(IFLA_LINKINFO, info)
     return Request(body, RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, what=f"link {name}")
 
 
 def delete_link(ifindex: int, name: str = "") -> Request:
     body = _IFINFO.pack(0, 0, ifindex, 0, 0)
-    return Request(body, RTM_DELLINK, 0, frozenset(GONE), f"link {name or ifindex}")
-
-
-# ipset over nfnetlink (the layouts of linux/netfilter/ipset/ip_set.h)
-NFNL_SUBSYS_IPSET = 6
-IPSET_CMD_ADD, IPSET_CMD_DEL = 9, 10
-IPSET_PROTOCOL_MIN = 6
-IPSET_ATTR_PROTOCOL, IPSET_ATTR_SETNAME, IPSET_ATTR_DATA = 1, 2, 7
-IPSET_ATTR_IP, IPSET_ATTR_IPADDR_IPV4 = 1, 1
-IPSET_ERR_EXIST = 4103  # adding a member twice, deleting one that is not there
-NLA_F_NESTED, NLA_F_NET_BYTEORDER = 0x8000, 0x4000
-
-
-def set_member(add: bool, name: str, address: IPv4Address) -> Request:
-    """Add or delete ``address`` in ipset ``name`` (for an RtBatch(NETLINK_NETFILTER))."""
-    ip = _rta(IPSET_ATTR_IP | NLA_F_NESTED,
-              _rta(IPSET_ATTR_IPADDR_IPV4 | NLA_F_NET_BYTEORDER, address.packed))
-    body = struct.pack("=BBH", AF_INET, 0, 0)
-    body += _rta(IPSET_ATTR_PROTOCOL, bytes((IPSET_PROTOCOL_MIN,)))
-    body += _rta(IPSET_ATTR_SETNAME, name.encode() + b"\0")
-    body += _rta(IPSET_ATTR_DATA | NLA_F_NESTED, ip)
-    cmd = IPSET_CMD_ADD if add else IPSET_CMD_DEL
-    return Request(body, NFNL_SUBSYS_IPSET << 8 | cmd, 0, frozenset({IPSET_ERR_EXIST}),
-                   f"{name} {'add' if add else 'del'} {address}")
+    return Request(body, RTM_DELLINK, 0, GONE, f"link {name or ifindex}")
 
 
 class BatchError(OSError):

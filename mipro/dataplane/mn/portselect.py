@@ -14,8 +14,8 @@ from ipaddress import IPv4Address, IPv4Network
 
 import iptc
 
-from .firewall import drop_chain
-from .netlink import Netlink
+from ..kernel.iptables import hook_chain, remove_chains
+from ..kernel.netlink import Netlink
 
 MARK_CHAIN = "MIPRO-MN-MARK"
 NAT_CHAIN = "MIPRO-MN-NAT"
@@ -44,20 +44,15 @@ class PortSelection:
         removed = 0
         for table, hook, name in cls._chains():
             table.autocommit = False
-            table.refresh()
-            if drop_chain(table, hook, name):
-                table.commit()
-                table.refresh()
-                removed += 1
+            removed += remove_chains(table, (hook,), (name,))[1]
         return removed
 
     async def apply(self) -> None:
         if not self.ports or self.active:
             return
-        mangle, nat = (t for t, _, _ in self._chains())
+        (mangle, mark_hook, _), (nat, nat_hook, _) = self._chains()
         mangle.autocommit = nat.autocommit = False
-        mangle.refresh()
-        chain = mangle.create_chain(MARK_CHAIN)
+        marks = []
         for proto, lo, hi in self.ports:
             r = iptc.Rule()
             r.protocol = proto
@@ -66,27 +61,15 @@ class PortSelection:
             t = iptc.Target(r, "MARK")
             t.set_mark = hex(MARK)
             r.target = t
-            chain.append_rule(r)
-        jump = iptc.Rule()
-        jump.target = iptc.Target(jump, MARK_CHAIN)
-        iptc.Chain(mangle, "OUTPUT").insert_rule(jump)
-        mangle.commit()
-        mangle.refresh()
-        nat.refresh()
-        chain = nat.create_chain(NAT_CHAIN)
-        r = iptc.Rule()
-        r.out_interface = self.tunnel
-        m = r.create_match("mark")
-        m.mark = hex(MARK)
-        t = iptc.Target(r, "SNAT")
+            marks.append(r)
+        hook_chain(mangle, mark_hook, MARK_CHAIN, marks)
+        snat = iptc.Rule()
+        snat.out_interface = self.tunnel
+        snat.create_match("mark").mark = hex(MARK)
+        t = iptc.Target(snat, "SNAT")
         t.to_source = str(self.home)
-        r.target = t
-        chain.append_rule(r)
-        jump = iptc.Rule()
-        jump.target = iptc.Target(jump, NAT_CHAIN)
-        iptc.Chain(nat, "POSTROUTING").insert_rule(jump)
-        nat.commit()
-        nat.refresh()
+        snat.target = t
+        hook_chain(nat, nat_hook, NAT_CHAIN, [snat])
         await self.nl.route_replace(IPv4Network("0.0.0.0/0"), self.table, oif=self.tunnel,
                                     src=self.home)
         await self.nl.rule_ensure(self.table, self.priority, fwmark=MARK)

@@ -26,19 +26,18 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 
 import iptc
-from pyroute2.ipset import AsyncIPSet
 
-from ..wire.vendor import StaticRoute
-from .firewall import drop_chain, hook_chain
-from .netlink import Netlink
-from .visitorfw import MAX_MEMBERS, destroy_sets, move_members, set_match, set_member
+from ...core.fa import VisitorKey
+from ...wire.vendor import StaticRoute
+from ..kernel.ipset import MAX_MEMBERS, SetGroups, destroy_sets
+from ..kernel.iptables import commit, hook_chain, remove_chains, set_match
+from ..kernel.netlink import Netlink
 
 SET_PREFIX = "mipro-r-"
 MARK_CHAIN = "MIPRO-MARK"
 MARK_SHIFT = 16
 MARK_MASK = 0x0FFF0000  # 4,095 route profiles; the other mark bits stay the operator's
 
-Key = tuple[IPv4Address, bytes]  # a visitor: (home address, MAC)
 RouteArgs = Callable[[StaticRoute, IPv4Address], Awaitable[dict[str, object]]]
 
 
@@ -60,7 +59,7 @@ class RouteProfile:
         return SET_PREFIX + self.id
 
 
-class RouteProfiles:
+class RouteProfiles(SetGroups):
     def __init__(self, nl: Netlink, lan: str, first_table: int, priority: int,
                  route_args: RouteArgs) -> None:
         self.nl = nl
@@ -68,12 +67,9 @@ class RouteProfiles:
         self.first_table = first_table  # profile tables: first_table + 1 .. + 4095
         self.priority = priority
         self.route_args = route_args  # how to reach a route's next hop (tunnel or local)
-        self.ipset = AsyncIPSet()
+        super().__init__()  # groups: profiles by id; unlisted: shared home addresses
         self.mangle = iptc.Table(iptc.Table.MANGLE)
         self.mangle.autocommit = False
-        self.profiles: dict[str, RouteProfile] = {}
-        self.member_of: dict[Key, str] = {}
-        self.unlisted: set[IPv4Address] = set()  # shared home addresses (realms.py)
         self.free_marks = list(range(MARK_MASK >> MARK_SHIFT, 0, -1))
 
     # --- lifecycle --------------------------------------------------------------------
@@ -86,74 +82,29 @@ class RouteProfiles:
         return removed
 
     async def stop(self) -> None:
-        for profile in list(self.profiles.values()):
+        for profile in list(self.groups.values()):
             await self._drop(profile)
         await self._remove_all()
         self.ipset.close()
 
     async def _remove_all(self) -> int:
-        self.mangle.refresh()
-        removed = int(drop_chain(self.mangle, "PREROUTING", MARK_CHAIN))
-        self._commit()
+        removed = remove_chains(self.mangle, ("PREROUTING",), (MARK_CHAIN,))[1]
         removed += await destroy_sets(self.ipset, SET_PREFIX)
-        self.profiles.clear()
+        self.groups.clear()
         self.member_of.clear()
         return removed
 
-    def _commit(self) -> None:
-        self.mangle.commit()
-        self.mangle.refresh()
-
     # --- visitors ---------------------------------------------------------------------
 
-    async def join(self, key: Key, routes: list[StaticRoute],
+    async def join(self, key: VisitorKey, routes: list[StaticRoute],
                    home_agent: IPv4Address) -> RouteProfile | None:
         """Afterwards what visitor ``key`` sends on the link is routed by exactly
         ``routes``."""
         pid = profile_id(routes, home_agent) if routes else None
-        old = self.member_of.get(key)
-        if old == pid:
-            return self.profiles.get(pid) if pid else None
-        profile = None
-        if pid is not None:
-            profile = self.profiles.get(pid) or await self._create(pid, routes, home_agent)
-            if key[0] not in self.unlisted:
-                await set_member(self.ipset, True, profile.set_name, key[0])
-            profile.members += 1
-            self.member_of[key] = pid
-        else:
-            self.member_of.pop(key, None)
-        if old is not None:
-            await self._leave(self.profiles[old], key)
-        return profile
+        return await self._join(key, pid, lambda: self._create(pid, routes, home_agent))
 
-    async def leave(self, key: Key) -> None:
-        old = self.member_of.pop(key, None)
-        if old is not None:
-            await self._leave(self.profiles[old], key)
-
-    def profile_of(self, key: Key) -> RouteProfile | None:
-        pid = self.member_of.get(key)
-        return self.profiles.get(pid) if pid else None
-
-    async def unlist(self, home: IPv4Address) -> None:
-        """``home`` is shared now: out of every set (realms.py marks its packets)."""
-        self.unlisted.add(home)
-        await move_members(self.ipset, False, home, self.member_of, self._set_name)
-
-    async def relist(self, home: IPv4Address) -> None:
-        self.unlisted.discard(home)
-        await move_members(self.ipset, True, home, self.member_of, self._set_name)
-
-    def _set_name(self, pid: str) -> str:
-        return self.profiles[pid].set_name
-
-    async def _leave(self, profile: RouteProfile, key: Key) -> None:
-        if key[0] not in self.unlisted:
-            await set_member(self.ipset, False, profile.set_name, key[0])
-        profile.members -= 1
-        if profile.members <= 0:
-            await self._drop(profile)
+    def profile_of(self, key: VisitorKey) -> RouteProfile | None:
+        return self.group_of(key)
 
     # --- profiles ---------------------------------------------------------------------
 
@@ -164,7 +115,7 @@ class RouteProfiles:
         index = self.free_marks.pop()
         table = self.first_table + index
         profile = RouteProfile(pid, table, index << MARK_SHIFT)
-        self.profiles[pid] = profile
+        self.groups[pid] = profile
         await self.ipset.create(profile.set_name, stype="hash:ip", maxelem=MAX_MEMBERS)
         for r in routes:
             kwargs = {"dst": str(r.destination), "table": table, "priority": r.cost}
@@ -181,18 +132,18 @@ class RouteProfiles:
         target.set_xmark = f"{profile.mark:#x}/{MARK_MASK:#x}"
         rule.target = target
         iptc.Chain(self.mangle, MARK_CHAIN).append_rule(rule)
-        self._commit()
+        commit(self.mangle)
         return profile
 
     async def _drop(self, profile: RouteProfile) -> None:
-        self.profiles.pop(profile.id, None)
+        self.groups.pop(profile.id, None)
         self.mangle.refresh()
         chain = iptc.Chain(self.mangle, MARK_CHAIN)
         for rule in list(chain.rules):
             if any(m.name == "set" and m.get_all_parameters().get("match-set", [None])[0] ==
                    profile.set_name for m in rule.matches):
                 chain.delete_rule(rule)
-        self._commit()
+        commit(self.mangle)
         await self.nl.rule_del(profile.table, self.priority, fwmark=profile.mark,
                                fwmask=MARK_MASK)
         for dst, metric in profile.routes:

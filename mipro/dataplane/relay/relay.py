@@ -162,6 +162,13 @@ class UserspaceTunnel:
             os.close(self.fd)
             self.fd = -1
 
+    def drops(self, no_peer: str) -> dict[str, int]:
+        """What was dropped, for `mipro status` (``no_peer``: what the role calls a packet
+        for no one it knows)."""
+        s = self.stats
+        return {no_peer: s.dropped_no_peer, "malformed": s.dropped_bad,
+                "unauthorised": s.dropped_unauthorised}
+
     def counters(self, key: IPv4Address) -> Counters:
         c = self.stats.per_key.get(key)
         if c is None:

@@ -14,13 +14,14 @@ import time
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import Any
 
-from ..wire.vendor import FilterRule, StaticRoute, Verdict
-from .arp import send_gratuitous_arp
-from .encap import icmp_echo
-from .firewall import MobileFirewall, fail_closed
-from .netlink import Netlink, set_sysctl
+from ...wire.vendor import FilterRule, StaticRoute, Verdict
+from ..kernel.filters import fail_closed
+from ..kernel.netlink import Netlink, set_sysctl
+from ..kernel.ownerchains import MobileFirewall
+from ..link.arp import send_gratuitous_arp
+from ..relay.encap import icmp_echo
+from ..relay.relay import MTU, UDP_MTU, UDP_TUNNEL_HEADER, UserspaceTunnel
 from .portselect import MARK, PortSelection
-from .relay import MTU, UDP_MTU, UDP_TUNNEL_HEADER, UserspaceTunnel
 
 DEFAULT = IPv4Network("0.0.0.0/0")
 REVERSE_METRIC = 1000

@@ -6,7 +6,7 @@ from __future__ import annotations
 import socket
 from ipaddress import IPv4Address
 
-from ..wire.advertisement import icmp_checksum
+from ...wire.advertisement import icmp_checksum
 
 IPPROTO_IPIP = 4
 IPPROTO_GRE = 47

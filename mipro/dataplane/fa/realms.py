@@ -38,9 +38,10 @@ from ipaddress import IPv4Address, IPv4Network
 import iptc
 from pyroute2.ipset import AsyncIPSet
 
-from .firewall import drop_chain, hook_chain
-from .netlink import GONE, Netlink
-from .visitorfw import destroy_sets, move_members, set_match, set_member
+from ...core.fa import VisitorKey
+from ..kernel.ipset import destroy_sets, move_members, set_member
+from ..kernel.iptables import commit, hook_chain, remove_chains, set_match
+from ..kernel.netlink import GONE, Netlink
 
 REALM_SHIFT = 8
 REALM_MASK = 0x0000FF00  # 255 home agents with visitors at once
@@ -53,7 +54,6 @@ SELF_CHAIN = "MIPRO-SELF"  # nat POSTROUTING: visitors talking to a host with th
 MAIN_TABLE = 254
 NUD_PERMANENT = 0x80
 
-Key = tuple[IPv4Address, bytes]  # (home address, MAC)
 
 
 @dataclass
@@ -63,7 +63,7 @@ class Realm:
     device: str
     ifindex: int
     table: int
-    members: set[Key] = field(default_factory=set)
+    members: set[VisitorKey] = field(default_factory=set)
 
     @property
     def mark(self) -> int:
@@ -97,10 +97,10 @@ class Realms:
         for t in self.tables.values():
             t.autocommit = False
         self.realms: dict[IPv4Address, Realm] = {}
-        self.aliases: dict[Key, IPv4Address] = {}
+        self.aliases: dict[VisitorKey, IPv4Address] = {}
         self.free_aliases = list(range(ALIASES.num_addresses - 2, 0, -1))
         self.free_indexes = list(range(REALM_MASK >> REALM_SHIFT, 0, -1))
-        self.primary: dict[IPv4Address, Key] = {}  # who gets unmarked traffic to a home
+        self.primary: dict[IPv4Address, VisitorKey] = {}  # who gets unmarked traffic to a home
         self.unlisted: set[IPv4Address] = set()  # shared home addresses: in no set
         self.self_priority = priority - 1
         self.self_nat: dict[IPv4Address, IPv4Address] = {}  # home → temporary address
@@ -126,7 +126,7 @@ class Realms:
         t.nfmask = t.ctmask = f"{REALM_MASK:#x}"
         restore.target = t
         iptc.Chain(mangle, REALM_CHAIN).append_rule(restore)
-        self._commit(mangle)
+        commit(mangle)
         return removed
 
     async def stop(self) -> None:
@@ -137,12 +137,8 @@ class Realms:
         removed = 0
         for name, hooks in (("raw", ("PREROUTING",)), ("mangle", ("PREROUTING",)),
                             ("filter", ("FORWARD",)), ("nat", ("POSTROUTING",))):
-            table = self.tables[name]
-            table.refresh()
-            for chain in (TWIN_CHAIN, ZONE_CHAIN, REALM_CHAIN, SELF_CHAIN):
-                for hook in hooks:
-                    removed += drop_chain(table, hook, chain)
-            self._commit(table)
+            removed += remove_chains(self.tables[name], hooks, (TWIN_CHAIN, ZONE_CHAIN,
+                                                                REALM_CHAIN, SELF_CHAIN))[1]
         removed += await destroy_sets(self.ipset, SET_PREFIX)
         async for n in await self.nl.ipr.neigh("dump", ifindex=self.lan_index, family=2):
             dst = n.get("NDA_DST")
@@ -157,11 +153,6 @@ class Realms:
                 removed += await self.nl.rule_del(MAIN_TABLE, self.self_priority,
                                                   src=rule.get("src"), src_len=32)
         return removed
-
-    @staticmethod
-    def _commit(table: iptc.Table) -> None:
-        table.commit()
-        table.refresh()
 
     # --- realms -----------------------------------------------------------------------
 
@@ -182,14 +173,14 @@ class Realms:
         t.zone_orig = str(index)
         zone.target = t
         iptc.Chain(raw, ZONE_CHAIN).append_rule(zone)
-        self._commit(raw)
+        commit(raw)
         mangle.refresh()
         chain = iptc.Chain(mangle, REALM_CHAIN)
         chain.append_rule(_connmark_new(self._lan_rule(realm), realm.mark))
         from_tunnel = iptc.Rule()
         from_tunnel.in_interface = device
         chain.append_rule(_connmark_new(from_tunnel, realm.mark))
-        self._commit(mangle)
+        commit(mangle)
         self.realms[home_agent] = realm
         return realm
 
@@ -205,7 +196,7 @@ class Realms:
                         m.name == "set" and m.get_all_parameters().get("match-set", [None])[0]
                         == match for m in rule.matches):
                     iptc.Chain(table, chain).delete_rule(rule)
-            self._commit(table)
+            commit(table)
         await self._rules(realm, "del")
         await self.nl.flush_table(realm.table)
         with contextlib.suppress(Exception):  # gone already
@@ -228,7 +219,7 @@ class Realms:
 
     # --- visitors ---------------------------------------------------------------------
 
-    async def add(self, key: Key, realm: Realm, main_table: int) -> None:
+    async def add(self, key: VisitorKey, realm: Realm, main_table: int) -> None:
         """The visitor's delivery.  The first visitor with a home address gets a permanent
         neighbour entry (home address → MAC) and ``HOME dev LAN`` in ``main_table``; one
         that shares it gets a next-hop alias (alias → MAC) and ``HOME via alias`` in its
@@ -251,8 +242,8 @@ class Realms:
             await set_member(self.ipset, True, realm.set_name, home)
         realm.members.add(key)
 
-    async def remove(self, key: Key, realm: Realm, main_table: int,
-                     successor: tuple[Key, Realm] | None) -> None:
+    async def remove(self, key: VisitorKey, realm: Realm, main_table: int,
+                     successor: tuple[VisitorKey, Realm] | None) -> None:
         """Undo add(); if the home address is still another visitor's (``successor``),
         that one takes over the neighbour entry."""
         home, _ = key
@@ -271,14 +262,14 @@ class Realms:
         await self._drop_alias(*successor)
         await self._neigh_set(home, successor[0][1])
 
-    async def _drop_alias(self, key: Key, realm: Realm) -> None:
+    async def _drop_alias(self, key: VisitorKey, realm: Realm) -> None:
         alias = self.aliases.pop(key, None)
         if alias is not None:
             await self.nl.route_del(IPv4Network(key[0]), realm.table)
             await self._neigh_del(alias)
             self.free_aliases.append(int(alias) - int(ALIASES.network_address))
 
-    def alias_of(self, key: Key) -> IPv4Address | None:
+    def alias_of(self, key: VisitorKey) -> IPv4Address | None:
         return self.aliases.get(key)
 
     async def unlist(self, home: IPv4Address) -> None:
@@ -292,7 +283,7 @@ class Realms:
             self.unlisted.discard(home)
             await move_members(self.ipset, True, home, self._member_realms(), self._set_name)
 
-    def _member_realms(self) -> dict[Key, IPv4Address]:
+    def _member_realms(self) -> dict[VisitorKey, IPv4Address]:
         return {key: realm.home_agent for realm in self.realms.values() for key in realm.members}
 
     def _set_name(self, home_agent: IPv4Address) -> str:
@@ -328,7 +319,7 @@ class Realms:
         target.to_source = str(temporary)
         rule.target = target
         iptc.Chain(nat, SELF_CHAIN).append_rule(rule)
-        self._commit(nat)
+        commit(nat)
         self.self_nat[home] = temporary
 
     async def self_nat_remove(self, home: IPv4Address) -> None:
@@ -342,7 +333,7 @@ class Realms:
         for rule in list(chain.rules):
             if rule.src.split("/")[0] == str(home):
                 chain.delete_rule(rule)
-        self._commit(nat)
+        commit(nat)
 
     # --- visitors sharing a home address ----------------------------------------------
 
@@ -385,7 +376,7 @@ class Realms:
             chain.flush()
             for rule in wanted:
                 chain.append_rule(rule)
-            self._commit(table)
+            commit(table)
 
     def _twin_in(self, t: Twin) -> iptc.Rule:
         rule = iptc.Rule()

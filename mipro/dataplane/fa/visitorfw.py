@@ -20,32 +20,29 @@ keyed by (home address, MAC); a home address two visitors share is in no set
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
 import iptc
-from pyroute2.ipset import AsyncIPSet
 
-from ..wire.vendor import FilterRule, Verdict
-from .firewall import (
-    NAT_TOP,
-    TOP,
-    MobileFirewall,
+from ...core.fa import VisitorKey
+from ...wire.vendor import FilterRule, Verdict
+from ..kernel.filters import nat_rule, rules_for
+from ..kernel.ipset import MAX_MEMBERS, SetGroups, destroy_sets
+from ..kernel.iptables import (
     chain_counters,
+    commit,
     drop_chain,
     hook_chain,
-    nat_rule,
-    rules_for,
+    remove_chains,
+    set_match,
 )
-from .rtbatch import IPSET_ERR_EXIST  # adding a member twice, deleting a non-member
+from ..kernel.ownerchains import NAT_PREFIX, NAT_TOP, PREFIX, TOP, MobileFirewall
 
 SET_PREFIX = "mipro-p-"
 CHAIN_PREFIX = "MIPRO-P-"
 NAT_CHAIN_PREFIX = "MIPRO-PN-"
-MAX_MEMBERS = 1 << 20  # visitors per policy (the kernel's default is 65,536)
-Key = tuple[IPv4Address, bytes]  # a visitor: (home address, MAC)
 
 
 def policy_id(filters: tuple[FilterRule, ...]) -> str:
@@ -72,67 +69,14 @@ class Policy:
         return NAT_CHAIN_PREFIX + self.id
 
 
-async def ipset_available() -> str | None:
-    """None if this kernel has ipsets (hash:ip), else why not."""
-    probe = SET_PREFIX + "probe"
-    ipset = AsyncIPSet()
-    try:
-        await ipset.setup_endpoint()
-        with contextlib.suppress(Exception):  # a leftover probe
-            await ipset.destroy(probe)
-        await ipset.create(probe, stype="hash:ip")
-        await ipset.destroy(probe)
-        return None
-    except Exception as exc:  # noqa: BLE001 - any failure means: use per-visitor chains
-        return repr(exc)
-    finally:
-        ipset.close()
-
-
-async def destroy_sets(ipset: AsyncIPSet, prefix: str) -> int:
-    """Destroy the ipsets whose names start with ``prefix`` (no rule may use them)."""
-    names = [msg.get_attr("IPSET_ATTR_SETNAME") async for msg in await ipset.list()]
-    doomed = [n for n in names if n and n.startswith(prefix)]
-    for name in doomed:
-        await ipset.destroy(name)
-    return len(doomed)
-
-
-async def set_member(ipset: AsyncIPSet, add: bool, name: str, address: IPv4Address) -> None:
-    """Add ``address`` to ipset ``name`` or delete it; already there (a reconciled restart)
-    or not there (a home address being shared) is fine, anything else is raised."""
-    try:
-        await (ipset.add if add else ipset.delete)(name, str(address))
-    except Exception as exc:  # noqa: BLE001 - pyroute2's NetlinkError carries the code
-        if getattr(exc, "code", None) != IPSET_ERR_EXIST:
-            raise
-
-
-async def move_members(ipset: AsyncIPSet, add: bool, home: IPv4Address,
-                       member_of: dict[Key, str], set_name) -> None:
-    """Every set entry of ``home`` in or out (visitors sharing a home address, realms.py):
-    ``member_of`` maps visitors to a set id, ``set_name`` an id to its set's name."""
-    for key, sid in member_of.items():
-        if key[0] == home:
-            await set_member(ipset, add, set_name(sid), home)
-
-
-def set_match(rule: iptc.Rule, name: str, direction: str) -> None:
-    m = rule.create_match("set")
-    m.match_set = [name, direction]
-
-
-class VisitorFirewall:
+class VisitorFirewall(SetGroups):
     def __init__(self, interface: str) -> None:
         self.interface = interface
         self.table = iptc.Table(iptc.Table.FILTER)
         self.table.autocommit = False
         self.nat = iptc.Table(iptc.Table.NAT)
         self.nat.autocommit = False
-        self.ipset = AsyncIPSet()
-        self.policies: dict[str, Policy] = {}
-        self.member_of: dict[Key, str] = {}
-        self.unlisted: set[IPv4Address] = set()  # shared home addresses (realms.py)
+        super().__init__()  # groups: policies by id; unlisted: shared home addresses
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -150,77 +94,27 @@ class VisitorFirewall:
 
     async def _remove_all(self) -> int:
         removed = 0
+        # also the per-visitor chains of the ipset-less fallback (kernel/ownerchains.py)
         for table, hook, top, prefix in ((self.table, "FORWARD", TOP, CHAIN_PREFIX),
                                          (self.nat, "POSTROUTING", NAT_TOP, NAT_CHAIN_PREFIX)):
-            table.refresh()
-            for rule in list(iptc.Chain(table, hook).rules):
-                if rule.target.name == top:
-                    iptc.Chain(table, hook).delete_rule(rule)
-            # also the per-visitor chains of the ipset-less fallback (firewall.py)
-            ours = [c for c in table.chains if c.name == top or c.name.startswith(
-                (prefix, "MIPRO-V-", "MIPRO-N-"))]
-            for chain in ours:
-                chain.flush()
-            for chain in ours:
-                chain.delete()
-                removed += 1
-            self._commit(table)
+            removed += remove_chains(table, (hook,), (top,), (prefix, PREFIX, NAT_PREFIX))[1]
         removed += await destroy_sets(self.ipset, SET_PREFIX)
-        self.policies.clear()
+        self.groups.clear()
         self.member_of.clear()
         return removed
 
-    @staticmethod
-    def _commit(table: iptc.Table) -> None:
-        table.commit()
-        table.refresh()
-
     # --- visitors ---------------------------------------------------------------------
 
-    async def apply(self, key: Key, filters: tuple[FilterRule, ...]) -> None:
+    async def apply(self, key: VisitorKey, filters: tuple[FilterRule, ...]) -> None:
         """Idempotent: afterwards visitor ``key`` is filtered by exactly these rules."""
         pid = policy_id(filters) if filters else None
-        old = self.member_of.get(key)
-        if old == pid:
-            return
-        if pid is not None:
-            policy = self.policies.get(pid) or await self._create(pid, filters)
-            if key[0] not in self.unlisted:
-                await set_member(self.ipset, True, policy.set_name, key[0])
-            policy.members += 1
-            self.member_of[key] = pid
-        else:
-            self.member_of.pop(key, None)
-        if old is not None:
-            await self._leave(self.policies[old], key)
+        await self._join(key, pid, lambda: self._create(pid, filters))
 
-    async def remove(self, key: Key) -> None:
-        old = self.member_of.pop(key, None)
-        if old is not None:
-            await self._leave(self.policies[old], key)
+    async def remove(self, key: VisitorKey) -> None:
+        await self.leave(key)
 
-    def policy_of(self, key: Key) -> Policy | None:
-        pid = self.member_of.get(key)
-        return self.policies.get(pid) if pid else None
-
-    async def unlist(self, home: IPv4Address) -> None:
-        """``home`` is shared now: out of every set (realms.py's twin rules match it)."""
-        self.unlisted.add(home)
-        await move_members(self.ipset, False, home, self.member_of, self._set_name)
-
-    async def relist(self, home: IPv4Address) -> None:
-        self.unlisted.discard(home)
-        await move_members(self.ipset, True, home, self.member_of, self._set_name)
-
-    def _set_name(self, pid: str) -> str:
-        return self.policies[pid].set_name
-
-    async def _leave(self, policy: Policy, key: Key) -> None:
-        if key[0] not in self.unlisted:
-            await set_member(self.ipset, False, policy.set_name, key[0])
-        policy.members -= 1
-        if policy.members <= 0:
-            await self._drop(policy)
+    def policy_of(self, key: VisitorKey) -> Policy | None:
+        return self.group_of(key)
 
     # --- policies ---------------------------------------------------------------------
 
@@ -240,7 +134,7 @@ class VisitorFirewall:
             set_match(j, policy.set_name, direction)
             j.target = iptc.Target(j, policy.chain)
             top.append_rule(j)
-        self._commit(self.table)
+        commit(self.table)
         translated = [f for f in filters if f.nat and f.verdict is Verdict.ACCEPT]
         if translated:
             self.nat.refresh()
@@ -251,35 +145,35 @@ class VisitorFirewall:
             set_match(j, policy.set_name, "src")
             j.target = iptc.Target(j, policy.nat_chain)
             iptc.Chain(self.nat, NAT_TOP).append_rule(j)
-            self._commit(self.nat)
+            commit(self.nat)
             policy.nat = True
-        self.policies[pid] = policy
+        self.groups[pid] = policy
         return policy
 
     async def _drop(self, policy: Policy) -> None:
-        self.policies.pop(policy.id, None)
+        self.groups.pop(policy.id, None)
         if policy.nat:
             self.nat.refresh()
             drop_chain(self.nat, NAT_TOP, policy.nat_chain)
-            self._commit(self.nat)
+            commit(self.nat)
         self.table.refresh()
         drop_chain(self.table, TOP, policy.chain)
-        self._commit(self.table)
+        commit(self.table)
         await self.ipset.destroy(policy.set_name)
 
     # --- status -----------------------------------------------------------------------
 
-    def counters(self, key: Key) -> list[dict[str, object]]:
+    def counters(self, key: VisitorKey) -> list[dict[str, object]]:
         """The rules of the visitor's policy chain; counts are the policy's (shared)."""
         pid = self.member_of.get(key)
         if pid is None:
             return []
-        shared = {"policy": pid, "shared_by": self.policies[pid].members}
+        shared = {"policy": pid, "shared_by": self.groups[pid].members}
         return [c | shared for c in chain_counters(self.table, CHAIN_PREFIX + pid)]
 
 
 class PerVisitorChains:
-    """Without ipsets: a chain per visitor (firewall.py), behind the same interface.
+    """Without ipsets: a chain per visitor (kernel/ownerchains.py), behind the same interface.
 
     Correct, but each change is a libiptc commit of the whole table, so its
     cost grows with the number of visitors."""
@@ -293,16 +187,16 @@ class PerVisitorChains:
     async def stop(self) -> None:
         self.fw.stop()
 
-    async def apply(self, key: Key, filters: tuple[FilterRule, ...]) -> None:
+    async def apply(self, key: VisitorKey, filters: tuple[FilterRule, ...]) -> None:
         self.fw.apply(key[0], filters)
 
-    async def remove(self, key: Key) -> None:
+    async def remove(self, key: VisitorKey) -> None:
         self.fw.remove(key[0])
 
-    def counters(self, key: Key) -> list[dict[str, object]]:
+    def counters(self, key: VisitorKey) -> list[dict[str, object]]:
         return self.fw.counters(key[0])
 
-    def policy_of(self, key: Key) -> None:
+    def policy_of(self, key: VisitorKey) -> None:
         return None  # no shared policies, so no twins either (the FA refuses them)
 
     async def unlist(self, home: IPv4Address) -> None:

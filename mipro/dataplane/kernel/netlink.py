@@ -12,7 +12,8 @@ from pyroute2.netlink.rtnl import RTM_GETNEIGH
 from pyroute2.netlink.rtnl.ndmsg import ndmsg
 
 NTF_PROXY = 0x08
-GONE = (errno.ENOENT, errno.ESRCH, errno.ENODEV, errno.EADDRNOTAVAIL)
+# what the kernel answers when the object is not there: a delete of it has nothing to do
+GONE = frozenset({errno.ENOENT, errno.ESRCH, errno.ENODEV, errno.EADDRNOTAVAIL})
 
 
 class Netlink:

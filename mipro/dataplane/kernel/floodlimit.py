@@ -45,8 +45,8 @@ Two mechanisms, because the two agents read requests differently:
               SR/second } counter drop
           icmp type router-solicitation limit rate over S/second counter drop } }
 
-  nftables is driven through libnftables (Debian's libnftables1) with ctypes, one atomic
-  transaction per change; the daemon never runs ``nft``.  (tc ingress would need eBPF
+  nftables is driven through libnftables (nftables.py), one atomic transaction per
+  change; the daemon never runs ``nft``.  (tc ingress would need eBPF
   bytecode for per-source state: this kernel has no act_police or matchall, and u32
   keeps no per-source state.)
 
@@ -63,8 +63,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ctypes
-import ctypes.util
 import json
 import sys
 from collections.abc import Iterable
@@ -74,7 +72,9 @@ from ipaddress import IPv4Address
 import iptc
 from pyroute2.ipset import AsyncIPSet
 
-from .visitorfw import destroy_sets, set_match, set_member
+from .ipset import MAX_MEMBERS, destroy_sets, set_member
+from .iptables import commit, remove_chains, set_match
+from .nftables import Nft, NftError
 
 CHAIN = "MIPRO-LIMIT"
 COUNTERS = ("shape_dropped", "exempt", "source_dropped", "aggregate_dropped",
@@ -172,7 +172,7 @@ class SourceLimiter:
         self._remove_rules()
         ipset = await self._ipset()
         await destroy_sets(ipset, self.exempt_set)
-        await ipset.create(self.exempt_set, stype="hash:ip", maxelem=1 << 20)
+        await ipset.create(self.exempt_set, stype="hash:ip", maxelem=MAX_MEMBERS)
         self.exempted.clear()
         await self.add_exempt(exempt)
         self._install_rules()
@@ -243,23 +243,10 @@ class SourceLimiter:
         jump.dst = str(self.address)
         _udp434(jump, self.port)
         hook.insert_rule(_target(jump, self.chain))
-        table.commit()
-        table.refresh()
+        commit(table)
 
     def _remove_rules(self) -> bool:
-        table = self._table()
-        hook = iptc.Chain(table, self.hook)
-        for rule in list(hook.rules):
-            if rule.target.name == self.chain:
-                hook.delete_rule(rule)
-        found = table.is_chain(self.chain)
-        if found:
-            chain = iptc.Chain(table, self.chain)
-            chain.flush()
-            chain.delete()
-        table.commit()
-        table.refresh()
-        return found
+        return remove_chains(self._table(), (self.hook,), (self.chain,))[1] > 0
 
     async def stop(self) -> None:
         """Remove the jumps, the chain and the set (rules first: they use the set)."""
@@ -314,54 +301,6 @@ class SourceLimiter:
 # --- foreign agent: nftables netdev ingress meter per Ethernet source ------------------
 
 
-class NftError(RuntimeError):
-    pass
-
-
-class Nft:
-    """libnftables through ctypes: commands in nft's syntax, output as JSON."""
-
-    JSON = 1 << 4  # NFT_CTX_OUTPUT_JSON
-
-    def __init__(self) -> None:
-        name = ctypes.util.find_library("nftables") or "libnftables.so.1"
-        try:
-            lib = ctypes.CDLL(name)
-        except OSError as exc:
-            raise NftError(f"libnftables is not installed ({exc})") from exc
-        lib.nft_ctx_new.restype = ctypes.c_void_p
-        lib.nft_ctx_new.argtypes = [ctypes.c_uint32]
-        lib.nft_ctx_free.argtypes = [ctypes.c_void_p]
-        lib.nft_run_cmd_from_buffer.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
-        lib.nft_ctx_buffer_output.argtypes = [ctypes.c_void_p]
-        lib.nft_ctx_buffer_error.argtypes = [ctypes.c_void_p]
-        lib.nft_ctx_output_set_flags.argtypes = [ctypes.c_void_p, ctypes.c_uint]
-        for f in (lib.nft_ctx_get_output_buffer, lib.nft_ctx_get_error_buffer):
-            f.argtypes = [ctypes.c_void_p]
-            f.restype = ctypes.c_char_p
-        self.lib = lib
-        self.ctx = lib.nft_ctx_new(0)
-        if not self.ctx:
-            raise NftError("nft_ctx_new failed")
-        lib.nft_ctx_buffer_output(self.ctx)
-        lib.nft_ctx_buffer_error(self.ctx)
-
-    def run(self, commands: str, json_output: bool = False) -> str:
-        """Run a script as one transaction; its output; NftError with nft's message."""
-        self.lib.nft_ctx_output_set_flags(self.ctx, self.JSON if json_output else 0)
-        rc = self.lib.nft_run_cmd_from_buffer(self.ctx, commands.encode())
-        out = (self.lib.nft_ctx_get_output_buffer(self.ctx) or b"").decode()
-        err = (self.lib.nft_ctx_get_error_buffer(self.ctx) or b"").decode()
-        if rc:
-            raise NftError(err.strip() or f"nft failed ({rc})")
-        return out
-
-    def close(self) -> None:
-        if self.ctx:
-            self.lib.nft_ctx_free(self.ctx)
-            self.ctx = None
-
-
 def _mac(mac: bytes | str) -> str:
     if isinstance(mac, bytes):
         if len(mac) != 6:
@@ -371,21 +310,6 @@ def _mac(mac: bytes | str) -> str:
     if len(parts) != 6 or not all(len(p) == 2 and int(p, 16) >= 0 for p in parts):
         raise ValueError(f"not a MAC address: {mac!r}")
     return ":".join(parts)
-
-
-def nft_available() -> str | None:
-    """None if libnftables and the kernel's netdev family are here, else why not."""
-    try:
-        nft = Nft()
-    except NftError as exc:
-        return str(exc)
-    try:
-        nft.run("add table netdev mipro-limit-probe\ndelete table netdev mipro-limit-probe")
-        return None
-    except NftError as exc:
-        return f"no nftables netdev family: {exc}"
-    finally:
-        nft.close()
 
 
 class LinkLimiter:

@@ -6,6 +6,7 @@ import os
 
 from pyroute2 import NetlinkError
 
+from .. import BACKENDS
 from .netlink import Netlink
 
 
@@ -23,7 +24,13 @@ async def kernel_tunnels(nl: Netlink) -> tuple[bool, str]:
 
 
 async def choose_backend(nl: Netlink, wanted: str) -> tuple[str, str]:
-    """Resolve "auto" | "kernel" | "userspace" to a backend name, with the reason."""
+    """Resolve "auto" | "kernel" | "userspace" | "fake" to a backend name, with the reason;
+    any other name is refused (ValueError), never taken for "auto".  Only "auto" and
+    "kernel" probe the kernel ("fake" must not change it, not even for a moment)."""
+    if wanted not in BACKENDS:
+        raise ValueError(f"unknown dataplane backend {wanted!r} (one of {', '.join(BACKENDS)})")
+    if wanted == "fake":
+        return "fake", "configured: no kernel changes"
     if wanted == "userspace":
         return "userspace", "configured"
     ok, why = await kernel_tunnels(nl)

@@ -1,0 +1,1 @@
+"""Role: the foreign agent's kernel state (agent.py: FaDataplane, and its parts)."""

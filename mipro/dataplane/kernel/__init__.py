@@ -1,0 +1,1 @@
+"""Mechanism: the kernel's own interfaces (netlink, netfilter), for every role."""

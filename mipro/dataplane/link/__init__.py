@@ -1,0 +1,1 @@
+"""Mechanism: link-layer I/O (packet sockets, gratuitous ARP, carrier changes)."""
