@@ -1,0 +1,210 @@
+"""The home agent daemon's side of redundancy (seed Fig. 13): keepalived's notify FIFO and
+track files, the sync session with the peer, and which bindings the kernel may hold.
+
+The protocol is core/replication.py; the I/O pieces are runtime/redundancy.py.  Here
+they meet the daemon: a binding reaches the kernel only while this home agent is
+primary for its virtual address; what the kernel took is forwarded to the backup; a
+takeover programs the group's bindings (and announces them by gratuitous ARP), a
+stand-down removes them from the kernel and keeps them in the table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+from typing import TYPE_CHECKING, Any
+
+from pyroute2 import NetlinkError
+
+from ..config.schema import RedundancyConfig
+from ..core.actions import Log, RemoveBinding
+from ..core.bindings import Binding
+from ..core.replication import (
+    Group,
+    Replicate,
+    Replication,
+    ReplicationAction,
+    Role,
+    StandDown,
+    SyncError,
+    SyncSend,
+    TakeOver,
+    TrackFile,
+)
+from ..wire.sync import BindingBlock
+from .redundancy import NotifyFifo, SyncTransport, set_process_name, write_track_file
+
+if TYPE_CHECKING:
+    from .ha_daemon import HaDaemon
+
+HANDSHAKE_TIMEOUT = 5.0
+PROCESS_NAME = "mipro-ha"  # what keepalived's vrrp_track_process watches
+
+
+@dataclass(frozen=True)
+class KernelSync:
+    """Program (or remove) bindings in the kernel only: a takeover or a stand-down; the
+    table, the journal and the peer already have them."""
+
+    install: tuple[Binding, ...] = ()
+    remove: tuple[Binding, ...] = ()
+
+
+class HaRedundancy:
+    def __init__(self, daemon: HaDaemon, cfg: RedundancyConfig) -> None:
+        self.d = daemon
+        self.cfg = cfg
+        self.groups = [Group(g.vrid, g.address, g.instance, g.priority, g.advert_interval)
+                       for g in cfg.groups]
+        self.track_files = {g.vrid: g.track_file for g in cfg.groups}
+        self.rep = Replication(self.groups, cfg.key, daemon.engine.export, time.time(),
+                               cfg.alone_after)
+        self.transport = SyncTransport(cfg.local_address, cfg.peer_address, cfg.port,
+                                       self._up, self._data, self._down, daemon.log)
+        self.fifo: NotifyFifo | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.sessions = 0
+        self.refused_records = 0
+
+    # --- lifecycle ------------------------------------------------------------------
+
+    async def start(self, local_addresses: set[IPv4Address]) -> None:
+        """Before the state file is read: until keepalived says otherwise, nothing of a
+        group is primary (unless its address is already ours: keepalived was primary
+        before this daemon started)."""
+        set_process_name(PROCESS_NAME)
+        self.run(self.rep.start())
+        self.fifo = NotifyFifo(self.cfg.notify_fifo)
+        self.d.add_input(self.fifo.fileno(), self._on_fifo)
+        for g in self.groups:
+            if g.address in local_addresses:
+                self.run(self.rep.vrrp_state(g.instance, "MASTER", time.time()))
+        await self.transport.start()
+        self._arm()
+
+    async def stop(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        await self.transport.stop()
+        if self.fifo is not None:
+            self.d.remove_input(self.fifo.fileno())
+            self.fifo.close()
+        for vrid, path in self.track_files.items():  # gone: keepalived must not keep us
+            self._track(vrid, path, 1)
+
+    # --- what the daemon asks -------------------------------------------------------
+
+    def kernel_allowed(self, b: Binding) -> bool:
+        return self.rep.role_of(b.home_agent) is Role.MASTER
+
+    def is_master(self, address: IPv4Address) -> bool:
+        return self.rep.role_of(address) is Role.MASTER
+
+    def forward(self, done: list[Any], now: float) -> None:
+        """Installs and removals the kernel (or the table) took: to the backup."""
+        by_group: dict[IPv4Address, list[BindingBlock]] = defaultdict(list)
+        for a in done:
+            b = a.binding
+            if not self.is_master(b.home_agent):
+                continue
+            removed = isinstance(a, RemoveBinding)
+            by_group[b.home_agent].append(self.d.engine.block_of(b, now, removed))
+        for address, blocks in by_group.items():
+            self.run(self.rep.forward(address, blocks, now))
+
+    def describe(self, now: float) -> dict[str, object]:
+        return dict(self.rep.describe(now), local=str(self.cfg.local_address),
+                    peer=str(self.cfg.peer_address), sessions=self.sessions,
+                    refused_connections=self.transport.refused,
+                    refused_records=self.refused_records)
+
+    # --- replication actions --------------------------------------------------------
+
+    def run(self, actions: list[ReplicationAction]) -> None:
+        for a in actions:
+            if isinstance(a, SyncSend):
+                self.transport.send(a.data)  # at once: records must leave in order
+            elif isinstance(a, TrackFile):
+                self._track(a.vrid, self.track_files[a.vrid], a.value)
+            elif isinstance(a, TakeOver):
+                mine = tuple(b for b in self.d.engine.bindings if b.home_agent == a.address)
+                self.d.dispatch([KernelSync(install=mine),
+                                 Log("takeover", {"address": a.address, "bindings": len(mine)})])
+            elif isinstance(a, StandDown):
+                mine = tuple(b for b in self.d.engine.bindings if b.home_agent == a.address)
+                self.d.dispatch([KernelSync(remove=mine),
+                                 Log("stand-down", {"address": a.address,
+                                                    "bindings": len(mine)})])
+            elif isinstance(a, Replicate):
+                self.d.dispatch(self.d.call("replicate", self.d.engine.replicate, a.address,
+                                            a.blocks, a.replace, time.time()))
+            elif isinstance(a, Log):
+                self.d.log.emit(a)
+        self.d._reschedule()
+
+    def _track(self, vrid: int, path: str, value: int) -> None:
+        try:
+            write_track_file(path, value)
+        except OSError as exc:
+            self.d.log("track-file-failed", "error", vrid=vrid, path=path, reason=exc)
+
+    # --- inputs ---------------------------------------------------------------------
+
+    def _on_fifo(self) -> None:
+        assert self.fifo is not None
+        for event in self.fifo.events():
+            if event.kind == "INSTANCE":
+                self.run(self.rep.vrrp_state(event.name, event.state, time.time()))
+
+    def _up(self, initiator: bool, nonce: bytes) -> None:
+        self.sessions += 1
+        self.run(self.rep.session_up(initiator, nonce))
+        asyncio.get_running_loop().call_later(HANDSHAKE_TIMEOUT, self._check_handshake,
+                                              self.rep.session)
+
+    def _check_handshake(self, session: object) -> None:
+        s = self.rep.session
+        if s is session and s is not None and not s.established:
+            self.transport.close("no authenticated hello in time")
+
+    def _data(self, data: bytes) -> None:
+        try:
+            self.run(self.rep.session_data(data, time.time()))
+        except SyncError as exc:
+            self.refused_records += 1
+            self.d.log("redundancy-record-refused", "warning", peer=self.cfg.peer_address,
+                       reason=exc)
+            self.transport.close(str(exc))
+
+    def _down(self, reason: str) -> None:
+        self.run(self.rep.session_down(reason))
+
+    def _arm(self) -> None:
+        when = self.rep.next_timer()
+        if when is None:
+            return
+        loop = asyncio.get_running_loop()
+        self.timer = loop.call_later(max(0.0, when - time.time()), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self.timer = None
+        self.run(self.rep.handle_timer(time.time()))
+        self._arm()
+
+
+async def apply_kernel_sync(daemon: HaDaemon, a: KernelSync) -> None:
+    """Takeover/stand-down in the kernel (in the worker: ordered with everything else)."""
+    ops = [("install", b) for b in a.install] + [("remove", b) for b in a.remove]
+    if not ops or daemon.dataplane is None:
+        return
+    try:
+        failed = await daemon.dataplane.apply(ops)
+    except (OSError, NetlinkError) as exc:
+        daemon.log("dataplane-error", "error", ops=len(ops), reason=exc)
+        return
+    if failed:
+        daemon.log("takeover-incomplete", "error", failed=len(failed),
+                   first=next(iter(failed.values())))
