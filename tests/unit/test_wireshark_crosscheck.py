@@ -113,28 +113,30 @@ def assert_ntp(shown: str, ident: int) -> None:
     assert abs(nanos - (ident & 0xFFFFFFFF) * 1e9 / 2**32) <= 1
 
 
+def frames():
+    """(name, frame, decoded message) for every frame of the cross-check capture: one
+    registration request per extension, a reply, tunnel data, an agent advertisement and
+    solicitation, and the handover of Fig. 3b with the type-255 messages."""
+    for name, payload, msg in requests():
+        yield name, (Ether() / IP(src=str(msg.care_of_address), dst=str(msg.home_agent)) /
+                     UDP(sport=434, dport=434) / Raw(payload)), msg
+    for name, (payload, msg) in [("reply", golden.RRP), ("tunnel-data", golden.TUNNEL_DATA)]:
+        yield name, (Ether() / IP(src="192.0.2.1", dst="198.51.100.2") /
+                     UDP(sport=434, dport=434) / Raw(payload)), msg
+    for name, (payload, msg) in [("advert", golden.ADVERT), ("solicit", golden.SOLICITATION)]:
+        yield name, (Ether() / IP(src="192.0.2.9", dst="224.0.0.1", proto=1, ttl=1) /
+                     Raw(payload)), msg
+    for name, src, dst, payload, msg in handover():
+        yield name, (Ether() / IP(src=str(src), dst=str(dst)) /
+                     UDP(sport=434, dport=434) / Raw(payload)), msg
+
+
 @pytest.fixture(scope="module")
 def dissected(tmp_path_factory):
-    frames = []
-    meta = []
-    for name, payload, msg in requests():
-        frames.append(Ether() / IP(src=str(msg.care_of_address), dst=str(msg.home_agent)) /
-                      UDP(sport=434, dport=434) / Raw(payload))
-        meta.append((name, msg))
-    for name, (payload, msg) in [("reply", golden.RRP), ("tunnel-data", golden.TUNNEL_DATA)]:
-        frames.append(Ether() / IP(src="192.0.2.1", dst="198.51.100.2") /
-                      UDP(sport=434, dport=434) / Raw(payload))
-        meta.append((name, msg))
-    for name, (payload, msg) in [("advert", golden.ADVERT), ("solicit", golden.SOLICITATION)]:
-        frames.append(Ether() / IP(src="192.0.2.9", dst="224.0.0.1", proto=1, ttl=1) /
-                      Raw(payload))
-        meta.append((name, msg))
-    for name, src, dst, payload, msg in handover():
-        frames.append(Ether() / IP(src=str(src), dst=str(dst)) /
-                      UDP(sport=434, dport=434) / Raw(payload))
-        meta.append((name, msg))
+    built = list(frames())
+    meta = [(name, msg) for name, _, msg in built]
     pcap = tmp_path_factory.mktemp("tshark") / "all.pcap"
-    wrpcap(str(pcap), frames)
+    wrpcap(str(pcap), [frame for _, frame, _ in built])
     out = subprocess.run(["tshark", "-r", str(pcap), "-T", "json"], capture_output=True,
                          text=True, check=True).stdout
     expert = subprocess.run(["tshark", "-r", str(pcap), "-q", "-z", "expert"],
