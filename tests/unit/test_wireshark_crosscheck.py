@@ -25,6 +25,18 @@ from . import golden
 pytestmark = pytest.mark.skipif(shutil.which("tshark") is None,
                                 reason="tshark not installed (make setup installs it)")
 
+
+@pytest.fixture(scope="module", autouse=True)
+def plain_tshark(tmp_path_factory):
+    """What tshark does by itself: no personal preferences or plugins (an installed
+    contrib/wireshark/mipro.lua would decode what these tests pin as undecoded)."""
+    home = tmp_path_factory.mktemp("tshark-home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HOME", str(home))
+        mp.setenv("WIRESHARK_CONFIG_DIR", str(home / "config"))
+        yield
+
+
 NTP_OFFSET = 2_208_988_800
 
 
