@@ -40,6 +40,12 @@ def plain_tshark(tmp_path_factory):
 NTP_OFFSET = 2_208_988_800
 
 
+def ether() -> Ether:
+    """With both addresses given: scapy would otherwise look the destination up by ARP,
+    seconds per frame."""
+    return Ether(src="02:00:5e:00:00:01", dst="02:00:5e:00:00:02")
+
+
 def requests():
     """One registration request per extension, each with distinct fixed fields."""
     for i, (name, (data, _)) in enumerate(sorted(golden.EXTENSIONS.items())):
@@ -130,16 +136,16 @@ def frames():
     registration request per extension, a reply, tunnel data, an agent advertisement and
     solicitation, and the handover of Fig. 3b with the type-255 messages."""
     for name, payload, msg in requests():
-        yield name, (Ether() / IP(src=str(msg.care_of_address), dst=str(msg.home_agent)) /
+        yield name, (ether() / IP(src=str(msg.care_of_address), dst=str(msg.home_agent)) /
                      UDP(sport=434, dport=434) / Raw(payload)), msg
     for name, (payload, msg) in [("reply", golden.RRP), ("tunnel-data", golden.TUNNEL_DATA)]:
-        yield name, (Ether() / IP(src="192.0.2.1", dst="198.51.100.2") /
+        yield name, (ether() / IP(src="192.0.2.1", dst="198.51.100.2") /
                      UDP(sport=434, dport=434) / Raw(payload)), msg
     for name, (payload, msg) in [("advert", golden.ADVERT), ("solicit", golden.SOLICITATION)]:
-        yield name, (Ether() / IP(src="192.0.2.9", dst="224.0.0.1", proto=1, ttl=1) /
+        yield name, (ether() / IP(src="192.0.2.9", dst="224.0.0.1", proto=1, ttl=1) /
                      Raw(payload)), msg
     for name, src, dst, payload, msg in handover():
-        yield name, (Ether() / IP(src=str(src), dst=str(dst)) /
+        yield name, (ether() / IP(src=str(src), dst=str(dst)) /
                      UDP(sport=434, dport=434) / Raw(payload)), msg
 
 
@@ -296,7 +302,7 @@ def test_notification_frames(dissected, name):
 
 def _tshark_verdicts(tmp_path, payloads):
     pcap = tmp_path / "frames.pcap"
-    wrpcap(str(pcap), [Ether() / IP(src="192.0.2.129", dst="198.51.100.1") /
+    wrpcap(str(pcap), [ether() / IP(src="192.0.2.129", dst="198.51.100.1") /
                        UDP(sport=434, dport=434) / Raw(p) for p in payloads])
     out = subprocess.run(["tshark", "-r", str(pcap), "-T", "fields", "-e", "_ws.malformed"],
                          capture_output=True, text=True, check=True).stdout
@@ -352,7 +358,7 @@ def test_the_engines_handover_capture_is_clean(tmp_path):
     for origin, a in trace:
         if isinstance(a, Send | SendToLink):
             src = a.src if isinstance(a, SendToLink) else origin
-            frames.append(Ether() / IP(src=str(src), dst=str(a.dst)) /
+            frames.append(ether() / IP(src=str(src), dst=str(a.dst)) /
                           UDP(sport=434, dport=434) / Raw(a.data))
             payloads.append(a.data)
     kinds = [type(w.decode_udp434(p)).__name__ for p in payloads]

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import pytest
 from scapy.layers.inet import IP, UDP
-from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 from scapy.utils import wrpcap
 
@@ -27,7 +26,7 @@ from mipro import wire as w
 from mipro.security import Algorithm, SecurityAssociation, append_authenticator
 
 from . import golden
-from .test_wireshark_crosscheck import assert_ntp
+from .test_wireshark_crosscheck import assert_ntp, ether
 from .test_wireshark_crosscheck import frames as crosscheck_frames
 
 PLUGIN = Path(__file__).resolve().parents[2] / "contrib" / "wireshark" / "mipro.lua"
@@ -95,7 +94,7 @@ def signed_notification() -> bytes:
 
 
 def udp(payload: bytes, src: str = "192.0.2.129", dst: str = "198.51.100.1"):
-    return Ether() / IP(src=src, dst=dst) / UDP(sport=434, dport=434) / Raw(payload)
+    return ether() / IP(src=src, dst=dst) / UDP(sport=434, dport=434) / Raw(payload)
 
 
 def capture():
