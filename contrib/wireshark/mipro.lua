@@ -197,8 +197,12 @@ local function route(r, pinfo, tree, i)
     local plen, flags = r(4, 1):uint(), r(5, 1):uint()
     local tunnel = bit_set(flags, 0x80)
     local t = tree:add(F.route, r)
-    t:set_text(string.format("Route %d: %s/%d via %s (%s), cost %d", i, ip(r(0, 4)), plen,
-        ip(r(8, 4)), tunnel and "tunnel" or "local", r(6, 2):uint()))
+    local via = "via " .. ip(r(8, 4)) .. (tunnel and " (tunnel)" or " (local)")
+    if not tunnel and r(8, 4):uint() == 0 then
+        via = "directly connected (local)"
+    end
+    t:set_text(string.format("Route %d: %s/%d %s, cost %d", i, ip(r(0, 4)), plen, via,
+        r(6, 2):uint()))
     t:add(F.route_dest, r(0, 4))
     local p = t:add(F.route_plen, r(4, 1))
     check_prefix(t, pinfo, p, r(0, 4), plen, "destination")
@@ -224,7 +228,10 @@ local function filter_rule(r, pinfo, tree, i)
         "sport " .. ports(sl, sh), "dport " .. ports(dl, dh) }
     if bit_set(action, 0x40) then words[#words + 1] = "both directions" end
     if bit_set(action, 0x10) then words[#words + 1] = "log" end
-    if nat then words[#words + 1] = "NAT to " .. ip(r(20, 4)) end
+    if nat then
+        words[#words + 1] = "NAT to " .. (r(20, 4):uint() == 0 and "the agent's own address"
+                                          or ip(r(20, 4)))
+    end
     local t = tree:add(F.rule, r)
     t:set_text(string.format("Rule %d: %s", i, table.concat(words, " ")))
     t:add(F.f_src, r(0, 4))

@@ -369,12 +369,15 @@ def test_the_verbose_tree_reads_as_the_layouts(pcap, tmp_path):
         "mipro Static routes: 3 routes",
         "Route 1: 10.1.0.0/16 via 192.0.2.1 (tunnel), cost 10",
         "Route 2: 192.168.50.0/24 via 198.51.100.254 (local), cost 20",
+        "Route 3: 0.0.0.0/0 directly connected (local), cost 65535",
         "1... .... = Tunnel (T): via the Mobile IP tunnel (router is the home agent)",
         "Rule 1: deny tcp 10.0.0.1/32 -> 203.0.113.5/32 sport any dport 5060-5061 "
         "both directions",
         "Rule 2: accept udp 0.0.0.0/0 -> 192.0.2.53/32 sport any dport 53 log",
         "Rule 3: accept tcp 10.1.0.0/16 -> 0.0.0.0/0 sport 1024-65535 dport any log "
         "NAT to 198.51.100.7",
+        "Rule 4: deny sctp 10.1.2.0/24 -> 203.0.113.0/24 sport any dport any both directions "
+        "NAT to the agent's own address",
         ".... 0001 = Verdict: deny (1)",
         "mipro X.509 certificate fragment: fragment 1 of 2, 55 bytes",
         "mipro Previous-FA notification: previous FA 198.51.100.1",
