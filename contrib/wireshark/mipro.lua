@@ -165,7 +165,7 @@ local function ports(low, high)
     return low .. "-" .. high
 end
 
-local function check_prefix(tree, pinfo, item, range, plen, what)
+local function check_prefix(item, range, plen, what)
     if plen > 32 then
         item:add_proto_expert_info(E.bad_value, what .. " prefix length " .. plen .. " > 32")
     elseif host_bits(range, plen) then
@@ -176,7 +176,7 @@ end
 
 -- ---------------------------------------------------------------- mipro vendor types
 
-local function entry_list(tvb, pinfo, tree, size, what, decode_one)
+local function entry_list(tvb, tree, size, what, decode_one)
     local n = tvb:len()
     if n % size ~= 0 then
         tree:add_proto_expert_info(E.bad_length, string.format(
@@ -185,7 +185,7 @@ local function entry_list(tvb, pinfo, tree, size, what, decode_one)
     local count = math.floor(n / size)
     tree:add(F.entries, count):set_generated()
     for i = 0, count - 1 do
-        decode_one(tvb(i * size, size), pinfo, tree, i + 1)
+        decode_one(tvb(i * size, size), tree, i + 1)
     end
     if n % size ~= 0 then
         tree:add(F.value, tvb(count * size))
@@ -193,7 +193,7 @@ local function entry_list(tvb, pinfo, tree, size, what, decode_one)
     return count
 end
 
-local function route(r, pinfo, tree, i)
+local function route(r, tree, i)
     local plen, flags = r(4, 1):uint(), r(5, 1):uint()
     local tunnel = bit_set(flags, 0x80)
     local t = tree:add(F.route, r)
@@ -205,7 +205,7 @@ local function route(r, pinfo, tree, i)
         r(6, 2):uint()))
     t:add(F.route_dest, r(0, 4))
     local p = t:add(F.route_plen, r(4, 1))
-    check_prefix(t, pinfo, p, r(0, 4), plen, "destination")
+    check_prefix(p, r(0, 4), plen, "destination")
     local f = t:add(F.route_flags, r(5, 1))
     f:add(F.route_tunnel, r(5, 1))
     f:add(F.route_reserved, r(5, 1))
@@ -216,7 +216,7 @@ local function route(r, pinfo, tree, i)
     t:add(F.route_router, r(8, 4))
 end
 
-local function filter_rule(r, pinfo, tree, i)
+local function filter_rule(r, tree, i)
     local src_plen, dst_plen = r(4, 1):uint(), r(5, 1):uint()
     local proto, action = r(6, 1):uint(), r(7, 1):uint()
     local sl, sh, dl, dh = r(12, 2):uint(), r(14, 2):uint(), r(16, 2):uint(), r(18, 2):uint()
@@ -235,8 +235,8 @@ local function filter_rule(r, pinfo, tree, i)
     local t = tree:add(F.rule, r)
     t:set_text(string.format("Rule %d: %s", i, table.concat(words, " ")))
     t:add(F.f_src, r(0, 4))
-    check_prefix(t, pinfo, t:add(F.f_src_plen, r(4, 1)), r(0, 4), src_plen, "source")
-    check_prefix(t, pinfo, t:add(F.f_dst_plen, r(5, 1)), r(8, 4), dst_plen, "destination")
+    check_prefix(t:add(F.f_src_plen, r(4, 1)), r(0, 4), src_plen, "source")
+    check_prefix(t:add(F.f_dst_plen, r(5, 1)), r(8, 4), dst_plen, "destination")
     t:add(F.f_proto, r(6, 1))
     local a = t:add(F.f_action, r(7, 1))
     a:add(F.f_verdict, r(7, 1))
@@ -267,17 +267,17 @@ end
 
 local decoders = {}
 
-decoders[1] = function(tvb, pinfo, tree)
-    local n = entry_list(tvb, pinfo, tree, 12, "static routes", route)
+decoders[1] = function(tvb, tree)
+    local n = entry_list(tvb, tree, 12, "static routes", route)
     return n .. (n == 1 and " route" or " routes")
 end
 
-decoders[2] = function(tvb, pinfo, tree)
-    local n = entry_list(tvb, pinfo, tree, 24, "filter rules", filter_rule)
+decoders[2] = function(tvb, tree)
+    local n = entry_list(tvb, tree, 24, "filter rules", filter_rule)
     return n .. (n == 1 and " rule" or " rules")
 end
 
-decoders[3] = function(tvb, pinfo, tree)
+decoders[3] = function(tvb, tree)
     if tvb:len() < 2 then
         tree:add_proto_expert_info(E.bad_length, "certificate fragment shorter than 2 bytes")
         return nil
@@ -296,7 +296,7 @@ decoders[3] = function(tvb, pinfo, tree)
     return string.format("fragment %d of %d, %d bytes", index, count, tvb:len() - 2)
 end
 
-decoders[4] = function(tvb, pinfo, tree)
+decoders[4] = function(tvb, tree)
     if tvb:len() < 12 then
         tree:add_proto_expert_info(E.bad_length, "previous-FA notification shorter than 12 bytes")
         return nil
@@ -315,7 +315,7 @@ decoders[4] = function(tvb, pinfo, tree)
     return "previous FA " .. ip(tvb(0, 4))
 end
 
-decoders[5] = function(tvb, pinfo, tree)
+decoders[5] = function(tvb, tree)
     if tvb:len() ~= 8 then
         tree:add_proto_expert_info(E.bad_length, string.format(
             "home address in use: %d bytes, 8 expected", tvb:len()))
@@ -343,7 +343,7 @@ function mipro.dissector(tvb, pinfo, tree)
     local decode = decoders[vtype]
     local summary
     if decode then
-        summary = decode(value, pinfo, t)
+        summary = decode(value, t)
     else
         local v = t:add(F.value, n > 2 and tvb(2) or tvb(2, 0))
         v:add_proto_expert_info(E.unknown_type, string.format(
@@ -379,6 +379,7 @@ local M = {
     ext = ProtoField.none("mipro.msg.ext", "Extension"),
     ext_type = ProtoField.uint8("mipro.msg.ext.type", "Extension Type", base.DEC, ext_types),
     ext_subtype = ProtoField.uint8("mipro.msg.ext.subtype", "Sub-Type", base.DEC),
+    ext_reserved8 = ProtoField.uint8("mipro.msg.ext.reserved8", "Reserved", base.HEX),
     ext_length = ProtoField.uint16("mipro.msg.ext.length", "Extension Length", base.DEC),
     ext_reserved = ProtoField.uint16("mipro.msg.ext.reserved", "Reserved", base.HEX),
     ext_vendor_id = ProtoField.uint32("mipro.msg.ext.vendor_id", "Vendor/Org-ID", base.DEC),
@@ -429,7 +430,7 @@ local function extensions(tvb, offset, pinfo, tree)
         t:set_text("Extension: " .. (ext_types[etype] or ("Unknown Extension " .. etype)))
         t:add(M.ext_type, tvb(offset, 1))
         if long then
-            t:add(M.ext_subtype, tvb(offset + 1, 1))
+            t:add(etype == 36 and M.ext_subtype or M.ext_reserved8, tvb(offset + 1, 1))
             t:add(M.ext_length, tvb(offset + 2, 2))
         else
             t:add(M.ext_length, tvb(offset + 1, 1))

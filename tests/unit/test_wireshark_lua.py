@@ -103,6 +103,12 @@ def capture():
         yield name, frame
     yield "every-extension", udp(every_extension(), "10.1.0.100", "192.0.2.129")
     yield "notification-sha256", udp(signed_notification())
+    # not something mipro sends: an NVSE in a type-255 message, for the plugin's own walk
+    # of the extensions after the fixed part, which hands NVSEs to the mip.nvse_ext table
+    ack = w.BindingAck(0, A("10.1.0.100"), (3_800_000_300 << 32) | 3, extensions=(
+        w.HomeAddressInUse(A("10.1.0.100"), A("172.16.5.1")),))
+    yield "ack-with-nvse", udp(append_authenticator(ack.encode(), w.ExtType.MN_FA_AUTH,
+                                                    MN_FA_SHA))
     # NAI, MN-HA authenticator, a routes NVSE, MN-FA authenticator: an NVSE between the two
     yield "nvse-between-auths", udp(golden.RRQ[0] + golden.EXTENSIONS["static-routes"][0]
                                     + golden.EXTENSIONS["mn-fa-auth"][0])
@@ -256,11 +262,17 @@ def message_fields(m: w.BindingUpdate | w.BindingAck):
     if bu:
         out += [("mipro.msg.lifetime", str(m.lifetime)), ("mipro.msg.reserved", "0x0000")]
     for e in m.extensions:
-        assert isinstance(e, w.MnFaAuth)
-        out += [("mipro.msg.ext.type", str(e.TYPE)),
-                ("mipro.msg.ext.length", str(4 + len(e.authenticator))),
-                ("mipro.msg.ext.spi", str(e.spi)),
-                ("mipro.msg.ext.authenticator", hexbytes(e.authenticator))]
+        if isinstance(e, w.MnFaAuth):
+            out += [("mipro.msg.ext.type", str(e.TYPE)),
+                    ("mipro.msg.ext.length", str(4 + len(e.authenticator))),
+                    ("mipro.msg.ext.spi", str(e.spi)),
+                    ("mipro.msg.ext.authenticator", hexbytes(e.authenticator))]
+        else:
+            assert isinstance(e, MIPRO_NVSES)
+            out += [("mipro.msg.ext.type", str(e.TYPE)),
+                    ("mipro.msg.ext.length", str(len(e.encode()) - 2)),
+                    ("mipro.msg.ext.reserved", "0x0000"),
+                    ("mipro.msg.ext.vendor_id", str(e.vendor_id)), *nvse_fields(e)]
     return out
 
 
@@ -359,6 +371,8 @@ def test_the_protocol_column(pcap):
         "MobileIP\tReg Request: HoA=10.1.0.100 HA=10.1.0.1 CoA=192.0.2.129, mipro routes, "
         "mipro filters, mipro certificate, mipro certificate, mipro previous FA, "
         "mipro home address in use")
+    assert columns["ack-with-nvse"] == "mipro\tPrevious-FA acknowledgement: HoA=10.1.0.100 " \
+        "Status=0 (Accepted), mipro home address in use"
     assert columns["reply"].startswith("MobileIP\tReg Reply")
 
 
@@ -386,6 +400,8 @@ def test_the_verbose_tree_reads_as_the_layouts(pcap, tmp_path):
         "mipro Previous-FA notification",
         "Sub-Type: Previous-FA acknowledgement (2)",
         "Status: Identification mismatch (69)",
+        "Extension: Mobile-Foreign Authentication, SPI 402",
+        "mipro Home address in use: 10.1.0.100 in use, via 172.16.5.1",
         "1... .... = Acknowledgement requested (A): True",
         "Extension: Mobile-Foreign Authentication, SPI 257",
     ]:
