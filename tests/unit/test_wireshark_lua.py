@@ -376,7 +376,7 @@ def test_the_protocol_column(pcap):
     assert columns["reply"].startswith("MobileIP\tReg Reply")
 
 
-def test_the_verbose_tree_reads_as_the_layouts(pcap, tmp_path):
+def test_the_verbose_tree_reads_as_the_layouts(pcap):
     """-V: what an operator reads (docs/wireshark.md shows it)."""
     out = tshark(pcap, "-V", "-Y", "mipro || mipro.msg")
     for line in [
