@@ -57,9 +57,13 @@ lint: setup
 	$(VENV)/bin/ruff check mipro tests bench
 	$(VENV)/bin/mypy
 
-# Long fuzz run of the decoders (at least 1,000,000 inputs); prints counts.
+# Long fuzz runs: the decoders (1,000,000 inputs), then the HA, FA and MN engines with
+# stateful sequences (1,000,000 steps each, invariants after every engine call); prints
+# counts.  FUZZ_ARGS="--seed N --json FILE" picks another seed, writes the counts.
+FUZZ_ARGS ?=
 fuzz: setup
 	$(PY) bench/fuzz_codec.py --count 1000000
+	$(PY) bench/fuzz_engines.py --steps 1000000 --engine all $(FUZZ_ARGS)
 
 bench: setup
 	$(PY) bench/fuzz_codec.py --count 200000

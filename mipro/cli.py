@@ -16,6 +16,8 @@ def build_parser() -> argparse.ArgumentParser:
     dec.add_argument("hex", nargs="?", help="one message as hex (UDP 434 payload or ICMP)")
     dec.add_argument("--pcap", help="decode every UDP 434 / ICMP 9,10 packet in this file")
     dec.add_argument("--json", action="store_true", help="print JSON")
+    dec.add_argument("--redundancy", action="store_true",
+                     help="HEX is a home agent redundancy message (seed Fig. 13b)")
     dec.add_argument("--vendor-id", type=int, default=DEFAULT_VENDOR_ID,
                      help=f"Vendor/Org-ID of mipro's NVSEs (default {DEFAULT_VENDOR_ID})")
 
@@ -43,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         if bool(args.hex) == bool(args.pcap):
             print("mipro decode: give either HEX or --pcap FILE", file=sys.stderr)
             return 2
-        return decode.run(args.hex, args.pcap, args.json, args.vendor_id)
+        return decode.run(args.hex, args.pcap, args.json, args.vendor_id, args.redundancy)
     if args.command == "ha":
         from .runtime.ha_daemon import main as ha_main
 

@@ -42,6 +42,33 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True)
+class GroupConfig:
+    """[[redundancy.group]]: one virtual home agent address held by a keepalived
+    vrrp_instance."""
+
+    vrid: int
+    address: IPv4Address
+    instance: str
+    track_file: str
+    priority: int = 100
+    advert_interval: int = 1
+
+
+@dataclass(frozen=True)
+class RedundancyConfig:
+    """[redundancy]: two home agents for one (or, active/active, two) virtual address."""
+
+    local_address: IPv4Address  # this home agent's own address: the sync session's
+    peer_address: IPv4Address
+    key: bytes = field(repr=False)
+    groups: tuple[GroupConfig, ...]
+    port: int = 4340
+    notify_fifo: str = "/run/mipro/keepalived.fifo"
+    keepalived_conf: str = "/etc/keepalived/keepalived.conf"
+    alone_after: float = 10.0
+
+
+@dataclass(frozen=True)
 class HaConfig:
     path: str
     address: IPv4Address
@@ -65,7 +92,14 @@ class HaConfig:
     udp_tunnelling: bool = True
     udp_keepalive: int = 110
     limits: LimitsConfig = LimitsConfig()
+    redundancy: RedundancyConfig | None = None
     role: str = "ha"
+
+    @property
+    def addresses(self) -> tuple[IPv4Address, ...]:
+        """Every home agent address served: ha.address and the redundancy groups'."""
+        extra = [g.address for g in self.redundancy.groups] if self.redundancy else []
+        return tuple(dict.fromkeys([self.address, *extra]))
 
 
 @dataclass(frozen=True)
@@ -215,9 +249,12 @@ def load_ha(path: str | Path) -> HaConfig:
             unknown_sources=c.number("ha.limits.unknown_sources", 2000.0, 1.0),
             unsigned_replies=c.number("ha.limits.unsigned_replies", 200.0, 0.0),
             kernel=c.get("ha.limits.kernel", bool, True)),
+        redundancy=_redundancy(c) if "redundancy" in data else None,
     )
     c.unknown_keys({
-        "": {"ha", "dataplane", "runtime", "subscribers", "fa_peer"},
+        "": {"ha", "dataplane", "runtime", "subscribers", "fa_peer", "redundancy"},
+        "redundancy": {"local_address", "peer_address", "key", "group", "port", "notify_fifo",
+                       "keepalived_conf", "alone_after"},
         "subscribers.ldap": {"url", "base_dn", "bind_dn", "password_file", "starttls", "ca_file",
                              "timeout", "cache_ttl", "cache_negative_ttl"},
         "ha": {"address", "home_interface", "home_network", "max_lifetime", "replay_window",
@@ -234,9 +271,40 @@ def load_ha(path: str | Path) -> HaConfig:
     if cfg.address not in cfg.home_network:
         raise ConfigError([f"{path}: ha.address: {cfg.address} is not in ha.home_network "
                            f"{cfg.home_network}"])
-    if peers:
-        check_not_world_readable(path, "a file holding FA-HA keys")
+    if peers or cfg.redundancy is not None:
+        check_not_world_readable(path, "a file holding FA-HA keys" if peers else
+                                 "a file holding the redundancy key")
     return cfg
+
+
+def _redundancy(c: Checker) -> RedundancyConfig:
+    groups = []
+    seen: set[int] = set()
+    for i, _ in enumerate(c.get("redundancy.group", list)):
+        k = f"redundancy.group.{i}"
+        vrid = c.integer(f"{k}.vrid", lo=1, hi=255)
+        if vrid in seen:
+            c.error(f"{k}.vrid", f"{vrid} is listed twice")
+        seen.add(vrid)
+        groups.append(GroupConfig(
+            vrid=vrid, address=c.address(f"{k}.address"), instance=c.get(f"{k}.instance", str),
+            track_file=c.get(f"{k}.track_file", str),
+            priority=c.integer(f"{k}.priority", 100, 1, 254),
+            advert_interval=c.integer(f"{k}.advert_interval", 1, 1, 255)))
+    if not groups:
+        c.error("redundancy.group", "at least one group (a virtual address and its VRRP "
+                                    "instance)")
+    local = c.address("redundancy.local_address")
+    peer = c.address("redundancy.peer_address")
+    if local == peer:
+        c.error("redundancy.peer_address", "the same as redundancy.local_address")
+    return RedundancyConfig(
+        local_address=local, peer_address=peer, key=c.key_bytes("redundancy.key"),
+        groups=tuple(groups), port=c.integer("redundancy.port", 4340, 1, 65535),
+        notify_fifo=c.get("redundancy.notify_fifo", str, "/run/mipro/keepalived.fifo"),
+        keepalived_conf=c.get("redundancy.keepalived_conf", str,
+                              "/etc/keepalived/keepalived.conf"),
+        alone_after=c.number("redundancy.alone_after", 10.0, 0.0))
 
 
 def _ports(c: Checker, key: str) -> tuple[tuple[str, int, int], ...]:

@@ -52,11 +52,13 @@ from ..wire import (
     code_name,
 )
 from ..wire.messages import REGISTRATION_REQUEST
+from ..wire.sync import BindingBlock
 from .actions import Action, FetchSubscriber, InstallBinding, Log, RemoveBinding, Send
 from .bindings import Binding, BindingTable
 from .limits import SourceLimiter, TokenBucket
 
 BROADCAST = IPv4Address("255.255.255.255")
+UNRESOLVED = object()  # the directory not asked yet (its answer None means: unknown)
 
 
 @dataclass(frozen=True)
@@ -177,10 +179,10 @@ class HomeAgent:
             self._count("dropped_over_budget")
             return [Log("drop", {"src": f"{src}:{port}", "reason": "over the per-source budget "
                                  "for unauthenticated requests"}, "warning")]
-        return self._handle(data, src, port, now, None)
+        return self._handle(data, src, port, now, UNRESOLVED)
 
     def _handle(self, data: bytes, src: IPv4Address, port: int, now: float,
-                resolved: Peeked | None) -> list[Action]:
+                resolved: Peeked | object) -> list[Action]:
         try:
             req = RegistrationRequest.decode(data, self.ctx)
         except DecodeError as exc:
@@ -237,6 +239,61 @@ class HomeAgent:
         actions.append(Log("bindings-restored", {"count": len(self.bindings)}))
         return actions
 
+    # --- redundancy (core/replication.py, seed Fig. 13) -------------------------------
+
+    def block_of(self, b: Binding, now: float, removed: bool = False) -> BindingBlock:
+        """A binding with its replay state, as the backup needs it (``removed``: gone)."""
+        state = self.replay.get(b.home_address)
+        ident = state.last_accepted if state is not None and state.last_accepted is not None \
+            else b.identification
+        return BindingBlock(b.home_address, b.care_of_address, b.home_agent,
+                            b.source or b.care_of_address, b.source_port, b.encapsulation,
+                            b.reverse_tunnel, b.lifetime,
+                            0 if removed else min(b.lifetime, b.remaining(now)), ident,
+                            state.nonce if state is not None else None, b.spi, b.nai)
+
+    def export(self, address: IPv4Address, now: float) -> list[BindingBlock]:
+        """Every valid registration with home agent ``address`` (a data dump)."""
+        return [self.block_of(b, now) for b in self.bindings
+                if b.home_agent == address and b.expires > now]
+
+    def replicate(self, address: IPv4Address, blocks: tuple[BindingBlock, ...], replace: bool,
+                  now: float) -> list[Action]:
+        """The primary's bindings of ``address`` into our table, with their replay state
+        (so a request replayed after a failover is still refused).  ``replace``: this is
+        the whole table of that address (a dump): what is not in it goes.  The actions
+        program the kernel only where we are primary (the runtime decides)."""
+        actions: list[Action] = []
+        seen: set[IPv4Address] = set()
+        for blk in blocks:
+            if blk.home_agent != address:
+                self._count("replicated_wrong_group")
+                continue
+            home = blk.home_address
+            seen.add(home)
+            state = self.replay.setdefault(home, _ReplayState())
+            state.last_accepted = max(state.last_accepted or 0, blk.identification)
+            if blk.nonce is not None:
+                state.nonce = blk.nonce
+            if not blk.lifetime_left:
+                old = self.bindings.pop(home)
+                if old is not None:
+                    actions.append(RemoveBinding(old, "replicated"))
+                continue
+            b = Binding(home, blk.care_of_address, blk.home_agent, blk.lifetime,
+                        now + blk.lifetime_left, now, blk.identification, blk.encapsulation,
+                        blk.reverse_tunnel, blk.nai, blk.spi, blk.source, blk.source_port)
+            self.bindings.put(b)
+            self._trust(blk.source)
+            actions.append(InstallBinding(b))
+        if replace:
+            for b in list(self.bindings):
+                if b.home_agent == address and b.home_address not in seen:
+                    self.bindings.pop(b.home_address)
+                    actions.append(RemoveBinding(b, "resync"))
+        self._count("replicated", len(seen))
+        return actions
+
     def install_failed(self, action: InstallBinding, reason: str, now: float) -> list[Action]:
         """The kernel refused a binding the engine accepted: forget it, undo what may have
         been done, and answer 130 instead of the acceptance (RFC 5944: insufficient
@@ -278,7 +335,7 @@ class HomeAgent:
             self.known.popitem(last=False)
 
     def _authenticate(self, req: RegistrationRequest, data: bytes, src: IPv4Address, port: int,
-                      resolved: Peeked | None) -> _Authenticated:
+                      resolved: Peeked | object) -> _Authenticated:
         auths = req.find_all(MnHaAuth)
         if not auths:
             raise Denied(Code.HA_MN_FAILED_AUTH, "no MN-HA authentication extension")
@@ -292,7 +349,8 @@ class HomeAgent:
         if not int(req.home_address) and nai is None:
             raise Denied(Code.HA_POORLY_FORMED_REQUEST,
                          "home address 0.0.0.0 without an NAI (RFC 2794)")
-        found = resolved if resolved is not None else self.directory.peek(req.home_address, nai)
+        found = resolved if resolved is not UNRESOLVED else \
+            self.directory.peek(req.home_address, nai)
         if found is MISS:
             raise _Parked(self._park(req, data, src, port, nai))
         if isinstance(found, Unavailable):
@@ -333,7 +391,7 @@ class HomeAgent:
         key = identity(req.home_address, nai)
         waiting = self.parked.get(key)
         if waiting is not None and len(waiting) >= self.policy.max_parked_per_identity or \
-                waiting is None and self.parked_count >= self.policy.max_parked:
+                self.parked_count >= self.policy.max_parked:
             self._count("dropped_lookup_queue_full")
             return [Log("drop", {"home": req.home_address, "reason": "too many requests "
                                  "waiting for the subscriber directory"}, "warning")]

@@ -174,6 +174,7 @@ class MobileNode:
         self.previous_agent: Agent | None = None  # the FA to tell that we left it
         self.nat_challenge = b""  # the HA saw a NAPT: echo this in the next request
         self.udp_keepalive = 0  # the HA's keepalive interval when it tunnels in UDP
+        self.resynced = False  # the pending request is the answer to a 133
 
     @property
     def using(self) -> str:
@@ -419,6 +420,7 @@ class MobileNode:
             exts.append(UdpTunnelRequest(forced=self.s.udp_tunnel == "always"))
             if self.nat_challenge:
                 exts.append(MnFaChallenge(self.nat_challenge))
+        self.resynced = False
         req = RegistrationRequest.build(
             flags=flags, lifetime=lifetime, home_address=self.s.home_address,
             home_agent=self.s.home_agent, care_of_address=self.care_of_address,
@@ -508,7 +510,18 @@ class MobileNode:
         lifetime = self.pending.lifetime if self.pending else self.s.lifetime
         actions: list[MnAction] = [Log("resync", {"offset": round(self.clock_offset, 1),
                                                 "method": self.s.replay.value})]
-        return actions + self._register(now, lifetime, "resync")
+        if self.resynced:
+            # a 133 again: the HA has accepted a later identification than its clock (ours
+            # was fast, then stepped back); a request per round trip would not get through
+            # sooner, so wait with the retransmission backoff (RFC 5944 §3.6.3)
+            self.pending = None
+            self.retransmit_at = now + self.retransmit_delay
+            self.retransmit_delay = min(self.retransmit_delay * 2, self.s.retransmit_max)
+            return actions + [Log("resync-wait", {
+                "retry_in": round(self.retransmit_at - now, 1)}, "warning")]
+        actions += self._register(now, lifetime, "resync", keep_backoff=True)
+        self.resynced = True
+        return actions
 
     def _from_agent(self, reply: RegistrationReply, mn_ha: MnHaAuth) -> Region:
         """What the foreign agent added after the MN-HA authenticator, if an MN-FA

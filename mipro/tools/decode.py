@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 from ..wire import DecodeContext, DecodeError, decode_icmp, decode_udp434
+from ..wire.sync import SyncMessage
 
 
 class Describable(Protocol):
@@ -17,9 +18,12 @@ class Describable(Protocol):
 MIP_PORT = 434
 
 
-def decode_hex(text: str, ctx: DecodeContext) -> dict[str, Any]:
-    """Decode one message given as hex; UDP 434 payloads and ICMP 9/10 are told apart by type."""
+def decode_hex(text: str, ctx: DecodeContext, redundancy: bool = False) -> dict[str, Any]:
+    """Decode one message given as hex; UDP 434 payloads and ICMP 9/10 are told apart by
+    type; ``redundancy``: a home agent redundancy message (seed Fig. 13b)."""
     data = bytes.fromhex("".join(text.split()).removeprefix("0x"))
+    if redundancy:
+        return SyncMessage.decode(data).describe()
     if data and data[0] in (9, 10):
         return decode_icmp(data).describe()
     return decode_udp434(data, ctx).describe()
@@ -75,10 +79,12 @@ def _print_text(obj: Any, indent: int = 0) -> None:
                 print(f"{pad}- {item}")
 
 
-def run(hex_text: str | None, pcap: str | None, as_json: bool, vendor_id: int) -> int:
+def run(hex_text: str | None, pcap: str | None, as_json: bool, vendor_id: int,
+        redundancy: bool = False) -> int:
     ctx = DecodeContext(vendor_id=vendor_id)
     try:
-        results = list(pcap_messages(pcap, ctx)) if pcap else [decode_hex(hex_text or "", ctx)]
+        results = list(pcap_messages(pcap, ctx)) if pcap else \
+            [decode_hex(hex_text or "", ctx, redundancy)]
     except DecodeError as exc:
         print(f"mipro decode: {exc}", file=sys.stderr)
         return 1

@@ -296,6 +296,40 @@ def test_parked_requests_are_bounded():
     assert ha.counters["dropped_lookup_queue_full"] >= 42
 
 
+def test_requests_for_identities_already_waiting_count_towards_the_total():
+    """Fuzzer find (bench/fuzz_engines.py, ha.parked_bounded): the total bound was checked
+    only when a new identity parked, so once max_parked identities waited, each could still
+    take max_parked_per_identity requests: 8 x 2 = 16 parked with max_parked=8."""
+    store = CachedStore(SlowDirectory(subscribers()))
+    ha = home_agent(max_parked=8, max_parked_per_identity=2)
+    ha.set_store(store)
+    for rnd in range(2):  # 8 identities, then a second request for each
+        for i in range(8):
+            ha.receive(request(home=A(f"10.1.0.{i + 2}"), ident=1000 * rnd + i),
+                       A(f"198.51.100.{i + 2}"), 434, NOW)
+    assert ha.parked_count == 8 == sum(len(w) for w in ha.parked.values())
+    assert ha.counters["dropped_lookup_queue_full"] == 8
+
+
+def test_a_directory_that_does_not_know_the_subscriber_is_asked_once():
+    """Fuzzer find (bench/fuzz_engines.py, ha.ready_unparks_its_identity): the directory's
+    answer "unknown" (None) was taken for "not looked up yet", so the engine asked the cache
+    again; with subscribers.ldap.cache_negative_ttl = 0 that is a miss: the request parked
+    again and asked the directory again, for ever, from one unauthenticated datagram."""
+    d = SlowDirectory(subscribers())
+    store = CachedStore(d, negative_ttl=0)
+    ha = home_agent()
+    ha.set_store(store)
+    out = ha.receive(request(home=UNOWNED), ATTACKER, 434, NOW)
+    assert of(FetchSubscriber, out) == [FetchSubscriber(UNOWNED, None)]
+    sub = store.fetch(UNOWNED)  # the runtime, in a worker thread
+    store.record(UNOWNED, None, sub)
+    done = ha.subscriber_ready(UNOWNED, None, sub, NOW)
+    assert not of(FetchSubscriber, done) and ha.parked_count == 0 and not ha.parked
+    reply = reply_of(done)
+    assert reply.code == 131 and not signed(reply) and d.asked == 1
+
+
 def test_an_outage_opens_the_breaker_and_denies_at_once():
     d = SlowDirectory(subscribers())
     clock = [1000.0]

@@ -108,3 +108,41 @@ def test_a_fast_clock_still_resynchronises():
                                                                           NOW))]
         out = [x for r in replies for x in mn.receive(r.data, HA, 434, NOW + skew)]
     assert mn.state is State.REGISTERED and ha.bindings.get(HOME) is not None
+
+
+def exchange(ha, mn, out, now, src):
+    """MN <-> HA until quiet (at most 50 round trips, all at ``now``); returns the requests
+    the MN sent."""
+    sent = 0
+    for _ in range(50):
+        sends = of(Send, out)
+        if not sends:
+            break
+        sent += len(sends)
+        out = [x for s in sends for r in of(Send, ha.receive(s.data, src, 434, now))
+               for x in mn.receive(r.data, HA, 434, now)]
+    return sent
+
+
+def test_a_clock_stepped_back_within_the_window_does_not_flood_the_home_agent():
+    """Fuzzer find (bench/fuzz_engines.py, message loops): the MN answered every 133 with a
+    new request at once.  Here it registered while its clock was 3 s fast (the HA allows
+    7), then its daemon restarted with the clock corrected: the identification the HA last
+    accepted is ahead of anything the resynchronised MN can send until the HA's clock
+    passes it, so each 133 brought the next request, one per round trip, for seconds.
+    Now a 133 answering a request that was itself a resynchronisation waits, with the
+    retransmission backoff, and the registration goes through once the clock caught up."""
+    ha = home_agent()
+    fast = mobile()
+    assert exchange(ha, fast, fast.attach(COA, NOW + 3), NOW, COA) == 1  # accepted
+    mn = mobile()  # restarted, its clock stepped back to the right time
+    sent = exchange(ha, mn, mn.attach(COA, NOW + 0.5), NOW + 0.5, COA)
+    assert sent == 2  # the request and one resynchronised retry, not a request per RTT
+    assert mn.state is State.REGISTERING
+    t = NOW + 0.5
+    for _ in range(10):  # backing off, it gets through once the HA's clock has caught up
+        t = mn.next_timer()
+        sent += exchange(ha, mn, mn.handle_timer(t), t, COA)
+        if mn.state is State.REGISTERED:
+            break
+    assert mn.state is State.REGISTERED and NOW + 3 < t < NOW + 3 + 8 and sent <= 10

@@ -8,6 +8,7 @@ from ipaddress import IPv4Address as A
 from ipaddress import IPv4Network as N
 
 from mipro import wire as w
+from mipro.wire.sync import BindingBlock, SyncMessage, SyncType
 
 AUTH16 = bytes(range(16))
 AUTH16_HEX = AUTH16.hex()
@@ -104,7 +105,25 @@ BACK_SIGNED = (h("ff 12 02 45", "00007ed9", "0a000001", "e1e2e3e400000001")
                + EXTENSIONS["mn-fa-auth"][0],
                w.BindingAck(69, A("10.0.0.1"), 0xE1E2E3E400000001,
                             extensions=(EXTENSIONS["mn-fa-auth"][1],)))
-MESSAGES = {"binding-update": BU, "binding-ack": BACK, "binding-ack-signed": BACK_SIGNED}
+# Redundancy (seed Fig. 13b), VRID 51, virtual HA address 10.1.0.1.  A data dump request
+# from the backup (priority 90): version 2 / type 2, one address, auth type 0, adver int 1,
+# checksum, the address, 8 bytes of authentication data, Count-D 0, subtype 1 (Mobile IP)
+SYNC_DUMP_REQUEST = (
+    h("22 33 5a 01", "00 01 78c8", "0a010001", "00000000 00000000", "0000 01 00"),
+    SyncMessage(SyncType.DUMP_REQUEST, 51, 90, (A("10.1.0.1"),), 1))
+# A data forward from the primary (priority 100): one block of 60 bytes: home address
+# 10.1.0.100, care-of 198.51.100.106, HA 10.1.0.1, source 198.51.100.106 port 434, flags
+# 01 (reverse tunnel), encapsulation 4 (IP-in-IP), lifetime 600, 512 left, the last
+# identification used, nonce 0 (timestamps), SPI 256, NAI length 16, reserved, the NAI
+SYNC_FORWARD = (
+    h("24 33 64 01", "00 01 9480", "0a010001", "00000000 00000000", "0001 01 00",
+      "003c", "0a010064", "c633646a", "0a010001", "c633646a", "01b2", "01 04", "0258 0200",
+      "eeb917bcf4c665fc", "00000000", "00000100", "10 000000") + b"mn1@home.example",
+    SyncMessage(SyncType.FORWARD, 51, 100, (A("10.1.0.1"),), 1, blocks=(BindingBlock(
+        A("10.1.0.100"), A("198.51.100.106"), A("10.1.0.1"), A("198.51.100.106"), 434,
+        "ipip", True, 600, 512, 0xEEB917BCF4C665FC, None, 256, "mn1@home.example"),)))
+MESSAGES = {"binding-update": BU, "binding-ack": BACK, "binding-ack-signed": BACK_SIGNED,
+            "redundancy-dump-request": SYNC_DUMP_REQUEST, "redundancy-forward": SYNC_FORWARD}
 INNER_IP = h("45000014 0000 0000 40 01 0000", "0a000001", "cb007105")
 TUNNEL_DATA = (h("04 04 0000") + INNER_IP, w.TunnelData(4, INNER_IP))
 

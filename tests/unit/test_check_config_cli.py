@@ -188,3 +188,44 @@ def test_any_value_of_any_shipped_key_is_a_config_error_or_fine(tmp_path):
                 except Exception as exc:  # noqa: BLE001 - the point of the test
                     pytest.fail(f"{f}:{i + 1} {line!r} -> {wrong}: {exc!r}")
     assert tried > 1000
+
+
+def _redundant(tmp_path, keepalived_edit=None):
+    """conf/ha.toml with its [redundancy] example filled in, next to conf/keepalived.conf."""
+    import re
+
+    ka = tmp_path / "keepalived.conf"
+    text = (REPO / "conf" / "keepalived.conf").read_text()
+    ka.write_text(keepalived_edit(text) if keepalived_edit else text)
+    subs = tmp_path / "subscribers.toml"
+    subs.write_text((REPO / "conf" / "subscribers.toml").read_text())
+    subs.chmod(0o600)
+    ha = (REPO / "conf" / "ha.toml").read_text().replace("/etc/mipro/subscribers.toml",
+                                                          str(subs))
+    block = ha[ha.index("# [redundancy]"):]
+    block = re.sub(r"^# ?", "", block, flags=re.M).replace('key = "hex:..."',
+                                                            'key = "hex:' + "ab" * 32 + '"')
+    block = block.replace("/etc/keepalived/keepalived.conf", str(ka))
+    conf = tmp_path / "ha.toml"
+    conf.write_text(ha[:ha.index("# [redundancy]")] + block)
+    conf.chmod(0o600)
+    return conf
+
+
+def test_check_config_finds_keepalived_agreeing(tmp_path):
+    code, lines, _ = check_config(_redundant(tmp_path))
+    assert code == 0, lines
+    assert any(line.endswith("keepalived.conf: agrees (1 group)") for line in lines)
+
+
+def test_check_config_names_what_keepalived_disagrees_on(tmp_path):
+    conf = _redundant(tmp_path, lambda t: t.replace("virtual_router_id 51",
+                                                    "virtual_router_id 52")
+                      .replace("vrrp_notify_fifo /run/mipro/keepalived.fifo", "")
+                      .replace("weight 0\n    init_file", "weight -20\n    init_file"))
+    code, lines, _ = check_config(conf)
+    text = "\n".join(lines)
+    assert code == 1
+    assert "vrrp_instance VI_HA: virtual_router_id 52 is not redundancy.group.0.vrid 51" in text
+    assert "global_defs: no notify_fifo" in text
+    assert "track_file mipro_sync: weight -20" in text

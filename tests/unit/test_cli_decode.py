@@ -70,3 +70,19 @@ def test_decode_notification_and_ack(capsys):
 def test_decode_another_organizations_experiment(capsys):
     assert main(["decode", "--vendor-id", "9", golden.BU[0].hex()]) == 1
     assert "organization 32473" in capsys.readouterr().err
+
+
+def test_decode_a_redundancy_message():
+    import json
+    import subprocess
+    import sys
+
+    from . import golden
+
+    out = subprocess.run([sys.executable, "-m", "mipro.cli", "decode", "--redundancy", "--json",
+                          golden.SYNC_FORWARD[0].hex()], capture_output=True, text=True,
+                         check=True).stdout
+    got = json.loads(out)
+    assert got["message"] == "redundancy-forward" and got["vrid"] == 51
+    assert got["blocks"][0]["home_address"] == "10.1.0.100"
+    assert got["blocks"][0]["identification"] == "0xeeb917bcf4c665fc"

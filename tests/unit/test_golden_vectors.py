@@ -87,3 +87,12 @@ def test_protocol_doc_hex_examples_match_the_codec():
         expected = vectors[name][1] if name in vectors else None
         assert expected is not None, f"docs/protocol.md example {name} has no golden vector"
         assert data == expected.encode(), name
+
+
+@pytest.mark.parametrize("vector", ["SYNC_DUMP_REQUEST", "SYNC_FORWARD"])
+def test_redundancy_vector(vector):
+    from mipro.wire.sync import SyncMessage
+
+    data, msg = getattr(golden, vector)
+    assert msg.encode() == data
+    assert SyncMessage.decode(data) == msg

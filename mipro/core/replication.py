@@ -1,0 +1,413 @@
+"""Home agent redundancy (seed Fig. 13), sans-I/O: the session between two home agents and
+what each does with the seed's data dump request, data dump and data forward.
+
+Who is primary for a virtual home agent address is VRRP's business (keepalived); mipro
+learns it from keepalived's notify FIFO and keeps each side's binding table the same:
+
+* The primary (MASTER) forwards every binding the kernel took, with its replay state, as
+  it accepts, renews or removes it (data forward), and answers a backup's data dump
+  request with every valid registration (data dump, in as many messages as it takes).
+* A backup keeps the replica in memory and in its state file and programs no binding
+  into the kernel.  It asks for a dump whenever a session comes up or it stops being
+  primary, and is *in sync* once the dump is complete; until then keepalived's
+  ``track_file`` for the group says 1 (FAULT: it cannot become primary with a partial
+  table), then 0.  Alone at start (no peer within ``alone_after``) it is in sync with
+  what its own state file had.
+* After a partition both sides may have been primary; once VRRP has one again, the other
+  asks for a dump and *replaces* its table with the primary's: the primary's is what the
+  network is routed by.  Bindings made only on the other side are dropped; those mobile
+  nodes register again at their next renewal.
+
+The session (``Session``): each side sends a hello with a fresh nonce; both derive a
+session key from the shared key and both nonces; then every record is sequenced and
+MAC'd (HMAC-SHA-256) with it, with the direction in the MAC: a record from another
+session, the other direction, out of order or from a host without the key never
+verifies, and the session is closed.  Records are messages (Fig. 13b) or acknowledgements
+(the highest sequence number received), which give the replication lag.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address
+
+from ..wire import DecodeError
+from ..wire.sync import BindingBlock, SyncMessage, SyncType, blocks_per_message
+from .actions import Log
+
+HELLO = b"MIPRO-HA-SYNC\x01"
+NONCE_BYTES = 16
+MAC_BYTES = 32
+MAX_RECORD = 1 << 20
+MESSAGE, ACK = 1, 2
+
+
+class SyncError(Exception):
+    """The session is broken or hostile: close it (and count why)."""
+
+
+@dataclass
+class Session:
+    key: bytes
+    initiator: bool
+    nonce: bytes
+    peer_nonce: bytes = b""
+    session_key: bytes = b""
+    buffer: bytearray = field(default_factory=bytearray)
+    sent: int = 0  # highest sequence number sent
+    received: int = 0  # highest sequence number received (and verified)
+    acked: int = 0  # highest of ours the peer acknowledged
+    sent_at: dict[int, float] = field(default_factory=dict)  # unacknowledged: when sent
+
+    def hello(self) -> bytes:
+        return HELLO + self.nonce
+
+    @property
+    def established(self) -> bool:
+        return bool(self.session_key)
+
+    def _mac(self, outgoing: bool, header: bytes, body: bytes) -> bytes:
+        direction = b"I" if outgoing == self.initiator else b"R"
+        return hmac.new(self.session_key, direction + header + body, hashlib.sha256).digest()
+
+    def _record(self, kind: int, body: bytes, now: float) -> bytes:
+        if not self.established:
+            raise SyncError("no session yet")
+        self.sent += 1
+        header = (1 + 8 + len(body) + MAC_BYTES).to_bytes(4, "big") + bytes((kind,)) + \
+            self.sent.to_bytes(8, "big")
+        if kind == MESSAGE:
+            self.sent_at[self.sent] = now
+        return header + body + self._mac(True, header, body)
+
+    def message(self, msg: SyncMessage, now: float) -> bytes:
+        return self._record(MESSAGE, msg.encode(), now)
+
+    def ack(self, now: float) -> bytes:
+        return self._record(ACK, self.received.to_bytes(8, "big"), now)
+
+    def feed(self, data: bytes, now: float) -> list[SyncMessage]:
+        """Bytes from the peer; the messages they complete (acks are taken in here)."""
+        self.buffer += data
+        if not self.established:
+            if len(self.buffer) < len(HELLO) + NONCE_BYTES:
+                if not HELLO.startswith(bytes(self.buffer[:len(HELLO)])):
+                    raise SyncError("not a mipro sync session")
+                return []
+            if bytes(self.buffer[:len(HELLO)]) != HELLO:
+                raise SyncError("not a mipro sync session")
+            self.peer_nonce = bytes(self.buffer[len(HELLO):len(HELLO) + NONCE_BYTES])
+            del self.buffer[:len(HELLO) + NONCE_BYTES]
+            if self.peer_nonce == self.nonce:
+                raise SyncError("the peer sent our own nonce back")
+            first, second = (self.nonce, self.peer_nonce) if self.initiator else \
+                (self.peer_nonce, self.nonce)
+            self.session_key = hmac.new(self.key, b"mipro sync session" + first + second,
+                                        hashlib.sha256).digest()
+        out: list[SyncMessage] = []
+        while len(self.buffer) >= 4:
+            length = int.from_bytes(self.buffer[:4], "big")
+            if not 1 + 8 + MAC_BYTES <= length <= MAX_RECORD:
+                raise SyncError(f"record of {length} bytes")
+            if len(self.buffer) < 4 + length:
+                break
+            record = bytes(self.buffer[:4 + length])
+            del self.buffer[:4 + length]
+            header, body, mac = record[:13], record[13:-MAC_BYTES], record[-MAC_BYTES:]
+            if not hmac.compare_digest(mac, self._mac(False, header, body)):
+                raise SyncError("record failed authentication")
+            seq = int.from_bytes(header[5:13], "big")
+            if seq != self.received + 1:
+                raise SyncError(f"record {seq} after {self.received}")
+            self.received = seq
+            if header[4] == ACK:
+                self._acknowledged(int.from_bytes(body, "big"))
+            elif header[4] == MESSAGE:
+                try:
+                    out.append(SyncMessage.decode(body))
+                except DecodeError as exc:
+                    raise SyncError(f"authenticated but malformed message: {exc}") from None
+            else:
+                raise SyncError(f"record kind {header[4]}")
+        return out
+
+    def _acknowledged(self, seq: int) -> None:
+        if seq > self.sent:
+            raise SyncError(f"acknowledgement of {seq}, only {self.sent} sent")
+        self.acked = max(self.acked, seq)
+        for s in [s for s in self.sent_at if s <= self.acked]:
+            del self.sent_at[s]
+
+    def lag(self, now: float) -> tuple[int, float]:
+        """Messages the peer has not acknowledged yet, and the oldest one's age."""
+        if not self.sent_at:
+            return 0, 0.0
+        return len(self.sent_at), now - min(self.sent_at.values())
+
+
+class Role(enum.Enum):
+    INIT = "init"  # keepalived has said nothing yet
+    MASTER = "master"
+    BACKUP = "backup"
+    FAULT = "fault"
+
+
+@dataclass(frozen=True)
+class Group:
+    """One virtual home agent address held by one VRRP instance."""
+
+    vrid: int
+    address: IPv4Address  # the virtual HA address
+    instance: str  # keepalived's vrrp_instance name
+    priority: int = 100
+    advert_interval: int = 1
+
+
+# --- what the replication asks of the runtime --------------------------------------------
+
+@dataclass(frozen=True)
+class SyncSend:
+    data: bytes
+
+
+@dataclass(frozen=True)
+class TrackFile:
+    """Write keepalived's track_file of the group: 0 in sync (may be primary), 1 not."""
+
+    vrid: int
+    value: int
+
+
+@dataclass(frozen=True)
+class TakeOver:
+    """Primary now: program the group's bindings into the kernel and announce them."""
+
+    address: IPv4Address
+
+
+@dataclass(frozen=True)
+class StandDown:
+    """Not primary any more: remove the group's binding state from the kernel."""
+
+    address: IPv4Address
+
+
+@dataclass(frozen=True)
+class Replicate:
+    """Blocks from the primary, to put into the binding table (``replace``: the whole
+    group's table, from a dump)."""
+
+    address: IPv4Address
+    blocks: tuple[BindingBlock, ...]
+    replace: bool = False
+
+
+ReplicationAction = SyncSend | TrackFile | TakeOver | StandDown | Replicate | Log
+#: every valid registration of a virtual HA address, as blocks (HomeAgent.export)
+Export = Callable[[IPv4Address, float], list[BindingBlock]]
+
+
+@dataclass
+class _GroupState:
+    group: Group
+    role: Role = Role.INIT
+    in_sync: bool = False
+    receiving: list[BindingBlock] = field(default_factory=list)  # a dump under way
+    asked: bool = False  # a dump request is out
+    last_resync: float | None = None
+    received_blocks: int = 0
+
+
+class Replication:
+    """The groups, their roles and sync state, and the session, for one home agent."""
+
+    def __init__(self, groups: list[Group], key: bytes, export: Export, now: float,
+                 alone_after: float = 10.0) -> None:
+        self.export = export
+        self.groups = {g.vrid: _GroupState(g) for g in groups}
+        self.by_instance = {g.instance: g.vrid for g in groups}
+        self.key = key
+        self.session: Session | None = None
+        self.alone_at: float | None = now + alone_after
+        self.counters: dict[str, int] = {}
+
+    # --- keepalived ------------------------------------------------------------------
+
+    def start(self) -> list[ReplicationAction]:
+        """Nothing is in sync yet: keepalived must not make us primary."""
+        return [TrackFile(vrid, 1) for vrid in self.groups]
+
+    def vrrp_state(self, instance: str, state: str, now: float) -> list[ReplicationAction]:
+        """A line of keepalived's notify FIFO: INSTANCE "name" STATE priority."""
+        vrid = self.by_instance.get(instance)
+        if vrid is None:
+            return []
+        g = self.groups[vrid]
+        new = {"MASTER": Role.MASTER, "BACKUP": Role.BACKUP}.get(state, Role.FAULT)
+        was, g.role = g.role, new
+        actions: list[ReplicationAction] = [Log("redundancy-role", {
+            "vrid": vrid, "address": g.group.address, "role": new.value, "was": was.value,
+            "in_sync": g.in_sync})]
+        if new is Role.MASTER and was is not Role.MASTER:
+            if not g.in_sync:
+                actions.append(Log("redundancy-master-not-in-sync", {
+                    "vrid": vrid, "hint": "track_file not configured in keepalived?"},
+                    "warning"))
+            g.in_sync, g.receiving, g.asked = True, [], False  # its table is the table now
+            actions += [TakeOver(g.group.address), TrackFile(vrid, 0)]
+        elif was is Role.MASTER and new is not Role.MASTER:
+            g.in_sync = False  # the new primary's table wins: ask for it
+            actions += [StandDown(g.group.address), TrackFile(vrid, 1)]
+            actions += self._ask(g, now)
+        return actions
+
+    # --- the session ------------------------------------------------------------------
+
+    def session_up(self, initiator: bool, nonce: bytes) -> list[ReplicationAction]:
+        self.session = Session(self.key, initiator, nonce)
+        return [SyncSend(self.session.hello())]
+
+    def session_down(self, reason: str) -> list[ReplicationAction]:
+        self.session = None
+        for g in self.groups.values():
+            g.receiving, g.asked = [], False
+        return [Log("redundancy-session-down", {"reason": reason}, "warning")]
+
+    def session_data(self, data: bytes, now: float) -> list[ReplicationAction]:
+        """Bytes from the peer; raises SyncError when the session must be closed."""
+        s = self.session
+        if s is None:
+            raise SyncError("no session")
+        was_established = s.established
+        messages = s.feed(data, now)
+        actions: list[ReplicationAction] = []
+        if s.established and not was_established:
+            self.alone_at = None
+            actions.append(Log("redundancy-session-up", {"initiator": s.initiator}))
+            for g in self.groups.values():
+                if g.role is not Role.MASTER:
+                    actions += self._ask(g, now)
+        for msg in messages:
+            actions += self._message(msg, now)
+        if messages:
+            actions.append(SyncSend(s.ack(now)))
+        return actions
+
+    def _message(self, msg: SyncMessage, now: float) -> list[ReplicationAction]:
+        g = self.groups.get(msg.vrid)
+        if g is None or g.group.address not in msg.addresses:
+            self._count("sync_unknown_group")
+            return [Log("redundancy-unknown-group", {"vrid": msg.vrid}, "warning")]
+        if msg.type is SyncType.DUMP_REQUEST:
+            self._count("dump_requests")
+            return self.dump(msg.vrid, self.export(g.group.address, now), now)
+        if g.role is Role.MASTER:  # two primaries (a partition): ours is the table
+            self._count("sync_ignored_as_master")
+            return [Log("redundancy-ignored", {"vrid": msg.vrid, "type": msg.type.name,
+                                               "reason": "we are primary"}, "warning")]
+        g.received_blocks += len(msg.blocks)
+        if msg.type is SyncType.FORWARD:
+            self._count("forwards_received")
+            return [Replicate(g.group.address, msg.blocks)]
+        g.receiving += msg.blocks
+        if msg.more:
+            return []
+        blocks, g.receiving, g.asked = tuple(g.receiving), [], False
+        g.in_sync, g.last_resync = True, now
+        self._count("dumps_received")
+        return [Replicate(g.group.address, blocks, replace=True), TrackFile(g.group.vrid, 0),
+                Log("redundancy-in-sync", {"vrid": g.group.vrid, "bindings": len(blocks)})]
+
+    def _ask(self, g: _GroupState, now: float) -> list[ReplicationAction]:
+        s = self.session
+        if s is None or not s.established or g.asked:
+            return []
+        g.asked = True
+        return [SyncSend(s.message(SyncMessage(SyncType.DUMP_REQUEST, g.group.vrid,
+                                               g.group.priority, (g.group.address,),
+                                               g.group.advert_interval), now))]
+
+    # --- the primary's side -----------------------------------------------------------
+
+    def forward(self, address: IPv4Address, blocks: list[BindingBlock],
+                now: float) -> list[ReplicationAction]:
+        """Bindings of ``address`` the kernel took (or removed): to the backup, if any."""
+        g = self._group_of(address)
+        s = self.session
+        if g is None or g.role is not Role.MASTER or s is None or not s.established or \
+                not blocks:
+            return []
+        self._count("blocks_forwarded", len(blocks))
+        return [SyncSend(s.message(SyncMessage(SyncType.FORWARD, g.group.vrid,
+                                               g.group.priority, (address,),
+                                               g.group.advert_interval, blocks=chunk), now))
+                for chunk in _chunks(blocks)]
+
+    def dump(self, vrid: int, blocks: list[BindingBlock], now: float) -> list[ReplicationAction]:
+        """Every valid registration of the group, for the backup that asked."""
+        g = self.groups[vrid]
+        s = self.session
+        if s is None or not s.established:
+            return []
+        chunks = list(_chunks(blocks)) or [()]
+        self._count("dumps_sent")
+        actions: list[ReplicationAction] = [SyncSend(s.message(SyncMessage(SyncType.DUMP, vrid, g.group.priority,
+                                               (g.group.address,), g.group.advert_interval,
+                                               blocks=chunk, more=i < len(chunks) - 1), now))
+                for i, chunk in enumerate(chunks)]
+        return actions + [Log("redundancy-dump-sent", {"vrid": vrid, "bindings": len(blocks)})]
+
+    # --- timers -----------------------------------------------------------------------
+
+    def next_timer(self) -> float | None:
+        return self.alone_at
+
+    def handle_timer(self, now: float) -> list[ReplicationAction]:
+        if self.alone_at is None or now < self.alone_at:
+            return []
+        self.alone_at = None  # no peer came: what our state file had is the table
+        actions: list[ReplicationAction] = []
+        for g in self.groups.values():
+            if not g.in_sync:
+                g.in_sync, g.last_resync = True, now
+                actions += [TrackFile(g.group.vrid, 0),
+                            Log("redundancy-alone", {"vrid": g.group.vrid,
+                                                     "reason": "no peer session"}, "warning")]
+        return actions
+
+    # --- views ------------------------------------------------------------------------
+
+    def role_of(self, address: IPv4Address) -> Role:
+        g = self._group_of(address)
+        return g.role if g is not None else Role.MASTER  # an address without a group
+
+    def _group_of(self, address: IPv4Address) -> _GroupState | None:
+        for g in self.groups.values():
+            if g.group.address == address:
+                return g
+        return None
+
+    def describe(self, now: float) -> dict[str, object]:
+        s = self.session
+        lag = s.lag(now) if s is not None else (0, 0.0)
+        return {"session": "up" if s is not None and s.established else
+                "handshake" if s is not None else "down",
+                "lag_messages": lag[0], "lag_seconds": round(lag[1], 3),
+                "groups": [{"vrid": g.group.vrid, "address": str(g.group.address),
+                            "instance": g.group.instance, "role": g.role.value,
+                            "in_sync": g.in_sync, "last_resync": g.last_resync,
+                            "blocks_received": g.received_blocks}
+                           for g in self.groups.values()],
+                "counters": dict(self.counters)}
+
+    def _count(self, name: str, n: int = 1) -> None:
+        self.counters[name] = self.counters.get(name, 0) + n
+
+
+def _chunks(blocks: list[BindingBlock]) -> list[tuple[BindingBlock, ...]]:
+    n = blocks_per_message()
+    return [tuple(blocks[i:i + n]) for i in range(0, len(blocks), n)]

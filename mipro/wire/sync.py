@@ -1,0 +1,229 @@
+"""Home agent redundancy messages (seed Fig. 13b): data dump request, data dump, data forward.
+
+The seed extends VRRP (RFC 2338) with three packet types that carry a home
+agent's registrations to its backup.  mipro keeps the seed's layout, a VRRPv2
+header followed by data blocks, but sends it between the home agents' own
+addresses over an authenticated TCP session (runtime/sync.py), not as IP
+protocol 112: VRRP itself (the virtual address) is keepalived's.  The type
+values 2-4 are not IANA's (VRRP defines type 1 only): they mean something only
+inside that session.  Layout (docs/protocol.md has hex examples)::
+
+     0                   1                   2                   3
+    |Version| Type  |     VRID      |   Priority    | Count IP Addrs|
+    |   Auth Type   |   Adver Int   |           Checksum            |
+    |                 IP Address (the virtual HA address) ...       |
+    |                     Authentication Data (8 bytes)             |
+    |           Count-D             |    Subtype    |     Flags     |
+    |           Length              |  Data (Length bytes) ...      |   x Count-D
+
+Version 2 (the seed's), auth type 0 (the session authenticates: the seed's
+types 0-2 are no protection), adver int in seconds, the checksum the RFC 1071
+sum over the whole message.  Flags: MORE (a data dump continues in the next
+message).  A data block of subtype 1 is one binding with its replay state, so
+a backup can take over without the mobile node, and refuse a replayed request.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address
+
+from .advertisement import icmp_checksum
+from .errors import DecodeError
+from .reader import Reader
+
+VERSION = 2
+HEADER = 8 + 8  # fixed words and authentication data, before the addresses' count is known
+
+
+class SyncType(enum.IntEnum):
+    DUMP_REQUEST = 2  # a backup asks for every valid registration
+    DUMP = 3  # every valid registration (in one or more messages: flag MORE)
+    FORWARD = 4  # registrations as the primary accepts (or removes) them
+
+
+class Subtype(enum.IntEnum):
+    MOBILE_IP = 1  # data blocks are BindingBlocks
+
+
+class Encapsulation(enum.IntEnum):
+    IPIP = 4
+    GRE = 47
+    UDP = 17  # RFC 3519, to the NAPT's public address and port
+
+
+ENCAP_NAMES = {Encapsulation.IPIP: "ipip", Encapsulation.GRE: "gre", Encapsulation.UDP: "udp"}
+ENCAP_CODES = {v: k for k, v in ENCAP_NAMES.items()}
+MORE = 0x01
+REVERSE = 0x01  # block flags
+NONCE = 0x02  # replay protection by nonce (else timestamps)
+
+
+@dataclass(frozen=True)
+class BindingBlock:
+    """One registration as a backup needs it: the binding, and the replay state.
+
+    ``lifetime_left`` 0 means the binding is gone (deregistered, expired).
+    ``identification`` is the last one used (refused again after a failover);
+    with nonces, ``nonce`` is the one the MN must use next."""
+
+    home_address: IPv4Address
+    care_of_address: IPv4Address
+    home_agent: IPv4Address
+    source: IPv4Address  # where requests came from (FA, NAPT, the MN itself)
+    source_port: int
+    encapsulation: str  # ipip | gre | udp
+    reverse_tunnel: bool
+    lifetime: int  # granted
+    lifetime_left: int
+    identification: int
+    nonce: int | None = None
+    spi: int = 0
+    nai: str = ""
+
+    FIXED = 44
+
+    def encode(self) -> bytes:
+        nai = self.nai.encode()
+        if len(nai) > 255:
+            raise ValueError("NAI longer than 255 bytes")
+        flags = (REVERSE if self.reverse_tunnel else 0) | (NONCE if self.nonce is not None
+                                                             else 0)
+        return (self.home_address.packed + self.care_of_address.packed +
+                self.home_agent.packed + self.source.packed +
+                self.source_port.to_bytes(2, "big") +
+                bytes((flags, ENCAP_CODES[self.encapsulation])) +
+                self.lifetime.to_bytes(2, "big") + self.lifetime_left.to_bytes(2, "big") +
+                self.identification.to_bytes(8, "big") +
+                (self.nonce or 0).to_bytes(4, "big") + self.spi.to_bytes(4, "big") +
+                bytes((len(nai), 0, 0, 0)) + nai)
+
+    @classmethod
+    def decode(cls, r: Reader) -> BindingBlock:
+        home = r.addr("home address")
+        coa = r.addr("care-of address")
+        ha = r.addr("home agent")
+        source = r.addr("source address")
+        port = r.u16("source port")
+        flags_at = r.pos
+        flags = r.u8("block flags")
+        if flags & ~(REVERSE | NONCE):
+            raise r.error(f"unknown block flags 0x{flags:02x}", flags_at)
+        encap = r.u8("encapsulation")
+        try:
+            encapsulation = ENCAP_NAMES[Encapsulation(encap)]
+        except ValueError:
+            raise r.error(f"unknown encapsulation {encap}", r.pos - 1) from None
+        lifetime = r.u16("lifetime")
+        left = r.u16("lifetime left")
+        if left > lifetime:
+            raise r.error(f"lifetime left {left} > granted {lifetime}", r.pos - 2)
+        ident = r.u64("identification")
+        nonce = r.u32("nonce")
+        spi = r.u32("SPI")
+        nai_len = r.u8("NAI length")
+        r.take(3, "reserved")
+        try:
+            nai = r.take(nai_len, "NAI").decode()
+        except UnicodeDecodeError:
+            raise r.error("NAI is not UTF-8", r.pos - nai_len) from None
+        r.expect_end("binding block")
+        return cls(home, coa, ha, source, port, encapsulation, bool(flags & REVERSE),
+                   lifetime, left, ident, nonce if flags & NONCE else None, spi, nai)
+
+    def describe(self) -> dict[str, object]:
+        return {"home_address": str(self.home_address),
+                "care_of_address": str(self.care_of_address),
+                "home_agent": str(self.home_agent), "source": f"{self.source}:{self.source_port}",
+                "encapsulation": self.encapsulation, "reverse_tunnel": self.reverse_tunnel,
+                "lifetime": self.lifetime, "lifetime_left": self.lifetime_left,
+                "identification": f"0x{self.identification:016x}",
+                "nonce": None if self.nonce is None else f"0x{self.nonce:08x}",
+                "spi": self.spi, "nai": self.nai}
+
+
+@dataclass(frozen=True)
+class SyncMessage:
+    """One Fig. 13b message: a VRRPv2 header for one virtual router, then data blocks."""
+
+    type: SyncType
+    vrid: int
+    priority: int
+    addresses: tuple[IPv4Address, ...]  # the virtual home agent address(es)
+    advert_interval: int = 1
+    subtype: Subtype = Subtype.MOBILE_IP
+    blocks: tuple[BindingBlock, ...] = ()
+    more: bool = False  # DUMP: more messages of this dump follow
+    raw: bytes = field(default=b"", compare=False, repr=False)
+
+    def encode(self) -> bytes:
+        if not 1 <= self.vrid <= 255 or not 0 <= self.priority <= 255:
+            raise ValueError("VRID 1-255 and priority 0-255")
+        head = bytes(((VERSION << 4) | int(self.type), self.vrid, self.priority,
+                      len(self.addresses), 0, self.advert_interval)) + b"\x00\x00"
+        body = b"".join(a.packed for a in self.addresses) + bytes(8)
+        body += len(self.blocks).to_bytes(2, "big") + bytes((int(self.subtype),
+                                                             MORE if self.more else 0))
+        for block in self.blocks:
+            data = block.encode()
+            body += len(data).to_bytes(2, "big") + data
+        msg = head + body
+        csum = icmp_checksum(msg)
+        return msg[:6] + csum.to_bytes(2, "big") + msg[8:]
+
+    @classmethod
+    def decode(cls, data: bytes) -> SyncMessage:
+        r = Reader(data)
+        vt = r.u8("version and type")
+        if vt >> 4 != VERSION:
+            raise DecodeError(0, f"version {vt >> 4}, not {VERSION}")
+        try:
+            kind = SyncType(vt & 0x0F)
+        except ValueError:
+            raise DecodeError(0, f"unknown redundancy message type {vt & 0x0F}") from None
+        vrid = r.u8("VRID")
+        if not vrid:
+            raise DecodeError(1, "VRID 0")
+        priority = r.u8("priority")
+        count = r.u8("count IP addresses")
+        auth = r.u8("auth type")
+        if auth != 0:
+            raise DecodeError(4, f"auth type {auth}: the session authenticates, use 0")
+        advert = r.u8("advertisement interval")
+        r.u16("checksum")
+        if icmp_checksum(data) != 0:
+            raise DecodeError(6, "checksum mismatch")
+        addresses = tuple(r.addr("IP address") for _ in range(count))
+        r.take(8, "authentication data")
+        nblocks = r.u16("Count-D")
+        sub_at = r.pos
+        subtype = r.u8("subtype")
+        if subtype != Subtype.MOBILE_IP:
+            raise DecodeError(sub_at, f"unknown data subtype {subtype}")
+        flags = r.u8("flags")
+        if flags & ~MORE:
+            raise DecodeError(sub_at + 1, f"unknown flags 0x{flags:02x}")
+        blocks = []
+        for _ in range(nblocks):
+            length = r.u16("data length")
+            start = r.pos
+            r.take(length, "data block")
+            blocks.append(BindingBlock.decode(Reader(data, start, start + length)))
+        r.expect_end("redundancy message")
+        if kind is SyncType.DUMP_REQUEST and blocks:
+            raise DecodeError(sub_at - 2, "a data dump request carries no data")
+        return cls(kind, vrid, priority, addresses, advert, Subtype(subtype), tuple(blocks),
+                   bool(flags & MORE), bytes(data))
+
+    def describe(self) -> dict[str, object]:
+        return {"message": f"redundancy-{self.type.name.lower().replace('_', '-')}",
+                "version": VERSION, "type": int(self.type), "vrid": self.vrid,
+                "priority": self.priority, "addresses": [str(a) for a in self.addresses],
+                "advert_interval": self.advert_interval, "subtype": int(self.subtype),
+                "more": self.more, "blocks": [b.describe() for b in self.blocks]}
+
+
+def blocks_per_message(nai_bytes: int = 32, limit: int = 60_000) -> int:
+    """How many binding blocks fit a message of at most ``limit`` bytes."""
+    return max(1, (limit - HEADER - 4 - 4) // (2 + BindingBlock.FIXED + nai_bytes))
