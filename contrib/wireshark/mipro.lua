@@ -134,6 +134,8 @@ mipro.experts = E
 mipro.prefs.vendor_id = Pref.uint("Vendor/Org-ID", DEFAULT_VENDOR_ID,
     "Vendor/Org-ID (SMI enterprise number) of mipro's NVSEs and type-255 messages "
     .. "(the daemons' vendor_id; default 32473)")
+mipro.prefs.sync_port = Pref.uint("TCP port of the HA redundancy session", 4340,
+    "The home agents' sync session (the daemons' [redundancy] port; default 4340)")
 mipro.prefs.udp434 = Pref.bool("Dissect mipro's type-255 messages on UDP 434", true,
     "Take the UDP 434 entry to show mipro's previous-FA notification and acknowledgement; "
     .. "every other datagram still goes to the built-in Mobile IP dissector")
@@ -521,12 +523,375 @@ function msg.dissector(tvb, pinfo, tree)
     return mip_handle:call(tvb, pinfo, tree)
 end
 
+
+-- ---------------------------------------------------------------- HA redundancy session
+
+-- The home agents' sync session (docs/protocol.md, "Home agent redundancy"): on TCP
+-- (redundancy.port, default 4340), each side's hello, then records of Length (4), Kind (1),
+-- Sequence (8), body, MAC (32); a message record's body is a seed Fig. 13b message.
+
+local sync = Proto("mipro.sync", "mipro HA redundancy session (Fig. 13b)")
+
+local SYNC_MAGIC = "MIPRO-HA-SYNC"
+local HELLO_LEN = 13 + 1 + 16
+local MAC_LEN = 32
+local MAX_RECORD = 1048576
+
+local record_kinds = { [1] = "Message", [2] = "Acknowledgement" }
+local sync_types = { [2] = "Data dump request", [3] = "Data dump", [4] = "Data forward" }
+local sync_subtypes = { [1] = "Mobile IP" }
+local encapsulations = { [4] = "IP-in-IP", [47] = "GRE", [17] = "UDP (RFC 3519)" }
+local checksum_status = { [0] = "Bad", [1] = "Good" }
+local directions = { I = "from the initiator, the lower address",
+                     R = "from the responder, the higher address" }
+
+local S = {
+    hello = ProtoField.none("mipro.sync.hello", "Hello"),
+    magic = ProtoField.string("mipro.sync.magic", "Magic"),
+    version = ProtoField.uint8("mipro.sync.version", "Version", base.DEC),
+    nonce = ProtoField.bytes("mipro.sync.nonce", "Nonce"),
+    record = ProtoField.none("mipro.sync.record", "Record"),
+    length = ProtoField.uint32("mipro.sync.length", "Length", base.DEC),
+    kind = ProtoField.uint8("mipro.sync.kind", "Kind", base.DEC, record_kinds),
+    sequence = ProtoField.uint64("mipro.sync.sequence", "Sequence", base.DEC),
+    acked = ProtoField.uint64("mipro.sync.acked", "Highest sequence received", base.DEC),
+    body = ProtoField.bytes("mipro.sync.body", "Body"),
+    mac = ProtoField.bytes("mipro.sync.mac", "MAC (HMAC-SHA-256, not verified)"),
+    direction = ProtoField.string("mipro.sync.direction", "Direction"),
+
+    m_version = ProtoField.uint8("mipro.sync.msg.version", "Version", base.DEC, nil, 0xF0),
+    m_type = ProtoField.uint8("mipro.sync.msg.type", "Type", base.DEC, sync_types, 0x0F),
+    m_vrid = ProtoField.uint8("mipro.sync.msg.vrid", "Virtual Rtr ID", base.DEC),
+    m_priority = ProtoField.uint8("mipro.sync.msg.priority", "Priority", base.DEC),
+    m_count = ProtoField.uint8("mipro.sync.msg.count_ip", "Count IP Addrs", base.DEC),
+    m_auth_type = ProtoField.uint8("mipro.sync.msg.auth_type", "Auth Type", base.DEC),
+    m_adver = ProtoField.uint8("mipro.sync.msg.adver_int", "Adver Int", base.DEC),
+    m_checksum = ProtoField.uint16("mipro.sync.msg.checksum", "Checksum", base.HEX),
+    m_checksum_status = ProtoField.uint8("mipro.sync.msg.checksum.status", "Checksum Status",
+                                         base.DEC, checksum_status),
+    m_address = ProtoField.ipv4("mipro.sync.msg.address", "IP Address"),
+    m_auth_data = ProtoField.bytes("mipro.sync.msg.auth_data", "Authentication Data"),
+    m_count_d = ProtoField.uint16("mipro.sync.msg.count_d", "Count-D", base.DEC),
+    m_subtype = ProtoField.uint8("mipro.sync.msg.subtype", "Subtype", base.DEC, sync_subtypes),
+    m_flags = ProtoField.uint8("mipro.sync.msg.flags", "Flags", base.HEX),
+    m_more = ProtoField.bool("mipro.sync.msg.flags.more", "More (MORE)", 8, nil, 0x01),
+    m_flags_reserved = ProtoField.uint8("mipro.sync.msg.flags.reserved", "Reserved", base.HEX,
+                                        nil, 0xFE),
+
+    block = ProtoField.none("mipro.sync.block", "Data block"),
+    b_length = ProtoField.uint16("mipro.sync.block.length", "Length", base.DEC),
+    b_home = ProtoField.ipv4("mipro.sync.block.home_address", "Home Address"),
+    b_coa = ProtoField.ipv4("mipro.sync.block.care_of_address", "Care-of Address"),
+    b_ha = ProtoField.ipv4("mipro.sync.block.home_agent", "Home Agent"),
+    b_source = ProtoField.ipv4("mipro.sync.block.source", "Source"),
+    b_source_port = ProtoField.uint16("mipro.sync.block.source_port", "Source Port", base.DEC),
+    b_flags = ProtoField.uint8("mipro.sync.block.flags", "Flags", base.HEX),
+    b_reverse = ProtoField.bool("mipro.sync.block.flags.reverse", "Reverse tunnel", 8, nil,
+                                0x01),
+    b_nonce_flag = ProtoField.bool("mipro.sync.block.flags.nonce",
+                                   "Nonce replay protection (else timestamps)", 8, nil, 0x02),
+    b_flags_reserved = ProtoField.uint8("mipro.sync.block.flags.reserved", "Reserved",
+                                        base.HEX, nil, 0xFC),
+    b_encap = ProtoField.uint8("mipro.sync.block.encapsulation", "Encapsulation", base.DEC,
+                               encapsulations),
+    b_lifetime = ProtoField.uint16("mipro.sync.block.lifetime", "Lifetime (granted)",
+                                   base.DEC),
+    b_left = ProtoField.uint16("mipro.sync.block.lifetime_left", "Lifetime Left", base.DEC),
+    b_ident = ProtoField.uint64("mipro.sync.block.identification", "Identification",
+                                base.HEX),
+    b_ident_time = ProtoField.absolute_time("mipro.sync.block.identification.time",
+                                            "Identification as NTP time", base.UTC),
+    b_nonce = ProtoField.uint32("mipro.sync.block.nonce", "Nonce", base.HEX),
+    b_spi = ProtoField.uint32("mipro.sync.block.spi", "SPI", base.DEC_HEX),
+    b_nai_length = ProtoField.uint8("mipro.sync.block.nai_length", "NAI Length", base.DEC),
+    b_reserved = ProtoField.uint24("mipro.sync.block.reserved", "Reserved", base.HEX),
+    b_nai = ProtoField.string("mipro.sync.block.nai", "NAI"),
+}
+sync.fields = S
+
+local SE = {
+    bad_hello = ProtoExpert.new("mipro.sync.bad_hello", "Not a mipro sync hello",
+                                expert.group.MALFORMED, expert.severity.ERROR),
+    bad_length = ProtoExpert.new("mipro.sync.bad_length", "Length does not fit the layout",
+                                 expert.group.MALFORMED, expert.severity.ERROR),
+    bad_checksum = ProtoExpert.new("mipro.sync.bad_checksum", "Checksum mismatch",
+                                   expert.group.CHECKSUM, expert.severity.ERROR),
+    bad_value = ProtoExpert.new("mipro.sync.bad_value", "Value mipro refuses",
+                                expert.group.PROTOCOL, expert.severity.WARN),
+}
+sync.experts = SE
+
+-- RFC 1071: the one's complement sum of the 16-bit words of range; 0xffff when the
+-- checksum in it is right.
+local function ones_sum(range)
+    local n, s = range:len(), 0
+    local bytes = range:bytes()
+    for i = 0, n - 2, 2 do
+        s = s + bytes:get_index(i) * 256 + bytes:get_index(i + 1)
+    end
+    if n % 2 == 1 then s = s + bytes:get_index(n - 1) * 256 end
+    while s > 0xFFFF do s = s % 0x10000 + math.floor(s / 0x10000) end
+    return s
+end
+
+local function binding_block(r, tree, i)
+    local n = r:len()
+    local t = tree:add(S.block, r)
+    if n < 44 then
+        t:set_text(string.format("Data block %d (%d bytes)", i, n))
+        t:add_proto_expert_info(SE.bad_length, string.format(
+            "binding block of %d bytes, at least 44", n))
+        t:add(S.body, r)
+        return
+    end
+    local flags, encap = r(18, 1):uint(), r(19, 1):uint()
+    local lifetime, left = r(20, 2):uint(), r(22, 2):uint()
+    local nai_len = r(40, 1):uint()
+    local words = { ip(r(0, 4)) .. " at " .. ip(r(4, 4)) .. " (" .. (encapsulations[encap] or
+        ("encapsulation " .. encap)) .. (bit_set(flags, 0x01) and ", reverse tunnel)" or ")") }
+    words[#words + 1] = left == 0 and "removed" or string.format("%d s of %d left", left,
+                                                                  lifetime)
+    if nai_len > 0 and n >= 44 + nai_len then
+        words[#words + 1] = r(44, nai_len):string()
+    end
+    t:set_text(string.format("Binding %d: %s", i, table.concat(words, ", ")))
+    t:add(S.b_home, r(0, 4))
+    t:add(S.b_coa, r(4, 4))
+    t:add(S.b_ha, r(8, 4))
+    t:add(S.b_source, r(12, 4))
+    t:add(S.b_source_port, r(16, 2))
+    local f = t:add(S.b_flags, r(18, 1))
+    f:add(S.b_reverse, r(18, 1))
+    f:add(S.b_nonce_flag, r(18, 1))
+    f:add(S.b_flags_reserved, r(18, 1))
+    if flags >= 4 then
+        f:add_proto_expert_info(SE.bad_value, string.format("unknown block flags 0x%02x", flags))
+    end
+    local e = t:add(S.b_encap, r(19, 1))
+    if not encapsulations[encap] then
+        e:add_proto_expert_info(SE.bad_value, "unknown encapsulation " .. encap)
+    end
+    t:add(S.b_lifetime, r(20, 2))
+    local l = t:add(S.b_left, r(22, 2))
+    if left > lifetime then
+        l:add_proto_expert_info(SE.bad_value, string.format("lifetime left %d > granted %d",
+                                                            left, lifetime))
+    end
+    t:add(S.b_ident, r(24, 8)):add_packet_field(S.b_ident_time, r(24, 8),
+                                                ENC_TIME_NTP + ENC_BIG_ENDIAN):set_generated()
+    t:add(S.b_nonce, r(32, 4))
+    t:add(S.b_spi, r(36, 4))
+    t:add(S.b_nai_length, r(40, 1))
+    t:add(S.b_reserved, r(41, 3))
+    if n ~= 44 + nai_len then
+        t:add_proto_expert_info(SE.bad_length, string.format(
+            "block of %d bytes, %d for an NAI of %d", n, 44 + nai_len, nai_len))
+    end
+    if nai_len > 0 and n >= 44 + nai_len then
+        t:add(S.b_nai, r(44, nai_len))
+    end
+end
+
+-- A Fig. 13b message (the body of a message record); returns a summary.
+local function sync_message(tvb, tree)
+    local n = tvb:len()
+    local t = tree:add(S.record, tvb())
+    if n < 20 then
+        t:set_text("Redundancy message (truncated)")
+        t:add_proto_expert_info(SE.bad_length, string.format(
+            "redundancy message of %d bytes, at least 20", n))
+        return "truncated message"
+    end
+    local vt, vrid = tvb(0, 1):uint(), tvb(1, 1):uint()
+    local mtype, count = vt % 16, tvb(3, 1):uint()
+    local name = sync_types[mtype] or ("type " .. mtype)
+    t:set_text("Redundancy message: " .. name .. ", VRID " .. vrid)
+    local v = t:add(S.m_version, tvb(0, 1))
+    if math.floor(vt / 16) ~= 2 then
+        v:add_proto_expert_info(SE.bad_value, "version " .. math.floor(vt / 16) .. ", not 2")
+    end
+    local ty = t:add(S.m_type, tvb(0, 1))
+    if not sync_types[mtype] then
+        ty:add_proto_expert_info(SE.bad_value, "unknown redundancy message type " .. mtype)
+    end
+    local vr = t:add(S.m_vrid, tvb(1, 1))
+    if vrid == 0 then vr:add_proto_expert_info(SE.bad_value, "VRID 0") end
+    t:add(S.m_priority, tvb(2, 1))
+    t:add(S.m_count, tvb(3, 1))
+    local auth = t:add(S.m_auth_type, tvb(4, 1))
+    if tvb(4, 1):uint() ~= 0 then
+        auth:add_proto_expert_info(SE.bad_value, "auth type " .. tvb(4, 1):uint() ..
+                                   ": the session authenticates, use 0")
+    end
+    t:add(S.m_adver, tvb(5, 1))
+    local c = t:add(S.m_checksum, tvb(6, 2))
+    local good = ones_sum(tvb()) == 0xFFFF
+    c:add(S.m_checksum_status, good and 1 or 0):set_generated()
+    if not good then
+        local zeroed = ones_sum(tvb(0, 6)) + ones_sum(tvb(8))
+        while zeroed > 0xFFFF do zeroed = zeroed % 0x10000 + math.floor(zeroed / 0x10000) end
+        c:add_proto_expert_info(SE.bad_checksum, string.format(
+            "checksum 0x%04x, 0x%04x expected", tvb(6, 2):uint(), 0xFFFF - zeroed))
+    end
+    local at = 8
+    if n < at + 4 * count + 12 then
+        t:add_proto_expert_info(SE.bad_length, string.format(
+            "%d bytes: too short for %d addresses", n, count))
+        return name
+    end
+    for _ = 1, count do
+        t:add(S.m_address, tvb(at, 4))
+        at = at + 4
+    end
+    t:add(S.m_auth_data, tvb(at, 8))
+    at = at + 8
+    local nblocks = tvb(at, 2):uint()
+    t:add(S.m_count_d, tvb(at, 2))
+    local st = t:add(S.m_subtype, tvb(at + 2, 1))
+    if tvb(at + 2, 1):uint() ~= 1 then
+        st:add_proto_expert_info(SE.bad_value, "unknown data subtype " .. tvb(at + 2, 1):uint())
+    end
+    local flags = tvb(at + 3, 1):uint()
+    local f = t:add(S.m_flags, tvb(at + 3, 1))
+    f:add(S.m_more, tvb(at + 3, 1))
+    f:add(S.m_flags_reserved, tvb(at + 3, 1))
+    if flags > 1 then
+        f:add_proto_expert_info(SE.bad_value, string.format("unknown flags 0x%02x", flags))
+    end
+    at = at + 4
+    if mtype == 2 and nblocks > 0 then
+        t:add_proto_expert_info(SE.bad_value, "a data dump request carries no data")
+    end
+    for i = 1, nblocks do
+        if at + 2 > n then
+            t:add_proto_expert_info(SE.bad_length, string.format(
+                "%d data blocks announced, %d found", nblocks, i - 1))
+            return name
+        end
+        local blen = tvb(at, 2):uint()
+        if at + 2 + blen > n then
+            t:add(S.b_length, tvb(at, 2)):add_proto_expert_info(SE.bad_length, string.format(
+                "data block of %d bytes, %d left", blen, n - at - 2))
+            return name
+        end
+        t:add(S.b_length, tvb(at, 2))
+        binding_block(tvb(at + 2, blen), t, i)
+        at = at + 2 + blen
+    end
+    if at < n then
+        t:add(S.body, tvb(at)):add_proto_expert_info(SE.bad_length, string.format(
+            "%d bytes after the data blocks", n - at))
+    end
+    local summary = string.format("%s VRID %d", name, vrid)
+    if mtype ~= 2 then
+        summary = summary .. string.format(": %d binding%s", nblocks, nblocks == 1 and "" or "s")
+    end
+    if flags % 2 == 1 then summary = summary .. " (more)" end
+    return summary
+end
+
+local function addr_number(addr)
+    local a, b, c, d = tostring(addr):match("^(%d+)%.(%d+)%.(%d+)%.(%d+)$")
+    if not a then return nil end
+    return ((tonumber(a) * 256 + tonumber(b)) * 256 + tonumber(c)) * 256 + tonumber(d)
+end
+
+local function sync_pdu_length(tvb, pinfo, offset)
+    if tvb(offset, 4):string() == SYNC_MAGIC:sub(1, 4) then
+        return HELLO_LEN
+    end
+    local length = tvb(offset, 4):uint()
+    if length < 1 + 8 + MAC_LEN or length > MAX_RECORD then
+        return tvb:len() - offset -- not a record: show the rest as it is
+    end
+    return 4 + length
+end
+
+local function sync_info(pinfo, text)
+    if pinfo.private.mipro_sync then
+        pinfo.cols.info:append(", " .. text)
+    else
+        pinfo.cols.info = text
+        pinfo.private.mipro_sync = "1"
+    end
+end
+
+local function sync_pdu(tvb, pinfo, tree)
+    pinfo.cols.protocol = "mipro sync"
+    local n = tvb:len()
+    local t = tree:add(sync, tvb())
+    if tvb(0, 4):string() == SYNC_MAGIC:sub(1, 4) then
+        local h = t:add(S.hello, tvb())
+        h:set_text("Hello")
+        local m = h:add(S.magic, tvb(0, math.min(13, n)))
+        if n < HELLO_LEN or tvb(0, 13):string() ~= SYNC_MAGIC then
+            m:add_proto_expert_info(SE.bad_hello, "not a mipro sync session")
+            return n
+        end
+        local v = h:add(S.version, tvb(13, 1))
+        if tvb(13, 1):uint() ~= 1 then
+            v:add_proto_expert_info(SE.bad_value, "session version " .. tvb(13, 1):uint())
+        end
+        h:add(S.nonce, tvb(14, 16))
+        t:append_text(", Hello")
+        sync_info(pinfo, "Hello")
+        return n
+    end
+    local length = tvb(0, 4):uint()
+    local len_item = t:add(S.length, tvb(0, 4))
+    if n < 4 + 1 + 8 + MAC_LEN or length ~= n - 4 then
+        len_item:add_proto_expert_info(SE.bad_length, string.format(
+            "record length %d (from 41 to %d)", length, MAX_RECORD))
+        t:add(S.body, tvb(4))
+        sync_info(pinfo, "Not a record")
+        return n
+    end
+    local kind = tvb(4, 1):uint()
+    local k = t:add(S.kind, tvb(4, 1))
+    t:add(S.sequence, tvb(5, 8))
+    local src, dst = addr_number(pinfo.src), addr_number(pinfo.dst)
+    if src and dst and src ~= dst then
+        local d = src < dst and "I" or "R"
+        local item = t:add(S.direction, d)
+        item:append_text(" (" .. directions[d] .. ")")
+        item:set_generated()
+    end
+    local body = tvb(13, n - 13 - MAC_LEN)
+    local text
+    if kind == 1 then
+        text = sync_message(body:tvb(), t)
+    elseif kind == 2 then
+        local a = t:add(S.acked, body)
+        if body:len() ~= 8 then
+            a:add_proto_expert_info(SE.bad_length, string.format(
+                "acknowledgement of %d bytes, 8 expected", body:len()))
+            text = "Acknowledgement"
+        else
+            text = "Ack " .. tostring(body:uint64())
+        end
+    else
+        k:add_proto_expert_info(SE.bad_value, "record kind " .. kind)
+        t:add(S.body, body)
+        text = "Record kind " .. kind
+    end
+    t:add(S.mac, tvb(n - MAC_LEN, MAC_LEN))
+    t:append_text(string.format(", #%s %s", tostring(tvb(5, 8):uint64()), text))
+    sync_info(pinfo, string.format("#%s %s", tostring(tvb(5, 8):uint64()), text))
+    return n
+end
+
+function sync.dissector(tvb, pinfo, tree)
+    dissect_tcp_pdus(tvb, tree, 4, sync_pdu_length, sync_pdu, true)
+    return tvb:len()
+end
+
 -- ---------------------------------------------------------------- registration
 
 -- What the tables held before us, put back when a preference moves us away (another
 -- dissector registered for the Vendor/Org-ID we took, e.g. 3GPP2's 5535).
 local registered_vendor, displaced = nil, nil
 local udp434 = nil
+local sync_port, sync_displaced = nil, nil
 
 local function register()
     local vendor = mipro.prefs.vendor_id
@@ -546,6 +911,20 @@ local function register()
     if want ~= udp434 then
         DissectorTable.get("udp.port"):add(MIP_PORT, want and msg or mip_handle)
         udp434 = want
+    end
+    local port = mipro.prefs.sync_port
+    if port ~= sync_port then
+        local tcp = DissectorTable.get("tcp.port")
+        if sync_port ~= nil then
+            if sync_displaced then
+                tcp:add(sync_port, sync_displaced)
+            else
+                tcp:remove(sync_port, sync)
+            end
+        end
+        sync_displaced = tcp:get_dissector(port)
+        tcp:add(port, sync)
+        sync_port = port
     end
 end
 
