@@ -18,12 +18,14 @@ from ipaddress import IPv4Network as N
 from pathlib import Path
 
 import pytest
-from scapy.layers.inet import IP, UDP
+from scapy.layers.inet import IP, TCP, UDP
 from scapy.packet import Raw
 from scapy.utils import wrpcap
 
 from mipro import wire as w
+from mipro.core.replication import Session
 from mipro.security import Algorithm, SecurityAssociation, append_authenticator
+from mipro.wire.sync import BindingBlock, SyncMessage, SyncType
 
 from . import golden
 from .test_wireshark_crosscheck import assert_ntp, ether
@@ -287,14 +289,17 @@ def expected(payload: bytes | None, vendor_id: int = w.DEFAULT_VENDOR_ID):
             for kv in nvse_fields(e)]
 
 
-def mipro_fields(fields, payload: bytes | None):
-    """The plugin's fields, with the identification's NTP rendering checked and masked."""
-    out = []
+def mipro_fields(fields, prefix: str = "mipro."):
+    """The plugin's fields; each identification's NTP-time rendering is checked against the
+    number shown just before it, and masked."""
+    out, ident = [], None
     for key, value in fields:
-        if key == "mipro.msg.identification.time":
-            assert_ntp(value, int.from_bytes(payload[16 if payload[2] == 1 else 12:][:8], "big"))
+        if key.endswith(".identification"):
+            ident = int(value, 16)
+        if key.endswith(".identification.time"):
+            assert_ntp(value, ident)
             value = "NTP"
-        if key.startswith("mipro."):
+        if key.startswith(prefix):
             out.append((key, value))
     return out
 
@@ -305,7 +310,7 @@ def mipro_fields(fields, payload: bytes | None):
 @pytest.mark.parametrize("name", NAMES)
 def test_every_mipro_field_is_what_was_encoded(shown, name):
     fields, _, payload = shown[name]
-    assert mipro_fields(fields, payload) == expected(payload)
+    assert mipro_fields(fields) == expected(payload)
 
 
 def test_the_capture_has_every_mipro_extension_and_message(shown):
@@ -437,17 +442,17 @@ def test_the_vendor_id_preference(tmp_path):
     mine, default = payloads[:3], payloads[3]
     shown = frames_json(pcap, "-o", f"mipro.vendor_id:{OTHER_VENDOR}")
     for payload, fields in zip(mine, shown, strict=False):
-        assert mipro_fields(fields, payload) == expected(payload, OTHER_VENDOR)
+        assert mipro_fields(fields) == expected(payload, OTHER_VENDOR)
         assert expected(payload, OTHER_VENDOR)
     # 32473 is no longer mipro's: the built-in dissector shows that NVSE as type and bytes
-    assert mipro_fields(shown[3], default) == []
+    assert mipro_fields(shown[3]) == []
     assert ("mip.ext.nvse.vendor_type", "1") in shown[3]
     # and without the preference, the other vendor's NVSEs and messages are not mipro's
     plain = frames_json(pcap)
     for fields in plain[:3]:
         assert not [k for k, _ in fields if k.startswith("mipro")]
     assert [v for k, v in plain[0] if k == "mip.ext.nvse.vendor_id"] == [str(OTHER_VENDOR)] * 5
-    assert mipro_fields(plain[3], default) == expected(default)
+    assert mipro_fields(plain[3]) == expected(default)
 
 
 def test_udp434_preference_off_leaves_type_255_to_the_built_in_dissector(pcap):
@@ -510,3 +515,255 @@ def test_installed_in_the_personal_plugin_folder(tmp_path):
                          env=_env(tmp_path), check=True).stdout
     names = {line.split("\t")[2] for line in out.splitlines() if line.count("\t") >= 2}
     assert {"mipro", "mipro.msg"} <= names
+
+
+# --------------------------------------------------------------------------- HA redundancy
+
+
+SYNC_KEY = b"the [redundancy] key both HAs share"
+INITIATOR, RESPONDER = "10.1.0.2", "10.1.0.3"  # the lower address connects
+SYNC_PORT = 4340
+
+
+class TcpConversation:
+    """Segments of one TCP connection, with consistent sequence and acknowledgement numbers
+    (the handshake first), so tshark's reassembly and analysis find nothing to complain of."""
+
+    def __init__(self, port: int):
+        self.port = port
+        self.next = {INITIATOR: 1000, RESPONDER: 5000}
+        self.frames: list = []
+        self.send(INITIATOR, b"", "S")
+        self.send(RESPONDER, b"", "SA")
+        self.send(INITIATOR, b"", "A")
+
+    def send(self, src: str, data: bytes, flags: str = "PA") -> int:
+        dst = RESPONDER if src == INITIATOR else INITIATOR
+        sport, dport = (40000, self.port) if src == INITIATOR else (self.port, 40000)
+        tcp = TCP(sport=sport, dport=dport, flags=flags, seq=self.next[src],
+                  ack=self.next[dst] if "A" in flags else 0, window=65535)
+        frame = ether() / IP(src=src, dst=dst) / tcp
+        if data:
+            frame = frame / Raw(data)
+        frame.time = 1_700_000_000 + len(self.frames) / 1000
+        self.frames.append(frame)
+        self.next[src] += len(data) + (1 if "S" in flags else 0)
+        return len(self.frames)
+
+
+def block(home: str, coa: str, **kw) -> BindingBlock:
+    fields = {"home_agent": A("10.1.0.1"), "source": A(coa), "source_port": 434,
+              "encapsulation": "ipip", "reverse_tunnel": False, "lifetime": 600,
+              "lifetime_left": 600, "identification": (3_900_000_000 << 32) | 1, **kw}
+    return BindingBlock(A(home), A(coa), **fields)
+
+
+def sync_session(port: int = SYNC_PORT):
+    """The session of two home agents as core/replication.Session writes it: hellos, the
+    backup's dump request, the primary's dump in two messages (the first split over two
+    segments, the second in one segment with a data forward), acknowledgements both ways.
+    Returns the frames and, in the order tshark completes them, what each PDU is."""
+    primary = Session(SYNC_KEY, True, bytes(range(16)))
+    backup = Session(SYNC_KEY, False, bytes(range(100, 116)))
+    tcp = TcpConversation(port)
+    pdus = []  # (sender, kind, record bytes, object)
+
+    def deliver(sender: Session, receiver: Session, src: str, chunks: list[bytes], what):
+        data = b"".join(chunks)
+        got = receiver.feed(data, 0.0)  # the receiving HA accepts it: a genuine session
+        assert got == [o for k, _, o in what if k == 1]
+        for chunk in chunks:
+            tcp.send(src, chunk)
+        pdus.extend((src, *w_) for w_ in what)
+
+    hello_p, hello_b = primary.hello(), backup.hello()
+    tcp.send(INITIATOR, hello_p)
+    tcp.send(RESPONDER, hello_b)
+    primary.feed(hello_b, 0.0)
+    backup.feed(hello_p, 0.0)
+    pdus += [(INITIATOR, 0, hello_p, primary.nonce), (RESPONDER, 0, hello_b, backup.nonce)]
+
+    request = golden.SYNC_DUMP_REQUEST[1]
+    rec = backup.message(request, 1.0)
+    deliver(backup, primary, RESPONDER, [rec], [(1, rec, request)])
+
+    dump1 = SyncMessage(SyncType.DUMP, 51, 100, (A("10.1.0.1"),), 1, more=True, blocks=(
+        block("10.1.0.100", "198.51.100.106", reverse_tunnel=True, nai="mn1@home.example"),
+        block("10.1.0.101", "192.0.2.129", encapsulation="gre", nonce=0x1234ABCD, spi=300,
+              lifetime_left=42, nai="mn2@home.example"),
+        block("10.1.0.102", "203.0.113.9", encapsulation="udp", source=A("203.0.113.1"),
+              source_port=61000, lifetime=120, lifetime_left=119)))
+    dump2 = SyncMessage(SyncType.DUMP, 51, 100, (A("10.1.0.1"),), 1, blocks=(
+        block("10.1.0.103", "198.51.100.7", lifetime_left=0),))
+    forward = golden.SYNC_FORWARD[1]
+    r1, r2, r3 = (primary.message(m, 2.0) for m in (dump1, dump2, forward))
+    primary_to_backup = [r1[:50], r1[50:] + r2 + r3]  # r1 split, then three records at once
+    deliver(primary, backup, INITIATOR, primary_to_backup,
+            [(1, r1, dump1), (1, r2, dump2), (1, r3, forward)])
+    a1 = backup.ack(3.0)
+    deliver(backup, primary, RESPONDER, [a1], [(2, a1, backup.received)])
+    a2 = primary.ack(3.0)
+    deliver(primary, backup, INITIATOR, [a2], [(2, a2, primary.received)])
+    assert not primary.sent_at and not backup.sent_at  # every message acknowledged
+    return tcp.frames, pdus
+
+
+def sync_message_fields(m: SyncMessage, encoded: bytes):
+    out = [("mipro.sync.msg.version", "2"), ("mipro.sync.msg.type", str(int(m.type))),
+           ("mipro.sync.msg.vrid", str(m.vrid)), ("mipro.sync.msg.priority", str(m.priority)),
+           ("mipro.sync.msg.count_ip", str(len(m.addresses))),
+           ("mipro.sync.msg.auth_type", "0"), ("mipro.sync.msg.adver_int", str(m.advert_interval)),
+           ("mipro.sync.msg.checksum", "0x" + encoded[6:8].hex()),
+           ("mipro.sync.msg.checksum.status", "1")]
+    out += [("mipro.sync.msg.address", str(a)) for a in m.addresses]
+    out += [("mipro.sync.msg.auth_data", hexbytes(bytes(8))),
+            ("mipro.sync.msg.count_d", str(len(m.blocks))),
+            ("mipro.sync.msg.subtype", str(int(m.subtype))),
+            ("mipro.sync.msg.flags", "0x01" if m.more else "0x00"),
+            ("mipro.sync.msg.flags.more", flag(m.more)),
+            ("mipro.sync.msg.flags.reserved", "0x00")]
+    for b in m.blocks:
+        nai = b.nai.encode()
+        out += [("mipro.sync.block.length", str(BindingBlock.FIXED + len(nai))),
+                ("mipro.sync.block.home_address", str(b.home_address)),
+                ("mipro.sync.block.care_of_address", str(b.care_of_address)),
+                ("mipro.sync.block.home_agent", str(b.home_agent)),
+                ("mipro.sync.block.source", str(b.source)),
+                ("mipro.sync.block.source_port", str(b.source_port)),
+                ("mipro.sync.block.flags",
+                 f"0x{(1 if b.reverse_tunnel else 0) | (2 if b.nonce is not None else 0):02x}"),
+                ("mipro.sync.block.flags.reverse", flag(b.reverse_tunnel)),
+                ("mipro.sync.block.flags.nonce", flag(b.nonce is not None)),
+                ("mipro.sync.block.flags.reserved", "0x00"),
+                ("mipro.sync.block.encapsulation",
+                 {"ipip": "4", "gre": "47", "udp": "17"}[b.encapsulation]),
+                ("mipro.sync.block.lifetime", str(b.lifetime)),
+                ("mipro.sync.block.lifetime_left", str(b.lifetime_left)),
+                ("mipro.sync.block.identification", f"0x{b.identification:016x}"),
+                ("mipro.sync.block.identification.time", "NTP"),
+                ("mipro.sync.block.nonce", f"0x{b.nonce or 0:08x}"),
+                ("mipro.sync.block.spi", str(b.spi)),
+                ("mipro.sync.block.nai_length", str(len(nai))),
+                ("mipro.sync.block.reserved", "0x000000")]
+        if nai:
+            out.append(("mipro.sync.block.nai", b.nai))
+    return out
+
+
+def sync_fields(pdus):
+    """What the plugin shows for each PDU of the session, from the codec's objects."""
+    out = []
+    for sender, kind, data, obj in pdus:
+        if kind == 0:
+            out += [("mipro.sync.magic", "MIPRO-HA-SYNC"), ("mipro.sync.version", "1"),
+                    ("mipro.sync.nonce", hexbytes(obj))]
+            continue
+        seq = int.from_bytes(data[5:13], "big")
+        out += [("mipro.sync.length", str(len(data) - 4)), ("mipro.sync.kind", str(kind)),
+                ("mipro.sync.sequence", str(seq)),
+                ("mipro.sync.direction", "I" if sender == INITIATOR else "R")]
+        if kind == 1:
+            out += sync_message_fields(obj, obj.encode())
+        else:
+            out.append(("mipro.sync.acked", str(obj)))
+        out.append(("mipro.sync.mac", hexbytes(data[-32:])))
+    return out
+
+
+@pytest.fixture(scope="module")
+def sync_pcap(tmp_path_factory):
+    frames, pdus = sync_session()
+    return write(tmp_path_factory.mktemp("sync"), "sync", frames), pdus
+
+
+def test_sync_session_every_field_is_what_was_encoded(sync_pcap):
+    pcap, pdus = sync_pcap
+    shown = [kv for fields in frames_json(pcap) for kv in mipro_fields(fields, "mipro.sync.")]
+    assert shown == sync_fields(pdus)
+    kinds = {int(o.type) for _, k, _, o in pdus if k == 1}
+    assert kinds == {2, 3, 4}  # every Fig. 13b message
+
+
+def test_sync_session_reassembly_and_columns(sync_pcap):
+    pcap, _ = sync_pcap
+    lines = tshark(pcap, "-T", "fields", "-e", "_ws.col.Protocol",
+                   "-e", "_ws.col.Info").splitlines()
+    assert [line.split("\t")[0] for line in lines[:3]] == ["TCP"] * 3  # the handshake
+    assert lines[3:] == [
+        "mipro sync\tHello",
+        "mipro sync\tHello",
+        "mipro sync\t#1 Data dump request VRID 51",
+        f"TCP\t40000 → {SYNC_PORT} [PSH, ACK] Seq=31 Ack=100 Win=65535 Len=50 "
+        "[TCP segment of a reassembled PDU]",
+        "mipro sync\t#1 Data dump VRID 51: 3 bindings (more), #2 Data dump VRID 51: 1 binding, "
+        "#3 Data forward VRID 51: 1 binding",
+        "mipro sync\t#2 Ack 3",
+        "mipro sync\t#4 Ack 2",
+    ]
+
+
+@pytest.mark.parametrize("plugin", [True, False], ids=["with-plugin", "without"])
+def test_sync_session_is_clean(sync_pcap, plugin):
+    pcap, _ = sync_pcap
+    out = tshark(pcap, "-T", "fields", "-e", "_ws.malformed", "-e", "_ws.expert.severity",
+                 "-e", "_ws.expert.message", plugin=plugin)
+    # TCP's own Chat-level notes of the handshake are the only expert information
+    assert out.splitlines()[3:] == ["\t\t"] * 7
+    expert = tshark(pcap, "-q", "-z", "expert", plugin=plugin)
+    for level in ("Errors", "Warnings", "Notes"):
+        assert level not in expert, expert
+
+
+def test_sync_verbose(sync_pcap):
+    pcap, _ = sync_pcap
+    out = tshark(pcap, "-V", "-Y", "mipro.sync")
+    for line in [
+        "mipro HA redundancy session (Fig. 13b), #1 Data dump request VRID 51",
+        "[Direction: R (from the responder, the higher address)]",
+        "Redundancy message: Data forward, VRID 51",
+        ".... 0100 = Type: Data forward (4)",
+        "[Checksum Status: Good (1)]",
+        "Binding 1: 10.1.0.100 at 198.51.100.106 (IP-in-IP, reverse tunnel), 512 s of 600 "
+        "left, mn1@home.example",
+        "Binding 2: 10.1.0.101 at 192.0.2.129 (GRE), 42 s of 600 left, mn2@home.example",
+        "Binding 3: 10.1.0.102 at 203.0.113.9 (UDP (RFC 3519)), 119 s of 120 left",
+        "Binding 1: 10.1.0.103 at 198.51.100.7 (IP-in-IP), removed",
+        ".... ...1 = More (MORE): True",
+        "Highest sequence received: 3",
+    ]:
+        assert line in out, line
+
+
+def test_sync_port_preference(tmp_path):
+    frames, pdus = sync_session(port=5000)
+    pcap = write(tmp_path, "sync5000", frames)
+    assert not [k for f in frames_json(pcap) for k, _ in f if k.startswith("mipro")]
+    moved = frames_json(pcap, "-o", "mipro.sync_port:5000")
+    assert [kv for f in moved for kv in mipro_fields(f, "mipro.sync.")] == sync_fields(pdus)
+
+
+def test_sync_what_the_plugin_refuses_is_flagged(tmp_path):
+    """A wrong checksum is an error, values the codec refuses are warnings; the rest of the
+    record is still shown."""
+    tcp = TcpConversation(SYNC_PORT)
+    good = golden.SYNC_FORWARD[0]
+    bad_checksum = good[:6] + b"\x00\x00" + good[8:]
+    overlong = SyncMessage(SyncType.FORWARD, 51, 100, (A("10.1.0.1"),), 1, blocks=(
+        block("10.1.0.100", "198.51.100.106", lifetime=60, lifetime_left=61),)).encode()
+
+    def record(kind: int, seq: int, body: bytes) -> bytes:
+        return (1 + 8 + len(body) + 32).to_bytes(4, "big") + bytes((kind,)) + \
+            seq.to_bytes(8, "big") + body + bytes(32)
+    tcp.send(INITIATOR, b"MIPRO-HA-SYNC\x02" + bytes(16))
+    for seq, (kind, body) in enumerate([(1, bad_checksum), (1, overlong), (3, b"??")], 1):
+        tcp.send(INITIATOR, record(kind, seq, body))
+    pcap = write(tmp_path, "sync-refused", tcp.frames)
+    shown = frames_json(pcap)[3:]
+    wanted = ["mipro.sync.bad_value", "mipro.sync.bad_checksum", "mipro.sync.bad_value",
+              "mipro.sync.bad_value"]
+    for fields, want in zip(shown, wanted, strict=True):
+        keys = [k for k, _ in fields]
+        assert want in keys, (want, keys)
+    assert dict(shown[1])["mipro.sync.msg.checksum.status"] == "0"
+    assert dict(shown[1])["mipro.sync.block.nai"] == "mn1@home.example"  # shown all the same
+    assert dict(shown[2])["mipro.sync.block.lifetime_left"] == "61"
