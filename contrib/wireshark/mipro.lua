@@ -9,6 +9,8 @@
 --   sub-types 1 and 2, with mipro's Vendor/Org-ID) on UDP 434: protocol "mipro.msg" takes
 --   the udp.port 434 entry and hands every other datagram to the built-in "mip" dissector
 --   unchanged (preference mipro.udp434 turns this off).
+-- * The home agents' redundancy session (protocol "mipro.sync", TCP port 4340, preference
+--   mipro.sync_port): hellos, records, and the seed's Fig. 13b messages in them.
 --
 -- Byte layouts: docs/protocol.md.  Installation and what is shown: docs/wireshark.md.
 -- Tested with Wireshark/tshark 4.0 (tests/unit/test_wireshark_lua.py).
@@ -579,7 +581,7 @@ local S = {
                                         nil, 0xFE),
 
     block = ProtoField.none("mipro.sync.block", "Data block"),
-    b_length = ProtoField.uint16("mipro.sync.block.length", "Length", base.DEC),
+    b_length = ProtoField.uint16("mipro.sync.block.length", "Data block length", base.DEC),
     b_home = ProtoField.ipv4("mipro.sync.block.home_address", "Home Address"),
     b_coa = ProtoField.ipv4("mipro.sync.block.care_of_address", "Care-of Address"),
     b_ha = ProtoField.ipv4("mipro.sync.block.home_agent", "Home Agent"),

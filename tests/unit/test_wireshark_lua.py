@@ -1,12 +1,14 @@
 """contrib/wireshark/mipro.lua: tshark with the plugin shows every field of mipro's vendor
-extensions and type-255 messages as the codec encoded it.
+extensions, type-255 messages and HA redundancy session as the codec encoded them.
 
 The capture is the cross-check's (one frame per message and extension, the Fig. 3b
 handover with the type-255 messages) plus one registration request carrying every mipro
 vendor extension at once.  For each frame, the fields the plugin adds (`mipro.*`, in the
 order tshark shows them) are compared with what the Python codec decodes from the same bytes;
 the built-in dissector's fields must be the same with and without the plugin; and nothing is
-malformed or flagged by the expert system.  docs/wireshark.md says how to install it.
+malformed or flagged by the expert system.  The redundancy session is a TCP connection
+whose bytes core/replication.Session writes (tests at the end).  docs/wireshark.md says how
+to install the plugin.
 """
 
 import json
