@@ -122,8 +122,10 @@ SYNC_FORWARD = (
     SyncMessage(SyncType.FORWARD, 51, 100, (A("10.1.0.1"),), 1, blocks=(BindingBlock(
         A("10.1.0.100"), A("198.51.100.106"), A("10.1.0.1"), A("198.51.100.106"), 434,
         "ipip", True, 600, 512, 0xEEB917BCF4C665FC, None, 256, "mn1@home.example"),)))
-MESSAGES = {"binding-update": BU, "binding-ack": BACK, "binding-ack-signed": BACK_SIGNED,
-            "redundancy-dump-request": SYNC_DUMP_REQUEST, "redundancy-forward": SYNC_FORWARD}
+MESSAGES = {"binding-update": BU, "binding-ack": BACK, "binding-ack-signed": BACK_SIGNED}
+# not UDP 434 messages: they travel in the home agents' TCP sync session
+SYNC_MESSAGES = {"redundancy-dump-request": SYNC_DUMP_REQUEST,
+                 "redundancy-forward": SYNC_FORWARD}
 INNER_IP = h("45000014 0000 0000 40 01 0000", "0a000001", "cb007105")
 TUNNEL_DATA = (h("04 04 0000") + INNER_IP, w.TunnelData(4, INNER_IP))
 

@@ -83,7 +83,7 @@ def test_protocol_doc_hex_examples_match_the_codec():
     for name, body in blocks:
         hex_text = "".join(line.split("#")[0] for line in body.splitlines())
         data = bytes.fromhex("".join(hex_text.split()))
-        vectors = golden.EXTENSIONS | golden.MESSAGES
+        vectors = golden.EXTENSIONS | golden.MESSAGES | golden.SYNC_MESSAGES
         expected = vectors[name][1] if name in vectors else None
         assert expected is not None, f"docs/protocol.md example {name} has no golden vector"
         assert data == expected.encode(), name
