@@ -25,7 +25,25 @@ from . import golden
 pytestmark = pytest.mark.skipif(shutil.which("tshark") is None,
                                 reason="tshark not installed (make setup installs it)")
 
+
+@pytest.fixture(scope="module", autouse=True)
+def plain_tshark(tmp_path_factory):
+    """What tshark does by itself: no personal preferences or plugins (an installed
+    contrib/wireshark/mipro.lua would decode what these tests pin as undecoded)."""
+    home = tmp_path_factory.mktemp("tshark-home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HOME", str(home))
+        mp.setenv("WIRESHARK_CONFIG_DIR", str(home / "config"))
+        yield
+
+
 NTP_OFFSET = 2_208_988_800
+
+
+def ether() -> Ether:
+    """With both addresses given: scapy would otherwise look the destination up by ARP,
+    seconds per frame."""
+    return Ether(src="02:00:5e:00:00:01", dst="02:00:5e:00:00:02")
 
 
 def requests():
@@ -113,28 +131,30 @@ def assert_ntp(shown: str, ident: int) -> None:
     assert abs(nanos - (ident & 0xFFFFFFFF) * 1e9 / 2**32) <= 1
 
 
+def frames():
+    """(name, frame, decoded message) for every frame of the cross-check capture: one
+    registration request per extension, a reply, tunnel data, an agent advertisement and
+    solicitation, and the handover of Fig. 3b with the type-255 messages."""
+    for name, payload, msg in requests():
+        yield name, (ether() / IP(src=str(msg.care_of_address), dst=str(msg.home_agent)) /
+                     UDP(sport=434, dport=434) / Raw(payload)), msg
+    for name, (payload, msg) in [("reply", golden.RRP), ("tunnel-data", golden.TUNNEL_DATA)]:
+        yield name, (ether() / IP(src="192.0.2.1", dst="198.51.100.2") /
+                     UDP(sport=434, dport=434) / Raw(payload)), msg
+    for name, (payload, msg) in [("advert", golden.ADVERT), ("solicit", golden.SOLICITATION)]:
+        yield name, (ether() / IP(src="192.0.2.9", dst="224.0.0.1", proto=1, ttl=1) /
+                     Raw(payload)), msg
+    for name, src, dst, payload, msg in handover():
+        yield name, (ether() / IP(src=str(src), dst=str(dst)) /
+                     UDP(sport=434, dport=434) / Raw(payload)), msg
+
+
 @pytest.fixture(scope="module")
 def dissected(tmp_path_factory):
-    frames = []
-    meta = []
-    for name, payload, msg in requests():
-        frames.append(Ether() / IP(src=str(msg.care_of_address), dst=str(msg.home_agent)) /
-                      UDP(sport=434, dport=434) / Raw(payload))
-        meta.append((name, msg))
-    for name, (payload, msg) in [("reply", golden.RRP), ("tunnel-data", golden.TUNNEL_DATA)]:
-        frames.append(Ether() / IP(src="192.0.2.1", dst="198.51.100.2") /
-                      UDP(sport=434, dport=434) / Raw(payload))
-        meta.append((name, msg))
-    for name, (payload, msg) in [("advert", golden.ADVERT), ("solicit", golden.SOLICITATION)]:
-        frames.append(Ether() / IP(src="192.0.2.9", dst="224.0.0.1", proto=1, ttl=1) /
-                      Raw(payload))
-        meta.append((name, msg))
-    for name, src, dst, payload, msg in handover():
-        frames.append(Ether() / IP(src=str(src), dst=str(dst)) /
-                      UDP(sport=434, dport=434) / Raw(payload))
-        meta.append((name, msg))
+    built = list(frames())
+    meta = [(name, msg) for name, _, msg in built]
     pcap = tmp_path_factory.mktemp("tshark") / "all.pcap"
-    wrpcap(str(pcap), frames)
+    wrpcap(str(pcap), [frame for _, frame, _ in built])
     out = subprocess.run(["tshark", "-r", str(pcap), "-T", "json"], capture_output=True,
                          text=True, check=True).stdout
     expert = subprocess.run(["tshark", "-r", str(pcap), "-q", "-z", "expert"],
@@ -282,7 +302,7 @@ def test_notification_frames(dissected, name):
 
 def _tshark_verdicts(tmp_path, payloads):
     pcap = tmp_path / "frames.pcap"
-    wrpcap(str(pcap), [Ether() / IP(src="192.0.2.129", dst="198.51.100.1") /
+    wrpcap(str(pcap), [ether() / IP(src="192.0.2.129", dst="198.51.100.1") /
                        UDP(sport=434, dport=434) / Raw(p) for p in payloads])
     out = subprocess.run(["tshark", "-r", str(pcap), "-T", "fields", "-e", "_ws.malformed"],
                          capture_output=True, text=True, check=True).stdout
@@ -338,7 +358,7 @@ def test_the_engines_handover_capture_is_clean(tmp_path):
     for origin, a in trace:
         if isinstance(a, Send | SendToLink):
             src = a.src if isinstance(a, SendToLink) else origin
-            frames.append(Ether() / IP(src=str(src), dst=str(a.dst)) /
+            frames.append(ether() / IP(src=str(src), dst=str(a.dst)) /
                           UDP(sport=434, dport=434) / Raw(a.data))
             payloads.append(a.data)
     kinds = [type(w.decode_udp434(p)).__name__ for p in payloads]
