@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .expect import json_cmp, run_and_expect
+
 ROOT = Path(__file__).resolve().parents[2]
 LAB_DIR = ROOT / "netns-lab"
 SCENARIOS = LAB_DIR / "scenarios"
@@ -282,6 +284,54 @@ class Lab:
             if time.monotonic() > deadline:
                 raise LabError(f"timed out after {timeout * TIME_SCALE:g}s waiting for {what}")
             time.sleep(interval)
+
+    # --- expected state (netns-lab/scenarios/NAME/expect.json) ---------------------------
+
+    def phases(self) -> dict[str, dict[str, Any]]:
+        """The scenario's expected states by phase, in order: each names the daemons
+        (services) it is about, with what their `status --json` must match (json_cmp),
+        and says in "about" what it means."""
+        if not hasattr(self, "_phases"):
+            path = self.dir / "expect.json"
+            self._phases = json.loads(path.read_text()) if path.exists() else {}
+        return self._phases
+
+    def expected(self, phase: str, services: tuple[str, ...] | None = None) -> dict[str, Any]:
+        """A phase's expected status per service (all of its services, or those named)."""
+        if phase not in self.phases():
+            raise LabError(f"{self.dir / 'expect.json'} has no phase {phase!r}")
+        want = {k: v for k, v in self.phases()[phase].items() if k != "about"}
+        return want if services is None else {k: want[k] for k in services}
+
+    def expect(self, service: str, expected: dict[str, Any] | str, timeout: float = 10,
+               what: str | None = None) -> dict[str, Any]:
+        """Poll ``service``'s status until it matches ``expected`` (a json_cmp pattern, or
+        the name of a phase of expect.json); return it.  On timeout the error says
+        which keys differed and how."""
+        if isinstance(expected, str):
+            what = what or f"{service} as in phase {expected!r}"
+            expected = self.expected(expected, (service,))[service]
+        return run_and_expect(lambda: self.status(service), expected, timeout,
+                              what or f"{service}'s status", scale=TIME_SCALE)
+
+    def expect_phase(self, phase: str, timeout: float = 10,
+                     services: tuple[str, ...] | None = None) -> dict[str, dict[str, Any]]:
+        """Poll the phase's services (all together: one consistent round of answers)
+        until each matches; return their statuses by service."""
+        want = self.expected(phase, services)
+        return run_and_expect(lambda: {s: self.status(s) for s in want}, want, timeout,
+                              f"{self.scenario}: phase {phase!r}", scale=TIME_SCALE)
+
+    def matches(self, phase: str,
+                services: tuple[str, ...] | None = None) -> dict[str, dict[str, Any]]:
+        """The phase's services' statuses if they match it now, else {} (a predicate for
+        wait_for)."""
+        want = self.expected(phase, services)
+        try:
+            actual = {s: self.status(s) for s in want}
+        except (OSError, KeyError, ValueError):
+            return {}
+        return actual if json_cmp(actual, want) is None else {}
 
     def ping(self, node: str, dst: str, count: int = 3) -> tuple[int, float | None]:
         """(packets received, average RTT in ms)."""
