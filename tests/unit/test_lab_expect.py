@@ -152,3 +152,27 @@ def test_scenario_expectations_are_readable_data(path):
         named = set(phase) - {"about"}
         assert named and named <= services, (name, named - services)
         assert all(isinstance(phase[s], dict) for s in named), name
+
+
+def test_lab_waits_for_a_phase_of_its_scenario(tmp_path, monkeypatch):
+    """Lab.expect / expect_phase / matches against netns-lab/scenarios/nat/expect.json,
+    with the daemons' answers made up (no namespaces)."""
+    from mipro.lab import Lab
+
+    lab = Lab("nat", out=tmp_path / "nat")
+    answers = {"mn": [{"state": "registering"}, {"state": "registered"}],
+               "ha": [{"bindings": []}, HA]}
+    monkeypatch.setattr(lab, "status", lambda s: answers[s][0] if len(answers[s]) == 1
+                        else answers[s].pop(0))
+    assert lab.matches("registered") == {}  # the first answers: not yet
+    got = lab.expect_phase("registered", 5)
+    assert got == {"mn": {"state": "registered"}, "ha": HA}
+    assert lab.matches("registered", services=("ha",)) == {"ha": HA}
+    assert lab.expect("ha", "registered") is HA
+    assert lab.expect("mn", {"state": "registered"}) == {"state": "registered"}
+    assert set(lab.expected("registered")) == {"mn", "ha"}  # "about" is no service
+    with pytest.raises(ExpectError, match="waiting for nat: phase 'registered':\n  "
+                       "ha.bindings: no element matches"):
+        answers["ha"] = [{"bindings": [{"home_address": "10.1.0.100",
+                                        "encapsulation": "ipip"}]}]
+        lab.expect_phase("registered", 0.05)
