@@ -9,12 +9,15 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .expect import json_cmp, run_and_expect
 
 ROOT = Path(__file__).resolve().parents[2]
 LAB_DIR = ROOT / "netns-lab"
@@ -283,6 +286,114 @@ class Lab:
                 raise LabError(f"timed out after {timeout * TIME_SCALE:g}s waiting for {what}")
             time.sleep(interval)
 
+    # --- expected state (netns-lab/scenarios/NAME/expect.json) ---------------------------
+
+    def phases(self) -> dict[str, dict[str, Any]]:
+        """The scenario's expected states by phase, in order: each names the daemons
+        (services) it is about, with what their `status --json` must match (json_cmp),
+        and says in "about" what it means."""
+        if not hasattr(self, "_phases"):
+            path = self.dir / "expect.json"
+            self._phases = json.loads(path.read_text()) if path.exists() else {}
+        return self._phases
+
+    def expected(self, phase: str, services: tuple[str, ...] | None = None) -> dict[str, Any]:
+        """A phase's expected status per service (all of its services, or those named)."""
+        if phase not in self.phases():
+            raise LabError(f"{self.dir / 'expect.json'} has no phase {phase!r}")
+        want = {k: v for k, v in self.phases()[phase].items() if k != "about"}
+        return want if services is None else {k: want[k] for k in services}
+
+    def expect(self, service: str, expected: dict[str, Any] | str, timeout: float = 10,
+               what: str | None = None) -> dict[str, Any]:
+        """Poll ``service``'s status until it matches ``expected`` (a json_cmp pattern, or
+        the name of a phase of expect.json); return it.  On timeout the error says
+        which keys differed and how."""
+        if isinstance(expected, str):
+            what = what or f"{service} as in phase {expected!r}"
+            expected = self.expected(expected, (service,))[service]
+        return run_and_expect(lambda: self.status(service), expected, timeout,
+                              what or f"{service}'s status", scale=TIME_SCALE)
+
+    def expect_phase(self, phase: str, timeout: float = 10,
+                     services: tuple[str, ...] | None = None) -> dict[str, dict[str, Any]]:
+        """Poll the phase's services (all together: one consistent round of answers)
+        until each matches; return their statuses by service."""
+        want = self.expected(phase, services)
+        return run_and_expect(lambda: {s: self.status(s) for s in want}, want, timeout,
+                              f"{self.scenario}: phase {phase!r}", scale=TIME_SCALE)
+
+    def matches(self, phase: str,
+                services: tuple[str, ...] | None = None) -> dict[str, dict[str, Any]]:
+        """The phase's services' statuses if they match it now, else {} (a predicate for
+        wait_for)."""
+        want = self.expected(phase, services)
+        try:
+            actual = {s: self.status(s) for s in want}
+        except (OSError, KeyError, ValueError):
+            return {}
+        return actual if json_cmp(actual, want) is None else {}
+
+    # --- traffic ----------------------------------------------------------------------
+
+    def wait_listening(self, node: str, port: int, proc: subprocess.Popen,
+                       udp: bool = False, timeout: float = 10) -> None:
+        """Until ``proc`` (started with `ip netns exec`, which execs: the same pid) has a
+        socket listening on ``port`` in the node's namespace, as `ss` shows it."""
+        flags = "-Hlnup" if udp else "-Hlntp"
+
+        def listening() -> bool:
+            if proc.poll() is not None:
+                raise LabError(f"{node}: the listener on port {port} exited "
+                               f"({proc.returncode})")
+            out = self.exec(node, "ss", flags, f"sport = :{port}", check=False).stdout
+            return f"pid={proc.pid}," in out
+        self.wait_for(listening, timeout, f"{node} to listen on port {port}", interval=0.02)
+
+    @contextlib.contextmanager
+    def capture(self, node: str, bpf: str, iface: str = "eth0") -> Iterator[list[str]]:
+        """tcpdump on ``node``'s ``iface`` for the duration of the with-block; the list
+        it yields holds tcpdump's lines once the block is left.
+
+        The block starts once tcpdump says it is listening; when it ends, ``node`` sends
+        a marker broadcast out of ``iface`` and the capture ends when tcpdump has shown
+        it: every packet the interface saw before is in the list."""
+        port = 40000 + (os.getpid() + time.monotonic_ns()) % 20000  # the marker's source
+        marker = f".{port} > 255.255.255.255.9: UDP"
+        cap = subprocess.Popen(["ip", "netns", "exec", self.ns(node), "tcpdump", "-l", "-n",
+                                "--immediate-mode", "-i", iface,
+                                f"({bpf}) or (udp dst port 9 and dst host 255.255.255.255)"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               errors="replace")
+        lines: list[str] = []
+        errors: list[str] = []
+
+        def read(stream: Any, into: list[str]) -> None:
+            for line in stream:
+                into.append(line.rstrip("\n"))
+        readers = [threading.Thread(target=read, args=(cap.stdout, lines), daemon=True),
+                   threading.Thread(target=read, args=(cap.stderr, errors), daemon=True)]
+        for r in readers:
+            r.start()
+        seen: list[str] = []
+        try:
+            self.wait_for(lambda: cap.poll() is not None or
+                          any("listening on" in e for e in errors), 10,
+                          f"tcpdump on {node}.{iface} to listen")
+            if cap.poll() is not None:
+                raise LabError(f"tcpdump on {node}.{iface} exited: {errors}")
+            yield seen
+            self.exec(node, self.python, "-m", "mipro.lab.traffic", "udp-mark", "--iface",
+                      iface, "--sport", str(port))
+            self.wait_for(lambda: any(marker in line for line in lines), 10,
+                          f"the marker in the capture on {node}.{iface}")
+        finally:
+            cap.terminate()
+            cap.wait(10)
+            for r in readers:
+                r.join(5)
+        seen.extend(lines[:next(i for i, line in enumerate(lines) if marker in line)])
+
     def ping(self, node: str, dst: str, count: int = 3) -> tuple[int, float | None]:
         """(packets received, average RTT in ms)."""
         proc = self.exec(node, "ping", "-n", "-q", "-c", str(count), "-i", "0.2", "-W", "2",
@@ -302,7 +413,7 @@ class Lab:
         srv = subprocess.Popen(["ip", "netns", "exec", self.ns(server), self.python, "-m",
                                 "mipro.lab.traffic", "echo-server", "--port", str(port)],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        time.sleep(0.3 * TIME_SCALE)  # the other end starts listening
+        self.wait_listening(server, port, srv)
         cli = subprocess.Popen(["ip", "netns", "exec", self.ns(client), self.python, "-m",
                                 "mipro.lab.traffic", "echo-client", server_ip, "--port",
                                 str(port), "--seconds", str(seconds)],
@@ -316,7 +427,7 @@ class Lab:
                                  "mipro.lab.traffic", "udp-sink", "--port", str(port),
                                  "--seconds", str(1.5 * TIME_SCALE)],
                                 stdout=subprocess.PIPE, text=True)
-        time.sleep(0.3 * TIME_SCALE)  # the sink starts listening
+        self.wait_listening(receiver, port, sink, udp=True)
         self.exec(sender, self.python, "-m", "mipro.lab.traffic", "udp-source", dst, "--port",
                   str(port), "--seconds", "0.3", "--interval", "0.01")
         return json.loads(sink.communicate(timeout=10 * TIME_SCALE)[0])
@@ -327,7 +438,7 @@ class Lab:
                                 "mipro.lab.traffic", "udp-echo", "--port", str(port),
                                 "--seconds", str(seconds * TIME_SCALE)],
                                stdout=subprocess.PIPE, text=True)
-        time.sleep(0.3 * TIME_SCALE)  # it starts listening
+        self.wait_listening(server, port, srv, udp=True)
         return srv
 
     def udp_ask(self, client: str, dst: str, message: str, bind: str,
@@ -343,7 +454,7 @@ class Lab:
         srv = subprocess.Popen(["ip", "netns", "exec", self.ns(server), "iperf3", "-s", "-1",
                                 "-p", "5201"], stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
-        time.sleep(1.0 * TIME_SCALE)  # the server starts listening
+        self.wait_listening(server, 5201, srv)
         args = ["iperf3", "-c", dst, "-p", "5201", "-t", str(seconds), "-J"]
         if udp:
             args += ["-u", "-b", "2G", "-l", "1400"]
@@ -379,7 +490,7 @@ class Lab:
                                  "mipro.lab.traffic", "sink", "--port", str(port)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
-            time.sleep(0.3 * TIME_SCALE)  # the other end starts listening
+            self.wait_listening(server, port, sink)
             sent = self.exec(client, self.python, "-m", "mipro.lab.traffic", "send", server_ip,
                              "--port", str(port), "--bytes", str(nbytes), timeout=60)
             out, err = sink.communicate(timeout=30 * TIME_SCALE)

@@ -150,6 +150,18 @@ def udp_ask(host: str, port: int, message: str, bind: str, timeout: float = 3) -
             return {"answer": None}
 
 
+def udp_mark(iface: str, sport: int) -> dict:
+    """One broadcast datagram out of ``iface`` (to port 9, discard) from port ``sport``: a
+    marker a capture on that interface sees after everything before it."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, iface.encode())
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("0.0.0.0", sport))
+        sock.sendto(b"mipro lab marker", ("255.255.255.255", 9))
+    return {"sent": iface, "sport": sport}
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -181,8 +193,13 @@ def main() -> None:
     ua.add_argument("message")
     ua.add_argument("--port", type=int, default=7007)
     ua.add_argument("--bind", required=True, help="source address:port")
+    um = sub.add_parser("udp-mark")
+    um.add_argument("--iface", required=True)
+    um.add_argument("--sport", type=int, required=True)
     a = p.parse_args()
-    if a.cmd == "udp-echo":
+    if a.cmd == "udp-mark":
+        result = udp_mark(a.iface, a.sport)
+    elif a.cmd == "udp-echo":
         result = udp_echo(a.port, a.seconds)
     elif a.cmd == "udp-ask":
         result = udp_ask(a.host, a.port, a.message, a.bind)

@@ -55,3 +55,13 @@ def kernel_state(lab: Lab, node: str, table: int = 434) -> dict:
         "links": sorted(links),
         "proxies": [x for x in lines("ip", "neigh", "show", "proxy") if x],
     }
+
+
+def wait_binding_saved(lab: Lab, home: str, timeout: float = 5) -> None:
+    """Until the HA's state on disk (snapshot and journal, as a restarted HA reads them)
+    holds ``home``'s binding: the journal is written within 0.5 s of a change."""
+    from mipro.runtime.journal import BindingJournal
+
+    saved = BindingJournal(lab.run_dir / "ha-bindings.json")
+    lab.wait_for(lambda: any(str(b.home_address) == home for b in saved.load()), timeout,
+                 f"the HA to save {home}'s binding")

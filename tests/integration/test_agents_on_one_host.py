@@ -4,12 +4,13 @@ own address), removes only its own leftovers at start, and leaves the other's al
 it restarts."""
 
 import signal
-import time
 
 from mipro.config import load_fa, load_ha
 from mipro.dataplane.fa.agent import LINK_PREFIX as FA_LINKS
 from mipro.dataplane.ha import LINK_PREFIX as HA_LINKS
 from mipro.lab.cli import load_check
+
+from .conftest import wait_binding_saved
 
 HOME = "10.1.0.100"
 FA = "192.0.2.1"
@@ -92,7 +93,7 @@ def test_home_and_foreign_agent_in_one_namespace(make_lab):
     assert lab.ping("cn-home", HOME)[0] == 3
 
     # the HA restarts after a crash: it cleans up and reinstalls its own, the FA's stays
-    time.sleep(1.0)  # the binding journal is written within 0.5 s of a change
+    wait_binding_saved(lab, HOME)
     cleanups = logged(lab, "ha", "reconciled-leftovers")
     lab.stop_service("ha", signal.SIGKILL)
     lab.start_service("ha")

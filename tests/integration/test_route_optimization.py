@@ -93,7 +93,7 @@ def test_colocated_renewal_touches_nothing(make_lab):
     no link, address, route or rule is deleted (not even for a moment), the tunnel keeps
     its interface index, the firewall keeps its counters."""
     import subprocess
-    import time
+    import threading
 
     lab = make_lab("ro-colocated", services=False)
     lab.edit_conf("mn", "mn.toml", "lifetime = 600", "lifetime = 4")  # renewals at 3.2 s
@@ -125,13 +125,33 @@ def test_colocated_renewal_touches_nothing(make_lab):
     monitor = subprocess.Popen(["ip", "netns", "exec", lab.ns("mn"), "ip", "-o", "monitor",
                                 "link", "address", "route", "rule"],
                                stdout=subprocess.PIPE, text=True)
+    events: list[str] = []
+    reader = threading.Thread(target=lambda: events.extend(monitor.stdout), daemon=True)
+    reader.start()
+    marker = ("192.0.2.234", "dev", "lo", "table", "4999")  # a route of the test's own
+
+    def monitor_shows(route):
+        """Add ``route`` (again, until the monitor shows it: it may not be listening yet)
+        and delete it; True once the monitor has shown it being added."""
+        lab.exec("mn", "ip", "route", "replace", *route)
+        return any(e.startswith("192.0.2.234 ") for e in events)
     try:
+        lab.wait_for(lambda: monitor_shows(marker), 5, "the monitor to listen")
+        lab.exec("mn", "ip", "route", "del", *marker)
         lab.wait_for(lambda: sum("event=renewed" in x for x in lab.log_lines("mn")) >=
                      renewals + 2, 15, "two renewals")
-        time.sleep(0.5)  # what a renewal does, it has done
+        # the marker again, after the renewals: once the monitor shows it, it has shown
+        # everything the renewals did (netlink tells of changes in order)
+        shown = len(events)
+        lab.exec("mn", "ip", "route", "add", *marker)
+        lab.wait_for(lambda: any(e.startswith("192.0.2.234 ") for e in events[shown:]), 5,
+                     "the monitor to show what the renewals did")
     finally:
         monitor.terminate()
-        events = monitor.communicate(timeout=5)[0].splitlines()
+        monitor.wait(5)
+        reader.join(5)
+        lab.exec("mn", "ip", "route", "del", *marker, check=False)
+    events = [e for e in events if "192.0.2.234" not in e]  # the marker's own
     assert not [e for e in events if e.startswith("Deleted")], events
     assert state() == before
     assert counters() >= counted  # not reset by a rebuilt chain

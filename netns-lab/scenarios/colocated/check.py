@@ -6,15 +6,12 @@ HOME = "10.1.0.100"
 
 
 def registered(lab: Lab) -> dict:
-    mn = lab.status("mn")
-    ha = lab.status("ha")
-    if mn["state"] == "registered" and ha["bindings"]:
-        return {"mn": mn, "ha": ha}
-    return {}
+    """{"mn": ..., "ha": ...} once both are as expect.json's "registered" says, else {}."""
+    return lab.matches("registered")
 
 
 def run(lab: Lab, say=print) -> None:
-    both = lab.wait_for(lambda: registered(lab), 40, "the MN to register through DHCP")
+    both = lab.expect_phase("registered", 40)  # the MN registers through DHCP
     b = both["ha"]["bindings"][0]
     say(f"MN got care-of address {both['mn']['care_of_address']} by DHCP and registered")
     say(f"binding at the HA: {b['home_address']} -> care-of {b['care_of_address']} "
@@ -35,10 +32,7 @@ def run(lab: Lab, say=print) -> None:
     assert res["client"]["verified"] and res["client"]["local"] == HOME, res
     assert res["server"]["peer"] == HOME, res
     say(f"TCP 1 MiB MN -> cn-home from source {res['client']['local']}: verified")
-    ha = lab.status("ha")
-    counters = ha["bindings"][0].get("counters")
-    if counters:
-        assert counters["packets_in"] > 0 and counters["packets_out"] > 0, counters
+    lab.expect_phase("tunnel-counted")
     say("`mipro status` on the HA:")
     for line in lab.mipro_status("ha").splitlines():
         say("  " + line)

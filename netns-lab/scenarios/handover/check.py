@@ -1,33 +1,46 @@
-"""Checks of the `handover` scenario: FA1 -> FA2 -> home with a live TCP connection."""
+"""Checks of the `handover` scenario: FA1 -> FA2 -> home with a live TCP connection.
 
+What the daemons hold after each step is in expect.json, by phase."""
+
+import re
 import time
 
 from mipro.lab import Lab
 
 HOME = "10.1.0.100"
 FA1, FA2 = "198.51.100.1", "192.0.2.1"
+PHASE = {FA1: "via-fa1", FA2: "via-fa2"}  # registered through the FA of that address
+ECHO_PORT = 5003
 
 
 def via(lab: Lab, coa: str) -> dict:
-    mn, ha = lab.status("mn"), lab.status("ha")
-    if mn["state"] == "registered" and mn["care_of_address"] == coa and ha["bindings"] and \
-            ha["bindings"][0]["care_of_address"] == coa:
-        return {"mn": mn, "ha": ha}
-    return {}
+    """{"mn": ..., "ha": ...} once the MN is registered with care-of address ``coa`` and
+    the HA's binding points there, else {}."""
+    return lab.matches(PHASE[coa], services=("mn", "ha"))
 
 
 def home(lab: Lab) -> bool:
-    return lab.status("mn")["state"] == "home" and not lab.status("ha")["bindings"]
+    return bool(lab.matches("home"))
+
+
+def echoed(lab: Lab) -> int:
+    """Bytes the MN's end of the TCP echo session has received so far (`ss`)."""
+    out = lab.exec("mn", "ss", "-Htni", "state", "established", f"sport = :{ECHO_PORT}").stdout
+    return sum(int(n) for n in re.findall(r"bytes_received:(\d+)", out))
+
+
+def echoes_flow(lab: Lab, since: int, what: str) -> int:
+    """Until the echo session has carried ten more of its messages (9 bytes each): the
+    connection is up on the MN's current path.  Returns the byte count then."""
+    return lab.wait_for(lambda: (n := echoed(lab)) >= since + 90 and n, 10, what)
 
 
 def run(lab: Lab, say=print) -> None:
     t0 = time.time()
-    lab.wait_for(lambda: via(lab, FA1), 30, "registration through FA1")
+    visitor = lab.expect_phase("via-fa1", 30)["fa1"]["visitors"][0]
     say(f"MN registered through FA1 (care-of {FA1}) in {time.time() - t0:.1f} s")
-    visitors = lab.status("fa1")["visitors"]
-    assert visitors and visitors[0]["state"] == "accepted", visitors
-    say(f"FA1 visitor list: {visitors[0]['home_address']} mac {visitors[0]['mac']} "
-        f"{visitors[0]['lifetime_left']}s left, reverse tunnel {visitors[0]['reverse_tunnel']}")
+    say(f"FA1 visitor list: {visitor['home_address']} mac {visitor['mac']} "
+        f"{visitor['lifetime_left']}s left, reverse tunnel {visitor['reverse_tunnel']}")
     for node, dst in (("cn-home", HOME), ("cn-inet", HOME), ("mn", "10.1.0.10"),
                       ("mn", "203.0.113.10")):
         got, rtt = lab.ping(node, dst)
@@ -37,20 +50,20 @@ def run(lab: Lab, say=print) -> None:
     assert res["client"]["verified"], res
     say(f"TCP 1 MiB cn-home -> MN through HA and FA1: verified in {res['client']['seconds']} s")
 
-    stream = lab.echo_stream("cn-home", "mn", HOME, seconds=14)
-    time.sleep(2)
+    stream = lab.echo_stream("cn-home", "mn", HOME, seconds=14, port=ECHO_PORT)
+    carried = echoes_flow(lab, 0, "the TCP echo session to run through FA1")
     t_move = lab.move("mn.eth0", "visit-b")
-    lab.wait_for(lambda: via(lab, FA2), 20, "registration through FA2")
+    lab.expect_phase("via-fa2", 20)
     say(f"moved to visited network B: registered through FA2 in {time.time() - t_move:.2f} s")
-    lab.wait_for(lambda: not lab.status("fa1")["visitors"], 5, "FA1 to drop the visitor")
+    lab.expect_phase("fa1-forgot", 5)
     say(f"FA1 dropped its visitor entry {time.time() - t_move:.2f} s after the move "
         "(binding update from FA2, previous-FA notification)")
     got, _ = lab.ping("cn-home", HOME)
     assert got == 3, f"cn-home -> MN via FA2: {got}/3"
     say("ping cn-home -> MN through HA and FA2: 3/3")
-    time.sleep(2)
+    echoes_flow(lab, carried, "the TCP echo session to run through FA2")
     t_move = lab.move("mn.eth0", "home")
-    lab.wait_for(lambda: home(lab), 20, "the MN to deregister at home")
+    lab.expect_phase("home", 20)
     say(f"moved home: deregistered in {time.time() - t_move:.2f} s (HA binding gone)")
     got, _ = lab.ping("cn-home", HOME)
     assert got == 3, f"cn-home -> MN at home: {got}/3"
@@ -59,5 +72,5 @@ def run(lab: Lab, say=print) -> None:
     assert result.get("ok"), result
     say(f"TCP connection cn-home -> MN stayed up across both moves: {result['messages']} "
         f"echoes, longest stall {result['max_stall_ms']} ms")
-    lab.wait_for(lambda: not lab.status("fa2")["visitors"], 5, "FA2 to drop the visitor")
+    lab.expect_phase("fa2-forgot", 5)
     say("FA2 dropped its visitor entry too: the MN told it from home (binding update)")

@@ -3,8 +3,6 @@ network's address is ignored; (b) a correspondent with the mobile node's own add
 reached through a temporary address; (c) two mobile nodes with the same home address,
 from two home agents, are told apart by link-layer address."""
 
-import subprocess
-import time
 
 from mipro.lab import Lab
 
@@ -14,37 +12,22 @@ TEMPORARY = "172.16.5.1"  # FA1's address on the site network of CN-self
 
 
 def registered(lab: Lab) -> dict:
-    """MN's visitor entry at FA1 once MN is registered with its routes applied."""
-    mn = lab.status("mn")
-    mine = [v for v in lab.status("fa1")["visitors"] if v["mac"] == MN1_MAC]
-    if mn["state"] == "registered" and mine and mine[0].get("applied"):
-        return mine[0]
-    return {}
+    """MN's visitor entry at FA1 once expect.json's "mn-registered" holds, else {}."""
+    both = lab.matches("mn-registered")
+    return visitor_of(both["fa1"], MN1_MAC) if both else {}
 
 
-def both_registered(lab: Lab) -> list[dict]:
-    visitors = [v for v in lab.status("fa1")["visitors"] if v.get("applied")]
-    if len(visitors) == 2 and all(lab.status(n)["state"] == "registered"
-                                  for n in ("mn", "mn2")):
-        return sorted(visitors, key=lambda v: v["mac"])
-    return []
+def visitor_of(fa: dict, mac: str) -> dict:
+    return next(v for v in fa["visitors"] if v["mac"] == mac)
 
 
 def icmp_seen(lab: Lab, node: str, action, src: str = HOME,
               kind: str = "icmp-echo") -> int:
     """ICMP echo requests (or replies) from ``src`` that ``node`` receives meanwhile."""
-    cap = subprocess.Popen(["ip", "netns", "exec", lab.ns(node), "tcpdump", "-l", "-n", "-i",
-                            "eth0", f"icmp[icmptype] = {kind} and src host {src}"],
-                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    time.sleep(1.0)
-    try:
+    with lab.capture(node, f"icmp[icmptype] = {kind} and src host {src}") as lines:
         action()
-        time.sleep(0.5)
-    finally:
-        cap.terminate()
-    out, _ = cap.communicate(timeout=10)
     word = "request" if kind == "icmp-echo" else "reply"
-    return len([line for line in out.splitlines() if f"ICMP echo {word}" in line])
+    return len([line for line in lines if f"ICMP echo {word}" in line])
 
 
 def ping_watched(lab: Lab, pinger: str, dst: str, watcher: str, src: str) -> tuple[int, int]:
@@ -62,9 +45,8 @@ def run(lab: Lab, say=print) -> None:
 
 
 def same_address_correspondent_ignored(lab: Lab, say=print) -> None:
-    visitor = lab.wait_for(lambda: registered(lab), 30, "registration with routes at FA1")
+    visitor = visitor_of(lab.expect_phase("mn-registered", 30)["fa1"], MN1_MAC)
     routes = {r["destination"]: r for r in visitor["routes"]}
-    assert routes["10.1.0.0/24"]["via"] == "tunnel", routes
     fa_main = lab.exec("fa1", "ip", "route", "show", "table", "main").stdout
     assert f"{CN} dev lan0" in fa_main, fa_main
     say(f"FA1 has a route to {CN} on visited network A (CN-overlap), and the MN's profile "
@@ -87,10 +69,10 @@ def same_address_correspondent_ignored(lab: Lab, say=print) -> None:
 def same_home_address_told_apart(lab: Lab, say=print) -> None:
     """Case (c): MN (HA, home 10.1.0.0/24) and MN2 (HA2, the same prefix) both have home
     address 10.1.0.100 on visited network A."""
-    one, two = lab.wait_for(lambda: both_registered(lab), 30, "MN and MN2 both at FA1")
-    assert (one["mac"], two["mac"]) == (MN1_MAC, MN2_MAC), (one, two)
+    fa = lab.expect_phase("both-registered", 30)["fa1"]
+    one, two = visitor_of(fa, MN1_MAC), visitor_of(fa, MN2_MAC)
     idx1, idx2 = one["applied"]["nat_index"], two["applied"]["nat_index"]
-    assert idx1["by_mac"] and idx2["by_mac"] and idx1["zone"] != idx2["zone"], (idx1, idx2)
+    assert idx1["zone"] != idx2["zone"], (idx1, idx2)  # each home agent's realm its own
     say(f"FA1 has two visitors with home address {HOME}: MN {MN1_MAC} via HA "
         f"{one['home_agent']} (zone {idx1['zone']}) and MN2 {MN2_MAC} via HA2 "
         f"{two['home_agent']} (zone {idx2['zone']}), told apart by link-layer address")
@@ -125,10 +107,7 @@ def own_address_correspondent(lab: Lab, say=print) -> None:
     """Case (b): CN-self, behind FA1's site0, has 10.1.0.100 too.  FA1 tells each MN in its
     registration reply; the MN sends what it addresses to 10.1.0.100 to FA1 instead of
     looping it back, and FA1 translates its source to a temporary address."""
-    lab.wait_for(lambda: all(lab.status(n)["home_address_in_use"] for n in ("mn", "mn2")),
-                 30, "both mobile nodes told their address is in use")
-    fa = lab.status("fa1")
-    assert {v["temporary_address"] for v in fa["visitors"]} == {TEMPORARY}, fa["visitors"]
+    lab.expect_phase("own-address-in-use", 30)  # both told, and FA1's temporary address
     say(f"FA1 knows a host {HOME} on site0 (CN-self): both visitors were told in their "
         f"registration replies; towards it they appear as {TEMPORARY}")
     for node in ("mn", "mn2"):

@@ -7,8 +7,8 @@ HOME = "10.1.0.100"
 
 
 def registered(lab: Lab) -> dict:
-    mn, ha = lab.status("mn"), lab.status("ha")
-    return {"mn": mn, "ha": ha} if mn["state"] == "registered" and ha["bindings"] else {}
+    """{"mn": ..., "ha": ...} once both are as expect.json's "registered" says, else {}."""
+    return lab.matches("registered")
 
 
 def ha_packets(lab: Lab) -> int:
@@ -26,7 +26,7 @@ def udp_reaches(lab: Lab, sender: str, receiver: str, dst: str, port: int) -> bo
 
 
 def run(lab: Lab, say=print) -> None:
-    both = lab.wait_for(lambda: registered(lab), 40, "registration with a co-located address")
+    both = lab.expect_phase("registered", 40)  # with a co-located address
     coa = both["mn"]["colocated_address"].split("/")[0]
 
     def applied() -> str:  # the MN applies its profile right after the state changes
@@ -55,7 +55,7 @@ def run(lab: Lab, say=print) -> None:
     say("port-based selection: UDP 5070 to CN-internet leaves locally from the care-of "
         "address, UDP 5062 (a tunnel port) goes through the tunnel from the home address")
     # Fig. 11's rows for the MN's own address: CN-self on the visited site has it too
-    assert lab.status("mn")["home_address_in_use"]
+    lab.expect_phase("own-address-in-use")
     rules = lab.exec("mn", "ip", "rule").stdout
     assert f"99:\tfrom all to {HOME} iif lo lookup 434" in rules and \
         "100:\tfrom all lookup local" in rules and not rules.startswith("0:"), rules

@@ -9,10 +9,9 @@ CN_LOCAL, CN_HOME, CN_INET = "198.51.100.20", "10.1.0.10", "203.0.113.10"
 
 
 def registered(lab: Lab) -> dict:
-    mn, fa = lab.status("mn"), lab.status("fa1")
-    if mn["state"] == "registered" and fa["visitors"] and fa["visitors"][0].get("applied"):
-        return fa["visitors"][0]
-    return {}
+    """FA1's visitor entry once expect.json's "registered" holds, else {}."""
+    both = lab.matches("registered")
+    return both["fa1"]["visitors"][0] if both else {}
 
 
 def ha_tunnel_packets(lab: Lab) -> int:
@@ -26,7 +25,7 @@ def udp_reaches(lab: Lab, sender: str, receiver: str, dst: str, port: int) -> bo
 
 
 def run(lab: Lab, say=print) -> None:
-    visitor = lab.wait_for(lambda: registered(lab), 30, "registration with routes at FA1")
+    visitor = lab.expect_phase("registered", 30)["fa1"]["visitors"][0]
     applied = visitor["applied"]
     say(f"FA1 applied for {HOME} (table {applied['table']}, packets from {HOME} on lan0 "
         f"marked {applied['fwmark']}):")
@@ -61,9 +60,8 @@ def run(lab: Lab, say=print) -> None:
     say("SIP (5060) and RTP (10000-20000) with CN-internet dropped both ways; UDP 5070 passes")
     res = lab.tcp_transfer("mn", "cn-local-a", CN_LOCAL, 100_000, port=80)
     assert res["client"]["verified"]
-    counters = lab.status("fa1")["visitors"][0]["applied"]["filter_counters"]
-    logged = [c for c in counters if c["target"] == "NFLOG"]
-    assert logged and logged[0]["packets"] > 0, counters
+    counters = lab.expect_phase("http-logged")["fa1"]["visitors"][0]["applied"]
+    logged = [c for c in counters["filter_counters"] if c["target"] == "NFLOG"]
     say(f"HTTP to CN-local-a allowed; {logged[0]['packets']} packets logged (NFLOG group 434)")
     res = lab.tcp_transfer("mn", "cn-local-a", CN_LOCAL, 100_000, port=8080)
     assert res["client"]["verified"] and res["server"]["peer"] == FA1, res
@@ -88,12 +86,11 @@ def rtt_table(lab: Lab, say=print) -> dict:
     lab.exec("ha", "kill", "-HUP", str(lab.services["ha"].proc.pid))
     lab.wait_for(lambda: sum("event=reloaded" in x for x in lab.log_lines("ha")), 5, "reload")
     lab.stop_service("mn")  # deregisters through FA1, which removes everything it applied
-    lab.wait_for(lambda: not lab.status("fa1")["visitors"], 10, "FA1 to drop the visitor")
+    lab.expect_phase("visitor-gone", 10)
     assert "MIPRO-P-" not in lab.exec("fa1", "iptables-legacy", "-S").stdout
     assert f"lookup {table}" not in lab.exec("fa1", "ip", "rule").stdout
     lab.start_service("mn")
-    lab.wait_for(lambda: lab.status("mn")["state"] == "registered" and
-                 lab.status("fa1")["visitors"], 30, "registration without route optimization")
+    lab.expect_phase("registered-without-ro", 30)
     off = {name: lab.ping("mn", ip, count=10) for name, ip in targets}
     off_tcp = {name: lab.tcp_rtt("mn", servers[name], ip) for name, ip in targets}
     before = ha_tunnel_packets(lab)
