@@ -258,11 +258,13 @@ class Replication:
                     "vrid": vrid, "hint": "track_file not configured in keepalived?"},
                     "warning"))
             g.in_sync, g.receiving, g.asked = True, [], False  # its table is the table now
-            actions += [TakeOver(g.group.address), TrackFile(vrid, 0)]
+            actions.append(TakeOver(g.group.address))
         elif was is Role.MASTER and new is not Role.MASTER:
             g.in_sync = False  # the new primary's table wins: ask for it
-            actions += [StandDown(g.group.address), TrackFile(vrid, 1)]
+            actions += [StandDown(g.group.address)]
             actions += self._ask(g, now)
+        # every time keepalived speaks (it may have just restarted and reset the file)
+        actions.append(TrackFile(vrid, 0 if g.in_sync else 1))
         return actions
 
     # --- the session ------------------------------------------------------------------
