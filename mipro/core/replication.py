@@ -321,8 +321,23 @@ class Replication:
         blocks, g.receiving, g.asked = tuple(g.receiving), [], False
         g.in_sync, g.last_resync = True, now
         self._count("dumps_received")
-        return [Replicate(g.group.address, blocks, replace=True), TrackFile(g.group.vrid, 0),
+        done: list[ReplicationAction] = [TrackFile(g.group.vrid, 0)]
+        if not msg.primary and not self._outranked_by(g, msg.priority):
+            # neither is primary (both just started): the intended primary's table wins,
+            # and that is ours; the peer takes ours when it asks
+            self._count("dumps_kept_ours")
+            return done + [Log("redundancy-in-sync", {
+                "vrid": g.group.vrid, "bindings": "ours", "reason": "peer not primary, "
+                f"priority {msg.priority} below ours {g.group.priority}"})]
+        return [Replicate(g.group.address, blocks, replace=True), *done,
                 Log("redundancy-in-sync", {"vrid": g.group.vrid, "bindings": len(blocks)})]
+
+    def _outranked_by(self, g: _GroupState, priority: int) -> bool:
+        """The peer's configured priority is higher (a tie: the session's initiator, the
+        lower address, wins, as VRRP's own tie-break prefers one side)."""
+        if priority != g.group.priority:
+            return priority > g.group.priority
+        return self.session is not None and not self.session.initiator
 
     def _ask(self, g: _GroupState, now: float) -> list[ReplicationAction]:
         s = self.session
@@ -346,7 +361,8 @@ class Replication:
         self._count("blocks_forwarded", len(blocks))
         return [SyncSend(s.message(SyncMessage(SyncType.FORWARD, g.group.vrid,
                                                g.group.priority, (address,),
-                                               g.group.advert_interval, blocks=chunk), now))
+                                               g.group.advert_interval, blocks=chunk,
+                                               primary=True), now))
                 for chunk in _chunks(blocks)]
 
     def dump(self, vrid: int, blocks: list[BindingBlock], now: float) -> list[ReplicationAction]:
@@ -357,10 +373,13 @@ class Replication:
             return []
         chunks = list(_chunks(blocks)) or [()]
         self._count("dumps_sent")
-        actions: list[ReplicationAction] = [SyncSend(s.message(SyncMessage(SyncType.DUMP, vrid, g.group.priority,
-                                               (g.group.address,), g.group.advert_interval,
-                                               blocks=chunk, more=i < len(chunks) - 1), now))
-                for i, chunk in enumerate(chunks)]
+        primary = g.role is Role.MASTER
+        actions: list[ReplicationAction] = [
+            SyncSend(s.message(SyncMessage(SyncType.DUMP, vrid, g.group.priority,
+                                           (g.group.address,), g.group.advert_interval,
+                                           blocks=chunk, more=i < len(chunks) - 1,
+                                           primary=primary), now))
+            for i, chunk in enumerate(chunks)]
         return actions + [Log("redundancy-dump-sent", {"vrid": vrid, "bindings": len(blocks)})]
 
     # --- timers -----------------------------------------------------------------------
