@@ -67,15 +67,21 @@ class Session:
         return HELLO + self.nonce
 
     @property
-    def established(self) -> bool:
+    def keyed(self) -> bool:
+        """Both hellos seen: records can be made and checked (anyone can get this far)."""
         return bool(self.session_key)
+
+    @property
+    def established(self) -> bool:
+        """The peer has sent a record that verified: it holds the key."""
+        return self.received > 0
 
     def _mac(self, outgoing: bool, header: bytes, body: bytes) -> bytes:
         direction = b"I" if outgoing == self.initiator else b"R"
         return hmac.new(self.session_key, direction + header + body, hashlib.sha256).digest()
 
     def _record(self, kind: int, body: bytes, now: float) -> bytes:
-        if not self.established:
+        if not self.keyed:
             raise SyncError("no session yet")
         self.sent += 1
         header = (1 + 8 + len(body) + MAC_BYTES).to_bytes(4, "big") + bytes((kind,)) + \
@@ -93,7 +99,7 @@ class Session:
     def feed(self, data: bytes, now: float) -> list[SyncMessage]:
         """Bytes from the peer; the messages they complete (acks are taken in here)."""
         self.buffer += data
-        if not self.established:
+        if not self.keyed:
             if len(self.buffer) < len(HELLO) + NONCE_BYTES:
                 if not HELLO.startswith(bytes(self.buffer[:len(HELLO)])):
                     raise SyncError("not a mipro sync session")
@@ -284,9 +290,11 @@ class Replication:
         s = self.session
         if s is None:
             raise SyncError("no session")
-        was_established = s.established
+        was_keyed, was_established = s.keyed, s.established
         messages = s.feed(data, now)
         actions: list[ReplicationAction] = []
+        if s.keyed and not was_keyed:  # prove we hold the key: the peer's first record
+            actions.append(SyncSend(s.ack(now)))
         if s.established and not was_established:
             self.alone_at = None
             actions.append(Log("redundancy-session-up", {"initiator": s.initiator}))

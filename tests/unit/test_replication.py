@@ -298,3 +298,19 @@ def test_keepalived_restarting_gets_the_track_file_rewritten():
     b.track.clear()
     b.run(b.rep.vrrp_state("VI_HA", "FAULT", NOW + 1))
     assert b.track == {51: 0}
+
+
+def test_a_hello_alone_does_not_make_a_session():
+    """Anyone who can reach the port can send a hello: the session is up only once the
+    peer's first record verifies, and nothing but our own proof is sent before that."""
+    a, b = pair()
+    for i in range(3):
+        a.accept(i)
+    a.outbox.clear()
+    a.run(a.rep.session_up(False, b"a" * 16))
+    a.outbox.clear()
+    a.run(a.rep.session_data(Session(b"not the key", True, b"m" * 16).hello(), NOW))
+    assert not a.rep.session.established and a.rep.describe(NOW)["session"] == "handshake"
+    assert len(a.outbox) == 1 and len(a.outbox[0]) == 4 + 1 + 8 + 8 + 32  # our ack: no data
+    a.run(a.rep.forward(VIP, [a.ha.block_of(b, NOW) for b in a.ha.bindings], NOW))
+    assert len(a.outbox) == 1  # nothing forwarded to an unproven peer
