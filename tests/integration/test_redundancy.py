@@ -91,6 +91,9 @@ def test_failover_scenario_and_what_each_kernel_holds(make_lab):
     ha1, ha2 = mipro_kernel(lab, "ha1"), mipro_kernel(lab, "ha2")
     assert not ha1["table"] and not ha1["proxies"], ha1
     assert len(ha2["table"]) == 2 and len(ha2["proxies"]) == 2, ha2
+    text = lab.mipro_status("ha2")  # what an operator reads
+    assert "redundancy: peer 10.9.0.2 (from 10.9.0.3), session up" in text, text
+    assert "VRID 51 10.1.0.1 (VI_HA): master, in sync" in text, text
 
 
 def test_a_backup_starting_late_gets_10000_bindings_by_dump(make_lab):
