@@ -13,7 +13,7 @@ APT_PACKAGES := python3 python3-venv python3-dev iptables libip4tc2 libip6tc2 ip
 	keepalived
 
 .PHONY: all setup apt venv test test-unit test-integration test-kernel lint fuzz demo \
-	codec-demo bench bench-kernel bench-flood clean
+	codec-demo bench bench-kernel bench-flood bench-failover clean
 
 all: test
 
@@ -72,6 +72,13 @@ bench: setup
 	$(PY) bench/handover.py
 	$(PY) bench/ro_apply.py
 	$(PY) bench/udp_tunnel.py
+	$(PY) bench/failover.py
+
+# Home agent redundancy alone: failover outage (10 kills per mode), bulk sync 10k/100k,
+# registration rate with replication on vs off.  FAILOVER_ARGS="--only outage --kills 20"
+FAILOVER_ARGS ?=
+bench-failover: setup
+	$(PY) bench/failover.py $(FAILOVER_ARGS)
 
 # Hostile floods at the HA and the FA while a real MN registers (bench/flood.py; builds
 # bench/floodgen.c into build/ with gcc).  FLOOD_ARGS="--limiter off,on" adds the
@@ -88,7 +95,7 @@ bench-kernel: setup
 	  $$PY bench/kernel_programming.py --tunnels per-care-of'
 
 # The lab: HA, MN (and later FA) daemons in network namespaces, scenario by scenario.
-DEMO_SCENARIOS ?= colocated handover ro ro-colocated nat overlap
+DEMO_SCENARIOS ?= colocated handover ro ro-colocated nat overlap failover
 # KERNEL=stock: the route optimization scenario in Debian's kernel (qemu), with a 20 ms
 # netem delay each way on the internet links, so RO on vs off shows as time.
 demo: setup
