@@ -222,10 +222,13 @@ def test_check_config_names_what_keepalived_disagrees_on(tmp_path):
     conf = _redundant(tmp_path, lambda t: t.replace("virtual_router_id 51",
                                                     "virtual_router_id 52")
                       .replace("vrrp_notify_fifo /run/mipro/keepalived.fifo", "")
-                      .replace("weight 0\n    init_file", "weight -20\n    init_file"))
+                      .replace("weight 0\n    init_file", "weight -20\n    init_file")
+                      .replace("process mipro-ha", "process mipro"))
     code, lines, _ = check_config(conf)
     text = "\n".join(lines)
     assert code == 1
+    assert "vrrp_instance VI_HA: tracks process mipro, but mipro's process is named " \
+        "mipro-ha (redundancy.process_name)" in text
     assert "vrrp_instance VI_HA: virtual_router_id 52 is not redundancy.group.0.vrid 51" in text
     assert "global_defs: no notify_fifo" in text
     assert "track_file mipro_sync: weight -20" in text
