@@ -246,6 +246,7 @@ class HaDaemon(EngineDaemon[HomeAgent]):
             if data[:1] == b"\x04":  # RFC 3519 tunnel data from an MN behind a NAPT
                 self.dataplane.from_udp(data, IPv4Address(addr[0]), addr[1])
                 continue
+            self.request_seen(data, addr[0], addr[1])
             actions += self.call("receive", self.engine.receive, data, IPv4Address(addr[0]),
                                  addr[1], now)
         self.dispatch(actions)
@@ -319,6 +320,7 @@ class HaDaemon(EngineDaemon[HomeAgent]):
                     continue
                 try:
                     self.sock.sendto(a.data, (str(a.dst), a.port))
+                    self.reply_sent(a.data, a.dst, a.port)
                 except (BlockingIOError, InterruptedError):
                     self.send_drops += 1  # UDP: the MN retransmits
                 except OSError as exc:
@@ -411,7 +413,8 @@ class HaDaemon(EngineDaemon[HomeAgent]):
             return {"store": "file", "subscribers": len(store) if hasattr(store, "__len__")
                     else None}
         return {"store": "ldap", "breaker": store.state, "cached": len(store.entries),
-                "hits": store.hits, "misses": store.misses,
+                "hits": store.hits, "misses": store.misses, "found": store.found,
+                "not_found": store.not_found, "failed": store.failed,
                 "failures_in_a_row": store.failures, "last_error": store.last_error or None,
                 "waiting": self.engine.parked_count}
 
