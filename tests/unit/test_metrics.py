@@ -342,3 +342,38 @@ def test_metrics_listen_ipv6_and_all_addresses_when_asked(tmp_path, text, want):
                                                     f"[runtime]\nmetrics_listen = {text}"))
     assert cfg.runtime.metrics_listen == want
     assert loaded("mn", tmp_path).runtime.metrics_listen is None  # off by default
+
+
+def test_the_directory_counters_status_shows_are_the_ones_scraped(tmp_path):
+    """A home agent with the LDAP store (a CachedStore in front of a directory that
+    answers from a dict, or fails): its status's directory section and its metrics are
+    one set of numbers."""
+    from ipaddress import IPv4Address
+
+    from mipro.runtime.metrics import snapshot_ha
+    from mipro.subscribers.cache import CachedStore
+    from mipro.subscribers.model import StoreUnavailable
+
+    class Directory:
+        def lookup(self, home, nai=None):
+            if str(home) == "10.1.0.99":
+                raise StoreUnavailable("timeout")
+            return None
+
+    daemon = DAEMONS["ha"][0](loaded("ha", tmp_path), EventLog("ha"))
+    daemon.engine.set_store(CachedStore(Directory(), ttl=60, negative_ttl=60))
+    store = daemon.engine.store
+    store.lookup(IPv4Address("10.1.0.5"))  # asked: not found
+    store.lookup(IPv4Address("10.1.0.5"))  # cached
+    with pytest.raises(StoreUnavailable):
+        store.lookup(IPv4Address("10.1.0.99"))
+    status = daemon.handle_control({"command": "status"})["directory"]
+    assert (status["found"], status["not_found"], status["failed"]) == (0, 1, 1)
+    assert (status["hits"], status["misses"]) == (1, 2)
+    got = exposition(snapshot_ha(daemon))
+    for result in ("found", "not_found", "failed"):
+        assert value(got, "mipro_ldap_lookups_total", result=result) == status[result]
+    assert value(got, "mipro_ldap_cache_requests_total", result="hit") == status["hits"]
+    assert value(got, "mipro_ldap_cache_requests_total", result="miss") == status["misses"]
+    assert value(got, "mipro_ldap_cache_entries") == status["cached"] == 1
+    assert value(got, "mipro_ldap_breaker", state=status["breaker"]) == 1
