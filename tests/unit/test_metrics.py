@@ -377,3 +377,25 @@ def test_the_directory_counters_status_shows_are_the_ones_scraped(tmp_path):
     assert value(got, "mipro_ldap_cache_requests_total", result="miss") == status["misses"]
     assert value(got, "mipro_ldap_cache_entries") == status["cached"] == 1
     assert value(got, "mipro_ldap_breaker", state=status["breaker"]) == 1
+
+
+def test_an_ipv6_address_is_served_too(tmp_path):
+    with socket.socket(socket.AF_INET6) as s:
+        s.bind(("::1", 0))
+        free = s.getsockname()[1]
+    cfg = loaded("mn", tmp_path, lambda t: t.replace(
+        "[runtime]", f'[runtime]\nmetrics_listen = "[::1]:{free}"'))
+    daemon = DAEMONS["mn"][0](cfg, EventLog("mn"))
+    daemon.listen_metrics()
+    assert daemon.metrics.address == ("::1", free)
+    text: list[str] = []
+
+    async def main() -> None:
+        daemon.metrics.serve(asyncio.get_running_loop())
+        url = f"http://[::1]:{free}/metrics"
+        text.append(await asyncio.get_running_loop().run_in_executor(
+            None, lambda: urllib.request.urlopen(url, timeout=5).read().decode()))
+
+    asyncio.run(main())
+    daemon.metrics.stop()
+    assert value(samples(text[0]), "mipro_mn_state", state="idle") == 1
