@@ -13,7 +13,7 @@ APT_PACKAGES := python3 python3-venv python3-dev iptables libip4tc2 libip6tc2 ip
 	keepalived
 
 .PHONY: all setup apt venv test test-unit test-integration test-kernel lint fuzz demo \
-	codec-demo bench bench-kernel bench-flood bench-failover clean
+	codec-demo bench bench-kernel bench-flood bench-failover bench-metrics metrics-dashboard clean
 
 all: test
 
@@ -86,6 +86,24 @@ bench-failover: setup
 FLOOD_ARGS ?=
 bench-flood: setup
 	$(PY) bench/flood.py $(FLOOD_ARGS)
+
+# What Prometheus metrics cost the home agent (off vs on, scraped every second).
+bench-metrics: setup
+	$(PY) bench/metrics_overhead.py
+
+# docs/metrics-dashboard.png: the Grafana dashboard's queries on a lab run, evaluated by
+# Debian's Prometheus and drawn by the script (Grafana is not packaged), photographed by
+# headless Chromium.  Only this target needs these two (large) packages.
+DASHBOARD_PACKAGES := prometheus chromium
+metrics-dashboard: setup
+	@missing=$$(for p in $(DASHBOARD_PACKAGES); do \
+	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; \
+	  done); \
+	if [ -n "$$missing" ]; then \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -q && apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+	$(PY) bench/metrics_dashboard.py
 
 # Kernel-backend benchmarks, in Debian's stock kernel when this one lacks ipip.
 bench-kernel: setup

@@ -443,6 +443,7 @@ class HomeAgent:
             udp = self._nat_traversal(req, who, home, src, port, utr, nat, reply_id, now)
             encapsulation = "udp"
         code = Code.ACCEPTED_NO_SIMULTANEOUS if req.flags & RequestFlags.S else Code.ACCEPTED
+        self._count(f"accepted_{int(code)}")  # by reply code; the kind is counted below
         actions: list[Action] = []
         if deregister:
             old = self.bindings.pop(home)

@@ -19,6 +19,7 @@ from ..dataplane.kernel.detect import choose_backend
 from ..dataplane.kernel.netlink import Netlink
 from .control import ControlServer
 from .logging import EventLog
+from .metrics import Metrics
 
 
 class Engine(Protocol):
@@ -57,6 +58,7 @@ class EngineDaemon(Generic[E]):
         self.inputs_paused = False
         self.input_pauses = 0
         self.flush_timer: asyncio.TimerHandle | None = None
+        self.metrics: Metrics | None = None  # runtime.metrics_listen
 
     async def pick_backend(self, wanted: str) -> str:
         """Resolve dataplane.backend ("auto" tries the kernel's tunnels) and say why."""
@@ -68,16 +70,42 @@ class EngineDaemon(Generic[E]):
         self.log("dataplane", backend=backend, reason=self.backend_reason)
         return backend
 
+    def listen_metrics(self) -> None:
+        """Bind runtime.metrics_listen (ConfigError if it cannot be): before ``run``
+        touches the kernel; answered from ``serve_operations`` on."""
+        if self.cfg.runtime.metrics_listen is not None:
+            self.metrics = Metrics(self)
+            self.metrics.listen(self.cfg)
+
+    def request_seen(self, data: bytes, host: object, port: int) -> None:
+        """A registration request read (for mipro_registration_duration_seconds)."""
+        if self.metrics is not None and self.metrics.timer is not None:
+            self.metrics.timer.request_in(data, host, port)
+
+    def reply_sent(self, data: bytes, host: object, port: int) -> None:
+        """A registration reply sent: the request's time is observed."""
+        if self.metrics is not None and self.metrics.timer is not None:
+            self.metrics.timer.reply_out(data, host, port)
+
     async def serve_operations(self, control_socket: str) -> ControlServer:
-        """The control socket, SIGHUP = reload, SIGTERM/SIGINT = stop."""
-        control = ControlServer(control_socket, self.handle_control)
+        """The control socket (and the metrics endpoint), SIGHUP = reload, SIGTERM/SIGINT
+        = stop."""
+        control = ControlServer(control_socket, self.handle_control, self._stop_metrics)
         await control.start()
         loop = asyncio.get_running_loop()
+        if self.metrics is not None:
+            self.metrics.serve(loop)
+            host, port = self.metrics.address
+            self.log("metrics", listen=f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
         loop.add_signal_handler(signal.SIGHUP, self._guarded_reload)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
         self.flush_timer = loop.call_later(self.LOG_FLUSH, self._flush_logs)
         return control
+
+    def _stop_metrics(self) -> None:
+        if self.metrics is not None:
+            self.metrics.stop()
 
     def _flush_logs(self) -> None:
         self.log.flush()
@@ -301,6 +329,7 @@ def run_daemon(role: str, config_path: str, load: Callable[[str], Any],
     log = EventLog(role, cfg.runtime.log_level)
     try:
         daemon = factory(cfg, log)
+        daemon.listen_metrics()
         asyncio.run(daemon.run())
     except ConfigError as exc:
         for line in exc.errors:

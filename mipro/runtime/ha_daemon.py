@@ -280,6 +280,7 @@ class HaDaemon(EngineDaemon[HomeAgent]):
             if data[:1] == b"\x04":  # RFC 3519 tunnel data from an MN behind a NAPT
                 self.dp.from_udp(data, IPv4Address(addr[0]), addr[1])
                 continue
+            self.request_seen(data, addr[0], addr[1])
             actions += self.call("receive", self.engine.receive, data, IPv4Address(addr[0]),
                                  addr[1], now)
         self.dispatch(actions)
@@ -363,6 +364,7 @@ class HaDaemon(EngineDaemon[HomeAgent]):
                 sock = sock or self.main_sock
                 try:
                     sock.sendto(a.data, (str(a.dst), a.port))
+                    self.reply_sent(a.data, a.dst, a.port)
                 except (BlockingIOError, InterruptedError):
                     self.send_drops += 1  # UDP: the MN retransmits
                 except OSError as exc:
@@ -472,7 +474,8 @@ class HaDaemon(EngineDaemon[HomeAgent]):
             return {"store": "file", "subscribers": len(store) if hasattr(store, "__len__")
                     else None}
         return {"store": "ldap", "breaker": store.state, "cached": len(store.entries),
-                "hits": store.hits, "misses": store.misses,
+                "hits": store.hits, "misses": store.misses, "found": store.found,
+                "not_found": store.not_found, "failed": store.failed,
                 "failures_in_a_row": store.failures, "last_error": store.last_error or None,
                 "waiting": self.engine.parked_count}
 

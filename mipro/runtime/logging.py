@@ -30,6 +30,7 @@ class EventLog:
         self.window_start = clock()
         self.lines: Counter[str] = Counter()  # written this window, by event
         self.suppressed: Counter[str] = Counter()
+        self.suppressed_total: Counter[str] = Counter()  # never cleared (for metrics)
         self.sources: dict[str, Counter[str]] = {}
 
     def set_level(self, level: str) -> None:
@@ -44,6 +45,7 @@ class EventLog:
                 self.flush()
             if self.lines[entry.event] >= self.burst:
                 self.suppressed[entry.event] += 1
+                self.suppressed_total[entry.event] += 1
                 src = _source(entry.fields)
                 sources = self.sources.setdefault(entry.event, Counter())
                 if len(sources) < 1024 or src in sources:  # bounded under spoofing
