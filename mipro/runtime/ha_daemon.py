@@ -533,6 +533,9 @@ class Cleanup:
     def __init__(self, cfg: HaConfig, log: EventLog) -> None:
         self.cfg, self.log = cfg, log
 
+    def listen_metrics(self) -> None:
+        """A one-shot command serves no metrics."""
+
     async def run(self) -> None:
         await cleanup(self.cfg, self.log)
         self.log("cleaned-up", config=self.cfg.path)
