@@ -10,7 +10,7 @@ STAMP := $(VENV)/.mipro-installed
 APT_PACKAGES := python3 python3-venv python3-dev iptables libip4tc2 libip6tc2 iproute2 \
 	ipset conntrack tshark tcpdump dnsmasq-base slapd ldap-utils iperf3 procps iputils-ping \
 	qemu-system-x86 linux-image-amd64 busybox-static kmod nftables libnftables1 gcc libc6-dev \
-	man-db groff-base systemd
+	graphviz man-db groff-base systemd
 
 .PHONY: all setup apt venv test test-unit test-integration test-kernel lint fuzz demo \
 	codec-demo bench bench-kernel bench-flood man install install-files install-user \
@@ -98,7 +98,8 @@ bench-kernel: setup
 	  $$PY bench/kernel_programming.py --tunnels shared --proxy-arp interface; \
 	  $$PY bench/kernel_programming.py --tunnels per-care-of'
 
-# The lab: HA, MN (and later FA) daemons in network namespaces, scenario by scenario.
+# The lab: HA, FA and MN daemons in network namespaces, scenario by scenario; each
+# scenario's topology and checked paths drawn into netns-lab/out/SCENARIO/topology.svg.
 DEMO_SCENARIOS ?= colocated handover ro ro-colocated nat overlap
 # KERNEL=stock: the route optimization scenario in Debian's kernel (qemu), with a 20 ms
 # netem delay each way on the internet links, so RO on vs off shows as time.
@@ -106,7 +107,10 @@ demo: setup
 ifeq ($(KERNEL),stock)
 	$(PY) tests/kernel/runner.py --demo ro
 else
-	$(PY) -m mipro.lab.cli run $(DEMO_SCENARIOS)
+	$(PY) -m mipro.lab.cli run $(DEMO_SCENARIOS); rc=$$?; \
+	  echo "demo: pictures of each topology and the paths checked (docs/lab.md):"; \
+	  for s in $(DEMO_SCENARIOS); do echo "  netns-lab/out/$$s/topology.svg (.png)"; done; \
+	  exit $$rc
 endif
 
 codec-demo: setup
