@@ -227,3 +227,30 @@ def test_a_line_stays_one_line_whatever_a_field_holds():
     assert "\n" not in line and "\x1b" not in line
     assert line == ('event=drop nai="mn\\nevent=fake level=error \\"x\\"" ok=plain '
                     'esc="\\x1b[31m"')
+
+
+def test_an_unexpected_error_at_start_is_a_fatal_line_not_a_traceback():
+    import os
+    import subprocess
+    import sys
+
+    script = """
+import sys
+from types import SimpleNamespace
+from mipro.runtime.daemon import run_daemon
+
+class LibraryError(Exception):  # e.g. python-iptables' IPTCError without CAP_NET_ADMIN
+    pass
+
+def factory(cfg, log):
+    raise LibraryError("can't initialize mangle: Permission denied")
+
+cfg = SimpleNamespace(runtime=SimpleNamespace(log_level="info"))
+sys.exit(run_daemon("fa", "fa.toml", lambda path: cfg, factory))
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert proc.returncode == 1 and not proc.stderr, proc.stderr
+    [line] = proc.stdout.splitlines()
+    assert "mipro-fa level=error event=fatal reason=\"LibraryError(" in line, line
+    assert "trace=" in line and "Permission denied" in line
