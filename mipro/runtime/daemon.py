@@ -15,10 +15,11 @@ from typing import Any, Generic, Protocol, TypeVar
 from pyroute2 import NetlinkError
 
 from ..config import ConfigError
+from ..core.actions import Log
 from ..dataplane.kernel.detect import choose_backend
 from ..dataplane.kernel.netlink import Netlink
 from .control import ControlServer
-from .logging import EventLog
+from .logging import EventLog, capture_library_logs
 from .metrics import Metrics
 
 
@@ -319,24 +320,26 @@ def config_keys(cfg: Any, prefix: str = "") -> list[str]:
 
 def run_daemon(role: str, config_path: str, load: Callable[[str], Any],
                factory: Callable[[Any, EventLog], Any]) -> int:
-    """Load and validate (exit 1 with every problem), then run until SIGTERM."""
+    """Load and validate (exit 1 with every problem), then run until SIGTERM.  Whatever
+    goes wrong is a log line (``config-invalid``, ``fatal``), never a bare traceback."""
+    log = EventLog(role)
+    capture_library_logs(log)
     try:
         cfg = load(config_path)
-    except ConfigError as exc:
-        for line in exc.errors:
-            print(line)
-        return 1
-    log = EventLog(role, cfg.runtime.log_level)
-    try:
+        log.set_level(cfg.runtime.log_level)
         daemon = factory(cfg, log)
         daemon.listen_metrics()
         asyncio.run(daemon.run())
     except ConfigError as exc:
         for line in exc.errors:
-            print(line)
+            log.emit(Log("config-invalid", {"problem": line}, "error"), limited=False)
         return 1
     except (OSError, RuntimeError, LookupError, NetlinkError) as exc:
         log("fatal", "error", reason=exc)
+        return 1
+    except Exception as exc:  # a bug, or a library's own error type (e.g. python-iptables')
+        log("fatal", "error", reason=repr(exc),
+            trace=traceback.format_exc(limit=6).replace("\n", " | "))
         return 1
     return 0
 
