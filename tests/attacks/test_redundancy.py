@@ -77,6 +77,9 @@ class Side:
         return self.rep.role_of(address) is Role.MASTER
 
     def run(self, actions, now=NOW):
+        """In order, as HaRedundancy.run does; what a Replicate changes goes through the
+        daemon's worker, i.e. after the records already queued (the acknowledgement)."""
+        later = []
         for a in actions:
             if isinstance(a, SyncSend):
                 self.outbox.append(a.data)
@@ -90,7 +93,9 @@ class Side:
                 for b in [b for b in self.kernel.values() if b.home_agent == a.address]:
                     self._kernel("remove", b)
             elif isinstance(a, Replicate):
-                self.changes(self.ha.replicate(a.address, a.blocks, a.replace, now), now)
+                later.append(self.ha.replicate(a.address, a.blocks, a.replace, now))
+        for changes in later:
+            self.changes(changes, now)
 
     def _kernel(self, op, b):
         self.kernel_log.append((op, b.home_address, b.home_agent))
@@ -493,10 +498,6 @@ def test_finding4_the_tail_of_an_abandoned_dump_is_not_a_dump():
 
 # --- finding 5: a partition's replay state is thrown away with its bindings --------------
 
-@pytest.mark.xfail(strict=True, reason="finding 5: replicate() takes the primary's nonce "
-                   "unconditionally; after a partition the loser's nonce goes back to the "
-                   "winner's older one, and the request the loser itself accepted with it "
-                   "during the partition is accepted again when the loser is primary later")
 def test_finding5_a_partition_loser_accepts_its_own_request_again():
     a, b = pair(subscribers(ReplayMethod.NONCE))
     first = a.receive(nonce_request(0, 1))  # first contact: 133 and a nonce
@@ -532,11 +533,6 @@ def test_finding5_the_partition_winner_accepts_what_the_loser_accepted():
 
 # --- finding 6: a forward of one group overwrites another group's binding ----------------
 
-@pytest.mark.xfail(strict=True, reason="finding 6: the table is keyed by home address across "
-                   "groups: a forward for group 51 (we are its backup) replaces the binding of "
-                   "the same home address in group 52 (we are its primary) with no RemoveBinding, "
-                   "so the kernel keeps the old tunnel and proxy ARP entry the table no longer "
-                   "knows (both home agents may then answer ARP for the MN)")
 def test_finding6_a_forward_of_another_group_leaves_the_kernel_and_table_apart():
     a = Side(agent(addresses=(VIP, VIP2)), groups=(G51, G52))
     b = Side(agent(addresses=(VIP, VIP2)), groups=(G51, G52))
@@ -562,13 +558,12 @@ def _replicated(ha: HomeAgent, blk: BindingBlock):
     return before, out
 
 
-F8 = "finding 8: replicate() applies none of the registration policy (the subscriber's own " \
-     "home address, the care-of checks, max_lifetime, the encapsulations enabled): a peer " \
-     "holding the key, or one with a drifted ha.toml, makes bindings this home agent would " \
-     "refuse, and a takeover programs them (tunnels, proxy ARP on the home link)"
+# finding 8 (fixed): replicate() applied none of the registration policy (the subscriber's
+# own home address, the care-of checks, max_lifetime, the encapsulations enabled): a peer
+# holding the key, or one with a drifted ha.toml, made bindings this home agent would
+# refuse, and a takeover programmed them (tunnels, proxy ARP on the home link)
 
 
-@pytest.mark.xfail(strict=True, reason=F8)
 @pytest.mark.parametrize("home", [ROUTER, A("192.0.2.7")], ids=["home-link-router", "off-net"])
 def test_finding8_a_replicated_home_address_must_be_a_subscribers(home):
     ha = agent()
@@ -576,7 +571,6 @@ def test_finding8_a_replicated_home_address_must_be_a_subscribers(home):
     assert ha.bindings.get(home) is None and not [a for a in out if isinstance(a, InstallBinding)]
 
 
-@pytest.mark.xfail(strict=True, reason=F8)
 @pytest.mark.parametrize("coa", [VIP, A("10.1.0.50"), A("224.0.0.5")],
                          ids=["ours", "home-network", "multicast"])
 def test_finding8_a_replicated_care_of_address_is_checked(coa):
@@ -585,7 +579,6 @@ def test_finding8_a_replicated_care_of_address_is_checked(coa):
     assert ha.bindings.get(HOME) is None and not [a for a in out if isinstance(a, InstallBinding)]
 
 
-@pytest.mark.xfail(strict=True, reason=F8)
 def test_finding8_a_replicated_lifetime_is_held_to_policy():
     ha = agent(max_lifetime=600)
     _replicated(ha, block(lifetime=65535, left=65535))
@@ -593,7 +586,6 @@ def test_finding8_a_replicated_lifetime_is_held_to_policy():
     assert b is None or b.expires <= NOW + 600
 
 
-@pytest.mark.xfail(strict=True, reason=F8)
 @pytest.mark.parametrize("encap,policy", [
     ("gre", {"encapsulations": frozenset({"ipip"})}),
     ("udp", {"udp_tunnelling": False}),
