@@ -21,8 +21,9 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
@@ -44,7 +45,13 @@ UDP_MTU = 1468  # ... minus UDP (8) and the RFC 3519 header (4): no outer fragme
 UDP_TUNNEL_HEADER = bytes((4, 4, 0, 0))  # RFC 3519 tunnel data, next header 4 (IPv4)
 
 
-PeerOf = Callable[[IPv4Address, IPv4Address], tuple[object, str, object] | None]
+# Where a packet goes: a tunnel end (IP-in-IP, GRE) or, for UDP, the NAPT's (address, port).
+Outer = IPv4Address | tuple[IPv4Address, int]
+# The role's counter key: a home address (HA, MN), or the FA's (home address, MAC).
+CounterKey = Hashable
+PeerOf = Callable[[IPv4Address, IPv4Address], tuple[Outer, str, CounterKey] | None]
+Accept = Callable[[IPv4Address, IPv4Address, IPv4Address], CounterKey | None]
+AcceptUdp = Callable[[IPv4Address, int, IPv4Address, IPv4Address], CounterKey | None]
 
 
 @dataclass
@@ -65,7 +72,7 @@ class RelayStats:
     dropped_unauthorised: int = 0
     tun_write_errors: int = 0
     last_udp_in: float = 0.0  # monotonic time of the last accepted UDP tunnel packet
-    per_key: dict[IPv4Address, Counters] = field(default_factory=dict)
+    per_key: dict[CounterKey, Counters] = field(default_factory=dict)
 
 
 class UserspaceTunnel:
@@ -74,7 +81,7 @@ class UserspaceTunnel:
         ifname: str,
         local: IPv4Address | None,
         peer_of: PeerOf,
-        accept: Callable[[IPv4Address, IPv4Address, IPv4Address], IPv4Address | None],
+        accept: Accept,
         raw: bool = True,
     ) -> None:
         """``peer_of(src, dst)`` → (outer destination, "ipip"|"gre", counter key), or
@@ -88,7 +95,8 @@ class UserspaceTunnel:
         self.accept = accept
         self.stats = RelayStats()
         self.fd = -1
-        self.ipip = self.gre = None
+        self.ipip: socket.socket | None = None  # the raw sockets, when ``raw`` and open
+        self.gre: socket.socket | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.udp_send: Callable[[bytes, tuple[str, int]], None] | None = None
         self.peer_tuns: dict[IPv4Address, tuple[int, PeerOf]] = {}  # peer → (fd, peer_of)
@@ -136,8 +144,9 @@ class UserspaceTunnel:
             loop.add_reader(self.fd, self._from_tun, self.fd, self.peer_of)
         for fd, peer_of in self.peer_tuns.values():
             loop.add_reader(fd, self._from_tun, fd, peer_of)
-        if self.raw:
+        if self.ipip is not None:
             loop.add_reader(self.ipip.fileno(), self._from_raw, self.ipip, False)
+        if self.gre is not None:
             loop.add_reader(self.gre.fileno(), self._from_raw, self.gre, True)
 
     def stop_reading(self) -> None:
@@ -169,7 +178,7 @@ class UserspaceTunnel:
         return {no_peer: s.dropped_no_peer, "malformed": s.dropped_bad,
                 "unauthorised": s.dropped_unauthorised}
 
-    def counters(self, key: IPv4Address) -> Counters:
+    def counters(self, key: CounterKey) -> Counters:
         c = self.stats.per_key.get(key)
         if c is None:
             c = self.stats.per_key[key] = Counters()
@@ -197,11 +206,11 @@ class UserspaceTunnel:
                 continue
             outer, encap, key = peer
             try:
-                if encap == "udp":  # outer is (address, port): the NAPT's mapping
+                if isinstance(outer, tuple):  # "udp": the NAPT's mapping
                     if self.udp_send is None:
                         raise OSError("no UDP socket")
                     self.udp_send(UDP_TUNNEL_HEADER + pkt, (str(outer[0]), outer[1]))
-                elif not self.raw:
+                elif self.ipip is None or self.gre is None:  # raw=False
                     raise OSError("IP-in-IP and GRE are the kernel's here")
                 elif encap == "gre":
                     self.gre.sendto(GRE_IPV4 + pkt, (str(outer), 0))
@@ -214,7 +223,7 @@ class UserspaceTunnel:
             c.packets_out += 1
             c.bytes_out += len(pkt)
 
-    def _from_raw(self, sock, is_gre: bool) -> None:
+    def _from_raw(self, sock: socket.socket, is_gre: bool) -> None:
         for _ in range(BATCH):
             try:
                 pkt = sock.recv(65535)
@@ -242,8 +251,7 @@ class UserspaceTunnel:
             c.bytes_in += len(inner)
 
     def from_udp(self, data: bytes, outer_src: IPv4Address, outer_port: int,
-                 accept_udp: Callable[[IPv4Address, int, IPv4Address, IPv4Address],
-                                      IPv4Address | None]) -> bool:
+                 accept_udp: AcceptUdp) -> bool:
         """RFC 3519 tunnel data from the daemon's socket: checked, then into the TUN.
         Malformed data and data from an address and port with no binding are dropped
         and counted, never forwarded.  True when it was delivered."""
