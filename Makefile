@@ -50,9 +50,10 @@ $(STAMP): pyproject.toml | apt
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
-# Everything: the suite on this kernel, then the kernel-backend tests on a kernel that
-# has ipip/ip_gre (this one if it does, else Debian's stock kernel in qemu).
-test: setup
+# Everything: ruff and mypy (lint), the suite on this kernel, then the kernel-backend
+# tests on a kernel that has ipip/ip_gre (this one if it does, else Debian's stock kernel
+# in qemu).
+test: lint
 	$(PY) -m pytest -q -ra tests --ignore=tests/kernel
 	$(PY) tests/kernel/runner.py
 
@@ -65,6 +66,8 @@ test-unit: setup
 test-integration: setup
 	$(PY) -m pytest -q -ra tests/integration
 
+# ruff and mypy from the venv (the test extra of pyproject.toml; the venv is reinstalled
+# when pyproject.toml changes); mypy's configuration is pyproject's [tool.mypy]
 lint: setup
 	$(VENV)/bin/ruff check mipro tests bench
 	$(VENV)/bin/mypy
