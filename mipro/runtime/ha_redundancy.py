@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from .ha_daemon import HaDaemon
 
 HANDSHAKE_TIMEOUT = 5.0
+TICK = 1.0  # the FIFO check
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,8 @@ class HaRedundancy:
                                        self._up, self._data, self._down, daemon.log)
         self.fifo: NotifyFifo | None = None
         self.timer: asyncio.TimerHandle | None = None
+        self.ticker: asyncio.TimerHandle | None = None
+        self.fifo_fd = -1
         self.sessions = 0
         self.refused_records = 0
 
@@ -77,20 +80,23 @@ class HaRedundancy:
         before this daemon started)."""
         set_process_name(self.cfg.process_name)
         self.run(self.rep.start())
-        self.fifo = NotifyFifo(self.cfg.notify_fifo)
-        self.d.add_input(self.fifo.fileno(), self._on_fifo)
+        self.fifo = NotifyFifo(self.cfg.notify_fifo, self.d.log)
+        self.fifo_fd = self.fifo.fileno()
+        self.d.add_input(self.fifo_fd, self._on_fifo)
         for g in self.groups:
             if g.address in local_addresses:
                 self.run(self.rep.vrrp_state(g.instance, "MASTER", time.time()))
         await self.transport.start()
         self._arm()
+        self._tick()
 
     async def stop(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
+        for handle in (self.timer, self.ticker):
+            if handle is not None:
+                handle.cancel()
         await self.transport.stop()
         if self.fifo is not None:
-            self.d.remove_input(self.fifo.fileno())
+            self.d.remove_input(self.fifo_fd)
             self.fifo.close()
         for vrid, path in self.track_files.items():  # gone: keepalived must not keep us
             self._track(vrid, path, 1)
@@ -150,9 +156,19 @@ class HaRedundancy:
 
     def _on_fifo(self) -> None:
         assert self.fifo is not None
-        for event in self.fifo.events():
+        events = self.fifo.events()
+        if self.fifo.fileno() != self.fifo_fd:  # keepalived made a new one: reopened
+            self.d.remove_input(self.fifo_fd)
+            self.fifo_fd = self.fifo.fileno()
+            self.d.add_input(self.fifo_fd, self._on_fifo)
+        for event in events:
             if event.kind == "INSTANCE":
                 self.run(self.rep.vrrp_state(event.name, event.state, time.time()))
+
+    def _tick(self) -> None:
+        """Every second: has keepalived replaced its FIFO (a reload, a restart)?"""
+        self.ticker = asyncio.get_running_loop().call_later(TICK, self._tick)
+        self._on_fifo()
 
     def _up(self, initiator: bool, nonce: bytes) -> None:
         self.sessions += 1

@@ -62,34 +62,80 @@ def parse_fifo_line(line: str) -> VrrpEvent | None:
 
 
 class NotifyFifo:
-    """keepalived's notify FIFO, read without blocking.  Opened read-write, so there is
-    always a writer (us) and a keepalived restart never turns into an endless EOF."""
+    """keepalived's notify FIFO, read without blocking.  Opened read-write where we may
+    (there is always a writer, us, so a keepalived restart never turns into an endless
+    EOF), else read-only and reopened at EOF.
 
-    def __init__(self, path: str) -> None:
+    keepalived unlinks a FIFO it created itself and makes a new one on every reload and
+    restart (lib/notify.c): ``events`` (also called every second by the runtime) notices
+    the path naming another inode, or none, and opens the new one (or makes its own,
+    which keepalived then uses and leaves alone); ``fileno`` may change."""
+
+    def __init__(self, path: str,
+                 log: Callable[..., None] = lambda *a, **k: None) -> None:
         self.path = path
-        p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        if p.exists() and not stat.S_ISFIFO(p.stat().st_mode):
-            raise OSError(f"{path} exists and is not a FIFO")
-        if not p.exists():
-            os.mkfifo(path, 0o600)
-        self.fd = os.open(path, os.O_RDWR | os.O_NONBLOCK)
+        self.log = log
         self.partial = b""
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self.fd, self.ident, self.writable = self._open()
 
     def fileno(self) -> int:
         return self.fd
 
-    def events(self) -> list[VrrpEvent]:
-        out: list[VrrpEvent] = []
+    def _open(self) -> tuple[int, tuple[int, int], bool]:
+        """The FIFO at ``path`` (made, 0600, if there is none)."""
+        with contextlib.suppress(FileExistsError):
+            os.mkfifo(self.path, 0o600)
+        flags = os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            fd, writable = os.open(self.path, os.O_RDWR | flags), True
+        except PermissionError:  # keepalived (root) made it 0644: we may only read
+            fd, writable = os.open(self.path, os.O_RDONLY | flags), False
+        st = os.fstat(fd)
+        if not stat.S_ISFIFO(st.st_mode):
+            os.close(fd)
+            raise OSError(f"{self.path} exists and is not a FIFO")
+        return fd, (st.st_dev, st.st_ino), writable
+
+    def _replaced(self) -> bool:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return True
+        return (st.st_dev, st.st_ino) != self.ident
+
+    def _reopen(self) -> None:
+        try:
+            fd, ident, writable = self._open()
+        except OSError as exc:  # keep the old one; try again at the next check
+            self.log("notify-fifo-failed", "error", path=self.path, reason=exc)
+            return
+        os.close(self.fd)
+        self.fd, self.ident, self.writable = fd, ident, writable
+        self.log("notify-fifo-reopened", path=self.path)
+
+    def _drain(self) -> tuple[bytes, bool]:
+        """What is buffered in the FIFO, and whether the writers are gone (read-only)."""
+        data = b""
         for _ in range(64):
             try:
                 chunk = os.read(self.fd, 65536)
             except (BlockingIOError, InterruptedError):
                 break
             if not chunk:
-                break
-            self.partial += chunk
+                return data, True
+            data += chunk
+        return data, False
+
+    def events(self) -> list[VrrpEvent]:
+        data, eof = self._drain()  # what the old one still holds comes first
+        if eof or self._replaced():
+            self._reopen()
+            more, _ = self._drain()
+            data += more
+        self.partial += data
         *lines, self.partial = self.partial.split(b"\n")
+        out: list[VrrpEvent] = []
         for line in lines:
             event = parse_fifo_line(line.decode(errors="replace"))
             if event is not None:

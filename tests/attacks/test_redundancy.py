@@ -18,6 +18,7 @@ import contextlib
 import os
 import socket
 import stat
+import subprocess
 import time
 from ipaddress import IPv4Address as A
 from pathlib import Path
@@ -194,23 +195,49 @@ def nonce_request(nonce, low, now=NOW, coa=COA):
 
 # --- finding 1: keepalived and mipro lose each other across restarts ---------------------
 
-@pytest.mark.xfail(strict=True, reason="finding 1: keepalived unlinks and re-creates a notify "
-                   "FIFO it created itself on every reload and restart (lib/notify.c "
-                   "fifo_close/fifo_open); NotifyFifo keeps reading the unlinked one and never "
-                   "hears keepalived again: mipro's role is stuck")
+# finding 1 (fixed): keepalived unlinks and re-creates a notify FIFO it created itself on
+# every reload and restart (lib/notify.c fifo_close/fifo_open); NotifyFifo kept reading the
+# unlinked one and never heard keepalived again
 def test_finding1_a_fifo_recreated_by_a_keepalived_reload_is_followed(tmp_path):
     path = tmp_path / "keepalived.fifo"
     os.mkfifo(path, 0o644)  # keepalived started first and made it (S_IRUSR|S_IWUSR|S_IRGRP|S_IROTH)
     fifo = NotifyFifo(str(path))
+    old_fd = fifo.fileno()
     try:
+        fd = os.open(path, os.O_RDWR | os.O_NONBLOCK)  # keepalived's end, before the reload
+        os.write(fd, b'INSTANCE "VI_HA" BACKUP 100\n')
+        os.close(fd)
         # `systemctl reload keepalived`: fifo_close() unlinks it, fifo_open() makes a new one
         path.unlink()
         os.mkfifo(path, 0o644)
-        fd = os.open(path, os.O_RDWR | os.O_NONBLOCK)  # keepalived's end
+        fd = os.open(path, os.O_RDWR | os.O_NONBLOCK)
         os.write(fd, b'INSTANCE "VI_HA" MASTER 100\n')
         events = fifo.events()
+        os.write(fd, b'INSTANCE "VI_HA" FAULT 100\n')
+        later = fifo.events()
         os.close(fd)
-        assert [(e.name, e.state) for e in events] == [("VI_HA", "MASTER")]
+        # the old FIFO's last line first, then the new one's, and it stays on the new one
+        assert [(e.name, e.state) for e in events] == [("VI_HA", "BACKUP"), ("VI_HA", "MASTER")]
+        assert [(e.name, e.state) for e in later] == [("VI_HA", "FAULT")]
+        assert fifo.fileno() != old_fd and os.fstat(fifo.fileno()).st_ino == path.stat().st_ino
+    finally:
+        fifo.close()
+
+
+def test_finding1_a_fifo_unlinked_and_not_yet_recreated_is_made_again(tmp_path):
+    """Between keepalived's unlink and its mkfifo: we make ours (0600), which keepalived then
+    opens (EEXIST) and never unlinks, since it did not create it."""
+    path = tmp_path / "keepalived.fifo"
+    fifo = NotifyFifo(str(path))
+    try:
+        path.unlink()
+        assert fifo.events() == []
+        st = path.stat()
+        assert stat.S_ISFIFO(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o600
+        fd = os.open(path, os.O_RDWR | os.O_NONBLOCK)  # keepalived, restarted
+        os.write(fd, b'INSTANCE "VI_HA" MASTER 100\n')
+        os.close(fd)
+        assert [(e.name, e.state) for e in fifo.events()] == [("VI_HA", "MASTER")]
     finally:
         fifo.close()
 
@@ -222,25 +249,42 @@ def _unit():
     return unit
 
 
-@pytest.mark.xfail(strict=True, reason="finding 1: the notify FIFO and the track files live in "
-                   "mipro-ha.service's RuntimeDirectory, which systemd deletes on `systemctl "
-                   "stop` (RuntimeDirectoryPreserve=restart) and which does not exist when "
-                   "keepalived starts first at boot: keepalived then ignores the track file "
-                   "('not accessible'), or reads its deletion as 0 (in sync) and keeps watching "
-                   "the removed directory, and writes its states to a FIFO mipro never reads")
-def test_finding1_the_files_shared_with_keepalived_outlive_a_mipro_stop():
+# finding 1 (fixed): the notify FIFO and the track files lived only in mipro-ha.service's
+# RuntimeDirectory, which does not exist when keepalived starts first at boot: keepalived
+# then ignores the track file ('not accessible') and makes a FIFO of its own
+def test_finding1_the_files_shared_with_keepalived_exist_before_it_and_outlive_mipro(tmp_path):
+    """systemd/mipro.tmpfiles (installed by `make install`, run at boot before any daemon)
+    makes the directory, mipro's FIFO (0600, so keepalived never unlinks it) and each
+    track file at 1; the unit keeps the directory on stop and starts before keepalived."""
     conf = (ROOT / "conf" / "keepalived.conf").read_text()
-    shared = {line.split()[1] for line in conf.splitlines()
-              if line.strip().startswith(("vrrp_notify_fifo ", "file "))}
-    assert len(shared) == 2, shared
+    fifo = next(line.split()[1] for line in conf.splitlines()
+                if line.strip().startswith("vrrp_notify_fifo "))
+    tracks = [line.split()[1] for line in conf.splitlines()
+              if line.strip().startswith("file ")]
+    assert tracks
     unit = _unit()
-    runtime = "/run/" + unit["Service"].get("RuntimeDirectory", "-")
-    if not any(path.startswith(runtime + "/") for path in shared):
-        return  # elsewhere: not removed with mipro's runtime directory
-    # the directory must survive a stop of mipro, and exist before keepalived starts
+    runtime = "/run/" + unit["Service"]["RuntimeDirectory"]
     assert unit["Service"].get("RuntimeDirectoryPreserve") == "yes"
-    tmpfiles = list((ROOT / "systemd").glob("*tmpfiles*"))
-    assert "keepalived.service" in unit["Unit"].get("Before", "") or tmpfiles
+    assert "keepalived.service" in unit["Unit"].get("Before", "").split()
+    makefile = (ROOT / "Makefile").read_text()
+    assert "systemd/mipro.tmpfiles $(TMPFILESDIR)/mipro.conf" in makefile
+    assert "systemd-tmpfiles --create $(TMPFILESDIR)/mipro.conf" in makefile
+    # what systemd-tmpfiles makes of it, in a scratch root with a mipro user
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "passwd").write_text("mipro:x:990:990::/nonexistent:/bin/false\n")
+    (tmp_path / "etc" / "group").write_text("mipro:x:990:\n")
+    rules = tmp_path / "mipro.conf"
+    rules.write_text((ROOT / "systemd" / "mipro.tmpfiles").read_text())
+    subprocess.run(["systemd-tmpfiles", "--create", f"--root={tmp_path}", str(rules)],
+                   check=True, capture_output=True)
+    d = (tmp_path / runtime.lstrip("/")).stat()
+    assert stat.S_ISDIR(d.st_mode) and d.st_uid == 990 and not d.st_mode & stat.S_IWOTH
+    f = (tmp_path / fifo.lstrip("/")).stat()
+    assert stat.S_ISFIFO(f.st_mode) and f.st_uid == 990 and stat.S_IMODE(f.st_mode) == 0o600
+    for track in tracks:
+        t = tmp_path / track.lstrip("/")
+        assert t.read_text().strip() == "1" and t.stat().st_uid == 990
+        assert not t.stat().st_mode & (stat.S_IWGRP | stat.S_IWOTH)
 
 
 # --- finding 2: the one session slot goes to whoever connects first from the peer's address
