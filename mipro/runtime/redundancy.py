@@ -31,6 +31,7 @@ from ..core.replication import NONCE_BYTES
 
 PR_SET_NAME = 15
 DIAL_BACKOFF_MAX = 0.5
+MAX_FIFO_LINE = 65536  # keepalived's lines are short; a longer one is not its
 
 
 def set_process_name(name: str) -> None:
@@ -61,6 +62,21 @@ def parse_fifo_line(line: str) -> VrrpEvent | None:
     return VrrpEvent(parts[0], name, parts[2], priority)
 
 
+class FifoRefused(OSError):
+    """The FIFO is not one only keepalived (root) and we can write."""
+
+
+def fifo_problem(st: os.stat_result) -> str | None:
+    """Whoever can write the FIFO sets our role: only root (keepalived) and we may."""
+    if not stat.S_ISFIFO(st.st_mode):
+        return "not a FIFO"
+    if st.st_uid not in (0, os.geteuid()):
+        return f"owned by uid {st.st_uid}, not root's or ours"
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return f"mode {stat.S_IMODE(st.st_mode):04o}: others may write it"
+    return None
+
+
 class NotifyFifo:
     """keepalived's notify FIFO, read without blocking.  Opened read-write where we may
     (there is always a writer, us, so a keepalived restart never turns into an endless
@@ -76,6 +92,8 @@ class NotifyFifo:
         self.path = path
         self.log = log
         self.partial = b""
+        self.discarding = False  # inside a line over MAX_FIFO_LINE
+        self.problem: str | None = None  # why the FIFO at the path was last refused
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         self.fd, self.ident, self.writable = self._open()
 
@@ -92,9 +110,10 @@ class NotifyFifo:
         except PermissionError:  # keepalived (root) made it 0644: we may only read
             fd, writable = os.open(self.path, os.O_RDONLY | flags), False
         st = os.fstat(fd)
-        if not stat.S_ISFIFO(st.st_mode):
+        problem = fifo_problem(st)
+        if problem is not None:
             os.close(fd)
-            raise OSError(f"{self.path} exists and is not a FIFO")
+            raise FifoRefused(f"{self.path}: {problem}")
         return fd, (st.st_dev, st.st_ino), writable
 
     def _replaced(self) -> bool:
@@ -108,38 +127,52 @@ class NotifyFifo:
         try:
             fd, ident, writable = self._open()
         except OSError as exc:  # keep the old one; try again at the next check
-            self.log("notify-fifo-failed", "error", path=self.path, reason=exc)
+            if str(exc) != self.problem:  # once, not every second
+                self.problem = str(exc)
+                self.log("notify-fifo-refused" if isinstance(exc, FifoRefused) else
+                         "notify-fifo-failed", "error", path=self.path, problem=exc)
             return
+        self.problem = None
         os.close(self.fd)
         self.fd, self.ident, self.writable = fd, ident, writable
         self.log("notify-fifo-reopened", path=self.path)
 
-    def _drain(self) -> tuple[bytes, bool]:
-        """What is buffered in the FIFO, and whether the writers are gone (read-only)."""
-        data = b""
+    def _drain(self, out: list[VrrpEvent]) -> bool:
+        """Take in what the FIFO holds; whether its writers are gone (read-only)."""
         for _ in range(64):
             try:
                 chunk = os.read(self.fd, 65536)
             except (BlockingIOError, InterruptedError):
                 break
             if not chunk:
-                return data, True
-            data += chunk
-        return data, False
+                return True
+            self._take(chunk, out)
+        return False
 
-    def events(self) -> list[VrrpEvent]:
-        data, eof = self._drain()  # what the old one still holds comes first
-        if eof or self._replaced():
-            self._reopen()
-            more, _ = self._drain()
-            data += more
-        self.partial += data
-        *lines, self.partial = self.partial.split(b"\n")
-        out: list[VrrpEvent] = []
+    def _take(self, chunk: bytes, out: list[VrrpEvent]) -> None:
+        *lines, rest = chunk.split(b"\n")
+        if lines:
+            lines[0], self.partial = self.partial + lines[0], b""
+            if self.discarding:  # the end of a line too long to be keepalived's
+                lines, self.discarding = lines[1:], False
         for line in lines:
             event = parse_fifo_line(line.decode(errors="replace"))
             if event is not None:
                 out.append(event)
+        if self.discarding:
+            return
+        self.partial += rest
+        if len(self.partial) > MAX_FIFO_LINE:  # not keepalived: it writes short lines
+            self.partial, self.discarding = b"", True
+            self.log("notify-fifo-line-discarded", "warning", path=self.path,
+                     problem=f"a line longer than {MAX_FIFO_LINE} bytes")
+
+    def events(self) -> list[VrrpEvent]:
+        out: list[VrrpEvent] = []
+        eof = self._drain(out)  # what the old one still holds comes first
+        if eof or self._replaced():
+            self._reopen()
+            self._drain(out)
         return out
 
     def close(self) -> None:
@@ -147,10 +180,16 @@ class NotifyFifo:
 
 
 def write_track_file(path: str, value: int) -> None:
-    """keepalived reads the number whenever the file changes (inotify)."""
+    """keepalived reads the number whenever the file changes (inotify).  Never through a
+    symlink, never into anything but a regular file (we may run as root, and the
+    directory may be writable by others): truncated only once that is known."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK |
+                 os.O_CLOEXEC, 0o644)
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path} is not a regular file")
+        os.ftruncate(fd, 0)
         os.write(fd, f"{value}\n".encode())
     finally:
         os.close(fd)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import configparser
-import contextlib
 import os
 import socket
 import stat
@@ -42,7 +41,7 @@ from mipro.core.replication import (
     TakeOver,
     TrackFile,
 )
-from mipro.runtime.redundancy import NotifyFifo, SyncTransport, write_track_file
+from mipro.runtime.redundancy import FifoRefused, NotifyFifo, SyncTransport, write_track_file
 from mipro.security import SecurityAssociation, append_authenticator
 from mipro.security.replay import ReplayMethod, timestamp_identification
 from mipro.subscribers.model import MemoryStore, Subscriber
@@ -651,12 +650,13 @@ def test_finding8_a_replicated_encapsulation_must_be_enabled(encap, policy):
 
 # --- finding 9: the files mipro shares with keepalived are trusted as found --------------
 
-@pytest.mark.xfail(strict=True, reason="finding 9: NotifyFifo opens an existing FIFO whatever its "
-                   "owner and mode: whoever can write it sets mipro's role (MASTER: programs "
-                   "every binding and sends gratuitous ARP while the peer is primary; BACKUP: "
-                   "removes them from the kernel of the real primary)")
-@pytest.mark.parametrize("mode,owner", [(0o666, None), (0o600, 65534)],
-                         ids=["world-writable", "not-roots"])
+# finding 9 (fixed): NotifyFifo opened an existing FIFO whatever its owner and mode:
+# whoever could write it set mipro's role (MASTER: programs every binding and sends
+# gratuitous ARP while the peer is primary; BACKUP: removes them from the real primary's
+# kernel); write_track_file followed a symlink (O_CREAT|O_TRUNC, as root): any file on the
+# host truncated to '1\\n'; a line without end was buffered without bound
+@pytest.mark.parametrize("mode,owner", [(0o666, None), (0o620, None), (0o600, 65534)],
+                         ids=["world-writable", "group-writable", "not-roots"])
 def test_finding9_a_fifo_others_can_write_is_refused(tmp_path, mode, owner):
     path = tmp_path / "keepalived.fifo"
     os.mkfifo(path)
@@ -665,42 +665,78 @@ def test_finding9_a_fifo_others_can_write_is_refused(tmp_path, mode, owner):
         if os.geteuid() != 0:
             pytest.skip("chown needs root")
         os.chown(path, owner, owner)
+    before = os.stat(path)
+    with pytest.raises(FifoRefused, match=f"{path}: (owned by uid|mode 0)"):
+        NotifyFifo(str(path))  # at start: the daemon's one `fatal` line names path, problem
+    after = os.stat(path)  # refused, not repaired behind the operator's back
+    assert (after.st_ino, after.st_mode, after.st_uid) == \
+        (before.st_ino, before.st_mode, before.st_uid)
+
+
+def test_finding9_a_replacement_fifo_others_can_write_is_refused_once(tmp_path):
+    """keepalived's FIFO replaced by a world-writable one: not opened (one log line naming
+    the path and the problem, not one a second); what is written to it is never read."""
+    path = tmp_path / "keepalived.fifo"
+    logs: list = []
+    fifo = NotifyFifo(str(path), lambda *a, **k: logs.append((a, k)))
+    ours = fifo.fileno()
     try:
-        fifo = NotifyFifo(str(path))
-    except OSError:
-        return  # refused
-    fifo.close()
-    st = os.stat(path)
-    assert not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and st.st_uid in (0, os.geteuid())
+        path.unlink()
+        os.mkfifo(path)
+        os.chmod(path, 0o666)
+        fd = os.open(path, os.O_RDWR | os.O_NONBLOCK)
+        os.write(fd, b'INSTANCE "VI_HA" MASTER 100\n')
+        assert fifo.events() == [] and fifo.events() == [] and fifo.fileno() == ours
+        os.close(fd)
+        assert logs == [(("notify-fifo-refused", "error"),
+                         {"path": str(path), "problem": logs[0][1]["problem"]})]
+        assert "others may write it" in str(logs[0][1]["problem"])
+    finally:
+        fifo.close()
 
 
-@pytest.mark.xfail(strict=True, reason="finding 9: write_track_file follows a symlink (O_CREAT|"
-                   "O_TRUNC, as root): where the track file's directory is writable by someone "
-                   "else, any file on the host is truncated to '1\\n'")
-def test_finding9_the_track_file_is_not_written_through_a_symlink(tmp_path):
+@pytest.mark.parametrize("kind", ["symlink", "fifo", "directory"])
+def test_finding9_the_track_file_is_only_written_as_a_regular_file(tmp_path, kind):
     victim = tmp_path / "victim"
     victim.write_text("precious\n")
     track = tmp_path / "ha-sync-51"
-    track.symlink_to(victim)
-    with contextlib.suppress(OSError):  # refusing is fine
+    if kind == "symlink":
+        track.symlink_to(victim)
+    elif kind == "fifo":
+        os.mkfifo(track)
+        reader = os.open(track, os.O_RDONLY | os.O_NONBLOCK)  # opening it would not block
+    else:
+        track.mkdir()
+    with pytest.raises(OSError):
         write_track_file(str(track), 1)
     assert victim.read_text() == "precious\n"
+    if kind == "symlink":
+        assert track.is_symlink()
+    if kind == "fifo":
+        assert os.read(reader, 10) == b""  # nothing was written into it, no writer left
+        os.close(reader)
+    write_track_file(str(tmp_path / "ha-sync-52"), 1)  # a regular one: written
+    write_track_file(str(tmp_path / "ha-sync-52"), 0)
+    assert (tmp_path / "ha-sync-52").read_text() == "0\n"
 
 
-@pytest.mark.xfail(strict=True, reason="finding 9: NotifyFifo buffers a line until its newline, "
-                   "without a bound: a writer that never sends one grows mipro's memory by up "
-                   "to 4 MiB per wakeup")
 def test_finding9_a_line_without_end_is_bounded(tmp_path):
+    """64 KiB without a newline: discarded (logged once) up to the next newline, and the
+    lines after it are read as before."""
     path = tmp_path / "keepalived.fifo"
-    fifo = NotifyFifo(str(path))
+    logs: list = []
+    fifo = NotifyFifo(str(path), lambda *a, **k: logs.append(a))
     fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
     try:
         for _ in range(8):
             with pytest.raises(BlockingIOError):
                 while True:
                     os.write(fd, b"x" * 4096)
-            fifo.events()
-        assert len(fifo.partial) <= 65536
+            assert fifo.events() == []
+            assert len(fifo.partial) <= 65536
+        os.write(fd, b'INSTANCE "VI_HA" MASTER 100\nINSTANCE "VI_HA" BACKUP 100\n')
+        assert [(e.name, e.state) for e in fifo.events()] == [("VI_HA", "BACKUP")]
+        assert logs == [("notify-fifo-line-discarded", "warning")]
     finally:
         os.close(fd)
         fifo.close()
