@@ -23,7 +23,10 @@ session key from the shared key and both nonces; then every record is sequenced 
 MAC'd (HMAC-SHA-256) with it, with the direction in the MAC: a record from another
 session, the other direction, out of order or from a host without the key never
 verifies, and the session is closed.  Records are messages (Fig. 13b) or acknowledgements
-(the highest sequence number received), which give the replication lag.
+(the highest sequence number received), which give the replication lag.  An
+acknowledgement also goes out when nothing else has for HEARTBEAT seconds, and a session
+silent for DEAD_AFTER is closed (``CloseSession``): a peer that lost power sends no FIN,
+and its next connection must not find the slot held by the dead one.
 """
 
 from __future__ import annotations
@@ -44,6 +47,9 @@ NONCE_BYTES = 16
 MAC_BYTES = 32
 MAX_RECORD = 1 << 20
 MESSAGE, ACK = 1, 2
+HEARTBEAT = 1.0  # an acknowledgement when nothing else went out for this long
+DEAD_AFTER = 3.5  # nothing from the peer for this long: the session is gone (no FIN came)
+HANDSHAKE_TIMEOUT = 5.0  # a session that has not proven itself in this long is closed
 
 
 class SyncError(Exception):
@@ -62,6 +68,9 @@ class Session:
     received: int = 0  # highest sequence number received (and verified)
     acked: int = 0  # highest of ours the peer acknowledged
     sent_at: dict[int, float] = field(default_factory=dict)  # unacknowledged: when sent
+    started: float | None = None  # when the connection came up
+    last_sent: float | None = None  # when we last sent a record
+    last_received: float | None = None  # when a record from the peer last verified
 
     def hello(self) -> bytes:
         return HELLO + self.nonce
@@ -88,6 +97,7 @@ class Session:
             self.sent.to_bytes(8, "big")
         if kind == MESSAGE:
             self.sent_at[self.sent] = now
+        self.last_sent = now
         return header + body + self._mac(True, header, body)
 
     def message(self, msg: SyncMessage, now: float) -> bytes:
@@ -129,7 +139,7 @@ class Session:
             seq = int.from_bytes(header[5:13], "big")
             if seq != self.received + 1:
                 raise SyncError(f"record {seq} after {self.received}")
-            self.received = seq
+            self.received, self.last_received = seq, now
             if header[4] == ACK:
                 self._acknowledged(int.from_bytes(body, "big"))
             elif header[4] == MESSAGE:
@@ -212,7 +222,14 @@ class Replicate:
     replace: bool = False
 
 
-ReplicationAction = SyncSend | TrackFile | TakeOver | StandDown | Replicate | Log
+@dataclass(frozen=True)
+class CloseSession:
+    """The session is dead or never proved itself: close the connection."""
+
+    reason: str
+
+
+ReplicationAction = SyncSend | TrackFile | TakeOver | StandDown | Replicate | CloseSession | Log
 #: every valid registration of a virtual HA address, as blocks (HomeAgent.export)
 Export = Callable[[IPv4Address, float], list[BindingBlock]]
 
@@ -276,8 +293,9 @@ class Replication:
 
     # --- the session ------------------------------------------------------------------
 
-    def session_up(self, initiator: bool, nonce: bytes) -> list[ReplicationAction]:
-        self.session = Session(self.key, initiator, nonce)
+    def session_up(self, initiator: bool, nonce: bytes,
+                   now: float | None = None) -> list[ReplicationAction]:
+        self.session = Session(self.key, initiator, nonce, started=now)
         return [SyncSend(self.session.hello())]
 
     def session_down(self, reason: str) -> list[ReplicationAction]:
@@ -291,6 +309,8 @@ class Replication:
         s = self.session
         if s is None:
             raise SyncError("no session")
+        if s.started is None:
+            s.started = now
         was_keyed, was_established = s.keyed, s.established
         messages = s.feed(data, now)
         actions: list[ReplicationAction] = []
@@ -394,13 +414,25 @@ class Replication:
     # --- timers -----------------------------------------------------------------------
 
     def next_timer(self) -> float | None:
-        return self.alone_at
+        times = [t for t in (self.alone_at, *self._session_timers()) if t is not None]
+        return min(times) if times else None
+
+    def _session_timers(self) -> tuple[float | None, ...]:
+        """When the handshake times out; when a heartbeat is due, when the peer is dead."""
+        s = self.session
+        if s is None:
+            return ()
+        if not s.established:
+            return (s.started + HANDSHAKE_TIMEOUT if s.started is not None else None,)
+        assert s.last_received is not None
+        return (s.last_received + DEAD_AFTER,
+                (s.last_sent if s.last_sent is not None else s.last_received) + HEARTBEAT)
 
     def handle_timer(self, now: float) -> list[ReplicationAction]:
+        actions = self._session_timer(now)
         if self.alone_at is None or now < self.alone_at:
-            return []
+            return actions
         self.alone_at = None  # no peer came: what our state file had is the table
-        actions: list[ReplicationAction] = []
         for g in self.groups.values():
             if not g.in_sync:
                 g.in_sync, g.last_resync = True, now
@@ -408,6 +440,26 @@ class Replication:
                             Log("redundancy-alone", {"vrid": g.group.vrid,
                                                      "reason": "no peer session"}, "warning")]
         return actions
+
+    def _session_timer(self, now: float) -> list[ReplicationAction]:
+        """A proven session hears from the peer at least every HEARTBEAT (an
+        acknowledgement when there is nothing else): silence for DEAD_AFTER means the
+        peer is gone without a FIN (power loss, a cut link), and its slot must be free
+        for its next connection."""
+        s = self.session
+        if s is None:
+            return []
+        if not s.established:
+            if s.started is not None and now >= s.started + HANDSHAKE_TIMEOUT:
+                return [CloseSession("no authenticated hello in time")]
+            return []
+        assert s.last_received is not None
+        if now >= s.last_received + DEAD_AFTER:
+            self._count("sessions_timed_out")
+            return [CloseSession(f"nothing from the peer for {now - s.last_received:.1f} s")]
+        if now >= (s.last_sent if s.last_sent is not None else s.last_received) + HEARTBEAT:
+            return [SyncSend(s.ack(now))]
+        return []
 
     # --- views ------------------------------------------------------------------------
 

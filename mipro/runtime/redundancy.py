@@ -10,7 +10,8 @@ empty table.  A ``vrrp_track_process`` on mipro's process name (``mipro-ha``, se
 prctl) makes keepalived give up the address when mipro dies.
 
 The session runs between the two home agents' own addresses: the one with the lower
-address dials, the other listens and accepts only its peer's address.
+address dials (and does not listen), the other listens and accepts only its peer's
+address.
 """
 
 from __future__ import annotations
@@ -198,28 +199,40 @@ def write_track_file(path: str, value: int) -> None:
 class SyncTransport:
     """The TCP session with the peer.  ``on_up(initiator, nonce)`` when connected,
     ``on_data(bytes)`` for what arrives, ``on_down(reason)`` when it ends; ``send``
-    writes.  Reconnects (the dialing side) with a backoff; a session that has not
-    authenticated within ``handshake_timeout`` is dropped."""
+    writes.  One side dials (the lower address, with a backoff), the other listens and
+    accepts only the peer's address; the dialer does not listen at all (its peer never
+    dials it: a connection to it can only be a stranger's).
+
+    One connection at a time.  A new one from the peer's address replaces one that has
+    not proven itself yet (``proven()``: the peer's first record verified), so a
+    stranger who connects first from the peer's address cannot keep the peer out; a
+    proven one is kept (the new one is refused) until it ends or the engine finds it
+    silent (heartbeats).  A replaced connection is closed and nothing it sends after
+    that reaches the session."""
 
     MAX_BUFFER = 64 << 20  # a peer this far behind is resynchronised (dump), not queued
 
     def __init__(self, local: IPv4Address, peer: IPv4Address, port: int,
                  on_up: Callable[[bool, bytes], None], on_data: Callable[[bytes], None],
-                 on_down: Callable[[str], None], log: Callable[..., None]) -> None:
+                 on_down: Callable[[str], None], log: Callable[..., None],
+                 proven: Callable[[], bool] = lambda: False) -> None:
         self.local, self.peer, self.port = local, peer, port
         self.on_up, self.on_data, self.on_down, self.log = on_up, on_data, on_down, log
+        self.proven = proven
         self.dials = int(local) < int(peer)
         self.server: asyncio.AbstractServer | None = None
         self.writer: asyncio.StreamWriter | None = None
         self.task: asyncio.Task[None] | None = None
         self.refused = 0
+        self.replaced = 0
         self.stopping = False
 
     async def start(self) -> None:
-        self.server = await asyncio.start_server(self._accepted, str(self.local), self.port,
-                                                 reuse_address=True)
         if self.dials:
             self.task = asyncio.create_task(self._dial())
+        else:
+            self.server = await asyncio.start_server(self._accepted, str(self.local),
+                                                     self.port, reuse_address=True)
 
     async def stop(self) -> None:
         self.stopping = True
@@ -271,14 +284,16 @@ class SyncTransport:
 
     async def _accepted(self, reader: asyncio.StreamReader,
                         writer: asyncio.StreamWriter) -> None:
-        host = writer.get_extra_info("peername")[0]
-        if IPv4Address(host) != self.peer or self.writer is not None:
+        host = IPv4Address(writer.get_extra_info("peername")[0])
+        if host != self.peer or (self.writer is not None and self.proven()):
             self.refused += 1
             self.log("redundancy-refused", "warning", src=host,
-                     reason="not our peer" if IPv4Address(host) != self.peer else
-                     "a session is up already")
+                     reason="not our peer" if host != self.peer else "a session is up already")
             writer.close()
             return
+        if self.writer is not None:  # unproven: maybe a stranger's, the peer's comes first
+            self.replaced += 1
+            self.close("replaced by a new connection from the peer's address")
         await self._run(reader, writer, False)
 
     async def _run(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
@@ -289,10 +304,12 @@ class SyncTransport:
         try:
             while self.writer is writer:
                 data = await reader.read(1 << 16)
-                if not data:
+                if not data or self.writer is not writer:  # ended, or replaced meanwhile
                     break
                 self.on_data(data)
         except (OSError, asyncio.IncompleteReadError) as exc:
             reason = str(exc)
         if self.writer is writer:
             self.close(reason)
+        else:
+            writer.close()  # superseded (closed already by close(); never twice harmful)

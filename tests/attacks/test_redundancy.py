@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import configparser
+import contextlib
 import os
 import socket
 import stat
@@ -28,8 +29,10 @@ from mipro.core.actions import InstallBinding, RemoveBinding, Send
 from mipro.core.bindings import Binding
 from mipro.core.ha import HaPolicy, HomeAgent
 from mipro.core.replication import (
+    DEAD_AFTER,
     HELLO,
     MAX_RECORD,
+    CloseSession,
     Group,
     Replicate,
     Replication,
@@ -296,22 +299,42 @@ def _free_port() -> int:
 
 class Node:
     """A home agent's sync session as runtime/ha_redundancy.py drives it: Replication over
-    the real SyncTransport (TCP on loopback addresses)."""
+    the real SyncTransport (TCP on loopback addresses), the engine's timers every 0.25 s."""
 
     def __init__(self, local: str, peer: str, port: int, key: bytes = KEY):
         self.ha = agent()
         self.rep = Replication([G51], key, self.ha.export, time.time(), 60.0)
         self.logs: list = []
+        self.closed: list[str] = []  # the engine's CloseSession reasons
         self.transport = SyncTransport(A(local), A(peer), port, self._up, self._data,
-                                       self._down, lambda *a, **k: self.logs.append((a, k)))
+                                       self._down, lambda *a, **k: self.logs.append((a, k)),
+                                       proven=lambda: self.established)
+        self.ticker: asyncio.Task | None = None
+
+    async def start(self):
+        await self.transport.start()
+        self.ticker = asyncio.create_task(self._tick())
+
+    async def stop(self):
+        if self.ticker is not None:
+            self.ticker.cancel()
+        await self.transport.stop()
+
+    async def _tick(self):
+        while True:
+            await asyncio.sleep(0.25)
+            self.run(self.rep.handle_timer(time.time()))
 
     def run(self, actions):
         for a in actions:
             if isinstance(a, SyncSend):
                 self.transport.send(a.data)
+            elif isinstance(a, CloseSession):
+                self.closed.append(a.reason)
+                self.transport.close(a.reason)
 
     def _up(self, initiator, nonce):
-        self.run(self.rep.session_up(initiator, nonce))
+        self.run(self.rep.session_up(initiator, nonce, time.time()))
 
     def _data(self, data):
         try:
@@ -336,6 +359,19 @@ async def _until(check, seconds: float) -> bool:
     return check()
 
 
+async def _closed(reader: asyncio.StreamReader, seconds: float = 1.0) -> bool:
+    """The other end closed the connection (what it sent before is read and dropped)."""
+    try:
+        async with asyncio.timeout(seconds):
+            while await reader.read(4096):
+                pass
+        return True
+    except ConnectionResetError:  # closed with our bytes unread: a reset
+        return True
+    except TimeoutError:
+        return False
+
+
 async def _squat(src: str, dst: str, port: int):
     """A connection from the peer's address that never authenticates: a local user on the
     peer host (any unprivileged user may bind the host's address), or a spoofer on the sync
@@ -346,57 +382,88 @@ async def _squat(src: str, dst: str, port: int):
     return reader, writer
 
 
-@pytest.mark.xfail(strict=True, reason="finding 2: a connection from the peer's address that "
-                   "has not authenticated holds the only session slot; the real peer is "
-                   "refused ('a session is up already') for the 5 s handshake timeout, and the "
-                   "squatter reconnects at once: no sync, the backup's table goes stale or "
-                   "never gets in sync")
-def test_finding2_a_squatter_on_the_responder_keeps_the_real_peer_out():
+# finding 2 (fixed): the one session slot went to whoever connected first from the peer's
+# address: a squatter (a local user on the peer host, or a spoofer on the sync link) that
+# sent a hello and nothing more held it for the 5 s handshake timeout and reconnected at
+# once; the dialing side listened too, and a connection to it stopped its dialing; a peer
+# gone without a FIN left a session that looked up forever
+
+def test_finding2_a_squatter_on_the_responder_is_replaced_by_the_real_peer():
     async def main():
         port = _free_port()
         victim = Node("127.0.0.3", "127.0.0.2", port)  # higher address: accepts
         peer = Node("127.0.0.2", "127.0.0.3", port)  # lower: dials
-        await victim.transport.start()
-        _, squatter = await _squat("127.0.0.2", "127.0.0.3", port)
+        await victim.start()
+        reader, squatter = await _squat("127.0.0.2", "127.0.0.3", port)
         try:
-            await peer.transport.start()
-            return await _until(lambda: victim.established and peer.established, 2.5)
+            assert await _until(lambda: victim.rep.session is not None, 1)
+            await peer.start()
+            up = await _until(lambda: victim.established and peer.established, 2.5)
+            squatter_closed = await _closed(reader)
+            session = victim.rep.session
+            squatter.write(b"not of this session")  # too late: nobody reads it
+            with contextlib.suppress(OSError):
+                await squatter.drain()
+            await asyncio.sleep(0.3)
+            kept = victim.rep.session is session and victim.established and peer.established
+            return up, squatter_closed, kept, victim.transport.replaced
         finally:
             squatter.close()
-            await peer.transport.stop()
-            await victim.transport.stop()
-    assert asyncio.run(main())
+            await peer.stop()
+            await victim.stop()
+    assert asyncio.run(main()) == (True, True, True, 1)
 
 
-@pytest.mark.xfail(strict=True, reason="finding 2: the dialing side listens too (its peer never "
-                   "dials it): a connection to it from the peer's address sets the session "
-                   "slot, so it stops dialing the real peer")
-def test_finding2_a_squatter_on_the_dialer_stops_it_dialing():
-    async def main():
-        port = _free_port()
-        victim = Node("127.0.0.2", "127.0.0.3", port)  # lower address: dials (and listens)
-        peer = Node("127.0.0.3", "127.0.0.2", port)
-        await victim.transport.start()  # the peer is not up yet: its dials fail
-        _, squatter = await _squat("127.0.0.3", "127.0.0.2", port)
-        try:
-            await peer.transport.start()
-            return await _until(lambda: victim.established and peer.established, 2.5)
-        finally:
-            squatter.close()
-            await peer.transport.stop()
-            await victim.transport.stop()
-    assert asyncio.run(main())
-
-
-@pytest.mark.xfail(strict=True, reason="finding 2: a peer that vanished without a FIN (power "
-                   "loss, a cut link) leaves a session that looks up forever (no heartbeat, no "
-                   "TCP keepalive); when it comes back its new connection is refused while the "
-                   "dead one holds the slot, until this side happens to write")
-def test_finding2_a_half_open_session_keeps_the_rebooted_peer_out():
+def test_finding2_a_proven_session_is_not_replaced_by_a_squatter():
+    """Replacing is only for a connection that has not proven itself: once the peer's
+    first record verified, a new connection from its address is refused, nothing else."""
     async def main():
         port = _free_port()
         victim = Node("127.0.0.3", "127.0.0.2", port)
-        await victim.transport.start()
+        peer = Node("127.0.0.2", "127.0.0.3", port)
+        await victim.start()
+        await peer.start()
+        try:
+            assert await _until(lambda: victim.established and peer.established, 2.5)
+            session = victim.rep.session
+            reader, squatter = await _squat("127.0.0.2", "127.0.0.3", port)
+            refused = await _closed(reader)
+            squatter.close()
+            await asyncio.sleep(0.3)
+            return (refused, victim.rep.session is session, victim.established,
+                    peer.established, victim.transport.refused, victim.transport.replaced)
+        finally:
+            await peer.stop()
+            await victim.stop()
+    assert asyncio.run(main()) == (True, True, True, True, 1, 0)
+
+
+def test_finding2_the_dialer_does_not_listen_so_a_squatter_cannot_stop_it_dialing():
+    async def main():
+        port = _free_port()
+        victim = Node("127.0.0.2", "127.0.0.3", port)  # lower address: dials, never listens
+        peer = Node("127.0.0.3", "127.0.0.2", port)
+        await victim.start()  # the peer is not up yet: its dials fail
+        try:
+            with pytest.raises(ConnectionRefusedError):
+                await _squat("127.0.0.3", "127.0.0.2", port)
+            await peer.start()
+            up = await _until(lambda: victim.established and peer.established, 2.5)
+            return up, victim.transport.server is None, victim.rep.session.initiator
+        finally:
+            await peer.stop()
+            await victim.stop()
+    assert asyncio.run(main()) == (True, True, True)
+
+
+def test_finding2_a_half_open_session_is_closed_and_the_rebooted_peer_gets_in():
+    """The peer lost power after authenticating: no FIN, no more records.  Heartbeats
+    (an acknowledgement a second) stop coming; after DEAD_AFTER the victim closes the
+    dead session (CloseSession), and the rebooted peer's next dial gets in."""
+    async def main():
+        port = _free_port()
+        victim = Node("127.0.0.3", "127.0.0.2", port)
+        await victim.start()
         # the peer before its power loss: a real, authenticated session ...
         reader, writer = await asyncio.open_connection("127.0.0.3", port,
                                                        local_addr=("127.0.0.2", 0))
@@ -408,18 +475,78 @@ def test_finding2_a_half_open_session_keeps_the_rebooted_peer_out():
         # ... then silence: no FIN ever comes.  The peer reboots and dials again.
         peer = Node("127.0.0.2", "127.0.0.3", port)
         try:
-            await peer.transport.start()
-            return await _until(lambda: peer.established, 2.5)
+            await peer.start()
+            await asyncio.sleep(1.5)
+            still_out = not peer.established  # a proven session is not replaced
+            # its proof and at least one heartbeat (53-byte acknowledgements) came
+            heard = len(await reader.read(4096)) >= 2 * 53
+            up = await _until(lambda: peer.established and victim.established, DEAD_AFTER + 3)
+            return (still_out, heard, up,
+                    [r for r in victim.closed if r.startswith("nothing from the peer")] != [],
+                    await _closed(reader))
         finally:
             writer.close()
-            await peer.transport.stop()
-            await victim.transport.stop()
-    assert asyncio.run(main())
+            await peer.stop()
+            await victim.stop()
+    assert asyncio.run(main()) == (True, True, True, True, True)
 
 
-@pytest.mark.xfail(strict=True, reason="finding 2: the sync port (4340) is unprivileged: while "
-                   "mipro is down (a restart), any local user can listen on it first; mipro then "
-                   "exits 'fatal' at every restart, and the peer's dials reach the squatter")
+def test_finding2_heartbeats_keep_an_idle_session_up():
+    """Nothing to replicate for longer than DEAD_AFTER: the acknowledgements each side
+    sends when idle keep the session (the same one) up on both."""
+    async def main():
+        port = _free_port()
+        a = Node("127.0.0.2", "127.0.0.3", port)
+        b = Node("127.0.0.3", "127.0.0.2", port)
+        await a.start()
+        await b.start()
+        try:
+            assert await _until(lambda: a.established and b.established, 2.5)
+            sa, sb = a.rep.session, b.rep.session
+            await asyncio.sleep(DEAD_AFTER + 1)
+            return (a.rep.session is sa and b.rep.session is sb and a.established and
+                    b.established, a.closed + b.closed, sa.received >= 3)
+        finally:
+            await a.stop()
+            await b.stop()
+    assert asyncio.run(main()) == (True, [], True)
+
+
+def test_a_session_silent_past_dead_after_is_closed_by_the_engine():
+    a, b = Side(agent()), Side(agent())
+    connect(a, b)
+    s = a.rep.session
+    assert a.rep.next_timer() == NOW + 1.0  # a heartbeat is due first
+    beat = a.rep.handle_timer(NOW + 1.0)
+    assert len(beat) == 1 and isinstance(beat[0], SyncSend)
+    assert s.sent_at == {} and a.rep.handle_timer(NOW + 1.5) == []  # not a message: no lag
+    assert a.rep.next_timer() == NOW + 2.0
+    assert [type(x) for x in a.rep.handle_timer(NOW + 2.0) + a.rep.handle_timer(NOW + 3.0)] \
+        == [SyncSend, SyncSend]  # ours keep going; the peer's silence is what counts
+    assert a.rep.next_timer() == NOW + DEAD_AFTER
+    assert a.rep.handle_timer(NOW + DEAD_AFTER) == [
+        CloseSession(f"nothing from the peer for {DEAD_AFTER:.1f} s")]
+    b.run(b.rep.session_data(beat[0].data, NOW + 1.0))
+    assert b.rep.session.last_received == NOW + 1.0 and b.outbox == []  # no ack of an ack
+
+
+def test_a_session_that_never_proves_itself_is_closed_by_the_engine():
+    a = Side(agent())
+    a.run(a.rep.session_up(False, b"a" * 16, NOW))
+    a.run(a.rep.session_data(Session(b"no key" * 4, True, b"m" * 16).hello(), NOW + 1))
+    assert a.rep.next_timer() == NOW + 5.0 and a.rep.handle_timer(NOW + 4.9) == []
+    assert a.rep.handle_timer(NOW + 5.0) == [CloseSession("no authenticated hello in time")]
+
+
+@pytest.mark.xfail(strict=True, reason="finding 2 (decision: kept 4340): the sync port is "
+                   "unprivileged, so while mipro is down any local user can listen on it. "
+                   "Ports below 1024 are IANA System Ports, assigned only by IETF Review or "
+                   "IESG Approval; this protocol has none, and using an unassigned one is "
+                   "squatting. A privileged port would not stop a local user on the peer "
+                   "host either (connecting from the host's address needs no privilege), "
+                   "and such a squatter gets no key and changes nothing (replaced, "
+                   "refused). docs/redundancy.md: firewall the port to the peer, keep "
+                   "untrusted users off the home agents")
 def test_finding2_the_default_sync_port_is_privileged(tmp_path):
     import re
 
@@ -442,11 +569,13 @@ def test_finding2_the_default_sync_port_is_privileged(tmp_path):
 
 # --- finding 7: a dial completing while an accepted connection holds the slot ------------
 
-@pytest.mark.xfail(strict=True, reason="finding 7: a dial that completes while an accepted "
-                   "connection holds the slot overwrites SyncTransport.writer without closing the "
-                   "accepted one: that connection's next bytes are fed into the new session (and "
-                   "close it), and its socket is never closed by us (one fd per race)")
-def test_finding7_a_superseded_connection_is_closed_and_never_fed_to_the_session():
+# finding 7 (fixed): a dial that completed while an accepted connection held the slot
+# overwrote SyncTransport.writer without closing the accepted one: that connection's next
+# bytes were fed into the new session (and closed it), and its socket was never closed.
+# The dialer no longer listens (finding 2), so nothing can be accepted there; on the
+# listening side a replaced connection is closed and never read again.
+
+def test_finding7_the_dialer_has_no_accepted_connection_to_race_with():
     async def main():
         port = _free_port()
         # the peer host's port, with its accept queue full: the victim's dial hangs in SYN
@@ -455,30 +584,62 @@ def test_finding7_a_superseded_connection_is_closed_and_never_fed_to_the_session
         listener.listen(0)
         filler = socket.create_connection(("127.0.0.3", port), source_address=("127.0.0.9", 0))
         victim = Node("127.0.0.2", "127.0.0.3", port)  # lower address: dials
-        await victim.transport.start()
+        await victim.start()
         await asyncio.sleep(0.1)
-        reader, squatter = await _squat("127.0.0.3", "127.0.0.2", port)  # accepted meanwhile
-        assert await _until(lambda: victim.rep.session is not None, 1)
-        queued, _ = listener.accept()  # the queue frees: the dial's SYN retransmit completes
-        listener.settimeout(3)
-        dialed, _ = await asyncio.get_running_loop().run_in_executor(None, listener.accept)
+        queued = dialed = None
         try:
-            assert await _until(lambda: victim.rep.session.initiator, 1)  # the dial's session
-            squatter.write(b"not of this session")
-            await squatter.drain()
-            superseded_closed = await _until(reader.at_eof, 1)
+            with pytest.raises(ConnectionRefusedError):  # meanwhile: nobody to accept it
+                await _squat("127.0.0.3", "127.0.0.2", port)
+            no_session = victim.rep.session is None
+            queued, _ = listener.accept()  # the queue frees: the dial's SYN retransmit completes
+            listener.settimeout(3)
+            dialed, _ = await asyncio.get_running_loop().run_in_executor(None, listener.accept)
+            assert await _until(lambda: victim.rep.session is not None, 2)
             dialed.setblocking(False)
-            try:  # the victim's hello, then (today) its close: the stranger's bytes ended it
-                session_kept = dialed.recv(4096) != b"" and dialed.recv(4096) != b""
-            except BlockingIOError:
-                session_kept = True
-            return session_kept, superseded_closed
+            await asyncio.sleep(0.2)
+            hello = dialed.recv(4096)
+            return no_session, victim.rep.session.initiator, hello[:len(HELLO)] == HELLO
+        finally:
+            for sock in (listener, filler, queued, dialed):
+                if sock is not None:
+                    sock.close()
+            await victim.stop()
+    assert asyncio.run(main()) == (True, True, True)
+
+
+def test_finding7_a_superseded_connection_is_closed_and_never_fed_to_the_session():
+    """On the listening side: a stranger's unproven connection is replaced by the peer's;
+    it is closed at once, and what it sent after that never reaches the new session."""
+    async def main():
+        port = _free_port()
+        victim = Node("127.0.0.3", "127.0.0.2", port)
+        await victim.start()
+        reader, squatter = await _squat("127.0.0.2", "127.0.0.3", port)
+        try:
+            assert await _until(lambda: victim.rep.session is not None, 1)
+            first = victim.rep.session
+            fed: list[bytes] = []
+            feed = victim._data
+            victim.transport.on_data = lambda data: (fed.append(data), feed(data))
+            squatter.write(b"x" * 10)  # queued in the kernel before the replacement
+            peer = Node("127.0.0.2", "127.0.0.3", port)
+            await peer.start()
+            try:
+                up = await _until(lambda: victim.established and peer.established, 2.5)
+                superseded_closed = await _closed(reader)
+                with contextlib.suppress(OSError):
+                    squatter.write(b"not of this session")
+                    await squatter.drain()
+                await asyncio.sleep(0.3)
+                session_kept = victim.rep.session is not first and victim.established
+                return up, superseded_closed, session_kept, \
+                    not any(b"not of this session" in d for d in fed)
+            finally:
+                await peer.stop()
         finally:
             squatter.close()
-            for s in (listener, filler, queued, dialed):
-                s.close()
-            await victim.transport.stop()
-    assert asyncio.run(main()) == (True, True)
+            await victim.stop()
+    assert asyncio.run(main()) == (True, True, True, True)
 
 
 # --- finding 3: at a cold start the configured priority, not the freshest table, wins -----
