@@ -241,6 +241,11 @@ class _GroupState:
     in_sync: bool = False
     receiving: list[BindingBlock] = field(default_factory=list)  # a dump under way
     asked: bool = False  # a dump request is out
+    # dump requests sent in this session, and dumps (to their last message) received: the
+    # primary answers in order on one ordered stream, so a dump answers request
+    # answered + 1, and only the answer to the latest request is taken
+    requested: int = 0
+    answered: int = 0
     last_resync: float | None = None
     received_blocks: int = 0
 
@@ -296,12 +301,14 @@ class Replication:
     def session_up(self, initiator: bool, nonce: bytes,
                    now: float | None = None) -> list[ReplicationAction]:
         self.session = Session(self.key, initiator, nonce, started=now)
+        for g in self.groups.values():
+            g.receiving, g.asked, g.requested, g.answered = [], False, 0, 0
         return [SyncSend(self.session.hello())]
 
     def session_down(self, reason: str) -> list[ReplicationAction]:
         self.session = None
         for g in self.groups.values():
-            g.receiving, g.asked = [], False
+            g.receiving, g.asked, g.requested, g.answered = [], False, 0, 0
         return [Log("redundancy-session-down", {"reason": reason}, "warning")]
 
     def session_data(self, data: bytes, now: float) -> list[ReplicationAction]:
@@ -336,14 +343,27 @@ class Replication:
         if msg.type is SyncType.DUMP_REQUEST:
             self._count("dump_requests")
             return self.dump(msg.vrid, self.export(g.group.address, now), now)
+        latest = False  # a dump part answering our latest request (bookkeeping first:
+        if msg.type is SyncType.DUMP and g.answered < g.requested:  # whatever our role)
+            latest = g.answered + 1 == g.requested
+            if not msg.more:
+                g.answered += 1
         if g.role is Role.MASTER:  # two primaries (a partition): ours is the table
             self._count("sync_ignored_as_master")
             return [Log("redundancy-ignored", {"vrid": msg.vrid, "type": msg.type.name,
                                                "reason": "we are primary"}, "warning")]
-        g.received_blocks += len(msg.blocks)
         if msg.type is SyncType.FORWARD:
+            g.received_blocks += len(msg.blocks)
             self._count("forwards_received")
             return [Replicate(g.group.address, msg.blocks)]
+        if not latest:  # the rest of a dump we gave up (a role flap asked again), or unasked
+            self._count("dump_parts_skipped")
+            if msg.more:
+                return []
+            return [Log("redundancy-dump-skipped", {
+                "vrid": msg.vrid, "reason": "answers an earlier request" if
+                g.answered < g.requested else "not asked for"}, "warning")]
+        g.received_blocks += len(msg.blocks)
         g.receiving += msg.blocks
         if msg.more:
             return []
@@ -373,6 +393,7 @@ class Replication:
         if s is None or not s.established or g.asked:
             return []
         g.asked = True
+        g.requested += 1
         return [SyncSend(s.message(SyncMessage(SyncType.DUMP_REQUEST, g.group.vrid,
                                                g.group.priority, (g.group.address,),
                                                g.group.advert_interval), now))]

@@ -669,11 +669,12 @@ def _many(n: int) -> list[Subscriber]:
     return [Subscriber(A(0x0A010000 + 0x100 + i), "", {256: key}) for i in range(n)]
 
 
-@pytest.mark.xfail(strict=True, reason="finding 4: a role flap (BACKUP -> MASTER -> BACKUP) "
-                   "during a dump empties the dump under way and asks again, but the rest of the "
-                   "first dump is still coming: its tail is taken as a whole dump (replace=True), "
-                   "the backup drops every binding of the lost messages and says in sync "
-                   "(track file 0): keepalived may make it primary with part of the table")
+# finding 4 (fixed): a role flap (BACKUP -> MASTER -> BACKUP) during a dump emptied the dump
+# under way and asked again, but the rest of the first dump was still coming: its tail was
+# taken as a whole dump (replace=True), the backup dropped every binding of the lost
+# messages and said in sync (track file 0): keepalived could make it primary with part of
+# the table.  Now a dump answers request n (they are answered in order on one stream) and
+# only the answer to the latest request is taken.
 def test_finding4_the_tail_of_an_abandoned_dump_is_not_a_dump():
     subs = _many(1600)
     a = Side(HomeAgent(HaPolicy((VIP,)), MemoryStore(subs)))
@@ -697,7 +698,28 @@ def test_finding4_the_tail_of_an_abandoned_dump_is_not_a_dump():
     b.run(b.rep.vrrp_state("VI_HA", "MASTER", NOW + 0.1))  # ... keepalived flaps
     b.run(b.rep.vrrp_state("VI_HA", "BACKUP", NOW + 0.2))
     deliver(a, b, now=NOW + 0.3)  # the rest of the first dump
-    assert b.track[51] == 1 or len(b.ha.bindings) == 1600, (b.track, len(b.ha.bindings))
+    assert b.track[51] == 1 and not b.rep.groups[51].in_sync  # not a dump: skipped
+    assert len(b.ha.bindings) == 0 and b.rep.counters["dump_parts_skipped"] == 2
+    assert len(b.outbox) >= 1  # the second request (and acknowledgements)
+    pump(a, b, NOW + 0.4)  # the second dump, whole
+    assert len(b.ha.bindings) == 1600 and b.track[51] == 0 and b.rep.groups[51].in_sync
+
+
+def test_finding4_an_unasked_dump_is_not_taken():
+    """A dump nobody asked for (a confused peer): skipped and counted, nothing changes,
+    and the answer to the next real request is still taken."""
+    a, b = pair()
+    a.receive(request(now=NOW + 1), NOW + 1)
+    pump(a, b, NOW + 1)
+    before = b.state()
+    a.outbox.append(a.rep.session.message(SyncMessage(
+        SyncType.DUMP, 51, 100, (VIP,), blocks=(), primary=True), NOW + 2))
+    deliver(a, b, now=NOW + 2)
+    assert b.state() == before and b.rep.counters["dump_parts_skipped"] == 1
+    b.run(b.rep.vrrp_state("VI_HA", "MASTER", NOW + 3))  # a flap: asks again after it
+    b.run(b.rep.vrrp_state("VI_HA", "BACKUP", NOW + 3))
+    pump(a, b, NOW + 3)
+    assert b.rep.groups[51].in_sync and b.ha.bindings.get(HOME) is not None
 
 
 # --- finding 5: a partition's replay state is thrown away with its bindings --------------
@@ -958,12 +980,15 @@ def test_a_replicated_block_cannot_lower_the_last_accepted_identification():
     assert a.receive(newest, NOW + 10).code == 0
     pump(a, b, NOW + 10)
     kept = b.ha.replay[HOME].last_accepted
+    b.run(b.rep.vrrp_state("VI_HA", "MASTER", NOW + 10))  # a flap: B asks for a dump, and
+    b.run(b.rep.vrrp_state("VI_HA", "BACKUP", NOW + 10))  # the one below is its answer
     old = block(ident=timestamp_identification(NOW), left=200)
     a.outbox.append(a.rep.session.message(SyncMessage(
         SyncType.FORWARD, 51, 100, (VIP,), blocks=(old,), primary=True), NOW + 11))
     a.outbox.append(a.rep.session.message(SyncMessage(
         SyncType.DUMP, 51, 100, (VIP,), blocks=(old,), primary=True), NOW + 11))
     deliver(a, b, now=NOW + 11)
+    assert b.rep.counters["dumps_received"] == 2 and "dump_parts_skipped" not in b.rep.counters
     assert b.ha.replay[HOME].last_accepted == kept
     b.run(b.rep.vrrp_state("VI_HA", "MASTER", NOW + 12))
     assert b.receive(newest, NOW + 12).code == 133
