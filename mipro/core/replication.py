@@ -49,6 +49,7 @@ MAX_RECORD = 1 << 20
 MESSAGE, ACK = 1, 2
 HEARTBEAT = 1.0  # an acknowledgement when nothing else went out for this long
 DEAD_AFTER = 3.5  # nothing from the peer for this long: the session is gone (no FIN came)
+FRESHER_SLACK = 1.0  # at a cold start, tables whose newest registrations are this close tie
 HANDSHAKE_TIMEOUT = 5.0  # a session that has not proven itself in this long is closed
 
 
@@ -371,15 +372,32 @@ class Replication:
         g.in_sync, g.last_resync = True, now
         self._count("dumps_received")
         done: list[ReplicationAction] = [TrackFile(g.group.vrid, 0)]
-        if not msg.primary and not self._outranked_by(g, msg.priority):
-            # neither is primary (both just started): the intended primary's table wins,
-            # and that is ours; the peer takes ours when it asks
-            self._count("dumps_kept_ours")
-            return done + [Log("redundancy-in-sync", {
-                "vrid": g.group.vrid, "bindings": "ours", "reason": "peer not primary, "
-                f"priority {msg.priority} below ours {g.group.priority}"})]
+        reason = "peer is primary"
+        if not msg.primary:
+            # neither is primary (both just started): the fresher table wins, the one
+            # whose newest registration is more recent; within FRESHER_SLACK the
+            # intended primary's (priority).  The peer takes ours when it asks.
+            theirs = _newest_age(blocks)
+            ours = _newest_age(self.export(g.group.address, now))
+            if theirs is not None and (ours is None or theirs + FRESHER_SLACK < ours):
+                reason = f"peer not primary, its table fresher ({_age(theirs)} vs {_age(ours)})"
+            elif ours is not None and (theirs is None or ours + FRESHER_SLACK < theirs):
+                self._count("dumps_kept_ours")
+                return done + [Log("redundancy-in-sync", {
+                    "vrid": g.group.vrid, "bindings": "ours", "reason": "peer not primary, "
+                    f"our table fresher ({_age(ours)} vs {_age(theirs)})"})]
+            elif not self._outranked_by(g, msg.priority):
+                self._count("dumps_kept_ours")
+                return done + [Log("redundancy-in-sync", {
+                    "vrid": g.group.vrid, "bindings": "ours", "reason": "peer not primary, "
+                    f"tables as fresh, priority {msg.priority} not above ours "
+                    f"{g.group.priority}"})]
+            else:
+                reason = f"peer not primary, tables as fresh, priority {msg.priority} " \
+                    f"above ours {g.group.priority}"
         return [Replicate(g.group.address, blocks, replace=True), *done,
-                Log("redundancy-in-sync", {"vrid": g.group.vrid, "bindings": len(blocks)})]
+                Log("redundancy-in-sync", {"vrid": g.group.vrid, "bindings": len(blocks),
+                                           "reason": reason})]
 
     def _outranked_by(self, g: _GroupState, priority: int) -> bool:
         """The peer's configured priority is higher (a tie: the session's initiator, the
@@ -510,6 +528,18 @@ class Replication:
 
     def _count(self, name: str, n: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + n
+
+
+def _newest_age(blocks: list[BindingBlock] | tuple[BindingBlock, ...]) -> float | None:
+    """Seconds since the newest registration of a table (granted minus left), None for an
+    empty one.  Each side computes it with its own clock from its own state (the dump's
+    from the sender's, as it sent it): comparable if the clocks agree (NTP)."""
+    ages = [b.lifetime - b.lifetime_left for b in blocks if b.lifetime_left > 0]
+    return float(min(ages)) if ages else None
+
+
+def _age(age: float | None) -> str:
+    return "empty" if age is None else f"newest {age:.0f} s old"
 
 
 def _chunks(blocks: list[BindingBlock]) -> list[tuple[BindingBlock, ...]]:

@@ -644,11 +644,12 @@ def test_finding7_a_superseded_connection_is_closed_and_never_fed_to_the_session
 
 # --- finding 3: at a cold start the configured priority, not the freshest table, wins -----
 
-@pytest.mark.xfail(strict=True, reason="finding 3: both starting at once (a power cut), a dump "
-                   "from a peer that is not primary replaces ours when its configured priority "
-                   "is higher, however old its state file: the intended primary back from a "
-                   "two-hour maintenance (every binding in its file expired) wipes the table the "
-                   "other one served with meanwhile, on both")
+# finding 3 (fixed): both starting at once (a power cut), a dump from a peer that is not
+# primary replaced ours when its configured priority was higher, however old its state
+# file: the intended primary back from a two-hour maintenance (every binding in its file
+# expired) wiped the table the other one served with meanwhile, on both.  Now the fresher
+# table wins (its newest registration more recent by over FRESHER_SLACK), priority only
+# breaks a tie.
 def test_finding3_a_stale_intended_primary_does_not_wipe_the_current_table_at_a_cold_start():
     a = Side(agent())  # HA1, priority 100: its state file is two hours old, nothing left
     b = Side(agent())  # HA2, priority 90: it was primary until the power cut
@@ -660,6 +661,39 @@ def test_finding3_a_stale_intended_primary_does_not_wipe_the_current_table_at_a_
     connect(a, b)  # neither is primary yet: each asks the other
     assert {x.home_address for x in b.ha.bindings} == {HOME, OTHER}
     assert {x.home_address for x in a.ha.bindings} == {HOME, OTHER}
+    assert b.rep.counters["dumps_kept_ours"] == 1 and "dumps_kept_ours" not in a.rep.counters
+    assert a.track == b.track == {51: 0} and a.kernel == b.kernel == {}
+
+
+def _cold_pair(a_registered, b_registered, a_priority=100, b_priority=90):
+    """HA1 and HA2 start at once, each from its state file: one binding each, granted at
+    the given times (HOME on A, OTHER on B)."""
+    a, b = Side(agent()), Side(agent())
+    a.rep = Replication([Group(51, VIP, "VI_HA", priority=a_priority)], KEY, a.ha.export, NOW)
+    b.rep = Replication([Group(51, VIP, "VI_HA", priority=b_priority)], KEY, b.ha.export, NOW)
+    a.ha.restore([Binding(HOME, COA, VIP, 600, a_registered + 600, a_registered,
+                          timestamp_identification(a_registered))], NOW)
+    b.ha.restore([Binding(OTHER, COA, VIP, 600, b_registered + 600, b_registered,
+                          timestamp_identification(b_registered))], NOW)
+    connect(a, b)
+    return {x.home_address for x in a.ha.bindings}, {x.home_address for x in b.ha.bindings}
+
+
+def test_finding3_the_fresher_table_wins_over_priority_at_a_cold_start():
+    """B (priority 90) served 5 minutes longer than A: B's table, on both."""
+    assert _cold_pair(NOW - 400, NOW - 100) == ({OTHER}, {OTHER})
+
+
+def test_finding3_the_intended_primary_keeps_a_fresher_table():
+    assert _cold_pair(NOW - 100, NOW - 400) == ({HOME}, {HOME})
+
+
+@pytest.mark.parametrize("delta", [0.0, 0.9, -0.9])
+def test_finding3_within_the_slack_priority_decides(delta):
+    """Registrations less than FRESHER_SLACK apart (clock granularity, the dump's transit)
+    are as fresh: the intended primary's table wins, whichever priority is whose."""
+    assert _cold_pair(NOW - 100, NOW - 100 + delta) == ({HOME}, {HOME})
+    assert _cold_pair(NOW - 100, NOW - 100 + delta, 90, 100) == ({OTHER}, {OTHER})
 
 
 # --- finding 4: a dump is not tied to its request ----------------------------------------
