@@ -538,6 +538,30 @@ def test_a_session_that_never_proves_itself_is_closed_by_the_engine():
     assert a.rep.handle_timer(NOW + 5.0) == [CloseSession("no authenticated hello in time")]
 
 
+def _example_ha_toml(tmp_path, drop_port=False) -> Path:
+    """conf/ha.toml with its commented [redundancy] example switched on (TOML lines only;
+    the prose between them dropped), its files under tmp_path."""
+    import re
+
+    subs = tmp_path / "subscribers.toml"
+    subs.write_text((ROOT / "conf" / "subscribers.toml").read_text())
+    subs.chmod(0o600)
+    ha = (ROOT / "conf" / "ha.toml").read_text().replace(
+        "/etc/mipro/subscribers.toml", str(subs)).replace(
+        "/var/lib/mipro/ha-bindings.json", str(tmp_path / "ha-bindings.json")).replace(
+        "/run/mipro/", f"{tmp_path}/")
+    at = ha.index("# [redundancy]")
+    lines = [re.sub(r"^# ?", "", line) for line in ha[at:].splitlines()
+             if re.match(r"^# ?(\[|[a-z_]+ = )", line)]
+    example = "\n".join(lines).replace('key = "hex:..."', 'key = "hex:' + "ab" * 32 + '"')
+    if drop_port:
+        example = example.replace("port = 4340\n", "")
+    conf = tmp_path / "ha.toml"
+    conf.write_text(ha[:at] + example + "\n")
+    conf.chmod(0o600)
+    return conf
+
+
 @pytest.mark.xfail(strict=True, reason="finding 2 (decision: kept 4340): the sync port is "
                    "unprivileged, so while mipro is down any local user can listen on it. "
                    "Ports below 1024 are IANA System Ports, assigned only by IETF Review or "
@@ -548,22 +572,9 @@ def test_a_session_that_never_proves_itself_is_closed_by_the_engine():
                    "refused). docs/redundancy.md: firewall the port to the peer, keep "
                    "untrusted users off the home agents")
 def test_finding2_the_default_sync_port_is_privileged(tmp_path):
-    import re
-
     from mipro.config import load_ha
-    subs = tmp_path / "subscribers.toml"
-    subs.write_text((ROOT / "conf" / "subscribers.toml").read_text())
-    subs.chmod(0o600)
-    ha = (ROOT / "conf" / "ha.toml").read_text().replace("/etc/mipro/subscribers.toml",
-                                                         str(subs))
-    at = ha.index("# [redundancy]")
-    example = re.sub(r"^# ?", "", ha[at:], flags=re.M).replace(
-        'key = "hex:..."', 'key = "hex:' + "ab" * 32 + '"').replace("port = 4340\n", "")
-    conf = tmp_path / "ha.toml"
-    conf.write_text(ha[:at] + example)
-    conf.chmod(0o600)
-    cfg = load_ha(str(conf))
-    assert cfg.redundancy is not None
+    cfg = load_ha(str(_example_ha_toml(tmp_path, drop_port=True)))
+    assert cfg.redundancy is not None and cfg.redundancy.port == 4340  # the default
     assert cfg.redundancy.port < 1024  # the daemon holds CAP_NET_BIND_SERVICE; a user does not
 
 
@@ -1212,3 +1223,69 @@ def test_fifo_lines_for_other_instances_or_garbage_change_nothing(tmp_path):
         os.close(fd)
         fifo.close()
     assert b.state() == before
+
+
+# --- finding 10: a registration accepted just before a stand-down ------------------------
+
+def _daemon(tmp_path):
+    """A home agent daemon (ha_daemon.HaDaemon) with redundancy configured from
+    conf/ha.toml's example, the fake dataplane, and the attack tests' engine; replies go
+    to a recording socket (the reply's destination is off this host)."""
+    from mipro.config import load_ha
+    from mipro.dataplane.fake import FakeHaDataplane
+    from mipro.runtime.ha_daemon import HaDaemon
+    from mipro.runtime.logging import EventLog
+    conf = _example_ha_toml(tmp_path)
+    stream = open(tmp_path / "log", "w")  # noqa: SIM115 (closed with tmp_path's life)
+    d = HaDaemon(load_ha(str(conf)), EventLog("ha", stream=stream))
+    d.engine = agent(addresses=(VIP, VIP2))
+    d.dataplane = FakeHaDataplane()
+
+    class Sent:
+        def __init__(self):
+            self.sent: list = []
+
+        def sendto(self, data, addr):
+            self.sent.append((RegistrationReply.decode(data), addr))
+
+    d.sock = Sent()  # type: ignore[assignment]
+    return d, tmp_path / "log"
+
+
+@pytest.mark.xfail(strict=True, reason="finding 10: an InstallBinding with a reply whose kernel "
+                   "is no longer allowed (we stood down meanwhile) is neither applied nor "
+                   "failed: the MN gets 0 from a backup, and the new primary never hears of it")
+def test_finding10_a_registration_accepted_just_before_a_stand_down_is_denied(tmp_path):
+    """The engine accepted a registration while we were primary; keepalived's BACKUP came
+    before the worker reached it.  The kernel may not take it (a backup holds no binding
+    state), so the MN must not get 0: it gets 130 (insufficient resources) and retries,
+    reaching the new primary; nothing of it stays in our table, kernel or the peer's
+    forwards, and the log says why."""
+    d, log = _daemon(tmp_path)
+    rep = d.redundancy.rep
+    rep.vrrp_state("VI_HA", "MASTER", NOW)
+    out = d.engine.receive(request(now=NOW), COA, 434, NOW)
+    assert sorted(type(a).__name__ for a in out if isinstance(a, InstallBinding | Send)) == \
+        ["InstallBinding", "Send"]  # an acceptance, to be sent once the kernel has it
+    rep.vrrp_state("VI_HA", "BACKUP", NOW + 0.01)  # keepalived, before the worker got to it
+    forwarded: list = []
+    d.redundancy.forward = lambda done, now: forwarded.extend(done)  # type: ignore[method-assign]
+    asyncio.run(d._execute(out))
+    assert [(r.code, addr) for r, addr in d.sock.sent] == [(130, (str(COA), 434))]
+    assert d.dataplane.bindings == {} and d.dataplane.calls == []
+    assert d.engine.bindings.get(HOME) is None
+    assert not [a for a in forwarded if isinstance(a, InstallBinding)]
+    assert "not primary any more" in log.read_text()
+
+
+def test_finding10_while_primary_the_registration_is_accepted(tmp_path):
+    """The same registration with no stand-down in between: 0, in the kernel, forwarded."""
+    d, _ = _daemon(tmp_path)
+    d.redundancy.rep.vrrp_state("VI_HA", "MASTER", NOW)
+    out = d.engine.receive(request(now=NOW), COA, 434, NOW)
+    forwarded: list = []
+    d.redundancy.forward = lambda done, now: forwarded.extend(done)  # type: ignore[method-assign]
+    asyncio.run(d._execute(out))
+    assert [r.code for r, _ in d.sock.sent] == [0]
+    assert set(d.dataplane.bindings) == {HOME} and d.engine.bindings.get(HOME) is not None
+    assert [type(a) for a in forwarded] == [InstallBinding]
