@@ -1252,9 +1252,9 @@ def _daemon(tmp_path):
     return d, tmp_path / "log"
 
 
-@pytest.mark.xfail(strict=True, reason="finding 10: an InstallBinding with a reply whose kernel "
-                   "is no longer allowed (we stood down meanwhile) is neither applied nor "
-                   "failed: the MN gets 0 from a backup, and the new primary never hears of it")
+# finding 10 (fixed): an InstallBinding with a reply whose kernel was no longer allowed (we
+# stood down meanwhile) was neither applied nor failed: the MN got 0 from a backup, and
+# the new primary never heard of it
 def test_finding10_a_registration_accepted_just_before_a_stand_down_is_denied(tmp_path):
     """The engine accepted a registration while we were primary; keepalived's BACKUP came
     before the worker reached it.  The kernel may not take it (a backup holds no binding
