@@ -787,10 +787,11 @@ def test_finding5_a_partition_loser_accepts_its_own_request_again():
     assert replayed.code == 133
 
 
-@pytest.mark.xfail(strict=True, reason="finding 5: after a partition the winner never learns "
-                   "what the loser accepted (its replay state goes with its bindings): a "
-                   "request only the loser accepted is accepted again by the winner (timestamps "
-                   "within the replay window; nonces until the MN next registers)")
+@pytest.mark.xfail(strict=True, reason="finding 5 (open, residual risk in docs/redundancy.md "
+                   "Limits): after a partition the winner never learns what the loser "
+                   "accepted (its replay state goes with its bindings): a request only the "
+                   "loser accepted is accepted again by the winner (timestamps within the "
+                   "replay window; nonces until the MN next registers)")
 def test_finding5_the_partition_winner_accepts_what_the_loser_accepted():
     a, b = pair()
     b.run(b.rep.vrrp_state("VI_HA", "MASTER", NOW + 1))  # a partition: two primaries
