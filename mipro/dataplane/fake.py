@@ -17,7 +17,7 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import Any
 
 from ..core.bindings import Binding
-from ..core.fa import Visitor, VisitorKey
+from ..core.fa import CacheEntry, Visitor, VisitorKey
 from ..wire.vendor import FilterRule, StaticRoute
 from .kernel.netlink import Netlink
 
@@ -138,6 +138,7 @@ class FakeFaDataplane:
         self.calls: list[Call] = []
         self.nl = ReadOnlyNetlink(self.calls)
         self.visitors: dict[VisitorKey, Visitor] = {}
+        self.forwards: dict[tuple[IPv4Address, IPv4Address], CacheEntry] = {}
         self.fail_on = fail_on or set()
 
     async def start(self, loop: Any) -> None:
@@ -149,6 +150,7 @@ class FakeFaDataplane:
     async def stop(self) -> None:
         self.calls.append(("stop", None))
         self.visitors.clear()
+        self.forwards.clear()
         self.nl.close()
 
     def sharing(self, home: IPv4Address) -> list[Visitor]:
@@ -162,6 +164,14 @@ class FakeFaDataplane:
     async def remove_visitor(self, v: Visitor) -> None:
         self.calls.append(("remove_visitor", v.key))
         self.visitors.pop(v.key, None)
+
+    async def add_forward(self, entry: CacheEntry) -> None:
+        self.calls.append(("add_forward", entry.key))
+        self.forwards[entry.key] = entry
+
+    async def remove_forward(self, entry: CacheEntry) -> None:
+        self.calls.append(("remove_forward", entry.key))
+        self.forwards.pop(entry.key, None)
 
     def address_in_use(self, home: IPv4Address) -> IPv4Address | None:
         return None  # no visited-site host has a visitor's address here

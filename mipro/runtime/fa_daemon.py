@@ -15,7 +15,14 @@ from typing import Any
 from ..config import FaConfig, load_fa
 from ..core.actions import Log, Send, SendIcmp, SendToLink
 from ..core.advertiser import Advertiser, AdvertPolicy
-from ..core.fa import AddVisitor, FaPolicy, ForeignAgent, RemoveVisitor
+from ..core.fa import (
+    AddForward,
+    AddVisitor,
+    FaPolicy,
+    ForeignAgent,
+    RemoveForward,
+    RemoveVisitor,
+)
 from ..dataplane.fa.agent import FaDataplane
 from ..dataplane.fake import FakeFaDataplane
 from ..dataplane.kernel.floodlimit import Limits, LinkLimiter
@@ -44,7 +51,9 @@ def make_policy(cfg: FaConfig,
                     mac_burst=cfg.limits.per_mac_burst,
                     unkeyed_ha_rate=cfg.limits.unkeyed_home_agent,
                     max_pending=cfg.limits.pending,
-                    max_pending_per_mac=cfg.limits.pending_per_mac)
+                    max_pending_per_mac=cfg.limits.pending_per_mac,
+                    forwarding=cfg.forwarding.enabled,
+                    max_cache_lifetime=cfg.forwarding.max_lifetime)
 
 
 def make_advertiser(cfg: FaConfig, now: float) -> Advertiser:
@@ -70,7 +79,8 @@ class FaDaemon(EngineDaemon[ForeignAgent]):
         "prefix_length", "max_lifetime", "advertisement_interval", "registration_required",
         "reverse_tunneling", "reverse_tunnel_required", "encapsulations", "vendor_id",
         "ha_peers", "mn_peers", "require_mn_fa", "home_agents", "limits.unkeyed_home_agent",
-        "limits.pending", "limits.pending_per_mac", "runtime.log_level"})
+        "limits.pending", "limits.pending_per_mac", "forwarding.enabled",
+        "forwarding.max_lifetime", "runtime.log_level"})
     def __init__(self, cfg: FaConfig, log: EventLog) -> None:
         super().__init__(log)
         self.cfg = cfg
@@ -259,6 +269,8 @@ class FaDaemon(EngineDaemon[ForeignAgent]):
                                        repr(exc), time.time())
             elif isinstance(a, RemoveVisitor):
                 await self._remove(a)
+            elif isinstance(a, AddForward | RemoveForward):
+                await self._forward(a)
         for a in extra:
             if isinstance(a, RemoveVisitor):
                 await self._remove(a)
@@ -290,6 +302,16 @@ class FaDaemon(EngineDaemon[ForeignAgent]):
             self.log("dataplane-error", "error", home=a.visitor.home_address, reason=repr(exc),
                      where=traceback.format_exc(limit=4).replace("\n", " | "))
 
+    async def _forward(self, a: AddForward | RemoveForward) -> None:
+        try:
+            if isinstance(a, AddForward):
+                await self.dataplane.add_forward(a.entry)
+            else:
+                await self.dataplane.remove_forward(a.entry)
+        except Exception as exc:  # noqa: BLE001 - log it; the rest of the batch goes on
+            self.log("dataplane-error", "error", home=a.entry.home_address, reason=repr(exc),
+                     where=traceback.format_exc(limit=4).replace("\n", " | "))
+
     def handle_control(self, request: dict[str, Any]) -> dict[str, Any]:
         if request.get("command", "status") != "status":
             return {"error": f"unknown command {request.get('command')!r}"}
@@ -314,10 +336,7 @@ class FaDaemon(EngineDaemon[ForeignAgent]):
                 "route_optimization": {
                     str(ha): "off: no FA-HA key for this home agent"
                     for ha in self.engine.unkeyed_has()},
-                "binding_cache": [{"home_address": str(c.home_address),
-                                   "care_of_address": str(c.care_of_address),
-                                   "lifetime_left": max(0, int(c.expires - now + 0.5))}
-                                  for c in self.engine.cache.values()],
+                "binding_cache": [c.describe(now) for c in self.engine.cache.values()],
                 "tunnel_drops": self.dataplane.drops() if self.dataplane else {},
                 "flood_limit": self.flood_limit.counters() if self.flood_limit else None}
 
