@@ -303,6 +303,7 @@ class FaDaemon(EngineDaemon[ForeignAgent]):
                      where=traceback.format_exc(limit=4).replace("\n", " | "))
 
     async def _forward(self, a: AddForward | RemoveForward) -> None:
+        assert self.dataplane is not None
         try:
             if isinstance(a, AddForward):
                 await self.dataplane.add_forward(a.entry)
@@ -336,7 +337,9 @@ class FaDaemon(EngineDaemon[ForeignAgent]):
                 "route_optimization": {
                     str(ha): "off: no FA-HA key for this home agent"
                     for ha in self.engine.unkeyed_has()},
-                "binding_cache": [c.describe(now) for c in self.engine.cache.values()],
+                "binding_cache": [dict(c.describe(now), forwarded=self.dataplane.forwarded(
+                    c.key) if isinstance(self.dataplane, FaDataplane) else None)
+                    for c in self.engine.cache.values()],
                 "tunnel_drops": self.dataplane.drops() if self.dataplane else {},
                 "flood_limit": self.flood_limit.counters() if self.flood_limit else None}
 

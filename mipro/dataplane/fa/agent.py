@@ -20,6 +20,15 @@ Each home agent has a tunnel device of its own: an ipip link (kernel
 backend) or a TUN of the relay (userspace backend), named
 ``mipf-<HA address in hex>``.
 
+As the previous FA of a visitor that moved on (an authenticated Binding
+Update with a lifetime: a forwarding pointer), the relay re-tunnels what
+its home agent still sends us for it to the new care-of address, and what
+arrives natively for it (a local correspondent whose route has not moved
+yet) goes into a TUN towards that address, ``mipf-f<care-of in hex>``.  As
+the new FA, what the previous FA re-tunnels is accepted from it for the
+visitor that named it, and delivered through the visitor's realm as if its
+home agent had sent it.  The kernel backend does neither (yet): it logs so.
+
 A home agent may run on the same host: the FA's objects are its own by name
 (links ``mipf-*``), by table (``table`` .. ``table + 8447``) and by rule priority
 (``rule_priority - 3`` .. ``rule_priority``), and its cleanup touches nothing else.
@@ -34,7 +43,7 @@ from typing import Any
 
 from pyroute2 import AsyncConntrack
 
-from ...core.fa import Visitor, VisitorKey
+from ...core.fa import CacheEntry, Visitor, VisitorKey
 from ...wire.vendor import FilterRule, StaticRoute, Verdict
 from ..kernel.filters import fail_closed
 from ..kernel.ipset import ipset_available
@@ -81,6 +90,12 @@ class FaDataplane:
         # hosts on the visited site by host route: host → (our address towards it, interface)
         self.local_hosts: dict[IPv4Address, tuple[IPv4Address, str]] = {}
         self.watch_task: asyncio.Task | None = None
+        # forwarding pointers (we were the previous FA): (home, HA) → entry
+        self.forwards: dict[tuple[IPv4Address, IPv4Address], CacheEntry] = {}
+        self.native_forward: dict[IPv4Address, CacheEntry] = {}  # home → its routed entry
+        self.fwd_links: dict[IPv4Address, tuple[str, int]] = {}  # care-of → TUN
+        # what a previous FA re-tunnels to us: (previous FA, home) → visitors that named it
+        self.from_previous: dict[tuple[IPv4Address, IPv4Address], set[VisitorKey]] = {}
 
     async def start(self, loop: asyncio.AbstractEventLoop | None) -> None:
         set_sysctl("net.ipv4.ip_forward", "1")
@@ -106,6 +121,8 @@ class FaDataplane:
                 self.log("sysctl", name=f"net.ipv4.conf.{name}.send_redirects", value=0, was=old)
         if self.name == "userspace":  # no TUN of its own: one per home agent (_ha_device)
             self.relay = UserspaceTunnel("", self.coa, lambda src, dst: None, self._accept)
+            self.relay.redirect = self._redirect
+            self.relay.inbound_peer = self._inbound_peer
             self.relay.open()
             if loop is not None:
                 self.relay.start_reading(loop)
@@ -135,6 +152,8 @@ class FaDataplane:
     async def stop(self) -> None:
         if self.watch_task is not None:
             self.watch_task.cancel()
+        for e in list(self.forwards.values()):
+            await self.remove_forward(e)
         for v in list(self.visitors.values()):
             await self.remove_visitor(v)
         await self.nl.rule_del(self.table, self.prio)
@@ -168,6 +187,9 @@ class FaDataplane:
         self.visitors[v.key] = v
         self.by_realm[(v.home_address, v.home_agent)] = v
         self.by_home.setdefault(v.home_address, {})[v.key] = v
+        if v.notify is not None and v.notify.cache_lifetime:  # it asked for forwarding
+            self.from_previous.setdefault((v.notify.previous_fa, v.home_address),
+                                          set()).add(v.key)
         device, index = await self._ha_device(v.home_agent)
         realm = self.realms.of(v.home_agent) or \
             await self.realms.create(v.home_agent, device, index)
@@ -202,6 +224,10 @@ class FaDataplane:
             return
         home = v.home_address
         self.by_realm.pop((home, v.home_agent), None)
+        for pair, keys in list(self.from_previous.items()):
+            keys.discard(v.key)
+            if not keys:
+                del self.from_previous[pair]
         sharing = self.by_home.get(home, {})
         sharing.pop(v.key, None)
         if not sharing:
@@ -225,6 +251,88 @@ class FaDataplane:
         if realm is not None and not realm.members:
             await self.realms.drop(realm)
             await self._drop_ha_device(v.home_agent)
+
+    # --- forwarding pointers (draft-ietf-mobileip-optim smooth handoff) ------------------
+
+    async def add_forward(self, e: CacheEntry) -> None:
+        """Re-tunnel what still comes for a visitor that moved on to its new care-of
+        address: from its home agent's tunnel (the relay, in its realm), and natively
+        when no visitor here holds that home address and no other realm forwards it."""
+        if self.relay is None:
+            self.log("forwarding-unavailable", "warning", home=e.home_address,
+                     backend=self.name, reason="the kernel backend does not forward yet")
+            return
+        self.forwards[e.key] = e
+        home = e.home_address
+        others = [f for f in self.forwards.values() if f.home_address == home and f is not e]
+        if self.sharing(home) or others:
+            if home in self.native_forward:  # two realms' pointers: neither natively
+                await self._unroute_native(home)
+            return
+        name, index = await self._fwd_device(e.care_of_address)
+        await self.nl.ipr.route("replace", dst=f"{home}/32", table=self.table, oif=index,
+                                scope=253)
+        self.native_forward[home] = e
+
+    async def remove_forward(self, e: CacheEntry) -> None:
+        if self.forwards.pop(e.key, None) is None:
+            return
+        if self.native_forward.get(e.home_address) is e:
+            await self._unroute_native(e.home_address)
+        coa = e.care_of_address
+        if not any(f.care_of_address == coa for f in self.native_forward.values()):
+            self._drop_fwd_device(coa)
+
+    async def _unroute_native(self, home: IPv4Address) -> None:
+        self.native_forward.pop(home, None)
+        if not self.sharing(home):  # else the route is a visitor's delivery now
+            await self.nl.route_del(IPv4Network(home), self.table)
+
+    async def _fwd_device(self, coa: IPv4Address) -> tuple[str, int]:
+        if coa not in self.fwd_links:
+            name = f"{LINK_PREFIX}f{coa.packed.hex()}"
+
+            def peer_of(src: IPv4Address, dst: IPv4Address):
+                e = self.native_forward.get(dst)
+                if e is None or e.care_of_address != coa:
+                    return None
+                return (coa, e.encapsulation, e.key)
+            assert self.relay is not None
+            self.relay.add_peer_tun(coa, name, peer_of)
+            index = await self.nl.link_up(name, MTU)
+            set_sysctl(f"net.ipv4.conf.{name}.rp_filter", "0")
+            self.fwd_links[coa] = (name, index)
+        return self.fwd_links[coa]
+
+    def _drop_fwd_device(self, coa: IPv4Address) -> None:
+        if self.fwd_links.pop(coa, None) is not None and self.relay is not None:
+            self.relay.remove_peer_tun(coa)
+
+    def _redirect(self, outer_src: IPv4Address, inner_dst: IPv4Address):
+        """The relay asks first: is this, from a home agent's tunnel, for a visitor of
+        that realm that moved on (and is not back)?  Then where it goes now."""
+        e = self.forwards.get((inner_dst, outer_src))
+        if e is None or (inner_dst, outer_src) in self.by_realm:
+            return None
+        return (e.care_of_address, e.encapsulation, e.key)
+
+    def _from_previous(self, outer_src: IPv4Address, inner_dst: IPv4Address) -> Visitor | None:
+        keys = self.from_previous.get((outer_src, inner_dst))
+        if keys is None or len(keys) != 1:  # two visitors named it: cannot tell which
+            return None
+        return self.visitors.get(next(iter(keys)))
+
+    def _inbound_peer(self, outer_src: IPv4Address, inner_dst: IPv4Address) -> IPv4Address:
+        if (inner_dst, outer_src) not in self.by_realm and \
+                (v := self._from_previous(outer_src, inner_dst)) is not None:
+            return v.home_agent  # into its realm's device, as its home agent's would
+        return outer_src
+
+    def forwarded(self, key: tuple[IPv4Address, IPv4Address]) -> dict[str, int] | None:
+        if self.relay is None:
+            return None
+        c = self.relay.stats.per_key.get(key)
+        return c.as_dict() if c else None
 
     # --- a host on the visited site with a visitor's own address (Figs. 3c, 5: CN 4c) ----
 
@@ -432,7 +540,8 @@ class FaDataplane:
         return peer_of
 
     def _accept(self, outer_src: IPv4Address, inner_src: IPv4Address, inner_dst: IPv4Address):
-        v = self.by_realm.get((inner_dst, outer_src))
+        v = self.by_realm.get((inner_dst, outer_src)) or \
+            self._from_previous(outer_src, inner_dst)
         return v.key if v is not None else None
 
     @property

@@ -92,6 +92,12 @@ class UserspaceTunnel:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.udp_send: Callable[[bytes, tuple[str, int]], None] | None = None
         self.peer_tuns: dict[IPv4Address, tuple[int, PeerOf]] = {}  # peer → (fd, peer_of)
+        # a foreign agent's forwarding pointer: (outer source, inner destination) → where
+        # to re-tunnel a decapsulated packet instead of delivering it (checked first)
+        self.redirect: PeerOf | None = None
+        # (outer source, inner destination) → the peer whose TUN gets what was accepted
+        # (default: the outer source's); a previous FA's packets go to the visitor's realm
+        self.inbound_peer: Callable[[IPv4Address, IPv4Address], IPv4Address] | None = None
 
     def add_peer_tun(self, peer: IPv4Address, ifname: str, peer_of: PeerOf) -> None:
         """A TUN for one peer: what it decapsulates from ``peer`` goes in there, and what
@@ -195,24 +201,28 @@ class UserspaceTunnel:
             if peer is None:
                 self.stats.dropped_no_peer += 1
                 continue
-            outer, encap, key = peer
-            try:
-                if encap == "udp":  # outer is (address, port): the NAPT's mapping
-                    if self.udp_send is None:
-                        raise OSError("no UDP socket")
-                    self.udp_send(UDP_TUNNEL_HEADER + pkt, (str(outer[0]), outer[1]))
-                elif not self.raw:
-                    raise OSError("IP-in-IP and GRE are the kernel's here")
-                elif encap == "gre":
-                    self.gre.sendto(GRE_IPV4 + pkt, (str(outer), 0))
-                else:
-                    self.ipip.sendto(pkt, (str(outer), 0))
-            except OSError:
-                self.stats.dropped_no_peer += 1
-                continue
-            c = self.counters(key)
-            c.packets_out += 1
-            c.bytes_out += len(pkt)
+            self._encapsulate(peer, pkt)
+
+    def _encapsulate(self, peer: tuple[object, str, object], pkt: bytes) -> bool:
+        outer, encap, key = peer
+        try:
+            if encap == "udp":  # outer is (address, port): the NAPT's mapping
+                if self.udp_send is None:
+                    raise OSError("no UDP socket")
+                self.udp_send(UDP_TUNNEL_HEADER + pkt, (str(outer[0]), outer[1]))
+            elif not self.raw:
+                raise OSError("IP-in-IP and GRE are the kernel's here")
+            elif encap == "gre":
+                self.gre.sendto(GRE_IPV4 + pkt, (str(outer), 0))
+            else:
+                self.ipip.sendto(pkt, (str(outer), 0))
+        except OSError:
+            self.stats.dropped_no_peer += 1
+            return False
+        c = self.counters(key)
+        c.packets_out += 1
+        c.bytes_out += len(pkt)
+        return True
 
     def _from_raw(self, sock, is_gre: bool) -> None:
         for _ in range(BATCH):
@@ -227,12 +237,17 @@ class UserspaceTunnel:
             except BadPacket:
                 self.stats.dropped_bad += 1
                 continue
+            if self.redirect is not None and \
+                    (onward := self.redirect(outer_src, inner_dst)) is not None:
+                self._encapsulate(onward, inner)
+                continue
             key = self.accept(outer_src, inner_src, inner_dst)
             if key is None:
                 self.stats.dropped_unauthorised += 1
                 continue
+            peer = self.inbound_peer(outer_src, inner_dst) if self.inbound_peer else outer_src
             try:
-                os.write(self.peer_tuns[outer_src][0] if outer_src in self.peer_tuns
+                os.write(self.peer_tuns[peer][0] if peer in self.peer_tuns
                          else self.fd, inner)
             except OSError:
                 self.stats.tun_write_errors += 1
