@@ -434,6 +434,17 @@ class FaForwardingConfig:
 
     enabled: bool = True
     max_lifetime: int = 60  # seconds, whatever a Binding Update asks
+    replay: float = 0.0  # seconds of recently delivered datagrams sent on again (0: none)
+
+
+@dataclass(frozen=True)
+class FaRoutingConfig:
+    """[fa.routing]: visitors' /32s in a table of their own for FRR (docs/routing.md)."""
+
+    table: int = 0  # 0: none (FRR's ip import-table takes 1-252)
+    interfaces: tuple[str, ...] = ()  # the site interfaces FRR advertises them on
+    home_networks: tuple[IPv4Network, ...] = (IPv4Network("0.0.0.0/0"),)
+    metric: int = 0
 
 
 @dataclass(frozen=True)
@@ -471,6 +482,7 @@ class FaConfig:
     home_agents: tuple[IPv4Network, ...] = (IPv4Network("0.0.0.0/0"),)
     limits: FaLimitsConfig = FaLimitsConfig()
     forwarding: FaForwardingConfig = FaForwardingConfig()
+    routing: FaRoutingConfig = FaRoutingConfig()
     role: str = "fa"
 
 
@@ -517,15 +529,25 @@ def load_fa(path: str | Path) -> FaConfig:
             kernel=c.get("fa.limits.kernel", bool, True)),
         forwarding=FaForwardingConfig(
             enabled=c.get("fa.forwarding.enabled", bool, True),
-            max_lifetime=c.integer("fa.forwarding.max_lifetime", 60, 0, 65535)),
+            max_lifetime=c.integer("fa.forwarding.max_lifetime", 60, 0, 65535),
+            replay=c.number("fa.forwarding.replay", 0.0, 0.0)),
+        routing=FaRoutingConfig(
+            table=c.integer("fa.routing.table", 0, 0, 252),
+            interfaces=tuple(str(n) for n in c.get(
+                "fa.routing.interfaces", list, [],
+                lambda v: None if all(isinstance(n, str) and 0 < len(n) < 16 for n in v)
+                else "interface names of 1 to 15 characters")),
+            home_networks=_networks(c, "fa.routing.home_networks", ["0.0.0.0/0"]),
+            metric=c.integer("fa.routing.metric", 0, 0, 2**32 - 1)),
     )
     c.unknown_keys({
         "": {"fa", "dataplane", "runtime", "ha_peer", "mn_peer"},
         "fa": {"interface", "address", "prefix_length", "care_of_addresses", "max_lifetime",
                "advertisement_interval", "registration_required", "reverse_tunneling",
                "reverse_tunnel_required", "encapsulations", "vendor_id", "require_mn_fa_auth",
-               "home_agents", "limits", "forwarding"},
-        "fa.forwarding": {"enabled", "max_lifetime"},
+               "home_agents", "limits", "forwarding", "routing"},
+        "fa.forwarding": {"enabled", "max_lifetime", "replay"},
+        "fa.routing": {"table", "interfaces", "home_networks", "metric"},
         "fa.limits": {"per_mac", "per_mac_burst", "unknown_macs", "unkeyed_home_agent", "pending",
                       "pending_per_mac", "kernel"},
         "dataplane": {"backend", "table", "rule_priority"},  # a tunnel device per HA

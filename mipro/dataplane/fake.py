@@ -134,7 +134,8 @@ class FakeFaDataplane:
 
     def __init__(self, *, backend: str = "fake", interface: str = "",
                  care_of: IPv4Address | None = None, table: int = 0, rule_priority: int = 0,
-                 log: Any = None, fail_on: set[IPv4Address] | None = None) -> None:
+                 log: Any = None, fail_on: set[IPv4Address] | None = None,
+                 replay: float = 0.0) -> None:
         self.calls: list[Call] = []
         self.nl = ReadOnlyNetlink(self.calls)
         self.visitors: dict[VisitorKey, Visitor] = {}

@@ -266,6 +266,13 @@ class Lab:
 
         return request(self._fill(svc["socket"]))
 
+    def vtysh(self, node: str, command: str) -> Any:
+        """One vtysh command to the FRR instance of ``node`` (mipro.lab.frr); its answer,
+        decoded when it is JSON."""
+        out = self.exec(node, "vtysh", "--vty_socket", str(self.run_dir / f"frr-{node}"),
+                        "-c", command).stdout
+        return json.loads(out) if command.rstrip().endswith("json") else out
+
     def mipro_status(self, name: str) -> str:
         """`mipro status` as an operator sees it, for a service with a control socket."""
         svc = next(s for s in self.spec["service"] if s["name"] == name)

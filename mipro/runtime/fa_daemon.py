@@ -94,6 +94,12 @@ class FaDaemon(EngineDaemon[ForeignAgent]):
         self.flood_limit: LinkLimiter | None = None
         self.exempt_macs: Counter[bytes] = Counter()
 
+    def _site(self) -> dict[str, Any]:
+        """[fa.routing]: the visitors' /32s for the site's routing daemon."""
+        r = self.cfg.routing
+        return {"site_table": r.table, "site_networks": r.home_networks,
+                "site_metric": r.metric, "site_interfaces": r.interfaces}
+
     async def _start_flood_limit(self) -> None:
         """The link's ingress hook drops each link-layer address's excess before the
         request socket sees it (docs/security.md); accepted visitors are exempt."""
@@ -138,7 +144,8 @@ class FaDaemon(EngineDaemon[ForeignAgent]):
         self.dataplane = (FakeFaDataplane if backend == "fake" else FaDataplane)(
             backend=backend, interface=self.cfg.interface, care_of=self.cfg.care_of_addresses[0],
             table=dp.table, rule_priority=dp.rule_priority,
-            log=self.log)
+            log=self.log, replay=self.cfg.forwarding.replay,
+            **({} if backend == "fake" else self._site()))
         await self.dataplane.start(loop)
         await self._start_flood_limit()
         carried = self.dataplane.encapsulations
@@ -340,6 +347,8 @@ class FaDaemon(EngineDaemon[ForeignAgent]):
                 "binding_cache": [dict(c.describe(now), forwarded=self.dataplane.forwarded(
                     c.key) if isinstance(self.dataplane, FaDataplane) else None)
                     for c in self.engine.cache.values()],
+                "site_routes": self.dataplane.site.describe()
+                if isinstance(self.dataplane, FaDataplane) and self.dataplane.site else None,
                 "tunnel_drops": self.dataplane.drops() if self.dataplane else {},
                 "flood_limit": self.flood_limit.counters() if self.flood_limit else None}
 

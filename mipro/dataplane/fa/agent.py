@@ -38,6 +38,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+from collections import OrderedDict, deque
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
@@ -51,6 +53,7 @@ from ..kernel.netlink import Netlink, set_sysctl
 from ..relay.relay import MTU, UserspaceTunnel
 from .realms import REALM_MASK, REALM_SHIFT, Realm, Realms, Twin
 from .routeprofiles import MARK_MASK, MARK_SHIFT, RouteProfiles
+from .siteroutes import SiteRoutes
 from .visitorfw import PerVisitorChains, VisitorFirewall
 
 LINK_PREFIX = "mipf-"  # the FA's links; the HA's are "miph-" (one host may run both)
@@ -58,6 +61,8 @@ DEFAULT = IPv4Network("0.0.0.0/0")
 TABLE_OFFSET = 16  # route profile tables: table + 16 + 1 .. + (MARK_MASK >> MARK_SHIFT)
 PROFILE_TABLES = MARK_MASK >> MARK_SHIFT
 REALM_TABLE_OFFSET = 8192  # realm delivery tables: table + 8192 + 1 .. + 255
+REPLAY_PACKETS = 256  # at most this many recent packets per visitor for a replay
+REPLAY_LEFT = 64  # buffers of visitors that just left, waiting for their pointer
 REVERSE_METRIC = 1000  # reverse tunnelling default: costlier than any profile route
 # what a visitor gets when its home agent sent a filter rule we cannot build exactly: its
 # policy chain sees only its packets, so this drops all it sends or receives through us
@@ -66,7 +71,9 @@ DENY_ALL = (FilterRule(verdict=Verdict.DENY),)
 
 class FaDataplane:
     def __init__(self, *, backend: str, interface: str, care_of: IPv4Address, table: int,
-                 rule_priority: int, log: Any) -> None:
+                 rule_priority: int, log: Any, replay: float = 0.0,
+                 site_table: int = 0, site_networks: tuple[IPv4Network, ...] = (),
+                 site_metric: int = 0, site_interfaces: tuple[str, ...] = ()) -> None:
         self.name = backend
         self.lan = interface
         self.coa = care_of
@@ -96,6 +103,18 @@ class FaDataplane:
         self.fwd_links: dict[IPv4Address, tuple[str, int]] = {}  # care-of → TUN
         # what a previous FA re-tunnels to us: (previous FA, home) → visitors that named it
         self.from_previous: dict[tuple[IPv4Address, IPv4Address], set[VisitorKey]] = {}
+        # smooth handoff with buffering (Perkins and Wang): the last ``replay`` seconds of
+        # what we delivered from each home agent's tunnel, by (home, HA); a visitor that
+        # moved on gets them again through the pointer (it may have missed them while its
+        # link was down).  Kept a little while after the visitor goes, for the pointer.
+        self.replay = replay
+        # visitors' /32s for the site's routing daemon (siteroutes.py)
+        self.site = SiteRoutes(self.nl, site_table, site_networks, site_metric) \
+            if site_table else None
+        self.site_interfaces = site_interfaces
+        self.recent: dict[tuple[IPv4Address, IPv4Address], deque[tuple[float, bytes]]] = {}
+        self.left: OrderedDict[tuple[IPv4Address, IPv4Address],
+                               deque[tuple[float, bytes]]] = OrderedDict()
 
     async def start(self, loop: asyncio.AbstractEventLoop | None) -> None:
         set_sysctl("net.ipv4.ip_forward", "1")
@@ -123,10 +142,19 @@ class FaDataplane:
             self.relay = UserspaceTunnel("", self.coa, lambda src, dst: None, self._accept)
             self.relay.redirect = self._redirect
             self.relay.inbound_peer = self._inbound_peer
+            if self.replay > 0:
+                self.relay.delivered = self._keep_recent
             self.relay.open()
             if loop is not None:
                 self.relay.start_reading(loop)
         await self.nl.rule_ensure(self.table, self.prio)
+        if self.site is not None:
+            if await self.site.start(self.lan_index):
+                self.log("reconciled-leftovers", table=self.site.table)
+            missing = [n for n in self.site_interfaces if await self.nl.maybe_index(n) is None]
+            self.log("site-routes", "warning" if missing else "info", table=self.site.table,
+                     interfaces=",".join(self.site_interfaces),
+                     **({"missing": ",".join(missing)} if missing else {}))
         await self._read_local_hosts()
         if loop is not None:
             self.watch_task = loop.create_task(self._watch_local_hosts())
@@ -157,6 +185,8 @@ class FaDataplane:
         for v in list(self.visitors.values()):
             await self.remove_visitor(v)
         await self.nl.rule_del(self.table, self.prio)
+        if self.site is not None:
+            await self.site.stop()
         await self.flows_forgotten()
         await self.profiles.stop()
         await self.realms.stop()
@@ -198,6 +228,8 @@ class FaDataplane:
             await self._self_nat(v)
         elif previous is not None and previous.temporary_address is not None:
             await self.realms.self_nat_remove(v.home_address)
+        if self.site is not None:
+            await self.site.sync(v.home_address, self.sharing(v.home_address))
         same = previous is not None and (previous.routes, previous.filters,
                                          previous.reverse_tunnel, previous.home_agent) == \
             (v.routes, v.filters, v.reverse_tunnel, v.home_agent)
@@ -224,6 +256,10 @@ class FaDataplane:
             return
         home = v.home_address
         self.by_realm.pop((home, v.home_agent), None)
+        if (recent := self.recent.pop((home, v.home_agent), None)) is not None:
+            self.left[(home, v.home_agent)] = recent
+            while len(self.left) > REPLAY_LEFT:
+                self.left.popitem(last=False)
         for pair, keys in list(self.from_previous.items()):
             keys.discard(v.key)
             if not keys:
@@ -248,6 +284,8 @@ class FaDataplane:
             await self._share(home, False)
             await self._rebuild_twins()
         self._forget_flows(home, realm.mark if realm and others else None)
+        if self.site is not None:
+            await self.site.sync(home, others)
         if realm is not None and not realm.members:
             await self.realms.drop(realm)
             await self._drop_ha_device(v.home_agent)
@@ -263,6 +301,7 @@ class FaDataplane:
                      backend=self.name, reason="the kernel backend does not forward yet")
             return
         self.forwards[e.key] = e
+        self._replay(e)
         home = e.home_address
         others = [f for f in self.forwards.values() if f.home_address == home and f is not e]
         if self.sharing(home) or others:
@@ -273,6 +312,31 @@ class FaDataplane:
         await self.nl.ipr.route("replace", dst=f"{home}/32", table=self.table, oif=index,
                                 scope=253)
         self.native_forward[home] = e
+
+    def _keep_recent(self, outer_src: IPv4Address, inner_dst: IPv4Address, pkt: bytes) -> None:
+        key = (inner_dst, outer_src)
+        if key not in self.by_realm:  # a previous FA's re-tunnelled packet: not ours to keep
+            return
+        q = self.recent.get(key)
+        if q is None:
+            q = self.recent[key] = deque(maxlen=REPLAY_PACKETS)
+        now = time.monotonic()
+        q.append((now, pkt))
+        while q[0][0] < now - self.replay:
+            q.popleft()
+
+    def _replay(self, e: CacheEntry) -> None:
+        """Re-tunnel what we delivered in the last ``replay`` seconds: the MN may have been
+        off its link already (it cannot tell us which it got; duplicates are possible)."""
+        q = self.left.pop(e.key, None)
+        if q is None or self.relay is None:
+            return
+        since = time.monotonic() - self.replay
+        sent = sum(self.relay.encapsulate((e.care_of_address, e.encapsulation, e.key), pkt)
+                   for t, pkt in q if t >= since)
+        if sent:
+            self.log("forwarding-replayed", home=e.home_address, packets=sent,
+                     to=e.care_of_address)
 
     async def remove_forward(self, e: CacheEntry) -> None:
         if self.forwards.pop(e.key, None) is None:

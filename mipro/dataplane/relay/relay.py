@@ -98,6 +98,8 @@ class UserspaceTunnel:
         # (outer source, inner destination) → the peer whose TUN gets what was accepted
         # (default: the outer source's); a previous FA's packets go to the visitor's realm
         self.inbound_peer: Callable[[IPv4Address, IPv4Address], IPv4Address] | None = None
+        # told of each accepted packet: (outer source, inner destination, the packet)
+        self.delivered: Callable[[IPv4Address, IPv4Address, bytes], None] | None = None
 
     def add_peer_tun(self, peer: IPv4Address, ifname: str, peer_of: PeerOf) -> None:
         """A TUN for one peer: what it decapsulates from ``peer`` goes in there, and what
@@ -201,9 +203,10 @@ class UserspaceTunnel:
             if peer is None:
                 self.stats.dropped_no_peer += 1
                 continue
-            self._encapsulate(peer, pkt)
+            self.encapsulate(peer, pkt)
 
-    def _encapsulate(self, peer: tuple[object, str, object], pkt: bytes) -> bool:
+    def encapsulate(self, peer: tuple[object, str, object], pkt: bytes) -> bool:
+        """Send ``pkt`` to ``peer`` (as ``peer_of`` names one); False if it could not go."""
         outer, encap, key = peer
         try:
             if encap == "udp":  # outer is (address, port): the NAPT's mapping
@@ -239,7 +242,7 @@ class UserspaceTunnel:
                 continue
             if self.redirect is not None and \
                     (onward := self.redirect(outer_src, inner_dst)) is not None:
-                self._encapsulate(onward, inner)
+                self.encapsulate(onward, inner)
                 continue
             key = self.accept(outer_src, inner_src, inner_dst)
             if key is None:
@@ -252,6 +255,8 @@ class UserspaceTunnel:
             except OSError:
                 self.stats.tun_write_errors += 1
                 continue
+            if self.delivered is not None:
+                self.delivered(outer_src, inner_dst, inner)
             c = self.counters(key)
             c.packets_in += 1
             c.bytes_in += len(inner)
