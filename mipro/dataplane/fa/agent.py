@@ -424,7 +424,9 @@ class FaDataplane:
             oif = r.get_attr("RTA_OIF")
             if r.get("table") == 254 and r["dst_len"] == 32 and oif != self.lan_index and \
                     oif in addresses and r["type"] == 1:  # unicast
-                hosts[IPv4Address(r.get_attr("RTA_DST"))] = addresses[oif]
+                dst = IPv4Address(r.get_attr("RTA_DST"))
+                if self.site is None or not self.site.another_fas_visitor(dst, r["proto"]):
+                    hosts[dst] = addresses[oif]
         self.local_hosts = hosts
 
     async def _watch_local_hosts(self, interval: float = 2.0) -> None:

@@ -10,7 +10,8 @@ and zebra reads them back).  docs/routing.md.
 Not advertised: a home address two visitors hold (overlapping home networks: a /32 on
 the site would name one of them for both, and another FA's visitor may hold it too), a
 home address a host on the visited site has (the route would take that host's traffic),
-and one outside ``fa.routing.home_networks``.
+and one outside ``fa.routing.home_networks``.  What another FA advertises reaches our main
+table too; it is not a host of the site (``another_fas_visitor``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from ..kernel.netlink import Netlink
 # the routes' protocol: none of zebra's own (186-192: bgp, isis, ospf, rip, eigrp, which
 # zebra takes for its leftovers and deletes), nor kernel/boot/static; `ip route`: proto 250
 RTPROT_MIPRO = 250
+# what routing daemons install (zebra, babel, bgp, isis, ospf, rip, eigrp)
+ROUTING_PROTOCOLS = frozenset({11, 42, 186, 187, 188, 189, 192})
 
 
 class SiteRoutes:
@@ -60,6 +63,13 @@ class SiteRoutes:
         elif home in self.advertised:
             self.advertised.discard(home)
             await self.nl.route_del(IPv4Network(home), self.table)
+
+    def another_fas_visitor(self, dst: IPv4Address, proto: int) -> bool:
+        """Whether a host route in the main table is another FA's visitor, learnt from the
+        site (a /32 of our home networks from a routing daemon: the site's prefix lists let
+        no other through) rather than a host of the site with that address: the mobile node
+        that just came from FA1 to us is still FA1's in our table for a moment."""
+        return proto in ROUTING_PROTOCOLS and any(dst in net for net in self.networks)
 
     def describe(self) -> dict[str, object]:
         return {"table": self.table, "advertised": sorted(str(a) for a in self.advertised)}

@@ -23,6 +23,19 @@ def r_nexthops(lab: Lab) -> list[str]:
                   for h in r.get("nexthops", []) if "ip" in h)
 
 
+def adjacent(lab: Lab, timeout: float = 30) -> None:
+    """Until R reaches both FAs as AS boundary routers: an FA's /32 counts at R only once
+    R's SPF has that FA (fully adjacent with the segment's DR, its router-LSA in R's
+    database; the DR election on a new segment waits a dead interval).  Before, R sends
+    the MN's traffic up its default, through the HA."""
+    rids = {"fa1": "198.51.100.1", "fa2": "192.0.2.1"}  # their router IDs (highest address)
+
+    def asbrs() -> bool:
+        out = lab.vtysh("r", "show ip ospf border-routers")
+        return all(re.search(rf"R\s+{re.escape(r)}\s.*ASBR", out) for r in rids.values())
+    lab.wait_for(asbrs, timeout, "R's SPF to reach FA1 and FA2 as ASBRs", interval=0.2)
+
+
 def r_via(lab: Lab, fa: str | None, timeout: float = 20) -> float:
     """Until R's route to the MN's /32 leads to ``fa`` only (None: until it is gone)."""
     want = [SITE[fa]] if fa else []
@@ -42,6 +55,7 @@ def echoes_flow(lab: Lab, since: int, what: str) -> int:
 
 
 def run(lab: Lab, say=print) -> None:
+    adjacent(lab)
     lab.expect_phase("via-fa1", 30)
     r_via(lab, "fa1", 30)
     say(f"MN registered through FA1; R reaches {HOME}/32 via FA1 ({SITE['fa1']}) by OSPF")
