@@ -132,3 +132,27 @@ def test_a_forged_binding_update_from_the_visited_link_changes_nothing(make_lab)
     assert not any(k.startswith("binding_update") for k in after["counters"]), after["counters"]
     assert table(lab, "fa1") == routes and f"{HOME} dev lan0 proto 250" in routes
     assert check_module().r_nexthops(lab) == ["10.200.0.1"]
+
+
+def test_a_shared_home_address_is_never_advertised(make_lab):
+    """Two mobile nodes of different home agents with one home address at FA1 (the overlap
+    scenario, [fa.routing] on, CN-self's host route taken away so that the address is not
+    also a local host's): one visitor alone is in table 200, the two together never are
+    (a /32 on the site would send both visitors' traffic to one; docs/routing.md); when MN2
+    leaves, MN's is advertised again.  Table 200 is all FRR imports."""
+    lab = make_lab("overlap", services=False)
+    lab.edit_conf("fa1", "fa.toml", "[runtime]", f"[fa.routing]\ntable = {SITE_TABLE}\n\n[runtime]")
+    lab.exec("fa1", "ip", "route", "del", f"{HOME}/32", "dev", "site0")
+    for name in ("ha", "ha2", "fa1", "mn"):
+        lab.start_service(name)
+    lab.expect("fa1", {"site_routes": {"advertised": [HOME]}}, 30, "MN's /32 in table 200")
+    assert f"{HOME} dev lan0 proto 250" in table(lab, "fa1")
+    lab.start_service("mn2")
+    lab.wait_for(lambda: [v["state"] for v in lab.status("fa1")["visitors"]] ==
+                 ["accepted", "accepted"], 30, "MN2 to register too")
+    time.sleep(1)
+    assert lab.status("fa1")["site_routes"]["advertised"] == []
+    assert table(lab, "fa1") == ""
+    assert lab.stop_service("mn2") == 0
+    lab.expect("fa1", {"site_routes": {"advertised": [HOME]}}, 20, "MN's /32 again")
+    assert f"{HOME} dev lan0 proto 250" in table(lab, "fa1")
