@@ -130,7 +130,8 @@ class HaDaemon(EngineDaemon[HomeAgent]):
                 home_interface=self.cfg.home_interface, home_network=self.cfg.home_network,
                 table=dp.table, rule_priority=dp.rule_priority,
                 tunnel_interface=dp.tunnel_interface, log=self.log,
-                proxy_arp=self.cfg.proxy_arp, kernel_tunnels=self.cfg.kernel_tunnels)
+                proxy_arp=self.cfg.proxy_arp, kernel_tunnels=self.cfg.kernel_tunnels,
+                addresses=self.cfg.addresses)
         await self.dataplane.start(loop)
         await self._start_flood_limit()
         self.engine.set_policy(make_policy(self.cfg, self.dataplane.udp_tunnels))
@@ -144,8 +145,9 @@ class HaDaemon(EngineDaemon[HomeAgent]):
             self.add_input(sock.fileno(), partial(self._on_readable, sock))
         self.sock = self.socks[self.cfg.address]
         relay = getattr(self.dataplane, "relay", None)
-        if relay is not None:  # UDP tunnel data leaves from port 434, as the NAPT expects
-            relay.udp_send = self._udp_send
+        if relay is not None:  # UDP tunnel data leaves from port 434, as the NAPT expects,
+            relay.udp_send = self._udp_send  # of the address the MN registered with
+            relay.udp_send_from = self._udp_send_from
         control = await self.serve_operations(self.cfg.runtime.control_socket)
         if self.cfg.advertise:
             self.advertiser = Advertiser(make_advert_policy(self.cfg), time.time())
@@ -280,6 +282,7 @@ class HaDaemon(EngineDaemon[HomeAgent]):
             if data[:1] == b"\x04":  # RFC 3519 tunnel data from an MN behind a NAPT
                 self.dp.from_udp(data, IPv4Address(addr[0]), addr[1])
                 continue
+            self.request_seen(data, addr[0], addr[1])
             actions += self.call("receive", self.engine.receive, data, IPv4Address(addr[0]),
                                  addr[1], now)
         self.dispatch(actions)
@@ -320,6 +323,9 @@ class HaDaemon(EngineDaemon[HomeAgent]):
 
     def _udp_send(self, data: bytes, addr: tuple[str, int]) -> None:
         self.main_sock.sendto(data, addr)
+
+    def _udp_send_from(self, data: bytes, addr: tuple[str, int], local: IPv4Address) -> None:
+        (self.socks.get(local) or self.main_sock).sendto(data, addr)
 
     async def _execute(self, actions: list[Any]) -> None:
         """Program the kernel before answering, so the MN's first packets find the tunnel,
@@ -363,6 +369,7 @@ class HaDaemon(EngineDaemon[HomeAgent]):
                 sock = sock or self.main_sock
                 try:
                     sock.sendto(a.data, (str(a.dst), a.port))
+                    self.reply_sent(a.data, a.dst, a.port)
                 except (BlockingIOError, InterruptedError):
                     self.send_drops += 1  # UDP: the MN retransmits
                 except OSError as exc:
@@ -472,7 +479,8 @@ class HaDaemon(EngineDaemon[HomeAgent]):
             return {"store": "file", "subscribers": len(store) if hasattr(store, "__len__")
                     else None}
         return {"store": "ldap", "breaker": store.state, "cached": len(store.entries),
-                "hits": store.hits, "misses": store.misses,
+                "hits": store.hits, "misses": store.misses, "found": store.found,
+                "not_found": store.not_found, "failed": store.failed,
                 "failures_in_a_row": store.failures, "last_error": store.last_error or None,
                 "waiting": self.engine.parked_count}
 
@@ -529,6 +537,9 @@ class Cleanup:
 
     def __init__(self, cfg: HaConfig, log: EventLog) -> None:
         self.cfg, self.log = cfg, log
+
+    def listen_metrics(self) -> None:
+        """A one-shot command serves no metrics."""
 
     async def run(self) -> None:
         await cleanup(self.cfg, self.log)

@@ -141,7 +141,7 @@ def test_the_config_file_itself(tmp_path):
 
 def test_the_home_agent_says_the_same_and_touches_nothing(tmp_path):
     """`mipro ha` with a missing subscriber file stops before any socket or kernel state,
-    with the line check-config prints."""
+    logging the problem check-config prints (event=config-invalid, docs/operations.md)."""
     ha = ha_conf(tmp_path, tmp_path / "nowhere.toml")
     text = ha.read_text()
     ha.write_text(text.replace("/run/mipro/ha.sock", str(tmp_path / "ha.sock"))
@@ -151,8 +151,9 @@ def test_the_home_agent_says_the_same_and_touches_nothing(tmp_path):
                           capture_output=True, text=True, timeout=60,
                           env=dict(os.environ, PYTHONPATH=str(REPO)))
     assert proc.returncode == 1 and "Traceback" not in proc.stdout + proc.stderr
-    assert f"{ha}: subscribers.file: {tmp_path / 'nowhere.toml'}: no such file" in \
-        proc.stdout.splitlines(), proc.stdout
+    problem = f"{ha}: subscribers.file: {tmp_path / 'nowhere.toml'}: no such file"
+    assert [line.split(" level=", 1)[1] for line in proc.stdout.splitlines()] == \
+        [f'error event=config-invalid problem="{problem}"'], proc.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == before
 
 
@@ -202,7 +203,7 @@ def _redundant(tmp_path, keepalived_edit=None):
     subs.chmod(0o600)
     ha = (REPO / "conf" / "ha.toml").read_text().replace("/etc/mipro/subscribers.toml",
                                                           str(subs))
-    block = ha[ha.index("# [redundancy]"):]
+    block = ha[ha.index("# [redundancy]"):ha.index("#\n# Active/active")]  # one group
     block = re.sub(r"^# ?", "", block, flags=re.M).replace('key = "hex:..."',
                                                             'key = "hex:' + "ab" * 32 + '"')
     block = block.replace("/etc/keepalived/keepalived.conf", str(ka))
