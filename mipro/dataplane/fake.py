@@ -136,7 +136,9 @@ class FakeFaDataplane:
     def __init__(self, *, backend: str = "fake", interface: str = "",
                  care_of: IPv4Address | None = None, table: int = 0, rule_priority: int = 0,
                  log: Any = None, fail_on: set[IPv4Address] | None = None,
-                 replay: float = 0.0) -> None:
+                 replay: float = 0.0, site_table: int = 0,
+                 site_networks: tuple[IPv4Network, ...] = (), site_metric: int = 0,
+                 site_interfaces: tuple[str, ...] = ()) -> None:
         self.calls: list[Call] = []
         self.nl = ReadOnlyNetlink(self.calls)
         self.visitors: dict[VisitorKey, Visitor] = {}
@@ -167,13 +169,16 @@ class FakeFaDataplane:
         self.calls.append(("remove_visitor", v.key))
         self.visitors.pop(v.key, None)
 
-    async def add_forward(self, entry: CacheEntry) -> None:
-        self.calls.append(("add_forward", entry.key))
-        self.forwards[entry.key] = entry
+    async def add_forward(self, e: CacheEntry) -> None:
+        self.calls.append(("add_forward", e.key))
+        self.forwards[e.key] = e
 
-    async def remove_forward(self, entry: CacheEntry) -> None:
-        self.calls.append(("remove_forward", entry.key))
-        self.forwards.pop(entry.key, None)
+    async def remove_forward(self, e: CacheEntry) -> None:
+        self.calls.append(("remove_forward", e.key))
+        self.forwards.pop(e.key, None)
+
+    def forwarded(self, key: tuple[IPv4Address, IPv4Address]) -> dict[str, int] | None:
+        return None  # no relay: nothing counted
 
     def address_in_use(self, home: IPv4Address) -> IPv4Address | None:
         return None  # no visited-site host has a visitor's address here

@@ -149,7 +149,7 @@ class FaDaemon(EngineDaemon[ForeignAgent]):
             backend=backend, interface=self.cfg.interface, care_of=self.cfg.care_of_addresses[0],
             table=dp.table, rule_priority=dp.rule_priority,
             log=self.log, replay=self.cfg.forwarding.replay,
-            **({} if backend == "fake" else self._site()))
+            **self._site())
         await self.dataplane.start(loop)
         await self._start_flood_limit()
         carried = self.dataplane.encapsulations
@@ -348,9 +348,8 @@ class FaDaemon(EngineDaemon[ForeignAgent]):
                 "route_optimization": {
                     str(ha): "off: no FA-HA key for this home agent"
                     for ha in self.engine.unkeyed_has()},
-                "binding_cache": [dict(c.describe(now), forwarded=self.dataplane.forwarded(
-                    c.key) if isinstance(self.dataplane, FaDataplane) else None)
-                    for c in self.engine.cache.values()],
+                "binding_cache": [dict(c.describe(now), forwarded=self.dataplane.forwarded(c.key))
+                                  for c in self.engine.cache.values()],
                 "site_routes": self.dataplane.site.describe()
                 if isinstance(self.dataplane, FaDataplane) and self.dataplane.site else None,
                 "tunnel_drops": self.dataplane.drops(),
