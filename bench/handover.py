@@ -46,6 +46,10 @@ def run_variant(solicit: bool, moves: int, settle: float, forwarding: bool = Tru
             lab.edit_conf("mn", "mn.toml", "mode = \"auto\"",
                           f"mode = \"fa\"\nsolicit_on_attach = {str(solicit).lower()}")
             lab.edit_conf("mn", "mn.toml", "lifetime = 20", "lifetime = 120")
+            for fa in ("fa1", "fa2"):  # the previous FA as a forwarding pointer, or not
+                lab.edit_conf(fa, "fa.toml", "[runtime]",
+                              f"[fa.forwarding]\nenabled = {str(forwarding).lower()}\n"
+                              f"replay = {replay}\n\n[runtime]")
             for fa in ("fa1", "fa2"):
                 lab.edit_conf(fa, "fa.toml", "[runtime]",
                               f"[fa.forwarding]\nenabled = {str(forwarding).lower()}\n"
@@ -90,7 +94,8 @@ def run_variant(solicit: bool, moves: int, settle: float, forwarding: bool = Tru
         lo = int((t_up - 1.0 - src["start"]) / INTERVAL)
         hi = int((t_up + 1.5 - src["start"]) / INTERVAL)
         losses.append(sum(1 for s in range(max(0, lo), min(src["sent"], hi)) if s not in got))
-    return {"solicit": solicit, "forwarding": forwarding, "replay": replay, "moves": moves, "registrations_ok": sum(ok for _, ok in events),
+    return {"solicit": solicit, "forwarding": forwarding, "replay": replay, "moves": moves,
+            "registrations_ok": sum(ok for _, ok in events),
             "outage_ms_median": round(statistics.median(outages), 1),
             "outage_ms_p90": round(sorted(outages)[int(0.9 * (len(outages) - 1))], 1),
             "outage_ms_max": round(max(outages), 1),

@@ -114,7 +114,8 @@ except TimeoutError:
 def test_a_forged_binding_update_from_the_visited_link_changes_nothing(make_lab):
     """A host on FA1's visited link forges the previous-FA notification for the MN (naming
     itself as the new care-of address, acknowledgement requested): it gets no answer (the
-    link's ingress filter lets only registration requests reach the FA from there), and
+    link's ingress hook lets only registration requests reach the FA from there: its
+    shape counter counts it), and
     FA1's visitor, its /32 in table 200, its binding cache and R's route stay as they were."""
     lab = make_lab("handover-ospf")
     registered_via_fa1(lab)
@@ -127,6 +128,8 @@ def test_a_forged_binding_update_from_the_visited_link_changes_nothing(make_lab)
     assert answer == "no answer"
     assert any("198.51.100.20" in x and f"{fa1}.434" in x for x in seen), seen  # it was sent
     after = lab.status("fa1")
+    # the visited link's ingress hook dropped it: not a registration request (type 1)
+    assert after["flood_limit"]["shape_dropped"] == before["flood_limit"]["shape_dropped"] + 1
     assert [v["home_address"] for v in after["visitors"]] == [HOME]
     assert after["binding_cache"] == [] and after["site_routes"] == before["site_routes"]
     assert not any(k.startswith("binding_update") for k in after["counters"]), after["counters"]
