@@ -84,6 +84,7 @@ bench: setup
 	$(PY) bench/fuzz_codec.py --count 200000
 	$(PY) bench/registration.py
 	$(PY) bench/handover.py
+	$(PY) bench/ospf_convergence.py
 	$(PY) bench/ro_apply.py
 	$(PY) bench/udp_tunnel.py
 	$(PY) bench/failover.py

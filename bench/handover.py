@@ -50,10 +50,6 @@ def run_variant(solicit: bool, moves: int, settle: float, forwarding: bool = Tru
                 lab.edit_conf(fa, "fa.toml", "[runtime]",
                               f"[fa.forwarding]\nenabled = {str(forwarding).lower()}\n"
                               f"replay = {replay}\n\n[runtime]")
-            for fa in ("fa1", "fa2"):
-                lab.edit_conf(fa, "fa.toml", "[runtime]",
-                              f"[fa.forwarding]\nenabled = {str(forwarding).lower()}\n"
-                              f"replay = {replay}\n\n[runtime]")
             for name in ("ha", "fa1", "fa2", "mn"):
                 lab.start_service(name)
             lab.wait_for(lambda: registered_via(lab, "198.51.100.1"), 30, "FA1 registration")

@@ -135,7 +135,9 @@ def main() -> None:
     if not Path("/usr/lib/frr/zebra").exists():
         sys.exit("FRR is not installed (make apt)")
     print(f"load average before: {os.getloadavg()[0]:.2f} (2 cores, shared)")
-    print(f"{'FRR timers':<34} {'moves':>5} {'measured':>8} {'median ms':>10} {'p90':>8} "
+    print(f"settle {a.settle:g} s between moves; 'followed': moves after which R's route went "
+          "to the new FA before the next move (the figures are of those)")
+    print(f"{'FRR timers':<34} {'moves':>5} {'followed':>8} {'median ms':>10} {'p90':>8} "
           f"{'max':>8} {'min':>8}")
     for tuned in (False, True):
         r = run_variant(tuned, a.moves, a.settle)

@@ -87,6 +87,8 @@ def test_an_expired_visitor_is_withdrawn(make_lab):
     lab.expect_phase("via-fa2", 20)
     assert HOME in table(lab, "fa1")
     lab.wait_for(lambda: not lab.status("fa1")["visitors"], 30, "FA1's visitor to expire")
+    # the dataplane follows the engine's expiry: the kernel route goes a moment later
+    lab.expect("fa1", {"site_routes": {"advertised": []}}, 5, "FA1 to withdraw the /32")
     assert table(lab, "fa1") == ""
     check_module().r_via(lab, "fa2", 10)
 

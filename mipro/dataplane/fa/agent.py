@@ -63,6 +63,7 @@ PROFILE_TABLES = MARK_MASK >> MARK_SHIFT
 REALM_TABLE_OFFSET = 8192  # realm delivery tables: table + 8192 + 1 .. + 255
 REPLAY_PACKETS = 256  # at most this many recent packets per visitor for a replay
 REPLAY_LEFT = 64  # buffers of visitors that just left, waiting for their pointer
+HOLD_BYTES = 1 << 20  # what a home agent's tunnel brings a visitor still being added
 REVERSE_METRIC = 1000  # reverse tunnelling default: costlier than any profile route
 # what a visitor gets when its home agent sent a filter rule we cannot build exactly: its
 # policy chain sees only its packets, so this drops all it sends or receives through us
@@ -113,6 +114,11 @@ class FaDataplane:
             if site_table else None
         self.site_interfaces = site_interfaces
         self.recent: dict[tuple[IPv4Address, IPv4Address], deque[tuple[float, bytes]]] = {}
+        # a visitor being added: the home agent tunnels to us as soon as it has sent its
+        # reply, before our realm device and routes are there; what comes meanwhile for
+        # (home, HA) is kept (at most HOLD_BYTES in all) and delivered once they are
+        self.adding: dict[tuple[IPv4Address, IPv4Address], list[bytes]] = {}
+        self.held_bytes = 0
         self.left: OrderedDict[tuple[IPv4Address, IPv4Address],
                                deque[tuple[float, bytes]]] = OrderedDict()
 
@@ -142,6 +148,7 @@ class FaDataplane:
             self.relay = UserspaceTunnel("", self.coa, lambda src, dst: None, self._accept)
             self.relay.redirect = self._redirect
             self.relay.inbound_peer = self._inbound_peer
+            self.relay.hold = self._hold
             if self.replay > 0:
                 self.relay.delivered = self._keep_recent
             self.relay.open()
@@ -206,6 +213,29 @@ class FaDataplane:
         return list(self.by_home.get(home, {}).values())
 
     async def add_visitor(self, v: Visitor, previous: Visitor | None = None) -> None:
+        pair = (v.home_address, v.home_agent)
+        new = pair not in self.by_realm
+        if new:
+            self.adding.setdefault(pair, [])
+        try:
+            await self._add_visitor(v, previous)
+        finally:
+            held = self.adding.pop(pair, []) if new else []
+            self.held_bytes -= sum(len(p) for p in held)
+            if held and self.relay is not None and self.by_realm.get(pair) is v:
+                sent = sum(self.relay.deliver(v.home_agent, v.home_address, p, v.key)
+                           for p in held)
+                self.log("held-delivered", "debug", home=v.home_address, packets=sent)
+
+    def _hold(self, outer_src: IPv4Address, inner_dst: IPv4Address, pkt: bytes) -> bool:
+        q = self.adding.get((inner_dst, outer_src))
+        if q is None or self.held_bytes + len(pkt) > HOLD_BYTES:
+            return False
+        q.append(pkt)
+        self.held_bytes += len(pkt)
+        return True
+
+    async def _add_visitor(self, v: Visitor, previous: Visitor | None = None) -> None:
         current = self.visitors.get(v.key)
         if current is not None and current.home_agent != v.home_agent:
             await self.remove_visitor(current)  # registered with another home agent now
@@ -622,6 +652,8 @@ class FaDataplane:
         return peer_of
 
     def _accept(self, outer_src: IPv4Address, inner_src: IPv4Address, inner_dst: IPv4Address):
+        if (inner_dst, outer_src) in self.adding:  # not ready yet: held (_hold)
+            return None
         v = self.by_realm.get((inner_dst, outer_src)) or \
             self._from_previous(outer_src, inner_dst)
         return v.key if v is not None else None

@@ -125,6 +125,9 @@ class UserspaceTunnel:
         self.inbound_peer: Callable[[IPv4Address, IPv4Address], IPv4Address] | None = None
         # told of each accepted packet: (outer source, inner destination, the packet)
         self.delivered: Callable[[IPv4Address, IPv4Address, bytes], None] | None = None
+        # asked of what ``accept`` refused (outer source, inner destination, the packet):
+        # True if it keeps it (a foreign agent's visitor that is being added), else dropped
+        self.hold: Callable[[IPv4Address, IPv4Address, bytes], bool] | None = None
 
     def add_peer_tun(self, peer: IPv4Address, ifname: str, peer_of: PeerOf) -> None:
         """A TUN for one peer: what it decapsulates from ``peer`` goes in there, and what
@@ -288,20 +291,27 @@ class UserspaceTunnel:
                 continue
             key = self.accept(outer_src, inner_src, inner_dst)
             if key is None:
-                self.stats.dropped_unauthorised += 1
+                if self.hold is None or not self.hold(outer_src, inner_dst, inner):
+                    self.stats.dropped_unauthorised += 1
                 continue
-            peer = self.inbound_peer(outer_src, inner_dst) if self.inbound_peer else outer_src
-            try:
-                os.write(self.peer_tuns[peer][0] if peer in self.peer_tuns
-                         else self.fd, inner)
-            except OSError:
-                self.stats.tun_write_errors += 1
-                continue
-            if self.delivered is not None:
-                self.delivered(outer_src, inner_dst, inner)
-            c = self.counters(key)
-            c.packets_in += 1
-            c.bytes_in += len(inner)
+            self.deliver(outer_src, inner_dst, inner, key)
+
+    def deliver(self, outer_src: IPv4Address, inner_dst: IPv4Address, inner: bytes,
+                key: CounterKey) -> bool:
+        """A decapsulated packet ``accept`` allowed into its peer's TUN (the default one
+        without); False if it could not be written."""
+        peer = self.inbound_peer(outer_src, inner_dst) if self.inbound_peer else outer_src
+        try:
+            os.write(self.peer_tuns[peer][0] if peer in self.peer_tuns else self.fd, inner)
+        except OSError:
+            self.stats.tun_write_errors += 1
+            return False
+        if self.delivered is not None:
+            self.delivered(outer_src, inner_dst, inner)
+        c = self.counters(key)
+        c.packets_in += 1
+        c.bytes_in += len(inner)
+        return True
 
     def from_udp(self, data: bytes, outer_src: IPv4Address, outer_port: int,
                  accept_udp: AcceptUdp) -> bool:
