@@ -10,7 +10,7 @@ STAMP := $(VENV)/.mipro-installed
 APT_PACKAGES := python3 python3-venv python3-dev iptables libip4tc2 libip6tc2 iproute2 \
 	ipset conntrack tshark tcpdump dnsmasq-base slapd ldap-utils iperf3 procps iputils-ping \
 	qemu-system-x86 linux-image-amd64 busybox-static kmod nftables libnftables1 gcc libc6-dev \
-	keepalived graphviz man-db groff-base systemd
+	keepalived graphviz man-db groff-base systemd frr
 
 .PHONY: all setup apt venv test test-unit test-integration test-kernel lint fuzz demo \
 	codec-demo bench bench-kernel bench-flood bench-failover bench-metrics metrics-dashboard \
@@ -85,6 +85,7 @@ bench: setup
 	$(PY) bench/fuzz_codec.py --count 200000
 	$(PY) bench/registration.py
 	$(PY) bench/handover.py
+	$(PY) bench/ospf_convergence.py
 	$(PY) bench/ro_apply.py
 	$(PY) bench/udp_tunnel.py
 	$(PY) bench/failover.py

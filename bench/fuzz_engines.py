@@ -957,7 +957,10 @@ class Checker:
         v0 = pend[0]
         need("fa.reply_settles_only_its_request", pend_changed <= {(m.addr(4), m.u(16, 4))})
         need("fa.reply_changes_only_its_visitor", vis_changed <= {v0.key})
-        need("fa.reply_touches_no_cache", a_cache == b_cache)
+        # a visitor registering with us again ends our forwarding pointer for it, nothing else
+        need("fa.reply_touches_only_its_cache_entry",
+             all(b_cache.get(k) == a_cache.get(k) or k == (v0.home_address, v0.home_agent)
+                 for k in b_cache.keys() | a_cache.keys()) and a_cache.keys() <= b_cache.keys())
         code, lifetime = m.data[1], m.u(2, 2)
         v = a_vis.get(v0.key)
         if v0.key in vis_changed and v is not None:
@@ -1033,12 +1036,12 @@ class Checker:
                  k[0] == home and (anyone or b_vis[k].home_agent in {h for h, _ in signers}))
         need("fa.update_touches_no_request", not pend_changed and a_note == b_note and
              not links)
-        for h in b_cache.keys() | a_cache.keys():
+        for h in b_cache.keys() | a_cache.keys():  # keyed (home address, home agent)
             if b_cache.get(h) != a_cache.get(h):
-                need("fa.update_caches_only_its_address", h == home)
-        if home in a_cache and a_cache.get(home) != b_cache.get(home):
-            need("fa.cache_entry_bounded", a_cache[home].care_of_address == coa and
-                 a_cache[home].expires <= now + policy.max_cache_lifetime)
+                need("fa.update_caches_only_its_address", h[0] == home)
+            if h in a_cache and a_cache.get(h) != b_cache.get(h):
+                need("fa.cache_entry_bounded", a_cache[h].care_of_address == coa and
+                     a_cache[h].expires <= now + policy.max_cache_lifetime)
         for s in sends:
             sm = parse(s.data)
             need("fa.update_acknowledged_only_to_its_care_of", s.dst == src == coa and

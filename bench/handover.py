@@ -5,8 +5,11 @@ In the `handover` lab, CN-home streams a datagram every 2 ms to the mobile
 node's home address while the MN is moved between visited networks A and B
 (a 50 ms link flap each time).  For each move: the time from the link coming
 back up to the first datagram delivered on the new network, and how many
-datagrams were lost.  Run with solicitation on attach, and without (waiting
-for the next periodic advertisement, every 0.5 s in the lab), in the same run.
+datagrams were lost.  Variants, in the same run: the previous FA as a
+forwarding pointer (re-tunnelling what still reaches it to the new care-of
+address, `fa.forwarding.enabled`) and without; with solicitation on attach,
+and (``--advertisement``) without, waiting for the next periodic advertisement
+(every 0.5 s in the lab).
 """
 
 from __future__ import annotations
@@ -34,7 +37,8 @@ def registered_via(lab: Lab, coa: str) -> bool:
     return mn["state"] == "registered" and mn["care_of_address"] == coa
 
 
-def run_variant(solicit: bool, moves: int, settle: float) -> dict:
+def run_variant(solicit: bool, moves: int, settle: float, forwarding: bool = True,
+                replay: float = 0.0) -> dict:
     with tempfile.TemporaryDirectory(prefix="mipro-handover-") as tmp:
         lab = Lab("handover", prefix="hob", out=Path(tmp) / "handover", python=sys.executable)
         try:
@@ -42,6 +46,10 @@ def run_variant(solicit: bool, moves: int, settle: float) -> dict:
             lab.edit_conf("mn", "mn.toml", "mode = \"auto\"",
                           f"mode = \"fa\"\nsolicit_on_attach = {str(solicit).lower()}")
             lab.edit_conf("mn", "mn.toml", "lifetime = 20", "lifetime = 120")
+            for fa in ("fa1", "fa2"):  # the previous FA as a forwarding pointer, or not
+                lab.edit_conf(fa, "fa.toml", "[runtime]",
+                              f"[fa.forwarding]\nenabled = {str(forwarding).lower()}\n"
+                              f"replay = {replay}\n\n[runtime]")
             for name in ("ha", "fa1", "fa2", "mn"):
                 lab.start_service(name)
             lab.wait_for(lambda: registered_via(lab, "198.51.100.1"), 30, "FA1 registration")
@@ -82,7 +90,8 @@ def run_variant(solicit: bool, moves: int, settle: float) -> dict:
         lo = int((t_up - 1.0 - src["start"]) / INTERVAL)
         hi = int((t_up + 1.5 - src["start"]) / INTERVAL)
         losses.append(sum(1 for s in range(max(0, lo), min(src["sent"], hi)) if s not in got))
-    return {"solicit": solicit, "moves": moves, "registrations_ok": sum(ok for _, ok in events),
+    return {"solicit": solicit, "forwarding": forwarding, "replay": replay, "moves": moves,
+            "registrations_ok": sum(ok for _, ok in events),
             "outage_ms_median": round(statistics.median(outages), 1),
             "outage_ms_p90": round(sorted(outages)[int(0.9 * (len(outages) - 1))], 1),
             "outage_ms_max": round(max(outages), 1),
@@ -94,14 +103,22 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--moves", type=int, default=20)
     p.add_argument("--settle", type=float, default=2.0, help="seconds between moves")
+    p.add_argument("--replay", type=float, default=0.3,
+                   help="fa.forwarding.replay of the buffering variant (seconds)")
+    p.add_argument("--advertisement", action="store_true",
+                   help="also without solicitation (waiting for an advertisement)")
     a = p.parse_args()
     if os.geteuid() != 0:
         sys.exit("needs root (network namespaces)")
     print(f"{'variant':<28} {'moves':>5} {'reg ok':>6} {'outage ms median':>17} {'p90':>7} "
           f"{'max':>7} {'lost median':>11} {'lost max':>8}")
-    for solicit in (True, False):
-        r = run_variant(solicit, a.moves, a.settle)
-        name = "solicit on attach" if solicit else "wait for advertisement"
+    variants = [(True, False, 0.0), (True, True, 0.0), (True, True, a.replay)] + \
+        ([(False, True, 0.0)] if a.advertisement else [])
+    for solicit, forwarding, replay in variants:
+        r = run_variant(solicit, a.moves, a.settle, forwarding, replay)
+        name = ("solicit" if solicit else "advertisement") + \
+            (", forwarding" if forwarding else ", no forwarding") + \
+            (f" + replay {replay:g} s" if replay else "")
         print(f"{name:<28} {r['moves']:>5} {r['registrations_ok']:>6} "
               f"{r['outage_ms_median']:>17} {r['outage_ms_p90']:>7} {r['outage_ms_max']:>7} "
               f"{r['lost_median']:>11} {r['lost_max']:>8}", flush=True)

@@ -131,6 +131,7 @@ class MnConfig:
     fa_peers: dict[IPv4Address, SecurityAssociation] = field(default_factory=dict)
     notify_previous_fa: bool = True
     udp_tunnel: str = "auto"
+    forwarding_lifetime: int = 10
     role: str = "mn"
 
 
@@ -431,13 +432,14 @@ def load_mn(path: str | Path) -> MnConfig:
         fa_peers=_peers(c, "fa_peer", "address"),
         notify_previous_fa=c.get("mn.notify_previous_fa", bool, True),
         udp_tunnel=c.choice("mn.udp_tunnel", ("auto", "always", "never"), "auto"),
+        forwarding_lifetime=c.integer("mn.forwarding_lifetime", 10, 0, 65535),
     )
     c.unknown_keys({
         "": {"mn", "interface", "dataplane", "runtime", "fa_peer"},
         "mn": {"home_address", "home_agent", "home_network", "nai", "spi", "key", "algorithm",
                "replay", "lifetime", "reverse_tunnel", "encapsulation", "vendor_id", "mode",
                "discovery_wait", "home_gateway", "solicit_on_attach", "tunnel_ports",
-               "notify_previous_fa", "udp_tunnel"},
+               "notify_previous_fa", "udp_tunnel", "forwarding_lifetime"},
         "interface": {"name", "care_of", "address", "gateway"},
         "dataplane": {"backend", "table", "rule_priority", "tunnel_interface"},
         "runtime": {"control_socket", "state_file", "log_level", "metrics_listen"},
@@ -448,6 +450,25 @@ def load_mn(path: str | Path) -> MnConfig:
                            f"mn.home_network {cfg.home_network}"])
     check_not_world_readable(path, "a file holding the MN-HA key")
     return cfg
+
+
+@dataclass(frozen=True)
+class FaForwardingConfig:
+    """[fa.forwarding]: the previous FA as a forwarding pointer (docs/configuration.md)."""
+
+    enabled: bool = True
+    max_lifetime: int = 60  # seconds, whatever a Binding Update asks
+    replay: float = 0.0  # seconds of recently delivered datagrams sent on again (0: none)
+
+
+@dataclass(frozen=True)
+class FaRoutingConfig:
+    """[fa.routing]: visitors' /32s in a table of their own for FRR (docs/routing.md)."""
+
+    table: int = 0  # 0: none (FRR's ip import-table takes 1-252)
+    interfaces: tuple[str, ...] = ()  # the site interfaces FRR advertises them on
+    home_networks: tuple[IPv4Network, ...] = (IPv4Network("0.0.0.0/0"),)
+    metric: int = 0
 
 
 @dataclass(frozen=True)
@@ -484,6 +505,8 @@ class FaConfig:
     runtime: RuntimeConfig
     home_agents: tuple[IPv4Network, ...] = (IPv4Network("0.0.0.0/0"),)
     limits: FaLimitsConfig = FaLimitsConfig()
+    forwarding: FaForwardingConfig = FaForwardingConfig()
+    routing: FaRoutingConfig = FaRoutingConfig()
     role: str = "fa"
 
 
@@ -528,13 +551,27 @@ def load_fa(path: str | Path) -> FaConfig:
             pending=c.integer("fa.limits.pending", 4096, 1, 1 << 20),
             pending_per_mac=c.integer("fa.limits.pending_per_mac", 4, 1, 1024),
             kernel=c.get("fa.limits.kernel", bool, True)),
+        forwarding=FaForwardingConfig(
+            enabled=c.get("fa.forwarding.enabled", bool, True),
+            max_lifetime=c.integer("fa.forwarding.max_lifetime", 60, 0, 65535),
+            replay=c.number("fa.forwarding.replay", 0.0, 0.0)),
+        routing=FaRoutingConfig(
+            table=c.integer("fa.routing.table", 0, 0, 252),
+            interfaces=tuple(str(n) for n in c.get(
+                "fa.routing.interfaces", list, [],
+                lambda v: None if all(isinstance(n, str) and 0 < len(n) < 16 for n in v)
+                else "interface names of 1 to 15 characters")),
+            home_networks=_networks(c, "fa.routing.home_networks", ["0.0.0.0/0"]),
+            metric=c.integer("fa.routing.metric", 0, 0, 2**32 - 1)),
     )
     c.unknown_keys({
         "": {"fa", "dataplane", "runtime", "ha_peer", "mn_peer"},
         "fa": {"interface", "address", "prefix_length", "care_of_addresses", "max_lifetime",
                "advertisement_interval", "registration_required", "reverse_tunneling",
                "reverse_tunnel_required", "encapsulations", "vendor_id", "require_mn_fa_auth",
-               "home_agents", "limits"},
+               "home_agents", "limits", "forwarding", "routing"},
+        "fa.forwarding": {"enabled", "max_lifetime", "replay"},
+        "fa.routing": {"table", "interfaces", "home_networks", "metric"},
         "fa.limits": {"per_mac", "per_mac_burst", "unknown_macs", "unkeyed_home_agent", "pending",
                       "pending_per_mac", "kernel"},
         "dataplane": {"backend", "table", "rule_priority"},  # a tunnel device per HA

@@ -86,6 +86,7 @@ class FaPolicy:
     max_pending: int = 4096
     max_pending_per_mac: int = 4
     max_cache_lifetime: int = 60  # a previous-FA binding cache entry lives at most this
+    forwarding: bool = True  # re-tunnel what still comes for a visitor that moved on
 
 
 @dataclass(frozen=True)
@@ -167,15 +168,45 @@ class _Pending:
 @dataclass(frozen=True)
 class CacheEntry:
     """We were the previous FA: where the mobile node went (draft-ietf-mobileip-optim
-    binding cache), for the lifetime its authenticated Binding Update asked."""
+    binding cache), for the lifetime its authenticated Binding Update asked.  With
+    ``forwarding`` it is a forwarding pointer: what still comes for the visitor (from
+    its home agent's tunnel, or natively) is re-tunnelled to ``care_of_address`` with
+    the encapsulation its registration with us used."""
 
     home_address: IPv4Address
     care_of_address: IPv4Address
     expires: float
+    home_agent: IPv4Address = IPv4Address(0)  # the visitor's realm here
+    encapsulation: str = "ipip"
+    forwarding: bool = False
+
+    @property
+    def key(self) -> tuple[IPv4Address, IPv4Address]:
+        return (self.home_address, self.home_agent)
+
+    def describe(self, now: float) -> dict[str, object]:
+        return {"home_address": str(self.home_address), "home_agent": str(self.home_agent),
+                "care_of_address": str(self.care_of_address),
+                "encapsulation": self.encapsulation, "forwarding": self.forwarding,
+                "lifetime_left": max(0, int(self.expires - now + 0.5))}
+
+
+@dataclass(frozen=True)
+class AddForward:
+    """Re-tunnel what comes for ``entry.home_address`` (in its home agent's realm) to the
+    care-of address its authenticated Binding Update named."""
+
+    entry: CacheEntry
+
+
+@dataclass(frozen=True)
+class RemoveForward:
+    entry: CacheEntry
+    reason: str  # expired | returned (registered with us again) | replaced
 
 
 #: what the foreign agent engine asks of its runtime
-FaAction = Action | AddVisitor | RemoveVisitor
+FaAction = Action | AddVisitor | RemoveVisitor | AddForward | RemoveForward
 #: what a timer is for: a pending request, a visitor, a notification, a cache entry; it is
 #: due only while that very object is still the one held (else it was renewed or removed)
 Timed = Union["_Pending", "Visitor", "PendingNotification", "CacheEntry"]
@@ -204,7 +235,7 @@ class ForeignAgent:
         self.pending: dict[tuple[IPv4Address, int], _Pending] = {}
         self.pending_by_mac: dict[bytes, int] = {}
         self.visitors: dict[tuple[IPv4Address, bytes], Visitor] = {}
-        self.cache: dict[IPv4Address, CacheEntry] = {}
+        self.cache: dict[tuple[IPv4Address, IPv4Address], CacheEntry] = {}  # (home, HA)
         self._heap: list[tuple[float, int, Timed]] = []
         self._seq = 0
         self.counters: dict[str, int] = {}
@@ -434,6 +465,7 @@ class ForeignAgent:
             accepted = replace(visitor, state="accepted", expires=now + lifetime,
                                lifetime=lifetime, routes=routes, filters=filters,
                                temporary_address=temporary)
+            actions += self._uncache(visitor.home_address, visitor.home_agent, "returned")
             self._keep(accepted)
             self._push(accepted.expires, accepted)
             send = SendToLink(visitor.mac, self.policy.address, visitor.source,
@@ -584,7 +616,7 @@ class ForeignAgent:
                                                     "mac": v.mac.hex(":"), "reason": "moved",
                                                     "new_care_of": bu.care_of_address,
                                                     "notified_by": src})]
-            self._cache(bu, gone, now)
+            actions += self._cache(bu, gone, signer, now)
             self._count("binding_updates_accepted")
         else:
             self._count(f"binding_update_denied_{int(status)}")
@@ -615,17 +647,43 @@ class ForeignAgent:
                  if isinstance(k, tuple) and k[0] == home]
         return keys
 
-    def _cache(self, bu: BindingUpdate, gone: list[Visitor], now: float) -> None:
+    def _cache(self, bu: BindingUpdate, gone: list[Visitor], signer: IPv4Address | None,
+               now: float) -> list[FaAction]:
         """A lifetime asks us to remember where the MN went, for at most as long as its
-        registration with us had left (and our own cap)."""
-        self.cache.pop(bu.home_address, None)
-        left = max(v.expires for v in gone) - now
-        lifetime = min(bu.lifetime, self.policy.max_cache_lifetime, max(0.0, left))
-        if lifetime <= 0 or bu.care_of_address == bu.home_address:
-            return
-        entry = CacheEntry(bu.home_address, bu.care_of_address, now + lifetime)
-        self.cache[bu.home_address] = entry
-        self._push(entry.expires, entry)
+        registration with us had left (and our own cap).  One entry per visitor that
+        left, in its home agent's realm; it forwards only when the key that signed the
+        update names that one visitor (a key of the home address alone, held by two
+        visitors of different home agents, says not which of them moved)."""
+        actions: list[FaAction] = []
+        for v in gone:
+            actions += self._uncache(v.home_address, v.home_agent, "replaced")
+        lifetime = min(bu.lifetime, self.policy.max_cache_lifetime,
+                       max(0.0, max(v.expires for v in gone) - now))
+        if lifetime <= 0 or bu.care_of_address == bu.home_address or \
+                not _unicast(bu.care_of_address) or \
+                bu.care_of_address in self.policy.care_of_addresses:
+            return actions
+        forward = self.policy.forwarding and (signer is not None or len(gone) == 1)
+        for v in gone:
+            entry = CacheEntry(bu.home_address, bu.care_of_address, now + lifetime,
+                               v.home_agent, v.encapsulation, forward)
+            self.cache[entry.key] = entry
+            self._push(entry.expires, entry)
+            if forward:
+                self._count("forwarding_pointers")
+                actions += [AddForward(entry),
+                            Log("forwarding", {"home": v.home_address, "ha": v.home_agent,
+                                               "to": bu.care_of_address,
+                                               "encapsulation": v.encapsulation,
+                                               "lifetime": round(lifetime)})]
+        return actions
+
+    def _uncache(self, home: IPv4Address, ha: IPv4Address, reason: str) -> list[FaAction]:
+        entry = self.cache.pop((home, ha), None)
+        if entry is None or not entry.forwarding:
+            return []
+        return [RemoveForward(entry, reason),
+                Log("forwarding-ended", {"home": home, "ha": ha, "reason": reason})]
 
     def binding_ack(self, data: bytes, src: IPv4Address, port: int) -> list[FaAction]:
         try:
@@ -672,7 +730,8 @@ class ForeignAgent:
             elif isinstance(item, _Pending):
                 actions += self._timed_out(item.key)
             elif isinstance(item, CacheEntry):
-                del self.cache[item.home_address]
+                actions += self._uncache(item.home_address, item.home_agent, "expired")
+                self.cache.pop(item.key, None)
             else:
                 v = self._forget(item.key)
                 actions += [RemoveVisitor(v, "expired"),
@@ -742,7 +801,7 @@ class ForeignAgent:
         if isinstance(item, PendingNotification):
             return self.notifications.get(item.key) is item and item.next_at == when
         if isinstance(item, CacheEntry):
-            return self.cache.get(item.home_address) is item
+            return self.cache.get(item.key) is item
         return self.visitors.get(item.key) is item and item.expires == when
 
     def _count(self, name: str, n: int = 1) -> None:

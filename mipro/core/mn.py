@@ -144,6 +144,9 @@ class MnSettings:
     solicit_on_attach: bool = True  # else wait for the next periodic advertisement
     fa_peers: dict[IPv4Address, SecurityAssociation] = field(default_factory=dict)  # MN-FA
     notify_previous_fa: bool = True  # when it has a key for the previous FA
+    # how long the previous FA is asked to forward what still comes for us (seconds, at
+    # most our registration lifetime); 0: it just forgets us
+    forwarding_lifetime: int = 10
     udp_tunnel: str = "auto"  # co-located: ask for UDP tunnelling (auto: if behind a NAPT;
     # always: the F flag, even without one; never)
 
@@ -455,14 +458,16 @@ class MobileNode:
     def _fa_sa(self, agent: Agent) -> SecurityAssociation | None:
         return self.s.fa_peers.get(agent.address) or self.s.fa_peers.get(agent.care_of_address)
 
-    def _binding_update(self, agent: Agent, identification: int) -> bytes:
-        """The Binding Update telling ``agent`` we are gone, signed with our key for it."""
+    def _binding_update(self, agent: Agent, identification: int, lifetime: int = 0) -> bytes:
+        """The Binding Update telling ``agent`` we are gone, signed with our key for it;
+        ``lifetime``: how long it is to forward to our new care-of address."""
         assert self.care_of_address is not None
         sa = self._fa_sa(agent)
         assert sa is not None
         bu = BindingUpdate.build(home_address=self.s.home_address,
                                  care_of_address=self.care_of_address,
-                                 identification=identification, vendor_id=self.s.vendor_id)
+                                 identification=identification, lifetime=lifetime,
+                                 vendor_id=self.s.vendor_id)
         return append_authenticator(bu.encode(), ExtType.MN_FA_AUTH, sa)
 
     def _notification(self, identification: int) -> bytes:
@@ -471,8 +476,9 @@ class MobileNode:
         assert agent is not None
         sa = self._fa_sa(agent)
         assert sa is not None
-        signed = self._binding_update(agent, identification)
-        return PreviousFaNotification(agent.care_of_address, 0, sa.spi,
+        lifetime = min(self.s.forwarding_lifetime, self.s.lifetime)
+        signed = self._binding_update(agent, identification, lifetime)
+        return PreviousFaNotification(agent.care_of_address, lifetime, sa.spi,
                                       signed[-sa.algorithm.digest_size:],
                                       self.s.vendor_id).encode()
 

@@ -18,7 +18,7 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import Any
 
 from ..core.bindings import Binding
-from ..core.fa import Visitor, VisitorKey
+from ..core.fa import CacheEntry, Visitor, VisitorKey
 from ..wire.vendor import FilterRule, StaticRoute
 from .kernel.netlink import Netlink
 
@@ -135,10 +135,14 @@ class FakeFaDataplane:
 
     def __init__(self, *, backend: str = "fake", interface: str = "",
                  care_of: IPv4Address | None = None, table: int = 0, rule_priority: int = 0,
-                 log: Any = None, fail_on: set[IPv4Address] | None = None) -> None:
+                 log: Any = None, fail_on: set[IPv4Address] | None = None,
+                 replay: float = 0.0, site_table: int = 0,
+                 site_networks: tuple[IPv4Network, ...] = (), site_metric: int = 0,
+                 site_interfaces: tuple[str, ...] = ()) -> None:
         self.calls: list[Call] = []
         self.nl = ReadOnlyNetlink(self.calls)
         self.visitors: dict[VisitorKey, Visitor] = {}
+        self.forwards: dict[tuple[IPv4Address, IPv4Address], CacheEntry] = {}
         self.fail_on = fail_on or set()
 
     async def start(self, loop: Any) -> None:
@@ -150,6 +154,7 @@ class FakeFaDataplane:
     async def stop(self) -> None:
         self.calls.append(("stop", None))
         self.visitors.clear()
+        self.forwards.clear()
         self.nl.close()
 
     def sharing(self, home: IPv4Address) -> list[Visitor]:
@@ -163,6 +168,17 @@ class FakeFaDataplane:
     async def remove_visitor(self, v: Visitor) -> None:
         self.calls.append(("remove_visitor", v.key))
         self.visitors.pop(v.key, None)
+
+    async def add_forward(self, e: CacheEntry) -> None:
+        self.calls.append(("add_forward", e.key))
+        self.forwards[e.key] = e
+
+    async def remove_forward(self, e: CacheEntry) -> None:
+        self.calls.append(("remove_forward", e.key))
+        self.forwards.pop(e.key, None)
+
+    def forwarded(self, key: tuple[IPv4Address, IPv4Address]) -> dict[str, int] | None:
+        return None  # no relay: nothing counted
 
     def address_in_use(self, home: IPv4Address) -> IPv4Address | None:
         return None  # no visited-site host has a visitor's address here

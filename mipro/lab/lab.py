@@ -218,6 +218,11 @@ class Lab:
     def start_service(self, name: str) -> Service:
         svc = next(s for s in self.spec["service"] if s["name"] == name)
         cmd = [self._fill(c) for c in svc["cmd"]]
+        ready = Path(self._fill(svc.get("socket") or svc["ready"])) \
+            if "socket" in svc or "ready" in svc else None
+        running = self.services.get(name)
+        if ready is not None and (running is None or running.proc.poll() is not None):
+            ready.unlink(missing_ok=True)  # a killed daemon's: it would mean ready at once
         log = self.out / "logs" / f"{name}.log"
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         fh = open(log, "a")  # noqa: SIM115 - handed to the child
@@ -227,8 +232,8 @@ class Lab:
         fh.close()
         self.services[name] = Service(svc["node"], name, proc, log)
         self._write_state()
-        if "socket" in svc:
-            sock = Path(self._fill(svc["socket"]))
+        if ready is not None:  # a file that exists once it serves
+            sock = ready
             self.wait_for(lambda: sock.exists() or proc.poll() is not None, 20,
                           f"{name} control socket")
             if proc.poll() is not None:
@@ -265,6 +270,13 @@ class Lab:
         from ..runtime.control import request
 
         return request(self._fill(svc["socket"]))
+
+    def vtysh(self, node: str, command: str) -> Any:
+        """One vtysh command to the FRR instance of ``node`` (mipro.lab.frr); its answer,
+        decoded when it is JSON."""
+        out = self.exec(node, "vtysh", "--vty_socket", str(self.run_dir / f"frr-{node}"),
+                        "-c", command).stdout
+        return json.loads(out) if command.rstrip().endswith("json") else out
 
     def mipro_status(self, name: str) -> str:
         """`mipro status` as an operator sees it, for a service with a control socket."""

@@ -119,6 +119,31 @@ def udp_source(host: str, port: int, seconds: float, interval: float) -> dict:
     return {"sent": seq, "start": start}
 
 
+def ipip_inject(outer_src: str, outer_dst: str, src: str, dst: str, port: int, count: int,
+                interval: float, first: int = 0) -> dict:
+    """Numbered UDP datagrams ``src`` → ``dst``:``port`` (udp-sink's format) inside IP-in-IP
+    from ``outer_src`` to ``outer_dst``: what a home agent tunnelled to a foreign agent
+    before its binding moved, still in flight when the mobile node's notification came."""
+    from ..wire.advertisement import icmp_checksum
+
+    def ipv4(proto: int, s: str, d: str, payload: bytes) -> bytes:
+        h = bytearray(b"\x45\x00" + (20 + len(payload)).to_bytes(2, "big") +
+                      b"\x00\x00\x40\x00\x40" + bytes((proto,)) + b"\x00\x00" +
+                      socket.inet_aton(s) + socket.inet_aton(d))
+        h[10:12] = icmp_checksum(bytes(h)).to_bytes(2, "big")
+        return bytes(h) + payload
+
+    with socket.socket(socket.AF_INET, socket.SOCK_RAW, 4) as sock:
+        sock.bind((outer_src, 0))
+        for seq in range(first, first + count):
+            body = (seq.to_bytes(4, "big") + bytes(60))
+            udp = (40000).to_bytes(2, "big") + port.to_bytes(2, "big") + \
+                (8 + len(body)).to_bytes(2, "big") + b"\x00\x00" + body  # no UDP checksum
+            sock.sendto(ipv4(17, src, dst, udp), (outer_dst, 0))
+            time.sleep(interval)
+    return {"sent": count, "first": first}
+
+
 def udp_echo(port: int, seconds: float) -> dict:
     """Answer each datagram with its payload and the source it came from, for a while."""
     seen = []
@@ -193,12 +218,22 @@ def main() -> None:
     ua.add_argument("message")
     ua.add_argument("--port", type=int, default=7007)
     ua.add_argument("--bind", required=True, help="source address:port")
+    ii = sub.add_parser("ipip-inject")
+    for arg in ("outer_src", "outer_dst", "src", "dst"):
+        ii.add_argument(arg)
+    ii.add_argument("--port", type=int, default=6000)
+    ii.add_argument("--count", type=int, default=20)
+    ii.add_argument("--interval", type=float, default=0.002)
+    ii.add_argument("--first", type=int, default=0)
     um = sub.add_parser("udp-mark")
     um.add_argument("--iface", required=True)
     um.add_argument("--sport", type=int, required=True)
     a = p.parse_args()
     if a.cmd == "udp-mark":
         result = udp_mark(a.iface, a.sport)
+    elif a.cmd == "ipip-inject":
+        result = ipip_inject(a.outer_src, a.outer_dst, a.src, a.dst, a.port, a.count,
+                             a.interval, a.first)
     elif a.cmd == "udp-echo":
         result = udp_echo(a.port, a.seconds)
     elif a.cmd == "udp-ask":

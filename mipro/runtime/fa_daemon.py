@@ -15,7 +15,14 @@ from typing import Any
 from ..config import FaConfig, load_fa
 from ..core.actions import Log, Send, SendIcmp, SendToLink
 from ..core.advertiser import Advertiser, AdvertPolicy
-from ..core.fa import AddVisitor, FaPolicy, ForeignAgent, RemoveVisitor
+from ..core.fa import (
+    AddForward,
+    AddVisitor,
+    FaPolicy,
+    ForeignAgent,
+    RemoveForward,
+    RemoveVisitor,
+)
 from ..dataplane.fa.agent import FaDataplane
 from ..dataplane.fake import FakeFaDataplane
 from ..dataplane.kernel.floodlimit import Limits, LinkLimiter
@@ -45,7 +52,9 @@ def make_policy(cfg: FaConfig,
                     mac_burst=cfg.limits.per_mac_burst,
                     unkeyed_ha_rate=cfg.limits.unkeyed_home_agent,
                     max_pending=cfg.limits.pending,
-                    max_pending_per_mac=cfg.limits.pending_per_mac)
+                    max_pending_per_mac=cfg.limits.pending_per_mac,
+                    forwarding=cfg.forwarding.enabled,
+                    max_cache_lifetime=cfg.forwarding.max_lifetime)
 
 
 def make_advertiser(cfg: FaConfig, now: float) -> Advertiser:
@@ -71,7 +80,8 @@ class FaDaemon(EngineDaemon[ForeignAgent]):
         "prefix_length", "max_lifetime", "advertisement_interval", "registration_required",
         "reverse_tunneling", "reverse_tunnel_required", "encapsulations", "vendor_id",
         "ha_peers", "mn_peers", "require_mn_fa", "home_agents", "limits.unkeyed_home_agent",
-        "limits.pending", "limits.pending_per_mac", "runtime.log_level"})
+        "limits.pending", "limits.pending_per_mac", "forwarding.enabled",
+        "forwarding.max_lifetime", "runtime.log_level"})
     # what run() makes, in this order
     dataplane = Started[FaDataplane | FakeFaDataplane]()
     udp = Started[socket.socket]()  # port 434 on the care-of address: home agents, peers
@@ -87,6 +97,12 @@ class FaDaemon(EngineDaemon[ForeignAgent]):
         self.started = time.time()
         self.flood_limit: LinkLimiter | None = None
         self.exempt_macs: Counter[bytes] = Counter()
+
+    def _site(self) -> dict[str, Any]:
+        """[fa.routing]: the visitors' /32s for the site's routing daemon."""
+        r = self.cfg.routing
+        return {"site_table": r.table, "site_networks": r.home_networks,
+                "site_metric": r.metric, "site_interfaces": r.interfaces}
 
     async def _start_flood_limit(self) -> None:
         """The link's ingress hook drops each link-layer address's excess before the
@@ -132,7 +148,8 @@ class FaDaemon(EngineDaemon[ForeignAgent]):
         self.dataplane = (FakeFaDataplane if backend == "fake" else FaDataplane)(
             backend=backend, interface=self.cfg.interface, care_of=self.cfg.care_of_addresses[0],
             table=dp.table, rule_priority=dp.rule_priority,
-            log=self.log)
+            log=self.log, replay=self.cfg.forwarding.replay,
+            **self._site())
         await self.dataplane.start(loop)
         await self._start_flood_limit()
         carried = self.dataplane.encapsulations
@@ -262,6 +279,8 @@ class FaDaemon(EngineDaemon[ForeignAgent]):
                                        repr(exc), time.time())
             elif isinstance(a, RemoveVisitor):
                 await self._remove(a)
+            elif isinstance(a, AddForward | RemoveForward):
+                await self._forward(a)
         for a in extra:
             if isinstance(a, RemoveVisitor):
                 await self._remove(a)
@@ -294,6 +313,17 @@ class FaDaemon(EngineDaemon[ForeignAgent]):
             self.log("dataplane-error", "error", home=a.visitor.home_address, reason=repr(exc),
                      where=traceback.format_exc(limit=4).replace("\n", " | "))
 
+    async def _forward(self, a: AddForward | RemoveForward) -> None:
+        assert self.dataplane is not None
+        try:
+            if isinstance(a, AddForward):
+                await self.dataplane.add_forward(a.entry)
+            else:
+                await self.dataplane.remove_forward(a.entry)
+        except Exception as exc:  # noqa: BLE001 - log it; the rest of the batch goes on
+            self.log("dataplane-error", "error", home=a.entry.home_address, reason=repr(exc),
+                     where=traceback.format_exc(limit=4).replace("\n", " | "))
+
     def handle_control(self, request: dict[str, Any]) -> dict[str, Any]:
         if request.get("command", "status") != "status":
             return {"error": f"unknown command {request.get('command')!r}"}
@@ -318,10 +348,10 @@ class FaDaemon(EngineDaemon[ForeignAgent]):
                 "route_optimization": {
                     str(ha): "off: no FA-HA key for this home agent"
                     for ha in self.engine.unkeyed_has()},
-                "binding_cache": [{"home_address": str(c.home_address),
-                                   "care_of_address": str(c.care_of_address),
-                                   "lifetime_left": max(0, int(c.expires - now + 0.5))}
+                "binding_cache": [dict(c.describe(now), forwarded=self.dataplane.forwarded(c.key))
                                   for c in self.engine.cache.values()],
+                "site_routes": self.dataplane.site.describe()
+                if isinstance(self.dataplane, FaDataplane) and self.dataplane.site else None,
                 "tunnel_drops": self.dataplane.drops(),
                 "flood_limit": self.flood_limit.counters() if self.flood_limit else None}
 

@@ -57,14 +57,15 @@ def settings(cfg: MnConfig) -> MnSettings:
                       discovery_wait=cfg.discovery_wait,
                       solicit_on_attach=cfg.solicit_on_attach,
                       fa_peers=dict(cfg.fa_peers), udp_tunnel=cfg.udp_tunnel,
-                      notify_previous_fa=cfg.notify_previous_fa)
+                      notify_previous_fa=cfg.notify_previous_fa,
+                      forwarding_lifetime=cfg.forwarding_lifetime)
 
 
 class MnDaemon(EngineDaemon[MobileNode]):
     LOAD = staticmethod(load_mn)
     LIVE = frozenset({
         "nai", "sa", "lifetime", "discovery_wait", "solicit_on_attach", "fa_peers",
-        "notify_previous_fa", "udp_tunnel", "runtime.log_level"})
+        "notify_previous_fa", "udp_tunnel", "forwarding_lifetime", "runtime.log_level"})
     # what run() makes, in this order
     dataplane = Started[MnDataplane | FakeMnDataplane]()
     icmp = Started[IcmpLink]()

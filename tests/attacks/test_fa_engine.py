@@ -4,7 +4,7 @@ reflection, Binding Update probing.  Each asserts the answer and that nothing ch
 import pytest
 
 from mipro.core.actions import Send, SendToLink
-from mipro.core.fa import AddVisitor
+from mipro.core.fa import AddForward, AddVisitor
 from mipro.security import SecurityAssociation, append_authenticator
 from mipro.security.replay import timestamp_identification
 from mipro.wire import (
@@ -260,10 +260,10 @@ def test_the_update_lifetime_keeps_a_binding_cache_entry_for_that_long_at_most()
     fa = foreign_agent(mn_fa={HOME: MN_FA_SA}, max_cache_lifetime=30)
     accepted(fa)
     fa.from_network(update(lifetime=600), A("192.0.2.129"), 434, NOW + 1)
-    entry = fa.cache[HOME]
+    entry = fa.cache[(HOME, HA)]
     assert entry.care_of_address == A("192.0.2.129") and entry.expires == NOW + 31
     fa.handle_timer(NOW + 31)
-    assert HOME not in fa.cache
+    assert (HOME, HA) not in fa.cache
 
 
 def test_a_replayed_update_is_refused():
@@ -280,3 +280,71 @@ def test_a_request_without_an_mn_ha_authenticator_is_poorly_formed():
                                     identification=IDENT, lifetime=300)
     out = fa.request_from_mn(req.encode(), HOME, 5000, MAC, NOW)
     assert RegistrationReply.decode(of(SendToLink, out)[0].data).code == 70 and not fa.pending
+
+
+# --- 15. the forwarding pointer (previous FA re-tunnels to the new care-of address) --------
+
+def test_a_forged_update_asking_for_forwarding_changes_nothing():
+    """Forged (wrong key), unsigned, or signed with another visitor's SPI: no pointer,
+    no answer, the visitor stays; the same whether the visitor exists or not."""
+    wrong = SecurityAssociation(400, b"attacker key 123")
+    unsigned = BindingUpdate.build(home_address=HOME, care_of_address=ATTACKER,
+                                   identification=IDENT + 1, lifetime=600).encode()
+    for exists in (True, False):
+        for data in (update(sa=wrong, coa=ATTACKER, lifetime=600), unsigned,
+                     update(sa=SecurityAssociation(401, MN_FA_SA.key), coa=ATTACKER,
+                            lifetime=600)):
+            fa = foreign_agent(mn_fa={HOME: MN_FA_SA})
+            if exists:
+                accepted(fa)
+            before = fa_state(fa)
+            out = fa.from_network(data, ATTACKER, 434, NOW + 1)
+            assert not of(Send, out) and not kernel_work(out) and fa_state(fa) == before
+            assert fa.counters.get("forwarding_pointers", 0) == 0
+
+
+def test_a_replayed_update_sets_no_pointer():
+    fa = foreign_agent(mn_fa={HOME: MN_FA_SA})
+    accepted(fa)
+    before = fa_state(fa)
+    out = fa.from_network(update(ident=IDENT - 5, lifetime=600), NEW_COA, 434, NOW + 1)
+    assert BindingAck.decode(of(Send, out)[0].data).status == 69
+    assert not kernel_work(out) and fa_state(fa) == before
+
+
+@pytest.mark.parametrize("coa", [A("255.255.255.255"), A("224.0.0.5"), A("127.0.0.1"),
+                                 FA_ADDR, HOME])
+def test_an_authentic_update_cannot_aim_the_pointer_at_us_or_nowhere(coa):
+    """The MN's own word, but a care-of address that is ours, its home address or not
+    unicast gets no forwarding (no loop, no amplifier); the visitor is still gone."""
+    fa = foreign_agent(mn_fa={HOME: MN_FA_SA})
+    accepted(fa)
+    out = fa.from_network(update(coa=coa, lifetime=600), coa, 434, NOW + 1)
+    assert not of(AddForward, out) and not fa.cache and not fa.visitors
+
+
+def test_an_address_only_key_held_by_two_realms_forwards_neither():
+    """Two visitors share the home address (two home agents) and one MN-FA key of the
+    address alone: the update cannot say which moved, so nothing is forwarded."""
+    other_ha = A("10.9.0.1")
+    fa = foreign_agent(mn_fa={HOME: MN_FA_SA}, ha_peers={})
+    accepted(fa)
+    data = append_authenticator(request(ident=IDENT, coa=FA_ADDR, ha=other_ha),
+                                ExtType.MN_FA_AUTH, MN_FA_SA)
+    fa.request_from_mn(data, HOME, 5000, EVIL_MAC, NOW)
+    reply = RegistrationReply.build(code=0, lifetime=300, home_address=HOME,
+                                    home_agent=other_ha, identification=IDENT)
+    fa.reply_from_ha(append_authenticator(reply.encode(), ExtType.MN_HA_AUTH, SA), other_ha,
+                     434, NOW)
+    assert len(fa.visitors) == 2
+    out = fa.from_network(update(lifetime=600), NEW_COA, 434, NOW + 1)
+    assert not of(AddForward, out) and all(not e.forwarding for e in fa.cache.values())
+    # keyed by (home address, home agent): the update names its realm, that one forwards
+    fa = foreign_agent(mn_fa={(HOME, HA): MN_FA_SA})
+    relayed(fa, append_authenticator(request(ident=IDENT, coa=FA_ADDR), ExtType.MN_FA_AUTH,
+                                     MN_FA_SA))
+    fa.reply_from_ha(ha_reply(), HA, 434, NOW)
+    assert (HOME, MAC) in fa.visitors
+    out = fa.from_network(update(lifetime=600), NEW_COA, 434, NOW + 1)
+    assert [(f.entry.home_agent, f.entry.care_of_address) for f in of(AddForward, out)] == \
+        [(HA, NEW_COA)]

@@ -8,7 +8,14 @@ from ipaddress import IPv4Network as N
 
 from mipro.core.actions import FetchSubscriber, InstallBinding, Log, RemoveBinding, Send, SendToLink
 from mipro.core.advertiser import Advertiser, AdvertPolicy
-from mipro.core.fa import AddVisitor, FaPolicy, ForeignAgent, RemoveVisitor
+from mipro.core.fa import (
+    AddForward,
+    AddVisitor,
+    FaPolicy,
+    ForeignAgent,
+    RemoveForward,
+    RemoveVisitor,
+)
 from mipro.core.ha import HaPolicy, HomeAgent
 from mipro.security import SecurityAssociation, append_authenticator
 from mipro.security.replay import ReplayMethod, timestamp_identification
@@ -98,7 +105,8 @@ def fa_state(fa: ForeignAgent) -> dict:
 
 def kernel_work(actions) -> list:
     return of(InstallBinding, actions) + of(RemoveBinding, actions) + \
-        of(AddVisitor, actions) + of(RemoveVisitor, actions) + of(FetchSubscriber, actions)
+        of(AddVisitor, actions) + of(RemoveVisitor, actions) + of(FetchSubscriber, actions) + \
+        of(AddForward, actions) + of(RemoveForward, actions)
 
 
 __all__ = ["A", "N", "Log", "NOW"]

@@ -4,7 +4,7 @@ from ipaddress import IPv4Address as A
 
 from mipro.core.actions import Log, Send, SendToLink
 from mipro.core.advertiser import Advertiser, AdvertPolicy
-from mipro.core.fa import RemoveVisitor
+from mipro.core.fa import AddForward, AddVisitor, FaPolicy, RemoveForward, RemoveVisitor
 from mipro.core.mn import AtHome
 from mipro.security import SecurityAssociation
 from mipro.wire import (
@@ -73,7 +73,7 @@ def test_fa2_tells_fa1_and_fa1_drops_the_visitor_at_once():
     removed = of(RemoveVisitor, seen)
     assert [r.reason for r in removed] == ["moved"] and not fas[FA1].visitors
     bu = [BindingUpdate.decode(s.data) for s in of(Send, seen) if BindingUpdate.matches(s.data)]
-    assert len(bu) == 1 and bu[0].care_of_address == FA2 and bu[0].lifetime == 0
+    assert len(bu) == 1 and bu[0].care_of_address == FA2 and bu[0].lifetime == 10
     acks = [BindingAck.decode(s.data) for s in of(Send, seen) if BindingAck.matches(s.data)]
     assert [a.status for a in acks] == [BindingStatus.ACCEPTED]
 
@@ -154,3 +154,71 @@ def test_notification_layout():
     assert n.encode().hex() == ("8624" "0000" "00007ed9" "0004" "c6336401" "0000" "0000"
                                 "00000190" "000102030405060708090a0b0c0d0e0f")
     assert ExtType.MN_FA_AUTH == 33
+
+
+# --- the previous FA as a forwarding pointer ---------------------------------------------
+
+def test_fa1_forwards_to_the_new_care_of_address_for_the_lifetime_asked():
+    ha, fas, mn = world()
+    move(ha, fas, mn, FA1, NOW)
+    gre = fas[FA1].visitors[(HOME, MAC)].encapsulation
+    seen = move(ha, fas, mn, FA2, NOW + 5)
+    [fwd] = of(AddForward, seen)
+    e = fwd.entry
+    assert (e.home_address, e.home_agent, e.care_of_address) == (HOME, HA, FA2)
+    assert e.forwarding and e.encapsulation == gre and e.expires == NOW + 5 + 10
+    assert fas[FA1].cache[(HOME, HA)] is e
+    # the visitor goes before the pointer comes: its delivery route makes way
+    kinds = [type(a) for a in seen if isinstance(a, RemoveVisitor | AddForward)]
+    assert kinds == [RemoveVisitor, AddForward]
+    assert not of(RemoveForward, fas[FA1].handle_timer(NOW + 14))
+    assert (HOME, HA) in fas[FA1].cache
+    out = fas[FA1].handle_timer(NOW + 15)
+    assert [(r.entry, r.reason) for r in of(RemoveForward, out)] == [(e, "expired")]
+    assert not fas[FA1].cache
+
+
+def test_the_pointer_lives_no_longer_than_the_fa_allows():
+    ha, fas, mn = world(forwarding_lifetime=300)
+    fas[FA1].policy = FaPolicy(FA1, (FA1,), mn_fa={HOME: FA1_KEY}, max_cache_lifetime=3)
+    move(ha, fas, mn, FA1, NOW)
+    seen = move(ha, fas, mn, FA2, NOW + 5)
+    assert [BindingUpdate.decode(s.data).lifetime for s in of(Send, seen)
+            if BindingUpdate.matches(s.data)] == [300]
+    assert of(AddForward, seen)[0].entry.expires == NOW + 5 + 3
+
+
+def test_no_pointer_when_the_mn_asks_none_or_the_fa_forwards_nothing():
+    ha, fas, mn = world(forwarding_lifetime=0)
+    move(ha, fas, mn, FA1, NOW)
+    seen = move(ha, fas, mn, FA2, NOW + 5)
+    assert not of(AddForward, seen) and not fas[FA1].cache and not fas[FA1].visitors
+    ha, fas, mn = world()
+    fas[FA1].policy = FaPolicy(FA1, (FA1,), mn_fa={HOME: FA1_KEY}, forwarding=False)
+    move(ha, fas, mn, FA1, NOW)
+    seen = move(ha, fas, mn, FA2, NOW + 5)
+    assert not of(AddForward, seen) and not fas[FA1].visitors
+    assert not fas[FA1].cache[(HOME, HA)].forwarding  # remembered, not forwarded
+    assert not of(RemoveForward, fas[FA1].handle_timer(NOW + 60))
+
+
+def test_coming_back_to_fa1_ends_its_pointer_before_the_visitor_returns():
+    ha, fas, mn = world()
+    move(ha, fas, mn, FA1, NOW)
+    move(ha, fas, mn, FA2, NOW + 5)
+    seen = move(ha, fas, mn, FA1, NOW + 7)
+    kinds = [(type(a), getattr(a, "reason", None)) for a in seen
+             if isinstance(a, RemoveForward | AddVisitor) and a in of(RemoveForward, seen) +
+             [x for x in of(AddVisitor, seen) if x.visitor.care_of_address == FA1]]
+    assert kinds == [(RemoveForward, "returned"), (AddVisitor, None)]
+    assert (HOME, HA) not in fas[FA1].cache and (HOME, MAC) in fas[FA1].visitors
+    # and FA2 now forwards to FA1
+    assert of(AddForward, seen)[0].entry.care_of_address == FA1
+
+
+def test_at_home_the_previous_fa_forwards_nothing():
+    ha, fas, mn = world()
+    move(ha, fas, mn, FA1, NOW)
+    home_adv = Advertiser(AdvertPolicy(HA, 24, AgentFlags.H), NOW).handle_timer(NOW)[0].data
+    seen = deliver(ha, fas, mn, mn.advertisement(home_adv, HA, NOW + 5), NOW + 5)
+    assert of(AtHome, seen) and not of(AddForward, seen) and not fas[FA1].cache

@@ -20,6 +20,15 @@ Each home agent has a tunnel device of its own: an ipip link (kernel
 backend) or a TUN of the relay (userspace backend), named
 ``mipf-<HA address in hex>``.
 
+As the previous FA of a visitor that moved on (an authenticated Binding
+Update with a lifetime: a forwarding pointer), the relay re-tunnels what
+its home agent still sends us for it to the new care-of address, and what
+arrives natively for it (a local correspondent whose route has not moved
+yet) goes into a TUN towards that address, ``mipf-f<care-of in hex>``.  As
+the new FA, what the previous FA re-tunnels is accepted from it for the
+visitor that named it, and delivered through the visitor's realm as if its
+home agent had sent it.  The kernel backend does neither (yet): it logs so.
+
 A home agent may run on the same host: the FA's objects are its own by name
 (links ``mipf-*``), by table (``table`` .. ``table + 8447``) and by rule priority
 (``rule_priority - 3`` .. ``rule_priority``), and its cleanup touches nothing else.
@@ -29,12 +38,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+from collections import OrderedDict, deque
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
 from pyroute2 import AsyncConntrack
 
-from ...core.fa import Visitor, VisitorKey
+from ...core.fa import CacheEntry, Visitor, VisitorKey
 from ...wire.vendor import FilterRule, StaticRoute, Verdict
 from ..kernel.filters import fail_closed
 from ..kernel.ipset import ipset_available
@@ -42,6 +53,7 @@ from ..kernel.netlink import Netlink, set_sysctl
 from ..relay.relay import MTU, UserspaceTunnel
 from .realms import REALM_MASK, REALM_SHIFT, Realm, Realms, Twin
 from .routeprofiles import MARK_MASK, MARK_SHIFT, RouteProfiles
+from .siteroutes import SiteRoutes
 from .visitorfw import PerVisitorChains, VisitorFirewall
 
 LINK_PREFIX = "mipf-"  # the FA's links; the HA's are "miph-" (one host may run both)
@@ -49,6 +61,9 @@ DEFAULT = IPv4Network("0.0.0.0/0")
 TABLE_OFFSET = 16  # route profile tables: table + 16 + 1 .. + (MARK_MASK >> MARK_SHIFT)
 PROFILE_TABLES = MARK_MASK >> MARK_SHIFT
 REALM_TABLE_OFFSET = 8192  # realm delivery tables: table + 8192 + 1 .. + 255
+REPLAY_PACKETS = 256  # at most this many recent packets per visitor for a replay
+REPLAY_LEFT = 64  # buffers of visitors that just left, waiting for their pointer
+HOLD_BYTES = 1 << 20  # what a home agent's tunnel brings a visitor still being added
 REVERSE_METRIC = 1000  # reverse tunnelling default: costlier than any profile route
 # what a visitor gets when its home agent sent a filter rule we cannot build exactly: its
 # policy chain sees only its packets, so this drops all it sends or receives through us
@@ -57,7 +72,9 @@ DENY_ALL = (FilterRule(verdict=Verdict.DENY),)
 
 class FaDataplane:
     def __init__(self, *, backend: str, interface: str, care_of: IPv4Address, table: int,
-                 rule_priority: int, log: Any) -> None:
+                 rule_priority: int, log: Any, replay: float = 0.0,
+                 site_table: int = 0, site_networks: tuple[IPv4Network, ...] = (),
+                 site_metric: int = 0, site_interfaces: tuple[str, ...] = ()) -> None:
         self.name = backend
         self.lan = interface
         self.coa = care_of
@@ -81,6 +98,29 @@ class FaDataplane:
         # hosts on the visited site by host route: host → (our address towards it, interface)
         self.local_hosts: dict[IPv4Address, tuple[IPv4Address, str]] = {}
         self.watch_task: asyncio.Task | None = None
+        # forwarding pointers (we were the previous FA): (home, HA) → entry
+        self.forwards: dict[tuple[IPv4Address, IPv4Address], CacheEntry] = {}
+        self.native_forward: dict[IPv4Address, CacheEntry] = {}  # home → its routed entry
+        self.fwd_links: dict[IPv4Address, tuple[str, int]] = {}  # care-of → TUN
+        # what a previous FA re-tunnels to us: (previous FA, home) → visitors that named it
+        self.from_previous: dict[tuple[IPv4Address, IPv4Address], set[VisitorKey]] = {}
+        # smooth handoff with buffering (Perkins and Wang): the last ``replay`` seconds of
+        # what we delivered from each home agent's tunnel, by (home, HA); a visitor that
+        # moved on gets them again through the pointer (it may have missed them while its
+        # link was down).  Kept a little while after the visitor goes, for the pointer.
+        self.replay = replay
+        # visitors' /32s for the site's routing daemon (siteroutes.py)
+        self.site = SiteRoutes(self.nl, site_table, site_networks, site_metric) \
+            if site_table else None
+        self.site_interfaces = site_interfaces
+        self.recent: dict[tuple[IPv4Address, IPv4Address], deque[tuple[float, bytes]]] = {}
+        # a visitor being added: the home agent tunnels to us as soon as it has sent its
+        # reply, before our realm device and routes are there; what comes meanwhile for
+        # (home, HA) is kept (at most HOLD_BYTES in all) and delivered once they are
+        self.adding: dict[tuple[IPv4Address, IPv4Address], list[bytes]] = {}
+        self.held_bytes = 0
+        self.left: OrderedDict[tuple[IPv4Address, IPv4Address],
+                               deque[tuple[float, bytes]]] = OrderedDict()
 
     async def start(self, loop: asyncio.AbstractEventLoop | None) -> None:
         set_sysctl("net.ipv4.ip_forward", "1")
@@ -106,10 +146,22 @@ class FaDataplane:
                 self.log("sysctl", name=f"net.ipv4.conf.{name}.send_redirects", value=0, was=old)
         if self.name == "userspace":  # no TUN of its own: one per home agent (_ha_device)
             self.relay = UserspaceTunnel("", self.coa, lambda src, dst: None, self._accept)
+            self.relay.redirect = self._redirect
+            self.relay.inbound_peer = self._inbound_peer
+            self.relay.hold = self._hold
+            if self.replay > 0:
+                self.relay.delivered = self._keep_recent
             self.relay.open()
             if loop is not None:
                 self.relay.start_reading(loop)
         await self.nl.rule_ensure(self.table, self.prio)
+        if self.site is not None:
+            if await self.site.start(self.lan_index):
+                self.log("reconciled-leftovers", table=self.site.table)
+            missing = [n for n in self.site_interfaces if await self.nl.maybe_index(n) is None]
+            self.log("site-routes", "warning" if missing else "info", table=self.site.table,
+                     interfaces=",".join(self.site_interfaces),
+                     **({"missing": ",".join(missing)} if missing else {}))
         await self._read_local_hosts()
         if loop is not None:
             self.watch_task = loop.create_task(self._watch_local_hosts())
@@ -135,9 +187,13 @@ class FaDataplane:
     async def stop(self) -> None:
         if self.watch_task is not None:
             self.watch_task.cancel()
+        for e in list(self.forwards.values()):
+            await self.remove_forward(e)
         for v in list(self.visitors.values()):
             await self.remove_visitor(v)
         await self.nl.rule_del(self.table, self.prio)
+        if self.site is not None:
+            await self.site.stop()
         await self.flows_forgotten()
         await self.profiles.stop()
         await self.realms.stop()
@@ -157,6 +213,29 @@ class FaDataplane:
         return list(self.by_home.get(home, {}).values())
 
     async def add_visitor(self, v: Visitor, previous: Visitor | None = None) -> None:
+        pair = (v.home_address, v.home_agent)
+        new = pair not in self.by_realm
+        if new:
+            self.adding.setdefault(pair, [])
+        try:
+            await self._add_visitor(v, previous)
+        finally:
+            held = self.adding.pop(pair, []) if new else []
+            self.held_bytes -= sum(len(p) for p in held)
+            if held and self.relay is not None and self.by_realm.get(pair) is v:
+                sent = sum(self.relay.deliver(v.home_agent, v.home_address, p, v.key)
+                           for p in held)
+                self.log("held-delivered", "debug", home=v.home_address, packets=sent)
+
+    def _hold(self, outer_src: IPv4Address, inner_dst: IPv4Address, pkt: bytes) -> bool:
+        q = self.adding.get((inner_dst, outer_src))
+        if q is None or self.held_bytes + len(pkt) > HOLD_BYTES:
+            return False
+        q.append(pkt)
+        self.held_bytes += len(pkt)
+        return True
+
+    async def _add_visitor(self, v: Visitor, previous: Visitor | None = None) -> None:
         current = self.visitors.get(v.key)
         if current is not None and current.home_agent != v.home_agent:
             await self.remove_visitor(current)  # registered with another home agent now
@@ -168,6 +247,9 @@ class FaDataplane:
         self.visitors[v.key] = v
         self.by_realm[(v.home_address, v.home_agent)] = v
         self.by_home.setdefault(v.home_address, {})[v.key] = v
+        if v.notify is not None and v.notify.cache_lifetime:  # it asked for forwarding
+            self.from_previous.setdefault((v.notify.previous_fa, v.home_address),
+                                          set()).add(v.key)
         device, index = await self._ha_device(v.home_agent)
         realm = self.realms.of(v.home_agent) or \
             await self.realms.create(v.home_agent, device, index)
@@ -176,6 +258,8 @@ class FaDataplane:
             await self._self_nat(v, v.temporary_address)
         elif previous is not None and previous.temporary_address is not None:
             await self.realms.self_nat_remove(v.home_address)
+        if self.site is not None:
+            await self.site.sync(v.home_address, self.sharing(v.home_address))
         same = previous is not None and (previous.routes, previous.filters,
                                          previous.reverse_tunnel, previous.home_agent) == \
             (v.routes, v.filters, v.reverse_tunnel, v.home_agent)
@@ -203,6 +287,14 @@ class FaDataplane:
         v = found  # ours, as added (the caller's may be a newer copy)
         home = v.home_address
         self.by_realm.pop((home, v.home_agent), None)
+        if (recent := self.recent.pop((home, v.home_agent), None)) is not None:
+            self.left[(home, v.home_agent)] = recent
+            while len(self.left) > REPLAY_LEFT:
+                self.left.popitem(last=False)
+        for pair, keys in list(self.from_previous.items()):
+            keys.discard(v.key)
+            if not keys:
+                del self.from_previous[pair]
         sharing = self.by_home.get(home, {})
         sharing.pop(v.key, None)
         if not sharing:
@@ -223,9 +315,119 @@ class FaDataplane:
             await self._share(home, False)
             await self._rebuild_twins()
         self._forget_flows(home, realm.mark if realm and others else None)
+        if self.site is not None:
+            await self.site.sync(home, others)
         if realm is not None and not realm.members:
             await self.realms.drop(realm)
             await self._drop_ha_device(v.home_agent)
+
+    # --- forwarding pointers (draft-ietf-mobileip-optim smooth handoff) ------------------
+
+    async def add_forward(self, e: CacheEntry) -> None:
+        """Re-tunnel what still comes for a visitor that moved on to its new care-of
+        address: from its home agent's tunnel (the relay, in its realm), and natively
+        when no visitor here holds that home address and no other realm forwards it."""
+        if self.relay is None:
+            self.log("forwarding-unavailable", "warning", home=e.home_address,
+                     backend=self.name, reason="the kernel backend does not forward yet")
+            return
+        self.forwards[e.key] = e
+        self._replay(e)
+        home = e.home_address
+        others = [f for f in self.forwards.values() if f.home_address == home and f is not e]
+        if self.sharing(home) or others:
+            if home in self.native_forward:  # two realms' pointers: neither natively
+                await self._unroute_native(home)
+            return
+        name, index = await self._fwd_device(e.care_of_address)
+        await self.nl.ipr.route("replace", dst=f"{home}/32", table=self.table, oif=index,
+                                scope=253)
+        self.native_forward[home] = e
+
+    def _keep_recent(self, outer_src: IPv4Address, inner_dst: IPv4Address, pkt: bytes) -> None:
+        key = (inner_dst, outer_src)
+        if key not in self.by_realm:  # a previous FA's re-tunnelled packet: not ours to keep
+            return
+        q = self.recent.get(key)
+        if q is None:
+            q = self.recent[key] = deque(maxlen=REPLAY_PACKETS)
+        now = time.monotonic()
+        q.append((now, pkt))
+        while q[0][0] < now - self.replay:
+            q.popleft()
+
+    def _replay(self, e: CacheEntry) -> None:
+        """Re-tunnel what we delivered in the last ``replay`` seconds: the MN may have been
+        off its link already (it cannot tell us which it got; duplicates are possible)."""
+        q = self.left.pop(e.key, None)
+        if q is None or self.relay is None:
+            return
+        since = time.monotonic() - self.replay
+        sent = sum(self.relay.encapsulate((e.care_of_address, e.encapsulation, e.key), pkt)
+                   for t, pkt in q if t >= since)
+        if sent:
+            self.log("forwarding-replayed", home=e.home_address, packets=sent,
+                     to=e.care_of_address)
+
+    async def remove_forward(self, e: CacheEntry) -> None:
+        if self.forwards.pop(e.key, None) is None:
+            return
+        if self.native_forward.get(e.home_address) is e:
+            await self._unroute_native(e.home_address)
+        coa = e.care_of_address
+        if not any(f.care_of_address == coa for f in self.native_forward.values()):
+            self._drop_fwd_device(coa)
+
+    async def _unroute_native(self, home: IPv4Address) -> None:
+        self.native_forward.pop(home, None)
+        if not self.sharing(home):  # else the route is a visitor's delivery now
+            await self.nl.route_del(IPv4Network(home), self.table)
+
+    async def _fwd_device(self, coa: IPv4Address) -> tuple[str, int]:
+        if coa not in self.fwd_links:
+            name = f"{LINK_PREFIX}f{coa.packed.hex()}"
+
+            def peer_of(src: IPv4Address, dst: IPv4Address):
+                e = self.native_forward.get(dst)
+                if e is None or e.care_of_address != coa:
+                    return None
+                return (coa, e.encapsulation, e.key)
+            assert self.relay is not None
+            self.relay.add_peer_tun(coa, name, peer_of)
+            index = await self.nl.link_up(name, MTU)
+            set_sysctl(f"net.ipv4.conf.{name}.rp_filter", "0")
+            self.fwd_links[coa] = (name, index)
+        return self.fwd_links[coa]
+
+    def _drop_fwd_device(self, coa: IPv4Address) -> None:
+        if self.fwd_links.pop(coa, None) is not None and self.relay is not None:
+            self.relay.remove_peer_tun(coa)
+
+    def _redirect(self, outer_src: IPv4Address, inner_dst: IPv4Address):
+        """The relay asks first: is this, from a home agent's tunnel, for a visitor of
+        that realm that moved on (and is not back)?  Then where it goes now."""
+        e = self.forwards.get((inner_dst, outer_src))
+        if e is None or (inner_dst, outer_src) in self.by_realm:
+            return None
+        return (e.care_of_address, e.encapsulation, e.key)
+
+    def _from_previous(self, outer_src: IPv4Address, inner_dst: IPv4Address) -> Visitor | None:
+        keys = self.from_previous.get((outer_src, inner_dst))
+        if keys is None or len(keys) != 1:  # two visitors named it: cannot tell which
+            return None
+        return self.visitors.get(next(iter(keys)))
+
+    def _inbound_peer(self, outer_src: IPv4Address, inner_dst: IPv4Address) -> IPv4Address:
+        if (inner_dst, outer_src) not in self.by_realm and \
+                (v := self._from_previous(outer_src, inner_dst)) is not None:
+            return v.home_agent  # into its realm's device, as its home agent's would
+        return outer_src
+
+    def forwarded(self, key: tuple[IPv4Address, IPv4Address]) -> dict[str, int] | None:
+        if self.relay is None:
+            return None
+        c = self.relay.stats.per_key.get(key)
+        return c.as_dict() if c else None
 
     def _firewall(self) -> VisitorFirewall | PerVisitorChains:
         """The mobile firewall start() chose (ipsets if this kernel has them)."""
@@ -266,7 +468,9 @@ class FaDataplane:
             oif = r.get_attr("RTA_OIF")
             if r.get("table") == 254 and r["dst_len"] == 32 and oif != self.lan_index and \
                     oif in addresses and r["type"] == 1:  # unicast
-                hosts[IPv4Address(r.get_attr("RTA_DST"))] = addresses[oif]
+                dst = IPv4Address(r.get_attr("RTA_DST"))
+                if self.site is None or not self.site.another_fas_visitor(dst, r["proto"]):
+                    hosts[dst] = addresses[oif]
         self.local_hosts = hosts
 
     async def _watch_local_hosts(self, interval: float = 2.0) -> None:
@@ -448,7 +652,10 @@ class FaDataplane:
         return peer_of
 
     def _accept(self, outer_src: IPv4Address, inner_src: IPv4Address, inner_dst: IPv4Address):
-        v = self.by_realm.get((inner_dst, outer_src))
+        if (inner_dst, outer_src) in self.adding:  # not ready yet: held (_hold)
+            return None
+        v = self.by_realm.get((inner_dst, outer_src)) or \
+            self._from_previous(outer_src, inner_dst)
         return v.key if v is not None else None
 
     @property

@@ -117,6 +117,17 @@ class UserspaceTunnel:
         self.udp_send: UdpSend | None = None
         self.udp_send_from: UdpSendFrom | None = None  # from a given local address
         self.peer_tuns: dict[IPv4Address, tuple[int, PeerOf]] = {}  # peer → (fd, peer_of)
+        # a foreign agent's forwarding pointer: (outer source, inner destination) → where
+        # to re-tunnel a decapsulated packet instead of delivering it (checked first)
+        self.redirect: PeerOf | None = None
+        # (outer source, inner destination) → the peer whose TUN gets what was accepted
+        # (default: the outer source's); a previous FA's packets go to the visitor's realm
+        self.inbound_peer: Callable[[IPv4Address, IPv4Address], IPv4Address] | None = None
+        # told of each accepted packet: (outer source, inner destination, the packet)
+        self.delivered: Callable[[IPv4Address, IPv4Address, bytes], None] | None = None
+        # asked of what ``accept`` refused (outer source, inner destination, the packet):
+        # True if it keeps it (a foreign agent's visitor that is being added), else dropped
+        self.hold: Callable[[IPv4Address, IPv4Address, bytes], bool] | None = None
 
     def add_peer_tun(self, peer: IPv4Address, ifname: str, peer_of: PeerOf) -> None:
         """A TUN for one peer: what it decapsulates from ``peer`` goes in there, and what
@@ -226,27 +237,32 @@ class UserspaceTunnel:
             if peer is None:
                 self.stats.dropped_no_peer += 1
                 continue
-            outer, encap, key = peer[0], peer[1], peer[2]
-            local = peer[3] if len(peer) > 3 else None
-            ipip, gre = self.ipip, self.gre
-            if local is not None and local != self.local:
-                ipip, gre = self.extra.get(local, (None, None))
-            try:
-                if encap == "udp":  # outer is (address, port): the NAPT's mapping
-                    address, port = cast(tuple[IPv4Address, int], outer)
-                    self._send_udp(UDP_TUNNEL_HEADER + pkt, (str(address), port), local)
-                elif not self.raw or ipip is None or gre is None:
-                    raise OSError("IP-in-IP and GRE are the kernel's here, or not from there")
-                elif encap == "gre":
-                    gre.sendto(GRE_IPV4 + pkt, (str(outer), 0))
-                else:
-                    ipip.sendto(pkt, (str(outer), 0))
-            except OSError:
-                self.stats.dropped_no_peer += 1
-                continue
-            c = self.counters(key)
-            c.packets_out += 1
-            c.bytes_out += len(pkt)
+            self.encapsulate(peer, pkt)
+
+    def encapsulate(self, peer: Peer, pkt: bytes) -> bool:
+        """Send ``pkt`` to ``peer`` (as ``peer_of`` names one); False if it could not go."""
+        outer, encap, key = peer[0], peer[1], peer[2]
+        local = peer[3] if len(peer) > 3 else None
+        ipip, gre = self.ipip, self.gre
+        if local is not None and local != self.local:
+            ipip, gre = self.extra.get(local, (None, None))
+        try:
+            if encap == "udp":  # outer is (address, port): the NAPT's mapping
+                address, port = cast(tuple[IPv4Address, int], outer)
+                self._send_udp(UDP_TUNNEL_HEADER + pkt, (str(address), port), local)
+            elif not self.raw or ipip is None or gre is None:
+                raise OSError("IP-in-IP and GRE are the kernel's here, or not from there")
+            elif encap == "gre":
+                gre.sendto(GRE_IPV4 + pkt, (str(outer), 0))
+            else:
+                ipip.sendto(pkt, (str(outer), 0))
+        except OSError:
+            self.stats.dropped_no_peer += 1
+            return False
+        c = self.counters(key)
+        c.packets_out += 1
+        c.bytes_out += len(pkt)
+        return True
 
     def _send_udp(self, data: bytes, dst: tuple[str, int], local: IPv4Address | None) -> None:
         if local is not None and self.udp_send_from is not None:
@@ -269,19 +285,33 @@ class UserspaceTunnel:
             except BadPacket:
                 self.stats.dropped_bad += 1
                 continue
+            if self.redirect is not None and \
+                    (onward := self.redirect(outer_src, inner_dst)) is not None:
+                self.encapsulate(onward, inner)
+                continue
             key = self.accept(outer_src, inner_src, inner_dst)
             if key is None:
-                self.stats.dropped_unauthorised += 1
+                if self.hold is None or not self.hold(outer_src, inner_dst, inner):
+                    self.stats.dropped_unauthorised += 1
                 continue
-            try:
-                os.write(self.peer_tuns[outer_src][0] if outer_src in self.peer_tuns
-                         else self.fd, inner)
-            except OSError:
-                self.stats.tun_write_errors += 1
-                continue
-            c = self.counters(key)
-            c.packets_in += 1
-            c.bytes_in += len(inner)
+            self.deliver(outer_src, inner_dst, inner, key)
+
+    def deliver(self, outer_src: IPv4Address, inner_dst: IPv4Address, inner: bytes,
+                key: CounterKey) -> bool:
+        """A decapsulated packet ``accept`` allowed into its peer's TUN (the default one
+        without); False if it could not be written."""
+        peer = self.inbound_peer(outer_src, inner_dst) if self.inbound_peer else outer_src
+        try:
+            os.write(self.peer_tuns[peer][0] if peer in self.peer_tuns else self.fd, inner)
+        except OSError:
+            self.stats.tun_write_errors += 1
+            return False
+        if self.delivered is not None:
+            self.delivered(outer_src, inner_dst, inner)
+        c = self.counters(key)
+        c.packets_in += 1
+        c.bytes_in += len(inner)
+        return True
 
     def from_udp(self, data: bytes, outer_src: IPv4Address, outer_port: int,
                  accept_udp: AcceptUdp) -> bool:
