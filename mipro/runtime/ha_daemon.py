@@ -29,7 +29,7 @@ from ..subscribers.model import StoreUnavailable, Unavailable
 from ..wire import AgentFlags
 from .daemon import EngineDaemon, datagrams, run_daemon
 from .journal import BindingJournal
-from .logging import EventLog
+from .logging import LEVELS, EventLog
 from .systemd import notify
 
 STATE_FLUSH_DELAY = 0.5
@@ -61,6 +61,11 @@ def make_policy(cfg: HaConfig, udp_tunnels: bool = True) -> HaPolicy:
                     unknown_rate=lim.unknown_sources, unsigned_reply_rate=lim.unsigned_replies)
 
 
+def info_logged(cfg: HaConfig) -> bool:
+    """Whether info-level events are written: if not, the engine builds none."""
+    return LEVELS[cfg.runtime.log_level] <= LEVELS["info"]
+
+
 LOOKUP_THREADS = 4  # directory lookups in flight at once (each thread has a connection)
 
 
@@ -80,6 +85,7 @@ class HaDaemon(EngineDaemon[HomeAgent]):
         super().__init__(log)
         self.cfg = cfg
         self.engine = HomeAgent(make_policy(cfg), make_store(cfg))
+        self.engine.info_events = info_logged(cfg)
         self.dataplane: HaDataplane | FakeHaDataplane | None = None
         self.sock: socket.socket | None = None
         self.send_drops = 0
@@ -205,6 +211,7 @@ class HaDaemon(EngineDaemon[HomeAgent]):
 
         def commit() -> None:
             self.engine.set_policy(policy)
+            self.engine.info_events = info_logged(cfg)
             old = self.engine.store
             self.engine.set_store(store)
             if old is not store and hasattr(old, "close"):
@@ -354,26 +361,34 @@ class HaDaemon(EngineDaemon[HomeAgent]):
             self.flush_handle = loop.call_later(STATE_FLUSH_DELAY, self._flush_state)
 
     def _flush_state(self) -> None:
-        """Append the journal; compact it in a thread when it outgrows the table."""
+        """Hand the journal its changes, or compact it when it outgrows the table: the
+        journal's threads write, the event loop never waits for the disk."""
         self.flush_handle = None
         if self.journal is None:
             return
-        self.journal.flush()
         busy = self.compacting is not None and not self.compacting.done()
         if not busy and self.journal.needs_compaction(len(self.engine.bindings)):
-            self.journal.rotate()
-            bindings = list(self.engine.bindings)
-            loop = asyncio.get_running_loop()
-            self.compacting = loop.run_in_executor(None, self.journal.write_snapshot, bindings)
+            job = self.journal.compact_in_background(list(self.engine.bindings))
+            self.compacting = asyncio.wrap_future(job)
+            self.compacting.add_done_callback(self._state_written)
+        elif (written := self.journal.flush_in_background()) is not None:
+            asyncio.wrap_future(written).add_done_callback(self._state_written)
+
+    def _state_written(self, job: asyncio.Future) -> None:
+        if not job.cancelled() and job.exception() is not None:  # kept for the next flush
+            self.log("state-write-failed", "error", path=self.journal.snapshot if self.journal
+                     else None, reason=job.exception())
 
     async def _final_flush(self) -> None:
         if self.flush_handle is not None:
             self.flush_handle.cancel()
         if self.compacting is not None:
-            await self.compacting
+            with contextlib.suppress(OSError):  # logged by _state_written
+                await self.compacting
         if self.journal is not None:
             self.journal.rotate()
             self.journal.write_snapshot(list(self.engine.bindings))
+            self.journal.close()
 
     # --- status -------------------------------------------------------------------------
 
