@@ -25,6 +25,10 @@ def build_parser() -> argparse.ArgumentParser:
                        ("mn", "run the mobile node daemon")):
         d = sub.add_parser(role, help=text)
         d.add_argument("--config", "-c", required=True, help="TOML configuration file")
+        if role == "ha":
+            d.add_argument("--cleanup", action="store_true",
+                           help="remove the kernel state a killed home agent left, and exit "
+                                "(systemd's ExecStopPost)")
 
     chk = sub.add_parser("check-config", help="validate a configuration file and exit")
     chk.add_argument("config")
@@ -47,9 +51,10 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return decode.run(args.hex, args.pcap, args.json, args.vendor_id, args.redundancy)
     if args.command == "ha":
+        from .runtime.ha_daemon import cleanup_main
         from .runtime.ha_daemon import main as ha_main
 
-        return ha_main(args.config)
+        return cleanup_main(args.config) if args.cleanup else ha_main(args.config)
     if args.command == "fa":
         from .runtime.fa_daemon import main as fa_main
 

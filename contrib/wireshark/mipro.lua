@@ -577,8 +577,10 @@ local S = {
     m_subtype = ProtoField.uint8("mipro.sync.msg.subtype", "Subtype", base.DEC, sync_subtypes),
     m_flags = ProtoField.uint8("mipro.sync.msg.flags", "Flags", base.HEX),
     m_more = ProtoField.bool("mipro.sync.msg.flags.more", "More (MORE)", 8, nil, 0x01),
+    m_primary = ProtoField.bool("mipro.sync.msg.flags.primary", "Sender is primary (PRIMARY)",
+                                8, nil, 0x02),
     m_flags_reserved = ProtoField.uint8("mipro.sync.msg.flags.reserved", "Reserved", base.HEX,
-                                        nil, 0xFE),
+                                        nil, 0xFC),
 
     block = ProtoField.none("mipro.sync.block", "Data block"),
     b_length = ProtoField.uint16("mipro.sync.block.length", "Data block length", base.DEC),
@@ -756,8 +758,9 @@ local function sync_message(tvb, tree)
     local flags = tvb(at + 3, 1):uint()
     local f = t:add(S.m_flags, tvb(at + 3, 1))
     f:add(S.m_more, tvb(at + 3, 1))
+    f:add(S.m_primary, tvb(at + 3, 1))
     f:add(S.m_flags_reserved, tvb(at + 3, 1))
-    if flags > 1 then
+    if flags > 3 then
         f:add_proto_expert_info(SE.bad_value, string.format("unknown flags 0x%02x", flags))
     end
     at = at + 4

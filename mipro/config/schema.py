@@ -66,6 +66,7 @@ class RedundancyConfig:
     notify_fifo: str = "/run/mipro/keepalived.fifo"
     keepalived_conf: str = "/etc/keepalived/keepalived.conf"
     alone_after: float = 10.0
+    process_name: str = "mipro-ha"  # what keepalived's vrrp_track_process watches
 
 
 @dataclass(frozen=True)
@@ -254,7 +255,7 @@ def load_ha(path: str | Path) -> HaConfig:
     c.unknown_keys({
         "": {"ha", "dataplane", "runtime", "subscribers", "fa_peer", "redundancy"},
         "redundancy": {"local_address", "peer_address", "key", "group", "port", "notify_fifo",
-                       "keepalived_conf", "alone_after"},
+                       "keepalived_conf", "alone_after", "process_name"},
         "subscribers.ldap": {"url", "base_dn", "bind_dn", "password_file", "starttls", "ca_file",
                              "timeout", "cache_ttl", "cache_negative_ttl"},
         "ha": {"address", "home_interface", "home_network", "max_lifetime", "replay_window",
@@ -304,7 +305,15 @@ def _redundancy(c: Checker) -> RedundancyConfig:
         notify_fifo=c.get("redundancy.notify_fifo", str, "/run/mipro/keepalived.fifo"),
         keepalived_conf=c.get("redundancy.keepalived_conf", str,
                               "/etc/keepalived/keepalived.conf"),
-        alone_after=c.number("redundancy.alone_after", 10.0, 0.0))
+        alone_after=c.number("redundancy.alone_after", 10.0, 0.0),
+        process_name=_process_name(c))
+
+
+def _process_name(c: Checker) -> str:
+    name = c.get("redundancy.process_name", str, "mipro-ha")
+    if not 0 < len(name.encode()) <= 15:
+        c.error("redundancy.process_name", f"{name!r}: 1 to 15 bytes (the kernel's comm)")
+    return name
 
 
 def _ports(c: Checker, key: str) -> tuple[tuple[str, int, int], ...]:

@@ -19,6 +19,8 @@ class Send:
     dst: IPv4Address
     port: int
     data: bytes = field(repr=False)
+    #: the agent address it leaves from (an HA serving several addresses); None: the main one
+    src: IPv4Address | None = None
 
 
 @dataclass(frozen=True)

@@ -331,7 +331,7 @@ class HomeAgent:
             data = self._sign(reply.encode(), action.sa)
             if action.fa_signed:
                 data = self._sign_for_fa(data, action.reply.dst)
-            actions.insert(0, Send(action.reply.dst, action.reply.port, data))
+            actions.insert(0, Send(action.reply.dst, action.reply.port, data, b.home_agent))
         return actions
 
     # --- before authentication ------------------------------------------------------
@@ -480,7 +480,8 @@ class HomeAgent:
             data = self._sign(reply.encode() + nvse, sa)
         else:  # through an FA: after MN-HA auth, covered by FA-HA auth, stripped by the FA
             data = self._sign(reply.encode(), sa) + nvse
-        send = Send(src, port, self._sign_for_fa(data, src) if who.via_fa else data)
+        send = Send(src, port, self._sign_for_fa(data, src) if who.via_fa else data,
+                    req.home_agent)
         if deregister:
             return [send, *actions]
         binding = Binding(home, req.care_of_address, req.home_agent, lifetime, now + lifetime,
@@ -620,7 +621,8 @@ class HomeAgent:
             data = self._sign(data, who.sa)
             if who.via_fa:
                 data = self._sign_for_fa(data, src)
-        return [Send(src, port, data), log]
+        ours = home_agent if home_agent in self.policy.addresses else None
+        return [Send(src, port, data, ours), log]
 
     def _poorly_formed(self, data: bytes, src: IPv4Address, port: int, exc: DecodeError,
                        now: float) -> list[Action]:

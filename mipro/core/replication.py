@@ -67,15 +67,21 @@ class Session:
         return HELLO + self.nonce
 
     @property
-    def established(self) -> bool:
+    def keyed(self) -> bool:
+        """Both hellos seen: records can be made and checked (anyone can get this far)."""
         return bool(self.session_key)
+
+    @property
+    def established(self) -> bool:
+        """The peer has sent a record that verified: it holds the key."""
+        return self.received > 0
 
     def _mac(self, outgoing: bool, header: bytes, body: bytes) -> bytes:
         direction = b"I" if outgoing == self.initiator else b"R"
         return hmac.new(self.session_key, direction + header + body, hashlib.sha256).digest()
 
     def _record(self, kind: int, body: bytes, now: float) -> bytes:
-        if not self.established:
+        if not self.keyed:
             raise SyncError("no session yet")
         self.sent += 1
         header = (1 + 8 + len(body) + MAC_BYTES).to_bytes(4, "big") + bytes((kind,)) + \
@@ -93,7 +99,7 @@ class Session:
     def feed(self, data: bytes, now: float) -> list[SyncMessage]:
         """Bytes from the peer; the messages they complete (acks are taken in here)."""
         self.buffer += data
-        if not self.established:
+        if not self.keyed:
             if len(self.buffer) < len(HELLO) + NONCE_BYTES:
                 if not HELLO.startswith(bytes(self.buffer[:len(HELLO)])):
                     raise SyncError("not a mipro sync session")
@@ -258,11 +264,13 @@ class Replication:
                     "vrid": vrid, "hint": "track_file not configured in keepalived?"},
                     "warning"))
             g.in_sync, g.receiving, g.asked = True, [], False  # its table is the table now
-            actions += [TakeOver(g.group.address), TrackFile(vrid, 0)]
+            actions.append(TakeOver(g.group.address))
         elif was is Role.MASTER and new is not Role.MASTER:
             g.in_sync = False  # the new primary's table wins: ask for it
-            actions += [StandDown(g.group.address), TrackFile(vrid, 1)]
+            actions += [StandDown(g.group.address)]
             actions += self._ask(g, now)
+        # every time keepalived speaks (it may have just restarted and reset the file)
+        actions.append(TrackFile(vrid, 0 if g.in_sync else 1))
         return actions
 
     # --- the session ------------------------------------------------------------------
@@ -282,9 +290,11 @@ class Replication:
         s = self.session
         if s is None:
             raise SyncError("no session")
-        was_established = s.established
+        was_keyed, was_established = s.keyed, s.established
         messages = s.feed(data, now)
         actions: list[ReplicationAction] = []
+        if s.keyed and not was_keyed:  # prove we hold the key: the peer's first record
+            actions.append(SyncSend(s.ack(now)))
         if s.established and not was_established:
             self.alone_at = None
             actions.append(Log("redundancy-session-up", {"initiator": s.initiator}))
@@ -319,8 +329,23 @@ class Replication:
         blocks, g.receiving, g.asked = tuple(g.receiving), [], False
         g.in_sync, g.last_resync = True, now
         self._count("dumps_received")
-        return [Replicate(g.group.address, blocks, replace=True), TrackFile(g.group.vrid, 0),
+        done: list[ReplicationAction] = [TrackFile(g.group.vrid, 0)]
+        if not msg.primary and not self._outranked_by(g, msg.priority):
+            # neither is primary (both just started): the intended primary's table wins,
+            # and that is ours; the peer takes ours when it asks
+            self._count("dumps_kept_ours")
+            return done + [Log("redundancy-in-sync", {
+                "vrid": g.group.vrid, "bindings": "ours", "reason": "peer not primary, "
+                f"priority {msg.priority} below ours {g.group.priority}"})]
+        return [Replicate(g.group.address, blocks, replace=True), *done,
                 Log("redundancy-in-sync", {"vrid": g.group.vrid, "bindings": len(blocks)})]
+
+    def _outranked_by(self, g: _GroupState, priority: int) -> bool:
+        """The peer's configured priority is higher (a tie: the session's initiator, the
+        lower address, wins, as VRRP's own tie-break prefers one side)."""
+        if priority != g.group.priority:
+            return priority > g.group.priority
+        return self.session is not None and not self.session.initiator
 
     def _ask(self, g: _GroupState, now: float) -> list[ReplicationAction]:
         s = self.session
@@ -344,7 +369,8 @@ class Replication:
         self._count("blocks_forwarded", len(blocks))
         return [SyncSend(s.message(SyncMessage(SyncType.FORWARD, g.group.vrid,
                                                g.group.priority, (address,),
-                                               g.group.advert_interval, blocks=chunk), now))
+                                               g.group.advert_interval, blocks=chunk,
+                                               primary=True), now))
                 for chunk in _chunks(blocks)]
 
     def dump(self, vrid: int, blocks: list[BindingBlock], now: float) -> list[ReplicationAction]:
@@ -355,10 +381,13 @@ class Replication:
             return []
         chunks = list(_chunks(blocks)) or [()]
         self._count("dumps_sent")
-        actions: list[ReplicationAction] = [SyncSend(s.message(SyncMessage(SyncType.DUMP, vrid, g.group.priority,
-                                               (g.group.address,), g.group.advert_interval,
-                                               blocks=chunk, more=i < len(chunks) - 1), now))
-                for i, chunk in enumerate(chunks)]
+        primary = g.role is Role.MASTER
+        actions: list[ReplicationAction] = [
+            SyncSend(s.message(SyncMessage(SyncType.DUMP, vrid, g.group.priority,
+                                           (g.group.address,), g.group.advert_interval,
+                                           blocks=chunk, more=i < len(chunks) - 1,
+                                           primary=primary), now))
+            for i, chunk in enumerate(chunks)]
         return actions + [Log("redundancy-dump-sent", {"vrid": vrid, "bindings": len(blocks)})]
 
     # --- timers -----------------------------------------------------------------------

@@ -177,7 +177,7 @@ class Lab:
     def _render_confs(self) -> None:
         """Copy the scenario's per-node conf folders, filling in the run paths."""
         subst = {"{run}": str(self.run_dir), "{out}": str(self.out), "{lab}": str(self.dir)}
-        for src in sorted(self.dir.glob("*/*.toml")):
+        for src in sorted(p for p in self.dir.glob("*/*") if p.suffix in (".toml", ".conf")):
             text = src.read_text()
             for k, v in subst.items():
                 text = text.replace(k, v)
@@ -431,6 +431,24 @@ class Lab:
         self.exec(sender, self.python, "-m", "mipro.lab.traffic", "udp-source", dst, "--port",
                   str(port), "--seconds", "0.3", "--interval", "0.01")
         return json.loads(sink.communicate(timeout=10 * TIME_SCALE)[0])
+
+    def udp_sink(self, node: str, port: int, seconds: float) -> subprocess.Popen:
+        """Record every datagram to ``port`` for a while: json {"arrivals": [[seq, time]],
+        "peers"} on its stdout."""
+        sink = subprocess.Popen(["ip", "netns", "exec", self.ns(node), self.python, "-m",
+                                 "mipro.lab.traffic", "udp-sink", "--port", str(port),
+                                 "--seconds", str(seconds * TIME_SCALE)],
+                                stdout=subprocess.PIPE, text=True)
+        self.wait_listening(node, port, sink, udp=True)
+        return sink
+
+    def udp_source(self, node: str, dst: str, port: int, seconds: float,
+                   interval: float) -> subprocess.Popen:
+        """A numbered datagram every ``interval`` seconds to dst:port, in the background."""
+        return subprocess.Popen(["ip", "netns", "exec", self.ns(node), self.python, "-m",
+                                 "mipro.lab.traffic", "udp-source", dst, "--port", str(port),
+                                 "--seconds", str(seconds), "--interval", str(interval)],
+                                stdout=subprocess.DEVNULL)
 
     def udp_echo(self, server: str, seconds: float, port: int = 7007) -> subprocess.Popen:
         """A UDP echo server for a while (it says whom it saw); json on its stdout."""

@@ -10,6 +10,7 @@ import os
 import socket
 import time
 from collections.abc import Callable
+from functools import partial
 from ipaddress import IPv4Address
 from typing import Any
 
@@ -23,11 +24,13 @@ from ..core.ha import HaPolicy, HomeAgent
 from ..dataplane.fake import FakeHaDataplane
 from ..dataplane.ha import HaDataplane
 from ..dataplane.kernel.floodlimit import EXEMPT_SET, Limits, SourceLimiter
+from ..dataplane.kernel.netlink import Netlink
 from ..dataplane.link.linklayer import IcmpLink
 from ..subscribers.file_store import load_subscribers
 from ..subscribers.model import StoreUnavailable, Unavailable
 from ..wire import AgentFlags
 from .daemon import EngineDaemon, datagrams, run_daemon
+from .ha_redundancy import HaRedundancy, KernelSync, apply_kernel_sync
 from .journal import BindingJournal
 from .logging import LEVELS, EventLog
 from .systemd import notify
@@ -51,7 +54,7 @@ def make_store(cfg: HaConfig):
 def make_policy(cfg: HaConfig, udp_tunnels: bool = True) -> HaPolicy:
     """``udp_tunnels``: whether the dataplane can carry RFC 3519 tunnels at all."""
     lim = cfg.limits
-    return HaPolicy(addresses=(cfg.address,), max_lifetime=cfg.max_lifetime,
+    return HaPolicy(addresses=cfg.addresses, max_lifetime=cfg.max_lifetime,
                     replay_window=cfg.replay_window, encapsulations=cfg.encapsulations,
                     reverse_tunneling=cfg.reverse_tunneling, vendor_id=cfg.vendor_id,
                     fa_associations=dict(cfg.fa_peers),
@@ -87,7 +90,8 @@ class HaDaemon(EngineDaemon[HomeAgent]):
         self.engine = HomeAgent(make_policy(cfg), make_store(cfg))
         self.engine.info_events = info_logged(cfg)
         self.dataplane: HaDataplane | FakeHaDataplane | None = None
-        self.sock: socket.socket | None = None
+        self.sock: socket.socket | None = None  # ha.address's; replies and UDP tunnels
+        self.socks: dict[IPv4Address, socket.socket] = {}  # one per address served
         self.send_drops = 0
         self.flush_handle: asyncio.TimerHandle | None = None
         self.compacting: asyncio.Future | None = None
@@ -98,6 +102,7 @@ class HaDaemon(EngineDaemon[HomeAgent]):
         self.started = time.time()
         self.lookup_pool: concurrent.futures.ThreadPoolExecutor | None = None
         self.flood_limit: SourceLimiter | None = None
+        self.redundancy = HaRedundancy(self, cfg.redundancy) if cfg.redundancy else None
 
     # --- lifecycle ------------------------------------------------------------------
 
@@ -120,20 +125,17 @@ class HaDaemon(EngineDaemon[HomeAgent]):
         await self._start_flood_limit()
         self.engine.set_policy(make_policy(self.cfg, self.dataplane.udp_tunnels))
         worker = asyncio.create_task(self._worker())
+        if self.redundancy is not None:  # before the state file: no kernel state until primary
+            await self.redundancy.start(await local_addresses())
         self._restore()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
-        # bound to the HA address: replies and UDP tunnel data leave from the address the
-        # MN sent to, which is all a NAPT between us lets through
-        sock.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)
-        sock.bind((str(self.cfg.address), 434))
-        sock.setblocking(False)
-        self.sock = sock
+        for address in self.cfg.addresses:
+            sock = open_socket(address)
+            self.socks[address] = sock
+            self.add_input(sock.fileno(), partial(self._on_readable, sock))
+        self.sock = self.socks[self.cfg.address]
         relay = getattr(self.dataplane, "relay", None)
         if relay is not None:  # UDP tunnel data leaves from port 434, as the NAPT expects
             relay.udp_send = self._udp_send
-        self.add_input(sock.fileno(), self._on_readable)
         control = await self.serve_operations(self.cfg.runtime.control_socket)
         if self.cfg.advertise:
             self.advertiser = Advertiser(make_advert_policy(self.cfg), time.time())
@@ -148,7 +150,8 @@ class HaDaemon(EngineDaemon[HomeAgent]):
         await self.stopping.wait()
         notify("STOPPING=1")
         self.log("stopping", bindings=len(self.engine.bindings))
-        self.remove_input(self.sock.fileno())
+        for sock in self.socks.values():
+            self.remove_input(sock.fileno())
         if self.icmp is not None:
             self.remove_input(self.icmp.fileno())
             self.icmp.close()
@@ -157,12 +160,16 @@ class HaDaemon(EngineDaemon[HomeAgent]):
         await self.work.join()
         worker.cancel()
         await self._final_flush()
+        if self.redundancy is not None:
+            await self.redundancy.stop()
         await control.stop()
         await self.dataplane.stop()  # bindings stay in the state file for the next start
         if self.flood_limit is not None:
             await self.flood_limit.stop()
         if self.lookup_pool is not None:
             self.lookup_pool.shutdown(wait=False, cancel_futures=True)
+        for sock in self.socks.values():
+            sock.close()
         self.stop_log_flush()
         self.log("stopped")
 
@@ -230,7 +237,8 @@ class HaDaemon(EngineDaemon[HomeAgent]):
         """Agent advertisements on the home link (H bit): a returning MN learns it is home."""
         now = time.time()
         for a in self.advertiser.handle_timer(now):
-            self.icmp.send(a.dst, a.data)
+            if self.serving(self.cfg.address):
+                self.icmp.send(a.dst, a.data)
         loop = asyncio.get_running_loop()
         self.advert_timer = loop.call_later(max(0.05, self.advertiser.next_timer() - now),
                                             self._advertise)
@@ -241,15 +249,20 @@ class HaDaemon(EngineDaemon[HomeAgent]):
             if got is None:
                 return
             src, msg = got
-            if msg[:1] == b"\x0a":
+            if msg[:1] == b"\x0a" and self.serving(self.cfg.address):
                 for a in self.advertiser.solicited(src, time.time()):
                     self.icmp.send(a.dst, a.data)
 
-    def _on_readable(self) -> None:
+    def serving(self, address: IPv4Address) -> bool:
+        """Whether this home agent is the one answering for ``address`` now (with
+        redundancy: primary for its virtual address)."""
+        return self.redundancy is None or self.redundancy.is_master(address)
+
+    def _on_readable(self, sock: socket.socket) -> None:
         """Drain up to a batch of datagrams per wakeup (asyncio's transport reads one)."""
         actions: list[Any] = []
         now = time.time()
-        for data, addr in datagrams(self.sock, RECV_BATCH, self.log):
+        for data, addr in datagrams(sock, RECV_BATCH, self.log):
             if data[:1] == b"\x04":  # RFC 3519 tunnel data from an MN behind a NAPT
                 self.dataplane.from_udp(data, IPv4Address(addr[0]), addr[1])
                 continue
@@ -298,6 +311,9 @@ class HaDaemon(EngineDaemon[HomeAgent]):
         is answered with the engine's denial instead, and removed again."""
         changes = [a for a in actions if isinstance(a, InstallBinding | RemoveBinding)]
         held: set[int] = set()  # acceptances not to send
+        for a in actions:
+            if isinstance(a, KernelSync):  # a takeover or a stand-down, in order
+                await apply_kernel_sync(self, a)
         if changes:
             failed = await self._apply(changes)
             extra: list[Any] = []
@@ -312,20 +328,24 @@ class HaDaemon(EngineDaemon[HomeAgent]):
                 else:
                     self.log("remove-failed", "warning", home=a.binding.home_address,
                              reason=failed[i])
-            self._journal([a for i, a in enumerate(changes) if i not in failed])
+            done = [a for i, a in enumerate(changes) if i not in failed]
+            self._journal(done)
             undo = [a for a in extra if isinstance(a, RemoveBinding)]
             if undo:
                 for i, reason in (await self._apply(undo)).items():
                     self.log("remove-failed", "warning", home=undo[i].binding.home_address,
                              reason=reason)
                 self._journal(undo)
+            if self.redundancy is not None:  # what we acknowledge, the backup gets
+                self.redundancy.forward(done + undo, time.time())
             actions = actions + [a for a in extra if not isinstance(a, RemoveBinding)]
         for a in actions:
             if isinstance(a, Send):
                 if id(a) in held:
                     continue
+                sock = self.socks.get(a.src, self.sock) if a.src is not None else self.sock
                 try:
-                    self.sock.sendto(a.data, (str(a.dst), a.port))
+                    sock.sendto(a.data, (str(a.dst), a.port))
                 except (BlockingIOError, InterruptedError):
                     self.send_drops += 1  # UDP: the MN retransmits
                 except OSError as exc:
@@ -336,14 +356,27 @@ class HaDaemon(EngineDaemon[HomeAgent]):
                 self._fetch(a)
 
     async def _apply(self, changes: list[Any]) -> dict[int, str]:
-        """The kernel's answer for each change: {index: why it failed}."""
-        ops = [("install" if isinstance(a, InstallBinding) else "remove", a.binding)
-               for a in changes]
+        """The kernel's answer for each change: {index: why it failed}.  With redundancy
+        only the primary's bindings go to the kernel (a backup's stay in the table), and a
+        removal only of what the kernel holds."""
+        index = [i for i, a in enumerate(changes) if self._kernel_change(a)]
+        ops = [("install" if isinstance(changes[i], InstallBinding) else "remove",
+                changes[i].binding) for i in index]
+        if not ops:
+            return {}
         try:
-            return await self.dataplane.apply(ops)
+            failed = await self.dataplane.apply(ops)
         except (OSError, NetlinkError) as exc:  # the whole batch: nothing acknowledged
             self.log("dataplane-error", "error", ops=len(ops), reason=exc)
-            return {i: str(exc) for i in range(len(ops))}
+            failed = {i: str(exc) for i in range(len(ops))}
+        return {index[i]: reason for i, reason in failed.items()}
+
+    def _kernel_change(self, a: InstallBinding | RemoveBinding) -> bool:
+        if self.redundancy is None:
+            return True
+        if isinstance(a, InstallBinding):
+            return self.redundancy.kernel_allowed(a.binding)
+        return self.dataplane is not None and a.binding.home_address in self.dataplane.bindings
 
     def _journal(self, changes: list[Any]) -> None:
         if self.journal is None or not changes:
@@ -402,7 +435,10 @@ class HaDaemon(EngineDaemon[HomeAgent]):
                      "care_of_address": str(b.care_of_address),
                      "lifetime_left": b.remaining(now), "lifetime": b.lifetime,
                      "encapsulation": b.encapsulation, "reverse_tunnel": b.reverse_tunnel,
-                     "nai": b.nai, "source": f"{b.source}:{b.source_port}"}
+                     "nai": b.nai, "source": f"{b.source}:{b.source_port}",
+                     "home_agent": str(b.home_agent),
+                     "in_kernel": bool(self.dataplane) and
+                     self.dataplane.bindings.get(b.home_address) is b}
             counters = self.dataplane.counters(b.home_address) if self.dataplane else None
             if counters is not None:
                 entry["counters"] = counters
@@ -417,7 +453,8 @@ class HaDaemon(EngineDaemon[HomeAgent]):
                                  input_pauses=self.input_pauses),
                 "directory": self._directory_status(),
                 "tunnel_drops": self.dataplane.drops() if self.dataplane else {},
-                "flood_limit": self.flood_limit.counters() if self.flood_limit else None}
+                "flood_limit": self.flood_limit.counters() if self.flood_limit else None,
+                "redundancy": self.redundancy.describe(now) if self.redundancy else None}
 
 
     def _directory_status(self) -> dict[str, Any]:
@@ -431,5 +468,63 @@ class HaDaemon(EngineDaemon[HomeAgent]):
                 "waiting": self.engine.parked_count}
 
 
+def open_socket(address: IPv4Address) -> socket.socket:
+    """UDP 434 bound to one home agent address: replies and UDP tunnel data leave from
+    the address the MN sent to, which is all a NAPT between us lets through.  Freebind: a
+    backup binds the virtual address keepalived has not given it (yet)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+    sock.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)
+    sock.bind((str(address), 434))
+    sock.setblocking(False)
+    return sock
+
+
+async def local_addresses() -> set[IPv4Address]:
+    """This host's IPv4 addresses (the virtual one among them: keepalived is primary)."""
+    nl = Netlink()
+    try:
+        return await nl.all_addresses()
+    finally:
+        nl.close()
+
+
 def main(config_path: str) -> int:
     return run_daemon("ha", config_path, load_ha, HaDaemon)
+
+
+async def cleanup(cfg: HaConfig, log: EventLog) -> None:
+    """What a home agent that did not stop cleanly leaves in the kernel: its table, rule,
+    tunnel links, proxy-neighbour entries (which would keep answering ARP for the away
+    MNs after the backup took over) and the flood limiter.  Idempotent."""
+    if cfg.dataplane.backend == "fake":
+        return
+    dp = cfg.dataplane
+    dataplane = HaDataplane(
+        backend="kernel" if dp.backend == "kernel" else "userspace", address=cfg.address,
+        home_interface=cfg.home_interface, home_network=cfg.home_network, table=dp.table,
+        rule_priority=dp.rule_priority, tunnel_interface=dp.tunnel_interface, log=log,
+        proxy_arp=cfg.proxy_arp, kernel_tunnels=cfg.kernel_tunnels)
+    try:
+        await dataplane.cleanup_leftovers()
+    finally:
+        dataplane.nl.close()
+    limiter = SourceLimiter(cfg.address, Limits(rate=1, burst=1))
+    with contextlib.suppress(OSError, NetlinkError, iptc.IPTCError):
+        await limiter.stop()
+
+
+class Cleanup:
+    """`mipro ha --cleanup`, run the way the daemon is (config errors, exit codes)."""
+
+    def __init__(self, cfg: HaConfig, log: EventLog) -> None:
+        self.cfg, self.log = cfg, log
+
+    async def run(self) -> None:
+        await cleanup(self.cfg, self.log)
+        self.log("cleaned-up", config=self.cfg.path)
+
+
+def cleanup_main(config_path: str) -> int:
+    return run_daemon("ha", config_path, load_ha, Cleanup)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from pyroute2 import NetlinkError
 
 from ..config.schema import RedundancyConfig
-from ..core.actions import Log, RemoveBinding
+from ..core.actions import InstallBinding, Log, RemoveBinding
 from ..core.bindings import Binding
 from ..core.replication import (
     Group,
@@ -41,16 +41,16 @@ if TYPE_CHECKING:
     from .ha_daemon import HaDaemon
 
 HANDSHAKE_TIMEOUT = 5.0
-PROCESS_NAME = "mipro-ha"  # what keepalived's vrrp_track_process watches
 
 
 @dataclass(frozen=True)
 class KernelSync:
-    """Program (or remove) bindings in the kernel only: a takeover or a stand-down; the
-    table, the journal and the peer already have them."""
+    """A takeover (``install``) or a stand-down of one virtual address, in the kernel
+    only (the table, the journal and the peer have the bindings already).  Resolved
+    when the worker reaches it, so it is ordered with the changes queued before it."""
 
-    install: tuple[Binding, ...] = ()
-    remove: tuple[Binding, ...] = ()
+    address: IPv4Address
+    install: bool
 
 
 class HaRedundancy:
@@ -75,7 +75,7 @@ class HaRedundancy:
         """Before the state file is read: until keepalived says otherwise, nothing of a
         group is primary (unless its address is already ours: keepalived was primary
         before this daemon started)."""
-        set_process_name(PROCESS_NAME)
+        set_process_name(self.cfg.process_name)
         self.run(self.rep.start())
         self.fifo = NotifyFifo(self.cfg.notify_fifo)
         self.d.add_input(self.fifo.fileno(), self._on_fifo)
@@ -130,14 +130,9 @@ class HaRedundancy:
             elif isinstance(a, TrackFile):
                 self._track(a.vrid, self.track_files[a.vrid], a.value)
             elif isinstance(a, TakeOver):
-                mine = tuple(b for b in self.d.engine.bindings if b.home_agent == a.address)
-                self.d.dispatch([KernelSync(install=mine),
-                                 Log("takeover", {"address": a.address, "bindings": len(mine)})])
+                self.d.dispatch([KernelSync(a.address, install=True)])
             elif isinstance(a, StandDown):
-                mine = tuple(b for b in self.d.engine.bindings if b.home_agent == a.address)
-                self.d.dispatch([KernelSync(remove=mine),
-                                 Log("stand-down", {"address": a.address,
-                                                    "bindings": len(mine)})])
+                self.d.dispatch([KernelSync(a.address, install=False)])
             elif isinstance(a, Replicate):
                 self.d.dispatch(self.d.call("replicate", self.d.engine.replicate, a.address,
                                             a.blocks, a.replace, time.time()))
@@ -196,15 +191,31 @@ class HaRedundancy:
 
 
 async def apply_kernel_sync(daemon: HaDaemon, a: KernelSync) -> None:
-    """Takeover/stand-down in the kernel (in the worker: ordered with everything else)."""
-    ops = [("install", b) for b in a.install] + [("remove", b) for b in a.remove]
-    if not ops or daemon.dataplane is None:
+    """Takeover: every binding of the address the kernel lacks goes in (announced by
+    gratuitous ARP: hosts on the home link still have the old primary's MAC for the away
+    MNs).  Stand-down: every one the kernel holds comes out; the table keeps them."""
+    dp = daemon.dataplane
+    if dp is None:
         return
-    try:
-        failed = await daemon.dataplane.apply(ops)
-    except (OSError, NetlinkError) as exc:
-        daemon.log("dataplane-error", "error", ops=len(ops), reason=exc)
-        return
+    if a.install:
+        ops = [("install", b) for b in daemon.engine.bindings
+               if b.home_agent == a.address and dp.bindings.get(b.home_address) is not b]
+    else:
+        ops = [("remove", b) for b in list(dp.bindings.values()) if b.home_agent == a.address]
+    started = time.monotonic()
+    failed: dict[int, str] = {}
+    if ops:
+        try:
+            failed = await dp.apply(ops)
+        except (OSError, NetlinkError) as exc:
+            failed = {i: str(exc) for i in range(len(ops))}
+    if a.install and daemon.redundancy is not None:  # a registration that came in while
+        # keepalived had given us the address but not yet told us: the peer gets it too
+        daemon.redundancy.forward([InstallBinding(b) for i, (_, b) in enumerate(ops)
+                                   if i not in failed], time.time())
+    daemon.log("takeover" if a.install else "stand-down", address=a.address,
+               bindings=len(ops) - len(failed),
+               ms=round((time.monotonic() - started) * 1000, 1))
     if failed:
-        daemon.log("takeover-incomplete", "error", failed=len(failed),
-                   first=next(iter(failed.values())))
+        daemon.log("takeover-incomplete" if a.install else "stand-down-incomplete", "error",
+                   address=a.address, failed=len(failed), first=next(iter(failed.values())))

@@ -19,7 +19,7 @@ inside that session.  Layout (docs/protocol.md has hex examples)::
 Version 2 (the seed's), auth type 0 (the session authenticates: the seed's
 types 0-2 are no protection), adver int in seconds, the checksum the RFC 1071
 sum over the whole message.  Flags: MORE (a data dump continues in the next
-message).  A data block of subtype 1 is one binding with its replay state, so
+message), PRIMARY (the sender is primary for the VRID: its table wins).  A data block of subtype 1 is one binding with its replay state, so
 a backup can take over without the mobile node, and refuse a replayed request.
 """
 
@@ -56,6 +56,7 @@ class Encapsulation(enum.IntEnum):
 ENCAP_NAMES = {Encapsulation.IPIP: "ipip", Encapsulation.GRE: "gre", Encapsulation.UDP: "udp"}
 ENCAP_CODES = {v: k for k, v in ENCAP_NAMES.items()}
 MORE = 0x01
+PRIMARY = 0x02  # the sender holds the virtual address: its table is the table
 REVERSE = 0x01  # block flags
 NONCE = 0x02  # replay protection by nonce (else timestamps)
 
@@ -155,6 +156,7 @@ class SyncMessage:
     subtype: Subtype = Subtype.MOBILE_IP
     blocks: tuple[BindingBlock, ...] = ()
     more: bool = False  # DUMP: more messages of this dump follow
+    primary: bool = False  # the sender is primary for the VRID
     raw: bytes = field(default=b"", compare=False, repr=False)
 
     def encode(self) -> bytes:
@@ -163,8 +165,8 @@ class SyncMessage:
         head = bytes(((VERSION << 4) | int(self.type), self.vrid, self.priority,
                       len(self.addresses), 0, self.advert_interval)) + b"\x00\x00"
         body = b"".join(a.packed for a in self.addresses) + bytes(8)
-        body += len(self.blocks).to_bytes(2, "big") + bytes((int(self.subtype),
-                                                             MORE if self.more else 0))
+        flags = (MORE if self.more else 0) | (PRIMARY if self.primary else 0)
+        body += len(self.blocks).to_bytes(2, "big") + bytes((int(self.subtype), flags))
         for block in self.blocks:
             data = block.encode()
             body += len(data).to_bytes(2, "big") + data
@@ -202,7 +204,7 @@ class SyncMessage:
         if subtype != Subtype.MOBILE_IP:
             raise DecodeError(sub_at, f"unknown data subtype {subtype}")
         flags = r.u8("flags")
-        if flags & ~MORE:
+        if flags & ~(MORE | PRIMARY):
             raise DecodeError(sub_at + 1, f"unknown flags 0x{flags:02x}")
         blocks = []
         for _ in range(nblocks):
@@ -214,14 +216,14 @@ class SyncMessage:
         if kind is SyncType.DUMP_REQUEST and blocks:
             raise DecodeError(sub_at - 2, "a data dump request carries no data")
         return cls(kind, vrid, priority, addresses, advert, Subtype(subtype), tuple(blocks),
-                   bool(flags & MORE), bytes(data))
+                   bool(flags & MORE), bool(flags & PRIMARY), bytes(data))
 
     def describe(self) -> dict[str, object]:
         return {"message": f"redundancy-{self.type.name.lower().replace('_', '-')}",
                 "version": VERSION, "type": int(self.type), "vrid": self.vrid,
                 "priority": self.priority, "addresses": [str(a) for a in self.addresses],
                 "advert_interval": self.advert_interval, "subtype": int(self.subtype),
-                "more": self.more, "blocks": [b.describe() for b in self.blocks]}
+                "more": self.more, "primary": self.primary, "blocks": [b.describe() for b in self.blocks]}
 
 
 def blocks_per_message(nai_bytes: int = 32, limit: int = 60_000) -> int:

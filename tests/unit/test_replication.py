@@ -261,3 +261,56 @@ def test_replicated_state_never_reaches_the_kernel_of_a_backup():
     assert len(b.ha.bindings) == 3 and not b.kernel
     acts = b.ha.replicate(VIP, tuple(a.ha.export(VIP, NOW + 1)), False, NOW + 1)
     assert all(isinstance(x, InstallBinding | RemoveBinding) for x in acts)
+
+
+def test_both_starting_the_intended_primarys_table_wins():
+    """Both home agents start from their state files at once (a site power cut): neither
+    is primary yet, each asks the other for a dump.  The one with the higher configured
+    priority keeps its own table; the other takes it.  No swap, no merge."""
+    a, b = Side("ha1"), Side("ha2")
+    a.rep = Replication([Group(51, VIP, "VI_HA", priority=100)], KEY, a.ha.export, NOW)
+    b.rep = Replication([Group(51, VIP, "VI_HA", priority=90)], KEY, b.ha.export, NOW)
+    register(a.ha, 0, NOW)  # A's state file has MN 0, B's (older) has MN 1
+    register(b.ha, 1, NOW)
+    connect(a, b)
+    assert {x.home_address for x in a.ha.bindings} == {home(0)}
+    assert {x.home_address for x in b.ha.bindings} == {home(0)}
+    assert a.track == b.track == {51: 0}
+    assert a.rep.counters["dumps_kept_ours"] == 1 and "dumps_kept_ours" not in b.rep.counters
+
+
+def test_a_dump_from_the_primary_always_wins():
+    a, b = Side("ha1"), Side("ha2")
+    b.rep = Replication([Group(51, VIP, "VI_HA", priority=200)], KEY, b.ha.export, NOW)
+    a.run(a.rep.vrrp_state("VI_HA", "MASTER", NOW))  # the lower priority holds the address
+    a.accept(0)
+    register(b.ha, 1, NOW)
+    connect(a, b)
+    assert {x.home_address for x in b.ha.bindings} == {home(0)}  # B asked and took A's
+    assert {x.home_address for x in a.ha.bindings} == {home(0)}  # A, primary, ignored B's
+
+
+def test_keepalived_restarting_gets_the_track_file_rewritten():
+    """keepalived may reset its track file when it restarts: every state it reports gets
+    mipro's current value written again."""
+    a, b = pair()
+    connect(a, b)
+    b.track.clear()
+    b.run(b.rep.vrrp_state("VI_HA", "FAULT", NOW + 1))
+    assert b.track == {51: 0}
+
+
+def test_a_hello_alone_does_not_make_a_session():
+    """Anyone who can reach the port can send a hello: the session is up only once the
+    peer's first record verifies, and nothing but our own proof is sent before that."""
+    a, b = pair()
+    for i in range(3):
+        a.accept(i)
+    a.outbox.clear()
+    a.run(a.rep.session_up(False, b"a" * 16))
+    a.outbox.clear()
+    a.run(a.rep.session_data(Session(b"not the key", True, b"m" * 16).hello(), NOW))
+    assert not a.rep.session.established and a.rep.describe(NOW)["session"] == "handshake"
+    assert len(a.outbox) == 1 and len(a.outbox[0]) == 4 + 1 + 8 + 8 + 32  # our ack: no data
+    a.run(a.rep.forward(VIP, [a.ha.block_of(b, NOW) for b in a.ha.bindings], NOW))
+    assert len(a.outbox) == 1  # nothing forwarded to an unproven peer

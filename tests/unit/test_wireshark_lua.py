@@ -589,7 +589,8 @@ def sync_session(port: int = SYNC_PORT):
     rec = backup.message(request, 1.0)
     deliver(backup, primary, RESPONDER, [rec], [(1, rec, request)])
 
-    dump1 = SyncMessage(SyncType.DUMP, 51, 100, (A("10.1.0.1"),), 1, more=True, blocks=(
+    dump1 = SyncMessage(SyncType.DUMP, 51, 100, (A("10.1.0.1"),), 1, more=True, primary=True,
+                        blocks=(
         block("10.1.0.100", "198.51.100.106", reverse_tunnel=True, nai="mn1@home.example"),
         block("10.1.0.101", "192.0.2.129", encapsulation="gre", nonce=0x1234ABCD, spi=300,
               lifetime_left=42, nai="mn2@home.example"),
@@ -621,8 +622,9 @@ def sync_message_fields(m: SyncMessage, encoded: bytes):
     out += [("mipro.sync.msg.auth_data", hexbytes(bytes(8))),
             ("mipro.sync.msg.count_d", str(len(m.blocks))),
             ("mipro.sync.msg.subtype", str(int(m.subtype))),
-            ("mipro.sync.msg.flags", "0x01" if m.more else "0x00"),
+            ("mipro.sync.msg.flags", f"0x{(1 if m.more else 0) | (2 if m.primary else 0):02x}"),
             ("mipro.sync.msg.flags.more", flag(m.more)),
+            ("mipro.sync.msg.flags.primary", flag(m.primary)),
             ("mipro.sync.msg.flags.reserved", "0x00")]
     for b in m.blocks:
         nai = b.nai.encode()

@@ -82,6 +82,10 @@ class Netlink:
         return [(IPv4Address(a.get("address")), a["prefixlen"])
                 async for a in await self.ipr.get_addr(index=idx, family=2)]
 
+    async def all_addresses(self) -> set[IPv4Address]:
+        """Every IPv4 address of this host (namespace), on any link."""
+        return {IPv4Address(a.get("address")) async for a in await self.ipr.get_addr(family=2)}
+
     # --- routes and rules in mipro's own table -----------------------------------
 
     async def route_replace(self, dst: IPv4Network, table: int, *, oif: str | None = None,

@@ -63,11 +63,17 @@ def inner_addresses(inner: bytes) -> tuple[IPv4Address, IPv4Address]:
     return IPv4Address(inner[12:16]), IPv4Address(inner[16:20])
 
 
+IP_FREEBIND = 15  # linux/in.h; not exported by Python's socket module
+
+
 def raw_socket(proto: int, bind: IPv4Address | None = None) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, proto)
     sock.setblocking(False)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
     if bind is not None:
+        # freebind: a backup home agent binds the virtual address before keepalived gives
+        # it one (it sends nothing until it has)
+        sock.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)
         sock.bind((str(bind), 0))
     return sock
