@@ -9,7 +9,8 @@ STAMP := $(VENV)/.mipro-installed
 
 APT_PACKAGES := python3 python3-venv python3-dev iptables libip4tc2 libip6tc2 iproute2 \
 	ipset conntrack tshark tcpdump dnsmasq-base slapd ldap-utils iperf3 procps iputils-ping \
-	qemu-system-x86 linux-image-amd64 busybox-static kmod nftables libnftables1 gcc libc6-dev
+	qemu-system-x86 linux-image-amd64 busybox-static kmod nftables libnftables1 gcc libc6-dev \
+	keepalived
 
 .PHONY: all setup apt venv test test-unit test-integration test-kernel lint fuzz demo \
 	codec-demo bench bench-kernel bench-flood clean

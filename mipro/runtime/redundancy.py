@@ -30,6 +30,7 @@ from pathlib import Path
 from ..core.replication import NONCE_BYTES
 
 PR_SET_NAME = 15
+DIAL_BACKOFF_MAX = 1.0
 
 
 def set_process_name(name: str) -> None:
@@ -175,7 +176,9 @@ class SyncTransport:
                 except (OSError, TimeoutError) as exc:
                     self.log("redundancy-dial-failed", "debug", peer=self.peer, reason=exc)
                     await asyncio.sleep(delay)
-                    delay = min(delay * 2, 5.0)
+                    # at most a second: a peer that has just started waits only
+                    # redundancy.alone_after for us before it trusts its own table
+                    delay = min(delay * 2, DIAL_BACKOFF_MAX)
                     continue
                 delay = 0.2
                 await self._run(reader, writer, True)

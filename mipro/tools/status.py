@@ -33,6 +33,20 @@ def filter_row(f: dict, zone: str) -> tuple[str, str, str, str, str]:
     return f["source"], f["destination"], proto, nat, action
 
 
+def redundancy_text(r: dict) -> str:
+    """Role per virtual address, the peer, the session's lag, the last resync."""
+    import time
+
+    lines = [f"redundancy: peer {r['peer']} (from {r['local']}), session {r['session']}, "
+             f"lag {r['lag_messages']} messages / {r['lag_seconds']} s"]
+    for g in r["groups"]:
+        when = g.get("last_resync")
+        ago = f"{time.time() - when:.0f} s ago" if when else "never"
+        lines.append(f"  VRID {g['vrid']} {g['address']} ({g['instance']}): {g['role']}, "
+                     f"{'in sync' if g['in_sync'] else 'NOT in sync'}, last resync {ago}")
+    return "\n".join(lines)
+
+
 def run(socket_path: str | None, role: str | None, as_json: bool) -> int:
     path = socket_path or _default_socket(role)
     if path is None:
@@ -52,6 +66,9 @@ def run(socket_path: str | None, role: str | None, as_json: bool) -> int:
     for key in ("state", "address", "home_address", "care_of_address", "uptime"):
         if key in answer:
             print(f"{key}: {answer[key]}")
+    redundancy = answer.get("redundancy")
+    if redundancy:
+        print(redundancy_text(redundancy))
     bindings = answer.get("bindings", [])
     if answer.get("role") != "fa":
         print(f"bindings: {len(bindings)}")
