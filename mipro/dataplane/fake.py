@@ -13,6 +13,7 @@ touching its kernel.
 
 from __future__ import annotations
 
+from collections import deque
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import Any
 
@@ -76,7 +77,8 @@ class FakeHaDataplane:
 
     def __init__(self, log: Any = None, fail_on: set[IPv4Address] | None = None) -> None:
         self.bindings: dict[IPv4Address, Binding] = {}
-        self.calls: list[tuple[str, IPv4Address]] = []
+        # the latest calls only: `backend = "fake"` HAs run for long (bench/registration.py)
+        self.calls: deque[tuple[str, IPv4Address]] = deque(maxlen=1024)
         self.fail_on = fail_on or set()
 
     async def start(self, loop: Any) -> None:
