@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import gc
 import os
 import socket
 import time
@@ -30,6 +29,7 @@ from ..subscribers.file_store import load_subscribers
 from ..subscribers.model import StoreUnavailable, Unavailable
 from ..wire import AgentFlags
 from .daemon import EngineDaemon, datagrams, run_daemon
+from .gcpolicy import LongLivedHeap
 from .ha_redundancy import HaRedundancy, KernelSync, apply_kernel_sync
 from .journal import BindingJournal
 from .logging import LEVELS, EventLog
@@ -103,6 +103,7 @@ class HaDaemon(EngineDaemon[HomeAgent]):
         self.lookup_pool: concurrent.futures.ThreadPoolExecutor | None = None
         self.flood_limit: SourceLimiter | None = None
         self.redundancy = HaRedundancy(self, cfg.redundancy) if cfg.redundancy else None
+        self.heap = LongLivedHeap()
 
     # --- lifecycle ------------------------------------------------------------------
 
@@ -143,7 +144,7 @@ class HaDaemon(EngineDaemon[HomeAgent]):
             self.add_input(self.icmp.fileno(), self._on_icmp)
             self._advertise()
         self._reschedule()
-        gc.freeze()  # subscribers and restored bindings are long-lived: keep them out of GC scans
+        self.heap.start()  # subscribers and bindings are long-lived: out of the GC's scans
         self.log("started", address=self.cfg.address, config=self.cfg.path,
                  bindings=len(self.engine.bindings), pid=os.getpid())
         notify("READY=1\nSTATUS=serving")
@@ -159,6 +160,7 @@ class HaDaemon(EngineDaemon[HomeAgent]):
             self.advert_timer.cancel()
         await self.work.join()
         worker.cancel()
+        self.heap.stop()
         await self._final_flush()
         if self.redundancy is not None:
             await self.redundancy.stop()

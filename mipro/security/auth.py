@@ -35,7 +35,7 @@ def compute(algorithm: Algorithm, key: bytes, data: bytes) -> bytes:
     raise ValueError(f"unknown algorithm {algorithm!r}")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SecurityAssociation:
     """One mobility security association: SPI, key and algorithm."""
 
