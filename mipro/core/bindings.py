@@ -42,13 +42,25 @@ class Binding:
                 self.source_port]
 
     @classmethod
-    def from_row(cls, row: list[Any]) -> Binding:
+    def from_row(cls, row: list[Any], seen: dict[Any, IPv4Address] | None = None) -> Binding:
+        """``seen``: addresses read so far, shared (many bindings have the same care-of
+        address, home agent and source: one object each, parsed once)."""
         (home, coa, ha, lifetime, expires, registered, ident, encap, reverse, nai, spi, source,
          port) = row
-        return cls(IPv4Address(home), IPv4Address(coa), IPv4Address(ha), int(lifetime),
+        seen = {} if seen is None else seen
+        return cls(IPv4Address(home), _shared(seen, coa), _shared(seen, ha), int(lifetime),
                    float(expires), float(registered), int(ident), str(encap), bool(reverse),
-                   str(nai), int(spi), None if source is None else IPv4Address(source),
+                   str(nai), int(spi), None if source is None else _shared(seen, source),
                    int(port))
+
+
+def _shared(seen: dict[Any, IPv4Address], text: Any) -> IPv4Address:
+    address = seen.get(text) if isinstance(text, str) else None
+    if address is None:
+        address = IPv4Address(text)
+        if isinstance(text, str) and len(seen) < 1 << 16:
+            seen[text] = address
+    return address
 
 
 class BindingTable:

@@ -98,7 +98,7 @@ class _Challenge:
     expires: float
 
 
-@dataclass
+@dataclass(slots=True)
 class _ReplayState:
     last_accepted: int | None = None  # timestamps: the last identification used
     nonce: int | None = None  # nonces: what the MN must put in its next request

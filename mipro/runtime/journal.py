@@ -55,6 +55,7 @@ class BindingJournal:
         the others are kept.  Only a snapshot that is not a version-2 state file at all
         raises ValueError."""
         bindings: dict[IPv4Address, Binding] = {}
+        seen: dict[str, IPv4Address] = {}  # care-of addresses, home agents, sources
         self.skipped = []
         data = statefile.read(self.snapshot)
         if data:
@@ -66,7 +67,7 @@ class BindingJournal:
                 raise ValueError(f"{self.snapshot}: no list of bindings")
             for i, row in enumerate(rows):
                 try:
-                    b = Binding.from_row(row)
+                    b = Binding.from_row(row, seen)
                 except (TypeError, ValueError) as exc:
                     self.skipped.append(f"{self.snapshot}: binding {i + 1}: {_why(exc)}")
                     continue
@@ -80,7 +81,7 @@ class BindingJournal:
                     try:
                         op, value = json.loads(line)
                         if op == "+":
-                            b = Binding.from_row(value)
+                            b = Binding.from_row(value, seen)
                             bindings[b.home_address] = b
                         elif op == "-" and isinstance(value, str):
                             bindings.pop(IPv4Address(value), None)
