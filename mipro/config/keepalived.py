@@ -78,8 +78,8 @@ class Want:
     track_file: str
 
 
-def check(path: str | Path, notify_fifo: str, wants: list[Want]) -> tuple[list[str],
-                                                                           list[str]]:
+def check(path: str | Path, notify_fifo: str, wants: list[Want],
+          process_name: str = "mipro-ha") -> tuple[list[str], list[str]]:
     """(errors, warnings), each as ``FILE: WHERE: PROBLEM``."""
     text = Path(path).read_text()
     conf = parse(text)
@@ -97,6 +97,8 @@ def check(path: str | Path, notify_fifo: str, wants: list[Want]) -> tuple[list[s
     track_files = {b.args[0].strip('"'): b for b in conf.all("track_file") + conf.all(
         "vrrp_track_file") if b.args}
     instances = {b.args[0].strip('"'): b for b in conf.all("vrrp_instance") if b.args}
+    processes = {b.args[0].strip('"'): b.value("process") for b in
+                 conf.all("vrrp_track_process") if b.args}
     for w in wants:
         inst = instances.get(w.instance)
         where = f"vrrp_instance {w.instance}"
@@ -126,6 +128,17 @@ def check(path: str | Path, notify_fifo: str, wants: list[Want]) -> tuple[list[s
             if weight not in (None, "0"):
                 err(f"track_file {name}", f"weight {weight}: mipro writes 1 for 'not in "
                                           "sync', which needs weight 0 (non-zero = FAULT)")
+        watched = [processes.get(b.keyword.strip('"')) for t in inst.all("track_process")
+                   for b in t.children]
+        for name in watched:
+            if name is not None and name.strip('"') != process_name:
+                err(where, f"tracks process {name}, but mipro's process is named "
+                           f"{process_name} (redundancy.process_name): if mipro died, "
+                           "the address would stay")
+        if not watched and not inst.all("track_script"):
+            warnings.append(f"{path}: {where}: tracks neither mipro's process "
+                            "(vrrp_track_process) nor a script: if mipro dies, keepalived "
+                            "keeps the address")
         if inst.first("nopreempt") is None and inst.first("preempt_delay") is None:
             warnings.append(f"{path}: {where}: neither nopreempt nor preempt_delay: a "
                             "home agent coming back takes the address back at once")

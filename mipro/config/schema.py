@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Address, ip_address
 from pathlib import Path
 
 from ..dataplane import BACKENDS
@@ -28,6 +28,7 @@ class RuntimeConfig:
     control_socket: str
     state_file: str | None = None
     log_level: str = "info"
+    metrics_listen: tuple[str, int] | None = None  # (address, port); None: no metrics
 
 
 @dataclass(frozen=True)
@@ -157,7 +158,30 @@ def _runtime(c: Checker, role: str) -> RuntimeConfig:
         state_file=c.get("runtime.state_file", str,
                          f"/var/lib/mipro/{role}-bindings.json" if role == "ha" else None),
         log_level=c.choice("runtime.log_level", ("debug", "info", "warning", "error"), "info"),
+        metrics_listen=_listen(c, "runtime.metrics_listen"),
     )
+
+
+def _listen(c: Checker, key: str) -> tuple[str, int] | None:
+    """"ADDRESS:PORT" (an IPv6 address in brackets, "[::1]:9434") → (address, port).
+    An address is required: all addresses ("0.0.0.0", "[::]") only when written so."""
+    text = c.get(key, str, None)
+    if text is None:
+        return None
+    host, _, port = text.rpartition(":")
+    bracketed = host.startswith("[") and host.endswith("]")
+    try:
+        ip: IPv4Address | IPv6Address | None = ip_address(host[1:-1] if bracketed else host)
+    except ValueError:
+        ip = None
+    if ip is None or not port.isdigit() or (ip.version == 6) != bracketed:
+        c.error(key, f"{text!r} is not ADDRESS:PORT like \"127.0.0.1:9434\" or "
+                     "\"[::1]:9434\"")
+        return None
+    if not 0 < int(port) <= 65535:
+        c.error(key, f"port {port} is not 1 to 65535")
+        return None
+    return str(ip), int(port)
 
 
 def _sa(c: Checker, prefix: str) -> SecurityAssociation | None:
@@ -265,7 +289,7 @@ def load_ha(path: str | Path) -> HaConfig:
         "ha.limits": {"per_source", "per_source_burst", "unknown_sources", "unsigned_replies",
                       "kernel"},
         "dataplane": {"backend", "table", "rule_priority", "tunnel_interface"},
-        "runtime": {"control_socket", "state_file", "log_level"},
+        "runtime": {"control_socket", "state_file", "log_level", "metrics_listen"},
         "subscribers": {"store", "file", "ldap"},
     })
     c.done()
@@ -416,7 +440,7 @@ def load_mn(path: str | Path) -> MnConfig:
                "notify_previous_fa", "udp_tunnel"},
         "interface": {"name", "care_of", "address", "gateway"},
         "dataplane": {"backend", "table", "rule_priority", "tunnel_interface"},
-        "runtime": {"control_socket", "state_file", "log_level"},
+        "runtime": {"control_socket", "state_file", "log_level", "metrics_listen"},
     })
     c.done()
     if cfg.home_address not in cfg.home_network:
@@ -514,7 +538,7 @@ def load_fa(path: str | Path) -> FaConfig:
         "fa.limits": {"per_mac", "per_mac_burst", "unknown_macs", "unkeyed_home_agent", "pending",
                       "pending_per_mac", "kernel"},
         "dataplane": {"backend", "table", "rule_priority"},  # a tunnel device per HA
-        "runtime": {"control_socket", "state_file", "log_level"},
+        "runtime": {"control_socket", "state_file", "log_level", "metrics_listen"},
     })
     c.done()
     if peers or mns:

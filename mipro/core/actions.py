@@ -52,11 +52,15 @@ class Log:
     level: str = "info"
 
     def line(self) -> str:
+        """One line, whatever the fields hold: a value with spaces or quotes is quoted,
+        and control characters (a newline in a peer's bytes or an exception) escaped."""
         parts = [f"event={self.event}"]
         for key, value in self.fields.items():
             text = str(value)
-            if not text or any(c.isspace() for c in text) or '"' in text:
-                text = '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+            if not text or any(c.isspace() or c == '"' or not c.isprintable() for c in text):
+                text = text.replace("\\", "\\\\").replace('"', '\\"')
+                text = '"' + "".join(c if c.isprintable() else
+                                     c.encode("unicode_escape").decode() for c in text) + '"'
             parts.append(f"{key}={text}")
         return " ".join(parts)
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address
 
 from ..wire import AgentAdvertisement, AgentFlags, MobilityAgentExtension, PrefixLengthsExtension
-from .actions import Action, SendIcmp
+from .actions import SendIcmp
 
 ALL_SYSTEMS = IPv4Address("224.0.0.1")
 
@@ -53,14 +53,14 @@ class Advertiser:
     def next_timer(self) -> float:
         return self.next_at
 
-    def handle_timer(self, now: float) -> list[Action]:
+    def handle_timer(self, now: float) -> list[SendIcmp]:
         if now < self.next_at:
             return []
         # RFC 1256 jitter keeps agents on one link from synchronising
         self.next_at = now + self.policy.interval * random.uniform(0.9, 1.0)
         return [SendIcmp(ALL_SYSTEMS, self._advert())]
 
-    def solicited(self, src: IPv4Address, now: float) -> list[Action]:
+    def solicited(self, src: IPv4Address, now: float) -> list[SendIcmp]:
         """Answer a solicitation by multicast (RFC 5944 §2.4 allows it): a mobile node's
         source is its home address, for which an agent must not ARP.  One multicast
         answer serves every node on the link, so at most one per ``SOLICITED_GAP``

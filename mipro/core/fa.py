@@ -423,6 +423,7 @@ class ForeignAgent:
                 "routes and filters cannot be authenticated"}, "warning"))
         old = self.visitors.get(visitor.key)
         code = reply.code
+        self._count(f"relayed_reply_{code}")  # the home agent's answers, by code
         if code in (0, 1) and reply.lifetime > 0:
             lifetime = min(reply.lifetime, visitor.requested_lifetime)
             in_use = self.policy.address_in_use

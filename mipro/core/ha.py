@@ -62,6 +62,8 @@ BROADCAST = IPv4Address("255.255.255.255")
 FLAG_S, FLAG_D, FLAG_M, FLAG_G, FLAG_T = (int(f) for f in (
     RequestFlags.S, RequestFlags.D, RequestFlags.M, RequestFlags.G, RequestFlags.T))
 FLAGS_RESERVED = int(RequestFlags.r | RequestFlags.x)
+ACCEPTED_COUNTERS = {c: f"accepted_{int(c)}" for c in (Code.ACCEPTED,
+                                                     Code.ACCEPTED_NO_SIMULTANEOUS)}
 UNRESOLVED = object()  # the directory not asked yet (its answer None means: unknown)
 
 
@@ -276,7 +278,11 @@ class HomeAgent:
         """The primary's bindings of ``address`` into our table, with their replay state
         (so a request replayed after a failover is still refused).  ``replace``: this is
         the whole table of that address (a dump): what is not in it goes.  The actions
-        program the kernel only where we are primary (the runtime decides)."""
+        program the kernel only where we are primary (the runtime decides).
+
+        A block gets the checks a registration would (a subscriber's own home address, a
+        care-of address elsewhere, our lifetime cap and encapsulations): the key makes
+        the peer trusted, not its configuration.  Replay state only ever moves forward."""
         actions: list[Action] = []
         seen: set[IPv4Address] = set()
         for blk in blocks:
@@ -284,18 +290,25 @@ class HomeAgent:
                 self._count("replicated_wrong_group")
                 continue
             home = blk.home_address
+            problem = self._replicable(blk)
+            if problem is not None:
+                self._count("replicated_refused")
+                actions.append(Log("replicated-refused", {"home": home,
+                                                          "reason": problem}, "warning"))
+                continue
             seen.add(home)
-            state = self.replay.setdefault(home, _ReplayState())
-            state.last_accepted = max(state.last_accepted or 0, blk.identification)
-            if blk.nonce is not None:
-                state.nonce = blk.nonce
+            self._replay_from(blk, now)
+            old = self.bindings.get(home)
             if not blk.lifetime_left:
-                old = self.bindings.pop(home)
-                if old is not None:
+                if old is not None and old.home_agent == address:
+                    self.bindings.pop(home)
                     actions.append(RemoveBinding(old, "replicated"))
                 continue
-            b = Binding(home, blk.care_of_address, blk.home_agent, blk.lifetime,
-                        now + blk.lifetime_left, now, blk.identification, blk.encapsulation,
+            if old is not None and old.home_agent != address:  # it moved to this group
+                actions.append(RemoveBinding(old, "replicated"))
+            left = min(blk.lifetime_left, self.policy.max_lifetime)
+            b = Binding(home, blk.care_of_address, blk.home_agent, min(blk.lifetime, left),
+                        now + left, now, blk.identification, blk.encapsulation,
                         blk.reverse_tunnel, blk.nai, blk.spi, blk.source, blk.source_port)
             self.bindings.put(b)
             self._trust(blk.source)
@@ -307,6 +320,40 @@ class HomeAgent:
                     actions.append(RemoveBinding(b, "resync"))
         self._count("replicated", len(seen))
         return actions
+
+    def _replicable(self, blk: BindingBlock) -> str | None:
+        """Why this home agent would not hold that binding, or None."""
+        found = self.directory.peek(blk.home_address, blk.nai or None)
+        if found is None or (isinstance(found, Subscriber) and
+                             found.home_address != blk.home_address):
+            return "not a subscriber's home address"
+        if not blk.lifetime_left:
+            return None  # a removal: nothing of it reaches the kernel
+        try:
+            self._check_care_of(blk.care_of_address, blk.home_address)
+        except Denied as exc:
+            return exc.reason
+        if blk.encapsulation == "udp":
+            if not self.policy.udp_tunnelling:
+                return "UDP tunnels are off here"
+        elif blk.encapsulation not in self.policy.encapsulations:
+            return f"encapsulation {blk.encapsulation} is off here"
+        return None
+
+    def _replay_from(self, blk: BindingBlock, now: float) -> None:
+        """The peer's replay state, never backwards.  Timestamps: the newest identification
+        (they are times).  Nonces (random, not ordered): the peer's nonce unless we accepted
+        a registration of that MN later than it did (after a partition, the nonce we handed
+        out with it must stay: the request it answered is refused again)."""
+        state = self.replay.setdefault(blk.home_address, _ReplayState())
+        if blk.nonce is None:
+            state.last_accepted = max(state.last_accepted or 0, blk.identification)
+            return
+        ours = self.bindings.get(blk.home_address)
+        theirs_at = now - (blk.lifetime - blk.lifetime_left)
+        if ours is not None and ours.registered > theirs_at + 1.0:
+            return
+        state.last_accepted, state.nonce = blk.identification, blk.nonce
 
     def install_failed(self, action: InstallBinding, reason: str, now: float) -> list[Action]:
         """The kernel refused a binding the engine accepted: forget it, undo what may have
@@ -460,6 +507,7 @@ class HomeAgent:
             udp = self._nat_traversal(req, who, home, src, port, utr, nat, reply_id, now)
             encapsulation = "udp"
         code = Code.ACCEPTED_NO_SIMULTANEOUS if flags & FLAG_S else Code.ACCEPTED
+        self._count(ACCEPTED_COUNTERS[code])  # by reply code; the kind is counted below
         actions: list[Action] = []
         if deregister:
             old = self.bindings.pop(home)

@@ -240,6 +240,7 @@ class Replication:
         self.session: Session | None = None
         self.alone_at: float | None = now + alone_after
         self.counters: dict[str, int] = {}
+        self.session_since: float | None = None  # when the current session was proven
 
     # --- keepalived ------------------------------------------------------------------
 
@@ -296,7 +297,7 @@ class Replication:
         if s.keyed and not was_keyed:  # prove we hold the key: the peer's first record
             actions.append(SyncSend(s.ack(now)))
         if s.established and not was_established:
-            self.alone_at = None
+            self.alone_at, self.session_since = None, now
             actions.append(Log("redundancy-session-up", {"initiator": s.initiator}))
             for g in self.groups.values():
                 if g.role is not Role.MASTER:
@@ -425,6 +426,7 @@ class Replication:
         lag = s.lag(now) if s is not None else (0, 0.0)
         return {"session": "up" if s is not None and s.established else
                 "handshake" if s is not None else "down",
+                "since": self.session_since if s is not None and s.established else None,
                 "lag_messages": lag[0], "lag_seconds": round(lag[1], 3),
                 "groups": [{"vrid": g.group.vrid, "address": str(g.group.address),
                             "instance": g.group.instance, "role": g.role.value,

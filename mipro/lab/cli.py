@@ -10,6 +10,7 @@ import sys
 import traceback
 from pathlib import Path
 
+from .draw import DrawError, dot_source, render
 from .lab import LAB_DIR, SCENARIOS, Lab, LabError
 
 
@@ -35,15 +36,25 @@ def current(prefix: str) -> Lab | None:
     return Lab(data["scenario"], prefix=prefix, out=Path(data["out"]))
 
 
+def draw(lab: Lab, out: Path | None = None, stem: str = "topology") -> list[Path]:
+    """The scenario's topology and checked paths (mipro/lab/draw.py) into ``out``
+    (default: the scenario's output folder)."""
+    dot = dot_source(lab.scenario, lab.spec, lab.topology, str(lab.dir / "scenario.toml"))
+    return render(dot, out or lab.out, stem)
+
+
 def run_scenario(name: str, prefix: str) -> int:
     lab = Lab(name, prefix=prefix)
     print(f"== scenario {name}: {lab.spec.get('description', '').strip()}")
     try:
         lab.up()
+        written = draw(lab)
+        picture = next((p for p in written if p.suffix == ".svg"), written[0])
         load_check(name).run(lab, say=lambda s: print(f"   {s}"))
-        print(f"== {name}: PASS (captures and logs in {lab.out})")
+        print(f"== {name}: PASS (captures and logs in {lab.out}; the topology and the "
+              f"paths checked: {picture})")
         return 0
-    except (AssertionError, LabError) as exc:
+    except (AssertionError, LabError, DrawError) as exc:
         print(f"== {name}: FAIL: {exc}")
         traceback.print_exc()
         for log in sorted((lab.out / "logs").glob("*.log")):
@@ -69,6 +80,10 @@ def main(argv: list[str] | None = None) -> int:
     ex.add_argument("command", nargs=argparse.REMAINDER)
     run = sub.add_parser("run", help="build, drive traffic, check, tear down")
     run.add_argument("scenario", nargs="+")
+    dr = sub.add_parser("draw", help="draw scenarios' topologies and checked paths (graphviz)")
+    dr.add_argument("scenario", nargs="*", help="default: every scenario")
+    dr.add_argument("--out", type=Path, help="write DIR/lab-SCENARIO.{dot,svg,png} instead "
+                    "of netns-lab/out/SCENARIO/topology.*")
     a = p.parse_args(argv)
 
     if a.cmd == "list":
@@ -110,6 +125,16 @@ def main(argv: list[str] | None = None) -> int:
         os.execvp("ip", ["ip", "netns", "exec", f"{a.prefix}-{a.node}", *a.command])
     if a.cmd == "run":
         return max(run_scenario(name, a.prefix) for name in a.scenario)
+    if a.cmd == "draw":
+        try:
+            for name in a.scenario or scenarios():
+                lab = Lab(name, prefix=a.prefix)
+                written = draw(lab, a.out, f"lab-{name}" if a.out else "topology")
+                print(f"{name}: {' '.join(str(p) for p in written)}")
+        except (LabError, DrawError) as exc:
+            print(f"lab draw: {exc}", file=sys.stderr)
+            return 1
+        return 0
     return 2
 
 

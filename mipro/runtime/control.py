@@ -12,9 +12,11 @@ from typing import Any
 
 
 class ControlServer:
-    def __init__(self, path: str, handler: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+    def __init__(self, path: str, handler: Callable[[dict[str, Any]], dict[str, Any]],
+                 on_stop: Callable[[], None] | None = None) -> None:
         self.path = path
         self.handler = handler
+        self.on_stop = on_stop  # what else stops with it (the metrics endpoint)
         self.server: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
@@ -25,6 +27,8 @@ class ControlServer:
         os.chmod(self.path, 0o660)
 
     async def stop(self) -> None:
+        if self.on_stop is not None:
+            self.on_stop()
         if self.server is not None:
             self.server.close()
             await self.server.wait_closed()

@@ -15,10 +15,12 @@ from typing import Any, Generic, Protocol, TypeVar
 from pyroute2 import NetlinkError
 
 from ..config import ConfigError
+from ..core.actions import Log
 from ..dataplane.kernel.detect import choose_backend
 from ..dataplane.kernel.netlink import Netlink
 from .control import ControlServer
-from .logging import EventLog
+from .logging import EventLog, capture_library_logs
+from .metrics import Metrics
 
 
 class Engine(Protocol):
@@ -57,6 +59,7 @@ class EngineDaemon(Generic[E]):
         self.inputs_paused = False
         self.input_pauses = 0
         self.flush_timer: asyncio.TimerHandle | None = None
+        self.metrics: Metrics | None = None  # runtime.metrics_listen
 
     async def pick_backend(self, wanted: str) -> str:
         """Resolve dataplane.backend ("auto" tries the kernel's tunnels) and say why."""
@@ -68,16 +71,42 @@ class EngineDaemon(Generic[E]):
         self.log("dataplane", backend=backend, reason=self.backend_reason)
         return backend
 
+    def listen_metrics(self) -> None:
+        """Bind runtime.metrics_listen (ConfigError if it cannot be): before ``run``
+        touches the kernel; answered from ``serve_operations`` on."""
+        if self.cfg.runtime.metrics_listen is not None:
+            self.metrics = Metrics(self)
+            self.metrics.listen(self.cfg)
+
+    def request_seen(self, data: bytes, host: object, port: int) -> None:
+        """A registration request read (for mipro_registration_duration_seconds)."""
+        if self.metrics is not None and self.metrics.timer is not None:
+            self.metrics.timer.request_in(data, host, port)
+
+    def reply_sent(self, data: bytes, host: object, port: int) -> None:
+        """A registration reply sent: the request's time is observed."""
+        if self.metrics is not None and self.metrics.timer is not None:
+            self.metrics.timer.reply_out(data, host, port)
+
     async def serve_operations(self, control_socket: str) -> ControlServer:
-        """The control socket, SIGHUP = reload, SIGTERM/SIGINT = stop."""
-        control = ControlServer(control_socket, self.handle_control)
+        """The control socket (and the metrics endpoint), SIGHUP = reload, SIGTERM/SIGINT
+        = stop."""
+        control = ControlServer(control_socket, self.handle_control, self._stop_metrics)
         await control.start()
         loop = asyncio.get_running_loop()
+        if self.metrics is not None:
+            self.metrics.serve(loop)
+            host, port = self.metrics.address
+            self.log("metrics", listen=f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
         loop.add_signal_handler(signal.SIGHUP, self._guarded_reload)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
         self.flush_timer = loop.call_later(self.LOG_FLUSH, self._flush_logs)
         return control
+
+    def _stop_metrics(self) -> None:
+        if self.metrics is not None:
+            self.metrics.stop()
 
     def _flush_logs(self) -> None:
         self.log.flush()
@@ -291,23 +320,26 @@ def config_keys(cfg: Any, prefix: str = "") -> list[str]:
 
 def run_daemon(role: str, config_path: str, load: Callable[[str], Any],
                factory: Callable[[Any, EventLog], Any]) -> int:
-    """Load and validate (exit 1 with every problem), then run until SIGTERM."""
+    """Load and validate (exit 1 with every problem), then run until SIGTERM.  Whatever
+    goes wrong is a log line (``config-invalid``, ``fatal``), never a bare traceback."""
+    log = EventLog(role)
+    capture_library_logs(log)
     try:
         cfg = load(config_path)
-    except ConfigError as exc:
-        for line in exc.errors:
-            print(line)
-        return 1
-    log = EventLog(role, cfg.runtime.log_level)
-    try:
+        log.set_level(cfg.runtime.log_level)
         daemon = factory(cfg, log)
+        daemon.listen_metrics()
         asyncio.run(daemon.run())
     except ConfigError as exc:
         for line in exc.errors:
-            print(line)
+            log.emit(Log("config-invalid", {"problem": line}, "error"), limited=False)
         return 1
     except (OSError, RuntimeError, LookupError, NetlinkError) as exc:
         log("fatal", "error", reason=exc)
+        return 1
+    except Exception as exc:  # a bug, or a library's own error type (e.g. python-iptables')
+        log("fatal", "error", reason=repr(exc),
+            trace=traceback.format_exc(limit=6).replace("\n", " | "))
         return 1
     return 0
 

@@ -222,6 +222,7 @@ class FaDaemon(EngineDaemon[ForeignAgent]):
                 break
             if d.payload[:1] == b"\x01" and d.dst in (self.cfg.address, IPv4Address(
                     "255.255.255.255"), *self.cfg.care_of_addresses):
+                self.request_seen(d.payload, d.src, d.sport)
                 self.dispatch(self.call("request_from_mn", self.engine.request_from_mn,
                                         d.payload, d.src, d.sport, d.mac, now))
         self._reschedule()
@@ -273,6 +274,7 @@ class FaDaemon(EngineDaemon[ForeignAgent]):
             elif isinstance(a, SendToLink):
                 try:
                     self.link.send(a.mac, a.src, a.dst, 434, a.port, a.data)
+                    self.reply_sent(a.data, a.dst, a.port)
                 except OSError as exc:
                     self.log("send-failed", "warning", dst=a.dst, reason=exc)
             elif isinstance(a, SendIcmp):

@@ -17,7 +17,7 @@ from typing import Any
 import iptc
 from pyroute2 import NetlinkError
 
-from ..config import HaConfig, load_ha
+from ..config import ConfigError, HaConfig, load_ha
 from ..core.actions import FetchSubscriber, InstallBinding, Log, RemoveBinding, Send
 from ..core.advertiser import Advertiser, AdvertPolicy
 from ..core.bindings import dotted
@@ -27,6 +27,7 @@ from ..dataplane.ha import HaDataplane
 from ..dataplane.kernel.floodlimit import EXEMPT_SET, Limits, SourceLimiter
 from ..dataplane.kernel.netlink import Netlink
 from ..dataplane.link.linklayer import IcmpLink
+from ..subscribers.cache import CachedStore
 from ..subscribers.file_store import load_subscribers
 from ..subscribers.model import StoreUnavailable, Unavailable
 from ..wire import AgentFlags
@@ -52,13 +53,14 @@ class Reinstall:
     done: asyncio.Future = field(repr=False)
 
 
-def make_store(cfg: HaConfig):
+def make_store(cfg: HaConfig) -> Any:
     if cfg.subscriber_store == "file":
+        if cfg.subscribers_file is None:  # the loader requires it: a bug if it gets here
+            raise ConfigError([f"{cfg.path}: subscribers.file: missing"])
         return load_subscribers(cfg.subscribers_file, f"{cfg.path}: subscribers.file")
-    from ..subscribers.cache import CachedStore
     from ..subscribers.ldap_store import LdapSettings, LdapStore
 
-    settings = dict(cfg.ldap)
+    settings = dict(cfg.ldap or {})
     ttl, negative_ttl = settings.pop("cache_ttl"), settings.pop("cache_negative_ttl")
     return CachedStore(LdapStore(LdapSettings(**settings)), ttl, negative_ttl)
 
@@ -118,6 +120,20 @@ class HaDaemon(EngineDaemon[HomeAgent]):
         self.heap = LongLivedHeap()
         self.peers: dict[str, IPv4Address] = {}  # senders seen lately, by their text
         self.reinstalling: asyncio.Task | None = None  # restored bindings into the kernel
+
+    @property
+    def dp(self) -> HaDataplane | FakeHaDataplane:
+        """The dataplane, once run() has started it."""
+        if self.dataplane is None:
+            raise RuntimeError("the dataplane is not started")
+        return self.dataplane
+
+    @property
+    def main_sock(self) -> socket.socket:
+        """ha.address's socket, once run() has opened it."""
+        if self.sock is None:
+            raise RuntimeError("the home agent's socket is not open")
+        return self.sock
 
     # --- lifecycle ------------------------------------------------------------------
 
@@ -211,7 +227,7 @@ class HaDaemon(EngineDaemon[HomeAgent]):
                 await limiter.stop()
             return
         self.flood_limit = limiter
-        self.dataplane.exempt_sources(EXEMPT_SET)
+        self.dp.exempt_sources(EXEMPT_SET)
         self.log("flood-limit", per_source=lim.per_source, unknown_sources=lim.unknown_sources,
                  exempt=len(self.cfg.fa_peers))
 
@@ -288,23 +304,28 @@ class HaDaemon(EngineDaemon[HomeAgent]):
 
     def _advertise(self) -> None:
         """Agent advertisements on the home link (H bit): a returning MN learns it is home."""
+        adv, icmp = self.advertiser, self.icmp
+        if adv is None or icmp is None:
+            return
         now = time.time()
-        for a in self.advertiser.handle_timer(now):
+        for a in adv.handle_timer(now):
             if self.serving(self.cfg.address):
-                self.icmp.send(a.dst, a.data)
+                icmp.send(a.dst, a.data)
         loop = asyncio.get_running_loop()
-        self.advert_timer = loop.call_later(max(0.05, self.advertiser.next_timer() - now),
-                                            self._advertise)
+        self.advert_timer = loop.call_later(max(0.05, adv.next_timer() - now), self._advertise)
 
     def _on_icmp(self) -> None:
+        adv, icmp = self.advertiser, self.icmp
+        if adv is None or icmp is None:
+            return
         for _ in range(RECV_BATCH):  # bounded: a flood of solicitations cannot starve us
-            got = self.icmp.receive()
+            got = icmp.receive()
             if got is None:
                 return
             src, msg = got
             if msg[:1] == b"\x0a" and self.serving(self.cfg.address):
-                for a in self.advertiser.solicited(src, time.time()):
-                    self.icmp.send(a.dst, a.data)
+                for a in adv.solicited(src, time.time()):
+                    icmp.send(a.dst, a.data)
 
     def serving(self, address: IPv4Address) -> bool:
         """Whether this home agent is the one answering for ``address`` now (with
@@ -317,8 +338,9 @@ class HaDaemon(EngineDaemon[HomeAgent]):
         now = time.time()
         for data, addr in datagrams(sock, RECV_BATCH, self.log):
             if data[:1] == b"\x04":  # RFC 3519 tunnel data from an MN behind a NAPT
-                self.dataplane.from_udp(data, self._peer(addr[0]), addr[1])
+                self.dp.from_udp(data, self._peer(addr[0]), addr[1])
                 continue
+            self.request_seen(data, addr[0], addr[1])
             actions += self.call("receive", self.engine.receive, data, self._peer(addr[0]),
                                  addr[1], now)
         self.dispatch(actions)
@@ -337,6 +359,8 @@ class HaDaemon(EngineDaemon[HomeAgent]):
 
     def _fetch(self, a: FetchSubscriber) -> None:
         store = self.engine.store
+        if not isinstance(store, CachedStore):  # only a directory's cache parks requests
+            return
         if self.lookup_pool is None:
             self.lookup_pool = concurrent.futures.ThreadPoolExecutor(
                 LOOKUP_THREADS, thread_name_prefix="mipro-lookup")
@@ -365,7 +389,7 @@ class HaDaemon(EngineDaemon[HomeAgent]):
         self._reschedule()
 
     def _udp_send(self, data: bytes, addr: tuple[str, int]) -> None:
-        self.sock.sendto(data, addr)
+        self.main_sock.sendto(data, addr)
 
     async def _execute(self, actions: list[Any]) -> None:
         """Program the kernel before answering, so the MN's first packets find the tunnel,
@@ -413,9 +437,11 @@ class HaDaemon(EngineDaemon[HomeAgent]):
             if isinstance(a, Send):
                 if id(a) in held:
                     continue
-                sock = self.socks.get(a.src, self.sock) if a.src is not None else self.sock
+                sock = self.socks.get(a.src) if a.src is not None else None
+                sock = sock or self.main_sock
                 try:
                     sock.sendto(a.data, (dotted(a.dst), a.port))
+                    self.reply_sent(a.data, a.dst, a.port)
                 except (BlockingIOError, InterruptedError):
                     self.send_drops += 1  # UDP: the MN retransmits
                 except OSError as exc:
@@ -435,7 +461,7 @@ class HaDaemon(EngineDaemon[HomeAgent]):
         if not ops:
             return {}
         try:
-            failed = await self.dataplane.apply(ops)
+            failed = await self.dp.apply(ops)
         except (OSError, NetlinkError) as exc:  # the whole batch: nothing acknowledged
             self.log("dataplane-error", "error", ops=len(ops), reason=exc)
             failed = {i: str(exc) for i in range(len(ops))}
@@ -500,6 +526,7 @@ class HaDaemon(EngineDaemon[HomeAgent]):
             return {"error": f"unknown command {request.get('command')!r}"}
         now = time.time()
         bindings = []
+        in_kernel = self.dataplane.bindings if self.dataplane is not None else {}
         for b in sorted(self.engine.bindings, key=lambda b: b.home_address):
             entry = {"home_address": str(b.home_address),
                      "care_of_address": str(b.care_of_address),
@@ -507,8 +534,7 @@ class HaDaemon(EngineDaemon[HomeAgent]):
                      "encapsulation": b.encapsulation, "reverse_tunnel": b.reverse_tunnel,
                      "nai": b.nai, "source": f"{b.source}:{b.source_port}",
                      "home_agent": str(b.home_agent),
-                     "in_kernel": bool(self.dataplane) and
-                     self.dataplane.bindings.get(b.home_address) is b}
+                     "in_kernel": in_kernel.get(b.home_address) is b}
             counters = self.dataplane.counters(b.home_address) if self.dataplane else None
             if counters is not None:
                 entry["counters"] = counters
@@ -529,11 +555,12 @@ class HaDaemon(EngineDaemon[HomeAgent]):
 
     def _directory_status(self) -> dict[str, Any]:
         store = self.engine.store
-        if not hasattr(store, "state"):
+        if not isinstance(store, CachedStore):
             return {"store": "file", "subscribers": len(store) if hasattr(store, "__len__")
                     else None}
         return {"store": "ldap", "breaker": store.state, "cached": len(store.entries),
-                "hits": store.hits, "misses": store.misses,
+                "hits": store.hits, "misses": store.misses, "found": store.found,
+                "not_found": store.not_found, "failed": store.failed,
                 "failures_in_a_row": store.failures, "last_error": store.last_error or None,
                 "waiting": self.engine.parked_count}
 
@@ -590,6 +617,9 @@ class Cleanup:
 
     def __init__(self, cfg: HaConfig, log: EventLog) -> None:
         self.cfg, self.log = cfg, log
+
+    def listen_metrics(self) -> None:
+        """A one-shot command serves no metrics."""
 
     async def run(self) -> None:
         await cleanup(self.cfg, self.log)

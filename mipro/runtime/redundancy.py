@@ -30,7 +30,7 @@ from pathlib import Path
 from ..core.replication import NONCE_BYTES
 
 PR_SET_NAME = 15
-DIAL_BACKOFF_MAX = 1.0
+DIAL_BACKOFF_MAX = 0.5
 
 
 def set_process_name(name: str) -> None:

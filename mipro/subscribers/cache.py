@@ -50,6 +50,7 @@ class CachedStore:
         self.clock = clock
         self.entries: OrderedDict[Identity, tuple[float, Subscriber | None]] = OrderedDict()
         self.hits = self.misses = 0
+        self.found = self.not_found = self.failed = 0  # the directory's answers, ever
         self.trip_after, self.open_for, self.max_open = trip_after, open_for, max_open
         self.failures = 0  # in a row
         self.open_until = 0.0
@@ -90,6 +91,10 @@ class CachedStore:
     def record(self, home_address: IPv4Address, nai: str | None,
                sub: Subscriber | None) -> None:
         """A fetch answered (on the event loop)."""
+        if sub is None:
+            self.not_found += 1
+        else:
+            self.found += 1
         self.failures, self.probing, self.backoff = 0, False, self.open_for
         ttl = self.ttl if sub is not None else self.negative_ttl
         if ttl <= 0:
@@ -102,6 +107,7 @@ class CachedStore:
 
     def record_failure(self, reason: str) -> None:
         """A fetch failed or timed out (on the event loop)."""
+        self.failed += 1
         self.last_error = reason
         self.failures += 1
         if self.failures >= self.trip_after:

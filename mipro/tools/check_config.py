@@ -39,7 +39,8 @@ def check_keepalived(path: str, cfg: HaConfig) -> None:
     wants = [keepalived.Want(f"redundancy.group.{i}", g.instance, g.vrid, g.address,
                              cfg.home_interface, g.track_file)
              for i, g in enumerate(r.groups)]
-    errors, warnings = keepalived.check(r.keepalived_conf, r.notify_fifo, wants)
+    errors, warnings = keepalived.check(r.keepalived_conf, r.notify_fifo, wants,
+                                        r.process_name)
     for line in warnings:
         print(f"warning: {line}")
     if errors:

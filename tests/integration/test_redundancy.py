@@ -91,6 +91,11 @@ def test_failover_scenario_and_what_each_kernel_holds(make_lab):
     ha1, ha2 = mipro_kernel(lab, "ha1"), mipro_kernel(lab, "ha2")
     assert not ha1["table"] and not ha1["proxies"], ha1
     assert len(ha2["table"]) == 2 and len(ha2["proxies"]) == 2, ha2
+    scrape = ("import urllib.request;print(urllib.request.urlopen("
+              "'http://10.9.0.3:9434/metrics',timeout=5).read().decode())")
+    metrics = lab.exec("ha2", lab.python, "-c", scrape).stdout
+    assert 'mipro_redundancy_group_master{address="10.1.0.1",vrid="51"} 1.0' in metrics
+    assert 'mipro_replication_session{state="up"} 1.0' in metrics
     text = lab.mipro_status("ha2")  # what an operator reads
     assert "redundancy: peer 10.9.0.2 (from 10.9.0.3), session up" in text, text
     assert "VRID 51 10.1.0.1 (VI_HA): master, in sync" in text, text

@@ -141,7 +141,7 @@ def test_the_config_file_itself(tmp_path):
 
 def test_the_home_agent_says_the_same_and_touches_nothing(tmp_path):
     """`mipro ha` with a missing subscriber file stops before any socket or kernel state,
-    with the line check-config prints."""
+    logging the problem check-config prints (event=config-invalid, docs/operations.md)."""
     ha = ha_conf(tmp_path, tmp_path / "nowhere.toml")
     text = ha.read_text()
     ha.write_text(text.replace("/run/mipro/ha.sock", str(tmp_path / "ha.sock"))
@@ -151,8 +151,9 @@ def test_the_home_agent_says_the_same_and_touches_nothing(tmp_path):
                           capture_output=True, text=True, timeout=60,
                           env=dict(os.environ, PYTHONPATH=str(REPO)))
     assert proc.returncode == 1 and "Traceback" not in proc.stdout + proc.stderr
-    assert f"{ha}: subscribers.file: {tmp_path / 'nowhere.toml'}: no such file" in \
-        proc.stdout.splitlines(), proc.stdout
+    problem = f"{ha}: subscribers.file: {tmp_path / 'nowhere.toml'}: no such file"
+    assert [line.split(" level=", 1)[1] for line in proc.stdout.splitlines()] == \
+        [f'error event=config-invalid problem="{problem}"'], proc.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == before
 
 
@@ -222,10 +223,13 @@ def test_check_config_names_what_keepalived_disagrees_on(tmp_path):
     conf = _redundant(tmp_path, lambda t: t.replace("virtual_router_id 51",
                                                     "virtual_router_id 52")
                       .replace("vrrp_notify_fifo /run/mipro/keepalived.fifo", "")
-                      .replace("weight 0\n    init_file", "weight -20\n    init_file"))
+                      .replace("weight 0\n    init_file", "weight -20\n    init_file")
+                      .replace("process mipro-ha", "process mipro"))
     code, lines, _ = check_config(conf)
     text = "\n".join(lines)
     assert code == 1
+    assert "vrrp_instance VI_HA: tracks process mipro, but mipro's process is named " \
+        "mipro-ha (redundancy.process_name)" in text
     assert "vrrp_instance VI_HA: virtual_router_id 52 is not redundancy.group.0.vrid 51" in text
     assert "global_defs: no notify_fifo" in text
     assert "track_file mipro_sync: weight -20" in text

@@ -1,0 +1,296 @@
+#!/usr/bin/env python3
+"""Home agent redundancy (issue 14): failover outage, bulk sync, replication's cost.
+
+Runs the `failover` lab (two home agents with keepalived, seed Fig. 13a) and prints:
+
+* **outage**: ms from SIGKILL of the primary until a UDP stream (CN-internet -> the
+  co-located MN, one datagram every 5 ms) flows again, and bindings lost, over
+  --kills kills, alternating which home agent dies; with keepalived's advert_int 1 s
+  and 0.1 s.  Mode "host": mipro and keepalived both killed (what a failed host does;
+  the lab then removes the VMAC link keepalived left, as a dead host's would go).
+  Mode "mipro": only mipro dies; keepalived's check of its process notices.
+* **bulk sync**: seconds from the backup's start until it holds N bindings by dump,
+  and the same dump encoded and applied in one process (the protocol's own cost).
+* **registration rate** at the primary with replication on (backup connected) and off
+  (no [redundancy]), same run, same generator.
+
+Figures, not pass/fail.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from bench.regload import home_of, mn_key  # noqa: E402
+from mipro.lab import Lab  # noqa: E402
+
+VIP, GEN, MN2 = "10.1.0.1", "203.0.113.10", "10.1.0.101"
+PORT = 7200
+
+
+def make_lab(out: Path, n: int, advert: float, redundancy: bool = True) -> Lab:
+    lab = Lab("failover", prefix="mbf", out=out)
+    lab.up(services=False)
+    subs = lab.conf("ha1", "subscribers.toml").read_text()  # the two MNs of the scenario
+    subs += "".join(f'[[subscriber]]\nhome_address = "{home_of(i)}"\nmax_lifetime = 3600\n'
+                    f'sa = [{{ spi = {256 + i}, key = "hex:{mn_key("bench", i).hex()}" }}]\n'
+                    for i in range(n))
+    for ha in ("ha1", "ha2"):
+        lab.conf(ha, "subscribers.toml").write_text(subs)
+        conf = lab.conf(ha, "ha.toml")
+        text = conf.read_text().replace('home_network = "10.1.0.0/24"',
+                                        'home_network = "10.0.0.0/8"\nproxy_arp = "interface"')
+        if not redundancy:
+            text = text[:text.index("[redundancy]")] + text[text.index("[runtime]"):]
+        conf.write_text(text + "\n[ha.limits]\nper_source = 1000000.0\nper_source_burst = "
+                        "1000000.0\nunknown_sources = 1000000.0\nkernel = false\n")
+        lab.edit_conf(ha, "keepalived.conf", "advert_int 1", f"advert_int {advert}")
+    return lab
+
+
+def register(lab: Lab, n: int, phase: str = "new") -> dict:
+    out = lab.exec("cn-inet", "taskset", "-c", "1", lab.python, str(HERE / "regload.py"),
+                   "--ha", VIP, "--coa", GEN, "--n", str(n), "--phase", phase,
+                   timeout=600).stdout
+    return json.loads(out)
+
+
+def roles(lab: Lab) -> dict[str, str]:
+    out = {}
+    for ha in ("ha1", "ha2"):
+        try:
+            g = lab.status(ha)["redundancy"]["groups"][0]
+        except (OSError, KeyError, ValueError):
+            continue
+        out[ha] = g["role"] if g["in_sync"] else g["role"] + "-unsynced"
+    return out
+
+
+def both_ready(lab: Lab) -> str:
+    """Until one HA is primary and the other a backup in sync; returns the primary."""
+    def ready():
+        r = roles(lab)
+        return sorted(r.values()) == ["backup", "master"] and \
+            next(h for h, v in r.items() if v == "master")
+    return lab.wait_for(ready, 60, "a primary and an in-sync backup")
+
+
+def kill(lab: Lab, ha: str, mode: str) -> None:
+    n = ha[-1]
+    lab.stop_service(ha, signal.SIGKILL)
+    if mode == "host":
+        lab.stop_service(f"keepalived{n}", signal.SIGKILL)
+        lab.exec(ha, "ip", "link", "del", "vrrp.51", check=False)
+    lab.exec(ha, lab.python, "-m", "mipro.cli", "ha", "--cleanup", "--config",
+             str(lab.conf(ha, "ha.toml")))  # systemd's ExecStopPost
+
+
+def revive(lab: Lab, ha: str, mode: str) -> None:
+    lab.start_service(ha)
+    if mode == "host":
+        lab.start_service(f"keepalived{ha[-1]}")
+
+
+def outage_run(lab: Lab, kills: int, mode: str) -> list[dict]:
+    results = []
+    for _ in range(kills):
+        primary = both_ready(lab)
+        other = "ha2" if primary == "ha1" else "ha1"
+        lab.expect("mn2", {"state": "registered"}, 30)
+        expected = sum(1 for b in lab.status(primary)["bindings"] if b["in_kernel"])
+        sink = lab.udp_sink("mn2", PORT, 8)
+        source = lab.udp_source("cn-inet", MN2, PORT, 6, 0.005)
+        time.sleep(1.5)  # a steady stream before the failure (the outage is cut from it)
+        t_kill = time.time()
+        kill(lab, primary, mode)
+        source.wait(30)
+        arrivals = sorted(t for _, t in json.loads(sink.communicate(timeout=30)[0])
+                          ["arrivals"])
+        after = [t for t in arrivals if t > t_kill]
+        before = [t for t in arrivals if t <= t_kill]
+        gap = (after[0] - (before[-1] if before else t_kill)) if after else float("inf")
+        held = sum(1 for b in lab.status(other)["bindings"] if b["in_kernel"])
+        results.append({"outage_ms": round(gap * 1000, 1), "bindings_in_kernel": held,
+                        "bindings_expected": expected})
+        print(f"    kill {primary} ({mode}): outage {gap * 1000:.0f} ms, {other} holds "
+              f"{held}/{expected} bindings in its kernel", flush=True)
+        revive(lab, primary, mode)
+    return results
+
+
+def bench_outage(kills: int, n: int) -> dict:
+    out = {}
+    for mode, advert in (("host", 1.0), ("host", 0.1), ("mipro", 0.1)):
+        with tempfile.TemporaryDirectory(prefix="mipro-bench-") as tmp:
+            lab = make_lab(Path(tmp), n, advert)
+            try:
+                for svc in ("dnsmasq", "ha1", "ha2", "keepalived1", "keepalived2", "mn2"):
+                    lab.start_service(svc)
+                both_ready(lab)
+                if n:
+                    register(lab, n)
+                print(f"  outage, mode {mode}, advert_int {advert} s:", flush=True)
+                runs = outage_run(lab, kills, mode)
+            finally:
+                lab.down(quiet=True)
+        ms = [r["outage_ms"] for r in runs]
+        lost = sum(r["bindings_expected"] - r["bindings_in_kernel"] for r in runs)
+        out[f"{mode} advert_int={advert}"] = {"median_ms": statistics.median(ms),
+                                              "max_ms": max(ms), "kills": len(ms),
+                                              "bindings_lost": lost, "runs": runs}
+    return out
+
+
+def bench_bulk_sync(sizes: list[int]) -> dict:
+    out = {}
+    for n in sizes:
+        with tempfile.TemporaryDirectory(prefix="mipro-bench-") as tmp:
+            lab = make_lab(Path(tmp), n, 1.0)
+            try:
+                lab.start_service("ha1")
+                lab.start_service("keepalived1")
+                lab.expect("ha1", {"redundancy": {"groups": [{"role": "master"}]}}, 30)
+                reg = register(lab, n)
+                t0 = time.monotonic()
+                lab.start_service("ha2")
+                started = time.monotonic() - t0
+                st = lab.expect("ha2", {"redundancy": {"groups": [{"in_sync": True}]},
+                                        "counters": {"replicated": f">= {n}"}}, 600,
+                                "the dump")
+                took = time.monotonic() - t0
+                red = st["redundancy"]
+                session = red["groups"][0]["last_resync"] - red["since"]
+            finally:
+                lab.down(quiet=True)
+        memory = in_process_dump(n)
+        out[n] = {"seconds_from_start": round(took, 3), "daemon_start_s": round(started, 3),
+                  "session_to_in_sync_s": round(session, 3),
+                  "registered_per_s": reg["rate"], "lost": reg["lost"], **memory}
+        print(f"  bulk sync {n:>7}: {session:.2f} s from the session's start to in sync "
+              f"({took:.2f} s from starting the backup, {started:.2f} s of it the daemon "
+              f"starting); in one process: primary {memory['encode_s']:.2f} s, backup "
+              f"{memory['apply_s']:.2f} s", flush=True)
+    return out
+
+
+def in_process_dump(n: int) -> dict:
+    """The dump of n bindings through two Replications and HomeAgents, no I/O."""
+    from ipaddress import IPv4Address
+
+    from mipro.core.ha import HaPolicy, HomeAgent
+    from mipro.core.replication import Group, Replicate, Replication, SyncSend
+    from mipro.security import SecurityAssociation, append_authenticator
+    from mipro.security.replay import timestamp_identification
+    from mipro.subscribers.model import MemoryStore, Subscriber
+    from mipro.wire import ExtType, RegistrationRequest
+
+    vip, now = IPv4Address(VIP), time.time()
+    subs = [Subscriber(home_of(i), "", {256 + i: SecurityAssociation(256 + i, mn_key("b", i))})
+            for i in range(n)]
+    policy = HaPolicy((vip,), source_rate=1e9, source_burst=1e9, known_source_rate=1e9,
+                      known_source_burst=1e9, unknown_rate=1e9)
+    a, b = HomeAgent(policy, MemoryStore(subs)), HomeAgent(policy, MemoryStore(subs))
+    for i in range(n):
+        req = RegistrationRequest.build(lifetime=600, home_address=home_of(i), home_agent=vip,
+                                        care_of_address=GEN,
+                                        identification=timestamp_identification(now))
+        a.receive(append_authenticator(req.encode(), ExtType.MN_HA_AUTH, subs[i].associations[256 + i]),
+                  IPv4Address(GEN), 434, now)
+    key = os.urandom(32)
+    ra = Replication([Group(51, vip, "VI_HA")], key, a.export, now)
+    rb = Replication([Group(51, vip, "VI_HA")], key, b.export, now)
+    ra.vrrp_state("VI_HA", "MASTER", now)
+    to_b = b"".join(x.data for x in ra.session_up(True, b"a" * 16) if isinstance(x, SyncSend))
+    to_a = b"".join(x.data for x in rb.session_up(False, b"b" * 16) if isinstance(x, SyncSend))
+    encode = apply = 0.0
+    applied = dump_bytes = 0
+    while to_a or to_b:  # the two ends of the session, until neither has more to say
+        t0 = time.perf_counter()
+        out_a = ra.session_data(to_a, now) if to_a else []
+        t1 = time.perf_counter()
+        out_b = rb.session_data(to_b, now) if to_b else []
+        for x in out_b:
+            if isinstance(x, Replicate):
+                applied += len(b.replicate(x.address, x.blocks, x.replace, now))
+        t2 = time.perf_counter()
+        encode, apply = encode + t1 - t0, apply + t2 - t1
+        to_b = b"".join(x.data for x in out_a if isinstance(x, SyncSend))
+        to_a = b"".join(x.data for x in out_b if isinstance(x, SyncSend))
+        if len(to_b) > 1000:
+            dump_bytes = len(to_b)
+    assert len(b.bindings) == n, (len(b.bindings), n)
+    return {"encode_s": round(encode, 3), "apply_s": round(apply, 3),
+            "dump_bytes": dump_bytes}
+
+
+def bench_rate(n: int) -> dict:
+    out = {}
+    for on in (False, True):
+        with tempfile.TemporaryDirectory(prefix="mipro-bench-") as tmp:
+            lab = make_lab(Path(tmp), n, 1.0, redundancy=on)
+            try:
+                if on:
+                    for svc in ("ha1", "ha2", "keepalived1", "keepalived2"):
+                        lab.start_service(svc)
+                    primary = both_ready(lab)
+                else:
+                    lab.start_service("ha1")
+                new, renew = register(lab, n), register(lab, n, "renew")
+                if on:
+                    backup = "ha2" if primary == "ha1" else "ha1"
+                    lab.expect(backup, {"counters": {"replicated": f">= {2 * n}"}}, 60,
+                               "the backup to have every forward")
+            finally:
+                lab.down(quiet=True)
+        key = "replication on" if on else "replication off"
+        out[key] = {"new_per_s": new["rate"], "renew_per_s": renew["rate"],
+                    "p99_ms": renew["p99_ms"], "lost": new["lost"] + renew["lost"]}
+        print(f"  {key:<16} new {new['rate']:>8.0f}/s  renew {renew['rate']:>8.0f}/s  "
+              f"p99 {renew['p99_ms']} ms  lost {new['lost'] + renew['lost']}", flush=True)
+    off, on_ = out["replication off"], out["replication on"]
+    out["ratio_renew"] = round(on_["renew_per_s"] / off["renew_per_s"], 3)
+    print(f"  renewals with replication / without: {out['ratio_renew']}")
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--kills", type=int, default=10)
+    p.add_argument("--bindings", type=int, default=1000, help="besides the MNs, in outage runs")
+    p.add_argument("--sync-sizes", default="10000,100000")
+    p.add_argument("--rate-n", type=int, default=10000)
+    p.add_argument("--only", choices=("outage", "sync", "rate"))
+    a = p.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("needs root (network namespaces)")
+    results: dict = {}
+    if a.only in (None, "rate"):
+        print("registration rate at the primary:")
+        results["rate"] = bench_rate(a.rate_n)
+    if a.only in (None, "sync"):
+        print("bulk sync:")
+        results["bulk_sync"] = bench_bulk_sync([int(x) for x in a.sync_sizes.split(",")])
+    if a.only in (None, "outage"):
+        print("failover outage:")
+        results["outage"] = bench_outage(a.kills, a.bindings)
+        for k, v in results["outage"].items():
+            print(f"  {k:<24} median {v['median_ms']:.0f} ms, max {v['max_ms']:.0f} ms over "
+                  f"{v['kills']} kills, bindings lost {v['bindings_lost']}")
+    (HERE / "results").mkdir(exist_ok=True)
+    (HERE / "results" / "failover.json").write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()

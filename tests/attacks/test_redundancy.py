@@ -1,0 +1,905 @@
+"""Attacks on home agent redundancy (issue 14, docs/redundancy.md): the sync session, what a
+backup takes from its primary, roles from keepalived, and the files mipro shares with
+keepalived.
+
+Engine level (Replication, Session, HomeAgent wired together in memory, as the runtime
+would), plus real sockets on loopback addresses and real FIFOs where the finding lives in
+the I/O.  A test marked ``xfail(strict=True, reason="finding N: ...")`` shows a weakness
+that is there today (the numbers are the red-team report's); the others document a
+defence: the attack is answered as it should be and nothing changed (bindings, replay
+state, roles, track files, kernel actions).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import configparser
+import contextlib
+import os
+import socket
+import stat
+import time
+from ipaddress import IPv4Address as A
+from pathlib import Path
+
+import pytest
+
+from mipro.core.actions import InstallBinding, RemoveBinding, Send
+from mipro.core.bindings import Binding
+from mipro.core.ha import HaPolicy, HomeAgent
+from mipro.core.replication import (
+    HELLO,
+    MAX_RECORD,
+    Group,
+    Replicate,
+    Replication,
+    Role,
+    Session,
+    StandDown,
+    SyncError,
+    SyncSend,
+    TakeOver,
+    TrackFile,
+)
+from mipro.runtime.redundancy import NotifyFifo, SyncTransport, write_track_file
+from mipro.security import SecurityAssociation, append_authenticator
+from mipro.security.replay import ReplayMethod, timestamp_identification
+from mipro.subscribers.model import MemoryStore, Subscriber
+from mipro.wire import ExtType, RegistrationReply, RegistrationRequest
+from mipro.wire.sync import BindingBlock, SyncMessage, SyncType, blocks_per_message
+
+from .world import COA, HOME, HOME_NET, NOW, OTHER, ha_state, request, subscribers
+
+ROOT = Path(__file__).resolve().parents[2]
+VIP, VIP2 = A("10.1.0.1"), A("10.1.0.10")  # group 51 and (active/active) group 52
+G51, G52 = Group(51, VIP, "VI_HA"), Group(52, VIP2, "VI_HA2")
+KEY = b"replication key!" * 2
+ROUTER = A("10.1.0.254")  # on the home link, nobody's home address
+
+
+# --- a home agent as the runtime drives it ---------------------------------------------
+
+class Side:
+    """One home agent: engine + replication, and what the runtime does with their actions
+    (runtime/ha_redundancy.py, ha_daemon._execute/_apply/_kernel_change).  ``kernel`` is
+    home address -> the Binding object programmed; ``kernel_log`` every kernel change."""
+
+    def __init__(self, ha: HomeAgent, groups=(G51,), alone_after=10.0):
+        self.ha = ha
+        self.rep = Replication(list(groups), KEY, ha.export, NOW, alone_after)
+        self.track: dict[int, int] = {}
+        self.kernel: dict = {}
+        self.kernel_log: list = []
+        self.outbox: list[bytes] = []
+        self.run(self.rep.start())
+
+    def master(self, address):
+        return self.rep.role_of(address) is Role.MASTER
+
+    def run(self, actions, now=NOW):
+        """In order, as HaRedundancy.run does; what a Replicate changes goes through the
+        daemon's worker, i.e. after the records already queued (the acknowledgement)."""
+        later = []
+        for a in actions:
+            if isinstance(a, SyncSend):
+                self.outbox.append(a.data)
+            elif isinstance(a, TrackFile):
+                self.track[a.vrid] = a.value
+            elif isinstance(a, TakeOver):
+                for b in self.ha.bindings:
+                    if b.home_agent == a.address and self.kernel.get(b.home_address) is not b:
+                        self._kernel("install", b)
+            elif isinstance(a, StandDown):
+                for b in [b for b in self.kernel.values() if b.home_agent == a.address]:
+                    self._kernel("remove", b)
+            elif isinstance(a, Replicate):
+                later.append(self.ha.replicate(a.address, a.blocks, a.replace, now))
+        for changes in later:
+            self.changes(changes, now)
+
+    def _kernel(self, op, b):
+        self.kernel_log.append((op, b.home_address, b.home_agent))
+        if op == "install":
+            self.kernel[b.home_address] = b
+        else:
+            self.kernel.pop(b.home_address, None)
+
+    def changes(self, actions, now=NOW):
+        """ha_daemon._execute: a binding reaches the kernel only where we are primary, a
+        removal only of what the kernel holds; what the kernel took is forwarded."""
+        done = []
+        for a in actions:
+            if isinstance(a, InstallBinding) and self.master(a.binding.home_agent):
+                self._kernel("install", a.binding)
+            elif isinstance(a, RemoveBinding) and a.binding.home_address in self.kernel:
+                self._kernel("remove", a.binding)
+            if isinstance(a, InstallBinding | RemoveBinding):
+                done.append(a)
+        by_group: dict = {}
+        for a in done:
+            b = a.binding
+            if self.master(b.home_agent):
+                by_group.setdefault(b.home_agent, []).append(
+                    self.ha.block_of(b, now, isinstance(a, RemoveBinding)))
+        for address, blocks in by_group.items():
+            self.run(self.rep.forward(address, blocks, now), now)
+
+    def receive(self, data, now=NOW, src=COA):
+        """A registration request reaching this home agent; its reply."""
+        out = self.ha.receive(data, src, 434, now)
+        self.changes(out, now)
+        sends = [a for a in out if isinstance(a, Send)]
+        assert len(sends) == 1, out
+        return RegistrationReply.decode(sends[0].data)
+
+    def state(self):
+        """Everything an attack on redundancy could change."""
+        return {"ha": ha_state(self.ha), "roles": {v: g.role for v, g in self.rep.groups.items()},
+                "in_sync": {v: g.in_sync for v, g in self.rep.groups.items()},
+                "track": dict(self.track), "kernel": dict(self.kernel),
+                "kernel_log": list(self.kernel_log)}
+
+
+def agent(subs=None, addresses=(VIP,), **policy):
+    policy.setdefault("home_networks", (HOME_NET,))
+    return HomeAgent(HaPolicy(tuple(addresses), **policy), MemoryStore(subs or subscribers()))
+
+
+def deliver(src: Side, dst: Side, records: int | None = None, now=NOW):
+    """Send ``records`` of src's queued records (all by default) to dst."""
+    n = len(src.outbox) if records is None else records
+    data, src.outbox = b"".join(src.outbox[:n]), src.outbox[n:]
+    if data:
+        dst.run(dst.rep.session_data(data, now), now)
+
+
+def pump(a: Side, b: Side, now=NOW):
+    for _ in range(50):
+        if not a.outbox and not b.outbox:
+            return
+        deliver(a, b, now=now)
+        deliver(b, a, now=now)
+    raise AssertionError("the two sides never went quiet")
+
+
+def connect(a: Side, b: Side, now=NOW):
+    a.run(a.rep.session_up(True, b"a" * 16), now)
+    b.run(b.rep.session_up(False, b"b" * 16), now)
+    pump(a, b, now)
+
+
+def pair(subs=None, **policy):
+    """HA1 primary, HA2 backup, connected and in sync."""
+    a, b = Side(agent(subs, **policy)), Side(agent(subs, **policy))
+    a.run(a.rep.vrrp_state("VI_HA", "MASTER", NOW))
+    b.run(b.rep.vrrp_state("VI_HA", "BACKUP", NOW))
+    connect(a, b)
+    return a, b
+
+
+def block(home=HOME, coa=COA, ha=VIP, lifetime=300, left=300, ident=None, encap="ipip",
+          nonce=None, source=None):
+    return BindingBlock(home, coa, ha, source or coa, 434, encap, False, lifetime, left,
+                        ident if ident is not None else timestamp_identification(NOW),
+                        nonce, 256, "")
+
+
+def nonce_request(nonce, low, now=NOW, coa=COA):
+    return request(ident=(nonce << 32) | low, coa=coa, now=now)
+
+
+# =========================================================================================
+# Findings: weaknesses there today (strict xfail: the coordinator flips them when fixed)
+# =========================================================================================
+
+# --- finding 1: keepalived and mipro lose each other across restarts ---------------------
+
+@pytest.mark.xfail(strict=True, reason="finding 1: keepalived unlinks and re-creates a notify "
+                   "FIFO it created itself on every reload and restart (lib/notify.c "
+                   "fifo_close/fifo_open); NotifyFifo keeps reading the unlinked one and never "
+                   "hears keepalived again: mipro's role is stuck")
+def test_finding1_a_fifo_recreated_by_a_keepalived_reload_is_followed(tmp_path):
+    path = tmp_path / "keepalived.fifo"
+    os.mkfifo(path, 0o644)  # keepalived started first and made it (S_IRUSR|S_IWUSR|S_IRGRP|S_IROTH)
+    fifo = NotifyFifo(str(path))
+    try:
+        # `systemctl reload keepalived`: fifo_close() unlinks it, fifo_open() makes a new one
+        path.unlink()
+        os.mkfifo(path, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_NONBLOCK)  # keepalived's end
+        os.write(fd, b'INSTANCE "VI_HA" MASTER 100\n')
+        events = fifo.events()
+        os.close(fd)
+        assert [(e.name, e.state) for e in events] == [("VI_HA", "MASTER")]
+    finally:
+        fifo.close()
+
+
+def _unit():
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.optionxform = str  # type: ignore[assignment,method-assign]
+    unit.read(ROOT / "systemd" / "mipro-ha.service")
+    return unit
+
+
+@pytest.mark.xfail(strict=True, reason="finding 1: the notify FIFO and the track files live in "
+                   "mipro-ha.service's RuntimeDirectory, which systemd deletes on `systemctl "
+                   "stop` (RuntimeDirectoryPreserve=restart) and which does not exist when "
+                   "keepalived starts first at boot: keepalived then ignores the track file "
+                   "('not accessible'), or reads its deletion as 0 (in sync) and keeps watching "
+                   "the removed directory, and writes its states to a FIFO mipro never reads")
+def test_finding1_the_files_shared_with_keepalived_outlive_a_mipro_stop():
+    conf = (ROOT / "conf" / "keepalived.conf").read_text()
+    shared = {line.split()[1] for line in conf.splitlines()
+              if line.strip().startswith(("vrrp_notify_fifo ", "file "))}
+    assert len(shared) == 2, shared
+    unit = _unit()
+    runtime = "/run/" + unit["Service"].get("RuntimeDirectory", "-")
+    if not any(path.startswith(runtime + "/") for path in shared):
+        return  # elsewhere: not removed with mipro's runtime directory
+    # the directory must survive a stop of mipro, and exist before keepalived starts
+    assert unit["Service"].get("RuntimeDirectoryPreserve") == "yes"
+    tmpfiles = list((ROOT / "systemd").glob("*tmpfiles*"))
+    assert "keepalived.service" in unit["Unit"].get("Before", "") or tmpfiles
+
+
+# --- finding 2: the one session slot goes to whoever connects first from the peer's address
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Node:
+    """A home agent's sync session as runtime/ha_redundancy.py drives it: Replication over
+    the real SyncTransport (TCP on loopback addresses)."""
+
+    def __init__(self, local: str, peer: str, port: int, key: bytes = KEY):
+        self.ha = agent()
+        self.rep = Replication([G51], key, self.ha.export, time.time(), 60.0)
+        self.logs: list = []
+        self.transport = SyncTransport(A(local), A(peer), port, self._up, self._data,
+                                       self._down, lambda *a, **k: self.logs.append((a, k)))
+
+    def run(self, actions):
+        for a in actions:
+            if isinstance(a, SyncSend):
+                self.transport.send(a.data)
+
+    def _up(self, initiator, nonce):
+        self.run(self.rep.session_up(initiator, nonce))
+
+    def _data(self, data):
+        try:
+            self.run(self.rep.session_data(data, time.time()))
+        except SyncError as exc:
+            self.transport.close(str(exc))
+
+    def _down(self, reason):
+        self.run(self.rep.session_down(reason))
+
+    @property
+    def established(self) -> bool:
+        return self.rep.session is not None and self.rep.session.established
+
+
+async def _until(check, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        await asyncio.sleep(0.05)
+    return check()
+
+
+async def _squat(src: str, dst: str, port: int):
+    """A connection from the peer's address that never authenticates: a local user on the
+    peer host (any unprivileged user may bind the host's address), or a spoofer on the sync
+    link.  It sends a well-formed hello and then nothing."""
+    reader, writer = await asyncio.open_connection(dst, port, local_addr=(src, 0))
+    writer.write(HELLO + os.urandom(16))
+    await writer.drain()
+    return reader, writer
+
+
+@pytest.mark.xfail(strict=True, reason="finding 2: a connection from the peer's address that "
+                   "has not authenticated holds the only session slot; the real peer is "
+                   "refused ('a session is up already') for the 5 s handshake timeout, and the "
+                   "squatter reconnects at once: no sync, the backup's table goes stale or "
+                   "never gets in sync")
+def test_finding2_a_squatter_on_the_responder_keeps_the_real_peer_out():
+    async def main():
+        port = _free_port()
+        victim = Node("127.0.0.3", "127.0.0.2", port)  # higher address: accepts
+        peer = Node("127.0.0.2", "127.0.0.3", port)  # lower: dials
+        await victim.transport.start()
+        _, squatter = await _squat("127.0.0.2", "127.0.0.3", port)
+        try:
+            await peer.transport.start()
+            return await _until(lambda: victim.established and peer.established, 2.5)
+        finally:
+            squatter.close()
+            await peer.transport.stop()
+            await victim.transport.stop()
+    assert asyncio.run(main())
+
+
+@pytest.mark.xfail(strict=True, reason="finding 2: the dialing side listens too (its peer never "
+                   "dials it): a connection to it from the peer's address sets the session "
+                   "slot, so it stops dialing the real peer")
+def test_finding2_a_squatter_on_the_dialer_stops_it_dialing():
+    async def main():
+        port = _free_port()
+        victim = Node("127.0.0.2", "127.0.0.3", port)  # lower address: dials (and listens)
+        peer = Node("127.0.0.3", "127.0.0.2", port)
+        await victim.transport.start()  # the peer is not up yet: its dials fail
+        _, squatter = await _squat("127.0.0.3", "127.0.0.2", port)
+        try:
+            await peer.transport.start()
+            return await _until(lambda: victim.established and peer.established, 2.5)
+        finally:
+            squatter.close()
+            await peer.transport.stop()
+            await victim.transport.stop()
+    assert asyncio.run(main())
+
+
+@pytest.mark.xfail(strict=True, reason="finding 2: a peer that vanished without a FIN (power "
+                   "loss, a cut link) leaves a session that looks up forever (no heartbeat, no "
+                   "TCP keepalive); when it comes back its new connection is refused while the "
+                   "dead one holds the slot, until this side happens to write")
+def test_finding2_a_half_open_session_keeps_the_rebooted_peer_out():
+    async def main():
+        port = _free_port()
+        victim = Node("127.0.0.3", "127.0.0.2", port)
+        await victim.transport.start()
+        # the peer before its power loss: a real, authenticated session ...
+        reader, writer = await asyncio.open_connection("127.0.0.3", port,
+                                                       local_addr=("127.0.0.2", 0))
+        old = Session(KEY, True, os.urandom(16))
+        writer.write(old.hello())
+        old.feed(await reader.readexactly(len(HELLO) + 16), time.time())
+        writer.write(old.ack(time.time()))
+        assert await _until(lambda: victim.established, 2)
+        # ... then silence: no FIN ever comes.  The peer reboots and dials again.
+        peer = Node("127.0.0.2", "127.0.0.3", port)
+        try:
+            await peer.transport.start()
+            return await _until(lambda: peer.established, 2.5)
+        finally:
+            writer.close()
+            await peer.transport.stop()
+            await victim.transport.stop()
+    assert asyncio.run(main())
+
+
+@pytest.mark.xfail(strict=True, reason="finding 2: the sync port (4340) is unprivileged: while "
+                   "mipro is down (a restart), any local user can listen on it first; mipro then "
+                   "exits 'fatal' at every restart, and the peer's dials reach the squatter")
+def test_finding2_the_default_sync_port_is_privileged(tmp_path):
+    import re
+
+    from mipro.config import load_ha
+    subs = tmp_path / "subscribers.toml"
+    subs.write_text((ROOT / "conf" / "subscribers.toml").read_text())
+    subs.chmod(0o600)
+    ha = (ROOT / "conf" / "ha.toml").read_text().replace("/etc/mipro/subscribers.toml",
+                                                         str(subs))
+    at = ha.index("# [redundancy]")
+    example = re.sub(r"^# ?", "", ha[at:], flags=re.M).replace(
+        'key = "hex:..."', 'key = "hex:' + "ab" * 32 + '"').replace("port = 4340\n", "")
+    conf = tmp_path / "ha.toml"
+    conf.write_text(ha[:at] + example)
+    conf.chmod(0o600)
+    cfg = load_ha(str(conf))
+    assert cfg.redundancy is not None
+    assert cfg.redundancy.port < 1024  # the daemon holds CAP_NET_BIND_SERVICE; a user does not
+
+
+# --- finding 7: a dial completing while an accepted connection holds the slot ------------
+
+@pytest.mark.xfail(strict=True, reason="finding 7: a dial that completes while an accepted "
+                   "connection holds the slot overwrites SyncTransport.writer without closing the "
+                   "accepted one: that connection's next bytes are fed into the new session (and "
+                   "close it), and its socket is never closed by us (one fd per race)")
+def test_finding7_a_superseded_connection_is_closed_and_never_fed_to_the_session():
+    async def main():
+        port = _free_port()
+        # the peer host's port, with its accept queue full: the victim's dial hangs in SYN
+        listener = socket.socket()
+        listener.bind(("127.0.0.3", port))
+        listener.listen(0)
+        filler = socket.create_connection(("127.0.0.3", port), source_address=("127.0.0.9", 0))
+        victim = Node("127.0.0.2", "127.0.0.3", port)  # lower address: dials
+        await victim.transport.start()
+        await asyncio.sleep(0.1)
+        reader, squatter = await _squat("127.0.0.3", "127.0.0.2", port)  # accepted meanwhile
+        assert await _until(lambda: victim.rep.session is not None, 1)
+        queued, _ = listener.accept()  # the queue frees: the dial's SYN retransmit completes
+        listener.settimeout(3)
+        dialed, _ = await asyncio.get_running_loop().run_in_executor(None, listener.accept)
+        try:
+            assert await _until(lambda: victim.rep.session.initiator, 1)  # the dial's session
+            squatter.write(b"not of this session")
+            await squatter.drain()
+            superseded_closed = await _until(reader.at_eof, 1)
+            dialed.setblocking(False)
+            try:  # the victim's hello, then (today) its close: the stranger's bytes ended it
+                session_kept = dialed.recv(4096) != b"" and dialed.recv(4096) != b""
+            except BlockingIOError:
+                session_kept = True
+            return session_kept, superseded_closed
+        finally:
+            squatter.close()
+            for s in (listener, filler, queued, dialed):
+                s.close()
+            await victim.transport.stop()
+    assert asyncio.run(main()) == (True, True)
+
+
+# --- finding 3: at a cold start the configured priority, not the freshest table, wins -----
+
+@pytest.mark.xfail(strict=True, reason="finding 3: both starting at once (a power cut), a dump "
+                   "from a peer that is not primary replaces ours when its configured priority "
+                   "is higher, however old its state file: the intended primary back from a "
+                   "two-hour maintenance (every binding in its file expired) wipes the table the "
+                   "other one served with meanwhile, on both")
+def test_finding3_a_stale_intended_primary_does_not_wipe_the_current_table_at_a_cold_start():
+    a = Side(agent())  # HA1, priority 100: its state file is two hours old, nothing left
+    b = Side(agent())  # HA2, priority 90: it was primary until the power cut
+    a.rep = Replication([Group(51, VIP, "VI_HA", priority=100)], KEY, a.ha.export, NOW)
+    b.rep = Replication([Group(51, VIP, "VI_HA", priority=90)], KEY, b.ha.export, NOW)
+    b.ha.restore([_binding(HOME), _binding(OTHER)], NOW)  # what HA2's state file had
+    a.ha.restore([Binding(HOME, A("198.51.100.5"), VIP, 600, NOW - 6600, NOW - 7200,
+                          timestamp_identification(NOW - 7200))], NOW)  # expired: dropped
+    connect(a, b)  # neither is primary yet: each asks the other
+    assert {x.home_address for x in b.ha.bindings} == {HOME, OTHER}
+    assert {x.home_address for x in a.ha.bindings} == {HOME, OTHER}
+
+
+# --- finding 4: a dump is not tied to its request ----------------------------------------
+
+def _many(n: int) -> list[Subscriber]:
+    key = SecurityAssociation(256, b"mn-ha secret key")
+    return [Subscriber(A(0x0A010000 + 0x100 + i), "", {256: key}) for i in range(n)]
+
+
+@pytest.mark.xfail(strict=True, reason="finding 4: a role flap (BACKUP -> MASTER -> BACKUP) "
+                   "during a dump empties the dump under way and asks again, but the rest of the "
+                   "first dump is still coming: its tail is taken as a whole dump (replace=True), "
+                   "the backup drops every binding of the lost messages and says in sync "
+                   "(track file 0): keepalived may make it primary with part of the table")
+def test_finding4_the_tail_of_an_abandoned_dump_is_not_a_dump():
+    subs = _many(1600)
+    a = Side(HomeAgent(HaPolicy((VIP,)), MemoryStore(subs)))
+    b = Side(HomeAgent(HaPolicy((VIP,)), MemoryStore(subs)))
+    a.run(a.rep.vrrp_state("VI_HA", "MASTER", NOW))
+    for s in subs:
+        req = RegistrationRequest.build(flags=0x02, lifetime=600, home_address=s.home_address,
+                                        home_agent=VIP, care_of_address=COA,
+                                        identification=timestamp_identification(NOW))
+        a.receive(append_authenticator(req.encode(), ExtType.MN_HA_AUTH,
+                                       s.associations[256]))
+    b.run(b.rep.vrrp_state("VI_HA", "BACKUP", NOW))
+    a.run(a.rep.session_up(True, b"a" * 16))
+    b.run(b.rep.session_up(False, b"b" * 16))
+    deliver(a, b)  # hello
+    deliver(b, a)  # hello + proof
+    deliver(a, b)  # proof: B is up and asks for a dump
+    deliver(b, a)  # the request: A queues three dump messages and an ack
+    assert blocks_per_message() < 1600 and len(a.outbox) == 4  # three dump messages, an ack
+    deliver(a, b, 1)  # the first third arrives ...
+    b.run(b.rep.vrrp_state("VI_HA", "MASTER", NOW + 0.1))  # ... keepalived flaps
+    b.run(b.rep.vrrp_state("VI_HA", "BACKUP", NOW + 0.2))
+    deliver(a, b, now=NOW + 0.3)  # the rest of the first dump
+    assert b.track[51] == 1 or len(b.ha.bindings) == 1600, (b.track, len(b.ha.bindings))
+
+
+# --- finding 5: a partition's replay state is thrown away with its bindings --------------
+
+def test_finding5_a_partition_loser_accepts_its_own_request_again():
+    a, b = pair(subscribers(ReplayMethod.NONCE))
+    first = a.receive(nonce_request(0, 1))  # first contact: 133 and a nonce
+    assert first.code == 133
+    r1 = a.receive(nonce_request(first.identification >> 32, 2, NOW + 1), NOW + 1)
+    assert r1.code == 0
+    pump(a, b, NOW + 1)  # B has A's next nonce
+    b.run(b.rep.vrrp_state("VI_HA", "MASTER", NOW + 2))  # a partition: two primaries
+    captured = nonce_request(r1.identification >> 32, 3, NOW + 3)  # the MN talks to B
+    assert b.receive(captured, NOW + 3).code == 0
+    pump(a, b, NOW + 3)
+    b.run(b.rep.vrrp_state("VI_HA", "BACKUP", NOW + 4))  # healed: A won, B takes A's table
+    pump(a, b, NOW + 4)
+    b.run(b.rep.vrrp_state("VI_HA", "MASTER", NOW + 60))  # A fails later
+    replayed = b.receive(captured, NOW + 61)
+    assert replayed.code == 133
+
+
+@pytest.mark.xfail(strict=True, reason="finding 5: after a partition the winner never learns "
+                   "what the loser accepted (its replay state goes with its bindings): a "
+                   "request only the loser accepted is accepted again by the winner (timestamps "
+                   "within the replay window; nonces until the MN next registers)")
+def test_finding5_the_partition_winner_accepts_what_the_loser_accepted():
+    a, b = pair()
+    b.run(b.rep.vrrp_state("VI_HA", "MASTER", NOW + 1))  # a partition: two primaries
+    captured = request(coa=COA, now=NOW + 2)
+    assert b.receive(captured, NOW + 2).code == 0  # only B hears the MN
+    pump(a, b, NOW + 2)
+    b.run(b.rep.vrrp_state("VI_HA", "BACKUP", NOW + 3))  # healed: A won
+    pump(a, b, NOW + 3)
+    assert a.receive(captured, NOW + 4).code == 133  # replayed to the winner
+
+
+# --- finding 6: a forward of one group overwrites another group's binding ----------------
+
+def test_finding6_a_forward_of_another_group_leaves_the_kernel_and_table_apart():
+    a = Side(agent(addresses=(VIP, VIP2)), groups=(G51, G52))
+    b = Side(agent(addresses=(VIP, VIP2)), groups=(G51, G52))
+    a.run(a.rep.vrrp_state("VI_HA", "MASTER", NOW))
+    a.run(a.rep.vrrp_state("VI_HA2", "BACKUP", NOW))
+    b.run(b.rep.vrrp_state("VI_HA", "BACKUP", NOW))
+    b.run(b.rep.vrrp_state("VI_HA2", "MASTER", NOW))  # active/active
+    connect(a, b)
+    assert b.receive(request(ha=VIP2, now=NOW + 1), NOW + 1).code == 0  # at B, group 52
+    pump(a, b, NOW + 1)
+    assert b.kernel[HOME].home_agent == VIP2
+    assert a.receive(request(ha=VIP, coa=A("198.51.100.99"), now=NOW + 2), NOW + 2).code == 0
+    pump(a, b, NOW + 2)  # the MN now registers with group 51's address, at A
+    kept = b.ha.bindings.get(HOME)
+    assert HOME not in b.kernel or b.kernel[HOME] is kept, (b.kernel.get(HOME), kept)
+
+
+# --- finding 8: a replicated block skips every check a registration gets -----------------
+
+def _replicated(ha: HomeAgent, blk: BindingBlock):
+    before = ha_state(ha)
+    out = ha.replicate(VIP, (blk,), False, NOW)
+    return before, out
+
+
+# finding 8 (fixed): replicate() applied none of the registration policy (the subscriber's
+# own home address, the care-of checks, max_lifetime, the encapsulations enabled): a peer
+# holding the key, or one with a drifted ha.toml, made bindings this home agent would
+# refuse, and a takeover programmed them (tunnels, proxy ARP on the home link)
+
+
+@pytest.mark.parametrize("home", [ROUTER, A("192.0.2.7")], ids=["home-link-router", "off-net"])
+def test_finding8_a_replicated_home_address_must_be_a_subscribers(home):
+    ha = agent()
+    _, out = _replicated(ha, block(home=home))
+    assert ha.bindings.get(home) is None and not [a for a in out if isinstance(a, InstallBinding)]
+
+
+@pytest.mark.parametrize("coa", [VIP, A("10.1.0.50"), A("224.0.0.5")],
+                         ids=["ours", "home-network", "multicast"])
+def test_finding8_a_replicated_care_of_address_is_checked(coa):
+    ha = agent()
+    _, out = _replicated(ha, block(coa=coa))
+    assert ha.bindings.get(HOME) is None and not [a for a in out if isinstance(a, InstallBinding)]
+
+
+def test_finding8_a_replicated_lifetime_is_held_to_policy():
+    ha = agent(max_lifetime=600)
+    _replicated(ha, block(lifetime=65535, left=65535))
+    b = ha.bindings.get(HOME)
+    assert b is None or b.expires <= NOW + 600
+
+
+@pytest.mark.parametrize("encap,policy", [
+    ("gre", {"encapsulations": frozenset({"ipip"})}),
+    ("udp", {"udp_tunnelling": False}),
+], ids=["gre-disabled", "udp-disabled"])
+def test_finding8_a_replicated_encapsulation_must_be_enabled(encap, policy):
+    ha = agent(**policy)
+    _replicated(ha, block(encap=encap, source=A("203.0.113.9")))
+    assert ha.bindings.get(HOME) is None
+
+
+# --- finding 9: the files mipro shares with keepalived are trusted as found --------------
+
+@pytest.mark.xfail(strict=True, reason="finding 9: NotifyFifo opens an existing FIFO whatever its "
+                   "owner and mode: whoever can write it sets mipro's role (MASTER: programs "
+                   "every binding and sends gratuitous ARP while the peer is primary; BACKUP: "
+                   "removes them from the kernel of the real primary)")
+@pytest.mark.parametrize("mode,owner", [(0o666, None), (0o600, 65534)],
+                         ids=["world-writable", "not-roots"])
+def test_finding9_a_fifo_others_can_write_is_refused(tmp_path, mode, owner):
+    path = tmp_path / "keepalived.fifo"
+    os.mkfifo(path)
+    os.chmod(path, mode)
+    if owner is not None:
+        if os.geteuid() != 0:
+            pytest.skip("chown needs root")
+        os.chown(path, owner, owner)
+    try:
+        fifo = NotifyFifo(str(path))
+    except OSError:
+        return  # refused
+    fifo.close()
+    st = os.stat(path)
+    assert not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and st.st_uid in (0, os.geteuid())
+
+
+@pytest.mark.xfail(strict=True, reason="finding 9: write_track_file follows a symlink (O_CREAT|"
+                   "O_TRUNC, as root): where the track file's directory is writable by someone "
+                   "else, any file on the host is truncated to '1\\n'")
+def test_finding9_the_track_file_is_not_written_through_a_symlink(tmp_path):
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    track = tmp_path / "ha-sync-51"
+    track.symlink_to(victim)
+    with contextlib.suppress(OSError):  # refusing is fine
+        write_track_file(str(track), 1)
+    assert victim.read_text() == "precious\n"
+
+
+@pytest.mark.xfail(strict=True, reason="finding 9: NotifyFifo buffers a line until its newline, "
+                   "without a bound: a writer that never sends one grows mipro's memory by up "
+                   "to 4 MiB per wakeup")
+def test_finding9_a_line_without_end_is_bounded(tmp_path):
+    path = tmp_path / "keepalived.fifo"
+    fifo = NotifyFifo(str(path))
+    fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+    try:
+        for _ in range(8):
+            with pytest.raises(BlockingIOError):
+                while True:
+                    os.write(fd, b"x" * 4096)
+            fifo.events()
+        assert len(fifo.partial) <= 65536
+    finally:
+        os.close(fd)
+        fifo.close()
+
+
+# =========================================================================================
+# Defences: attacks that are answered correctly, and change nothing
+# =========================================================================================
+
+def test_a_forward_for_a_group_we_are_primary_of_changes_nothing():
+    """Both primary (a partition), or a confused peer: the other side's forward for a group
+    we hold is ignored and counted; our table, replay state, role and kernel stay."""
+    a, b = pair()
+    a.receive(request(now=NOW + 1), NOW + 1)
+    pump(a, b, NOW + 1)
+    before = a.state()
+    hostile = (block(coa=A("198.51.100.66"), ident=timestamp_identification(NOW + 5)),
+               block(home=OTHER, coa=A("198.51.100.66")))
+    b.run(b.rep.vrrp_state("VI_HA", "MASTER", NOW + 2))
+    b.outbox.append(b.rep.session.message(SyncMessage(
+        SyncType.FORWARD, 51, 100, (VIP,), blocks=hostile, primary=True), NOW + 2))
+    b.outbox.append(b.rep.session.message(SyncMessage(
+        SyncType.DUMP, 51, 255, (VIP,), blocks=hostile, primary=True), NOW + 2))
+    deliver(b, a, now=NOW + 2)
+    assert a.state() == before
+    assert a.rep.counters["sync_ignored_as_master"] == 2
+
+
+@pytest.mark.parametrize("vrid,addresses", [(51, (VIP2,)), (52, (VIP,)), (99, (VIP,))],
+                         ids=["other-address", "other-vrid", "unknown-vrid"])
+def test_a_message_for_a_group_we_do_not_have_changes_nothing(vrid, addresses):
+    a, b = pair()
+    before = b.state()
+    a.outbox.append(a.rep.session.message(SyncMessage(
+        SyncType.DUMP, vrid, 255, addresses, blocks=(block(),), primary=True), NOW + 1))
+    deliver(a, b, now=NOW + 1)
+    b.outbox.clear()  # its acknowledgement
+    assert b.state() == before and b.rep.counters["sync_unknown_group"] == 1
+
+
+def test_a_block_naming_another_groups_address_changes_nothing():
+    """A forward of group 51 whose block says home agent 10.1.0.2 (another group, or none):
+    skipped and counted, nothing else."""
+    a, b = pair()
+    before = b.state()
+    a.outbox.append(a.rep.session.message(SyncMessage(
+        SyncType.FORWARD, 51, 100, (VIP,), blocks=(block(ha=VIP2),), primary=True), NOW + 1))
+    deliver(a, b, now=NOW + 1)
+    assert b.state() == before and b.ha.counters["replicated_wrong_group"] == 1
+
+
+def test_a_replicated_block_cannot_lower_the_last_accepted_identification():
+    """A forward (or a dump) with an older identification than the backup knows: the replay
+    state keeps the newest, and the request it was accepted with stays refused after a
+    takeover."""
+    a, b = pair()
+    newest = request(now=NOW + 10)
+    assert a.receive(newest, NOW + 10).code == 0
+    pump(a, b, NOW + 10)
+    kept = b.ha.replay[HOME].last_accepted
+    old = block(ident=timestamp_identification(NOW), left=200)
+    a.outbox.append(a.rep.session.message(SyncMessage(
+        SyncType.FORWARD, 51, 100, (VIP,), blocks=(old,), primary=True), NOW + 11))
+    a.outbox.append(a.rep.session.message(SyncMessage(
+        SyncType.DUMP, 51, 100, (VIP,), blocks=(old,), primary=True), NOW + 11))
+    deliver(a, b, now=NOW + 11)
+    assert b.ha.replay[HOME].last_accepted == kept
+    b.run(b.rep.vrrp_state("VI_HA", "MASTER", NOW + 12))
+    assert b.receive(newest, NOW + 12).code == 133
+
+
+def test_a_dump_that_omits_a_mobile_node_keeps_its_replay_state():
+    """A dump replaces the backup's bindings; the replay state of a mobile node the dump
+    does not name stays, so its old request is still refused after a takeover."""
+    a, b = pair()
+    accepted = request(now=NOW + 1)
+    assert a.receive(accepted, NOW + 1).code == 0
+    pump(a, b, NOW + 1)
+    a.ha.bindings.pop(HOME)  # the primary lost it (a bug, a state file)
+    b.run(b.rep.session_down("reconnect"))
+    a.run(a.rep.session_down("reconnect"))
+    connect(a, b, NOW + 2)  # B asks again, the dump has no HOME
+    assert b.ha.bindings.get(HOME) is None and b.ha.replay[HOME].last_accepted
+    b.run(b.rep.vrrp_state("VI_HA", "MASTER", NOW + 3))
+    assert b.receive(accepted, NOW + 3).code == 133
+
+
+def test_a_dump_cut_midway_changes_nothing():
+    """The session breaks after the first of three dump messages: nothing of it is applied,
+    the backup's table, in-sync flag and track file stay, and the next session's dump is
+    taken whole."""
+    a, b = Side(agent(_many(1600))), Side(agent(_many(1600)))
+    a.run(a.rep.vrrp_state("VI_HA", "MASTER", NOW))
+    b.run(b.rep.vrrp_state("VI_HA", "BACKUP", NOW))
+    for s in _many(1600):  # both start from the same state file
+        a.ha.bindings.put(_binding(s.home_address))
+        b.ha.bindings.put(_binding(s.home_address))
+    b.run(b.rep.handle_timer(NOW + 10))  # alone at start: its state file is the table
+    a.run(a.rep.session_up(True, b"a" * 16))
+    b.run(b.rep.session_up(False, b"b" * 16))
+    for src, dst in ((a, b), (b, a), (a, b), (b, a)):  # hellos, proofs, the dump request
+        deliver(src, dst)
+    assert len(a.outbox) == 4
+    before = b.state()
+    deliver(a, b, 1)
+    a.run(a.rep.session_down("cut"))
+    b.run(b.rep.session_down("cut"))
+    a.outbox.clear()
+    b.outbox.clear()
+    assert b.state() == before and len(b.ha.bindings) == 1600 and b.track == {51: 0}
+    a.ha.bindings.pop(_many(1)[0].home_address)
+    connect(a, b, NOW + 1)
+    assert len(b.ha.bindings) == 1599 and b.track == {51: 0}
+
+
+def _binding(home):
+    return Binding(home, COA, VIP, 600, NOW + 600, NOW, timestamp_identification(NOW))
+
+
+def _session_pair():
+    i, r = Session(KEY, True, b"i" * 16), Session(KEY, False, b"r" * 16)
+    i.feed(r.hello(), NOW)
+    r.feed(i.hello(), NOW)
+    return i, r
+
+
+def test_records_split_at_every_byte_give_the_same_messages():
+    """TCP delivers in any pieces: one byte at a time is the same stream."""
+    i, r = _session_pair()
+    msgs = [SyncMessage(SyncType.FORWARD, 51, 100, (VIP,), blocks=(block(),), primary=True),
+            SyncMessage(SyncType.DUMP_REQUEST, 51, 90, (VIP,))]
+    data = b"".join(i.message(m, NOW) for m in msgs) + i.ack(NOW)
+    got = []
+    for k in range(len(data)):
+        got += r.feed(data[k:k + 1], NOW)
+    assert got == msgs and r.received == 3
+
+
+@pytest.mark.parametrize("length", [0, 40, MAX_RECORD + 1, 0xFFFFFFFF])
+def test_an_impossible_record_length_is_refused_before_it_is_buffered(length):
+    """Memory: a length below the smallest record or above 1 MiB closes the session at its
+    4 bytes, nothing waits for the rest (a slowloris cannot make us hold 4 GiB)."""
+    _, r = _session_pair()
+    with pytest.raises(SyncError, match="record of"):
+        r.feed(length.to_bytes(4, "big"), NOW)
+    assert r.received == 0
+
+
+def test_before_the_hellos_at_most_a_hello_is_buffered():
+    s = Session(KEY, False, b"r" * 16)
+    s.feed(HELLO[:5], NOW)
+    with pytest.raises(SyncError, match="not a mipro sync session"):
+        s.feed(b"?" * 100_000, NOW)
+    t = Session(KEY, False, b"r" * 16)
+    with pytest.raises(SyncError, match="not a mipro sync session"):
+        t.feed(b"X", NOW)  # the first wrong byte is enough
+
+
+@pytest.mark.parametrize("version", [0x00, 0x02, 0xFF])
+def test_no_other_hello_version_is_spoken(version):
+    """No negotiation, so no downgrade: a hello of another version is refused."""
+    s = Session(KEY, False, b"r" * 16)
+    with pytest.raises(SyncError, match="not a mipro sync session"):
+        s.feed(HELLO[:-1] + bytes((version,)) + b"i" * 16, NOW)
+    assert not s.keyed
+
+
+def test_a_replayed_hello_gives_a_new_session_key_and_old_records_fail():
+    """Both nonces go into the key: a stranger who replays the initiator's recorded hello
+    and records gets a key with the responder's fresh nonce, and the records fail."""
+    i, r = _session_pair()
+    recorded = i.hello() + i.ack(NOW) + i.message(
+        SyncMessage(SyncType.FORWARD, 51, 100, (VIP,), blocks=(block(),), primary=True), NOW)
+    fresh = Session(KEY, False, b"R" * 16)
+    with pytest.raises(SyncError, match="authentication"):
+        fresh.feed(recorded, NOW)
+    assert fresh.session_key != r.session_key and fresh.received == 0
+
+
+def test_a_record_reflected_to_its_sender_or_from_the_other_direction_fails():
+    i, r = _session_pair()
+    rec = i.message(SyncMessage(SyncType.DUMP_REQUEST, 51, 90, (VIP,)), NOW)
+    with pytest.raises(SyncError, match="authentication"):
+        i.feed(rec, NOW)  # our own record, sent back
+    mirror = Session(KEY, True, b"i" * 16)  # same nonces, same key, same direction as i
+    mirror.feed(r.hello(), NOW)
+    with pytest.raises(SyncError, match="authentication"):
+        mirror.feed(rec, NOW)
+
+
+def test_the_peer_sending_our_own_nonce_back_is_refused():
+    s = Session(KEY, False, b"r" * 16)
+    with pytest.raises(SyncError, match="our own nonce"):
+        s.feed(s.hello(), NOW)
+
+
+def test_a_truncated_or_bit_flipped_tag_fails():
+    i, r = _session_pair()
+    rec = i.message(SyncMessage(SyncType.DUMP_REQUEST, 51, 90, (VIP,)), NOW)
+    short = (int.from_bytes(rec[:4], "big") - 16).to_bytes(4, "big") + rec[4:-16]
+    with pytest.raises(SyncError, match="authentication"):
+        Session(KEY, False, b"r" * 16).feed(i.hello() + short, NOW)
+    with pytest.raises(SyncError, match="authentication"):
+        r.feed(rec[:-1] + bytes((rec[-1] ^ 1,)), NOW)
+
+
+def test_what_a_stranger_from_the_peers_address_learns_and_changes():
+    """A stranger who reaches the port from the peer's address (no key) gets our nonce and
+    one 53-byte acknowledgement (a MAC over our sequence number 1 and a zero), nothing
+    else: no dump, no forward, and no change of bindings, replay state, role or track."""
+    a = Side(agent())
+    a.run(a.rep.vrrp_state("VI_HA", "MASTER", NOW))
+    a.receive(request(now=NOW))
+    before = a.state()
+    a.run(a.rep.session_up(False, b"a" * 16))
+    mallory = Session(b"guessed key guessed key", True, b"m" * 16)
+    a.run(a.rep.session_data(mallory.hello(), NOW))
+    assert [len(x) for x in a.outbox] == [len(HELLO) + 16, 4 + 1 + 8 + 8 + 32]
+    mallory.feed(a.outbox[0], NOW)
+    b = a.ha.bindings.get(HOME)
+    assert a.rep.forward(VIP, [a.ha.block_of(b, NOW)], NOW) == []  # nothing to the unproven
+    with pytest.raises(SyncError, match="authentication"):
+        a.rep.session_data(mallory.message(SyncMessage(SyncType.DUMP_REQUEST, 51, 90, (VIP,)),
+                                           NOW), NOW)
+    assert a.state() == before and a.rep.describe(NOW)["session"] == "handshake"
+
+
+def test_an_acknowledgement_of_records_never_sent_closes_the_session():
+    i, r = _session_pair()
+    forged = Session(KEY, True, b"i" * 16)
+    forged.session_key, forged.received = i.session_key, 5
+    with pytest.raises(SyncError, match="acknowledgement of 5"):
+        r.feed(forged.ack(NOW), NOW)
+
+
+def test_fifo_lines_for_other_instances_or_garbage_change_nothing(tmp_path):
+    a, b = pair()
+    before = b.state()
+    path = tmp_path / "keepalived.fifo"
+    fifo = NotifyFifo(str(path))
+    fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+    try:
+        os.write(fd, b'INSTANCE "VI_OTHER" MASTER 100\nGROUP "VI_HA" MASTER 100\n\xff\xfe'
+                     b'garbage\nINSTANCE\n')
+        for e in fifo.events():
+            if e.kind == "INSTANCE":
+                b.run(b.rep.vrrp_state(e.name, e.state, NOW + 1))
+        os.write(fd, b'INSTANCE "VI_')  # half a line: nothing yet
+        assert fifo.events() == []
+        os.write(fd, b'HA" FAULT 100\n')
+        assert [(e.name, e.state) for e in fifo.events()] == [("VI_HA", "FAULT")]
+    finally:
+        os.close(fd)
+        fifo.close()
+    assert b.state() == before
