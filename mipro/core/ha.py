@@ -307,7 +307,7 @@ class HomeAgent:
             if old is not None and old.home_agent != address:  # it moved to this group
                 actions.append(RemoveBinding(old, "replicated"))
             left = min(blk.lifetime_left, self.policy.max_lifetime)
-            b = Binding(home, blk.care_of_address, blk.home_agent, min(blk.lifetime, left),
+            b = Binding(home, blk.care_of_address, blk.home_agent, min(blk.lifetime, self.policy.max_lifetime),
                         now + left, now, blk.identification, blk.encapsulation,
                         blk.reverse_tunnel, blk.nai, blk.spi, blk.source, blk.source_port)
             self.bindings.put(b)

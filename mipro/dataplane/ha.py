@@ -9,6 +9,12 @@ where to encapsulate (a lightweight-tunnel route), so a binding costs one
 route whatever their number.  A shared link takes in tunnelled packets from
 any source, so a raw-table rule admits them only from registered care-of
 addresses (ipset ``mipro-coa``), which is what the per-care-of links did.
+
+A home agent may serve several addresses (``addresses``: active/active
+redundancy, a virtual address per group).  A binding's tunnel ends on the
+address its MN registered with (``Binding.home_agent``): the outer source of
+what goes to the MN, the local end of its link; tunnelled packets are taken in
+on any served address, still only from the binding's care-of address.
 """
 
 from __future__ import annotations
@@ -44,8 +50,15 @@ def _tag(requests: list[rtbatch.Request], start: int, tag: int) -> None:
         requests[j] = replace(requests[j], tag=tag)
 
 
-def link_name(coa: IPv4Address, encap: str) -> str:
-    return f"{LINK_PREFIX}{'g' if encap == 'gre' else ''}{coa.packed.hex()}"
+# a per-care-of link's name says which served address is its local end: none for the
+# first (ha.address), a character for each other; IFNAMSIZ leaves room for one only
+# ("miph-g" + 8 hex digits + 1 = 15); the lengths keep the four forms apart
+LOCAL_MARKS = "123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def link_name(coa: IPv4Address, encap: str, local_index: int = 0) -> str:
+    mark = LOCAL_MARKS[local_index - 1] if local_index else ""
+    return f"{LINK_PREFIX}{'g' if encap == 'gre' else ''}{coa.packed.hex()}{mark}"
 
 
 def link_counters(name: str) -> dict[str, int] | None:
@@ -65,9 +78,16 @@ class HaDataplane:
     def __init__(self, *, backend: str, address: IPv4Address, home_interface: str,
                  home_network: IPv4Network, table: int, rule_priority: int,
                  tunnel_interface: str, log: Any, proxy_arp: str = "per-binding",
-                 kernel_tunnels: str = "per-care-of") -> None:
+                 kernel_tunnels: str = "per-care-of",
+                 addresses: tuple[IPv4Address, ...] = ()) -> None:
+        """``address``: ha.address; ``addresses``: every address served (it among them),
+        each a tunnel endpoint for the bindings registered with it."""
         self.name = backend
         self.address = address
+        self.addresses = tuple(dict.fromkeys((address, *addresses)))
+        if len(self.addresses) > len(LOCAL_MARKS) + 1:
+            raise RuntimeError(f"{len(self.addresses)} home agent addresses: the dataplane "
+                               f"names tunnels for at most {len(LOCAL_MARKS) + 1}")
         self.home_if = home_interface
         self.home_net = home_network
         self.table = table
@@ -119,7 +139,7 @@ class HaDataplane:
         # the userspace relay carries every tunnel with the userspace backend, and UDP
         # tunnels (RFC 3519, MNs behind a NAPT) with either: the kernel has no such links
         relay = UserspaceTunnel(self.tun_if, self.address, self._peer_of, self._accept,
-                                raw=self.name == "userspace")
+                                raw=self.name == "userspace", also_local=self.addresses)
         try:
             relay.open()
         except OSError as exc:
@@ -162,15 +182,16 @@ class HaDataplane:
         raw = iptc.Table(iptc.Table.RAW)
         raw.autocommit = False
         rules = []
-        for proto in IP_PROTOCOLS.values():
-            admit = iptc.Rule()
-            admit.dst, admit.protocol = str(self.address), proto
-            set_match(admit, COA_SET, "src")
-            admit.target = iptc.Target(admit, "RETURN")
-            drop = iptc.Rule()
-            drop.dst, drop.protocol = str(self.address), proto
-            drop.target = iptc.Target(drop, "DROP")
-            rules += [admit, drop]
+        for address in self.addresses:
+            for proto in IP_PROTOCOLS.values():
+                admit = iptc.Rule()
+                admit.dst, admit.protocol = str(address), proto
+                set_match(admit, COA_SET, "src")
+                admit.target = iptc.Target(admit, "RETURN")
+                drop = iptc.Rule()
+                drop.dst, drop.protocol = str(address), proto
+                drop.target = iptc.Target(drop, "DROP")
+                rules += [admit, drop]
         hook_chain(raw, "PREROUTING", COA_CHAIN, rules)
         self.log("shared-tunnels", links=",".join(SHARED_LINKS.values()))
 
@@ -265,8 +286,9 @@ class HaDataplane:
             mark = len(requests), len(admissions)
             if op == "install":
                 old = self.bindings.get(b.home_address)
-                same_tunnel = old is not None and (old.care_of_address, old.encapsulation) == \
-                    (b.care_of_address, b.encapsulation)
+                same_tunnel = old is not None and \
+                    (old.care_of_address, old.encapsulation, self._local_of(old)) == \
+                    (b.care_of_address, b.encapsulation, self._local_of(b))
                 self.bindings[b.home_address] = b
                 if old is None or old.source != b.source:
                     self._exempt(b.source, +1, exempts)
@@ -279,7 +301,7 @@ class HaDataplane:
                 oif, encap = self.tun_index, None
                 if self.kernel_link(b) and self.shared:
                     oif = self.shared["gre" if b.encapsulation == "gre" else "ipip"]
-                    encap = (self.address, b.care_of_address)
+                    encap = (self._local_of(b), b.care_of_address)
                     self._admit(b.care_of_address, +1, admissions)
                 elif self.kernel_link(b):
                     oif = self._acquire_link(b, requests, created)
@@ -340,15 +362,24 @@ class HaDataplane:
     def kernel_link(self, b: Binding) -> bool:
         return self.name == "kernel" and b.encapsulation != "udp"
 
+    def _local_of(self, b: Binding) -> IPv4Address:
+        """The binding's end of its tunnel: the address its MN registered with (one no
+        longer served, from an old state file: ha.address)."""
+        return b.home_agent if b.home_agent in self.addresses else self.address
+
+    def _link_name(self, b: Binding) -> str:
+        return link_name(b.care_of_address, b.encapsulation,
+                         self.addresses.index(self._local_of(b)))
+
     def _acquire_link(self, b: Binding, requests: list[rtbatch.Request],
                       created: list[str]) -> int:
         """The binding's tunnel link, created in this batch if it is the first user."""
-        name = link_name(b.care_of_address, b.encapsulation)
+        name = self._link_name(b)
         if name not in self.links:
             self.next_ifindex += 1
             kind = "gre" if b.encapsulation == "gre" else "ipip"
-            requests.append(rtbatch.tunnel_link(kind, name, self.address, b.care_of_address,
-                                                self.next_ifindex))
+            requests.append(rtbatch.tunnel_link(kind, name, self._local_of(b),
+                                                b.care_of_address, self.next_ifindex))
             self.links[name] = [0, self.next_ifindex]
             created.append(name)
         self.links[name][0] += 1
@@ -372,7 +403,7 @@ class HaDataplane:
         if self.shared:
             self._admit(b.care_of_address, -1, admissions)
             return
-        name = link_name(b.care_of_address, b.encapsulation)
+        name = self._link_name(b)
         if name in self.links:
             self.links[name][0] -= 1
             if self.links[name][0] <= 0:
@@ -386,8 +417,8 @@ class HaDataplane:
         if b is None:
             return None
         if b.encapsulation == "udp":  # to the NAPT's public address and port
-            return ((b.source, b.source_port), "udp", dst)
-        return (b.care_of_address, b.encapsulation, dst)
+            return ((b.source, b.source_port), "udp", dst, self._local_of(b))
+        return (b.care_of_address, b.encapsulation, dst, self._local_of(b))
 
     def from_udp(self, data: bytes, src: IPv4Address, port: int) -> bool:
         """RFC 3519 tunnel data that arrived on the registration socket."""
@@ -413,7 +444,7 @@ class HaDataplane:
         if self.name == "kernel" and b is not None and b.encapsulation != "udp":
             if self.shared:
                 return None  # one link for all: no per-binding counters
-            return link_counters(link_name(b.care_of_address, b.encapsulation))
+            return link_counters(self._link_name(b))
         if self.relay is None:
             return None
         c = self.relay.stats.per_key.get(home)

@@ -151,7 +151,8 @@ class HaDaemon(EngineDaemon[HomeAgent]):
                 home_interface=self.cfg.home_interface, home_network=self.cfg.home_network,
                 table=dp.table, rule_priority=dp.rule_priority,
                 tunnel_interface=dp.tunnel_interface, log=self.log,
-                proxy_arp=self.cfg.proxy_arp, kernel_tunnels=self.cfg.kernel_tunnels)
+                proxy_arp=self.cfg.proxy_arp, kernel_tunnels=self.cfg.kernel_tunnels,
+                addresses=self.cfg.addresses)
         await self.dataplane.start(loop)
         await self._start_flood_limit()
         self.engine.set_policy(make_policy(self.cfg, self.dataplane.udp_tunnels))
@@ -165,8 +166,9 @@ class HaDaemon(EngineDaemon[HomeAgent]):
             self.add_input(sock.fileno(), partial(self._on_readable, sock))
         self.sock = self.socks[self.cfg.address]
         relay = getattr(self.dataplane, "relay", None)
-        if relay is not None:  # UDP tunnel data leaves from port 434, as the NAPT expects
-            relay.udp_send = self._udp_send
+        if relay is not None:  # UDP tunnel data leaves from port 434, as the NAPT expects,
+            relay.udp_send = self._udp_send  # of the address the MN registered with
+            relay.udp_send_from = self._udp_send_from
         control = await self.serve_operations(self.cfg.runtime.control_socket)
         if self.cfg.advertise:
             self.advertiser = Advertiser(make_advert_policy(self.cfg), time.time())
@@ -390,6 +392,9 @@ class HaDaemon(EngineDaemon[HomeAgent]):
 
     def _udp_send(self, data: bytes, addr: tuple[str, int]) -> None:
         self.main_sock.sendto(data, addr)
+
+    def _udp_send_from(self, data: bytes, addr: tuple[str, int], local: IPv4Address) -> None:
+        (self.socks.get(local) or self.main_sock).sendto(data, addr)
 
     async def _execute(self, actions: list[Any]) -> None:
         """Program the kernel before answering, so the MN's first packets find the tunnel,

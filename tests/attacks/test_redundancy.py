@@ -586,6 +586,15 @@ def test_finding8_a_replicated_lifetime_is_held_to_policy():
     assert b is None or b.expires <= NOW + 600
 
 
+def test_a_replicated_binding_keeps_its_granted_lifetime():
+    """What is left of it sets the expiry; the lifetime granted stays what the MN got (the
+    backup's status shows the primary's binding, not a second's rounding of it)."""
+    ha = agent(max_lifetime=600)
+    _replicated(ha, block(lifetime=600, left=599))
+    b = ha.bindings.get(HOME)
+    assert b is not None and b.lifetime == 600 and b.expires == NOW + 599
+
+
 @pytest.mark.parametrize("encap,policy", [
     ("gre", {"encapsulations": frozenset({"ipip"})}),
     ("udp", {"udp_tunnelling": False}),

@@ -203,7 +203,7 @@ def _redundant(tmp_path, keepalived_edit=None):
     subs.chmod(0o600)
     ha = (REPO / "conf" / "ha.toml").read_text().replace("/etc/mipro/subscribers.toml",
                                                           str(subs))
-    block = ha[ha.index("# [redundancy]"):]
+    block = ha[ha.index("# [redundancy]"):ha.index("#\n# Active/active")]  # one group
     block = re.sub(r"^# ?", "", block, flags=re.M).replace('key = "hex:..."',
                                                             'key = "hex:' + "ab" * 32 + '"')
     block = block.replace("/etc/keepalived/keepalived.conf", str(ka))

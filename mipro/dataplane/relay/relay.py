@@ -14,6 +14,12 @@ UDP tunnelling (RFC 3519, for mobile nodes behind a NAPT) goes through the
 daemon's own UDP port 434 socket, so tunnel data shares the NAPT mapping of
 the registrations: the daemon hands us what it receives (``from_udp``) and
 gives us its socket's send (``udp_send``).
+
+A home agent may serve several addresses (active/active redundancy: one per
+virtual address): ``also_local`` opens raw sockets on each of them too, so
+tunnelled packets are taken in on any of them, and ``peer_of`` names the
+outer source of each packet as a fourth item (the address the mobile node
+registered with); UDP tunnel data then leaves through ``udp_send_from``.
 """
 
 from __future__ import annotations
@@ -21,10 +27,12 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
+from typing import cast
 
 from .encap import (
     GRE_IPV4,
@@ -44,7 +52,11 @@ UDP_MTU = 1468  # ... minus UDP (8) and the RFC 3519 header (4): no outer fragme
 UDP_TUNNEL_HEADER = bytes((4, 4, 0, 0))  # RFC 3519 tunnel data, next header 4 (IPv4)
 
 
-PeerOf = Callable[[IPv4Address, IPv4Address], tuple[object, str, object] | None]
+# (outer destination, encapsulation, counter key[, outer source])
+Peer = tuple[object, str, object] | tuple[object, str, object, IPv4Address]
+PeerOf = Callable[[IPv4Address, IPv4Address], Peer | None]
+UdpSend = Callable[[bytes, tuple[str, int]], None]
+UdpSendFrom = Callable[[bytes, tuple[str, int], IPv4Address], None]
 
 
 @dataclass
@@ -65,7 +77,7 @@ class RelayStats:
     dropped_unauthorised: int = 0
     tun_write_errors: int = 0
     last_udp_in: float = 0.0  # monotonic time of the last accepted UDP tunnel packet
-    per_key: dict[IPv4Address, Counters] = field(default_factory=dict)
+    per_key: dict[object, Counters] = field(default_factory=dict)
 
 
 class UserspaceTunnel:
@@ -76,21 +88,28 @@ class UserspaceTunnel:
         peer_of: PeerOf,
         accept: Callable[[IPv4Address, IPv4Address, IPv4Address], IPv4Address | None],
         raw: bool = True,
+        also_local: Iterable[IPv4Address] = (),
     ) -> None:
         """``peer_of(src, dst)`` → (outer destination, "ipip"|"gre", counter key), or
-        ((address, port), "udp", key), or None; ``accept(outer_src, inner_src, inner_dst)``
+        ((address, port), "udp", key), or None; a fourth item, one of ``local`` and
+        ``also_local``, is the outer source.  ``accept(outer_src, inner_src, inner_dst)``
         → counter key or None to drop.  ``raw=False``: UDP tunnels only (the kernel's own
         ipip/gre links do the rest, and raw sockets would see their packets too)."""
         self.raw = raw
         self.ifname = ifname
         self.local = local
+        self.also_local = tuple(a for a in dict.fromkeys(also_local) if a != local)
+        # the raw sockets of the other local addresses: address -> (ipip, gre)
+        self.extra: dict[IPv4Address, tuple[socket.socket, socket.socket]] = {}
         self.peer_of = peer_of
         self.accept = accept
         self.stats = RelayStats()
         self.fd = -1
-        self.ipip = self.gre = None
+        self.ipip: socket.socket | None = None
+        self.gre: socket.socket | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
-        self.udp_send: Callable[[bytes, tuple[str, int]], None] | None = None
+        self.udp_send: UdpSend | None = None
+        self.udp_send_from: UdpSendFrom | None = None  # from a given local address
         self.peer_tuns: dict[IPv4Address, tuple[int, PeerOf]] = {}  # peer → (fd, peer_of)
 
     def add_peer_tun(self, peer: IPv4Address, ifname: str, peer_of: PeerOf) -> None:
@@ -116,6 +135,9 @@ class UserspaceTunnel:
         if self.raw:
             self.ipip = raw_socket(IPPROTO_IPIP, self.local)
             self.gre = raw_socket(IPPROTO_GRE, self.local)
+            for address in self.also_local:
+                self.extra[address] = (raw_socket(IPPROTO_IPIP, address),
+                                       raw_socket(IPPROTO_GRE, address))
 
     def rebind(self, local: IPv4Address | None) -> None:
         """The care-of address changed (MN): new raw sockets bound to it."""
@@ -136,15 +158,17 @@ class UserspaceTunnel:
             loop.add_reader(self.fd, self._from_tun, self.fd, self.peer_of)
         for fd, peer_of in self.peer_tuns.values():
             loop.add_reader(fd, self._from_tun, fd, peer_of)
-        if self.raw:
-            loop.add_reader(self.ipip.fileno(), self._from_raw, self.ipip, False)
-            loop.add_reader(self.gre.fileno(), self._from_raw, self.gre, True)
+        if self.raw and self.ipip is not None and self.gre is not None:
+            for ipip, gre in ((self.ipip, self.gre), *self.extra.values()):
+                loop.add_reader(ipip.fileno(), self._from_raw, ipip, False)
+                loop.add_reader(gre.fileno(), self._from_raw, gre, True)
 
     def stop_reading(self) -> None:
         if self.loop is None:
             return
         for fd in (self.fd, self.ipip.fileno() if self.ipip else -1,
                    self.gre.fileno() if self.gre else -1,
+                   *(s.fileno() for pair in self.extra.values() for s in pair),
                    *(fd for fd, _ in self.peer_tuns.values())):
             if fd >= 0:
                 self.loop.remove_reader(fd)
@@ -152,10 +176,11 @@ class UserspaceTunnel:
     def close(self) -> None:
         self.stop_reading()
         self.loop = None
-        for s in (self.ipip, self.gre):
+        for s in (self.ipip, self.gre, *(s for pair in self.extra.values() for s in pair)):
             if s is not None:
                 s.close()
         self.ipip = self.gre = None
+        self.extra = {}
         for peer in list(self.peer_tuns):
             self.remove_peer_tun(peer)
         if self.fd >= 0:
@@ -169,7 +194,7 @@ class UserspaceTunnel:
         return {no_peer: s.dropped_no_peer, "malformed": s.dropped_bad,
                 "unauthorised": s.dropped_unauthorised}
 
-    def counters(self, key: IPv4Address) -> Counters:
+    def counters(self, key: object) -> Counters:
         c = self.stats.per_key.get(key)
         if c is None:
             c = self.stats.per_key[key] = Counters()
@@ -195,24 +220,35 @@ class UserspaceTunnel:
             if peer is None:
                 self.stats.dropped_no_peer += 1
                 continue
-            outer, encap, key = peer
+            outer, encap, key = peer[0], peer[1], peer[2]
+            local = peer[3] if len(peer) > 3 else None
+            ipip, gre = self.ipip, self.gre
+            if local is not None and local != self.local:
+                ipip, gre = self.extra.get(local, (None, None))
             try:
                 if encap == "udp":  # outer is (address, port): the NAPT's mapping
-                    if self.udp_send is None:
-                        raise OSError("no UDP socket")
-                    self.udp_send(UDP_TUNNEL_HEADER + pkt, (str(outer[0]), outer[1]))
-                elif not self.raw:
-                    raise OSError("IP-in-IP and GRE are the kernel's here")
+                    address, port = cast(tuple[IPv4Address, int], outer)
+                    self._send_udp(UDP_TUNNEL_HEADER + pkt, (str(address), port), local)
+                elif not self.raw or ipip is None or gre is None:
+                    raise OSError("IP-in-IP and GRE are the kernel's here, or not from there")
                 elif encap == "gre":
-                    self.gre.sendto(GRE_IPV4 + pkt, (str(outer), 0))
+                    gre.sendto(GRE_IPV4 + pkt, (str(outer), 0))
                 else:
-                    self.ipip.sendto(pkt, (str(outer), 0))
+                    ipip.sendto(pkt, (str(outer), 0))
             except OSError:
                 self.stats.dropped_no_peer += 1
                 continue
             c = self.counters(key)
             c.packets_out += 1
             c.bytes_out += len(pkt)
+
+    def _send_udp(self, data: bytes, dst: tuple[str, int], local: IPv4Address | None) -> None:
+        if local is not None and self.udp_send_from is not None:
+            self.udp_send_from(data, dst, local)
+        elif self.udp_send is not None:
+            self.udp_send(data, dst)
+        else:
+            raise OSError("no UDP socket")
 
     def _from_raw(self, sock, is_gre: bool) -> None:
         for _ in range(BATCH):
