@@ -20,7 +20,7 @@ from pyroute2 import NetlinkError
 from ..config import ConfigError, HaConfig, load_ha
 from ..core.actions import FetchSubscriber, InstallBinding, Log, RemoveBinding, Send
 from ..core.advertiser import Advertiser, AdvertPolicy
-from ..core.bindings import dotted
+from ..core.bindings import Binding, dotted
 from ..core.ha import HaPolicy, HomeAgent
 from ..dataplane.fake import FakeHaDataplane
 from ..dataplane.ha import HaDataplane
@@ -49,7 +49,7 @@ RESTORE_SLICE = 2048  # restored bindings per kernel batch, between registration
 class Reinstall:
     """Restored bindings for the kernel, resolved when the worker reaches them."""
 
-    bindings: list[Any]
+    bindings: list[Binding]
     done: asyncio.Future = field(repr=False)
 
 
@@ -251,7 +251,7 @@ class HaDaemon(EngineDaemon[HomeAgent]):
             self.reinstalling = asyncio.get_running_loop().create_task(
                 self._reinstall(restored))
 
-    async def _reinstall(self, bindings: list[Any]) -> None:
+    async def _reinstall(self, bindings: list[Binding]) -> None:
         """The restored bindings into the kernel a slice at a time, through the worker:
         a registration waits for one slice at most, and a binding that one replaced or
         removed meanwhile is skipped.  Already in the state file: not journalled."""

@@ -35,7 +35,7 @@ class Associations(Mapping[int, SecurityAssociation]):
                 return sa
         raise KeyError(spi)
 
-    def get(self, spi: int, default: Any = None) -> Any:  # type: ignore[override]
+    def get(self, spi: int, default: Any = None) -> Any:
         for sa in self._sas:
             if sa.spi == spi:
                 return sa
