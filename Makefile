@@ -17,7 +17,7 @@ APT_PACKAGES := python3 python3-venv python3-dev iptables libip4tc2 libip6tc2 ip
 	man install install-files install-user uninstall clean
 
 # Where `make install` puts mipro: a virtualenv in LIBDIR, the command in BINDIR (the units'
-# ExecStart=), the man page, the units, the sysusers.d file and the docs.
+# ExecStart=), the man page, the units, the sysusers.d and tmpfiles.d files and the docs.
 PREFIX ?= /usr/local
 BINDIR := $(PREFIX)/bin
 LIBDIR := $(PREFIX)/lib/mipro
@@ -25,6 +25,7 @@ MANDIR := $(PREFIX)/share/man
 DOCDIR := $(PREFIX)/share/doc/mipro
 UNITDIR := $(PREFIX)/lib/systemd/system
 SYSUSERSDIR := $(PREFIX)/lib/sysusers.d
+TMPFILESDIR := $(PREFIX)/lib/tmpfiles.d
 
 all: test
 
@@ -50,9 +51,10 @@ $(STAMP): pyproject.toml | apt
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
-# Everything: the suite on this kernel, then the kernel-backend tests on a kernel that
-# has ipip/ip_gre (this one if it does, else Debian's stock kernel in qemu).
-test: setup
+# Everything: ruff and mypy (lint), the suite on this kernel, then the kernel-backend
+# tests on a kernel that has ipip/ip_gre (this one if it does, else Debian's stock kernel
+# in qemu).
+test: lint
 	$(PY) -m pytest -q -ra tests --ignore=tests/kernel
 	$(PY) tests/kernel/runner.py
 
@@ -65,6 +67,8 @@ test-unit: setup
 test-integration: setup
 	$(PY) -m pytest -q -ra tests/integration
 
+# ruff and mypy from the venv (the test extra of pyproject.toml; the venv is reinstalled
+# when pyproject.toml changes); mypy's configuration is pyproject's [tool.mypy]
 lint: setup
 	$(VENV)/bin/ruff check mipro tests bench
 	$(VENV)/bin/mypy
@@ -165,7 +169,7 @@ PIP_ARGS ?=
 install-files: build/mipro.8
 	$(PYTHON) -m venv $(LIBDIR)
 	$(LIBDIR)/bin/pip install -q $(PIP_ARGS) --upgrade .
-	install -d $(BINDIR) $(MANDIR)/man8 $(UNITDIR) $(SYSUSERSDIR) $(DOCDIR)/examples
+	install -d $(BINDIR) $(MANDIR)/man8 $(UNITDIR) $(SYSUSERSDIR) $(TMPFILESDIR) $(DOCDIR)/examples
 	ln -sfn $(LIBDIR)/bin/mipro $(BINDIR)/mipro
 	install -m 0644 build/mipro.8 $(MANDIR)/man8/mipro.8
 	for role in ha fa mn; do \
@@ -173,6 +177,7 @@ install-files: build/mipro.8
 	  chmod 0644 $(UNITDIR)/mipro-$$role.service; \
 	done
 	install -m 0644 systemd/mipro.sysusers $(SYSUSERSDIR)/mipro.conf
+	install -m 0644 systemd/mipro.tmpfiles $(TMPFILESDIR)/mipro.conf
 	install -m 0644 README.md docs/operations.md docs/configuration.md $(DOCDIR)/
 	install -m 0644 conf/*.toml conf/keepalived.conf $(DOCDIR)/examples/
 	-mandb -q 2>/dev/null
@@ -180,6 +185,7 @@ install-files: build/mipro.8
 # The system user and group (systemd-sysusers), /etc/mipro for it, systemd told.
 install-user:
 	systemd-sysusers $(SYSUSERSDIR)/mipro.conf
+	systemd-tmpfiles --create $(TMPFILESDIR)/mipro.conf
 	install -d -m 0750 -o root -g mipro /etc/mipro
 	if [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
 	@echo "mipro: installed in $(LIBDIR), $(BINDIR)/mipro, units in $(UNITDIR) (man mipro)"
@@ -187,7 +193,7 @@ install-user:
 # Removes what install-files put under PREFIX; leaves /etc/mipro, /var/lib/mipro and the user.
 uninstall:
 	rm -rf $(LIBDIR) $(DOCDIR)
-	rm -f $(BINDIR)/mipro $(MANDIR)/man8/mipro.8 $(SYSUSERSDIR)/mipro.conf \
+	rm -f $(BINDIR)/mipro $(MANDIR)/man8/mipro.8 $(SYSUSERSDIR)/mipro.conf $(TMPFILESDIR)/mipro.conf \
 	  $(UNITDIR)/mipro-ha.service $(UNITDIR)/mipro-fa.service $(UNITDIR)/mipro-mn.service
 	if [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
 

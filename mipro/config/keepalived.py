@@ -130,9 +130,9 @@ def check(path: str | Path, notify_fifo: str, wants: list[Want],
                                           "sync', which needs weight 0 (non-zero = FAULT)")
         watched = [processes.get(b.keyword.strip('"')) for t in inst.all("track_process")
                    for b in t.children]
-        for name in watched:
-            if name is not None and name.strip('"') != process_name:
-                err(where, f"tracks process {name}, but mipro's process is named "
+        for process in watched:
+            if process is not None and process.strip('"') != process_name:
+                err(where, f"tracks process {process}, but mipro's process is named "
                            f"{process_name} (redundancy.process_name): if mipro died, "
                            "the address would stay")
         if not watched and not inst.all("track_script"):

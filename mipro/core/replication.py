@@ -23,7 +23,10 @@ session key from the shared key and both nonces; then every record is sequenced 
 MAC'd (HMAC-SHA-256) with it, with the direction in the MAC: a record from another
 session, the other direction, out of order or from a host without the key never
 verifies, and the session is closed.  Records are messages (Fig. 13b) or acknowledgements
-(the highest sequence number received), which give the replication lag.
+(the highest sequence number received), which give the replication lag.  An
+acknowledgement also goes out when nothing else has for HEARTBEAT seconds, and a session
+silent for DEAD_AFTER is closed (``CloseSession``): a peer that lost power sends no FIN,
+and its next connection must not find the slot held by the dead one.
 """
 
 from __future__ import annotations
@@ -44,6 +47,10 @@ NONCE_BYTES = 16
 MAC_BYTES = 32
 MAX_RECORD = 1 << 20
 MESSAGE, ACK = 1, 2
+HEARTBEAT = 1.0  # an acknowledgement when nothing else went out for this long
+DEAD_AFTER = 3.5  # nothing from the peer for this long: the session is gone (no FIN came)
+FRESHER_SLACK = 1.0  # at a cold start, tables whose newest registrations are this close tie
+HANDSHAKE_TIMEOUT = 5.0  # a session that has not proven itself in this long is closed
 
 
 class SyncError(Exception):
@@ -62,6 +69,9 @@ class Session:
     received: int = 0  # highest sequence number received (and verified)
     acked: int = 0  # highest of ours the peer acknowledged
     sent_at: dict[int, float] = field(default_factory=dict)  # unacknowledged: when sent
+    started: float | None = None  # when the connection came up
+    last_sent: float | None = None  # when we last sent a record
+    last_received: float | None = None  # when a record from the peer last verified
 
     def hello(self) -> bytes:
         return HELLO + self.nonce
@@ -88,6 +98,7 @@ class Session:
             self.sent.to_bytes(8, "big")
         if kind == MESSAGE:
             self.sent_at[self.sent] = now
+        self.last_sent = now
         return header + body + self._mac(True, header, body)
 
     def message(self, msg: SyncMessage, now: float) -> bytes:
@@ -129,7 +140,7 @@ class Session:
             seq = int.from_bytes(header[5:13], "big")
             if seq != self.received + 1:
                 raise SyncError(f"record {seq} after {self.received}")
-            self.received = seq
+            self.received, self.last_received = seq, now
             if header[4] == ACK:
                 self._acknowledged(int.from_bytes(body, "big"))
             elif header[4] == MESSAGE:
@@ -212,7 +223,14 @@ class Replicate:
     replace: bool = False
 
 
-ReplicationAction = SyncSend | TrackFile | TakeOver | StandDown | Replicate | Log
+@dataclass(frozen=True)
+class CloseSession:
+    """The session is dead or never proved itself: close the connection."""
+
+    reason: str
+
+
+ReplicationAction = SyncSend | TrackFile | TakeOver | StandDown | Replicate | CloseSession | Log
 #: every valid registration of a virtual HA address, as blocks (HomeAgent.export)
 Export = Callable[[IPv4Address, float], list[BindingBlock]]
 
@@ -224,6 +242,11 @@ class _GroupState:
     in_sync: bool = False
     receiving: list[BindingBlock] = field(default_factory=list)  # a dump under way
     asked: bool = False  # a dump request is out
+    # dump requests sent in this session, and dumps (to their last message) received: the
+    # primary answers in order on one ordered stream, so a dump answers request
+    # answered + 1, and only the answer to the latest request is taken
+    requested: int = 0
+    answered: int = 0
     last_resync: float | None = None
     received_blocks: int = 0
 
@@ -276,14 +299,17 @@ class Replication:
 
     # --- the session ------------------------------------------------------------------
 
-    def session_up(self, initiator: bool, nonce: bytes) -> list[ReplicationAction]:
-        self.session = Session(self.key, initiator, nonce)
+    def session_up(self, initiator: bool, nonce: bytes,
+                   now: float | None = None) -> list[ReplicationAction]:
+        self.session = Session(self.key, initiator, nonce, started=now)
+        for g in self.groups.values():
+            g.receiving, g.asked, g.requested, g.answered = [], False, 0, 0
         return [SyncSend(self.session.hello())]
 
     def session_down(self, reason: str) -> list[ReplicationAction]:
         self.session = None
         for g in self.groups.values():
-            g.receiving, g.asked = [], False
+            g.receiving, g.asked, g.requested, g.answered = [], False, 0, 0
         return [Log("redundancy-session-down", {"reason": reason}, "warning")]
 
     def session_data(self, data: bytes, now: float) -> list[ReplicationAction]:
@@ -291,6 +317,8 @@ class Replication:
         s = self.session
         if s is None:
             raise SyncError("no session")
+        if s.started is None:
+            s.started = now
         was_keyed, was_established = s.keyed, s.established
         messages = s.feed(data, now)
         actions: list[ReplicationAction] = []
@@ -316,14 +344,27 @@ class Replication:
         if msg.type is SyncType.DUMP_REQUEST:
             self._count("dump_requests")
             return self.dump(msg.vrid, self.export(g.group.address, now), now)
+        latest = False  # a dump part answering our latest request (bookkeeping first:
+        if msg.type is SyncType.DUMP and g.answered < g.requested:  # whatever our role)
+            latest = g.answered + 1 == g.requested
+            if not msg.more:
+                g.answered += 1
         if g.role is Role.MASTER:  # two primaries (a partition): ours is the table
             self._count("sync_ignored_as_master")
             return [Log("redundancy-ignored", {"vrid": msg.vrid, "type": msg.type.name,
                                                "reason": "we are primary"}, "warning")]
-        g.received_blocks += len(msg.blocks)
         if msg.type is SyncType.FORWARD:
+            g.received_blocks += len(msg.blocks)
             self._count("forwards_received")
             return [Replicate(g.group.address, msg.blocks)]
+        if not latest:  # the rest of a dump we gave up (a role flap asked again), or unasked
+            self._count("dump_parts_skipped")
+            if msg.more:
+                return []
+            return [Log("redundancy-dump-skipped", {
+                "vrid": msg.vrid, "reason": "answers an earlier request" if
+                g.answered < g.requested else "not asked for"}, "warning")]
+        g.received_blocks += len(msg.blocks)
         g.receiving += msg.blocks
         if msg.more:
             return []
@@ -331,15 +372,32 @@ class Replication:
         g.in_sync, g.last_resync = True, now
         self._count("dumps_received")
         done: list[ReplicationAction] = [TrackFile(g.group.vrid, 0)]
-        if not msg.primary and not self._outranked_by(g, msg.priority):
-            # neither is primary (both just started): the intended primary's table wins,
-            # and that is ours; the peer takes ours when it asks
-            self._count("dumps_kept_ours")
-            return done + [Log("redundancy-in-sync", {
-                "vrid": g.group.vrid, "bindings": "ours", "reason": "peer not primary, "
-                f"priority {msg.priority} below ours {g.group.priority}"})]
+        reason = "peer is primary"
+        if not msg.primary:
+            # neither is primary (both just started): the fresher table wins, the one
+            # whose newest registration is more recent; within FRESHER_SLACK the
+            # intended primary's (priority).  The peer takes ours when it asks.
+            theirs = _newest_age(blocks)
+            ours = _newest_age(self.export(g.group.address, now))
+            if theirs is not None and (ours is None or theirs + FRESHER_SLACK < ours):
+                reason = f"peer not primary, its table fresher ({_age(theirs)} vs {_age(ours)})"
+            elif ours is not None and (theirs is None or ours + FRESHER_SLACK < theirs):
+                self._count("dumps_kept_ours")
+                return done + [Log("redundancy-in-sync", {
+                    "vrid": g.group.vrid, "bindings": "ours", "reason": "peer not primary, "
+                    f"our table fresher ({_age(ours)} vs {_age(theirs)})"})]
+            elif not self._outranked_by(g, msg.priority):
+                self._count("dumps_kept_ours")
+                return done + [Log("redundancy-in-sync", {
+                    "vrid": g.group.vrid, "bindings": "ours", "reason": "peer not primary, "
+                    f"tables as fresh, priority {msg.priority} not above ours "
+                    f"{g.group.priority}"})]
+            else:
+                reason = f"peer not primary, tables as fresh, priority {msg.priority} " \
+                    f"above ours {g.group.priority}"
         return [Replicate(g.group.address, blocks, replace=True), *done,
-                Log("redundancy-in-sync", {"vrid": g.group.vrid, "bindings": len(blocks)})]
+                Log("redundancy-in-sync", {"vrid": g.group.vrid, "bindings": len(blocks),
+                                           "reason": reason})]
 
     def _outranked_by(self, g: _GroupState, priority: int) -> bool:
         """The peer's configured priority is higher (a tie: the session's initiator, the
@@ -353,6 +411,7 @@ class Replication:
         if s is None or not s.established or g.asked:
             return []
         g.asked = True
+        g.requested += 1
         return [SyncSend(s.message(SyncMessage(SyncType.DUMP_REQUEST, g.group.vrid,
                                                g.group.priority, (g.group.address,),
                                                g.group.advert_interval), now))]
@@ -394,13 +453,25 @@ class Replication:
     # --- timers -----------------------------------------------------------------------
 
     def next_timer(self) -> float | None:
-        return self.alone_at
+        times = [t for t in (self.alone_at, *self._session_timers()) if t is not None]
+        return min(times) if times else None
+
+    def _session_timers(self) -> tuple[float | None, ...]:
+        """When the handshake times out; when a heartbeat is due, when the peer is dead."""
+        s = self.session
+        if s is None:
+            return ()
+        if not s.established:
+            return (s.started + HANDSHAKE_TIMEOUT if s.started is not None else None,)
+        assert s.last_received is not None
+        return (s.last_received + DEAD_AFTER,
+                (s.last_sent if s.last_sent is not None else s.last_received) + HEARTBEAT)
 
     def handle_timer(self, now: float) -> list[ReplicationAction]:
+        actions = self._session_timer(now)
         if self.alone_at is None or now < self.alone_at:
-            return []
+            return actions
         self.alone_at = None  # no peer came: what our state file had is the table
-        actions: list[ReplicationAction] = []
         for g in self.groups.values():
             if not g.in_sync:
                 g.in_sync, g.last_resync = True, now
@@ -408,6 +479,26 @@ class Replication:
                             Log("redundancy-alone", {"vrid": g.group.vrid,
                                                      "reason": "no peer session"}, "warning")]
         return actions
+
+    def _session_timer(self, now: float) -> list[ReplicationAction]:
+        """A proven session hears from the peer at least every HEARTBEAT (an
+        acknowledgement when there is nothing else): silence for DEAD_AFTER means the
+        peer is gone without a FIN (power loss, a cut link), and its slot must be free
+        for its next connection."""
+        s = self.session
+        if s is None:
+            return []
+        if not s.established:
+            if s.started is not None and now >= s.started + HANDSHAKE_TIMEOUT:
+                return [CloseSession("no authenticated hello in time")]
+            return []
+        assert s.last_received is not None
+        if now >= s.last_received + DEAD_AFTER:
+            self._count("sessions_timed_out")
+            return [CloseSession(f"nothing from the peer for {now - s.last_received:.1f} s")]
+        if now >= (s.last_sent if s.last_sent is not None else s.last_received) + HEARTBEAT:
+            return [SyncSend(s.ack(now))]
+        return []
 
     # --- views ------------------------------------------------------------------------
 
@@ -437,6 +528,18 @@ class Replication:
 
     def _count(self, name: str, n: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + n
+
+
+def _newest_age(blocks: list[BindingBlock] | tuple[BindingBlock, ...]) -> float | None:
+    """Seconds since the newest registration of a table (granted minus left), None for an
+    empty one.  Each side computes it with its own clock from its own state (the dump's
+    from the sender's, as it sent it): comparable if the clocks agree (NTP)."""
+    ages = [b.lifetime - b.lifetime_left for b in blocks if b.lifetime_left > 0]
+    return float(min(ages)) if ages else None
+
+
+def _age(age: float | None) -> str:
+    return "empty" if age is None else f"newest {age:.0f} s old"
 
 
 def _chunks(blocks: list[BindingBlock]) -> list[tuple[BindingBlock, ...]]:

@@ -14,6 +14,7 @@ touching its kernel.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import Any
 
@@ -188,7 +189,7 @@ class FakeFaDataplane:
 class FakeRelay:
     """Where the MN daemon hands its socket's send for UDP tunnels (nothing is sent)."""
 
-    udp_send: Any = None
+    udp_send: Callable[[bytes, tuple[str, int]], None] | None = None
 
 
 class FakeMnDataplane:

@@ -178,7 +178,7 @@ class HaDataplane:
         self.ipset = AsyncIPSet()
         await self.ipset.setup_endpoint()
         await self.ipset.create(COA_SET, stype="hash:ip", maxelem=MAX_MEMBERS)
-        self.set_batch = rtbatch.RtBatch(rtbatch.NETLINK_NETFILTER)
+        self._netfilter_batch()
         raw = iptc.Table(iptc.Table.RAW)
         raw.autocommit = False
         rules = []
@@ -251,8 +251,14 @@ class HaDataplane:
         """From now on, keep the sources of bindings in ipset ``set_name`` (changes go in
         the same netfilter batch as the tunnel admissions)."""
         self.exempt_set = set_name
+        self._netfilter_batch()
+
+    def _netfilter_batch(self) -> rtbatch.RtBatch:
+        """The batch socket for set changes, opened by the first user (shared links'
+        admissions, flood-limit exemptions)."""
         if self.set_batch is None:
             self.set_batch = rtbatch.RtBatch(rtbatch.NETLINK_NETFILTER)
+        return self.set_batch
 
     def _exempt(self, source: IPv4Address | None, change: int,
                 admissions: list[rtbatch.Request]) -> None:
@@ -330,7 +336,7 @@ class HaDataplane:
         failed: dict[int, str] = {}
         if admissions or exempts:  # before the routes: a tunnel is up once packets get in
             try:
-                await self.set_batch.run(admissions + exempts)
+                await self._netfilter_batch().run(admissions + exempts)
             except rtbatch.BatchError as exc:
                 for f in exc.failures:
                     if f.tag is None:
@@ -351,8 +357,13 @@ class HaDataplane:
                     set_sysctl(f"net.ipv4.conf.{name}.rp_filter", "0")
         for i, address in announce.items():
             if i not in failed:
-                self.arp.announce(address)
+                self._arp().announce(address)
         return failed
+
+    def _arp(self) -> ArpSender:
+        if self.arp is None:
+            raise RuntimeError("HaDataplane: bindings applied before start()")
+        return self.arp
 
     @property
     def udp_tunnels(self) -> bool:

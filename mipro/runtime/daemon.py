@@ -33,8 +33,6 @@ class Engine(Protocol):
 
 
 E = TypeVar("E", bound=Engine)
-
-
 class EngineDaemon(Generic[E]):
     """Base of the HA, FA and MN daemons.  Subclasses set ``engine`` and ``_execute``.
 

@@ -24,6 +24,7 @@ from ..dataplane.link.linklayer import IcmpLink, RegistrationLink
 from ..wire import AgentFlags
 from .daemon import EngineDaemon, datagrams, run_daemon
 from .logging import EventLog
+from .started import Started
 from .systemd import notify
 
 BATCH = 256  # datagrams or frames read per wakeup
@@ -71,15 +72,18 @@ class FaDaemon(EngineDaemon[ForeignAgent]):
         "reverse_tunneling", "reverse_tunnel_required", "encapsulations", "vendor_id",
         "ha_peers", "mn_peers", "require_mn_fa", "home_agents", "limits.unkeyed_home_agent",
         "limits.pending", "limits.pending_per_mac", "runtime.log_level"})
+    # what run() makes, in this order
+    dataplane = Started[FaDataplane | FakeFaDataplane]()
+    udp = Started[socket.socket]()  # port 434 on the care-of address: home agents, peers
+    absorb = Started[socket.socket]()
+    link = Started[RegistrationLink]()
+    icmp = Started[IcmpLink]()
+
     def __init__(self, cfg: FaConfig, log: EventLog) -> None:
         super().__init__(log)
         self.cfg = cfg
-        self.engine = ForeignAgent(make_policy(cfg), make_advertiser(cfg, time.time()))
-        self.dataplane: FaDataplane | FakeFaDataplane | None = None
-        self.udp: socket.socket | None = None
-        self.absorb: socket.socket | None = None
-        self.link: RegistrationLink | None = None
-        self.icmp: IcmpLink | None = None
+        self.advertiser = make_advertiser(cfg, time.time())
+        self.engine = ForeignAgent(make_policy(cfg), self.advertiser)
         self.started = time.time()
         self.flood_limit: LinkLimiter | None = None
         self.exempt_macs: Counter[bytes] = Counter()
@@ -133,7 +137,7 @@ class FaDaemon(EngineDaemon[ForeignAgent]):
         await self._start_flood_limit()
         carried = self.dataplane.encapsulations
         self.engine.set_policy(make_policy(self.cfg, self.dataplane.address_in_use, carried))
-        self.engine.advertiser.policy = make_advert_policy(self.cfg, carried)
+        self.advertiser.policy = make_advert_policy(self.cfg, carried)
         if self.cfg.encapsulations - carried:
             self.log("encapsulation-unavailable", "warning", backend=backend,
                      encapsulations=",".join(sorted(self.cfg.encapsulations - carried)))
@@ -181,17 +185,15 @@ class FaDaemon(EngineDaemon[ForeignAgent]):
         self.log("stopped")
 
     def prepare_reload(self, cfg: FaConfig) -> Callable[[], None]:
-        carried = self.dataplane.encapsulations if self.dataplane else ANY_ENCAPSULATION
-        policy = make_policy(cfg, self.dataplane.address_in_use if self.dataplane else None,
-                             carried)
+        carried = self.dataplane.encapsulations
+        policy = make_policy(cfg, self.dataplane.address_in_use, carried)
         advert = make_advert_policy(cfg, carried)
 
         def commit() -> None:
             self.engine.set_policy(policy)
             # no reboot: the advertisement sequence goes on (RFC 5944 §2.3.2), or every
             # MN would take the reload for one and register again
-            if self.engine.advertiser is not None:
-                self.engine.advertiser.policy = advert
+            self.advertiser.policy = advert
         return commit
 
     # --- input ------------------------------------------------------------------------
@@ -300,16 +302,16 @@ class FaDaemon(EngineDaemon[ForeignAgent]):
         pending = [p.visitor for p in self.engine.pending.values()]
         for v in list(self.engine.visitors.values()) + pending:
             entry = v.describe(now)
-            counters = self.dataplane.counters(v.key) if self.dataplane else None
+            counters = self.dataplane.counters(v.key)
             if counters is not None and v.state == "accepted":
                 entry["counters"] = counters
-            if self.dataplane is not None and v.state == "accepted":
+            if v.state == "accepted":
                 entry["applied"] = self.dataplane.routes_status(v.key)
             visitors.append(entry)
         return {"role": "fa", "pid": os.getpid(), "config": self.cfg.path,
                 "address": str(self.cfg.address),
                 "care_of_addresses": [str(a) for a in self.cfg.care_of_addresses],
-                "dataplane": self.dataplane.name if self.dataplane else None,
+                "dataplane": self.dataplane.name,
                 "dataplane_reason": self.backend_reason,
                 "uptime": round(now - self.started, 1), "visitors": visitors,
                 "counters": dict(self.engine.counters, internal_errors=self.internal_errors),
@@ -320,7 +322,7 @@ class FaDaemon(EngineDaemon[ForeignAgent]):
                                    "care_of_address": str(c.care_of_address),
                                    "lifetime_left": max(0, int(c.expires - now + 0.5))}
                                   for c in self.engine.cache.values()],
-                "tunnel_drops": self.dataplane.drops() if self.dataplane else {},
+                "tunnel_drops": self.dataplane.drops(),
                 "flood_limit": self.flood_limit.counters() if self.flood_limit else None}
 
 

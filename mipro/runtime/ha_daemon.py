@@ -461,16 +461,24 @@ class HaDaemon(EngineDaemon[HomeAgent]):
         only the primary's bindings go to the kernel (a backup's stay in the table), and a
         removal only of what the kernel holds."""
         index = [i for i, a in enumerate(changes) if self._kernel_change(a)]
+        # a registration accepted while we were primary, reached after a stand-down: a
+        # backup must not answer 0 (the new primary never hears of it): denied, retried
+        stale: dict[int, str] = {}
+        if self.redundancy is not None and len(index) < len(changes):  # not per request
+            kept = set(index)
+            stale = {i: "not primary any more" for i, a in enumerate(changes)
+                     if isinstance(a, InstallBinding) and a.reply is not None and
+                     i not in kept}
         ops = [("install" if isinstance(changes[i], InstallBinding) else "remove",
                 changes[i].binding) for i in index]
         if not ops:
-            return {}
+            return stale
         try:
             failed = await self.dp.apply(ops)
         except (OSError, NetlinkError) as exc:  # the whole batch: nothing acknowledged
             self.log("dataplane-error", "error", ops=len(ops), reason=exc)
             failed = {i: str(exc) for i in range(len(ops))}
-        return {index[i]: reason for i, reason in failed.items()}
+        return stale | {index[i]: reason for i, reason in failed.items()}
 
     def _kernel_change(self, a: InstallBinding | RemoveBinding) -> bool:
         if self.redundancy is None:

@@ -23,6 +23,7 @@ from ..config.schema import RedundancyConfig
 from ..core.actions import InstallBinding, Log, RemoveBinding
 from ..core.bindings import Binding
 from ..core.replication import (
+    CloseSession,
     Group,
     Replicate,
     Replication,
@@ -40,7 +41,7 @@ from .redundancy import NotifyFifo, SyncTransport, set_process_name, write_track
 if TYPE_CHECKING:
     from .ha_daemon import HaDaemon
 
-HANDSHAKE_TIMEOUT = 5.0
+TICK = 0.25  # the engine's timers (heartbeat 1 s, a silent peer 3.5 s) and the FIFO check
 
 
 @dataclass(frozen=True)
@@ -63,9 +64,11 @@ class HaRedundancy:
         self.rep = Replication(self.groups, cfg.key, daemon.engine.export, time.time(),
                                cfg.alone_after)
         self.transport = SyncTransport(cfg.local_address, cfg.peer_address, cfg.port,
-                                       self._up, self._data, self._down, daemon.log)
+                                       self._up, self._data, self._down, daemon.log,
+                                       proven=self._proven)
         self.fifo: NotifyFifo | None = None
-        self.timer: asyncio.TimerHandle | None = None
+        self.ticker: asyncio.TimerHandle | None = None
+        self.fifo_fd = -1
         self.sessions = 0
         self.refused_records = 0
 
@@ -77,20 +80,21 @@ class HaRedundancy:
         before this daemon started)."""
         set_process_name(self.cfg.process_name)
         self.run(self.rep.start())
-        self.fifo = NotifyFifo(self.cfg.notify_fifo)
-        self.d.add_input(self.fifo.fileno(), self._on_fifo)
+        self.fifo = NotifyFifo(self.cfg.notify_fifo, self.d.log)
+        self.fifo_fd = self.fifo.fileno()
+        self.d.add_input(self.fifo_fd, self._on_fifo)
         for g in self.groups:
             if g.address in local_addresses:
                 self.run(self.rep.vrrp_state(g.instance, "MASTER", time.time()))
         await self.transport.start()
-        self._arm()
+        self._tick()
 
     async def stop(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
+        if self.ticker is not None:
+            self.ticker.cancel()
         await self.transport.stop()
         if self.fifo is not None:
-            self.d.remove_input(self.fifo.fileno())
+            self.d.remove_input(self.fifo_fd)
             self.fifo.close()
         for vrid, path in self.track_files.items():  # gone: keepalived must not keep us
             self._track(vrid, path, 1)
@@ -119,6 +123,7 @@ class HaRedundancy:
         return dict(self.rep.describe(now), local=str(self.cfg.local_address),
                     peer=str(self.cfg.peer_address), sessions=self.sessions,
                     refused_connections=self.transport.refused,
+                    replaced_connections=self.transport.replaced,
                     refused_records=self.refused_records)
 
     # --- replication actions --------------------------------------------------------
@@ -136,6 +141,8 @@ class HaRedundancy:
             elif isinstance(a, Replicate):
                 self.d.dispatch(self.d.call("replicate", self.d.engine.replicate, a.address,
                                             a.blocks, a.replace, time.time()))
+            elif isinstance(a, CloseSession):
+                self.transport.close(a.reason)
             elif isinstance(a, Log):
                 self.d.log.emit(a)
         self.d._reschedule()
@@ -150,20 +157,28 @@ class HaRedundancy:
 
     def _on_fifo(self) -> None:
         assert self.fifo is not None
-        for event in self.fifo.events():
+        events = self.fifo.events()
+        if self.fifo.fileno() != self.fifo_fd:  # keepalived made a new one: reopened
+            self.d.remove_input(self.fifo_fd)
+            self.fifo_fd = self.fifo.fileno()
+            self.d.add_input(self.fifo_fd, self._on_fifo)
+        for event in events:
             if event.kind == "INSTANCE":
                 self.run(self.rep.vrrp_state(event.name, event.state, time.time()))
 
+    def _tick(self) -> None:
+        """The engine's timers (handshake timeout, heartbeat, a silent peer, alone at
+        start), and whether keepalived has replaced its FIFO (a reload, a restart)."""
+        self.ticker = asyncio.get_running_loop().call_later(TICK, self._tick)
+        self.run(self.rep.handle_timer(time.time()))
+        self._on_fifo()
+
     def _up(self, initiator: bool, nonce: bytes) -> None:
         self.sessions += 1
-        self.run(self.rep.session_up(initiator, nonce))
-        asyncio.get_running_loop().call_later(HANDSHAKE_TIMEOUT, self._check_handshake,
-                                              self.rep.session)
+        self.run(self.rep.session_up(initiator, nonce, time.time()))
 
-    def _check_handshake(self, session: object) -> None:
-        s = self.rep.session
-        if s is session and s is not None and not s.established:
-            self.transport.close("no authenticated hello in time")
+    def _proven(self) -> bool:
+        return self.rep.session is not None and self.rep.session.established
 
     def _data(self, data: bytes) -> None:
         try:
@@ -176,18 +191,6 @@ class HaRedundancy:
 
     def _down(self, reason: str) -> None:
         self.run(self.rep.session_down(reason))
-
-    def _arm(self) -> None:
-        when = self.rep.next_timer()
-        if when is None:
-            return
-        loop = asyncio.get_running_loop()
-        self.timer = loop.call_later(max(0.0, when - time.time()), self._on_timer)
-
-    def _on_timer(self) -> None:
-        self.timer = None
-        self.run(self.rep.handle_timer(time.time()))
-        self._arm()
 
 
 async def apply_kernel_sync(daemon: HaDaemon, a: KernelSync) -> None:

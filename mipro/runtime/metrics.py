@@ -52,6 +52,7 @@ from prometheus_client.utils import floatToGoString
 
 from ..config import ConfigError
 from ..core.mn_states import State
+from .started import Started
 
 SNAPSHOT_TIMEOUT = 2.0  # seconds a scrape waits for the event loop
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -125,16 +126,23 @@ def relay_totals(dataplane: object) -> dict[str, int] | None:
     return totals
 
 
+def _dataplane(d: Any) -> Any:
+    """The daemon's dataplane, or None before run() made it (the endpoint listens first)."""
+    made = getattr(type(d), "dataplane", None)
+    return made.peek(d) if isinstance(made, Started) else d.dataplane
+
+
 def _common(d: Any) -> Snapshot:
     metrics = getattr(d, "metrics", None)
     timer = metrics.timer if metrics is not None else None
+    dataplane = _dataplane(d)
     return {"role": d.cfg.role,
-            "dataplane": d.dataplane.name if d.dataplane is not None else "none",
+            "dataplane": dataplane.name if dataplane is not None else "none",
             "internal_errors": d.internal_errors, "input_pauses": d.input_pauses,
             "log_suppressed": dict(d.log.suppressed_total),
-            "tunnel": relay_totals(d.dataplane),
-            "tunnel_drops": d.dataplane.drops() if d.dataplane is not None and
-            hasattr(d.dataplane, "drops") else {},
+            "tunnel": relay_totals(dataplane),
+            "tunnel_drops": dataplane.drops() if dataplane is not None and
+            hasattr(dataplane, "drops") else {},
             "registration_duration": timer.copy() if timer is not None else None}
 
 

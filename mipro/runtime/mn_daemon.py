@@ -33,6 +33,7 @@ from ..dataplane.link.linkwatch import LinkWatch
 from ..dataplane.mn.agent import MnDataplane
 from .daemon import EngineDaemon, datagrams, run_daemon
 from .logging import EventLog
+from .started import Started
 from .systemd import notify
 
 DEREGISTER_WAIT = 3.0
@@ -64,17 +65,19 @@ class MnDaemon(EngineDaemon[MobileNode]):
     LIVE = frozenset({
         "nai", "sa", "lifetime", "discovery_wait", "solicit_on_attach", "fa_peers",
         "notify_previous_fa", "udp_tunnel", "runtime.log_level"})
+    # what run() makes, in this order
+    dataplane = Started[MnDataplane | FakeMnDataplane]()
+    icmp = Started[IcmpLink]()
+    linkwatch = Started[LinkWatch]()
+
     def __init__(self, cfg: MnConfig, log: EventLog) -> None:
         super().__init__(log)
         self.cfg = cfg
         self.engine = MobileNode(settings(cfg))
-        self.dataplane: MnDataplane | FakeMnDataplane | None = None
         self.sock: socket.socket | None = None  # registrations, and UDP tunnel data
-        self.keepalive_task: asyncio.Task | None = None
-        self.icmp: IcmpLink | None = None
-        self.linkwatch: LinkWatch | None = None
-        self.dhcp_task: asyncio.Task | None = None
-        self.dhcp_stop: asyncio.Event | None = None
+        self.keepalive_task: asyncio.Task[None] | None = None
+        # the DHCP client's task and the event that stops it (one of each per client run)
+        self.dhcp: tuple[asyncio.Task[None], asyncio.Event] | None = None
         self.coa: IPv4Interface | None = None
         self.gateway: IPv4Address | None = None
         self.lease_info: dict[str, Any] = {}
@@ -141,16 +144,17 @@ class MnDaemon(EngineDaemon[MobileNode]):
     # --- DHCP (co-located care-of address) ---------------------------------------------
 
     async def _start_dhcp(self) -> None:
-        if self.dhcp_task is None or self.dhcp_task.done():
-            self.dhcp_stop = asyncio.Event()
-            self.dhcp_task = asyncio.create_task(self._dhcp(self.dhcp_stop))
+        if self.dhcp is None or self.dhcp[0].done():
+            stop = asyncio.Event()
+            self.dhcp = (asyncio.create_task(self._dhcp(stop)), stop)
 
     async def _stop_dhcp(self) -> None:
-        if self.dhcp_task is not None and not self.dhcp_task.done():
-            self.dhcp_stop.set()
+        if self.dhcp is not None and not self.dhcp[0].done():
+            task, stop = self.dhcp
+            stop.set()
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.dhcp_task, 5)
-        self.dhcp_task = None
+                await asyncio.wait_for(task, 5)
+        self.dhcp = None
 
     async def _dhcp(self, stop: asyncio.Event) -> None:
         from pyroute2.dhcp.client import AsyncDHCPClient, ClientConfig
@@ -260,6 +264,8 @@ class MnDaemon(EngineDaemon[MobileNode]):
 
     def _on_readable(self) -> None:
         """Drain a batch per wakeup: with a UDP tunnel this socket carries the traffic."""
+        if self.sock is None:  # closed since (it is read only while open)
+            return
         actions: list[Any] = []
         for data, addr in datagrams(self.sock, BATCH, self.log):
             if data[:1] == b"\x04":  # RFC 3519 tunnel data from the HA
@@ -332,7 +338,10 @@ class MnDaemon(EngineDaemon[MobileNode]):
 
     async def _keepalive_loop(self, interval: int) -> None:
         seq = 0
-        self.dataplane.relay.udp_send = self._udp_send
+        relay = self.dataplane.relay
+        if relay is None:  # a keepalive interval comes with a UDP tunnel, which is the relay's
+            raise RuntimeError("UDP tunnel keepalives without the userspace relay")
+        relay.udp_send = self._udp_send
         while True:
             seq += 1
             self.dataplane.keepalive(seq)
@@ -367,10 +376,11 @@ class MnDaemon(EngineDaemon[MobileNode]):
                        "encapsulation": "udp" if e.udp_keepalive else self.cfg.encapsulation,
                        "udp_keepalive": e.udp_keepalive,
                        "reverse_tunnel": self.cfg.reverse_tunnel, "via": e.using}
-            counters = self.dataplane.counters() if self.dataplane else None
+            counters = self.dataplane.counters()
             if counters is not None:
                 binding["counters"] = counters
         agent = None
+        dp = type(self).dataplane.peek(self)  # status may be asked before run() (metrics)
         if e.agent is not None:
             agent = {"address": str(e.agent.address),
                      "care_of_address": str(e.agent.care_of_address),
@@ -381,11 +391,11 @@ class MnDaemon(EngineDaemon[MobileNode]):
                 "agent": agent, "home_address": str(self.cfg.home_address),
                 "care_of_address": str(e.care_of_address) if e.care_of_address else None,
                 "colocated_address": str(self.coa) if self.coa else None,
-                "dataplane": self.dataplane.name if self.dataplane else None,
+                "dataplane": dp.name if dp is not None else "none",
                 "dataplane_reason": self.backend_reason, "last_code": e.last_code,
                 "clock_offset": round(e.clock_offset, 3), "dhcp": self.lease_info,
                 "uptime": round(now - self.started, 1),
-                "home_address_in_use": bool(self.dataplane and self.dataplane.own_out),
+                "home_address_in_use": dp is not None and bool(dp.own_out),
                 "bindings": [binding] if binding else []}
 
 

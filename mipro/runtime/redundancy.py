@@ -10,7 +10,8 @@ empty table.  A ``vrrp_track_process`` on mipro's process name (``mipro-ha``, se
 prctl) makes keepalived give up the address when mipro dies.
 
 The session runs between the two home agents' own addresses: the one with the lower
-address dials, the other listens and accepts only its peer's address.
+address dials (and does not listen), the other listens and accepts only its peer's
+address.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from ..core.replication import NONCE_BYTES
 
 PR_SET_NAME = 15
 DIAL_BACKOFF_MAX = 0.5
+MAX_FIFO_LINE = 65536  # keepalived's lines are short; a longer one is not its
 
 
 def set_process_name(name: str) -> None:
@@ -61,39 +63,117 @@ def parse_fifo_line(line: str) -> VrrpEvent | None:
     return VrrpEvent(parts[0], name, parts[2], priority)
 
 
-class NotifyFifo:
-    """keepalived's notify FIFO, read without blocking.  Opened read-write, so there is
-    always a writer (us) and a keepalived restart never turns into an endless EOF."""
+class FifoRefused(OSError):
+    """The FIFO is not one only keepalived (root) and we can write."""
 
-    def __init__(self, path: str) -> None:
+
+def fifo_problem(st: os.stat_result) -> str | None:
+    """Whoever can write the FIFO sets our role: only root (keepalived) and we may."""
+    if not stat.S_ISFIFO(st.st_mode):
+        return "not a FIFO"
+    if st.st_uid not in (0, os.geteuid()):
+        return f"owned by uid {st.st_uid}, not root's or ours"
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return f"mode {stat.S_IMODE(st.st_mode):04o}: others may write it"
+    return None
+
+
+class NotifyFifo:
+    """keepalived's notify FIFO, read without blocking.  Opened read-write where we may
+    (there is always a writer, us, so a keepalived restart never turns into an endless
+    EOF), else read-only and reopened at EOF.
+
+    keepalived unlinks a FIFO it created itself and makes a new one on every reload and
+    restart (lib/notify.c): ``events`` (also called every second by the runtime) notices
+    the path naming another inode, or none, and opens the new one (or makes its own,
+    which keepalived then uses and leaves alone); ``fileno`` may change."""
+
+    def __init__(self, path: str,
+                 log: Callable[..., None] = lambda *a, **k: None) -> None:
         self.path = path
-        p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        if p.exists() and not stat.S_ISFIFO(p.stat().st_mode):
-            raise OSError(f"{path} exists and is not a FIFO")
-        if not p.exists():
-            os.mkfifo(path, 0o600)
-        self.fd = os.open(path, os.O_RDWR | os.O_NONBLOCK)
+        self.log = log
         self.partial = b""
+        self.discarding = False  # inside a line over MAX_FIFO_LINE
+        self.problem: str | None = None  # why the FIFO at the path was last refused
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self.fd, self.ident, self.writable = self._open()
 
     def fileno(self) -> int:
         return self.fd
 
-    def events(self) -> list[VrrpEvent]:
-        out: list[VrrpEvent] = []
+    def _open(self) -> tuple[int, tuple[int, int], bool]:
+        """The FIFO at ``path`` (made, 0600, if there is none)."""
+        with contextlib.suppress(FileExistsError):
+            os.mkfifo(self.path, 0o600)
+        flags = os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            fd, writable = os.open(self.path, os.O_RDWR | flags), True
+        except PermissionError:  # keepalived (root) made it 0644: we may only read
+            fd, writable = os.open(self.path, os.O_RDONLY | flags), False
+        st = os.fstat(fd)
+        problem = fifo_problem(st)
+        if problem is not None:
+            os.close(fd)
+            raise FifoRefused(f"{self.path}: {problem}")
+        return fd, (st.st_dev, st.st_ino), writable
+
+    def _replaced(self) -> bool:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return True
+        return (st.st_dev, st.st_ino) != self.ident
+
+    def _reopen(self) -> None:
+        try:
+            fd, ident, writable = self._open()
+        except OSError as exc:  # keep the old one; try again at the next check
+            if str(exc) != self.problem:  # once, not every second
+                self.problem = str(exc)
+                self.log("notify-fifo-refused" if isinstance(exc, FifoRefused) else
+                         "notify-fifo-failed", "error", path=self.path, problem=exc)
+            return
+        self.problem = None
+        os.close(self.fd)
+        self.fd, self.ident, self.writable = fd, ident, writable
+        self.log("notify-fifo-reopened", path=self.path)
+
+    def _drain(self, out: list[VrrpEvent]) -> bool:
+        """Take in what the FIFO holds; whether its writers are gone (read-only)."""
         for _ in range(64):
             try:
                 chunk = os.read(self.fd, 65536)
             except (BlockingIOError, InterruptedError):
                 break
             if not chunk:
-                break
-            self.partial += chunk
-        *lines, self.partial = self.partial.split(b"\n")
+                return True
+            self._take(chunk, out)
+        return False
+
+    def _take(self, chunk: bytes, out: list[VrrpEvent]) -> None:
+        *lines, rest = chunk.split(b"\n")
+        if lines:
+            lines[0], self.partial = self.partial + lines[0], b""
+            if self.discarding:  # the end of a line too long to be keepalived's
+                lines, self.discarding = lines[1:], False
         for line in lines:
             event = parse_fifo_line(line.decode(errors="replace"))
             if event is not None:
                 out.append(event)
+        if self.discarding:
+            return
+        self.partial += rest
+        if len(self.partial) > MAX_FIFO_LINE:  # not keepalived: it writes short lines
+            self.partial, self.discarding = b"", True
+            self.log("notify-fifo-line-discarded", "warning", path=self.path,
+                     problem=f"a line longer than {MAX_FIFO_LINE} bytes")
+
+    def events(self) -> list[VrrpEvent]:
+        out: list[VrrpEvent] = []
+        eof = self._drain(out)  # what the old one still holds comes first
+        if eof or self._replaced():
+            self._reopen()
+            self._drain(out)
         return out
 
     def close(self) -> None:
@@ -101,10 +181,16 @@ class NotifyFifo:
 
 
 def write_track_file(path: str, value: int) -> None:
-    """keepalived reads the number whenever the file changes (inotify)."""
+    """keepalived reads the number whenever the file changes (inotify).  Never through a
+    symlink, never into anything but a regular file (we may run as root, and the
+    directory may be writable by others): truncated only once that is known."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK |
+                 os.O_CLOEXEC, 0o644)
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path} is not a regular file")
+        os.ftruncate(fd, 0)
         os.write(fd, f"{value}\n".encode())
     finally:
         os.close(fd)
@@ -113,28 +199,40 @@ def write_track_file(path: str, value: int) -> None:
 class SyncTransport:
     """The TCP session with the peer.  ``on_up(initiator, nonce)`` when connected,
     ``on_data(bytes)`` for what arrives, ``on_down(reason)`` when it ends; ``send``
-    writes.  Reconnects (the dialing side) with a backoff; a session that has not
-    authenticated within ``handshake_timeout`` is dropped."""
+    writes.  One side dials (the lower address, with a backoff), the other listens and
+    accepts only the peer's address; the dialer does not listen at all (its peer never
+    dials it: a connection to it can only be a stranger's).
+
+    One connection at a time.  A new one from the peer's address replaces one that has
+    not proven itself yet (``proven()``: the peer's first record verified), so a
+    stranger who connects first from the peer's address cannot keep the peer out; a
+    proven one is kept (the new one is refused) until it ends or the engine finds it
+    silent (heartbeats).  A replaced connection is closed and nothing it sends after
+    that reaches the session."""
 
     MAX_BUFFER = 64 << 20  # a peer this far behind is resynchronised (dump), not queued
 
     def __init__(self, local: IPv4Address, peer: IPv4Address, port: int,
                  on_up: Callable[[bool, bytes], None], on_data: Callable[[bytes], None],
-                 on_down: Callable[[str], None], log: Callable[..., None]) -> None:
+                 on_down: Callable[[str], None], log: Callable[..., None],
+                 proven: Callable[[], bool] = lambda: False) -> None:
         self.local, self.peer, self.port = local, peer, port
         self.on_up, self.on_data, self.on_down, self.log = on_up, on_data, on_down, log
+        self.proven = proven
         self.dials = int(local) < int(peer)
         self.server: asyncio.AbstractServer | None = None
         self.writer: asyncio.StreamWriter | None = None
         self.task: asyncio.Task[None] | None = None
         self.refused = 0
+        self.replaced = 0
         self.stopping = False
 
     async def start(self) -> None:
-        self.server = await asyncio.start_server(self._accepted, str(self.local), self.port,
-                                                 reuse_address=True)
         if self.dials:
             self.task = asyncio.create_task(self._dial())
+        else:
+            self.server = await asyncio.start_server(self._accepted, str(self.local),
+                                                     self.port, reuse_address=True)
 
     async def stop(self) -> None:
         self.stopping = True
@@ -186,14 +284,16 @@ class SyncTransport:
 
     async def _accepted(self, reader: asyncio.StreamReader,
                         writer: asyncio.StreamWriter) -> None:
-        host = writer.get_extra_info("peername")[0]
-        if IPv4Address(host) != self.peer or self.writer is not None:
+        host = IPv4Address(writer.get_extra_info("peername")[0])
+        if host != self.peer or (self.writer is not None and self.proven()):
             self.refused += 1
             self.log("redundancy-refused", "warning", src=host,
-                     reason="not our peer" if IPv4Address(host) != self.peer else
-                     "a session is up already")
+                     reason="not our peer" if host != self.peer else "a session is up already")
             writer.close()
             return
+        if self.writer is not None:  # unproven: maybe a stranger's, the peer's comes first
+            self.replaced += 1
+            self.close("replaced by a new connection from the peer's address")
         await self._run(reader, writer, False)
 
     async def _run(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
@@ -204,10 +304,12 @@ class SyncTransport:
         try:
             while self.writer is writer:
                 data = await reader.read(1 << 16)
-                if not data:
+                if not data or self.writer is not writer:  # ended, or replaced meanwhile
                     break
                 self.on_data(data)
         except (OSError, asyncio.IncompleteReadError) as exc:
             reason = str(exc)
         if self.writer is writer:
             self.close(reason)
+        else:
+            writer.close()  # superseded (closed already by close(); never twice harmful)

@@ -49,6 +49,20 @@ def all_routes(lab, node) -> str:
     return lab.exec(node, "ip", "route", "show", "table", "all").stdout
 
 
+def captured(lab, node, iface) -> list[dict]:
+    """Every Mobile IP message in the node's capture so far (mipro decode); a capture
+    being written may end in a torn packet: [] then, for wait_for to read it again."""
+    run = subprocess.run([sys.executable, "-m", "mipro.cli", "decode", "--pcap",
+                          str(lab.out / f"{node}-{iface}.pcap"), "--json"],
+                         capture_output=True, text=True)
+    return [] if run.returncode else json.loads(run.stdout)
+
+
+def advertisements(lab, node, iface) -> list[dict]:
+    return [m for m in captured(lab, node, iface)
+            if any("sequence" in e for e in m.get("extensions", []))]
+
+
 def test_daemon_ha_refuses_a_subscriber_taking_another_address(make_lab):
     """Item 1 against `mipro ha`: a subscriber signs, with its own SPI, key and NAI, a
     request for an address on the home link that is nobody's, and for another
@@ -89,9 +103,15 @@ def test_daemon_ha_answers_130_when_the_kernel_refuses_and_keeps_nothing(make_la
     assert lab.status("ha")["bindings"] == []
     assert lab.status("ha")["counters"]["install_failed"] == 1
     lab.wait_for(lambda: any("install-failed" in x for x in lab.log_lines("ha")), 5, "log")
-    time.sleep(0.8)  # past the journal's flush delay
+    # the undo of the refused binding is journaled after anything the registration
+    # journaled before it, and the journal is append-only: once the undo is on disk, an
+    # install line for the binding would be too
     journal = lab.run_dir / "ha-bindings.json.journal"
-    lines = journal.read_text().splitlines() if journal.exists() else []
+
+    def journaled_undo() -> list[str] | None:
+        lines = journal.read_text().splitlines()
+        return lines if json.dumps(["-", "10.1.0.100"]) in lines else None
+    lines = lab.wait_for(journaled_undo, 5, "the undo of the binding in the HA's journal")
     assert not [x for x in lines if x.startswith('["+"')], lines
     assert lab.exec("ha", "ip", "route", "show", "table", "434", check=False).stdout == ""
 
@@ -104,7 +124,10 @@ def test_daemon_mn_booting_at_home_keeps_running(make_lab):
     lab.move("mn.eth0", "home")
     lab.start_service("mn")
     lab.wait_for(lambda: lab.status("mn")["state"] == "home", 15, "MN at home")
-    time.sleep(2)  # a few more advertisements and timer rounds
+    heard = len(lab.wait_for(lambda: advertisements(lab, "mn", "eth0"), 10,
+                             "the HA's advertisements at the MN"))
+    lab.wait_for(lambda: len(advertisements(lab, "mn", "eth0")) >= heard + 2, 10,
+                 "two more of the HA's advertisements (one a second) at the MN, at home")
     assert lab.services["mn"].proc.poll() is None
     assert lab.status("mn")["state"] == "home"
     log = "\n".join(lab.log_lines("mn"))
@@ -151,7 +174,13 @@ def test_daemon_fa_applies_no_route_or_nat_from_a_forged_reply(make_lab, with_ke
     mip_send(lab, "cn-inet", "--ha", "198.51.100.1", "--src", "10.1.0.1", "--sport", "434",
              "--raw", forged_reply(ident, "10.1.0.77", b"guessed wrong key" if with_key
                                    else None).hex())
-    time.sleep(1.0)
+    if with_key:  # dropped by the engine, which asks nothing of the kernel for it
+        lab.wait_for(lambda: lab.status("fa1")["counters"]["ha_failed_auth"] == 1, 10,
+                     "FA1 to drop the forged reply")
+    else:  # relayed to the MN only once the kernel holds its visitor entry, routes, rules
+        lab.wait_for(lambda: [m for m in captured(lab, "fa1", "lan0")
+                              if m.get("type") == 3 and m["home_address"] == "10.1.0.77"],
+                     10, "FA1 to relay the reply for 10.1.0.77 on its link")
     assert ATTACKER not in all_routes(lab, "fa1").replace(before_routes, "")
     assert nat_rules(lab, "fa1") == before_nat
     visitors = lab.status("fa1")["visitors"]

@@ -173,7 +173,7 @@ class FaDataplane:
             await self.realms.create(v.home_agent, device, index)
         await self.realms.add(v.key, realm, self.table)
         if v.temporary_address is not None:
-            await self._self_nat(v)
+            await self._self_nat(v, v.temporary_address)
         elif previous is not None and previous.temporary_address is not None:
             await self.realms.self_nat_remove(v.home_address)
         same = previous is not None and (previous.routes, previous.filters,
@@ -188,7 +188,7 @@ class FaDataplane:
         if why is not None:
             self.log("filters-refused", "error", home=v.home_address, home_agent=v.home_agent,
                      reason=why, applied="deny-all")
-        await self.firewall.apply(v.key, filters)
+        await self._firewall().apply(v.key, filters)
         if len(self.sharing(v.home_address)) > 1:  # twins: told apart by MAC (realms.py)
             await self._share(v.home_address, True)
             await self._rebuild_twins()
@@ -197,9 +197,10 @@ class FaDataplane:
             self._forget_flows(v.home_address, realm.mark if shared else None)
 
     async def remove_visitor(self, v: Visitor) -> None:
-        v = self.visitors.pop(v.key, None)
-        if v is None:
+        found = self.visitors.pop(v.key, None)
+        if found is None:
             return
+        v = found  # ours, as added (the caller's may be a newer copy)
         home = v.home_address
         self.by_realm.pop((home, v.home_agent), None)
         sharing = self.by_home.get(home, {})
@@ -212,10 +213,10 @@ class FaDataplane:
             await self._rebuild_twins()
         realm = self.realms.of(v.home_agent)
         if realm is not None:
-            successor = (others[0].key, self.realms.of(others[0].home_agent)) if others else None
+            successor = (others[0].key, self._realm(others[0])) if others else None
             await self.realms.remove(v.key, realm, self.table, successor)
         await self.profiles.leave(v.key)
-        await self.firewall.remove(v.key)
+        await self._firewall().remove(v.key)
         if not any(o.temporary_address for o in others):
             await self.realms.self_nat_remove(home)
         if twin and len(others) <= 1:  # its home address is one visitor's alone again
@@ -226,6 +227,19 @@ class FaDataplane:
             await self.realms.drop(realm)
             await self._drop_ha_device(v.home_agent)
 
+    def _firewall(self) -> VisitorFirewall | PerVisitorChains:
+        """The mobile firewall start() chose (ipsets if this kernel has them)."""
+        if self.firewall is None:
+            raise RuntimeError("FaDataplane: a visitor before start()")
+        return self.firewall
+
+    def _realm(self, v: Visitor) -> Realm:
+        """The realm of a visitor that is ours (add_visitor made it before anything else)."""
+        realm = self.realms.of(v.home_agent)
+        if realm is None:
+            raise RuntimeError(f"visitor {v.home_address} of {v.home_agent} has no realm")
+        return realm
+
     # --- a host on the visited site with a visitor's own address (Figs. 3c, 5: CN 4c) ----
 
     def address_in_use(self, home: IPv4Address) -> IPv4Address | None:
@@ -234,8 +248,8 @@ class FaDataplane:
         found = self.local_hosts.get(home)
         return found[0] if found else None
 
-    async def _self_nat(self, v: Visitor) -> None:
-        await self.realms.self_nat_add(v.home_address, v.temporary_address)
+    async def _self_nat(self, v: Visitor, temporary: IPv4Address) -> None:
+        await self.realms.self_nat_add(v.home_address, temporary)
         # the host's answers arrive there with a source our table routes to the visitor
         name = self.local_hosts.get(v.home_address, (None, None))[1]
         old = set_sysctl(f"net.ipv4.conf.{name}.rp_filter", "2") if name else None
@@ -267,7 +281,7 @@ class FaDataplane:
     async def _share(self, home: IPv4Address, shared: bool) -> None:
         """A home address two visitors hold is in no set (told apart by MAC), one visitor's
         alone is back in them."""
-        for part in (self.realms, self.profiles, self.firewall):
+        for part in (self.realms, self.profiles, self._firewall()):
             await (part.unlist(home) if shared else part.relist(home))
 
     async def _rebuild_twins(self, skip: VisitorKey | None = None) -> None:
@@ -276,8 +290,8 @@ class FaDataplane:
             if v.key == skip:
                 continue
             profile = self.profiles.profile_of(v.key)
-            policy = self.firewall.policy_of(v.key)
-            twins.append(Twin(v.home_address, v.mac, self.realms.of(v.home_agent),
+            policy = self._firewall().policy_of(v.key)
+            twins.append(Twin(v.home_address, v.mac, self._realm(v),
                               profile.mark if profile else 0,
                               policy.chain if policy else None,
                               policy.nat_chain if policy and policy.nat else None))
@@ -406,6 +420,8 @@ class FaDataplane:
                                        ipip_local=str(self.coa), ipip_remote=str(ha),
                                        ipip_ttl=64)
                 index = await self.nl.link_up(name)
+            elif self.relay is None:
+                raise RuntimeError("FaDataplane: a visitor before start()")
             else:
                 self.relay.add_peer_tun(ha, name, self._peer_of(ha))
                 index = await self.nl.link_up(name, MTU)

@@ -59,7 +59,7 @@ class RouteProfile:
         return SET_PREFIX + self.id
 
 
-class RouteProfiles(SetGroups):
+class RouteProfiles(SetGroups[RouteProfile]):
     def __init__(self, nl: Netlink, lan: str, first_table: int, priority: int,
                  route_args: RouteArgs) -> None:
         self.nl = nl
@@ -101,7 +101,7 @@ class RouteProfiles(SetGroups):
         """Afterwards what visitor ``key`` sends on the link is routed by exactly
         ``routes``."""
         pid = profile_id(routes, home_agent) if routes else None
-        return await self._join(key, pid, lambda: self._create(pid, routes, home_agent))
+        return await self._join(key, pid, lambda gid: self._create(gid, routes, home_agent))
 
     def profile_of(self, key: VisitorKey) -> RouteProfile | None:
         return self.group_of(key)

@@ -69,7 +69,7 @@ class Policy:
         return NAT_CHAIN_PREFIX + self.id
 
 
-class VisitorFirewall(SetGroups):
+class VisitorFirewall(SetGroups[Policy]):
     def __init__(self, interface: str) -> None:
         self.interface = interface
         self.table = iptc.Table(iptc.Table.FILTER)
@@ -108,7 +108,7 @@ class VisitorFirewall(SetGroups):
     async def apply(self, key: VisitorKey, filters: tuple[FilterRule, ...]) -> None:
         """Idempotent: afterwards visitor ``key`` is filtered by exactly these rules."""
         pid = policy_id(filters) if filters else None
-        await self._join(key, pid, lambda: self._create(pid, filters))
+        await self._join(key, pid, lambda gid: self._create(gid, filters))
 
     async def remove(self, key: VisitorKey) -> None:
         await self.leave(key)

@@ -12,7 +12,7 @@ import contextlib
 import struct
 from collections.abc import Awaitable, Callable, Mapping
 from ipaddress import IPv4Address
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 from pyroute2.ipset import AsyncIPSet
 
@@ -91,7 +91,19 @@ def member_request(add: bool, name: str, address: IPv4Address) -> Request:
                    f"{name} {'add' if add else 'del'} {address}")
 
 
-class SetGroups:
+class Group(Protocol):
+    """What SetGroups asks of a group: its set's name and a count of its members."""
+
+    @property
+    def set_name(self) -> str: ...
+
+    members: int
+
+
+G = TypeVar("G", bound=Group)
+
+
+class SetGroups(Generic[G]):
     """Members grouped by id, each group with an ipset of its members' addresses: a member
     joining or leaving a group that exists is one set change, whatever the number of
     members (the FA's filter policies, fa/visitorfw.py, and route profiles,
@@ -102,20 +114,20 @@ class SetGroups:
 
     def __init__(self) -> None:
         self.ipset = AsyncIPSet()
-        self.groups: dict[str, Any] = {}  # id -> group (with .set_name and .members)
+        self.groups: dict[str, G] = {}  # id -> group
         self.member_of: dict[tuple[IPv4Address, Any], str] = {}
         self.unlisted: set[IPv4Address] = set()
 
     async def _join(self, key: tuple[IPv4Address, Any], gid: str | None,
-                    create: Callable[[], Awaitable[Any]]) -> Any:
-        """Afterwards ``key`` is a member of group ``gid`` (created if need be), or of
-        none; the group it leaves goes if it was its last member."""
+                    create: Callable[[str], Awaitable[G]]) -> G | None:
+        """Afterwards ``key`` is a member of group ``gid`` (``create(gid)`` if need be), or
+        of none; the group it leaves goes if it was its last member."""
         old = self.member_of.get(key)
         if old == gid:
             return self.groups.get(gid) if gid else None
         group = None
         if gid is not None:
-            group = self.groups.get(gid) or await create()
+            group = self.groups.get(gid) or await create(gid)
             if key[0] not in self.unlisted:
                 await set_member(self.ipset, True, group.set_name, key[0])
             group.members += 1
@@ -131,7 +143,7 @@ class SetGroups:
         if old is not None:
             await self._leave(self.groups[old], key)
 
-    def group_of(self, key: tuple[IPv4Address, Any]) -> Any:
+    def group_of(self, key: tuple[IPv4Address, Any]) -> G | None:
         gid = self.member_of.get(key)
         return self.groups.get(gid) if gid else None
 
@@ -147,12 +159,12 @@ class SetGroups:
     def _set_name(self, gid: str) -> str:
         return self.groups[gid].set_name
 
-    async def _leave(self, group: Any, key: tuple[IPv4Address, Any]) -> None:
+    async def _leave(self, group: G, key: tuple[IPv4Address, Any]) -> None:
         if key[0] not in self.unlisted:
             await set_member(self.ipset, False, group.set_name, key[0])
         group.members -= 1
         if group.members <= 0:
             await self._drop(group)
 
-    async def _drop(self, group: Any) -> None:
+    async def _drop(self, group: G) -> None:
         raise NotImplementedError

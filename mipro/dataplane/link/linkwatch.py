@@ -26,7 +26,7 @@ class LinkWatch:
 
     def changes(self) -> list[bool]:
         """Carrier transitions since the last call (True = came up)."""
-        out = []
+        out: list[bool] = []
         while True:
             try:
                 data = self.sock.recv(65536)

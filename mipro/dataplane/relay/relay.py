@@ -29,7 +29,7 @@ import errno
 import os
 import socket
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from typing import cast
@@ -52,9 +52,15 @@ UDP_MTU = 1468  # ... minus UDP (8) and the RFC 3519 header (4): no outer fragme
 UDP_TUNNEL_HEADER = bytes((4, 4, 0, 0))  # RFC 3519 tunnel data, next header 4 (IPv4)
 
 
+# Where a packet goes: a tunnel end (IP-in-IP, GRE) or, for UDP, the NAPT's (address, port).
+Outer = IPv4Address | tuple[IPv4Address, int]
+# The role's counter key: a home address (HA, MN), or the FA's (home address, MAC).
+CounterKey = Hashable
 # (outer destination, encapsulation, counter key[, outer source])
-Peer = tuple[object, str, object] | tuple[object, str, object, IPv4Address]
+Peer = tuple[Outer, str, CounterKey] | tuple[Outer, str, CounterKey, IPv4Address]
 PeerOf = Callable[[IPv4Address, IPv4Address], Peer | None]
+Accept = Callable[[IPv4Address, IPv4Address, IPv4Address], CounterKey | None]
+AcceptUdp = Callable[[IPv4Address, int, IPv4Address, IPv4Address], CounterKey | None]
 UdpSend = Callable[[bytes, tuple[str, int]], None]
 UdpSendFrom = Callable[[bytes, tuple[str, int], IPv4Address], None]
 
@@ -77,7 +83,7 @@ class RelayStats:
     dropped_unauthorised: int = 0
     tun_write_errors: int = 0
     last_udp_in: float = 0.0  # monotonic time of the last accepted UDP tunnel packet
-    per_key: dict[object, Counters] = field(default_factory=dict)
+    per_key: dict[CounterKey, Counters] = field(default_factory=dict)
 
 
 class UserspaceTunnel:
@@ -86,7 +92,7 @@ class UserspaceTunnel:
         ifname: str,
         local: IPv4Address | None,
         peer_of: PeerOf,
-        accept: Callable[[IPv4Address, IPv4Address, IPv4Address], IPv4Address | None],
+        accept: Accept,
         raw: bool = True,
         also_local: Iterable[IPv4Address] = (),
     ) -> None:
@@ -105,7 +111,7 @@ class UserspaceTunnel:
         self.accept = accept
         self.stats = RelayStats()
         self.fd = -1
-        self.ipip: socket.socket | None = None
+        self.ipip: socket.socket | None = None  # the raw sockets, when ``raw`` and open
         self.gre: socket.socket | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.udp_send: UdpSend | None = None
@@ -194,7 +200,7 @@ class UserspaceTunnel:
         return {no_peer: s.dropped_no_peer, "malformed": s.dropped_bad,
                 "unauthorised": s.dropped_unauthorised}
 
-    def counters(self, key: object) -> Counters:
+    def counters(self, key: CounterKey) -> Counters:
         c = self.stats.per_key.get(key)
         if c is None:
             c = self.stats.per_key[key] = Counters()
@@ -250,7 +256,7 @@ class UserspaceTunnel:
         else:
             raise OSError("no UDP socket")
 
-    def _from_raw(self, sock, is_gre: bool) -> None:
+    def _from_raw(self, sock: socket.socket, is_gre: bool) -> None:
         for _ in range(BATCH):
             try:
                 pkt = sock.recv(65535)
@@ -278,8 +284,7 @@ class UserspaceTunnel:
             c.bytes_in += len(inner)
 
     def from_udp(self, data: bytes, outer_src: IPv4Address, outer_port: int,
-                 accept_udp: Callable[[IPv4Address, int, IPv4Address, IPv4Address],
-                                      IPv4Address | None]) -> bool:
+                 accept_udp: AcceptUdp) -> bool:
         """RFC 3519 tunnel data from the daemon's socket: checked, then into the TUN.
         Malformed data and data from an address and port with no binding are dropped
         and counted, never forwarded.  True when it was delivered."""
