@@ -13,7 +13,7 @@ APT_PACKAGES := python3 python3-venv python3-dev iptables libip4tc2 libip6tc2 ip
 	keepalived graphviz man-db groff-base systemd frr
 
 .PHONY: all setup apt venv test test-unit test-integration test-kernel lint fuzz demo \
-	codec-demo bench bench-kernel bench-flood bench-failover bench-metrics metrics-dashboard \
+	codec-demo bench bench-kernel bench-flood bench-failover bench-metrics bench-scale metrics-dashboard \
 	man install install-files install-user uninstall clean
 
 # Where `make install` puts mipro: a virtualenv in LIBDIR, the command in BINDIR (the units'
@@ -95,6 +95,12 @@ bench: setup
 FAILOVER_ARGS ?=
 bench-failover: setup
 	$(PY) bench/failover.py $(FAILOVER_ARGS)
+
+# The home agent at operator scale (issue 15): 100 to 1,000,000 MNs, start-up and restart,
+# fake vs kernel dataplane in the same run; memory per subscriber by store.
+bench-scale: setup
+	$(PY) bench/registration.py --sizes 100,100000,1000000 --backends fake,userspace:interface --restart
+	$(PY) bench/subscriber_memory.py --sizes 10000,100000
 
 # Hostile floods at the HA and the FA while a real MN registers (bench/flood.py; builds
 # bench/floodgen.c into build/ with gcc).  FLOOD_ARGS="--limiter off,on" adds the

@@ -1,12 +1,20 @@
 #!/usr/bin/env python3
-"""Registration throughput and latency at the home agent (issue 3 benchmark).
+"""Registration throughput, latency, CPU and memory of the home agent at scale (issue 15).
 
-Builds two namespaces (home agent, load generator), starts `mipro ha` with
-N subscribers, and drives new registrations, renewals and deregistrations
-over UDP with 64 requests outstanding.  Runs with the fake dataplane (no
-kernel work: the protocol baseline) and with the real one (routes in
-mipro's table, proxy ARP entries, the tunnel), and reports RSS per binding.
-Figures, not pass/fail.
+Builds two namespaces (home agent, load generator), starts `mipro ha` pinned to
+CPU 0 with N subscribers from the file store, and drives new registrations,
+renewals and deregistrations over UDP from CPU 1 (bench/regload.py, 64
+outstanding, per-MN SPI and key, fresh timestamps).  Per phase: replies/s,
+the HA's CPU per reply (user + system, all its threads, from /proc), p50/p99/
+max latency.  Per case: start-up (until the first reply), RSS per subscriber
+(over an HA with one subscriber) and per binding, and with --restart the
+start-up with the bindings in the state file: until the first reply and until
+the kernel holds them all (mipro's table in /proc/net/fib_triestat).
+
+Every dataplane runs in the same run, so the kernel's share shows against the
+fake one (no kernel work: the protocol baseline); ``--trees`` runs other
+source trees of the HA in the same run too (e.g. ``before=/path/to/main``, a
+checkout of another commit) for a before/after table.  Figures, not pass/fail.
 """
 
 from __future__ import annotations
@@ -28,6 +36,9 @@ from bench.regload import home_of, mn_key  # noqa: E402
 
 PY = sys.executable
 HA_NS, GEN_NS = "mbench-ha", "mbench-gen"
+HA, COA = "10.128.0.1", "10.99.0.2"
+TABLE = 434
+TICK = os.sysconf("SC_CLK_TCK")
 
 
 def sh(*args: str) -> str:
@@ -43,11 +54,11 @@ def netns_up() -> None:
        "netns", GEN_NS)
     sh("ip", "-n", HA_NS, "link", "add", "home0", "type", "veth", "peer", "name", "homepeer")
     sh("ip", "-n", HA_NS, "addr", "add", "10.99.0.1/24", "dev", "wan0")
-    sh("ip", "-n", HA_NS, "addr", "add", "10.128.0.1/14", "dev", "home0")
-    sh("ip", "-n", GEN_NS, "addr", "add", "10.99.0.2/24", "dev", "eth0")
+    sh("ip", "-n", HA_NS, "addr", "add", f"{HA}/12", "dev", "home0")
+    sh("ip", "-n", GEN_NS, "addr", "add", f"{COA}/24", "dev", "eth0")
     for ns, dev in ((HA_NS, "wan0"), (HA_NS, "home0"), (HA_NS, "homepeer"), (GEN_NS, "eth0")):
         sh("ip", "-n", ns, "link", "set", dev, "up")
-    sh("ip", "-n", GEN_NS, "route", "add", "10.128.0.0/14", "via", "10.99.0.1")
+    sh("ip", "-n", GEN_NS, "route", "add", "10.128.0.0/12", "via", "10.99.0.1")
 
 
 def netns_down() -> None:
@@ -55,19 +66,22 @@ def netns_down() -> None:
         subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
-def write_confs(d: Path, n: int, backend: str, seed: str) -> Path:
-    backend, _, proxy = backend.partition(":")
-    subs = d / "subscribers.toml"
-    with open(subs, "w") as fh:
-        for i in range(n):
+def write_subscribers(path: Path, n: int, seed: str) -> None:
+    """n subscribers, and one more (index n) for the start-up probe."""
+    with open(path, "w") as fh:
+        for i in range(n + 1):
             fh.write(f'[[subscriber]]\nhome_address = "{home_of(i)}"\nmax_lifetime = 3600\n'
                      f'sa = [{{ spi = {256 + i}, key = "hex:{mn_key(seed, i).hex()}" }}]\n')
-    subs.chmod(0o600)
+    path.chmod(0o600)
+
+
+def write_conf(d: Path, subs: Path, backend: str) -> Path:
+    backend, _, proxy = backend.partition(":")
     conf = d / "ha.toml"
     conf.write_text(f"""[ha]
-address = "10.128.0.1"
+address = "{HA}"
 home_interface = "home0"
-home_network = "10.128.0.0/14"
+home_network = "10.128.0.0/12"
 max_lifetime = 3600
 proxy_arp = "{proxy or 'per-binding'}"
 [subscribers]
@@ -90,73 +104,206 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
-def run_case(n: int, backend: str, seed: str = "bench") -> dict:
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """User and system time of the process, all its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) / TICK, int(fields[12]) / TICK
+
+
+def kernel_routes() -> int:
+    """Routes in mipro's table, from the kernel's own count (cheap at a million)."""
+    text = sh("ip", "netns", "exec", HA_NS, "cat", "/proc/net/fib_triestat")
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if line.strip() == f"Id {TABLE}:":
+            for more in lines[i + 1:i + 8]:
+                if more.strip().startswith("Prefixes:"):
+                    return int(more.split()[1])
+    return 0
+
+
+def gen(*args: str) -> subprocess.Popen:
+    return subprocess.Popen(["ip", "netns", "exec", GEN_NS, "taskset", "-c", "1", PY,
+                             str(HERE / "regload.py"), "--ha", HA, "--coa", COA, *args],
+                            stdout=subprocess.PIPE, text=True)
+
+
+class Ha:
+    """One `mipro ha`, from source tree ``tree``, pinned to CPU 0."""
+
+    def __init__(self, tree: Path, conf: Path, log: Path) -> None:
+        self.log = open(log, "a")  # noqa: SIM115
+        self.t0 = time.time()
+        env = dict(os.environ, PYTHONPATH=str(tree))
+        self.p = subprocess.Popen(["ip", "netns", "exec", HA_NS, "taskset", "-c", "0", PY,
+                                   "-m", "mipro.cli", "ha", "--config", str(conf)],
+                                  stdout=self.log, stderr=subprocess.STDOUT, cwd=tree, env=env)
+        self.sock = conf.parent / "ha.sock"
+
+    def wait_ready(self, log: Path, timeout: float = 600) -> float:
+        while not self.sock.exists():
+            if self.p.poll() is not None or time.time() - self.t0 > timeout:
+                raise RuntimeError(log.read_text()[-3000:])
+            time.sleep(0.02)
+        return time.time() - self.t0
+
+    def stop(self) -> None:
+        self.p.send_signal(signal.SIGTERM)
+        try:
+            self.p.wait(600)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+            self.p.wait()
+        self.log.close()
+
+
+def start(tree: Path, conf: Path, n: int, seed: str, kernel: bool) -> tuple[Ha, dict]:
+    """Start the HA with a probe running from the same instant; the figures of its
+    start-up: until the control socket, the first reply, and (restored bindings) until
+    the kernel holds ``kernel`` routes."""
+    log = conf.parent / "ha.log"
+    if (conf.parent / "ha.sock").exists():
+        (conf.parent / "ha.sock").unlink()
+    ha = Ha(tree, conf, log)
+    probe = gen("--n", str(n + 1), "--phase", "probe", "--probe", str(n), "--seed", seed,
+                "--since", str(ha.t0), "--timeout", "900")
+    out: dict = {}
+    try:
+        out["ready_s"] = round(ha.wait_ready(log), 2)
+        got = json.loads(probe.communicate(timeout=900)[0])
+    except BaseException:
+        probe.kill()
+        ha.stop()
+        raise
+    out["first_reply_s"] = got["seconds"]
+    if kernel:
+        want = n + 1  # the restored bindings and the probe's
+        while (have := kernel_routes()) < want and time.time() - ha.t0 < 900:
+            time.sleep(0.2)
+        out["kernel_complete_s"] = round(time.time() - ha.t0, 2)
+        out["kernel_routes"] = have
+    return ha, out
+
+
+def phase(ha: Ha, n: int, name: str, requests: int, seed: str) -> dict:
+    user0, sys0 = cpu_seconds(ha.p.pid)
+    p = gen("--n", str(n), "--phase", name, "--requests", str(requests), "--seed", seed)
+    res = json.loads(p.communicate()[0])
+    user1, sys1 = cpu_seconds(ha.p.pid)
+    replies = max(1, sum(res["codes"].values()))
+    res["cpu_us"] = round((user1 - user0 + sys1 - sys0) / replies * 1e6, 1)
+    res["sys_us"] = round((sys1 - sys0) / replies * 1e6, 1)
+    return res
+
+
+def run_case(tree: Path, label: str, n: int, backend: str, subs: Path, base_kib: int,
+             a: argparse.Namespace) -> dict:
+    kernel = not backend.startswith("fake")
     with tempfile.TemporaryDirectory(prefix="mipro-bench-") as tmp:
         d = Path(tmp)
-        conf = write_confs(d, n, backend, seed)
+        conf = write_conf(d, subs, backend)
         netns_up()
-        log = open(d / "ha.log", "w")  # noqa: SIM115
-        ha = subprocess.Popen(["ip", "netns", "exec", HA_NS, "taskset", "-c", "0", PY, "-m",
-                               "mipro.cli", "ha", "--config", str(conf)],
-                              stdout=log, stderr=subprocess.STDOUT, cwd=HERE.parent)
+        ha = None
         try:
-            deadline = time.monotonic() + 120
-            while not (d / "ha.sock").exists():
-                if ha.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError((d / "ha.log").read_text())
-                time.sleep(0.1)
-            rss0 = rss_kib(ha.pid)
-            out = {"n": n, "backend": backend}
-            for phase in ("new", "renew", "dereg"):
-                if phase == "dereg":
-                    out["rss_per_binding_bytes"] = round((rss_kib(ha.pid) - rss0) * 1024 / n)
-                res = json.loads(sh("ip", "netns", "exec", GEN_NS, "taskset", "-c", "1", PY,
-                                    str(HERE / "regload.py"), "--ha", "10.128.0.1", "--coa",
-                                    "10.99.0.2", "--n", str(n), "--phase", phase, "--seed",
-                                    seed))
-                out[phase] = res
-                if phase == "new" and backend != "fake":
-                    routes = sh("ip", "-n", HA_NS, "route", "show", "table", "434").count("\n")
-                    proxies = sh("ip", "-n", HA_NS, "neigh", "show", "proxy").count("\n")
-                    out["kernel_routes"], out["kernel_proxies"] = routes, proxies
+            ha, startup = start(tree, conf, n, a.seed, False)
+            rss_loaded = rss_kib(ha.p.pid)
+            out = {"tree": label, "n": n, "backend": backend, "start": startup,
+                   "rss_mib": round(rss_loaded / 1024),
+                   "rss_per_subscriber": round((rss_loaded - base_kib) * 1024 / (n + 1))}
+            renewals = max(n, a.renewals)
+            out["new"] = phase(ha, n, "new", n, a.seed)
+            out["rss_per_binding"] = round((rss_kib(ha.p.pid) - rss_loaded) * 1024 / n)
+            if kernel:
+                out["kernel_routes"] = kernel_routes()
+            out["renew"] = phase(ha, n, "renew", renewals, a.seed)
+            out["rss_mib_bound"] = round(rss_kib(ha.p.pid) / 1024)
+            if a.restart:
+                ha.stop()
+                ha = None
+                ha, out["restart"] = start(tree, conf, n, a.seed, kernel)
+            out["dereg"] = phase(ha, n, "dereg", n, a.seed)
             return out
         finally:
-            ha.send_signal(signal.SIGTERM)
-            try:
-                ha.wait(60)
-            except subprocess.TimeoutExpired:
-                ha.kill()
-            log.close()
+            if ha is not None:
+                ha.stop()
             netns_down()
 
 
+def base_rss(tree: Path, tmp: Path, seed: str) -> int:
+    """RSS of an HA with one subscriber: the interpreter and the code, not the table."""
+    subs = tmp / "one.toml"
+    write_subscribers(subs, 0, seed)
+    d = tmp / "base"
+    d.mkdir(exist_ok=True)
+    netns_up()
+    try:
+        ha, _ = start(tree, write_conf(d, subs, "fake"), 0, seed, False)
+        kib = rss_kib(ha.p.pid)
+        ha.stop()
+        return kib
+    finally:
+        netns_down()
+
+
+def print_case(r: dict) -> None:
+    s = r["start"]
+    head = f"{r['tree']:<8} {r['n']:>8} {r['backend']:<20}"
+    for name in ("new", "renew", "dereg"):
+        x = r[name]
+        print(f"{head} {name:<6} {x['rate']:>8.0f} {x['cpu_us']:>7.1f} {x['sys_us']:>6.1f} "
+              f"{x['p50_ms']:>7.2f} {x['p99_ms']:>7.2f} {x['max_ms']:>8.1f} {x['lost']:>5} "
+              f"{json.dumps(x['codes'])}", flush=True)
+    extra = f"{head} start {s['first_reply_s']} s, RSS {r['rss_mib']} MiB " \
+            f"({r['rss_per_subscriber']} B/subscriber, {r['rss_per_binding']} B/binding, " \
+            f"{r['rss_mib_bound']} MiB bound)"
+    if "kernel_routes" in r:
+        extra += f", routes {r['kernel_routes']}"
+    if "restart" in r:
+        x = r["restart"]
+        extra += f"; restart: first reply {x['first_reply_s']} s"
+        if "kernel_complete_s" in x:
+            extra += f", kernel complete {x['kernel_complete_s']} s ({x['kernel_routes']})"
+    print(extra, flush=True)
+
+
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--sizes", default="100,10000,100000")
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", default="100,10000,100000", help="MNs per case (1000000 too)")
     p.add_argument("--backends", default="fake,userspace,userspace:interface",
                    help="fake | userspace | kernel, optionally :interface for proxy_arp mode")
+    p.add_argument("--renewals", type=int, default=200_000,
+                   help="renewals per case at least (a small table is renewed over again)")
+    p.add_argument("--restart", action="store_true",
+                   help="restart the HA with its bindings before deregistering: start-up times")
+    p.add_argument("--trees", default=f"this={HERE.parent}",
+                   help="LABEL=DIR,... source trees of the HA to compare in the same run")
+    p.add_argument("--seed", default="bench")
+    p.add_argument("--json", default=str(HERE / "results" / "registration.json"))
     a = p.parse_args()
     if os.geteuid() != 0:
         sys.exit("needs root (network namespaces)")
+    trees = [(label, Path(path).resolve()) for label, _, path in
+             (t.partition("=") for t in a.trees.split(","))]
     results = []
-    print(f"{'MNs':>7} {'dataplane':<20} {'phase':<6} {'req/s':>8} {'p50 ms':>8} "
-          f"{'p99 ms':>8} {'lost':>5} {'codes':<14} extra")
-    for backend in a.backends.split(","):
+    with tempfile.TemporaryDirectory(prefix="mipro-bench-subs-") as tmp:
+        tmpd = Path(tmp)
+        bases = {label: base_rss(tree, tmpd, a.seed) for label, tree in trees}
+        print(f"{'tree':<8} {'MNs':>8} {'dataplane':<20} {'phase':<6} {'reply/s':>8} "
+              f"{'CPU µs':>7} {'sys µs':>6} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>8} "
+              f"{'lost':>5} codes")
         for n in (int(x) for x in a.sizes.split(",")):
-            r = run_case(n, backend)
-            results.append(r)
-            for phase in ("new", "renew", "dereg"):
-                x = r[phase]
-                extra = ""
-                if phase == "new":
-                    extra = f"rss/binding={r['rss_per_binding_bytes']} B"
-                    if "kernel_routes" in r:
-                        extra += f" routes={r['kernel_routes']} proxies={r['kernel_proxies']}"
-                print(f"{n:>7} {backend:<20} {phase:<6} {x['rate']:>8.0f} {x['p50_ms']:>8.2f} "
-                      f"{x['p99_ms']:>8.2f} {x['lost']:>5} {json.dumps(x['codes']):<14} {extra}",
-                      flush=True)
-    Path(HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / "registration.json").write_text(json.dumps(results, indent=1))
+            subs = tmpd / f"subscribers-{n}.toml"
+            write_subscribers(subs, n, a.seed)
+            for backend in a.backends.split(","):
+                for label, tree in trees:
+                    r = run_case(tree, label, n, backend, subs, bases[label], a)
+                    r["base_rss_kib"] = bases[label]
+                    results.append(r)
+                    print_case(r)
+            subs.unlink()
+    Path(a.json).parent.mkdir(exist_ok=True)
+    Path(a.json).write_text(json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import gc
 import os
 import socket
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from functools import partial
 from ipaddress import IPv4Address
 from typing import Any
@@ -20,6 +20,7 @@ from pyroute2 import NetlinkError
 from ..config import ConfigError, HaConfig, load_ha
 from ..core.actions import FetchSubscriber, InstallBinding, Log, RemoveBinding, Send
 from ..core.advertiser import Advertiser, AdvertPolicy
+from ..core.bindings import Binding, dotted
 from ..core.ha import HaPolicy, HomeAgent
 from ..dataplane.fake import FakeHaDataplane
 from ..dataplane.ha import HaDataplane
@@ -31,14 +32,25 @@ from ..subscribers.file_store import load_subscribers
 from ..subscribers.model import StoreUnavailable, Unavailable
 from ..wire import AgentFlags
 from .daemon import EngineDaemon, datagrams, run_daemon
+from .gcpolicy import LongLivedHeap
 from .ha_redundancy import HaRedundancy, KernelSync, apply_kernel_sync
 from .journal import BindingJournal
-from .logging import EventLog
+from .logging import LEVELS, EventLog
 from .systemd import notify
 
 STATE_FLUSH_DELAY = 0.5
 IP_FREEBIND = 15  # linux/in.h; not exported by Python's socket module
 RECV_BATCH = 256
+MAX_PEERS = 1 << 16
+RESTORE_SLICE = 2048  # restored bindings per kernel batch, between registrations
+
+
+@dataclass(frozen=True)
+class Reinstall:
+    """Restored bindings for the kernel, resolved when the worker reaches them."""
+
+    bindings: list[Binding]
+    done: asyncio.Future = field(repr=False)
 
 
 def make_store(cfg: HaConfig) -> Any:
@@ -66,6 +78,11 @@ def make_policy(cfg: HaConfig, udp_tunnels: bool = True) -> HaPolicy:
                     unknown_rate=lim.unknown_sources, unsigned_reply_rate=lim.unsigned_replies)
 
 
+def info_logged(cfg: HaConfig) -> bool:
+    """Whether info-level events are written: if not, the engine builds none."""
+    return LEVELS[cfg.runtime.log_level] <= LEVELS["info"]
+
+
 LOOKUP_THREADS = 4  # directory lookups in flight at once (each thread has a connection)
 
 
@@ -85,6 +102,7 @@ class HaDaemon(EngineDaemon[HomeAgent]):
         super().__init__(log)
         self.cfg = cfg
         self.engine = HomeAgent(make_policy(cfg), make_store(cfg))
+        self.engine.info_events = info_logged(cfg)
         self.dataplane: HaDataplane | FakeHaDataplane | None = None
         self.sock: socket.socket | None = None  # ha.address's; replies and UDP tunnels
         self.socks: dict[IPv4Address, socket.socket] = {}  # one per address served
@@ -99,6 +117,9 @@ class HaDaemon(EngineDaemon[HomeAgent]):
         self.lookup_pool: concurrent.futures.ThreadPoolExecutor | None = None
         self.flood_limit: SourceLimiter | None = None
         self.redundancy = HaRedundancy(self, cfg.redundancy) if cfg.redundancy else None
+        self.heap = LongLivedHeap()
+        self.peers: dict[str, IPv4Address] = {}  # senders seen lately, by their text
+        self.reinstalling: asyncio.Task | None = None  # restored bindings into the kernel
 
     @property
     def dp(self) -> HaDataplane | FakeHaDataplane:
@@ -155,7 +176,7 @@ class HaDaemon(EngineDaemon[HomeAgent]):
             self.add_input(self.icmp.fileno(), self._on_icmp)
             self._advertise()
         self._reschedule()
-        gc.freeze()  # subscribers and restored bindings are long-lived: keep them out of GC scans
+        self.heap.start()  # subscribers and bindings are long-lived: out of the GC's scans
         self.log("started", address=self.cfg.address, config=self.cfg.path,
                  bindings=len(self.engine.bindings), pid=os.getpid())
         notify("READY=1\nSTATUS=serving")
@@ -169,8 +190,11 @@ class HaDaemon(EngineDaemon[HomeAgent]):
             self.icmp.close()
         if self.advert_timer is not None:
             self.advert_timer.cancel()
+        if self.reinstalling is not None:
+            self.reinstalling.cancel()
         await self.work.join()
         worker.cancel()
+        self.heap.stop()
         await self._final_flush()
         if self.redundancy is not None:
             await self.redundancy.stop()
@@ -220,7 +244,42 @@ class HaDaemon(EngineDaemon[HomeAgent]):
         if self.journal.skipped:  # the rest is restored
             self.log("state-rows-skipped", "warning", path=self.journal.snapshot,
                      count=len(self.journal.skipped), first=self.journal.skipped[0])
-        self.dispatch(self.call("restore", self.engine.restore, bindings, time.time()))
+        actions = self.call("restore", self.engine.restore, bindings, time.time())
+        restored = [a.binding for a in actions if isinstance(a, InstallBinding)]
+        self.dispatch([a for a in actions if not isinstance(a, InstallBinding)])
+        if restored:  # the table is whole: registrations are answered from now on
+            self.reinstalling = asyncio.get_running_loop().create_task(
+                self._reinstall(restored))
+
+    async def _reinstall(self, bindings: list[Binding]) -> None:
+        """The restored bindings into the kernel a slice at a time, through the worker:
+        a registration waits for one slice at most, and a binding that one replaced or
+        removed meanwhile is skipped.  Already in the state file: not journalled."""
+        started = time.monotonic()
+        loop = asyncio.get_running_loop()
+        for first in range(0, len(bindings), RESTORE_SLICE):
+            done = loop.create_future()
+            self.dispatch([Reinstall(bindings[first:first + RESTORE_SLICE], done)])
+            await done
+        self.log("kernel-restored", bindings=len(bindings),
+                 seconds=round(time.monotonic() - started, 1))
+
+    async def _reinstall_slice(self, a: Reinstall) -> None:
+        try:
+            current = [InstallBinding(b) for b in a.bindings
+                       if self.engine.bindings.get(b.home_address) is b]
+            failed = await self._apply(current) if current else {}
+            extra: list[Any] = []
+            for i, reason in failed.items():  # forgotten, as a refused registration is
+                extra += self.call("install_failed", self.engine.install_failed, current[i],
+                                   reason, time.time())
+            if self.redundancy is not None:
+                self.redundancy.forward([c for i, c in enumerate(current) if i not in failed],
+                                        time.time())
+            self.dispatch(extra)
+        finally:
+            if not a.done.done():
+                a.done.set_result(None)
 
     def prepare_reload(self, cfg: HaConfig) -> Callable[[], None]:
         """The subscriber file (or directory settings) is read again on every reload."""
@@ -230,6 +289,7 @@ class HaDaemon(EngineDaemon[HomeAgent]):
 
         def commit() -> None:
             self.engine.set_policy(policy)
+            self.engine.info_events = info_logged(cfg)
             old = self.engine.store
             self.engine.set_store(store)
             if old is not store and hasattr(old, "close"):
@@ -280,13 +340,22 @@ class HaDaemon(EngineDaemon[HomeAgent]):
         now = time.time()
         for data, addr in datagrams(sock, RECV_BATCH, self.log):
             if data[:1] == b"\x04":  # RFC 3519 tunnel data from an MN behind a NAPT
-                self.dp.from_udp(data, IPv4Address(addr[0]), addr[1])
+                self.dp.from_udp(data, self._peer(addr[0]), addr[1])
                 continue
             self.request_seen(data, addr[0], addr[1])
-            actions += self.call("receive", self.engine.receive, data, IPv4Address(addr[0]),
+            actions += self.call("receive", self.engine.receive, data, self._peer(addr[0]),
                                  addr[1], now)
         self.dispatch(actions)
         self._reschedule()
+
+    def _peer(self, text: str) -> IPv4Address:
+        """A sender's address, parsed once (1.3 µs) and shared by its bindings."""
+        address = self.peers.get(text)
+        if address is None:
+            if len(self.peers) >= MAX_PEERS:  # spoofed sources: start afresh
+                self.peers.clear()
+            address = self.peers[text] = IPv4Address(text)
+        return address
 
     # --- the subscriber directory, off the event loop ---------------------------------
 
@@ -333,9 +402,17 @@ class HaDaemon(EngineDaemon[HomeAgent]):
         is answered with the engine's denial instead, and removed again."""
         changes = [a for a in actions if isinstance(a, InstallBinding | RemoveBinding)]
         held: set[int] = set()  # acceptances not to send
-        for a in actions:
-            if isinstance(a, KernelSync):  # a takeover or a stand-down, in order
-                await apply_kernel_sync(self, a)
+        try:
+            for a in actions:
+                if isinstance(a, KernelSync):  # a takeover or a stand-down, in order
+                    await apply_kernel_sync(self, a)
+                elif isinstance(a, Reinstall):  # restored bindings, a slice at a time
+                    await self._reinstall_slice(a)
+        except BaseException:  # the reinstall goes on with its next slice
+            for a in actions:
+                if isinstance(a, Reinstall) and not a.done.done():
+                    a.done.set_result(None)
+            raise
         if changes:
             failed = await self._apply(changes)
             extra: list[Any] = []
@@ -368,7 +445,7 @@ class HaDaemon(EngineDaemon[HomeAgent]):
                 sock = self.socks.get(a.src) if a.src is not None else None
                 sock = sock or self.main_sock
                 try:
-                    sock.sendto(a.data, (str(a.dst), a.port))
+                    sock.sendto(a.data, (dotted(a.dst), a.port))
                     self.reply_sent(a.data, a.dst, a.port)
                 except (BlockingIOError, InterruptedError):
                     self.send_drops += 1  # UDP: the MN retransmits
@@ -386,9 +463,12 @@ class HaDaemon(EngineDaemon[HomeAgent]):
         index = [i for i, a in enumerate(changes) if self._kernel_change(a)]
         # a registration accepted while we were primary, reached after a stand-down: a
         # backup must not answer 0 (the new primary never hears of it): denied, retried
-        stale = {i: "not primary any more" for i, a in enumerate(changes)
-                 if isinstance(a, InstallBinding) and a.reply is not None and
-                 i not in index and self.redundancy is not None}
+        stale: dict[int, str] = {}
+        if self.redundancy is not None and len(index) < len(changes):  # not per request
+            kept = set(index)
+            stale = {i: "not primary any more" for i, a in enumerate(changes)
+                     if isinstance(a, InstallBinding) and a.reply is not None and
+                     i not in kept}
         ops = [("install" if isinstance(changes[i], InstallBinding) else "remove",
                 changes[i].binding) for i in index]
         if not ops:
@@ -423,26 +503,34 @@ class HaDaemon(EngineDaemon[HomeAgent]):
             self.flush_handle = loop.call_later(STATE_FLUSH_DELAY, self._flush_state)
 
     def _flush_state(self) -> None:
-        """Append the journal; compact it in a thread when it outgrows the table."""
+        """Hand the journal its changes, or compact it when it outgrows the table: the
+        journal's threads write, the event loop never waits for the disk."""
         self.flush_handle = None
         if self.journal is None:
             return
-        self.journal.flush()
         busy = self.compacting is not None and not self.compacting.done()
         if not busy and self.journal.needs_compaction(len(self.engine.bindings)):
-            self.journal.rotate()
-            bindings = list(self.engine.bindings)
-            loop = asyncio.get_running_loop()
-            self.compacting = loop.run_in_executor(None, self.journal.write_snapshot, bindings)
+            job = self.journal.compact_in_background(list(self.engine.bindings))
+            self.compacting = asyncio.wrap_future(job)
+            self.compacting.add_done_callback(self._state_written)
+        elif (written := self.journal.flush_in_background()) is not None:
+            asyncio.wrap_future(written).add_done_callback(self._state_written)
+
+    def _state_written(self, job: asyncio.Future) -> None:
+        if not job.cancelled() and job.exception() is not None:  # kept for the next flush
+            self.log("state-write-failed", "error", path=self.journal.snapshot if self.journal
+                     else None, reason=job.exception())
 
     async def _final_flush(self) -> None:
         if self.flush_handle is not None:
             self.flush_handle.cancel()
         if self.compacting is not None:
-            await self.compacting
+            with contextlib.suppress(OSError):  # logged by _state_written
+                await self.compacting
         if self.journal is not None:
             self.journal.rotate()
             self.journal.write_snapshot(list(self.engine.bindings))
+            self.journal.close()
 
     # --- status -------------------------------------------------------------------------
 

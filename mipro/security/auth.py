@@ -26,16 +26,16 @@ class Algorithm(enum.Enum):
 
 
 def compute(algorithm: Algorithm, key: bytes, data: bytes) -> bytes:
-    if algorithm is Algorithm.HMAC_MD5:
-        return hmac.new(key, data, hashlib.md5).digest()
+    if algorithm is Algorithm.HMAC_MD5:  # hmac.digest: one call into OpenSSL, no object
+        return hmac.digest(key, data, "md5")
     if algorithm is Algorithm.HMAC_SHA256:
-        return hmac.new(key, data, hashlib.sha256).digest()
+        return hmac.digest(key, data, "sha256")
     if algorithm is Algorithm.KEYED_MD5:
         return hashlib.md5(key + data + key).digest()
     raise ValueError(f"unknown algorithm {algorithm!r}")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SecurityAssociation:
     """One mobility security association: SPI, key and algorithm."""
 
