@@ -102,13 +102,17 @@ def revive(lab: Lab, ha: str, mode: str) -> None:
         lab.start_service(f"keepalived{ha[-1]}")
 
 
+def in_kernel(lab: Lab, ha: str) -> set[str]:
+    return {b["home_address"] for b in lab.status(ha)["bindings"] if b["in_kernel"]}
+
+
 def outage_run(lab: Lab, kills: int, mode: str) -> list[dict]:
     results = []
     for _ in range(kills):
         primary = both_ready(lab)
         other = "ha2" if primary == "ha1" else "ha1"
         lab.expect("mn2", {"state": "registered"}, 30)
-        expected = sum(1 for b in lab.status(primary)["bindings"] if b["in_kernel"])
+        expected = in_kernel(lab, primary)
         sink = lab.udp_sink("mn2", PORT, 8)
         source = lab.udp_source("cn-inet", MN2, PORT, 6, 0.005)
         time.sleep(1.5)  # a steady stream before the failure (the outage is cut from it)
@@ -120,11 +124,18 @@ def outage_run(lab: Lab, kills: int, mode: str) -> list[dict]:
         after = [t for t in arrivals if t > t_kill]
         before = [t for t in arrivals if t <= t_kill]
         gap = (after[0] - (before[-1] if before else t_kill)) if after else float("inf")
-        held = sum(1 for b in lab.status(other)["bindings"] if b["in_kernel"])
-        results.append({"outage_ms": round(gap * 1000, 1), "bindings_in_kernel": held,
-                        "bindings_expected": expected})
+        held = in_kernel(lab, other)  # the takeover may still be installing: give it 10 s
+        deadline = time.time() + 10
+        while not expected <= held and time.time() < deadline:
+            time.sleep(0.2)
+            held = in_kernel(lab, other)
+        missing = sorted(expected - held)
+        results.append({"outage_ms": round(gap * 1000, 1), "bindings_in_kernel":
+                        len(expected & held), "bindings_expected": len(expected),
+                        "missing": missing[:10]})
         print(f"    kill {primary} ({mode}): outage {gap * 1000:.0f} ms, {other} holds "
-              f"{held}/{expected} bindings in its kernel", flush=True)
+              f"{len(expected & held)}/{len(expected)} bindings in its kernel"
+              + (f" (missing {', '.join(missing[:5])})" if missing else ""), flush=True)
         revive(lab, primary, mode)
     return results
 

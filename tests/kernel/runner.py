@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -61,12 +62,18 @@ def pick_mode(kernel: Path) -> str:
     """KVM if a guest boots with it within a minute, else emulation."""
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
         return "tcg"
+    # its own process group: on a timeout qemu goes too, not only virtme-ng's wrapper (an
+    # orphaned guest that never boots spins on a core for the whole run)
+    probe = subprocess.Popen(vng_command(kernel, "kvm", "true"), env=env(),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
     try:
-        probe = subprocess.run(vng_command(kernel, "kvm", "true"), env=env(),
-                               capture_output=True, text=True, timeout=60)
+        code = probe.wait(timeout=60)
     except subprocess.TimeoutExpired:
+        os.killpg(probe.pid, signal.SIGKILL)
+        probe.wait()
         return "tcg"
-    return "kvm" if probe.returncode == 0 else "tcg"
+    return "kvm" if code == 0 else "tcg"
 
 
 def pytest_args(basetemp: Path) -> list[str]:
