@@ -217,15 +217,20 @@ class FaDataplane:
         new = pair not in self.by_realm
         if new:
             self.adding.setdefault(pair, [])
+        added = False
         try:
             await self._add_visitor(v, previous)
+            added = True
         finally:
             held = self.adding.pop(pair, []) if new else []
             self.held_bytes -= sum(len(p) for p in held)
-            if held and self.relay is not None and self.by_realm.get(pair) is v:
-                sent = sum(self.relay.deliver(v.home_agent, v.home_address, p, v.key)
-                           for p in held)
-                self.log("held-delivered", "debug", home=v.home_address, packets=sent)
+            if held and self.relay is not None:
+                if added and self.by_realm.get(pair) is v:
+                    sent = sum(self.relay.deliver(v.home_agent, v.home_address, p, v.key)
+                               for p in held)
+                    self.log("held-delivered", "debug", home=v.home_address, packets=sent)
+                else:  # refused (the MN hears 66): not for a visitor of ours after all
+                    self.relay.stats.dropped_unauthorised += len(held)
 
     def _hold(self, outer_src: IPv4Address, inner_dst: IPv4Address, pkt: bytes) -> bool:
         q = self.adding.get((inner_dst, outer_src))
