@@ -77,7 +77,7 @@ def pick_mode(kernel: Path) -> str:
 
 
 def pytest_args(basetemp: Path) -> list[str]:
-    return ["-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", str(REPO / "tests" / "kernel"),
+    return ["-m", "pytest", "-v", "-rs", "-p", "no:cacheprovider", str(REPO / "tests" / "kernel"),
             f"--junitxml={RESULTS / 'junit.xml'}", f"--basetemp={basetemp}"]
 
 
@@ -126,7 +126,7 @@ def main() -> int:
     script.write_text(
         "#!/bin/sh\n"
         f"cd {REPO}\n"
-        f"export MIPRO_LAB_TIME_SCALE={GUEST_TIME_SCALE[mode]}\n"
+        f"export MIPRO_LAB_TIME_SCALE={GUEST_TIME_SCALE[mode]} PYTHONUNBUFFERED=1\n"  # progress as it comes
         "echo \"guest: kernel $(uname -r), $(nproc) CPUs\"\n"
         "modprobe tun; modprobe ipip; modprobe ip_gre; modprobe sch_netem\n"
         f"{job}\n"
