@@ -12,7 +12,7 @@ APT_PACKAGES := python3 python3-venv python3-dev iptables libip4tc2 libip6tc2 ip
 	qemu-system-x86 linux-image-amd64 busybox-static kmod nftables libnftables1 gcc libc6-dev \
 	keepalived graphviz man-db groff-base systemd frr
 
-.PHONY: all setup apt venv test test-unit test-integration test-kernel lint fuzz demo \
+.PHONY: all setup apt venv test test-unit test-integration test-kernel test-kernel-all lint fuzz demo \
 	codec-demo bench bench-kernel bench-flood bench-failover bench-metrics bench-scale metrics-dashboard \
 	man install install-files install-user uninstall clean
 
@@ -60,6 +60,10 @@ test: lint
 
 test-kernel: setup
 	$(PY) tests/kernel/runner.py
+
+# The kernel-backend tests marked slow too (active/active on UDP and shared tunnels).
+test-kernel-all: setup
+	$(PY) tests/kernel/runner.py --all
 
 test-unit: setup
 	$(PY) -m pytest -q -ra tests/unit

@@ -76,9 +76,12 @@ def pick_mode(kernel: Path) -> str:
     return "kvm" if code == 0 else "tcg"
 
 
-def pytest_args(basetemp: Path) -> list[str]:
-    return ["-m", "pytest", "-v", "-rs", "-p", "no:cacheprovider", str(REPO / "tests" / "kernel"),
-            f"--junitxml={RESULTS / 'junit.xml'}", f"--basetemp={basetemp}"]
+def pytest_args(basetemp: Path, everything: bool = False) -> list[str]:
+    """``everything``: the tests marked slow too (under emulation each takes 10-15 min)."""
+    select = [] if everything else ["-m", "'not slow'"]
+    return ["-m", "pytest", "-v", "-rs", "-p", "no:cacheprovider", *select,
+            str(REPO / "tests" / "kernel"), f"--junitxml={RESULTS / 'junit.xml'}",
+            f"--basetemp={basetemp}"]
 
 
 def main() -> int:
@@ -90,6 +93,8 @@ def main() -> int:
     p.add_argument("--delay", default="20ms", help="one-way internet delay for --demo")
     p.add_argument("--exec", dest="command", help="run this shell command there instead "
                    "(e.g. a benchmark: \"$PY bench/kernel_dataplane.py\")")
+    p.add_argument("--all", dest="everything", action="store_true",
+                   help="the tests marked slow too (make test-kernel-all)")
     a = p.parse_args()
     if RESULTS.exists():
         shutil.rmtree(RESULTS)
@@ -101,14 +106,15 @@ def main() -> int:
         job = f"MIPRO_LAB_INTERNET_DELAY={a.delay} MIPRO_LAB_OUT=/run/mipro-kernel-tests " \
             f"{sys.executable} -m mipro.lab.cli run " + " ".join(a.demo or ["ro"])
     else:
-        job = f"{sys.executable} {' '.join(pytest_args(Path('/run/mipro-kernel-tests')))}"
+        job = f"{sys.executable} {' '.join(pytest_args(Path('/run/mipro-kernel-tests'), a.everything))}"
     missing = host_has_tunnels()
     if missing is None:
         print(f"kernel tests: on this machine's kernel {os.uname().release} (it has ipip "
               "and ip_gre)", flush=True)
         if a.demo is not None or a.command:
             return subprocess.call(["sh", "-c", job], cwd=REPO)
-        return subprocess.call([sys.executable, *pytest_args(RESULTS / "labs")], cwd=REPO)
+        args = [x.strip("'") for x in pytest_args(RESULTS / "labs", a.everything)]
+        return subprocess.call([sys.executable, *args], cwd=REPO)
     kernel, tool = stock_kernel(), vng()
     if kernel is None or tool is None:
         print(f"kernel tests SKIPPED: {missing}, and no stock kernel to boot "

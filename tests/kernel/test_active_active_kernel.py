@@ -19,8 +19,11 @@ def hexed(address: str) -> str:
     return bytes(int(x) for x in address.split(".")).hex()
 
 
-@pytest.mark.parametrize("tunnels,mn2_tunnel", [("per-care-of", "ipip"),
-                                                ("per-care-of", "udp"), ("shared", "ipip")])
+# the first in `make test`; all three in `make test-kernel-all` (10-15 min each emulated)
+@pytest.mark.parametrize("tunnels,mn2_tunnel", [
+    ("per-care-of", "ipip"),
+    pytest.param("per-care-of", "udp", marks=pytest.mark.slow),
+    pytest.param("shared", "ipip", marks=pytest.mark.slow)])
 def test_active_active_on_kernel_tunnels(make_lab, tunnels, mn2_tunnel):
     lab = make_lab("failover", services=False)
     prepare(lab, mn2_tunnel)
