@@ -255,7 +255,8 @@ def bench_rate(n: int) -> dict:
                     for svc in ("ha1", "ha2", "keepalived1", "keepalived2"):
                         lab.start_service(svc)
                     primary = both_ready(lab)
-                else:
+                else:  # no keepalived: the virtual address is HA1's own
+                    lab.exec("ha1", "ip", "addr", "add", f"{VIP}/24", "dev", "home0")
                     lab.start_service("ha1")
                 new, renew = register(lab, n), register(lab, n, "renew")
                 if on:
