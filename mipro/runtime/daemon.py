@@ -12,11 +12,10 @@ import traceback
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Generic, Protocol, TypeVar
 
-from pyroute2 import NetlinkError
-
 from ..config import ConfigError
 from ..core.actions import Log
 from ..dataplane.kernel.detect import choose_backend
+from ..dataplane.kernel.errors import NETLINK_ERRORS
 from ..dataplane.kernel.netlink import Netlink
 from .control import ControlServer
 from .logging import EventLog, capture_library_logs
@@ -245,7 +244,7 @@ class EngineDaemon(Generic[E]):
                 batch.append(self.work.get_nowait())
             try:
                 await self._execute([a for actions in batch for a in actions])
-            except (OSError, NetlinkError) as exc:
+            except NETLINK_ERRORS as exc:
                 self.log("dataplane-error", "error", reason=exc)
             except Exception as exc:  # a bug must not silently stop the daemon's worker
                 self._internal_error("worker", exc)
@@ -332,7 +331,7 @@ def run_daemon(role: str, config_path: str, load: Callable[[str], Any],
         for line in exc.errors:
             log.emit(Log("config-invalid", {"problem": line}, "error"), limited=False)
         return 1
-    except (OSError, RuntimeError, LookupError, NetlinkError) as exc:
+    except NETLINK_ERRORS + (RuntimeError, LookupError) as exc:
         log("fatal", "error", reason=exc)
         return 1
     except Exception as exc:  # a bug, or a library's own error type (e.g. python-iptables')

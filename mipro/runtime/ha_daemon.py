@@ -14,9 +14,6 @@ from functools import partial
 from ipaddress import IPv4Address
 from typing import Any
 
-import iptc
-from pyroute2 import NetlinkError
-
 from ..config import ConfigError, HaConfig, load_ha
 from ..core.actions import FetchSubscriber, InstallBinding, Log, RemoveBinding, Send
 from ..core.advertiser import Advertiser, AdvertPolicy
@@ -24,6 +21,7 @@ from ..core.bindings import Binding, dotted
 from ..core.ha import HaPolicy, HomeAgent
 from ..dataplane.fake import FakeHaDataplane
 from ..dataplane.ha import HaDataplane
+from ..dataplane.kernel.errors import KERNEL_ERRORS, NETLINK_ERRORS
 from ..dataplane.kernel.floodlimit import EXEMPT_SET, Limits, SourceLimiter
 from ..dataplane.kernel.netlink import Netlink
 from ..dataplane.link.linklayer import IcmpLink
@@ -223,9 +221,9 @@ class HaDaemon(EngineDaemon[HomeAgent]):
             solicit_interface=self.cfg.home_interface if self.cfg.advertise else None)
         try:
             await limiter.start(exempt=self.cfg.fa_peers)
-        except (OSError, NetlinkError, iptc.IPTCError) as exc:
+        except KERNEL_ERRORS as exc:
             self.log("flood-limit-unavailable", "warning", reason=exc)
-            with contextlib.suppress(OSError, NetlinkError, iptc.IPTCError):
+            with contextlib.suppress(*KERNEL_ERRORS):
                 await limiter.stop()
             return
         self.flood_limit = limiter
@@ -475,7 +473,7 @@ class HaDaemon(EngineDaemon[HomeAgent]):
             return stale
         try:
             failed = await self.dp.apply(ops)
-        except (OSError, NetlinkError) as exc:  # the whole batch: nothing acknowledged
+        except NETLINK_ERRORS as exc:  # the whole batch: nothing acknowledged
             self.log("dataplane-error", "error", ops=len(ops), reason=exc)
             failed = {i: str(exc) for i in range(len(ops))}
         return stale | {index[i]: reason for i, reason in failed.items()}
@@ -621,7 +619,7 @@ async def cleanup(cfg: HaConfig, log: EventLog) -> None:
     finally:
         dataplane.nl.close()
     limiter = SourceLimiter(cfg.address, Limits(rate=1, burst=1))
-    with contextlib.suppress(OSError, NetlinkError, iptc.IPTCError):
+    with contextlib.suppress(*KERNEL_ERRORS):
         await limiter.stop()
 
 

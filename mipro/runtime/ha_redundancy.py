@@ -17,8 +17,6 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address
 from typing import TYPE_CHECKING, Any
 
-from pyroute2 import NetlinkError
-
 from ..config.schema import RedundancyConfig
 from ..core.actions import InstallBinding, Log, RemoveBinding
 from ..core.bindings import Binding
@@ -35,6 +33,7 @@ from ..core.replication import (
     TakeOver,
     TrackFile,
 )
+from ..dataplane.kernel.errors import NETLINK_ERRORS
 from ..wire.sync import BindingBlock
 from .redundancy import NotifyFifo, SyncTransport, set_process_name, write_track_file
 
@@ -210,7 +209,7 @@ async def apply_kernel_sync(daemon: HaDaemon, a: KernelSync) -> None:
     if ops:
         try:
             failed = await dp.apply(ops)
-        except (OSError, NetlinkError) as exc:
+        except NETLINK_ERRORS as exc:
             failed = {i: str(exc) for i in range(len(ops))}
     if a.install and daemon.redundancy is not None:  # a registration that came in while
         # keepalived had given us the address but not yet told us: the peer gets it too
