@@ -239,7 +239,18 @@ class Lab:
             if proc.poll() is not None:
                 raise LabError(f"{name} exited ({proc.returncode}); see {log}:\n"
                                f"{log.read_text()[-2000:]}")
+            if "socket" in svc:  # the socket exists before the daemon has finished
+                self.wait_for(lambda: self._answers(name), 20, f"{name} status")
         return self.services[name]
+
+    def _answers(self, name: str) -> bool:
+        """One status round trip: the daemon answers only once its loop runs, after
+        the rest of its start (and its ``started`` line)."""
+        try:
+            self.status(name)
+        except (OSError, ValueError):
+            return False
+        return True
 
     def stop_service(self, name: str, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
         svc = self.services.pop(name)
