@@ -23,6 +23,7 @@ from ..core.bindings import Binding
 from ..core.replication import (
     CloseSession,
     Group,
+    ReplayState,
     Replicate,
     Replication,
     ReplicationAction,
@@ -61,7 +62,7 @@ class HaRedundancy:
                        for g in cfg.groups]
         self.track_files = {g.vrid: g.track_file for g in cfg.groups}
         self.rep = Replication(self.groups, cfg.key, daemon.engine.export, time.time(),
-                               cfg.alone_after)
+                               cfg.alone_after, daemon.engine.replay_since)
         self.transport = SyncTransport(cfg.local_address, cfg.peer_address, cfg.port,
                                        self._up, self._data, self._down, daemon.log,
                                        proven=self._proven)
@@ -140,6 +141,9 @@ class HaRedundancy:
             elif isinstance(a, Replicate):
                 self.d.dispatch(self.d.call("replicate", self.d.engine.replicate, a.address,
                                             a.blocks, a.replace, time.time()))
+            elif isinstance(a, ReplayState):  # log lines only: no binding, no kernel
+                self.d.dispatch(self.d.call("replay", self.d.engine.take_replay, a.address,
+                                            a.blocks, time.time()))
             elif isinstance(a, CloseSession):
                 self.transport.close(a.reason)
             elif isinstance(a, Log):

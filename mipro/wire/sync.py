@@ -19,8 +19,11 @@ inside that session.  Layout (docs/protocol.md has hex examples)::
 Version 2 (the seed's), auth type 0 (the session authenticates: the seed's
 types 0-2 are no protection), adver int in seconds, the checksum the RFC 1071
 sum over the whole message.  Flags: MORE (a data dump continues in the next
-message), PRIMARY (the sender is primary for the VRID: its table wins).  A data block of subtype 1 is one binding with its replay state, so
-a backup can take over without the mobile node, and refuse a replayed request.
+message), PRIMARY (the sender is primary for the VRID: its table wins), REPLAY (a data
+forward of replay state only, from a home agent that stood down after a partition: the
+receiver takes the identifications and nonces, never a binding).  A data block of
+subtype 1 is one binding with its replay state, so a backup can take over without the
+mobile node, and refuse a replayed request.
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ ENCAP_NAMES = {Encapsulation.IPIP: "ipip", Encapsulation.GRE: "gre", Encapsulati
 ENCAP_CODES = {v: k for k, v in ENCAP_NAMES.items()}
 MORE = 0x01
 PRIMARY = 0x02  # the sender holds the virtual address: its table is the table
+REPLAY = 0x04  # data forward of replay state only (no binding; never with PRIMARY or MORE)
 REVERSE = 0x01  # block flags
 NONCE = 0x02  # replay protection by nonce (else timestamps)
 
@@ -157,6 +161,7 @@ class SyncMessage:
     blocks: tuple[BindingBlock, ...] = ()
     more: bool = False  # DUMP: more messages of this dump follow
     primary: bool = False  # the sender is primary for the VRID
+    replay: bool = False  # FORWARD: replay state only, the blocks are no bindings
     raw: bytes = field(default=b"", compare=False, repr=False)
 
     def encode(self) -> bytes:
@@ -165,7 +170,8 @@ class SyncMessage:
         head = bytes(((VERSION << 4) | int(self.type), self.vrid, self.priority,
                       len(self.addresses), 0, self.advert_interval)) + b"\x00\x00"
         body = b"".join(a.packed for a in self.addresses) + bytes(8)
-        flags = (MORE if self.more else 0) | (PRIMARY if self.primary else 0)
+        flags = (MORE if self.more else 0) | (PRIMARY if self.primary else 0) | \
+            (REPLAY if self.replay else 0)
         body += len(self.blocks).to_bytes(2, "big") + bytes((int(self.subtype), flags))
         for block in self.blocks:
             data = block.encode()
@@ -204,8 +210,11 @@ class SyncMessage:
         if subtype != Subtype.MOBILE_IP:
             raise DecodeError(sub_at, f"unknown data subtype {subtype}")
         flags = r.u8("flags")
-        if flags & ~(MORE | PRIMARY):
+        if flags & ~(MORE | PRIMARY | REPLAY):
             raise DecodeError(sub_at + 1, f"unknown flags 0x{flags:02x}")
+        if flags & REPLAY and (kind is not SyncType.FORWARD or flags & (MORE | PRIMARY)):
+            raise DecodeError(sub_at + 1, "REPLAY is for a data forward from a home agent "
+                              "that is not primary (no MORE, no PRIMARY)")
         blocks = []
         for _ in range(nblocks):
             length = r.u16("data length")
@@ -216,14 +225,16 @@ class SyncMessage:
         if kind is SyncType.DUMP_REQUEST and blocks:
             raise DecodeError(sub_at - 2, "a data dump request carries no data")
         return cls(kind, vrid, priority, addresses, advert, Subtype(subtype), tuple(blocks),
-                   bool(flags & MORE), bool(flags & PRIMARY), bytes(data))
+                   bool(flags & MORE), bool(flags & PRIMARY), bool(flags & REPLAY),
+                   bytes(data))
 
     def describe(self) -> dict[str, object]:
         return {"message": f"redundancy-{self.type.name.lower().replace('_', '-')}",
                 "version": VERSION, "type": int(self.type), "vrid": self.vrid,
                 "priority": self.priority, "addresses": [str(a) for a in self.addresses],
                 "advert_interval": self.advert_interval, "subtype": int(self.subtype),
-                "more": self.more, "primary": self.primary, "blocks": [b.describe() for b in self.blocks]}
+                "more": self.more, "primary": self.primary, "replay": self.replay,
+                "blocks": [b.describe() for b in self.blocks]}
 
 
 def blocks_per_message(nai_bytes: int = 32, limit: int = 60_000) -> int:
