@@ -245,34 +245,113 @@ def in_process_dump(n: int) -> dict:
             "dump_bytes": dump_bytes}
 
 
-def bench_rate(n: int) -> dict:
-    out = {}
-    for on in (False, True):
-        with tempfile.TemporaryDirectory(prefix="mipro-bench-") as tmp:
-            lab = make_lab(Path(tmp), n, 1.0, redundancy=on)
-            try:
-                if on:
-                    for svc in ("ha1", "ha2", "keepalived1", "keepalived2"):
-                        lab.start_service(svc)
-                    primary = both_ready(lab)
-                else:  # no keepalived: the virtual address is HA1's own
-                    lab.exec("ha1", "ip", "addr", "add", f"{VIP}/24", "dev", "home0")
-                    lab.start_service("ha1")
-                new, renew = register(lab, n), register(lab, n, "renew")
-                if on:
-                    backup = "ha2" if primary == "ha1" else "ha1"
-                    lab.expect(backup, {"counters": {"replicated": f">= {2 * n}"}}, 60,
-                               "the backup to have every forward")
-            finally:
-                lab.down(quiet=True)
-        key = "replication on" if on else "replication off"
-        out[key] = {"new_per_s": new["rate"], "renew_per_s": renew["rate"],
-                    "p99_ms": renew["p99_ms"], "lost": new["lost"] + renew["lost"]}
-        print(f"  {key:<16} new {new['rate']:>8.0f}/s  renew {renew['rate']:>8.0f}/s  "
-              f"p99 {renew['p99_ms']} ms  lost {new['lost'] + renew['lost']}", flush=True)
+def cpu_seconds(lab: Lab, ha: str) -> float:
+    """User and system CPU time of a home agent daemon so far (``ip netns exec`` execs
+    it: the service's pid is the daemon's)."""
+    fields = Path(f"/proc/{lab.services[ha].proc.pid}/stat").read_text().rsplit(")", 1)[1]
+    utime, stime = fields.split()[11:13]
+    return (int(utime) + int(stime)) / os.sysconf("SC_CLK_TCK")
+
+
+def profiled(lab: Lab, ha: str, path: Path) -> None:
+    """Run the home agent daemon under cProfile (written when it stops)."""
+    svc = next(s for s in lab.spec["service"] if s["name"] == ha)
+    at = svc["cmd"].index("-m")
+    svc["cmd"][at:at] = ["-m", "cProfile", "-o", str(path)]
+
+
+def print_profile(path: Path, top: int = 30) -> None:
+    import pstats
+
+    print(f"  profile of the primary ({path}), by own time:")
+    pstats.Stats(str(path)).sort_stats("tottime").print_stats(top)
+
+
+def bench_rate(n: int, rounds: int = 1, profile: Path | None = None) -> dict:
+    """Rounds alternate off and on, each in a lab of its own; the figures are the
+    medians.  Also each daemon's CPU time per registration (the machine is shared: the
+    backup, on the same cores, takes CPU the primary would otherwise have)."""
+    samples: dict[str, list[dict]] = {"replication off": [], "replication on": []}
+    for _ in range(rounds):
+        for on in (False, True):
+            key = "replication on" if on else "replication off"
+            samples[key].append(rate_round(n, on, profile))
+    out: dict = {}
+    for key, runs in samples.items():
+        med = {k: statistics.median(r[k] for r in runs if k in r) for k in runs[0]
+               if k != "lost"}
+        out[key] = dict(med, lost=sum(r["lost"] for r in runs),
+                        runs=[{k: r[k] for k in ("new_per_s", "renew_per_s")} for r in runs])
+        print(f"  {key:<16} new {med['new_per_s']:>8.0f}/s  renew {med['renew_per_s']:>8.0f}/s"
+              f"  p99 {med['p99_ms']} ms  primary CPU {med['primary_us_new']:.0f} / "
+              f"{med['primary_us_renew']:.0f} us per new / renewal"
+              + (f", backup {med['backup_us_new']:.0f} / {med['backup_us_renew']:.0f} us"
+                 if on_key(key) else "")
+              + f"  lost {out[key]['lost']}  (median of {len(runs)})", flush=True)
     off, on_ = out["replication off"], out["replication on"]
     out["ratio_renew"] = round(on_["renew_per_s"] / off["renew_per_s"], 3)
-    print(f"  renewals with replication / without: {out['ratio_renew']}")
+    out["ratio_new"] = round(on_["new_per_s"] / off["new_per_s"], 3)
+    print(f"  with replication / without: renewals {out['ratio_renew']}, new "
+          f"{out['ratio_new']}")
+    return out
+
+
+def on_key(key: str) -> bool:
+    return key == "replication on"
+
+
+def rate_round(n: int, on: bool, profile: Path | None) -> dict:
+    with tempfile.TemporaryDirectory(prefix="mipro-bench-") as tmp:
+        lab = make_lab(Path(tmp), n, 1.0, redundancy=on)
+        prof = Path(tmp) / "ha1.prof"
+        if profile is not None:
+            profiled(lab, "ha1", prof)
+        try:
+            if on:
+                lab.start_service("ha1")  # first: keepalived1 makes it primary
+                lab.start_service("keepalived1")
+                lab.expect("ha1", {"redundancy": {"groups": [{"role": "master"}]}}, 30)
+                for svc in ("ha2", "keepalived2"):
+                    lab.start_service(svc)
+                primary = both_ready(lab)
+                assert primary == "ha1", primary
+            else:  # no keepalived: the virtual address is HA1's own
+                lab.exec("ha1", "ip", "addr", "add", f"{VIP}/24", "dev", "home0")
+                lab.start_service("ha1")
+            daemons = ("ha1", "ha2") if on else ("ha1",)
+            cpu0 = {ha: cpu_seconds(lab, ha) for ha in daemons}
+            new = register(lab, n)
+            cpu1 = {ha: cpu_seconds(lab, ha) for ha in daemons}
+            renew = register(lab, n, "renew")
+            if on:
+                lab.expect("ha2", {"counters": {"replicated": f">= {2 * n}"}}, 60,
+                           "the backup to have every forward")
+            cpu2 = {ha: cpu_seconds(lab, ha) for ha in daemons}
+            counters = (lab.status("ha1").get("redundancy") or {}).get("counters", {})
+            if profile is not None:
+                lab.stop_service("ha1")
+        finally:
+            lab.down(quiet=True)
+        if profile is not None:
+            profile.mkdir(parents=True, exist_ok=True)
+            kept = profile / f"ha1-{'on' if on else 'off'}.prof"
+            kept.write_bytes(prof.read_bytes())
+            print_profile(kept)
+    out = {"new_per_s": new["rate"], "renew_per_s": renew["rate"], "p99_ms": renew["p99_ms"],
+           "lost": new["lost"] + renew["lost"],
+           "primary_us_new": (cpu1["ha1"] - cpu0["ha1"]) / n * 1e6,
+           "primary_us_renew": (cpu2["ha1"] - cpu1["ha1"]) / n * 1e6}
+    per_message = ""
+    if on:
+        out |= {"backup_us_new": (cpu1["ha2"] - cpu0["ha2"]) / n * 1e6,
+                "backup_us_renew": (cpu2["ha2"] - cpu1["ha2"]) / n * 1e6}
+        if counters.get("forwards_sent"):  # (a counter older trees do not have)
+            out["blocks_per_forward"] = counters["blocks_forwarded"] / counters["forwards_sent"]
+            per_message = f", {out['blocks_per_forward']:.1f} bindings per data forward"
+    print(f"    {'on ' if on else 'off'}: new {new['rate']:.0f}/s, renew {renew['rate']:.0f}/s, "
+          f"primary CPU {out['primary_us_new']:.0f} / {out['primary_us_renew']:.0f} us"
+          + (f", backup {out['backup_us_new']:.0f} / {out['backup_us_renew']:.0f} us"
+             if on else "") + per_message, flush=True)
     return out
 
 
@@ -283,6 +362,10 @@ def main() -> None:
     p.add_argument("--bindings", type=int, default=1000, help="besides the MNs, in outage runs")
     p.add_argument("--sync-sizes", default="10000,100000")
     p.add_argument("--rate-n", type=int, default=10000)
+    p.add_argument("--rate-rounds", type=int, default=1,
+                   help="rate: rounds of off and on (the medians are printed)")
+    p.add_argument("--profile", type=Path,
+                   help="rate: run the primary under cProfile, keep the profiles here")
     p.add_argument("--only", choices=("outage", "sync", "rate"))
     a = p.parse_args()
     if os.geteuid() != 0:
@@ -290,7 +373,7 @@ def main() -> None:
     results: dict = {}
     if a.only in (None, "rate"):
         print("registration rate at the primary:")
-        results["rate"] = bench_rate(a.rate_n)
+        results["rate"] = bench_rate(a.rate_n, a.rate_rounds, a.profile)
     if a.only in (None, "sync"):
         print("bulk sync:")
         results["bulk_sync"] = bench_bulk_sync([int(x) for x in a.sync_sizes.split(",")])

@@ -282,6 +282,7 @@ class Replication:
         self.replay_export = replay_export  # None: nothing is sent at stand-down
         self.groups = {g.vrid: _GroupState(g) for g in groups}
         self.by_instance = {g.instance: g.vrid for g in groups}
+        self.by_address = {g.address: self.groups[g.vrid] for g in groups}
         self.key = key
         self.session: Session | None = None
         self.alone_at: float | None = now + alone_after
@@ -486,12 +487,14 @@ class Replication:
         if g is None or g.role is not Role.MASTER or s is None or not s.established or \
                 not blocks:
             return []
+        chunks = _chunks(blocks)
         self._count("blocks_forwarded", len(blocks))
+        self._count("forwards_sent", len(chunks))
         return [SyncSend(s.message(SyncMessage(SyncType.FORWARD, g.group.vrid,
                                                g.group.priority, (address,),
                                                g.group.advert_interval, blocks=chunk,
                                                primary=True), now))
-                for chunk in _chunks(blocks)]
+                for chunk in chunks]
 
     def dump(self, vrid: int, blocks: list[BindingBlock], now: float) -> list[ReplicationAction]:
         """Every valid registration of the group, for the backup that asked."""
@@ -567,10 +570,7 @@ class Replication:
         return g.role if g is not None else Role.MASTER  # an address without a group
 
     def _group_of(self, address: IPv4Address) -> _GroupState | None:
-        for g in self.groups.values():
-            if g.group.address == address:
-                return g
-        return None
+        return self.by_address.get(address)
 
     def describe(self, now: float) -> dict[str, object]:
         s = self.session
@@ -602,6 +602,11 @@ def _age(age: float | None) -> str:
     return "empty" if age is None else f"newest {age:.0f} s old"
 
 
+_PER_MESSAGE = blocks_per_message()
+
+
 def _chunks(blocks: list[BindingBlock]) -> list[tuple[BindingBlock, ...]]:
-    n = blocks_per_message()
+    n = _PER_MESSAGE
+    if len(blocks) <= n:
+        return [tuple(blocks)] if blocks else []
     return [tuple(blocks[i:i + n]) for i in range(0, len(blocks), n)]

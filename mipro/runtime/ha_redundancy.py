@@ -110,12 +110,15 @@ class HaRedundancy:
     def forward(self, done: list[Any], now: float) -> None:
         """Installs and removals the kernel (or the table) took: to the backup."""
         by_group: dict[IPv4Address, list[BindingBlock]] = defaultdict(list)
+        master: dict[IPv4Address, bool] = {}  # per address, not per binding
+        block_of = self.d.engine.block_of
         for a in done:
             b = a.binding
-            if not self.is_master(b.home_agent):
-                continue
-            removed = isinstance(a, RemoveBinding)
-            by_group[b.home_agent].append(self.d.engine.block_of(b, now, removed))
+            ours = master.get(b.home_agent)
+            if ours is None:
+                ours = master[b.home_agent] = self.is_master(b.home_agent)
+            if ours:
+                by_group[b.home_agent].append(block_of(b, now, isinstance(a, RemoveBinding)))
         for address, blocks in by_group.items():
             self.run(self.rep.forward(address, blocks, now))
 
