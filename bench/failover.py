@@ -37,6 +37,7 @@ from mipro.lab import Lab  # noqa: E402
 
 VIP, GEN, MN2 = "10.1.0.1", "203.0.113.10", "10.1.0.101"
 PORT = 7200
+OWN = {"ha1": "10.1.0.2", "ha2": "10.1.0.3"}  # the home agents' own home-link addresses
 
 
 def make_lab(out: Path, n: int, advert: float, redundancy: bool = True) -> Lab:
@@ -130,7 +131,8 @@ def outage_run(lab: Lab, kills: int, mode: str) -> list[dict]:
             time.sleep(0.2)
             held = in_kernel(lab, other)
         missing = sorted(expected - held)
-        results.append({"outage_ms": round(gap * 1000, 1), "bindings_in_kernel":
+        results.append({"t_kill": t_kill, "killed": primary, "survivor": other,
+                        "outage_ms": round(gap * 1000, 1), "bindings_in_kernel":
                         len(expected & held), "bindings_expected": len(expected),
                         "missing": missing[:10]})
         print(f"    kill {primary} ({mode}): outage {gap * 1000:.0f} ms, {other} holds "
@@ -140,11 +142,48 @@ def outage_run(lab: Lab, kills: int, mode: str) -> list[dict]:
     return results
 
 
-def bench_outage(kills: int, n: int) -> dict:
+def phases(pcap: Path, runs: list[dict]) -> None:
+    """Where each outage went, from the home link as the router saw it (its capture):
+    ms after the kill until the dead home agent's VRRP advertisement of priority 0
+    (keepalived noticed mipro is gone: mode mipro), the survivor's first advertisement
+    (it is primary), its first gratuitous ARP for MN2's home address (mipro took over)
+    and its first packet tunnelled to MN2; added to each run, and printed."""
+    from scapy.all import ARP, IP, PcapReader
+
+    packets = []
+    with PcapReader(str(pcap)) as reader:
+        for p in reader:
+            if IP in p and p[IP].proto in (4, 112) or ARP in p:
+                packets.append(p)
+    for r in runs:
+        dead, alive, t0 = OWN[r["killed"]], OWN[r["survivor"]], r["t_kill"]
+        seen: dict[str, float] = {}
+        for p in packets:
+            t = float(p.time)
+            if t < t0:
+                continue
+            if IP in p and p[IP].proto == 112:
+                if p[IP].src == dead and bytes(p[IP].payload)[2:3] == b"\x00":
+                    seen.setdefault("dead_priority_0", t)
+                elif p[IP].src == alive:
+                    seen.setdefault("survivor_advert", t)
+            elif ARP in p and p[ARP].op == 2 and p[ARP].psrc == MN2 and \
+                    "survivor_advert" in seen:
+                seen.setdefault("survivor_garp", t)
+            elif IP in p and p[IP].proto == 4 and "survivor_garp" in seen:
+                seen.setdefault("survivor_tunnels", t)
+        r["phases_ms"] = {k: round((t - t0) * 1000, 1) for k, t in seen.items()}
+        print(f"    kill {r['killed']}: outage {r['outage_ms']:.0f} ms; " + ", ".join(
+            f"{k} +{v:.0f}" for k, v in r["phases_ms"].items()), flush=True)
+
+
+def bench_outage(kills: int, n: int, modes: list[tuple[str, float]] | None = None,
+                 keep: Path | None = None) -> dict:
     out = {}
-    for mode, advert in (("host", 1.0), ("host", 0.1), ("mipro", 0.1)):
+    for mode, advert in modes or [("host", 1.0), ("host", 0.1), ("mipro", 0.1)]:
         with tempfile.TemporaryDirectory(prefix="mipro-bench-") as tmp:
-            lab = make_lab(Path(tmp), n, advert)
+            where = Path(tmp) if keep is None else keep / f"{mode}-{advert}"
+            lab = make_lab(where, n, advert)
             try:
                 for svc in ("dnsmasq", "ha1", "ha2", "keepalived1", "keepalived2", "mn2"):
                     lab.start_service(svc)
@@ -155,6 +194,9 @@ def bench_outage(kills: int, n: int) -> dict:
                 runs = outage_run(lab, kills, mode)
             finally:
                 lab.down(quiet=True)
+            if keep is not None:
+                print(f"  where the time went (lab kept in {where}):")
+                phases(where / "rhome-home0.pcap", runs)
         ms = [r["outage_ms"] for r in runs]
         lost = sum(r["bindings_expected"] - r["bindings_in_kernel"] for r in runs)
         out[f"{mode} advert_int={advert}"] = {"median_ms": statistics.median(ms),
@@ -267,7 +309,8 @@ def print_profile(path: Path, top: int = 30) -> None:
     pstats.Stats(str(path)).sort_stats("tottime").print_stats(top)
 
 
-def bench_rate(n: int, rounds: int = 1, profile: Path | None = None) -> dict:
+def bench_rate(n: int, rounds: int = 1, profile: Path | None = None,
+               captures: bool = True) -> dict:
     """Rounds alternate off and on, each in a lab of its own; the figures are the
     medians.  Also each daemon's CPU time per registration (the machine is shared: the
     backup, on the same cores, takes CPU the primary would otherwise have)."""
@@ -275,7 +318,7 @@ def bench_rate(n: int, rounds: int = 1, profile: Path | None = None) -> dict:
     for _ in range(rounds):
         for on in (False, True):
             key = "replication on" if on else "replication off"
-            samples[key].append(rate_round(n, on, profile))
+            samples[key].append(rate_round(n, on, profile, captures))
     out: dict = {}
     for key, runs in samples.items():
         med = {k: statistics.median(r[k] for r in runs if k in r) for k in runs[0]
@@ -291,8 +334,11 @@ def bench_rate(n: int, rounds: int = 1, profile: Path | None = None) -> dict:
     off, on_ = out["replication off"], out["replication on"]
     out["ratio_renew"] = round(on_["renew_per_s"] / off["renew_per_s"], 3)
     out["ratio_new"] = round(on_["new_per_s"] / off["new_per_s"], 3)
+    out["cpu_ratio_renew"] = round(off["primary_us_renew"] / on_["primary_us_renew"], 3)
+    out["cpu_ratio_new"] = round(off["primary_us_new"] / on_["primary_us_new"], 3)
     print(f"  with replication / without: renewals {out['ratio_renew']}, new "
-          f"{out['ratio_new']}")
+          f"{out['ratio_new']}; by the primary's CPU per registration (off/on): renewals "
+          f"{out['cpu_ratio_renew']}, new {out['cpu_ratio_new']}")
     return out
 
 
@@ -300,9 +346,13 @@ def on_key(key: str) -> bool:
     return key == "replication on"
 
 
-def rate_round(n: int, on: bool, profile: Path | None) -> dict:
+def rate_round(n: int, on: bool, profile: Path | None, captures: bool = True) -> dict:
     with tempfile.TemporaryDirectory(prefix="mipro-bench-") as tmp:
         lab = make_lab(Path(tmp), n, 1.0, redundancy=on)
+        if not captures:  # the lab's tcpdump on every link costs CPU per packet
+            for cap in lab.captures:
+                cap.terminate()
+                cap.wait()
         prof = Path(tmp) / "ha1.prof"
         if profile is not None:
             profiled(lab, "ha1", prof)
@@ -364,8 +414,14 @@ def main() -> None:
     p.add_argument("--rate-n", type=int, default=10000)
     p.add_argument("--rate-rounds", type=int, default=1,
                    help="rate: rounds of off and on (the medians are printed)")
+    p.add_argument("--no-captures", action="store_true",
+                   help="rate: stop the lab's packet captures (tcpdump on every link)")
     p.add_argument("--profile", type=Path,
                    help="rate: run the primary under cProfile, keep the profiles here")
+    p.add_argument("--modes", help="outage: e.g. mipro:0.1,host:1 (mode:advert_int; "
+                   "default host:1,host:0.1,mipro:0.1)")
+    p.add_argument("--keep", type=Path, help="outage: keep each lab (logs, captures) here "
+                   "and say where each outage's time went")
     p.add_argument("--only", choices=("outage", "sync", "rate"))
     a = p.parse_args()
     if os.geteuid() != 0:
@@ -373,13 +429,16 @@ def main() -> None:
     results: dict = {}
     if a.only in (None, "rate"):
         print("registration rate at the primary:")
-        results["rate"] = bench_rate(a.rate_n, a.rate_rounds, a.profile)
+        results["rate"] = bench_rate(a.rate_n, a.rate_rounds, a.profile,
+                                     not a.no_captures)
     if a.only in (None, "sync"):
         print("bulk sync:")
         results["bulk_sync"] = bench_bulk_sync([int(x) for x in a.sync_sizes.split(",")])
     if a.only in (None, "outage"):
         print("failover outage:")
-        results["outage"] = bench_outage(a.kills, a.bindings)
+        modes = [(m, float(x)) for m, x in (item.split(":") for item in a.modes.split(","))] \
+            if a.modes else None
+        results["outage"] = bench_outage(a.kills, a.bindings, modes, a.keep)
         for k, v in results["outage"].items():
             print(f"  {k:<24} median {v['median_ms']:.0f} ms, max {v['max_ms']:.0f} ms over "
                   f"{v['kills']} kills, bindings lost {v['bindings_lost']}")

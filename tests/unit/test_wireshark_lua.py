@@ -27,7 +27,7 @@ from scapy.utils import wrpcap
 from mipro import wire as w
 from mipro.core.replication import Session
 from mipro.security import Algorithm, SecurityAssociation, append_authenticator
-from mipro.wire.sync import BindingBlock, SyncMessage, SyncType
+from mipro.wire.sync import BLOCK_FIXED, BindingBlock, SyncMessage, SyncType
 
 from . import golden
 from .test_wireshark_crosscheck import assert_ntp, ether
@@ -633,7 +633,7 @@ def sync_message_fields(m: SyncMessage, encoded: bytes):
             ("mipro.sync.msg.flags.reserved", "0x00")]
     for b in m.blocks:
         nai = b.nai.encode()
-        out += [("mipro.sync.block.length", str(BindingBlock.FIXED + len(nai))),
+        out += [("mipro.sync.block.length", str(BLOCK_FIXED + len(nai))),
                 ("mipro.sync.block.home_address", str(b.home_address)),
                 ("mipro.sync.block.care_of_address", str(b.care_of_address)),
                 ("mipro.sync.block.home_agent", str(b.home_agent)),
