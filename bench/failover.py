@@ -165,7 +165,7 @@ def phases(pcap: Path, runs: list[dict]) -> None:
         seen: dict[str, float] = {}
         for p in packets:
             t = float(p.time)
-            if t < t0:
+            if t < t0 or t > t0 + r["resumed_ms"] / 1000 + 1:  # (not the revived one's)
                 continue
             if IP in p and p[IP].proto == 112:
                 if p[IP].src == dead and bytes(p[IP].payload)[2:3] == b"\x00":
