@@ -37,6 +37,7 @@ from mipro.lab import Lab  # noqa: E402
 
 VIP, GEN, MN2 = "10.1.0.1", "203.0.113.10", "10.1.0.101"
 PORT = 7200
+OWN = {"ha1": "10.1.0.2", "ha2": "10.1.0.3"}  # the home agents' own home-link addresses
 
 
 def make_lab(out: Path, n: int, advert: float, redundancy: bool = True) -> Lab:
@@ -121,16 +122,22 @@ def outage_run(lab: Lab, kills: int, mode: str) -> list[dict]:
         source.wait(30)
         arrivals = sorted(t for _, t in json.loads(sink.communicate(timeout=30)[0])
                           ["arrivals"])
-        after = [t for t in arrivals if t > t_kill]
+        # the longest silence that ends after the kill: a datagram relayed just before
+        # SIGKILL landed may arrive just after it, so the first gap is not the outage
         before = [t for t in arrivals if t <= t_kill]
-        gap = (after[0] - (before[-1] if before else t_kill)) if after else float("inf")
+        after = [t for t in arrivals if t > t_kill]
+        previous = [before[-1] if before else t_kill] + after[:-1]
+        gaps = [(b - a, b) for a, b in zip(previous, after, strict=True)]
+        gap, resumed = max(gaps) if gaps else (float("inf"), float("inf"))
         held = in_kernel(lab, other)  # the takeover may still be installing: give it 10 s
         deadline = time.time() + 10
         while not expected <= held and time.time() < deadline:
             time.sleep(0.2)
             held = in_kernel(lab, other)
         missing = sorted(expected - held)
-        results.append({"outage_ms": round(gap * 1000, 1), "bindings_in_kernel":
+        results.append({"t_kill": t_kill, "killed": primary, "survivor": other,
+                        "resumed_ms": round((resumed - t_kill) * 1000, 1),
+                        "outage_ms": round(gap * 1000, 1), "bindings_in_kernel":
                         len(expected & held), "bindings_expected": len(expected),
                         "missing": missing[:10]})
         print(f"    kill {primary} ({mode}): outage {gap * 1000:.0f} ms, {other} holds "
@@ -140,11 +147,46 @@ def outage_run(lab: Lab, kills: int, mode: str) -> list[dict]:
     return results
 
 
-def bench_outage(kills: int, n: int) -> dict:
+def phases(pcap: Path, runs: list[dict]) -> None:
+    """Where each outage went, from the home link as the router saw it (its capture):
+    ms after the kill until the dead home agent's VRRP advertisement of priority 0
+    (keepalived noticed mipro is gone: mode mipro), the survivor's first advertisement
+    (it is primary), its first ARP naming MN2's home address (mipro took over), and
+    the stream's first datagram after the outage (the sink's); added to each run."""
+    from scapy.all import ARP, IP, PcapReader
+
+    packets = []
+    with PcapReader(str(pcap)) as reader:
+        for p in reader:
+            if IP in p and p[IP].proto in (4, 112) or ARP in p:
+                packets.append(p)
+    for r in runs:
+        dead, alive, t0 = OWN[r["killed"]], OWN[r["survivor"]], r["t_kill"]
+        seen: dict[str, float] = {}
+        for p in packets:
+            t = float(p.time)
+            if t < t0 or t > t0 + r["resumed_ms"] / 1000 + 1:  # (not the revived one's)
+                continue
+            if IP in p and p[IP].proto == 112:
+                if p[IP].src == dead and bytes(p[IP].payload)[2:3] == b"\x00":
+                    seen.setdefault("dead_priority_0", t)
+                elif p[IP].src == alive:
+                    seen.setdefault("survivor_advert", t)
+            elif ARP in p and p[ARP].psrc == MN2 and "survivor_advert" in seen:
+                seen.setdefault("survivor_arp_mn2", t)
+        r["phases_ms"] = {k: round((t - t0) * 1000, 1) for k, t in seen.items()}
+        r["phases_ms"]["stream_resumed"] = r["resumed_ms"]
+        print(f"    kill {r['killed']}: outage {r['outage_ms']:.0f} ms; " + ", ".join(
+            f"{k} +{v:.0f}" for k, v in r["phases_ms"].items()), flush=True)
+
+
+def bench_outage(kills: int, n: int, modes: list[tuple[str, float]] | None = None,
+                 keep: Path | None = None) -> dict:
     out = {}
-    for mode, advert in (("host", 1.0), ("host", 0.1), ("mipro", 0.1)):
+    for mode, advert in modes or [("host", 1.0), ("host", 0.1), ("mipro", 0.1)]:
         with tempfile.TemporaryDirectory(prefix="mipro-bench-") as tmp:
-            lab = make_lab(Path(tmp), n, advert)
+            where = Path(tmp) if keep is None else keep / f"{mode}-{advert}"
+            lab = make_lab(where, n, advert)
             try:
                 for svc in ("dnsmasq", "ha1", "ha2", "keepalived1", "keepalived2", "mn2"):
                     lab.start_service(svc)
@@ -155,6 +197,9 @@ def bench_outage(kills: int, n: int) -> dict:
                 runs = outage_run(lab, kills, mode)
             finally:
                 lab.down(quiet=True)
+            if keep is not None:
+                print(f"  where the time went (lab kept in {where}):")
+                phases(where / "rhome-home0.pcap", runs)
         ms = [r["outage_ms"] for r in runs]
         lost = sum(r["bindings_expected"] - r["bindings_in_kernel"] for r in runs)
         out[f"{mode} advert_int={advert}"] = {"median_ms": statistics.median(ms),
@@ -245,34 +290,121 @@ def in_process_dump(n: int) -> dict:
             "dump_bytes": dump_bytes}
 
 
-def bench_rate(n: int) -> dict:
-    out = {}
-    for on in (False, True):
-        with tempfile.TemporaryDirectory(prefix="mipro-bench-") as tmp:
-            lab = make_lab(Path(tmp), n, 1.0, redundancy=on)
-            try:
-                if on:
-                    for svc in ("ha1", "ha2", "keepalived1", "keepalived2"):
-                        lab.start_service(svc)
-                    primary = both_ready(lab)
-                else:  # no keepalived: the virtual address is HA1's own
-                    lab.exec("ha1", "ip", "addr", "add", f"{VIP}/24", "dev", "home0")
-                    lab.start_service("ha1")
-                new, renew = register(lab, n), register(lab, n, "renew")
-                if on:
-                    backup = "ha2" if primary == "ha1" else "ha1"
-                    lab.expect(backup, {"counters": {"replicated": f">= {2 * n}"}}, 60,
-                               "the backup to have every forward")
-            finally:
-                lab.down(quiet=True)
-        key = "replication on" if on else "replication off"
-        out[key] = {"new_per_s": new["rate"], "renew_per_s": renew["rate"],
-                    "p99_ms": renew["p99_ms"], "lost": new["lost"] + renew["lost"]}
-        print(f"  {key:<16} new {new['rate']:>8.0f}/s  renew {renew['rate']:>8.0f}/s  "
-              f"p99 {renew['p99_ms']} ms  lost {new['lost'] + renew['lost']}", flush=True)
+def cpu_seconds(lab: Lab, ha: str) -> float:
+    """User and system CPU time of a home agent daemon so far (``ip netns exec`` execs
+    it: the service's pid is the daemon's)."""
+    fields = Path(f"/proc/{lab.services[ha].proc.pid}/stat").read_text().rsplit(")", 1)[1]
+    utime, stime = fields.split()[11:13]
+    return (int(utime) + int(stime)) / os.sysconf("SC_CLK_TCK")
+
+
+def profiled(lab: Lab, ha: str, path: Path) -> None:
+    """Run the home agent daemon under cProfile (written when it stops)."""
+    svc = next(s for s in lab.spec["service"] if s["name"] == ha)
+    at = svc["cmd"].index("-m")
+    svc["cmd"][at:at] = ["-m", "cProfile", "-o", str(path)]
+
+
+def print_profile(path: Path, top: int = 30) -> None:
+    import pstats
+
+    print(f"  profile of the primary ({path}), by own time:")
+    pstats.Stats(str(path)).sort_stats("tottime").print_stats(top)
+
+
+def bench_rate(n: int, rounds: int = 1, profile: Path | None = None,
+               captures: bool = True) -> dict:
+    """Rounds alternate off and on, each in a lab of its own; the figures are the
+    medians.  Also each daemon's CPU time per registration (the machine is shared: the
+    backup, on the same cores, takes CPU the primary would otherwise have)."""
+    samples: dict[str, list[dict]] = {"replication off": [], "replication on": []}
+    for _ in range(rounds):
+        for on in (False, True):
+            key = "replication on" if on else "replication off"
+            samples[key].append(rate_round(n, on, profile, captures))
+    out: dict = {}
+    for key, runs in samples.items():
+        med = {k: statistics.median(r[k] for r in runs if k in r) for k in runs[0]
+               if k != "lost"}
+        out[key] = dict(med, lost=sum(r["lost"] for r in runs),
+                        runs=[{k: r[k] for k in ("new_per_s", "renew_per_s")} for r in runs])
+        print(f"  {key:<16} new {med['new_per_s']:>8.0f}/s  renew {med['renew_per_s']:>8.0f}/s"
+              f"  p99 {med['p99_ms']} ms  primary CPU {med['primary_us_new']:.0f} / "
+              f"{med['primary_us_renew']:.0f} us per new / renewal"
+              + (f", backup {med['backup_us_new']:.0f} / {med['backup_us_renew']:.0f} us"
+                 if on_key(key) else "")
+              + f"  lost {out[key]['lost']}  (median of {len(runs)})", flush=True)
     off, on_ = out["replication off"], out["replication on"]
     out["ratio_renew"] = round(on_["renew_per_s"] / off["renew_per_s"], 3)
-    print(f"  renewals with replication / without: {out['ratio_renew']}")
+    out["ratio_new"] = round(on_["new_per_s"] / off["new_per_s"], 3)
+    out["cpu_ratio_renew"] = round(off["primary_us_renew"] / on_["primary_us_renew"], 3)
+    out["cpu_ratio_new"] = round(off["primary_us_new"] / on_["primary_us_new"], 3)
+    print(f"  with replication / without: renewals {out['ratio_renew']}, new "
+          f"{out['ratio_new']}; by the primary's CPU per registration (off/on): renewals "
+          f"{out['cpu_ratio_renew']}, new {out['cpu_ratio_new']}")
+    return out
+
+
+def on_key(key: str) -> bool:
+    return key == "replication on"
+
+
+def rate_round(n: int, on: bool, profile: Path | None, captures: bool = True) -> dict:
+    with tempfile.TemporaryDirectory(prefix="mipro-bench-") as tmp:
+        lab = make_lab(Path(tmp), n, 1.0, redundancy=on)
+        if not captures:  # the lab's tcpdump on every link costs CPU per packet
+            for cap in lab.captures:
+                cap.terminate()
+                cap.wait()
+        prof = Path(tmp) / "ha1.prof"
+        if profile is not None:
+            profiled(lab, "ha1", prof)
+        try:
+            if on:
+                lab.start_service("ha1")  # first: keepalived1 makes it primary
+                lab.start_service("keepalived1")
+                lab.expect("ha1", {"redundancy": {"groups": [{"role": "master"}]}}, 30)
+                for svc in ("ha2", "keepalived2"):
+                    lab.start_service(svc)
+                primary = both_ready(lab)
+                assert primary == "ha1", primary
+            else:  # no keepalived: the virtual address is HA1's own
+                lab.exec("ha1", "ip", "addr", "add", f"{VIP}/24", "dev", "home0")
+                lab.start_service("ha1")
+            daemons = ("ha1", "ha2") if on else ("ha1",)
+            cpu0 = {ha: cpu_seconds(lab, ha) for ha in daemons}
+            new = register(lab, n)
+            cpu1 = {ha: cpu_seconds(lab, ha) for ha in daemons}
+            renew = register(lab, n, "renew")
+            if on:
+                lab.expect("ha2", {"counters": {"replicated": f">= {2 * n}"}}, 60,
+                           "the backup to have every forward")
+            cpu2 = {ha: cpu_seconds(lab, ha) for ha in daemons}
+            counters = (lab.status("ha1").get("redundancy") or {}).get("counters", {})
+            if profile is not None:
+                lab.stop_service("ha1")
+        finally:
+            lab.down(quiet=True)
+        if profile is not None:
+            profile.mkdir(parents=True, exist_ok=True)
+            kept = profile / f"ha1-{'on' if on else 'off'}.prof"
+            kept.write_bytes(prof.read_bytes())
+            print_profile(kept)
+    out = {"new_per_s": new["rate"], "renew_per_s": renew["rate"], "p99_ms": renew["p99_ms"],
+           "lost": new["lost"] + renew["lost"],
+           "primary_us_new": (cpu1["ha1"] - cpu0["ha1"]) / n * 1e6,
+           "primary_us_renew": (cpu2["ha1"] - cpu1["ha1"]) / n * 1e6}
+    per_message = ""
+    if on:
+        out |= {"backup_us_new": (cpu1["ha2"] - cpu0["ha2"]) / n * 1e6,
+                "backup_us_renew": (cpu2["ha2"] - cpu1["ha2"]) / n * 1e6}
+        if counters.get("forwards_sent"):  # (a counter older trees do not have)
+            out["blocks_per_forward"] = counters["blocks_forwarded"] / counters["forwards_sent"]
+            per_message = f", {out['blocks_per_forward']:.1f} bindings per data forward"
+    print(f"    {'on ' if on else 'off'}: new {new['rate']:.0f}/s, renew {renew['rate']:.0f}/s, "
+          f"primary CPU {out['primary_us_new']:.0f} / {out['primary_us_renew']:.0f} us"
+          + (f", backup {out['backup_us_new']:.0f} / {out['backup_us_renew']:.0f} us"
+             if on else "") + per_message, flush=True)
     return out
 
 
@@ -283,6 +415,16 @@ def main() -> None:
     p.add_argument("--bindings", type=int, default=1000, help="besides the MNs, in outage runs")
     p.add_argument("--sync-sizes", default="10000,100000")
     p.add_argument("--rate-n", type=int, default=10000)
+    p.add_argument("--rate-rounds", type=int, default=1,
+                   help="rate: rounds of off and on (the medians are printed)")
+    p.add_argument("--no-captures", action="store_true",
+                   help="rate: stop the lab's packet captures (tcpdump on every link)")
+    p.add_argument("--profile", type=Path,
+                   help="rate: run the primary under cProfile, keep the profiles here")
+    p.add_argument("--modes", help="outage: e.g. mipro:0.1,host:1 (mode:advert_int; "
+                   "default host:1,host:0.1,mipro:0.1)")
+    p.add_argument("--keep", type=Path, help="outage: keep each lab (logs, captures) here "
+                   "and say where each outage's time went")
     p.add_argument("--only", choices=("outage", "sync", "rate"))
     a = p.parse_args()
     if os.geteuid() != 0:
@@ -290,13 +432,16 @@ def main() -> None:
     results: dict = {}
     if a.only in (None, "rate"):
         print("registration rate at the primary:")
-        results["rate"] = bench_rate(a.rate_n)
+        results["rate"] = bench_rate(a.rate_n, a.rate_rounds, a.profile,
+                                     not a.no_captures)
     if a.only in (None, "sync"):
         print("bulk sync:")
         results["bulk_sync"] = bench_bulk_sync([int(x) for x in a.sync_sizes.split(",")])
     if a.only in (None, "outage"):
         print("failover outage:")
-        results["outage"] = bench_outage(a.kills, a.bindings)
+        modes = [(m, float(x)) for m, x in (item.split(":") for item in a.modes.split(","))] \
+            if a.modes else None
+        results["outage"] = bench_outage(a.kills, a.bindings, modes, a.keep)
         for k, v in results["outage"].items():
             print(f"  {k:<24} median {v['median_ms']:.0f} ms, max {v['max_ms']:.0f} ms over "
                   f"{v['kills']} kills, bindings lost {v['bindings_lost']}")

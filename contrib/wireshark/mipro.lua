@@ -579,8 +579,10 @@ local S = {
     m_more = ProtoField.bool("mipro.sync.msg.flags.more", "More (MORE)", 8, nil, 0x01),
     m_primary = ProtoField.bool("mipro.sync.msg.flags.primary", "Sender is primary (PRIMARY)",
                                 8, nil, 0x02),
+    m_replay = ProtoField.bool("mipro.sync.msg.flags.replay",
+                               "Replay state only, no binding (REPLAY)", 8, nil, 0x04),
     m_flags_reserved = ProtoField.uint8("mipro.sync.msg.flags.reserved", "Reserved", base.HEX,
-                                        nil, 0xFC),
+                                        nil, 0xF8),
 
     block = ProtoField.none("mipro.sync.block", "Data block"),
     b_length = ProtoField.uint16("mipro.sync.block.length", "Data block length", base.DEC),
@@ -638,7 +640,7 @@ local function ones_sum(range)
     return s
 end
 
-local function binding_block(r, tree, i)
+local function binding_block(r, tree, i, replay)
     local n = r:len()
     local t = tree:add(S.block, r)
     if n < 44 then
@@ -653,8 +655,12 @@ local function binding_block(r, tree, i)
     local nai_len = r(40, 1):uint()
     local words = { ip(r(0, 4)) .. " at " .. ip(r(4, 4)) .. " (" .. (encapsulations[encap] or
         ("encapsulation " .. encap)) .. (bit_set(flags, 0x01) and ", reverse tunnel)" or ")") }
-    words[#words + 1] = left == 0 and "removed" or string.format("%d s of %d left", left,
-                                                                  lifetime)
+    if replay then  -- replay state only: Lifetime is its age, no binding
+        words = { ip(r(0, 4)) .. ": replay state, accepted " .. lifetime .. " s ago" }
+    else
+        words[#words + 1] = left == 0 and "removed" or string.format("%d s of %d left", left,
+                                                                      lifetime)
+    end
     if nai_len > 0 and n >= 44 + nai_len then
         words[#words + 1] = r(44, nai_len):string()
     end
@@ -759,9 +765,14 @@ local function sync_message(tvb, tree)
     local f = t:add(S.m_flags, tvb(at + 3, 1))
     f:add(S.m_more, tvb(at + 3, 1))
     f:add(S.m_primary, tvb(at + 3, 1))
+    f:add(S.m_replay, tvb(at + 3, 1))
     f:add(S.m_flags_reserved, tvb(at + 3, 1))
-    if flags > 3 then
+    local replay = bit_set(flags, 0x04)
+    if flags > 7 then
         f:add_proto_expert_info(SE.bad_value, string.format("unknown flags 0x%02x", flags))
+    elseif replay and (mtype ~= 4 or flags ~= 4) then
+        f:add_proto_expert_info(SE.bad_value, "REPLAY is for a data forward from a home " ..
+                                "agent that is not primary (no MORE, no PRIMARY)")
     end
     at = at + 4
     if mtype == 2 and nblocks > 0 then
@@ -780,7 +791,7 @@ local function sync_message(tvb, tree)
             return name
         end
         t:add(S.b_length, tvb(at, 2))
-        binding_block(tvb(at + 2, blen), t, i)
+        binding_block(tvb(at + 2, blen), t, i, replay)
         at = at + 2 + blen
     end
     if at < n then
@@ -788,7 +799,10 @@ local function sync_message(tvb, tree)
             "%d bytes after the data blocks", n - at))
     end
     local summary = string.format("%s VRID %d", name, vrid)
-    if mtype ~= 2 then
+    if replay then
+        summary = summary .. string.format(": %d replay state%s", nblocks,
+                                           nblocks == 1 and "" or "s")
+    elseif mtype ~= 2 then
         summary = summary .. string.format(": %d binding%s", nblocks, nblocks == 1 and "" or "s")
     end
     if flags % 2 == 1 then summary = summary .. " (more)" end

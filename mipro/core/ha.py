@@ -104,6 +104,7 @@ class _Challenge:
 class _ReplayState:
     last_accepted: int | None = None  # timestamps: the last identification used
     nonce: int | None = None  # nonces: what the MN must put in its next request
+    accepted_at: float | None = None  # when the request that set this was accepted
 
 
 @dataclass(frozen=True)
@@ -249,8 +250,8 @@ class HomeAgent:
             self.bindings.put(b)
             if b.source is not None:
                 self._trust(b.source)
-            self.replay.setdefault(b.home_address, _ReplayState()).last_accepted = \
-                b.identification
+            state = self.replay.setdefault(b.home_address, _ReplayState())
+            state.last_accepted, state.accepted_at = b.identification, b.registered
             actions.append(InstallBinding(b))
         actions.append(Log("bindings-restored", {"count": len(self.bindings)}))
         return actions
@@ -323,10 +324,9 @@ class HomeAgent:
 
     def _replicable(self, blk: BindingBlock) -> str | None:
         """Why this home agent would not hold that binding, or None."""
-        found = self.directory.peek(blk.home_address, blk.nai or None)
-        if found is None or (isinstance(found, Subscriber) and
-                             found.home_address != blk.home_address):
-            return "not a subscriber's home address"
+        problem = self._subscriber_problem(blk)
+        if problem is not None:
+            return problem
         if not blk.lifetime_left:
             return None  # a removal: nothing of it reaches the kernel
         try:
@@ -340,20 +340,81 @@ class HomeAgent:
             return f"encapsulation {blk.encapsulation} is off here"
         return None
 
+    def _subscriber_problem(self, blk: BindingBlock, replay_method: bool = False) -> str | None:
+        """Not a subscriber's home address (a directory that cannot say now: the peer,
+        which holds the key, is believed); ``replay_method``: nor the subscriber's method."""
+        found = self.directory.peek(blk.home_address, blk.nai or None)
+        if found is None or (isinstance(found, Subscriber) and
+                             found.home_address != blk.home_address):
+            return "not a subscriber's home address"
+        if replay_method and isinstance(found, Subscriber) and \
+                (blk.nonce is not None) != (found.replay is ReplayMethod.NONCE):
+            return "replay method is not the subscriber's"
+        return None
+
     def _replay_from(self, blk: BindingBlock, now: float) -> None:
         """The peer's replay state, never backwards.  Timestamps: the newest identification
         (they are times).  Nonces (random, not ordered): the peer's nonce unless we accepted
-        a registration of that MN later than it did (after a partition, the nonce we handed
-        out with it must stay: the request it answered is refused again)."""
+        a request of that MN later than it did (after a partition, the nonce we handed
+        out with it must stay: the request it answered is refused again).  When the peer
+        accepted it: granted lifetime minus lifetime left ago."""
         state = self.replay.setdefault(blk.home_address, _ReplayState())
-        if blk.nonce is None:
-            state.last_accepted = max(state.last_accepted or 0, blk.identification)
-            return
-        ours = self.bindings.get(blk.home_address)
         theirs_at = now - (blk.lifetime - blk.lifetime_left)
-        if ours is not None and ours.registered > theirs_at + 1.0:
+        if blk.nonce is None:
+            if blk.identification > (state.last_accepted or 0):
+                state.last_accepted, state.accepted_at = blk.identification, theirs_at
             return
-        state.last_accepted, state.nonce = blk.identification, blk.nonce
+        if state.accepted_at is not None and state.accepted_at > theirs_at + 1.0:
+            return
+        state.last_accepted, state.nonce, state.accepted_at = \
+            blk.identification, blk.nonce, theirs_at
+
+    def replay_since(self, address: IPv4Address, since: float,
+                     now: float) -> list[BindingBlock]:
+        """The replay state set since ``since`` (while we were primary for ``address``),
+        of every MN but another group's: what a partition's loser sends the winner
+        (docs/redundancy.md, "Which side wins").  Blocks of replay state only: care-of
+        and source 0.0.0.0, lifetime the seconds since it was accepted, none left."""
+        zero = IPv4Address(0)
+        out = []
+        for home, state in self.replay.items():
+            if state.accepted_at is None or state.accepted_at < since:
+                continue
+            b = self.bindings.get(home)
+            if b is not None and b.home_agent != address:
+                continue
+            ident = state.last_accepted if state.last_accepted is not None else \
+                b.identification if b is not None else 0
+            out.append(BindingBlock(home, zero, address, zero, 0, "ipip", False,
+                                    min(0xFFFF, max(0, round(now - state.accepted_at))), 0,
+                                    ident, state.nonce, 0, b.nai if b is not None else ""))
+        return out
+
+    def take_replay(self, address: IPv4Address, blocks: tuple[BindingBlock, ...],
+                    now: float) -> list[Action]:
+        """Replay state from a peer that stood down (it was primary too, in a partition):
+        a request only it accepted is refused here too.  Only forward (a later
+        identification, a nonce the peer handed out after our last acceptance), only for
+        a subscriber's home address; no binding is made, changed or removed."""
+        actions: list[Action] = []
+        taken = 0
+        for blk in blocks:
+            problem = "another group's address" if blk.home_agent != address else \
+                self._subscriber_problem(blk, replay_method=True)
+            if problem is not None:
+                self._count("replay_state_refused")
+                actions.append(Log("replay-state-refused", {"home": blk.home_address,
+                                                            "reason": problem}, "warning"))
+                continue
+            before = self.replay.get(blk.home_address)
+            was = (before.last_accepted, before.nonce) if before is not None else None
+            self._replay_from(blk, now)
+            state = self.replay[blk.home_address]
+            taken += was != (state.last_accepted, state.nonce)
+        self._count("replay_state_taken", taken)
+        actions.append(Log("replay-state-taken", {"address": address, "blocks": len(blocks),
+                                                  "advanced": taken}))
+        return actions
 
     def install_failed(self, action: InstallBinding, reason: str, now: float) -> list[Action]:
         """The kernel refused a binding the engine accepted: forget it, undo what may have
@@ -625,13 +686,13 @@ class HomeAgent:
             if req.identification >> 32 != state.nonce:
                 raise Denied(Code.HA_ID_MISMATCH, "home agent nonce does not match",
                              (state.nonce << 32) | low)
-            state.nonce = new_nonce()
+            state.nonce, state.accepted_at = new_nonce(), now
             return (state.nonce << 32) | low
         verdict = check_timestamp(req.identification, state.last_accepted, now,
                                   self.policy.replay_window)
         if not verdict.ok:
             raise Denied(Code.HA_ID_MISMATCH, verdict.reason, verdict.reply_identification)
-        state.last_accepted = req.identification
+        state.last_accepted, state.accepted_at = req.identification, now
         return verdict.reply_identification
 
     # --- replies ------------------------------------------------------------------------

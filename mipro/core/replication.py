@@ -16,7 +16,11 @@ learns it from keepalived's notify FIFO and keeps each side's binding table the 
 * After a partition both sides may have been primary; once VRRP has one again, the other
   asks for a dump and *replaces* its table with the primary's: the primary's is what the
   network is routed by.  Bindings made only on the other side are dropped; those mobile
-  nodes register again at their next renewal.
+  nodes register again at their next renewal.  Their replay state is not: at stand-down
+  the loser sends the replay state it set while primary (a data forward flagged REPLAY,
+  again on every new session until one acknowledges it), and the winner takes replay
+  state only from it, forward only, never a binding; a request only the loser accepted
+  is refused by the winner too.
 
 The session (``Session``): each side sends a hello with a fresh nonce; both derive a
 session key from the shared key and both nonces; then every record is sequenced and
@@ -224,15 +228,27 @@ class Replicate:
 
 
 @dataclass(frozen=True)
+class ReplayState:
+    """Replay state from a peer that stood down: into the engine's replay state (forward
+    only), never into the binding table."""
+
+    address: IPv4Address
+    blocks: tuple[BindingBlock, ...]
+
+
+@dataclass(frozen=True)
 class CloseSession:
     """The session is dead or never proved itself: close the connection."""
 
     reason: str
 
 
-ReplicationAction = SyncSend | TrackFile | TakeOver | StandDown | Replicate | CloseSession | Log
+ReplicationAction = SyncSend | TrackFile | TakeOver | StandDown | Replicate | ReplayState | \
+    CloseSession | Log
 #: every valid registration of a virtual HA address, as blocks (HomeAgent.export)
 Export = Callable[[IPv4Address, float], list[BindingBlock]]
+#: the replay state set since a time, as blocks (HomeAgent.replay_since)
+ReplayExport = Callable[[IPv4Address, float, float], list[BindingBlock]]
 
 
 @dataclass
@@ -249,16 +265,24 @@ class _GroupState:
     answered: int = 0
     last_resync: float | None = None
     received_blocks: int = 0
+    master_since: float | None = None  # when we last became primary
+    # replay state we set while primary that the peer may not have (we stood down and
+    # it has not acknowledged our REPLAY forward yet): since when, and the record that
+    # carries it in this session
+    replay_owed: float | None = None
+    replay_record: int | None = None
 
 
 class Replication:
     """The groups, their roles and sync state, and the session, for one home agent."""
 
     def __init__(self, groups: list[Group], key: bytes, export: Export, now: float,
-                 alone_after: float = 10.0) -> None:
+                 alone_after: float = 10.0, replay_export: ReplayExport | None = None) -> None:
         self.export = export
+        self.replay_export = replay_export  # None: nothing is sent at stand-down
         self.groups = {g.vrid: _GroupState(g) for g in groups}
         self.by_instance = {g.instance: g.vrid for g in groups}
+        self.by_address = {g.address: self.groups[g.vrid] for g in groups}
         self.key = key
         self.session: Session | None = None
         self.alone_at: float | None = now + alone_after
@@ -288,11 +312,17 @@ class Replication:
                     "vrid": vrid, "hint": "track_file not configured in keepalived?"},
                     "warning"))
             g.in_sync, g.receiving, g.asked = True, [], False  # its table is the table now
+            g.master_since = now
             actions.append(TakeOver(g.group.address))
         elif was is Role.MASTER and new is not Role.MASTER:
             g.in_sync = False  # the new primary's table wins: ask for it
             actions += [StandDown(g.group.address)]
-            actions += self._ask(g, now)
+            if g.master_since is not None:  # what we accepted meanwhile: replay state
+                g.replay_record = None  # (again, if an earlier one is still on its way)
+                g.replay_owed = g.master_since if g.replay_owed is None else \
+                    min(g.replay_owed, g.master_since)
+            actions += self._send_replay(g, now)  # (before the request: the dump that
+            actions += self._ask(g, now)  # answers it has it)
         # every time keepalived speaks (it may have just restarted and reset the file)
         actions.append(TrackFile(vrid, 0 if g.in_sync else 1))
         return actions
@@ -304,12 +334,14 @@ class Replication:
         self.session = Session(self.key, initiator, nonce, started=now)
         for g in self.groups.values():
             g.receiving, g.asked, g.requested, g.answered = [], False, 0, 0
+            g.replay_record = None
         return [SyncSend(self.session.hello())]
 
     def session_down(self, reason: str) -> list[ReplicationAction]:
         self.session = None
         for g in self.groups.values():
             g.receiving, g.asked, g.requested, g.answered = [], False, 0, 0
+            g.replay_record = None  # not acknowledged: owed to the next session
         return [Log("redundancy-session-down", {"reason": reason}, "warning")]
 
     def session_data(self, data: bytes, now: float) -> list[ReplicationAction]:
@@ -328,8 +360,12 @@ class Replication:
             self.alone_at, self.session_since = None, now
             actions.append(Log("redundancy-session-up", {"initiator": s.initiator}))
             for g in self.groups.values():
+                actions += self._send_replay(g, now)
                 if g.role is not Role.MASTER:
                     actions += self._ask(g, now)
+        for g in self.groups.values():
+            if g.replay_record is not None and s.acked >= g.replay_record:
+                g.replay_owed = g.replay_record = None  # the peer has it
         for msg in messages:
             actions += self._message(msg, now)
         if messages:
@@ -344,6 +380,9 @@ class Replication:
         if msg.type is SyncType.DUMP_REQUEST:
             self._count("dump_requests")
             return self.dump(msg.vrid, self.export(g.group.address, now), now)
+        if msg.replay:  # whatever our role: replay state only moves forward, no binding
+            self._count("replay_blocks_received", len(msg.blocks))
+            return [ReplayState(g.group.address, msg.blocks)]
         latest = False  # a dump part answering our latest request (bookkeeping first:
         if msg.type is SyncType.DUMP and g.answered < g.requested:  # whatever our role)
             latest = g.answered + 1 == g.requested
@@ -416,6 +455,28 @@ class Replication:
                                                g.group.priority, (g.group.address,),
                                                g.group.advert_interval), now))]
 
+    def _send_replay(self, g: _GroupState, now: float) -> list[ReplicationAction]:
+        """The replay state we owe the peer (set while we were primary too), if the
+        session is up and it is not on its way already."""
+        s = self.session
+        if g.replay_owed is None or g.replay_record is not None or s is None or \
+                not s.established:
+            return []
+        blocks = self.replay_export(g.group.address, g.replay_owed, now) \
+            if self.replay_export is not None else []
+        if not blocks:
+            g.replay_owed = None
+            return []
+        actions: list[ReplicationAction] = [
+            SyncSend(s.message(SyncMessage(SyncType.FORWARD, g.group.vrid, g.group.priority,
+                                           (g.group.address,), g.group.advert_interval,
+                                           blocks=chunk, replay=True), now))
+            for chunk in _chunks(blocks)]
+        g.replay_record = s.sent
+        self._count("replay_blocks_sent", len(blocks))
+        return actions + [Log("redundancy-replay-sent", {"vrid": g.group.vrid,
+                                                         "blocks": len(blocks)})]
+
     # --- the primary's side -----------------------------------------------------------
 
     def forward(self, address: IPv4Address, blocks: list[BindingBlock],
@@ -426,12 +487,14 @@ class Replication:
         if g is None or g.role is not Role.MASTER or s is None or not s.established or \
                 not blocks:
             return []
+        chunks = _chunks(blocks)
         self._count("blocks_forwarded", len(blocks))
+        self._count("forwards_sent", len(chunks))
         return [SyncSend(s.message(SyncMessage(SyncType.FORWARD, g.group.vrid,
                                                g.group.priority, (address,),
                                                g.group.advert_interval, blocks=chunk,
                                                primary=True), now))
-                for chunk in _chunks(blocks)]
+                for chunk in chunks]
 
     def dump(self, vrid: int, blocks: list[BindingBlock], now: float) -> list[ReplicationAction]:
         """Every valid registration of the group, for the backup that asked."""
@@ -507,10 +570,7 @@ class Replication:
         return g.role if g is not None else Role.MASTER  # an address without a group
 
     def _group_of(self, address: IPv4Address) -> _GroupState | None:
-        for g in self.groups.values():
-            if g.group.address == address:
-                return g
-        return None
+        return self.by_address.get(address)
 
     def describe(self, now: float) -> dict[str, object]:
         s = self.session
@@ -542,6 +602,11 @@ def _age(age: float | None) -> str:
     return "empty" if age is None else f"newest {age:.0f} s old"
 
 
+_PER_MESSAGE = blocks_per_message()
+
+
 def _chunks(blocks: list[BindingBlock]) -> list[tuple[BindingBlock, ...]]:
-    n = blocks_per_message()
+    n = _PER_MESSAGE
+    if len(blocks) <= n:
+        return [tuple(blocks)] if blocks else []
     return [tuple(blocks[i:i + n]) for i in range(0, len(blocks), n)]

@@ -23,6 +23,7 @@ from ..core.bindings import Binding
 from ..core.replication import (
     CloseSession,
     Group,
+    ReplayState,
     Replicate,
     Replication,
     ReplicationAction,
@@ -61,7 +62,7 @@ class HaRedundancy:
                        for g in cfg.groups]
         self.track_files = {g.vrid: g.track_file for g in cfg.groups}
         self.rep = Replication(self.groups, cfg.key, daemon.engine.export, time.time(),
-                               cfg.alone_after)
+                               cfg.alone_after, daemon.engine.replay_since)
         self.transport = SyncTransport(cfg.local_address, cfg.peer_address, cfg.port,
                                        self._up, self._data, self._down, daemon.log,
                                        proven=self._proven)
@@ -109,12 +110,15 @@ class HaRedundancy:
     def forward(self, done: list[Any], now: float) -> None:
         """Installs and removals the kernel (or the table) took: to the backup."""
         by_group: dict[IPv4Address, list[BindingBlock]] = defaultdict(list)
+        master: dict[IPv4Address, bool] = {}  # per address, not per binding
+        block_of = self.d.engine.block_of
         for a in done:
             b = a.binding
-            if not self.is_master(b.home_agent):
-                continue
-            removed = isinstance(a, RemoveBinding)
-            by_group[b.home_agent].append(self.d.engine.block_of(b, now, removed))
+            ours = master.get(b.home_agent)
+            if ours is None:
+                ours = master[b.home_agent] = self.is_master(b.home_agent)
+            if ours:
+                by_group[b.home_agent].append(block_of(b, now, isinstance(a, RemoveBinding)))
         for address, blocks in by_group.items():
             self.run(self.rep.forward(address, blocks, now))
 
@@ -140,6 +144,9 @@ class HaRedundancy:
             elif isinstance(a, Replicate):
                 self.d.dispatch(self.d.call("replicate", self.d.engine.replicate, a.address,
                                             a.blocks, a.replace, time.time()))
+            elif isinstance(a, ReplayState):  # log lines only: no binding, no kernel
+                self.d.dispatch(self.d.call("replay", self.d.engine.take_replay, a.address,
+                                            a.blocks, time.time()))
             elif isinstance(a, CloseSession):
                 self.transport.close(a.reason)
             elif isinstance(a, Log):

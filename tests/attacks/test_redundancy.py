@@ -34,6 +34,7 @@ from mipro.core.replication import (
     MAX_RECORD,
     CloseSession,
     Group,
+    ReplayState,
     Replicate,
     Replication,
     Role,
@@ -69,7 +70,7 @@ class Side:
 
     def __init__(self, ha: HomeAgent, groups=(G51,), alone_after=10.0):
         self.ha = ha
-        self.rep = Replication(list(groups), KEY, ha.export, NOW, alone_after)
+        self.rep = Replication(list(groups), KEY, ha.export, NOW, alone_after, ha.replay_since)
         self.track: dict[int, int] = {}
         self.kernel: dict = {}
         self.kernel_log: list = []
@@ -97,6 +98,8 @@ class Side:
                     self._kernel("remove", b)
             elif isinstance(a, Replicate):
                 later.append(self.ha.replicate(a.address, a.blocks, a.replace, now))
+            elif isinstance(a, ReplayState):
+                later.append(self.ha.take_replay(a.address, a.blocks, now))
         for changes in later:
             self.changes(changes, now)
 
@@ -137,7 +140,9 @@ class Side:
 
     def state(self):
         """Everything an attack on redundancy could change."""
-        return {"ha": ha_state(self.ha), "roles": {v: g.role for v, g in self.rep.groups.items()},
+        return {"ha": ha_state(self.ha),
+                "replay_at": {h: s.accepted_at for h, s in self.ha.replay.items()},
+                "roles": {v: g.role for v, g in self.rep.groups.items()},
                 "in_sync": {v: g.in_sync for v, g in self.rep.groups.items()},
                 "track": dict(self.track), "kernel": dict(self.kernel),
                 "kernel_log": list(self.kernel_log)}
@@ -769,6 +774,65 @@ def test_finding4_an_unasked_dump_is_not_taken():
 
 # --- finding 5: a partition's replay state is thrown away with its bindings --------------
 
+# finding 5 (fixed): after a partition the winner never learned what the loser accepted
+# (its replay state went with its bindings): a request only the loser accepted was
+# accepted again by the winner (timestamps within the replay window; nonces until the MN
+# next registered).  Now the loser sends the replay state it set while primary at
+# stand-down (a data forward flagged REPLAY) and the winner takes replay state only.
+
+COA2 = A("198.51.100.77")
+
+
+def _partition(replay=ReplayMethod.TIMESTAMP):
+    """A primary with HOME's binding (B has it too); then a partition: B primary too and
+    accepts a request of HOME's (a new care-of address) that A never hears of."""
+    subs = subscribers(replay)
+    a, b = pair(subs)
+    ident = (lambda nonce, low, at: nonce_request(nonce, low, at)) \
+        if replay is ReplayMethod.NONCE else None
+    if ident is None:
+        assert a.receive(request(now=NOW + 1), NOW + 1).code == 0
+        captured = request(coa=COA2, now=NOW + 3)
+    else:
+        first = a.receive(nonce_request(0, 1, NOW + 1), NOW + 1)
+        r1 = a.receive(nonce_request(first.identification >> 32, 2, NOW + 1), NOW + 1)
+        assert r1.code == 0
+        captured = nonce_request(r1.identification >> 32, 3, NOW + 3, coa=COA2)
+    pump(a, b, NOW + 1)
+    b.run(b.rep.vrrp_state("VI_HA", "MASTER", NOW + 2))
+    reply = b.receive(captured, NOW + 3)
+    assert reply.code == 0
+    pump(a, b, NOW + 3)  # B's forward: A is primary, it ignores it
+    return a, b, captured, reply
+
+
+def _without_replay(side):
+    """What the winner must keep as it was when it takes a loser's replay state."""
+    state = side.state()
+    state["ha"] = {k: v for k, v in state["ha"].items() if k != "replay"}
+    del state["replay_at"]
+    return state
+
+
+@pytest.mark.parametrize("replay", [ReplayMethod.TIMESTAMP, ReplayMethod.NONCE])
+def test_finding5_the_partition_winner_refuses_what_the_loser_accepted(replay):
+    a, b, captured, reply = _partition(replay)
+    kept = _without_replay(a)
+    b.run(b.rep.vrrp_state("VI_HA", "BACKUP", NOW + 4))  # healed: A won
+    pump(a, b, NOW + 4)
+    assert a.rep.counters["replay_blocks_received"] == 1
+    assert _without_replay(a) == kept  # no binding, no kernel state from the loser
+    assert a.kernel[HOME].care_of_address == COA and b.ha.bindings.get(HOME).care_of_address \
+        == COA  # the winner's table is the table
+    assert a.receive(captured, NOW + 5).code == 133  # replayed to the winner: refused
+    if replay is ReplayMethod.NONCE:  # the MN goes on with the nonce the loser gave it
+        nxt = nonce_request(reply.identification >> 32, 4, NOW + 6, coa=COA2)
+    else:
+        nxt = request(coa=COA2, now=NOW + 6)
+    assert a.receive(nxt, NOW + 6).code == 0
+    assert a.kernel[HOME].care_of_address == COA2
+
+
 def test_finding5_a_partition_loser_accepts_its_own_request_again():
     a, b = pair(subscribers(ReplayMethod.NONCE))
     first = a.receive(nonce_request(0, 1))  # first contact: 133 and a nonce
@@ -787,20 +851,155 @@ def test_finding5_a_partition_loser_accepts_its_own_request_again():
     assert replayed.code == 133
 
 
-@pytest.mark.xfail(strict=True, reason="finding 5 (open, residual risk in docs/redundancy.md "
-                   "Limits): after a partition the winner never learns what the loser "
-                   "accepted (its replay state goes with its bindings): a request only the "
-                   "loser accepted is accepted again by the winner (timestamps within the "
-                   "replay window; nonces until the MN next registers)")
-def test_finding5_the_partition_winner_accepts_what_the_loser_accepted():
+def test_finding5_replay_state_owed_goes_with_the_next_session_until_acknowledged():
+    """The sync link healed after VRRP did: the loser stood down with no session, and
+    sends its replay state once one is up; a session lost before the acknowledgement
+    sends it again; one acknowledged is not sent again."""
+    a, b, captured, _ = _partition()
+    for side in (a, b):
+        side.run(side.rep.session_down("cut"))
+    b.run(b.rep.vrrp_state("VI_HA", "BACKUP", NOW + 4))
+    assert b.rep.groups[51].replay_owed is not None
+    a.run(a.rep.session_up(True, b"c" * 16), NOW + 5)
+    b.run(b.rep.session_up(False, b"d" * 16), NOW + 5)
+    for src, dst in ((a, b), (b, a), (a, b)):  # hellos, A's proof; B's proof and replay
+        deliver(src, dst, now=NOW + 5)
+    assert b.outbox and "replay_blocks_received" not in a.rep.counters
+    b.outbox.clear()  # the session breaks: A never got it
+    for side in (a, b):
+        side.run(side.rep.session_down("cut"))
+    connect(a, b, NOW + 6)
+    assert a.rep.counters["replay_blocks_received"] == 1
+    assert b.rep.groups[51].replay_owed is None and b.rep.counters["replay_blocks_sent"] == 2
+    assert a.receive(captured, NOW + 7).code == 133
+    for side in (a, b):
+        side.run(side.rep.session_down("again"))
+    connect(a, b, NOW + 8)
+    assert b.rep.counters["replay_blocks_sent"] == 2  # acknowledged: owed no more
+
+
+def test_finding5_a_primary_that_stands_down_without_accepting_anything_sends_nothing():
     a, b = pair()
-    b.run(b.rep.vrrp_state("VI_HA", "MASTER", NOW + 1))  # a partition: two primaries
-    captured = request(coa=COA, now=NOW + 2)
-    assert b.receive(captured, NOW + 2).code == 0  # only B hears the MN
+    b.run(b.rep.vrrp_state("VI_HA", "MASTER", NOW + 1))
+    b.run(b.rep.vrrp_state("VI_HA", "BACKUP", NOW + 2))
     pump(a, b, NOW + 2)
-    b.run(b.rep.vrrp_state("VI_HA", "BACKUP", NOW + 3))  # healed: A won
-    pump(a, b, NOW + 3)
-    assert a.receive(captured, NOW + 4).code == 133  # replayed to the winner
+    assert "replay_blocks_sent" not in b.rep.counters and b.rep.groups[51].replay_owed is None
+
+
+# --- attacks on the replay-state forward --------------------------------------------------
+
+def _replay_forward(side, blocks, now=NOW + 5, **flags):
+    return side.rep.session.message(SyncMessage(
+        SyncType.FORWARD, 51, 90, (VIP,), blocks=tuple(blocks), replay=True, **flags), now)
+
+
+def _winner():
+    """A primary holding HOME's binding (in its kernel), B its backup, connected."""
+    a, b = pair()
+    assert a.receive(request(now=NOW + 1), NOW + 1).code == 0
+    pump(a, b, NOW + 1)
+    return a, b
+
+
+def test_a_forged_replay_state_forward_changes_nothing():
+    """Without the key (a stranger's session), or a record of the real session with a
+    flipped bit: refused before anything is read, nothing changes."""
+    a, b = _winner()
+    before = a.state()
+    ahead = block(ident=timestamp_identification(NOW + 100), lifetime=0, left=0)
+    mallory = Replication([G51], b"not the key, not the key, no....", a.ha.export, NOW)
+    mallory.session_up(True, b"m" * 16)
+    a.run(a.rep.session_down("a stranger's turn"))
+    a.run(a.rep.session_up(False, b"A" * 16))
+    a.run(a.rep.session_data(mallory.session.hello(), NOW + 5))
+    mallory.session.feed(a.outbox[0], NOW + 5)
+    a.outbox.clear()
+    forged = mallory.session.message(SyncMessage(SyncType.FORWARD, 51, 90, (VIP,),
+                                                 blocks=(ahead,), replay=True), NOW + 5)
+    with pytest.raises(SyncError, match="authentication"):
+        a.rep.session_data(forged, NOW + 5)
+    assert a.state() == before
+    a2, b2 = _winner()
+    before = a2.state()
+    rec = _replay_forward(b2, [ahead])
+    with pytest.raises(SyncError, match="authentication"):
+        a2.rep.session_data(rec[:-1] + bytes((rec[-1] ^ 1,)), NOW + 5)
+    assert a2.state() == before and "replay_blocks_received" not in a2.rep.counters
+
+
+@pytest.mark.parametrize("flags", [{"primary": True}, {"more": True}],
+                         ids=["with-primary", "with-more"])
+def test_a_replay_flag_a_home_agent_cannot_send_closes_the_session(flags):
+    """REPLAY comes from a home agent that stood down: never with PRIMARY, never a part
+    of something (MORE).  Authenticated but malformed: the session closes, no change."""
+    a, b = _winner()
+    before = a.state()
+    rec = _replay_forward(b, [block(ident=timestamp_identification(NOW + 3))], **flags)
+    with pytest.raises(SyncError, match="malformed"):
+        a.rep.session_data(rec, NOW + 5)
+    assert a.state() == before
+
+
+def test_a_replay_state_forward_cannot_move_replay_state_backwards():
+    """An older identification than the winner's; a nonce the peer handed out before the
+    winner's own last acceptance: both kept as they were."""
+    a, b = _winner()
+    before = a.state()
+    old = block(ident=timestamp_identification(NOW), lifetime=5, left=0)
+    b.outbox.append(_replay_forward(b, [old]))
+    deliver(b, a, now=NOW + 5)
+    assert a.state() == before
+    n, nb = pair(subscribers(ReplayMethod.NONCE))
+    first = n.receive(nonce_request(0, 1, NOW + 1), NOW + 1)
+    assert n.receive(nonce_request(first.identification >> 32, 2, NOW + 20), NOW + 20).code == 0
+    pump(n, nb, NOW + 20)
+    before = n.state()
+    stale = block(ident=1, nonce=0x12345678, lifetime=15, left=0)  # accepted at NOW + 5
+    nb.outbox.append(_replay_forward(nb, [stale], NOW + 20))
+    deliver(nb, n, now=NOW + 20)
+    assert n.state() == before
+
+
+@pytest.mark.parametrize("blk,reason", [
+    (block(home=ROUTER, ident=timestamp_identification(NOW + 50), lifetime=0, left=0),
+     "not a subscriber's home address"),
+    (block(home=A("192.0.2.7"), ident=timestamp_identification(NOW + 50), lifetime=0, left=0),
+     "not a subscriber's home address"),
+    (block(ha=VIP2, ident=timestamp_identification(NOW + 50), lifetime=0, left=0),
+     "another group's address"),
+    (block(ident=7, nonce=0x0BADBEEF, lifetime=0, left=0), "replay method"),
+], ids=["home-link-router", "off-net", "other-group", "not-its-method"])
+def test_a_replay_state_forward_for_no_business_of_ours_changes_nothing(blk, reason):
+    """A home address that is no subscriber's, a block of another group, a nonce for a
+    timestamp subscriber (its identification would lower the last accepted one): refused
+    and counted, one log line; replay state, bindings and kernel as they were."""
+    a, b = _winner()
+    before = a.state()
+    b.outbox.append(_replay_forward(b, [blk]))
+    rep = a.rep.session_data(b.outbox.pop(), NOW + 5)
+    assert [type(x) for x in rep if isinstance(x, ReplayState)] == [ReplayState]
+    out = a.ha.take_replay(VIP, (blk,), NOW + 5)
+    assert [x.event for x in out if x.event == "replay-state-refused"] == \
+        ["replay-state-refused"] and reason in str(out[0].fields["reason"])
+    assert a.state() == before and a.ha.counters["replay_state_refused"] == 1
+    assert blk.home_address not in a.ha.replay or blk.home_address == HOME
+
+
+def test_a_replay_state_forward_never_touches_the_winners_bindings_or_kernel():
+    """Blocks that, as bindings, would move HOME, add OTHER and remove nothing: only the
+    replay state moves (forward), the binding table and the kernel stay the winner's."""
+    a, b = _winner()
+    kept = _without_replay(a)
+    ahead = timestamp_identification(NOW + 4)
+    blocks = [BindingBlock(HOME, COA2, VIP, COA2, 434, "gre", True, 600, 600, ahead, None,
+                           256, ""),
+              BindingBlock(OTHER, COA2, VIP, COA2, 434, "ipip", False, 600, 0, ahead, None,
+                           257, "")]
+    b.outbox.append(_replay_forward(b, blocks))
+    deliver(b, a, now=NOW + 5)
+    assert _without_replay(a) == kept and a.kernel_log == kept["kernel_log"]
+    assert a.ha.replay[HOME].last_accepted == ahead == a.ha.replay[OTHER].last_accepted
+    assert a.ha.bindings.get(OTHER) is None and a.kernel[HOME].care_of_address == COA
 
 
 # --- finding 6: a forward of one group overwrites another group's binding ----------------
@@ -1290,3 +1489,31 @@ def test_finding10_while_primary_the_registration_is_accepted(tmp_path):
     assert [r.code for r, _ in d.sock.sent] == [0]
     assert set(d.dataplane.bindings) == {HOME} and d.engine.bindings.get(HOME) is not None
     assert [type(a) for a in forwarded] == [InstallBinding]
+
+
+def test_a_replay_state_forward_reaches_the_engine_and_never_the_kernel(tmp_path):
+    """The daemon's side (runtime/ha_redundancy.py): a REPLAY forward's blocks go to the
+    engine's replay state through the worker; the dataplane sees no call, the table no
+    change, and the request the blocks name is refused afterwards."""
+    d, log = _daemon(tmp_path)
+    now = time.time()  # the daemon's timers run on the real clock
+    d.redundancy.rep.vrrp_state("VI_HA", "MASTER", now)
+    d.redundancy.forward = lambda done, now: None  # type: ignore[method-assign]
+    asyncio.run(d._execute(d.engine.receive(request(now=now), COA, 434, now)))
+    calls, kernel = list(d.dataplane.calls), dict(d.dataplane.bindings)
+    table = [(b.home_address, b.care_of_address, b.expires) for b in d.engine.bindings]
+    captured = request(coa=COA2, now=now + 3)
+    blk = BindingBlock(HOME, COA2, VIP, COA2, 434, "ipip", False, 600, 600,
+                       RegistrationRequest.decode(captured).identification, None, 256, "")
+
+    async def deliver_replay():
+        d.redundancy.run([ReplayState(VIP, (blk,))])
+        while not d.work.empty():
+            await d._execute(d.work.get_nowait())
+
+    asyncio.run(deliver_replay())
+    assert d.dataplane.calls == calls and d.dataplane.bindings == kernel
+    assert [(b.home_address, b.care_of_address, b.expires) for b in d.engine.bindings] == table
+    assert "event=replay-state-taken" in log.read_text()
+    out = d.engine.receive(captured, COA2, 434, now + 4)
+    assert [RegistrationReply.decode(a.data).code for a in out if isinstance(a, Send)] == [133]

@@ -122,10 +122,21 @@ SYNC_FORWARD = (
     SyncMessage(SyncType.FORWARD, 51, 100, (A("10.1.0.1"),), 1, blocks=(BindingBlock(
         A("10.1.0.100"), A("198.51.100.106"), A("10.1.0.1"), A("198.51.100.106"), 434,
         "ipip", True, 600, 512, 0xEEB917BCF4C665FC, None, 256, "mn1@home.example"),)))
+# A data forward of replay state only (flag REPLAY, 04) from the backup that stood down
+# after a partition (priority 90): one block, home address 10.1.0.100, no care-of, source
+# or port (0.0.0.0:0), flags 00 (timestamps), IP-in-IP, lifetime 2 (accepted 2 s ago), 0
+# left, the last identification it accepted, nonce 0, SPI 0, the NAI
+SYNC_REPLAY = (
+    h("24 33 5a 01", "00 01 fbc0", "0a010001", "00000000 00000000", "0001 01 04",
+      "003c", "0a010064", "00000000", "0a010001", "00000000", "0000", "00 04", "0002 0000",
+      "eeb917bcf4c665fc", "00000000", "00000000", "10 000000") + b"mn1@home.example",
+    SyncMessage(SyncType.FORWARD, 51, 90, (A("10.1.0.1"),), 1, blocks=(BindingBlock(
+        A("10.1.0.100"), A("0.0.0.0"), A("10.1.0.1"), A("0.0.0.0"), 0, "ipip", False, 2, 0,
+        0xEEB917BCF4C665FC, None, 0, "mn1@home.example"),), replay=True))
 MESSAGES = {"binding-update": BU, "binding-ack": BACK, "binding-ack-signed": BACK_SIGNED}
 # not UDP 434 messages: they travel in the home agents' TCP sync session
 SYNC_MESSAGES = {"redundancy-dump-request": SYNC_DUMP_REQUEST,
-                 "redundancy-forward": SYNC_FORWARD}
+                 "redundancy-forward": SYNC_FORWARD, "redundancy-replay-state": SYNC_REPLAY}
 INNER_IP = h("45000014 0000 0000 40 01 0000", "0a000001", "cb007105")
 TUNNEL_DATA = (h("04 04 0000") + INNER_IP, w.TunnelData(4, INNER_IP))
 

@@ -89,7 +89,7 @@ def test_protocol_doc_hex_examples_match_the_codec():
         assert data == expected.encode(), name
 
 
-@pytest.mark.parametrize("vector", ["SYNC_DUMP_REQUEST", "SYNC_FORWARD"])
+@pytest.mark.parametrize("vector", ["SYNC_DUMP_REQUEST", "SYNC_FORWARD", "SYNC_REPLAY"])
 def test_redundancy_vector(vector):
     from mipro.wire.sync import SyncMessage
 

@@ -35,6 +35,7 @@ def test_the_forward_layout_byte_for_byte():
     SyncMessage(SyncType.FORWARD, 51, 100, (VIP,), 1,
                 blocks=(BindingBlock(A("10.1.0.100"), A("10.1.0.100"), VIP, VIP, 434, "gre",
                                      False, 600, 0, 1, None, 256, ""),)),
+    SyncMessage(SyncType.FORWARD, 51, 90, (VIP,), 1, blocks=(BLOCK,), replay=True),
 ])
 def test_round_trips(msg):
     assert SyncMessage.decode(msg.encode()) == msg
@@ -60,6 +61,17 @@ def _resummed(b: bytes) -> bytes:
 def test_bad_input_is_a_decode_error(mutate, where):
     with pytest.raises(DecodeError, match=where):
         SyncMessage.decode(mutate(bytes.fromhex(FORWARD)))
+
+
+@pytest.mark.parametrize("msg", [
+    SyncMessage(SyncType.FORWARD, 51, 100, (VIP,), blocks=(BLOCK,), replay=True, primary=True),
+    SyncMessage(SyncType.DUMP, 51, 90, (VIP,), blocks=(BLOCK,), replay=True, more=True),
+    SyncMessage(SyncType.DUMP, 51, 90, (VIP,), blocks=(BLOCK,), replay=True),
+    SyncMessage(SyncType.DUMP_REQUEST, 51, 90, (VIP,), replay=True),
+], ids=["with-primary", "with-more", "on-a-dump", "on-a-request"])
+def test_replay_is_only_a_forward_from_a_home_agent_that_is_not_primary(msg):
+    with pytest.raises(DecodeError, match="REPLAY is for a data forward"):
+        SyncMessage.decode(msg.encode())
 
 
 def test_a_dump_request_carries_no_data():

@@ -27,7 +27,7 @@ from scapy.utils import wrpcap
 from mipro import wire as w
 from mipro.core.replication import Session
 from mipro.security import Algorithm, SecurityAssociation, append_authenticator
-from mipro.wire.sync import BindingBlock, SyncMessage, SyncType
+from mipro.wire.sync import BLOCK_FIXED, BindingBlock, SyncMessage, SyncType
 
 from . import golden
 from .test_wireshark_crosscheck import assert_ntp, ether
@@ -563,7 +563,8 @@ def block(home: str, coa: str, **kw) -> BindingBlock:
 def sync_session(port: int = SYNC_PORT):
     """The session of two home agents as core/replication.Session writes it: hellos, the
     backup's dump request, the primary's dump in two messages (the first split over two
-    segments, the second in one segment with a data forward), acknowledgements both ways.
+    segments, the second in one segment with a data forward), acknowledgements both ways,
+    the last of the backup's with a replay-state forward after it (flag REPLAY).
     Returns the frames and, in the order tshark completes them, what each PDU is."""
     primary = Session(SYNC_KEY, True, bytes(range(16)))
     backup = Session(SYNC_KEY, False, bytes(range(100, 116)))
@@ -604,7 +605,9 @@ def sync_session(port: int = SYNC_PORT):
     deliver(primary, backup, INITIATOR, primary_to_backup,
             [(1, r1, dump1), (1, r2, dump2), (1, r3, forward)])
     a1 = backup.ack(3.0)
-    deliver(backup, primary, RESPONDER, [a1], [(2, a1, backup.received)])
+    replay = golden.SYNC_REPLAY[1]  # as from a backup that was primary too (a partition)
+    rr = backup.message(replay, 3.0)
+    deliver(backup, primary, RESPONDER, [a1 + rr], [(2, a1, backup.received), (1, rr, replay)])
     a2 = primary.ack(3.0)
     deliver(primary, backup, INITIATOR, [a2], [(2, a2, primary.received)])
     assert not primary.sent_at and not backup.sent_at  # every message acknowledged
@@ -622,13 +625,15 @@ def sync_message_fields(m: SyncMessage, encoded: bytes):
     out += [("mipro.sync.msg.auth_data", hexbytes(bytes(8))),
             ("mipro.sync.msg.count_d", str(len(m.blocks))),
             ("mipro.sync.msg.subtype", str(int(m.subtype))),
-            ("mipro.sync.msg.flags", f"0x{(1 if m.more else 0) | (2 if m.primary else 0):02x}"),
+            ("mipro.sync.msg.flags",
+             f"0x{(1 if m.more else 0) | (2 if m.primary else 0) | (4 if m.replay else 0):02x}"),
             ("mipro.sync.msg.flags.more", flag(m.more)),
             ("mipro.sync.msg.flags.primary", flag(m.primary)),
+            ("mipro.sync.msg.flags.replay", flag(m.replay)),
             ("mipro.sync.msg.flags.reserved", "0x00")]
     for b in m.blocks:
         nai = b.nai.encode()
-        out += [("mipro.sync.block.length", str(BindingBlock.FIXED + len(nai))),
+        out += [("mipro.sync.block.length", str(BLOCK_FIXED + len(nai))),
                 ("mipro.sync.block.home_address", str(b.home_address)),
                 ("mipro.sync.block.care_of_address", str(b.care_of_address)),
                 ("mipro.sync.block.home_agent", str(b.home_agent)),
@@ -701,8 +706,8 @@ def test_sync_session_reassembly_and_columns(sync_pcap):
         "[TCP segment of a reassembled PDU]",
         "mipro sync\t#1 Data dump VRID 51: 3 bindings (more), #2 Data dump VRID 51: 1 binding, "
         "#3 Data forward VRID 51: 1 binding",
-        "mipro sync\t#2 Ack 3",
-        "mipro sync\t#4 Ack 2",
+        "mipro sync\t#2 Ack 3, #3 Data forward VRID 51: 1 replay state",
+        "mipro sync\t#4 Ack 3",
     ]
 
 
@@ -732,6 +737,8 @@ def test_sync_verbose(sync_pcap):
         "Binding 2: 10.1.0.101 at 192.0.2.129 (GRE), 42 s of 600 left, mn2@home.example",
         "Binding 3: 10.1.0.102 at 203.0.113.9 (UDP (RFC 3519)), 119 s of 120 left",
         "Binding 1: 10.1.0.103 at 198.51.100.7 (IP-in-IP), removed",
+        "Binding 1: 10.1.0.100: replay state, accepted 2 s ago, mn1@home.example",
+        ".... .1.. = Replay state only, no binding (REPLAY): True",
         ".... ...1 = More (MORE): True",
         "Highest sequence received: 3",
     ]:
