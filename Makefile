@@ -181,6 +181,7 @@ install-files: build/mipro.8
 	  sed 's|/usr/local/|$(PREFIX)/|g' systemd/mipro-$$role.service > $(UNITDIR)/mipro-$$role.service; \
 	  chmod 0644 $(UNITDIR)/mipro-$$role.service; \
 	done
+	install -D -m 0644 systemd/keepalived-mipro.conf $(UNITDIR)/keepalived.service.d/mipro.conf
 	install -m 0644 systemd/mipro.sysusers $(SYSUSERSDIR)/mipro.conf
 	install -m 0644 systemd/mipro.tmpfiles $(TMPFILESDIR)/mipro.conf
 	install -m 0644 README.md docs/operations.md docs/configuration.md $(DOCDIR)/
@@ -199,7 +200,9 @@ install-user:
 uninstall:
 	rm -rf $(LIBDIR) $(DOCDIR)
 	rm -f $(BINDIR)/mipro $(MANDIR)/man8/mipro.8 $(SYSUSERSDIR)/mipro.conf $(TMPFILESDIR)/mipro.conf \
-	  $(UNITDIR)/mipro-ha.service $(UNITDIR)/mipro-fa.service $(UNITDIR)/mipro-mn.service
+	  $(UNITDIR)/mipro-ha.service $(UNITDIR)/mipro-fa.service $(UNITDIR)/mipro-mn.service \
+	  $(UNITDIR)/keepalived.service.d/mipro.conf
+	-rmdir $(UNITDIR)/keepalived.service.d 2>/dev/null
 	if [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
 
 clean:

@@ -90,6 +90,8 @@ def test_installed_units_verify_and_rate(tmp_path):
           echo "== verify $role"; systemd-analyze verify $u 2>&1
           echo "== security $role"; systemd-analyze security --offline=yes $u 2>&1 | tail -1
         done
+        echo "== keepalived"; grep -h '^Restart=' /usr/local/lib/systemd/system/keepalived.service.d/mipro.conf
+        systemd-analyze verify /lib/systemd/system/keepalived.service 2>&1 | grep mipro.conf || true
         echo "== man"; man -w mipro
         echo "== run"; /usr/local/bin/mipro check-config {conf}
     """
@@ -104,6 +106,7 @@ def test_installed_units_verify_and_rate(tmp_path):
             blocks[key] = ""
         else:
             blocks[key] += line + "\n"
+    assert blocks["keepalived"] == "Restart=on-failure\n", out  # the drop-in, and it parses
     for role in ROLES:
         assert blocks[f"verify {role}"] == "", out  # verify says nothing when it passes
         exposure = re.search(r"Overall exposure level for mipro-\w+\.service: ([\d.]+)",
