@@ -245,6 +245,9 @@ class ForeignAgent:
         self.per_ha = SourceLimiter(policy.unkeyed_ha_rate, policy.unkeyed_ha_rate)
         self.unkeyed_noted: set[IPv4Address] = set()
         self.visitor_macs: dict[bytes, int] = {}  # accepted visitors by link-layer address
+        # (home address, home agent) of the requests relayed and not answered yet: what
+        # that home agent tunnels for that address may be held until the reply (awaiting)
+        self.relayed: dict[tuple[IPv4Address, IPv4Address], int] = {}
 
     def set_policy(self, policy: FaPolicy) -> None:
         """A reload: the new policy; the budgets start afresh only if they changed."""
@@ -327,6 +330,10 @@ class ForeignAgent:
                          f"over the relay budget for home agent {req.home_agent}")
         if current is None:
             self.pending_by_mac[visitor.mac] = self.pending_by_mac.get(visitor.mac, 0) + 1
+        else:
+            self._unrelayed(current.visitor)
+        pair = (visitor.home_address, visitor.home_agent)
+        self.relayed[pair] = self.relayed.get(pair, 0) + 1
         expires = now + p.pending_timeout
         pending = _Pending(visitor, expires,
                            current.forged_replies if current is not None else 0)
@@ -611,12 +618,15 @@ class ForeignAgent:
         if status == BindingStatus.ACCEPTED:
             for v in gone:
                 self._forget(v.key)
+            # the pointer first: it re-tunnels (and replays) from now on, while the
+            # visitor's kernel state goes, which takes tens of milliseconds
+            actions += self._cache(bu, gone, signer, now)
+            for v in gone:
                 actions += [RemoveVisitor(v, "moved"),
                             Log("visitor-removed", {"home": v.home_address,
                                                     "mac": v.mac.hex(":"), "reason": "moved",
                                                     "new_care_of": bu.care_of_address,
                                                     "notified_by": src})]
-            actions += self._cache(bu, gone, signer, now)
             self._count("binding_updates_accepted")
         else:
             self._count(f"binding_update_denied_{int(status)}")
@@ -769,7 +779,21 @@ class ForeignAgent:
     def _unpend(self, key: tuple[IPv4Address, int]) -> _Pending:
         p = self.pending.pop(key)
         self._drop_pending_count(p.visitor.mac)
+        self._unrelayed(p.visitor)
         return p
+
+    def _unrelayed(self, v: Visitor) -> None:
+        pair = (v.home_address, v.home_agent)
+        left = self.relayed.get(pair, 0) - 1
+        if left > 0:
+            self.relayed[pair] = left
+        else:
+            self.relayed.pop(pair, None)
+
+    def awaiting(self, home: IPv4Address, home_agent: IPv4Address) -> bool:
+        """A request for ``home`` went to ``home_agent`` and is not answered yet: the home
+        agent tunnels to us from the moment it accepts, before its reply reaches us."""
+        return (home, home_agent) in self.relayed
 
     def _drop_pending_count(self, mac: bytes) -> None:
         left = self.pending_by_mac.get(mac, 0) - 1

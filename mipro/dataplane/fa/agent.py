@@ -40,6 +40,7 @@ import asyncio
 import contextlib
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
@@ -47,6 +48,7 @@ from pyroute2 import AsyncConntrack
 
 from ...core.fa import CacheEntry, Visitor, VisitorKey
 from ...wire.vendor import FilterRule, StaticRoute, Verdict
+from ..kernel.errors import KERNEL_ERRORS
 from ..kernel.filters import fail_closed
 from ..kernel.ipset import ipset_available
 from ..kernel.netlink import Netlink, set_sysctl
@@ -64,6 +66,7 @@ REALM_TABLE_OFFSET = 8192  # realm delivery tables: table + 8192 + 1 .. + 255
 REPLAY_PACKETS = 256  # at most this many recent packets per visitor for a replay
 REPLAY_LEFT = 64  # buffers of visitors that just left, waiting for their pointer
 HOLD_BYTES = 1 << 20  # what a home agent's tunnel brings a visitor still being added
+HOLD_EARLY = 2.0  # seconds a request's early hold lasts without its reply (then dropped)
 REVERSE_METRIC = 1000  # reverse tunnelling default: costlier than any profile route
 # what a visitor gets when its home agent sent a filter rule we cannot build exactly: its
 # policy chain sees only its packets, so this drops all it sends or receives through us
@@ -119,6 +122,11 @@ class FaDataplane:
         # (home, HA) is kept (at most HOLD_BYTES in all) and delivered once they are
         self.adding: dict[tuple[IPv4Address, IPv4Address], list[bytes]] = {}
         self.held_bytes = 0
+        # and before that, from the relay of its request (the home agent tunnels to us once
+        # it has accepted, a moment before its reply is here): the engine's ``awaiting``
+        # says which (home, HA) have a request out; held until the add, HOLD_EARLY at most
+        self.awaiting: Callable[[IPv4Address, IPv4Address], bool] | None = None
+        self.early: dict[tuple[IPv4Address, IPv4Address], tuple[float, list[bytes]]] = {}
         self.left: OrderedDict[tuple[IPv4Address, IPv4Address],
                                deque[tuple[float, bytes]]] = OrderedDict()
 
@@ -216,7 +224,7 @@ class FaDataplane:
         pair = (v.home_address, v.home_agent)
         new = pair not in self.by_realm
         if new:
-            self.adding.setdefault(pair, [])
+            self.adding.setdefault(pair, []).extend(self.early.pop(pair, (0.0, []))[1])
         added = False
         try:
             await self._add_visitor(v, previous)
@@ -233,12 +241,41 @@ class FaDataplane:
                     self.relay.stats.dropped_unauthorised += len(held)
 
     def _hold(self, outer_src: IPv4Address, inner_dst: IPv4Address, pkt: bytes) -> bool:
-        q = self.adding.get((inner_dst, outer_src))
+        pair = (inner_dst, outer_src)
+        q = self.adding.get(pair)
+        if q is None and self.awaiting is not None and pair not in self.by_realm:
+            q = self._early_queue(pair)
         if q is None or self.held_bytes + len(pkt) > HOLD_BYTES:
             return False
         q.append(pkt)
         self.held_bytes += len(pkt)
         return True
+
+    def _early_queue(self, pair: tuple[IPv4Address, IPv4Address]) -> list[bytes] | None:
+        """The early hold of a request still out, made by its first packet (None if there
+        is no such request).  It lasts until the add takes it, or HOLD_EARLY: a denied or
+        unanswered request's packets go then (the engine's mark goes with the reply, a
+        moment before the add, so the mark is looked at only to begin one)."""
+        if pair in self.early:
+            return self.early[pair][1]
+        if self.awaiting is None or not self.awaiting(*pair):
+            return None
+        now = time.monotonic()
+        self.early[pair] = (now, [])
+        with contextlib.suppress(RuntimeError):  # no loop: a test's direct call
+            asyncio.get_running_loop().call_later(HOLD_EARLY, self._expire_early, pair, now)
+        return self.early[pair][1]
+
+    def _expire_early(self, pair: tuple[IPv4Address, IPv4Address], since: float) -> None:
+        if pair not in self.early or self.early[pair][0] != since:
+            return  # taken by the add (or a newer one)
+        _, held = self.early.pop(pair)
+        self.held_bytes -= sum(len(x) for x in held)
+        if self.relay is not None:
+            self.relay.stats.dropped_unauthorised += len(held)
+        if held:
+            self.log("held-dropped", "debug", home=pair[0], ha=pair[1], packets=len(held),
+                     reason="no accepted reply")
 
     async def _add_visitor(self, v: Visitor, previous: Visitor | None = None) -> None:
         current = self.visitors.get(v.key)
@@ -322,6 +359,11 @@ class FaDataplane:
         self._forget_flows(home, realm.mark if realm and others else None)
         if self.site is not None:
             await self.site.sync(home, others)
+        try:  # a pointer asked for before this removal takes the address now
+            await self._route_native(home)
+        except KERNEL_ERRORS as exc:
+            self.log("forwarding-unavailable", "warning", home=home, backend=self.name,
+                     reason=repr(exc))
         if realm is not None and not realm.members:
             await self.realms.drop(realm)
             await self._drop_ha_device(v.home_agent)
@@ -336,13 +378,28 @@ class FaDataplane:
             self.log("forwarding-unavailable", "warning", home=e.home_address,
                      backend=self.name, reason="the kernel backend does not forward yet")
             return
-        self.forwards[e.key] = e
+        self.forwards[e.key] = e  # the relay redirects from now on (_redirect)
         self._replay(e)
-        home = e.home_address
-        others = [f for f in self.forwards.values() if f.home_address == home and f is not e]
-        if self.sharing(home) or others:
-            if home in self.native_forward:  # two realms' pointers: neither natively
+        try:
+            await self._route_native(e.home_address)
+        except KERNEL_ERRORS as exc:  # the kernel refused the link or route: no pointer
+            self.log("forwarding-unavailable", "warning", home=e.home_address,
+                     backend=self.name, reason=repr(exc))
+            await self.remove_forward(e)
+
+    async def _route_native(self, home: IPv4Address) -> None:
+        """What arrives for ``home`` natively goes to its one pointer's TUN, once no visitor
+        here holds that address (the engine asks for the pointer before the visitor's
+        removal: remove_visitor comes back here) and no other realm forwards it."""
+        entries = [f for f in self.forwards.values() if f.home_address == home]
+        if not entries:
+            return
+        if self.sharing(home) or len(entries) > 1:
+            if len(entries) > 1 and home in self.native_forward:  # two realms: neither
                 await self._unroute_native(home)
+            return
+        e = entries[0]
+        if self.native_forward.get(home) is e:
             return
         name, index = await self._fwd_device(e.care_of_address)
         await self.nl.ipr.route("replace", dst=f"{home}/32", table=self.table, oif=index,
@@ -363,8 +420,9 @@ class FaDataplane:
 
     def _replay(self, e: CacheEntry) -> None:
         """Re-tunnel what we delivered in the last ``replay`` seconds: the MN may have been
-        off its link already (it cannot tell us which it got; duplicates are possible)."""
-        q = self.left.pop(e.key, None)
+        off its link already (it cannot tell us which it got; duplicates are possible).
+        The visitor may still be here (its removal follows) or have just left."""
+        q = self.left.pop(e.key, None) or self.recent.pop(e.key, None)
         if q is None or self.relay is None:
             return
         since = time.monotonic() - self.replay
@@ -381,7 +439,7 @@ class FaDataplane:
             await self._unroute_native(e.home_address)
         coa = e.care_of_address
         if not any(f.care_of_address == coa for f in self.native_forward.values()):
-            self._drop_fwd_device(coa)
+            await self._drop_fwd_device(coa)
 
     async def _unroute_native(self, home: IPv4Address) -> None:
         self.native_forward.pop(home, None)
@@ -404,15 +462,18 @@ class FaDataplane:
             self.fwd_links[coa] = (name, index)
         return self.fwd_links[coa]
 
-    def _drop_fwd_device(self, coa: IPv4Address) -> None:
-        if self.fwd_links.pop(coa, None) is not None and self.relay is not None:
+    async def _drop_fwd_device(self, coa: IPv4Address) -> None:
+        link = self.fwd_links.pop(coa, None)
+        if link is None:
+            return
+        if self.relay is not None:
             self.relay.remove_peer_tun(coa)
 
     def _redirect(self, outer_src: IPv4Address, inner_dst: IPv4Address):
         """The relay asks first: is this, from a home agent's tunnel, for a visitor of
         that realm that moved on (and is not back)?  Then where it goes now."""
         e = self.forwards.get((inner_dst, outer_src))
-        if e is None or (inner_dst, outer_src) in self.by_realm:
+        if e is None:  # (the engine ends a pointer before its visitor is back)
             return None
         return (e.care_of_address, e.encapsulation, e.key)
 
