@@ -27,7 +27,13 @@ arrives natively for it (a local correspondent whose route has not moved
 yet) goes into a TUN towards that address, ``mipf-f<care-of in hex>``.  As
 the new FA, what the previous FA re-tunnels is accepted from it for the
 visitor that named it, and delivered through the visitor's realm as if its
-home agent had sent it.  The kernel backend does neither (yet): it logs so.
+home agent had sent it.  The kernel backend does the same with ipip links:
+``mipf-f<care-of>`` (to the new care-of address) takes the visitor's /32 in our
+table, so what the home agent's link decapsulates and what arrives natively
+both go there; the home agent's link and realm stay while a pointer needs
+them; as the new FA, ``mipf-p<previous FA>`` decapsulates what the previous FA
+re-tunnels for as long as a visitor that named it is here.  It has no replay
+buffer (the relay's; the kernel keeps no copies of what it delivered).
 
 A home agent may run on the same host: the FA's objects are its own by name
 (links ``mipf-*``), by table (``table`` .. ``table + 8447``) and by rule priority
@@ -104,7 +110,8 @@ class FaDataplane:
         # forwarding pointers (we were the previous FA): (home, HA) → entry
         self.forwards: dict[tuple[IPv4Address, IPv4Address], CacheEntry] = {}
         self.native_forward: dict[IPv4Address, CacheEntry] = {}  # home → its routed entry
-        self.fwd_links: dict[IPv4Address, tuple[str, int]] = {}  # care-of → TUN
+        self.fwd_links: dict[IPv4Address, tuple[str, int]] = {}  # care-of → TUN/ipip link
+        self.prev_links: dict[IPv4Address, str] = {}  # kernel: previous FA → its ipip link
         # what a previous FA re-tunnels to us: (previous FA, home) → visitors that named it
         self.from_previous: dict[tuple[IPv4Address, IPv4Address], set[VisitorKey]] = {}
         # smooth handoff with buffering (Perkins and Wang): the last ``replay`` seconds of
@@ -293,6 +300,8 @@ class FaDataplane:
             self.from_previous.setdefault((v.notify.previous_fa, v.home_address),
                                           set()).add(v.key)
         device, index = await self._ha_device(v.home_agent)
+        if v.notify is not None and v.notify.cache_lifetime:
+            await self._prev_device(v.notify.previous_fa)
         realm = self.realms.of(v.home_agent) or \
             await self.realms.create(v.home_agent, device, index)
         await self.realms.add(v.key, realm, self.table)
@@ -337,6 +346,7 @@ class FaDataplane:
             keys.discard(v.key)
             if not keys:
                 del self.from_previous[pair]
+        await self._drop_prev_devices()
         sharing = self.by_home.get(home, {})
         sharing.pop(v.key, None)
         if not sharing:
@@ -364,7 +374,7 @@ class FaDataplane:
         except KERNEL_ERRORS as exc:
             self.log("forwarding-unavailable", "warning", home=home, backend=self.name,
                      reason=repr(exc))
-        if realm is not None and not realm.members:
+        if realm is not None and not realm.members and not self._kernel_forwards(v.home_agent):
             await self.realms.drop(realm)
             await self._drop_ha_device(v.home_agent)
 
@@ -374,9 +384,10 @@ class FaDataplane:
         """Re-tunnel what still comes for a visitor that moved on to its new care-of
         address: from its home agent's tunnel (the relay, in its realm), and natively
         when no visitor here holds that home address and no other realm forwards it."""
-        if self.relay is None:
+        if self.relay is None and e.encapsulation != "ipip":
             self.log("forwarding-unavailable", "warning", home=e.home_address,
-                     backend=self.name, reason="the kernel backend does not forward yet")
+                     backend=self.name, encapsulation=e.encapsulation,
+                     reason="the kernel backend's links are ipip")
             return
         self.forwards[e.key] = e  # the relay redirects from now on (_redirect)
         self._replay(e)
@@ -440,6 +451,16 @@ class FaDataplane:
         coa = e.care_of_address
         if not any(f.care_of_address == coa for f in self.native_forward.values()):
             await self._drop_fwd_device(coa)
+        realm = self.realms.of(e.home_agent)
+        if self.relay is None and realm is not None and not realm.members and \
+                not self._kernel_forwards(e.home_agent):  # kept for the pointer: goes now
+            await self.realms.drop(realm)
+            await self._drop_ha_device(e.home_agent)
+
+    def _kernel_forwards(self, ha: IPv4Address) -> bool:
+        """Kernel backend: a pointer of ``ha``'s realm needs its ipip link (which
+        decapsulates what the home agent still sends), so the link and realm stay."""
+        return self.relay is None and any(f.home_agent == ha for f in self.forwards.values())
 
     async def _unroute_native(self, home: IPv4Address) -> None:
         self.native_forward.pop(home, None)
@@ -447,6 +468,12 @@ class FaDataplane:
             await self.nl.route_del(IPv4Network(home), self.table)
 
     async def _fwd_device(self, coa: IPv4Address) -> tuple[str, int]:
+        if coa not in self.fwd_links and self.relay is None:  # kernel: an ipip link
+            name = f"{LINK_PREFIX}f{coa.packed.hex()}"
+            await self.nl.ipr.link("add", ifname=name, kind="ipip", ipip_local=str(self.coa),
+                                   ipip_remote=str(coa), ipip_ttl=64)
+            self.fwd_links[coa] = (name, await self.nl.link_up(name))
+            set_sysctl(f"net.ipv4.conf.{name}.rp_filter", "0")
         if coa not in self.fwd_links:
             name = f"{LINK_PREFIX}f{coa.packed.hex()}"
 
@@ -466,8 +493,34 @@ class FaDataplane:
         link = self.fwd_links.pop(coa, None)
         if link is None:
             return
-        if self.relay is not None:
-            self.relay.remove_peer_tun(coa)
+        if self.relay is not None:  # closed a moment later: the kernel takes its time
+            self.relay.remove_peer_tun(coa, later=True)
+        else:
+            await self.nl.link_del(link[0])
+
+    async def _prev_device(self, previous_fa: IPv4Address) -> None:
+        """Kernel backend, as the new FA: an ipip link from the previous FA, which
+        decapsulates what it re-tunnels; our table delivers it (the relay checks each
+        packet against ``from_previous`` instead)."""
+        if self.relay is not None or previous_fa in self.prev_links:
+            return
+        name = f"{LINK_PREFIX}p{previous_fa.packed.hex()}"
+        try:
+            await self.nl.ipr.link("add", ifname=name, kind="ipip", ipip_local=str(self.coa),
+                                   ipip_remote=str(previous_fa), ipip_ttl=64)
+            await self.nl.link_up(name)
+        except KERNEL_ERRORS as exc:  # the registration stands; only the pointer's data goes
+            self.log("forwarding-unavailable", "warning", previous_fa=previous_fa,
+                     backend=self.name, reason=repr(exc))
+            await self.nl.link_del(name)
+            return
+        set_sysctl(f"net.ipv4.conf.{name}.rp_filter", "0")
+        self.prev_links[previous_fa] = name
+
+    async def _drop_prev_devices(self) -> None:
+        named = {fa for fa, _ in self.from_previous}
+        for fa in [fa for fa in self.prev_links if fa not in named]:
+            await self.nl.link_del(self.prev_links.pop(fa))
 
     def _redirect(self, outer_src: IPv4Address, inner_dst: IPv4Address):
         """The relay asks first: is this, from a home agent's tunnel, for a visitor of

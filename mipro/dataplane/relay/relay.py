@@ -49,9 +49,10 @@ from .tun import open_tun
 BATCH = 64
 MTU = 1480  # 1500 minus the outer IPv4 header
 UDP_MTU = 1468  # ... minus UDP (8) and the RFC 3519 header (4): no outer fragments
-# a peer's TUN is closed this long after it goes, in a worker thread: the kernel unregisters
-# the device on the last close (15-20 ms measured), which would stall the event loop in
-# the middle of a handover (the FA drops a pointer's TUN just before adding the visitor)
+# remove_peer_tun(later=True) closes the TUN this long after, in a worker thread: the
+# kernel unregisters the device on the last close (15-20 ms measured), which would stall
+# the event loop in the middle of a handover (the FA drops a forwarding pointer's TUN
+# just before it adds the visitor that came back)
 CLOSE_DELAY = 0.2
 UDP_TUNNEL_HEADER = bytes((4, 4, 0, 0))  # RFC 3519 tunnel data, next header 4 (IPv4)
 
@@ -148,12 +149,14 @@ class UserspaceTunnel:
         if self.loop is not None:
             self.loop.add_reader(fd, self._from_tun, fd, peer_of)
 
-    def remove_peer_tun(self, peer: IPv4Address) -> None:
+    def remove_peer_tun(self, peer: IPv4Address, later: bool = False) -> None:
         fd, _ = self.peer_tuns.pop(peer, (-1, None))
         name = self.tun_names.pop(peer, "")
         if fd < 0:
             return
-        if self.loop is None:
+        if self.loop is None or not later:
+            if self.loop is not None:
+                self.loop.remove_reader(fd)
             os.close(fd)
             return
         self.loop.remove_reader(fd)
