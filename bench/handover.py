@@ -171,7 +171,7 @@ def run_variant(solicit: bool, moves: int, settle: float, forwarding: bool = Tru
         steps = phases(Path(tmp) / "handover", moved)
     times = sorted(t for _, t in arrivals)
     got = {seq for seq, _ in arrivals}
-    outages, losses = [], []
+    outages, losses, lost_at = [], [], []
     for t_up, _ in events:
         after = [t for t in times if t >= t_up]
         if after:
@@ -179,13 +179,17 @@ def run_variant(solicit: bool, moves: int, settle: float, forwarding: bool = Tru
         # datagrams sent in [t_up - 1 s, t_up + 1.5 s] that never arrived
         lo = int((t_up - 1.0 - src["start"]) / INTERVAL)
         hi = int((t_up + 1.5 - src["start"]) / INTERVAL)
-        losses.append(sum(1 for s in range(max(0, lo), min(src["sent"], hi)) if s not in got))
+        lost = [s for s in range(max(0, lo), min(src["sent"], hi)) if s not in got]
+        losses.append(len(lost))
+        # when the lost ones were sent, in ms from link-up (the source's clock is ours)
+        lost_at += [(src["start"] + s * INTERVAL - t_up) * 1000 for s in lost]
     return {"solicit": solicit, "forwarding": forwarding, "replay": replay, "moves": moves,
             "registrations_ok": sum(ok for _, ok in events),
             "outage_ms_median": round(statistics.median(outages), 1),
             "outage_ms_p90": round(sorted(outages)[int(0.9 * (len(outages) - 1))], 1),
             "outage_ms_max": round(max(outages), 1),
             "lost_median": statistics.median(losses), "lost_max": max(losses),
+            "lost_sent_ms": [round(x) for x in sorted(lost_at)][:40],
             "sent": src["sent"], "received": len(got), "phases": phase_medians(steps)}
 
 
@@ -213,6 +217,8 @@ def main() -> None:
         print(f"{name:<28} {r['moves']:>5} {r['registrations_ok']:>6} "
               f"{r['outage_ms_median']:>17} {r['outage_ms_p90']:>7} {r['outage_ms_max']:>7} "
               f"{r['lost_median']:>11} {r['lost_max']:>8}", flush=True)
+        if r["replay"]:  # what is still lost with everything on, and when it was sent
+            print(f"  {'':<26} lost datagrams sent at (ms from link-up): {r['lost_sent_ms']}")
         results.append((name, r["phases"]))
     print("\nmedian ms from the link coming back up (off_link: how long the lab's move kept the"
           "\nMN off its link before that, the 50 ms flap and the bridge commands), captures:")
