@@ -225,9 +225,11 @@ def test_at_home_the_previous_fa_forwards_nothing():
     assert of(AtHome, seen) and not of(AddForward, seen) and not fas[FA1].cache
 
 
-def test_a_relayed_request_is_awaited_until_its_reply_or_its_timeout():
+def test_a_relayed_request_is_awaited_until_the_visitor_leaves_or_its_timeout():
     """The new FA may hold what the home agent tunnels from the relay of the request on
-    (the dataplane asks ``awaiting``); the mark goes with the reply, or the timeout."""
+    (the dataplane asks ``awaiting`` for what it has no visitor for yet); the mark stays
+    with an accepted visitor (until its add, the dataplane holds), goes with a denial,
+    the timeout, or the visitor leaving."""
     for answered in (True, False):
         ha, fas, mn = world()
         fa = fas[FA1]
@@ -238,6 +240,8 @@ def test_a_relayed_request_is_awaited_until_its_reply_or_its_timeout():
         if answered:
             [reply] = of(Send, ha.receive(relayed.data, FA1, 434, NOW))
             assert of(AddVisitor, fa.from_network(reply.data, HA, 434, NOW))
+            assert fa.awaiting(HOME, HA) and not fa.relayed  # accepted
+            assert of(RemoveVisitor, fa.handle_timer(NOW + 301))  # expired
         else:  # no reply: 78 after the pending timeout
             assert of(SendToLink, fa.handle_timer(NOW + 8))
-        assert not fa.awaiting(HOME, HA) and not fa.relayed
+        assert not fa.awaiting(HOME, HA) and not fa.relayed and not fa.accepted_pairs
