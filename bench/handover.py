@@ -29,7 +29,93 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mipro.lab import Lab  # noqa: E402
 
 HOME = "10.1.0.100"
+HA = "10.1.0.1"
+STREAM_PORT = 6000
 INTERVAL = 0.002
+# the foreign agents: (bridge, agent address on it = care-of address, capture of its wan0)
+FAS = {"visit-a": ("198.51.100.1", "fa1-wan0.pcap"), "visit-b": ("192.0.2.1", "fa2-wan0.pcap")}
+
+
+def read_pcap(path: Path) -> list[tuple[float, bytes]]:
+    """(time, IPv4 packet) of an Ethernet capture: the lab's tcpdump, kernel timestamps
+    (the same clock as time.time())."""
+    from scapy.utils import RawPcapReader
+
+    out = []
+    if not path.exists():
+        return out
+    for data, meta in RawPcapReader(str(path)):
+        if len(data) > 34 and data[12:14] == b"\x08\x00":
+            out.append((meta.sec + meta.usec / 1e6, data[14:]))
+    return out
+
+
+def _ip(pkt: bytes) -> tuple[int, str, str, bytes]:
+    hl = (pkt[0] & 15) * 4
+    return pkt[9], ".".join(map(str, pkt[12:16])), ".".join(map(str, pkt[16:20])), pkt[hl:]
+
+
+def first(pkts: list[tuple[float, bytes]], after: float, test) -> float | None:
+    for t, pkt in pkts:
+        if t >= after and test(*_ip(pkt)):
+            return t
+    return None
+
+
+def _udp(sport: int | None, dport: int | None):
+    def test(proto: int, s: str, d: str, pl: bytes) -> bool:
+        return proto == 17 and len(pl) >= 8 and \
+            (sport is None or int.from_bytes(pl[0:2], "big") == sport) and \
+            (dport is None or int.from_bytes(pl[2:4], "big") == dport)
+    return test
+
+
+def _move_phases(mn: list, w: list, t0: float, t_up: float, fa: str,
+                 prev_fa: str) -> dict[str, float | None]:
+    to_fa, from_ha = _udp(None, 434), _udp(434, None)
+    r: dict[str, float | None] = {"off_link": t_up - t0}
+    r["solicit"] = first(mn, t_up - 0.02, lambda p, s, d, pl: p == 1 and pl[:1] == b"\x0a")
+    r["advert"] = first(mn, r["solicit"] or t_up,
+                        lambda p, s, d, pl: p == 1 and pl[:1] == b"\x09" and s == fa)
+    r["request"] = first(mn, r["advert"] or t_up, lambda p, s, d, pl: s == HOME and
+                         to_fa(p, s, d, pl) and pl[8:9] == b"\x01")
+    at = r["request"] or t_up
+    r["relayed"] = first(w, at, lambda p, s, d, pl: d == HA and to_fa(p, s, d, pl))
+    at = r["relayed"] or at
+    r["ha_reply"] = first(w, at, lambda p, s, d, pl: s == HA and from_ha(p, s, d, pl))
+    r["ha_tunnel"] = first(w, at, lambda p, s, d, pl: s == HA and p == 4)
+    at = r["ha_reply"] or at
+    r["reply"] = first(mn, at, lambda p, s, d, pl: d == HOME and from_ha(p, s, d, pl))
+    r["bu"] = first(w, at, lambda p, s, d, pl: d == prev_fa and to_fa(p, s, d, pl))
+    r["from_previous"] = first(w, r["bu"] or at, lambda p, s, d, pl: s == prev_fa and p == 4)
+    r["data"] = first(mn, t_up, lambda p, s, d, pl: d == HOME and
+                      _udp(None, STREAM_PORT)(p, s, d, pl))
+    return r
+
+
+def phases(out: Path, moves: list[tuple[float, float, str, str]]) -> list[dict[str, float]]:
+    """Per move, from the captures: when each step of the handover happened, in ms from
+    the link coming back up (``off_link``: how long the lab's move kept the MN off)."""
+    mn = read_pcap(out / "mn-eth0.pcap")
+    wan = {b: read_pcap(out / cap) for b, (_, cap) in FAS.items()}
+    rows = []
+    for t0, t_up, bridge, prev in moves:
+        r = _move_phases(mn, wan[bridge], t0, t_up, FAS[bridge][0], FAS[prev][0])
+        rows.append({k: round((v - t_up) * 1000, 1) if v is not None and k != "off_link" else
+                     (round(v * 1000, 1) if v is not None else None) for k, v in r.items()})
+    return rows
+
+
+STEPS = ("off_link", "solicit", "advert", "request", "relayed", "ha_tunnel", "ha_reply",
+         "reply", "bu", "from_previous", "data")
+
+
+def phase_medians(rows: list[dict[str, float]]) -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
+    for k in STEPS:
+        vals = [r[k] for r in rows if r.get(k) is not None]
+        out[k] = round(statistics.median(vals), 1) if vals else None
+    return out
 
 
 def registered_via(lab: Lab, coa: str) -> bool:
@@ -64,10 +150,13 @@ def run_variant(solicit: bool, moves: int, settle: float, forwarding: bool = Tru
                                       stdout=subprocess.PIPE, text=True)
             time.sleep(1.5)
             events = []
+            moved: list[tuple[float, float, str, str]] = []
             for i in range(moves):
                 target, coa = ("visit-b", "192.0.2.1") if i % 2 == 0 else \
                     ("visit-a", "198.51.100.1")
+                t0 = time.time()
                 t_up = lab.move("mn.eth0", target)
+                moved.append((t0, t_up, target, "visit-a" if target == "visit-b" else "visit-b"))
                 try:
                     lab.wait_for(lambda c=coa: registered_via(lab, c), settle - 0.2,
                                  "registration", interval=0.02)
@@ -79,9 +168,10 @@ def run_variant(solicit: bool, moves: int, settle: float, forwarding: bool = Tru
             arrivals = json.loads(sink.communicate(timeout=30)[0])["arrivals"]
         finally:
             lab.down(quiet=True)
+        steps = phases(Path(tmp) / "handover", moved)
     times = sorted(t for _, t in arrivals)
     got = {seq for seq, _ in arrivals}
-    outages, losses = [], []
+    outages, losses, lost_at = [], [], []
     for t_up, _ in events:
         after = [t for t in times if t >= t_up]
         if after:
@@ -89,14 +179,18 @@ def run_variant(solicit: bool, moves: int, settle: float, forwarding: bool = Tru
         # datagrams sent in [t_up - 1 s, t_up + 1.5 s] that never arrived
         lo = int((t_up - 1.0 - src["start"]) / INTERVAL)
         hi = int((t_up + 1.5 - src["start"]) / INTERVAL)
-        losses.append(sum(1 for s in range(max(0, lo), min(src["sent"], hi)) if s not in got))
+        lost = [s for s in range(max(0, lo), min(src["sent"], hi)) if s not in got]
+        losses.append(len(lost))
+        # when the lost ones were sent, in ms from link-up (the source's clock is ours)
+        lost_at += [(src["start"] + s * INTERVAL - t_up) * 1000 for s in lost]
     return {"solicit": solicit, "forwarding": forwarding, "replay": replay, "moves": moves,
             "registrations_ok": sum(ok for _, ok in events),
             "outage_ms_median": round(statistics.median(outages), 1),
             "outage_ms_p90": round(sorted(outages)[int(0.9 * (len(outages) - 1))], 1),
             "outage_ms_max": round(max(outages), 1),
             "lost_median": statistics.median(losses), "lost_max": max(losses),
-            "sent": src["sent"], "received": len(got)}
+            "lost_sent_ms": [round(x) for x in sorted(lost_at)][:40],
+            "sent": src["sent"], "received": len(got), "phases": phase_medians(steps)}
 
 
 def main() -> None:
@@ -114,6 +208,7 @@ def main() -> None:
           f"{'max':>7} {'lost median':>11} {'lost max':>8}")
     variants = [(True, False, 0.0), (True, True, 0.0), (True, True, a.replay)] + \
         ([(False, True, 0.0)] if a.advertisement else [])
+    results = []
     for solicit, forwarding, replay in variants:
         r = run_variant(solicit, a.moves, a.settle, forwarding, replay)
         name = ("solicit" if solicit else "advertisement") + \
@@ -122,6 +217,16 @@ def main() -> None:
         print(f"{name:<28} {r['moves']:>5} {r['registrations_ok']:>6} "
               f"{r['outage_ms_median']:>17} {r['outage_ms_p90']:>7} {r['outage_ms_max']:>7} "
               f"{r['lost_median']:>11} {r['lost_max']:>8}", flush=True)
+        if r["replay"]:  # what is still lost with everything on, and when it was sent
+            print(f"  {'':<26} lost datagrams sent at (ms from link-up): {r['lost_sent_ms']}")
+        results.append((name, r["phases"]))
+    print("\nmedian ms from the link coming back up (off_link: how long the lab's move kept the"
+          "\nMN off its link before that, the 50 ms flap and the bridge commands), captures:")
+    w = {k: max(9, len(k) + 1) for k in STEPS}
+    print(f"{'variant':<36}" + "".join(f"{k:>{w[k]}}" for k in STEPS))
+    for name, ph in results:
+        print(f"{name:<36}" + "".join(f"{'-' if ph[k] is None else ph[k]:>{w[k]}}"
+                                      for k in STEPS))
 
 
 if __name__ == "__main__":

@@ -245,6 +245,10 @@ class ForeignAgent:
         self.per_ha = SourceLimiter(policy.unkeyed_ha_rate, policy.unkeyed_ha_rate)
         self.unkeyed_noted: set[IPv4Address] = set()
         self.visitor_macs: dict[bytes, int] = {}  # accepted visitors by link-layer address
+        # (home address, home agent) of the requests relayed and not answered yet: what
+        # that home agent tunnels for that address may be held until the reply (awaiting)
+        self.relayed: dict[tuple[IPv4Address, IPv4Address], int] = {}
+        self.accepted_pairs: dict[tuple[IPv4Address, IPv4Address], int] = {}  # likewise
 
     def set_policy(self, policy: FaPolicy) -> None:
         """A reload: the new policy; the budgets start afresh only if they changed."""
@@ -327,6 +331,10 @@ class ForeignAgent:
                          f"over the relay budget for home agent {req.home_agent}")
         if current is None:
             self.pending_by_mac[visitor.mac] = self.pending_by_mac.get(visitor.mac, 0) + 1
+        else:
+            self._unrelayed(current.visitor)
+        pair = (visitor.home_address, visitor.home_agent)
+        self.relayed[pair] = self.relayed.get(pair, 0) + 1
         expires = now + p.pending_timeout
         pending = _Pending(visitor, expires,
                            current.forged_replies if current is not None else 0)
@@ -611,12 +619,15 @@ class ForeignAgent:
         if status == BindingStatus.ACCEPTED:
             for v in gone:
                 self._forget(v.key)
+            # the pointer first: it re-tunnels (and replays) from now on, while the
+            # visitor's kernel state goes, which takes tens of milliseconds
+            actions += self._cache(bu, gone, signer, now)
+            for v in gone:
                 actions += [RemoveVisitor(v, "moved"),
                             Log("visitor-removed", {"home": v.home_address,
                                                     "mac": v.mac.hex(":"), "reason": "moved",
                                                     "new_care_of": bu.care_of_address,
                                                     "notified_by": src})]
-            actions += self._cache(bu, gone, signer, now)
             self._count("binding_updates_accepted")
         else:
             self._count(f"binding_update_denied_{int(status)}")
@@ -742,12 +753,18 @@ class ForeignAgent:
         return actions
 
     def _keep(self, v: Visitor) -> None:
-        if v.key not in self.visitors:
+        old = self.visitors.get(v.key)
+        if old is None:
             self.visitor_macs[v.mac] = self.visitor_macs.get(v.mac, 0) + 1
+        else:
+            _count_down(self.accepted_pairs, (old.home_address, old.home_agent))
+        pair = (v.home_address, v.home_agent)
+        self.accepted_pairs[pair] = self.accepted_pairs.get(pair, 0) + 1
         self.visitors[v.key] = v
 
     def _forget(self, key: tuple[IPv4Address, bytes]) -> Visitor:
         v = self.visitors.pop(key)
+        _count_down(self.accepted_pairs, (v.home_address, v.home_agent))
         left = self.visitor_macs.get(v.mac, 0) - 1
         if left > 0:
             self.visitor_macs[v.mac] = left
@@ -769,7 +786,18 @@ class ForeignAgent:
     def _unpend(self, key: tuple[IPv4Address, int]) -> _Pending:
         p = self.pending.pop(key)
         self._drop_pending_count(p.visitor.mac)
+        self._unrelayed(p.visitor)
         return p
+
+    def _unrelayed(self, v: Visitor) -> None:
+        _count_down(self.relayed, (v.home_address, v.home_agent))
+
+    def awaiting(self, home: IPv4Address, home_agent: IPv4Address) -> bool:
+        """A request for ``home`` went to ``home_agent`` and is not answered yet, or was
+        accepted: the home agent tunnels to us from the moment it accepts, before its
+        reply reaches us, and until the dataplane has added the visitor (the dataplane
+        asks only for what it has no visitor for)."""
+        return (home, home_agent) in self.relayed or (home, home_agent) in self.accepted_pairs
 
     def _drop_pending_count(self, mac: bytes) -> None:
         left = self.pending_by_mac.get(mac, 0) - 1
@@ -814,3 +842,12 @@ def _first_auth(reply: RegistrationReply) -> int:
         if isinstance(e, MnHaAuth | FaHaAuth | MnFaAuth):
             return i
     return len(reply.extensions)
+
+
+def _count_down(counts: dict[tuple[IPv4Address, IPv4Address], int],
+                pair: tuple[IPv4Address, IPv4Address]) -> None:
+    left = counts.get(pair, 0) - 1
+    if left > 0:
+        counts[pair] = left
+    else:
+        counts.pop(pair, None)

@@ -150,6 +150,8 @@ class FaDaemon(EngineDaemon[ForeignAgent]):
             table=dp.table, rule_priority=dp.rule_priority,
             log=self.log, replay=self.cfg.forwarding.replay,
             **self._site())
+        if isinstance(self.dataplane, FaDataplane):  # hold from the relay of a request
+            self.dataplane.awaiting = self.engine.awaiting
         await self.dataplane.start(loop)
         await self._start_flood_limit()
         carried = self.dataplane.encapsulations
@@ -263,11 +265,17 @@ class FaDaemon(EngineDaemon[ForeignAgent]):
         (a visitor the kernel refused is answered 66 and removed again)."""
         held: set[int] = set()
         extra: list[Any] = []
+        # the flood limit's exemptions after the replies (the MN and the previous FA wait on
+        # those), unless a removal in the same batch must come after them
+        exempt: list[bytes] = []
+        defer = not any(isinstance(a, RemoveVisitor) for a in actions)
         for a in actions:
             if isinstance(a, AddVisitor):
                 try:
                     await self.dataplane.add_visitor(a.visitor, a.previous)
-                    if a.previous is None:
+                    if a.previous is None and defer:
+                        exempt.append(a.visitor.mac)
+                    elif a.previous is None:
                         await self._exempt(a.visitor.mac, +1)
                 except Exception as exc:  # noqa: BLE001 - a refusal or a bug: never ack it
                     self.log("dataplane-error", "error", home=a.visitor.home_address,
@@ -303,6 +311,8 @@ class FaDaemon(EngineDaemon[ForeignAgent]):
                     self.log("advertisement-not-sent", "debug", reason=why)
             elif isinstance(a, Log):
                 self.log.emit(a)
+        for mac in exempt:
+            await self._exempt(mac, +1)
 
     async def _remove(self, a: RemoveVisitor) -> None:
         try:

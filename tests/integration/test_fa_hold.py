@@ -41,7 +41,7 @@ def say(obj: dict[str, Any]) -> None:
 
 async def driver() -> None:
     from mipro.core.fa import Visitor
-    from mipro.dataplane.fa.agent import HOLD_BYTES, FaDataplane
+    from mipro.dataplane.fa.agent import HOLD_BYTES, HOLD_EARLY, FaDataplane
     from mipro.wire.vendor import StaticRoute
 
     loop = asyncio.get_running_loop()
@@ -89,12 +89,49 @@ async def driver() -> None:
              "delivered": c.packets_in if c else 0,
              "unauthorised": relay.stats.dropped_unauthorised,
              "events": [e for e in events if e["event"].startswith("held-")],
+             "early": [list(map(str, p)) for p in dp.early],
              "visitor": v.key in dp.visitors, **extra})
+
+    # the engine's mark of a relayed request (ForeignAgent.awaiting), as the test sets it
+    out = {"pair": None}
+    dp.awaiting = lambda home, ha: (str(home), str(ha)) == out["pair"]
+
+    async def early(cmd: dict[str, Any]) -> None:
+        """A request relayed, not answered yet: what its HA tunnels is held from now;
+        then the reply accepts it (the add delivers them) or denies it (they go)."""
+        out["pair"] = (HOME, HA)
+        say({"awaiting": True})
+        want = (await command())["expect"]
+        while seen["offered"] < want and time.monotonic() - seen["last"] < 1.0:
+            await asyncio.sleep(0.02)
+        out["pair"] = None  # the reply is in: the engine's mark goes before the add
+        say({"early": [list(map(str, p)) for p in dp.early], "held_bytes": dp.held_bytes})
+        v = Visitor(home_address=IPv4Address(HOME), mac=bytes.fromhex(MAC.replace(":", "")),
+                    home_agent=IPv4Address(HA), care_of_address=IPv4Address(FA),
+                    source=IPv4Address(HOME), source_port=434, identification=1,
+                    requested_lifetime=600, reverse_tunnel=False, encapsulation="ipip",
+                    state="accepted", lifetime=600)
+        if cmd["early"] == "accepted":
+            dp._add_visitor = add  # type: ignore[method-assign] # the add at its own pace
+            try:
+                await dp.add_visitor(v)
+            finally:
+                dp._add_visitor = slow_add  # type: ignore[method-assign]
+        else:
+            await asyncio.sleep(HOLD_EARLY + 0.5)
+        report(v)
+        await command()
+        await dp.remove_visitor(v)
+        seen.update(offered=0, held=0, peak=0)
+        say({"removed": True})
 
     while True:
         cmd = await command()
         if cmd.get("stop"):
             break
+        if cmd.get("early"):
+            await early(cmd)
+            continue
         bad = (StaticRoute(IPv4Network("203.0.113.0/24"), IPv4Address("192.0.2.99")),)
         v = Visitor(home_address=IPv4Address(HOME), mac=bytes.fromhex(MAC.replace(":", "")),
                     home_agent=IPv4Address(HA), care_of_address=IPv4Address(FA),
@@ -260,3 +297,36 @@ def test_more_than_hold_bytes_during_the_add_is_cut_and_nothing_stays_held(lab, 
 
 if __name__ == "__main__" and sys.argv[1:] == ["driver"]:
     asyncio.run(driver())
+
+
+@pytest.mark.parametrize("answer", ["accepted", "denied"])
+def test_from_the_relay_of_the_request_the_has_tunnel_is_held_until_the_reply(lab, driver_in,
+                                                                              answer):
+    """The home agent tunnels to the new FA as soon as it has accepted, before its reply
+    is here: from the relay of the request on, what it sends for that home address is held
+    (not what another host sends); an acceptance delivers it, in order, after the add; a
+    denial (or no answer) drops it after HOLD_EARLY, counted, nothing left held."""
+    d = driver_in
+    sink = lab.udp_sink("mn", PORT, 8)
+    d.send({"early": answer})
+    d.read("awaiting")
+    inject(lab, "ha", HA, 10)  # the visitor's home agent: held
+    inject(lab, "cn-home", CN_HOME, 5, first=1000)  # not its home agent: dropped
+    d.send({"expect": 15})
+    before = d.read("early")
+    assert before == {"early": [[HOME, HA]], "held_bytes": 10 * PACKET}, before
+    done = d.read("held_bytes")
+    assert (done["held_bytes"], done["early"], done["adding"]) == (0, [], []), done
+    if answer == "accepted":
+        assert done["visitor"] and done["delivered"] == 10 and done["unauthorised"] == 5, done
+        assert [(e["event"], e["packets"]) for e in done["events"]] == \
+            [("held-delivered", "10")], done
+    else:
+        assert not done["visitor"] and done["delivered"] == 0, done
+        assert done["unauthorised"] == 15, done
+        assert [(e["event"], e["packets"]) for e in done["events"]] == \
+            [("held-dropped", "10")], done
+    d.send({})
+    d.read("removed")
+    seqs = [seq for seq, _ in arrivals(sink)]
+    assert seqs == (list(range(10)) if answer == "accepted" else []), seqs

@@ -168,9 +168,10 @@ def test_fa1_forwards_to_the_new_care_of_address_for_the_lifetime_asked():
     assert (e.home_address, e.home_agent, e.care_of_address) == (HOME, HA, FA2)
     assert e.forwarding and e.encapsulation == gre and e.expires == NOW + 5 + 10
     assert fas[FA1].cache[(HOME, HA)] is e
-    # the visitor goes before the pointer comes: its delivery route makes way
+    # the pointer comes before the visitor's kernel state goes (tens of ms): the relay
+    # re-tunnels and replays at once; its native route follows the visitor's removal
     kinds = [type(a) for a in seen if isinstance(a, RemoveVisitor | AddForward)]
-    assert kinds == [RemoveVisitor, AddForward]
+    assert kinds == [AddForward, RemoveVisitor]
     assert not of(RemoveForward, fas[FA1].handle_timer(NOW + 14))
     assert (HOME, HA) in fas[FA1].cache
     out = fas[FA1].handle_timer(NOW + 15)
@@ -222,3 +223,25 @@ def test_at_home_the_previous_fa_forwards_nothing():
     home_adv = Advertiser(AdvertPolicy(HA, 24, AgentFlags.H), NOW).handle_timer(NOW)[0].data
     seen = deliver(ha, fas, mn, mn.advertisement(home_adv, HA, NOW + 5), NOW + 5)
     assert of(AtHome, seen) and not of(AddForward, seen) and not fas[FA1].cache
+
+
+def test_a_relayed_request_is_awaited_until_the_visitor_leaves_or_its_timeout():
+    """The new FA may hold what the home agent tunnels from the relay of the request on
+    (the dataplane asks ``awaiting`` for what it has no visitor for yet); the mark stays
+    with an accepted visitor (until its add, the dataplane holds), goes with a denial,
+    the timeout, or the visitor leaving."""
+    for answered in (True, False):
+        ha, fas, mn = world()
+        fa = fas[FA1]
+        [req] = of(Send, mn.advertisement(advert(fa, NOW), FA1, NOW))
+        assert not fa.awaiting(HOME, HA)
+        [relayed] = of(Send, fa.request_from_mn(req.data, HOME, 5000, MAC, NOW))
+        assert fa.awaiting(HOME, HA) and not fa.awaiting(HOME, FA1)
+        if answered:
+            [reply] = of(Send, ha.receive(relayed.data, FA1, 434, NOW))
+            assert of(AddVisitor, fa.from_network(reply.data, HA, 434, NOW))
+            assert fa.awaiting(HOME, HA) and not fa.relayed  # accepted
+            assert of(RemoveVisitor, fa.handle_timer(NOW + 301))  # expired
+        else:  # no reply: 78 after the pending timeout
+            assert of(SendToLink, fa.handle_timer(NOW + 8))
+        assert not fa.awaiting(HOME, HA) and not fa.relayed and not fa.accepted_pairs

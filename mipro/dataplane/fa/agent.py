@@ -27,7 +27,13 @@ arrives natively for it (a local correspondent whose route has not moved
 yet) goes into a TUN towards that address, ``mipf-f<care-of in hex>``.  As
 the new FA, what the previous FA re-tunnels is accepted from it for the
 visitor that named it, and delivered through the visitor's realm as if its
-home agent had sent it.  The kernel backend does neither (yet): it logs so.
+home agent had sent it.  The kernel backend does the same with ipip links:
+``mipf-f<care-of>`` (to the new care-of address) takes the visitor's /32 in our
+table, so what the home agent's link decapsulates and what arrives natively
+both go there; the home agent's link and realm stay while a pointer needs
+them; as the new FA, ``mipf-p<previous FA>`` decapsulates what the previous FA
+re-tunnels for as long as a visitor that named it is here.  It has no replay
+buffer (the relay's; the kernel keeps no copies of what it delivered).
 
 A home agent may run on the same host: the FA's objects are its own by name
 (links ``mipf-*``), by table (``table`` .. ``table + 8447``) and by rule priority
@@ -40,6 +46,7 @@ import asyncio
 import contextlib
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
@@ -47,6 +54,7 @@ from pyroute2 import AsyncConntrack
 
 from ...core.fa import CacheEntry, Visitor, VisitorKey
 from ...wire.vendor import FilterRule, StaticRoute, Verdict
+from ..kernel.errors import KERNEL_ERRORS
 from ..kernel.filters import fail_closed
 from ..kernel.ipset import ipset_available
 from ..kernel.netlink import Netlink, set_sysctl
@@ -64,6 +72,7 @@ REALM_TABLE_OFFSET = 8192  # realm delivery tables: table + 8192 + 1 .. + 255
 REPLAY_PACKETS = 256  # at most this many recent packets per visitor for a replay
 REPLAY_LEFT = 64  # buffers of visitors that just left, waiting for their pointer
 HOLD_BYTES = 1 << 20  # what a home agent's tunnel brings a visitor still being added
+HOLD_EARLY = 2.0  # seconds a request's early hold lasts without its reply (then dropped)
 REVERSE_METRIC = 1000  # reverse tunnelling default: costlier than any profile route
 # what a visitor gets when its home agent sent a filter rule we cannot build exactly: its
 # policy chain sees only its packets, so this drops all it sends or receives through us
@@ -101,7 +110,8 @@ class FaDataplane:
         # forwarding pointers (we were the previous FA): (home, HA) → entry
         self.forwards: dict[tuple[IPv4Address, IPv4Address], CacheEntry] = {}
         self.native_forward: dict[IPv4Address, CacheEntry] = {}  # home → its routed entry
-        self.fwd_links: dict[IPv4Address, tuple[str, int]] = {}  # care-of → TUN
+        self.fwd_links: dict[IPv4Address, tuple[str, int]] = {}  # care-of → TUN/ipip link
+        self.prev_links: dict[IPv4Address, str] = {}  # kernel: previous FA → its ipip link
         # what a previous FA re-tunnels to us: (previous FA, home) → visitors that named it
         self.from_previous: dict[tuple[IPv4Address, IPv4Address], set[VisitorKey]] = {}
         # smooth handoff with buffering (Perkins and Wang): the last ``replay`` seconds of
@@ -119,6 +129,11 @@ class FaDataplane:
         # (home, HA) is kept (at most HOLD_BYTES in all) and delivered once they are
         self.adding: dict[tuple[IPv4Address, IPv4Address], list[bytes]] = {}
         self.held_bytes = 0
+        # and before that, from the relay of its request (the home agent tunnels to us once
+        # it has accepted, a moment before its reply is here): the engine's ``awaiting``
+        # says which (home, HA) have a request out; held until the add, HOLD_EARLY at most
+        self.awaiting: Callable[[IPv4Address, IPv4Address], bool] | None = None
+        self.early: dict[tuple[IPv4Address, IPv4Address], tuple[float, list[bytes]]] = {}
         self.left: OrderedDict[tuple[IPv4Address, IPv4Address],
                                deque[tuple[float, bytes]]] = OrderedDict()
 
@@ -216,7 +231,7 @@ class FaDataplane:
         pair = (v.home_address, v.home_agent)
         new = pair not in self.by_realm
         if new:
-            self.adding.setdefault(pair, [])
+            self.adding.setdefault(pair, []).extend(self.early.pop(pair, (0.0, []))[1])
         added = False
         try:
             await self._add_visitor(v, previous)
@@ -233,12 +248,41 @@ class FaDataplane:
                     self.relay.stats.dropped_unauthorised += len(held)
 
     def _hold(self, outer_src: IPv4Address, inner_dst: IPv4Address, pkt: bytes) -> bool:
-        q = self.adding.get((inner_dst, outer_src))
+        pair = (inner_dst, outer_src)
+        q = self.adding.get(pair)
+        if q is None and self.awaiting is not None and pair not in self.by_realm:
+            q = self._early_queue(pair)
         if q is None or self.held_bytes + len(pkt) > HOLD_BYTES:
             return False
         q.append(pkt)
         self.held_bytes += len(pkt)
         return True
+
+    def _early_queue(self, pair: tuple[IPv4Address, IPv4Address]) -> list[bytes] | None:
+        """The early hold of a request still out, made by its first packet (None if there
+        is no such request).  It lasts until the add takes it, or HOLD_EARLY: a denied or
+        unanswered request's packets go then (the engine's mark goes with the reply, a
+        moment before the add, so the mark is looked at only to begin one)."""
+        if pair in self.early:
+            return self.early[pair][1]
+        if self.awaiting is None or not self.awaiting(*pair):
+            return None
+        now = time.monotonic()
+        self.early[pair] = (now, [])
+        with contextlib.suppress(RuntimeError):  # no loop: a test's direct call
+            asyncio.get_running_loop().call_later(HOLD_EARLY, self._expire_early, pair, now)
+        return self.early[pair][1]
+
+    def _expire_early(self, pair: tuple[IPv4Address, IPv4Address], since: float) -> None:
+        if pair not in self.early or self.early[pair][0] != since:
+            return  # taken by the add (or a newer one)
+        _, held = self.early.pop(pair)
+        self.held_bytes -= sum(len(x) for x in held)
+        if self.relay is not None:
+            self.relay.stats.dropped_unauthorised += len(held)
+        if held:
+            self.log("held-dropped", "debug", home=pair[0], ha=pair[1], packets=len(held),
+                     reason="no accepted reply")
 
     async def _add_visitor(self, v: Visitor, previous: Visitor | None = None) -> None:
         current = self.visitors.get(v.key)
@@ -256,6 +300,8 @@ class FaDataplane:
             self.from_previous.setdefault((v.notify.previous_fa, v.home_address),
                                           set()).add(v.key)
         device, index = await self._ha_device(v.home_agent)
+        if v.notify is not None and v.notify.cache_lifetime:
+            await self._prev_device(v.notify.previous_fa)
         realm = self.realms.of(v.home_agent) or \
             await self.realms.create(v.home_agent, device, index)
         await self.realms.add(v.key, realm, self.table)
@@ -300,6 +346,7 @@ class FaDataplane:
             keys.discard(v.key)
             if not keys:
                 del self.from_previous[pair]
+        await self._drop_prev_devices()
         sharing = self.by_home.get(home, {})
         sharing.pop(v.key, None)
         if not sharing:
@@ -322,7 +369,12 @@ class FaDataplane:
         self._forget_flows(home, realm.mark if realm and others else None)
         if self.site is not None:
             await self.site.sync(home, others)
-        if realm is not None and not realm.members:
+        try:  # a pointer asked for before this removal takes the address now
+            await self._route_native(home)
+        except KERNEL_ERRORS as exc:
+            self.log("forwarding-unavailable", "warning", home=home, backend=self.name,
+                     reason=repr(exc))
+        if realm is not None and not realm.members and not self._kernel_forwards(v.home_agent):
             await self.realms.drop(realm)
             await self._drop_ha_device(v.home_agent)
 
@@ -332,17 +384,33 @@ class FaDataplane:
         """Re-tunnel what still comes for a visitor that moved on to its new care-of
         address: from its home agent's tunnel (the relay, in its realm), and natively
         when no visitor here holds that home address and no other realm forwards it."""
-        if self.relay is None:
+        if self.relay is None and e.encapsulation != "ipip":
             self.log("forwarding-unavailable", "warning", home=e.home_address,
-                     backend=self.name, reason="the kernel backend does not forward yet")
+                     backend=self.name, encapsulation=e.encapsulation,
+                     reason="the kernel backend's links are ipip")
             return
-        self.forwards[e.key] = e
+        self.forwards[e.key] = e  # the relay redirects from now on (_redirect)
         self._replay(e)
-        home = e.home_address
-        others = [f for f in self.forwards.values() if f.home_address == home and f is not e]
-        if self.sharing(home) or others:
-            if home in self.native_forward:  # two realms' pointers: neither natively
+        try:
+            await self._route_native(e.home_address)
+        except KERNEL_ERRORS as exc:  # the kernel refused the link or route: no pointer
+            self.log("forwarding-unavailable", "warning", home=e.home_address,
+                     backend=self.name, reason=repr(exc))
+            await self.remove_forward(e)
+
+    async def _route_native(self, home: IPv4Address) -> None:
+        """What arrives for ``home`` natively goes to its one pointer's TUN, once no visitor
+        here holds that address (the engine asks for the pointer before the visitor's
+        removal: remove_visitor comes back here) and no other realm forwards it."""
+        entries = [f for f in self.forwards.values() if f.home_address == home]
+        if not entries:
+            return
+        if self.sharing(home) or len(entries) > 1:
+            if len(entries) > 1 and home in self.native_forward:  # two realms: neither
                 await self._unroute_native(home)
+            return
+        e = entries[0]
+        if self.native_forward.get(home) is e:
             return
         name, index = await self._fwd_device(e.care_of_address)
         await self.nl.ipr.route("replace", dst=f"{home}/32", table=self.table, oif=index,
@@ -363,8 +431,9 @@ class FaDataplane:
 
     def _replay(self, e: CacheEntry) -> None:
         """Re-tunnel what we delivered in the last ``replay`` seconds: the MN may have been
-        off its link already (it cannot tell us which it got; duplicates are possible)."""
-        q = self.left.pop(e.key, None)
+        off its link already (it cannot tell us which it got; duplicates are possible).
+        The visitor may still be here (its removal follows) or have just left."""
+        q = self.left.pop(e.key, None) or self.recent.pop(e.key, None)
         if q is None or self.relay is None:
             return
         since = time.monotonic() - self.replay
@@ -381,7 +450,17 @@ class FaDataplane:
             await self._unroute_native(e.home_address)
         coa = e.care_of_address
         if not any(f.care_of_address == coa for f in self.native_forward.values()):
-            self._drop_fwd_device(coa)
+            await self._drop_fwd_device(coa)
+        realm = self.realms.of(e.home_agent)
+        if self.relay is None and realm is not None and not realm.members and \
+                not self._kernel_forwards(e.home_agent):  # kept for the pointer: goes now
+            await self.realms.drop(realm)
+            await self._drop_ha_device(e.home_agent)
+
+    def _kernel_forwards(self, ha: IPv4Address) -> bool:
+        """Kernel backend: a pointer of ``ha``'s realm needs its ipip link (which
+        decapsulates what the home agent still sends), so the link and realm stay."""
+        return self.relay is None and any(f.home_agent == ha for f in self.forwards.values())
 
     async def _unroute_native(self, home: IPv4Address) -> None:
         self.native_forward.pop(home, None)
@@ -389,6 +468,12 @@ class FaDataplane:
             await self.nl.route_del(IPv4Network(home), self.table)
 
     async def _fwd_device(self, coa: IPv4Address) -> tuple[str, int]:
+        if coa not in self.fwd_links and self.relay is None:  # kernel: an ipip link
+            name = f"{LINK_PREFIX}f{coa.packed.hex()}"
+            await self.nl.ipr.link("add", ifname=name, kind="ipip", ipip_local=str(self.coa),
+                                   ipip_remote=str(coa), ipip_ttl=64)
+            self.fwd_links[coa] = (name, await self.nl.link_up(name))
+            set_sysctl(f"net.ipv4.conf.{name}.rp_filter", "0")
         if coa not in self.fwd_links:
             name = f"{LINK_PREFIX}f{coa.packed.hex()}"
 
@@ -404,15 +489,44 @@ class FaDataplane:
             self.fwd_links[coa] = (name, index)
         return self.fwd_links[coa]
 
-    def _drop_fwd_device(self, coa: IPv4Address) -> None:
-        if self.fwd_links.pop(coa, None) is not None and self.relay is not None:
-            self.relay.remove_peer_tun(coa)
+    async def _drop_fwd_device(self, coa: IPv4Address) -> None:
+        link = self.fwd_links.pop(coa, None)
+        if link is None:
+            return
+        if self.relay is not None:  # closed a moment later: the kernel takes its time
+            self.relay.remove_peer_tun(coa, later=True)
+        else:
+            await self.nl.link_del(link[0])
+
+    async def _prev_device(self, previous_fa: IPv4Address) -> None:
+        """Kernel backend, as the new FA: an ipip link from the previous FA, which
+        decapsulates what it re-tunnels; our table delivers it (the relay checks each
+        packet against ``from_previous`` instead)."""
+        if self.relay is not None or previous_fa in self.prev_links:
+            return
+        name = f"{LINK_PREFIX}p{previous_fa.packed.hex()}"
+        try:
+            await self.nl.ipr.link("add", ifname=name, kind="ipip", ipip_local=str(self.coa),
+                                   ipip_remote=str(previous_fa), ipip_ttl=64)
+            await self.nl.link_up(name)
+        except KERNEL_ERRORS as exc:  # the registration stands; only the pointer's data goes
+            self.log("forwarding-unavailable", "warning", previous_fa=previous_fa,
+                     backend=self.name, reason=repr(exc))
+            await self.nl.link_del(name)
+            return
+        set_sysctl(f"net.ipv4.conf.{name}.rp_filter", "0")
+        self.prev_links[previous_fa] = name
+
+    async def _drop_prev_devices(self) -> None:
+        named = {fa for fa, _ in self.from_previous}
+        for fa in [fa for fa in self.prev_links if fa not in named]:
+            await self.nl.link_del(self.prev_links.pop(fa))
 
     def _redirect(self, outer_src: IPv4Address, inner_dst: IPv4Address):
         """The relay asks first: is this, from a home agent's tunnel, for a visitor of
         that realm that moved on (and is not back)?  Then where it goes now."""
         e = self.forwards.get((inner_dst, outer_src))
-        if e is None or (inner_dst, outer_src) in self.by_realm:
+        if e is None:  # (the engine ends a pointer before its visitor is back)
             return None
         return (e.care_of_address, e.encapsulation, e.key)
 

@@ -49,6 +49,11 @@ from .tun import open_tun
 BATCH = 64
 MTU = 1480  # 1500 minus the outer IPv4 header
 UDP_MTU = 1468  # ... minus UDP (8) and the RFC 3519 header (4): no outer fragments
+# remove_peer_tun(later=True) closes the TUN this long after, in a worker thread: the
+# kernel unregisters the device on the last close (15-20 ms measured), which would stall
+# the event loop in the middle of a handover (the FA drops a forwarding pointer's TUN
+# just before it adds the visitor that came back)
+CLOSE_DELAY = 0.2
 UDP_TUNNEL_HEADER = bytes((4, 4, 0, 0))  # RFC 3519 tunnel data, next header 4 (IPv4)
 
 
@@ -117,6 +122,8 @@ class UserspaceTunnel:
         self.udp_send: UdpSend | None = None
         self.udp_send_from: UdpSendFrom | None = None  # from a given local address
         self.peer_tuns: dict[IPv4Address, tuple[int, PeerOf]] = {}  # peer → (fd, peer_of)
+        self.tun_names: dict[IPv4Address, str] = {}
+        self.closing: dict[str, int] = {}  # TUNs gone, closed a little later: name → fd
         # a foreign agent's forwarding pointer: (outer source, inner destination) → where
         # to re-tunnel a decapsulated packet instead of delivering it (checked first)
         self.redirect: PeerOf | None = None
@@ -134,17 +141,33 @@ class UserspaceTunnel:
         the kernel routes into it is encapsulated as ``peer_of`` says."""
         if peer in self.peer_tuns:
             return
+        if ifname in self.closing:  # that device again before its close: close it first
+            os.close(self.closing.pop(ifname))
         fd = open_tun(ifname)
         self.peer_tuns[peer] = (fd, peer_of)
+        self.tun_names[peer] = ifname
         if self.loop is not None:
             self.loop.add_reader(fd, self._from_tun, fd, peer_of)
 
-    def remove_peer_tun(self, peer: IPv4Address) -> None:
+    def remove_peer_tun(self, peer: IPv4Address, later: bool = False) -> None:
         fd, _ = self.peer_tuns.pop(peer, (-1, None))
-        if fd >= 0:
+        name = self.tun_names.pop(peer, "")
+        if fd < 0:
+            return
+        if self.loop is None or not later:
             if self.loop is not None:
                 self.loop.remove_reader(fd)
             os.close(fd)
+            return
+        self.loop.remove_reader(fd)
+        self.closing[name] = fd
+        self.loop.call_later(CLOSE_DELAY, self._close_later, name, fd)
+
+    def _close_later(self, name: str, fd: int) -> None:
+        if self.closing.get(name) != fd or self.loop is None:  # closed already
+            return
+        del self.closing[name]
+        self.loop.run_in_executor(None, os.close, fd)
 
     def open(self) -> None:
         if self.ifname:
@@ -199,7 +222,10 @@ class UserspaceTunnel:
         self.ipip = self.gre = None
         self.extra = {}
         for peer in list(self.peer_tuns):
-            self.remove_peer_tun(peer)
+            self.remove_peer_tun(peer)  # the loop is gone: at once
+        for fd in self.closing.values():
+            os.close(fd)
+        self.closing.clear()
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
