@@ -7,6 +7,7 @@ import concurrent.futures
 import contextlib
 import os
 import socket
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,6 +42,11 @@ IP_FREEBIND = 15  # linux/in.h; not exported by Python's socket module
 RECV_BATCH = 256
 MAX_PEERS = 1 << 16
 RESTORE_SLICE = 2048  # restored bindings per kernel batch, between registrations
+# How soon a thread that holds the GIL must hand it over (CPython's default: 5 ms).  The
+# event loop lets go of the GIL at every send and receive; while the journal's threads
+# encode, each time it could wait 5 ms to get it back (bench/stallprobe.py: 20-60 ms lags
+# at a million bindings with the journal thread in its encoder).
+SWITCH_INTERVAL = 0.0005
 
 
 @dataclass(frozen=True)
@@ -175,6 +181,8 @@ class HaDaemon(EngineDaemon[HomeAgent]):
             self._advertise()
         self._reschedule()
         self.heap.start()  # subscribers and bindings are long-lived: out of the GC's scans
+        switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(SWITCH_INTERVAL)
         self.log("started", address=self.cfg.address, config=self.cfg.path,
                  bindings=len(self.engine.bindings), pid=os.getpid())
         notify("READY=1\nSTATUS=serving")
@@ -193,6 +201,7 @@ class HaDaemon(EngineDaemon[HomeAgent]):
         await self.work.join()
         worker.cancel()
         self.heap.stop()
+        sys.setswitchinterval(switch_interval)
         await self._final_flush()
         if self.redundancy is not None:
             await self.redundancy.stop()
@@ -508,7 +517,7 @@ class HaDaemon(EngineDaemon[HomeAgent]):
             return
         busy = self.compacting is not None and not self.compacting.done()
         if not busy and self.journal.needs_compaction(len(self.engine.bindings)):
-            job = self.journal.compact_in_background(list(self.engine.bindings))
+            job = self.journal.compact_in_background(self.engine.bindings.slices)
             self.compacting = asyncio.wrap_future(job)
             self.compacting.add_done_callback(self._state_written)
         elif (written := self.journal.flush_in_background()) is not None:
@@ -537,7 +546,7 @@ class HaDaemon(EngineDaemon[HomeAgent]):
             return {"error": f"unknown command {request.get('command')!r}"}
         now = time.time()
         bindings = []
-        in_kernel = self.dataplane.bindings if self.dataplane is not None else {}
+        in_kernel: Any = self.dataplane.bindings if self.dataplane is not None else {}
         for b in sorted(self.engine.bindings, key=lambda b: b.home_address):
             entry = {"home_address": str(b.home_address),
                      "care_of_address": str(b.care_of_address),
