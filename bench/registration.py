@@ -188,10 +188,14 @@ def start(tree: Path, conf: Path, n: int, seed: str, kernel: bool,
     return ha, out
 
 
-def phase(ha: Ha, n: int, name: str, requests: int, seed: str) -> dict:
+def phase(ha: Ha, n: int, name: str, requests: int, seed: str, hup_after: float = 0) -> dict:
+    """``hup_after``: SIGHUP the HA (a reload of the subscriber file) this many seconds in."""
     user0, sys0 = cpu_seconds(ha.p.pid)
     t0 = time.time()
     p = gen("--n", str(n), "--phase", name, "--requests", str(requests), "--seed", seed)
+    if hup_after:
+        time.sleep(hup_after)
+        ha.p.send_signal(signal.SIGHUP)  # ip netns exec and taskset exec: the HA's pid
     res = json.loads(p.communicate()[0])
     user1, sys1 = cpu_seconds(ha.p.pid)
     if ha.stalls is not None:
@@ -233,6 +237,8 @@ def run_case(tree: Path, label: str, n: int, backend: str, subs: Path, base_kib:
             if kernel:
                 out["kernel_routes"] = kernel_routes()
             out["renew"] = phase(ha, n, "renew", renewals, a.seed)
+            if a.reload:
+                out["renew+HUP"] = phase(ha, n, "renew", renewals, a.seed, hup_after=2)
             out["rss_mib_bound"] = round(rss_kib(ha.p.pid) / 1024)
             if a.restart:
                 ha.stop()
@@ -265,9 +271,11 @@ def base_rss(tree: Path, tmp: Path, seed: str) -> int:
 def print_case(r: dict) -> None:
     s = r["start"]
     head = f"{r['tree']:<8} {r['n']:>8} {r['backend']:<20}"
-    for name in ("new", "renew", "dereg"):
+    for name in ("new", "renew", "renew+HUP", "dereg"):
+        if name not in r:
+            continue
         x = r[name]
-        print(f"{head} {name:<6} {x['rate']:>8.0f} {x['cpu_us']:>7.1f} {x['sys_us']:>6.1f} "
+        print(f"{head} {name:<9} {x['rate']:>8.0f} {x['cpu_us']:>7.1f} {x['sys_us']:>6.1f} "
               f"{x['p50_ms']:>7.2f} {x['p99_ms']:>7.2f} {x['max_ms']:>8.1f} {x['lost']:>5} "
               f"{json.dumps(x['codes'])}", flush=True)
         stalls = x.get("stalls")
@@ -300,6 +308,8 @@ def main() -> None:
                    help="restart the HA with its bindings before deregistering: start-up times")
     p.add_argument("--trees", default=f"this={HERE.parent}",
                    help="LABEL=DIR,... source trees of the HA to compare in the same run")
+    p.add_argument("--reload", action="store_true",
+                   help="renew again with a SIGHUP (subscriber file reread) 2 s into it")
     p.add_argument("--stalls", action="store_true",
                    help="run the HA under bench/stallprobe.py: what held its loop up, by phase")
     p.add_argument("--seed", default="bench")
@@ -313,7 +323,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="mipro-bench-subs-") as tmp:
         tmpd = Path(tmp)
         bases = {label: base_rss(tree, tmpd, a.seed) for label, tree in trees}
-        print(f"{'tree':<8} {'MNs':>8} {'dataplane':<20} {'phase':<6} {'reply/s':>8} "
+        print(f"{'tree':<8} {'MNs':>8} {'dataplane':<20} {'phase':<9} {'reply/s':>8} "
               f"{'CPU µs':>7} {'sys µs':>6} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>8} "
               f"{'lost':>5} codes")
         for n in (int(x) for x in a.sizes.split(",")):

@@ -28,7 +28,7 @@ from ..dataplane.kernel.netlink import Netlink
 from ..dataplane.link.linklayer import IcmpLink
 from ..subscribers.cache import CachedStore
 from ..subscribers.file_store import load_subscribers
-from ..subscribers.model import StoreUnavailable, Unavailable
+from ..subscribers.model import MemoryStore, StoreUnavailable, Unavailable
 from ..wire import AgentFlags
 from .daemon import EngineDaemon, datagrams, run_daemon
 from .gcpolicy import LongLivedHeap
@@ -124,6 +124,8 @@ class HaDaemon(EngineDaemon[HomeAgent]):
         self.heap = LongLivedHeap()
         self.peers: dict[str, IPv4Address] = {}  # senders seen lately, by their text
         self.reinstalling: asyncio.Task | None = None  # restored bindings into the kernel
+        self.reloading: asyncio.Task | None = None  # a SIGHUP's subscriber file being read
+        self.reload_again = False  # a SIGHUP came while reading: read it again after
 
     @property
     def dp(self) -> HaDataplane | FakeHaDataplane:
@@ -198,6 +200,8 @@ class HaDaemon(EngineDaemon[HomeAgent]):
             self.advert_timer.cancel()
         if self.reinstalling is not None:
             self.reinstalling.cancel()
+        if self.reloading is not None:  # its thread finishes; what it read is dropped
+            self.reloading.cancel()
         await self.work.join()
         worker.cancel()
         self.heap.stop()
@@ -288,9 +292,42 @@ class HaDaemon(EngineDaemon[HomeAgent]):
             if not a.done.done():
                 a.done.set_result(None)
 
+    def reload(self) -> None:
+        """SIGHUP.  The subscriber file is read and checked in a thread (a million
+        subscribers take ~8 s), so the home agent goes on answering with the store it has;
+        the new configuration is swapped in on the event loop once its store is built, or
+        refused whole (file, key, problem) with the old one kept.  A SIGHUP meanwhile
+        reloads again once this one is done."""
+        if self.reloading is not None and not self.reloading.done():
+            self.reload_again = True
+            return
+        new = self.reload_candidate()
+        if new is not None:
+            self.reloading = asyncio.get_running_loop().create_task(self._reload_store(new))
+
+    async def _reload_store(self, cfg: HaConfig) -> None:
+        self.log("reload-reading", store=cfg.subscriber_store,
+                 file=cfg.subscribers_file or "-")
+        try:
+            store = await asyncio.to_thread(make_store, cfg)
+        except ConfigError as exc:  # the old configuration stays
+            self._refuse(exc.errors)
+        except Exception as exc:  # a bug in a store must not take the daemon down
+            self._internal_error("reload", exc)
+            self.log("reload-kept-old-config", "warning")
+        else:
+            if not self.stopping.is_set():
+                self.swap_in(cfg, self._prepare(cfg, store))
+        finally:
+            if self.reload_again and not self.stopping.is_set():
+                self.reload_again = False
+                asyncio.get_running_loop().call_soon(self._guarded_reload)
+
     def prepare_reload(self, cfg: HaConfig) -> Callable[[], None]:
         """The subscriber file (or directory settings) is read again on every reload."""
-        store = make_store(cfg)  # ConfigError: the old configuration stays
+        return self._prepare(cfg, make_store(cfg))  # ConfigError: the old config stays
+
+    def _prepare(self, cfg: HaConfig, store: Any) -> Callable[[], None]:
         policy = make_policy(cfg, self.dataplane.udp_tunnels if self.dataplane else True)
         new_peers = set(cfg.fa_peers) - set(self.cfg.fa_peers)
 
@@ -301,6 +338,8 @@ class HaDaemon(EngineDaemon[HomeAgent]):
             self.engine.set_store(store)
             if old is not store and hasattr(old, "close"):
                 old.close()
+            if old is not store and isinstance(old, MemoryStore):  # freed bit by bit
+                asyncio.get_running_loop().run_in_executor(None, old.release)
             if self.advertiser is not None:
                 self.advertiser.policy = make_advert_policy(cfg)
             if self.flood_limit is not None and new_peers:  # removed ones: at a restart

@@ -132,6 +132,15 @@ class MemoryStore:
     def __len__(self) -> int:
         return len(self.by_home)
 
+    def release(self) -> None:
+        """Empty the store a few hundred subscribers at a time, for a thread to call on a
+        store that a reload replaced: dropping a million-entry dict frees every subscriber
+        in one C call that holds the GIL (~0.3 s), this lets go of it in between."""
+        for table in (self.by_nai, self.by_home):
+            while table:
+                for _ in range(min(256, len(table))):
+                    table.popitem()
+
 
 class BlockingDirectory:
     """A store without ``peek`` (a test double, a plugin) asked synchronously."""
