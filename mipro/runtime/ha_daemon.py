@@ -66,7 +66,8 @@ def make_store(cfg: HaConfig) -> Any:
 
     settings = dict(cfg.ldap or {})
     ttl, negative_ttl = settings.pop("cache_ttl"), settings.pop("cache_negative_ttl")
-    return CachedStore(LdapStore(LdapSettings(**settings)), ttl, negative_ttl)
+    size = settings.pop("cache_size")
+    return CachedStore(LdapStore(LdapSettings(**settings)), ttl, negative_ttl, size)
 
 
 def make_policy(cfg: HaConfig, udp_tunnels: bool = True) -> HaPolicy:
