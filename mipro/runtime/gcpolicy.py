@@ -40,12 +40,6 @@ class LongLivedHeap:
         gc.set_threshold(gen0, gen1, NEVER)
         self.timer = asyncio.get_running_loop().call_later(self.interval, self._tick)
 
-    def settled(self) -> None:
-        """What was just built is long-lived and cycle-free (the restored bindings):
-        frozen at once, not walked by the next tick's collection (a few start-up cycles
-        already dead then are kept: a freeze does not look)."""
-        gc.freeze()
-
     def _tick(self) -> None:
         gc.collect(2)  # generation 2 holds what survived since the last tick only
         gc.freeze()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import gc
 import os
 import socket
 import sys
@@ -166,11 +167,16 @@ class HaDaemon(EngineDaemon[HomeAgent]):
         worker = asyncio.create_task(self._worker())
         if self.redundancy is not None:  # before the state file: no kernel state until primary
             await self.redundancy.start(await local_addresses())
-        # subscribers are long-lived: out of the GC's scans before the state file is read
-        # (py-spy at 1,000,000: full collections over them were most of a restart's load)
-        self.heap.start()
-        self._restore()
-        self.heap.settled()  # so are the restored bindings: frozen, no collection needed
+        # no collections while the state file is read: at 1,000,000 full collections over
+        # the loaded subscribers were most of a restart's load (py-spy); heap.start below
+        # freezes it all
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            self._restore()
+        finally:
+            if enabled:
+                gc.enable()
         for address in self.cfg.addresses:
             sock = open_socket(address)
             self.socks[address] = sock
@@ -187,6 +193,7 @@ class HaDaemon(EngineDaemon[HomeAgent]):
             self.add_input(self.icmp.fileno(), self._on_icmp)
             self._advertise()
         self._reschedule()
+        self.heap.start()  # subscribers and bindings are long-lived: out of the GC's scans
         switch_interval = sys.getswitchinterval()
         sys.setswitchinterval(SWITCH_INTERVAL)
         self.log("started", address=self.cfg.address, config=self.cfg.path,
