@@ -103,7 +103,7 @@ bench-failover: setup
 # The home agent at operator scale (issue 15): 100 to 1,000,000 MNs, start-up and restart,
 # fake vs kernel dataplane in the same run; memory per subscriber by store.
 bench-scale: setup
-	$(PY) bench/registration.py --sizes 100,100000,1000000 --backends fake,userspace:interface --restart
+	$(PY) bench/registration.py --sizes 100,100000,1000000 --backends fake,userspace:interface --restart --reload
 	$(PY) bench/subscriber_memory.py --sizes 10000,100000
 
 # Hostile floods at the HA and the FA while a real MN registers (bench/flood.py; builds

@@ -131,12 +131,14 @@ def gen(*args: str) -> subprocess.Popen:
 class Ha:
     """One `mipro ha`, from source tree ``tree``, pinned to CPU 0."""
 
-    def __init__(self, tree: Path, conf: Path, log: Path) -> None:
+    def __init__(self, tree: Path, conf: Path, log: Path, stalls: Path | None = None) -> None:
         self.log = open(log, "a")  # noqa: SIM115
         self.t0 = time.time()
+        self.stalls = stalls
         env = dict(os.environ, PYTHONPATH=str(tree))
+        probe = [str(HERE / "stallprobe.py"), str(stalls)] if stalls else []
         self.p = subprocess.Popen(["ip", "netns", "exec", HA_NS, "taskset", "-c", "0", PY,
-                                   "-m", "mipro.cli", "ha", "--config", str(conf)],
+                                   *probe, "-m", "mipro.cli", "ha", "--config", str(conf)],
                                   stdout=self.log, stderr=subprocess.STDOUT, cwd=tree, env=env)
         self.sock = conf.parent / "ha.sock"
 
@@ -157,14 +159,15 @@ class Ha:
         self.log.close()
 
 
-def start(tree: Path, conf: Path, n: int, seed: str, kernel: bool) -> tuple[Ha, dict]:
+def start(tree: Path, conf: Path, n: int, seed: str, kernel: bool,
+          stalls: bool = False) -> tuple[Ha, dict]:
     """Start the HA with a probe running from the same instant; the figures of its
     start-up: until the control socket, the first reply, and (restored bindings) until
     the kernel holds ``kernel`` routes."""
     log = conf.parent / "ha.log"
     if (conf.parent / "ha.sock").exists():
         (conf.parent / "ha.sock").unlink()
-    ha = Ha(tree, conf, log)
+    ha = Ha(tree, conf, log, conf.parent / "stalls.log" if stalls else None)
     probe = gen("--n", str(n + 1), "--phase", "probe", "--probe", str(n), "--seed", seed,
                 "--since", str(ha.t0), "--timeout", "900")
     out: dict = {}
@@ -185,15 +188,33 @@ def start(tree: Path, conf: Path, n: int, seed: str, kernel: bool) -> tuple[Ha, 
     return ha, out
 
 
-def phase(ha: Ha, n: int, name: str, requests: int, seed: str) -> dict:
+def phase(ha: Ha, n: int, name: str, requests: int, seed: str, hup_after: float = 0) -> dict:
+    """``hup_after``: SIGHUP the HA (a reload of the subscriber file) this many seconds in."""
     user0, sys0 = cpu_seconds(ha.p.pid)
+    t0 = time.time()
     p = gen("--n", str(n), "--phase", name, "--requests", str(requests), "--seed", seed)
+    if hup_after:
+        time.sleep(hup_after)
+        ha.p.send_signal(signal.SIGHUP)  # ip netns exec and taskset exec: the HA's pid
     res = json.loads(p.communicate()[0])
     user1, sys1 = cpu_seconds(ha.p.pid)
+    if ha.stalls is not None:
+        res["stalls"] = stall_events(ha.stalls, t0, time.time())
     replies = max(1, sum(res["codes"].values()))
     res["cpu_us"] = round((user1 - user0 + sys1 - sys0) / replies * 1e6, 1)
     res["sys_us"] = round((sys1 - sys0) / replies * 1e6, 1)
     return res
+
+
+def stall_events(path: Path, t0: float, t1: float) -> list[str]:
+    """The probe's events (bench/stallprobe.py) between t0 and t1, longest first."""
+    events = []
+    for line in path.read_text().splitlines():
+        at, _, text = line.partition(" ")
+        if t0 <= float(at) <= t1 and not text.startswith("probe"):
+            ms = float(text.split("ms=")[1].split()[0]) if "ms=" in text else 0.0
+            events.append((ms, f"+{float(at) - t0:.1f}s {text}"))
+    return [text for _, text in sorted(events, reverse=True)]
 
 
 def run_case(tree: Path, label: str, n: int, backend: str, subs: Path, base_kib: int,
@@ -205,7 +226,7 @@ def run_case(tree: Path, label: str, n: int, backend: str, subs: Path, base_kib:
         netns_up()
         ha = None
         try:
-            ha, startup = start(tree, conf, n, a.seed, False)
+            ha, startup = start(tree, conf, n, a.seed, False, a.stalls)
             rss_loaded = rss_kib(ha.p.pid)
             out = {"tree": label, "n": n, "backend": backend, "start": startup,
                    "rss_mib": round(rss_loaded / 1024),
@@ -217,10 +238,12 @@ def run_case(tree: Path, label: str, n: int, backend: str, subs: Path, base_kib:
                 out["kernel_routes"] = kernel_routes()
             out["renew"] = phase(ha, n, "renew", renewals, a.seed)
             out["rss_mib_bound"] = round(rss_kib(ha.p.pid) / 1024)
+            if a.reload:  # the RSS above is without a reload's two stores at once
+                out["renew+HUP"] = phase(ha, n, "renew", renewals, a.seed, hup_after=2)
             if a.restart:
                 ha.stop()
                 ha = None
-                ha, out["restart"] = start(tree, conf, n, a.seed, kernel)
+                ha, out["restart"] = start(tree, conf, n, a.seed, kernel, a.stalls)
             out["dereg"] = phase(ha, n, "dereg", n, a.seed)
             return out
         finally:
@@ -248,11 +271,18 @@ def base_rss(tree: Path, tmp: Path, seed: str) -> int:
 def print_case(r: dict) -> None:
     s = r["start"]
     head = f"{r['tree']:<8} {r['n']:>8} {r['backend']:<20}"
-    for name in ("new", "renew", "dereg"):
+    for name in ("new", "renew", "renew+HUP", "dereg"):
+        if name not in r:
+            continue
         x = r[name]
-        print(f"{head} {name:<6} {x['rate']:>8.0f} {x['cpu_us']:>7.1f} {x['sys_us']:>6.1f} "
+        print(f"{head} {name:<9} {x['rate']:>8.0f} {x['cpu_us']:>7.1f} {x['sys_us']:>6.1f} "
               f"{x['p50_ms']:>7.2f} {x['p99_ms']:>7.2f} {x['max_ms']:>8.1f} {x['lost']:>5} "
               f"{json.dumps(x['codes'])}", flush=True)
+        stalls = x.get("stalls")
+        if stalls is not None:
+            print(f"{'':8} {len(stalls)} probe events, longest: ", flush=True)
+            for text in stalls[:8]:
+                print(f"{'':10} {text[:400]}", flush=True)
     extra = f"{head} start {s['first_reply_s']} s, RSS {r['rss_mib']} MiB " \
             f"({r['rss_per_subscriber']} B/subscriber, {r['rss_per_binding']} B/binding, " \
             f"{r['rss_mib_bound']} MiB bound)"
@@ -278,6 +308,10 @@ def main() -> None:
                    help="restart the HA with its bindings before deregistering: start-up times")
     p.add_argument("--trees", default=f"this={HERE.parent}",
                    help="LABEL=DIR,... source trees of the HA to compare in the same run")
+    p.add_argument("--reload", action="store_true",
+                   help="renew again with a SIGHUP (subscriber file reread) 2 s into it")
+    p.add_argument("--stalls", action="store_true",
+                   help="run the HA under bench/stallprobe.py: what held its loop up, by phase")
     p.add_argument("--seed", default="bench")
     p.add_argument("--json", default=str(HERE / "results" / "registration.json"))
     a = p.parse_args()
@@ -289,7 +323,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="mipro-bench-subs-") as tmp:
         tmpd = Path(tmp)
         bases = {label: base_rss(tree, tmpd, a.seed) for label, tree in trees}
-        print(f"{'tree':<8} {'MNs':>8} {'dataplane':<20} {'phase':<6} {'reply/s':>8} "
+        print(f"{'tree':<8} {'MNs':>8} {'dataplane':<20} {'phase':<9} {'reply/s':>8} "
               f"{'CPU µs':>7} {'sys µs':>6} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>8} "
               f"{'lost':>5} codes")
         for n in (int(x) for x in a.sizes.split(",")):

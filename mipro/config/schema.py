@@ -197,6 +197,9 @@ def _sa(c: Checker, prefix: str) -> SecurityAssociation | None:
 REQUIRED_SPI = 256  # SPIs 0-255 are reserved (RFC 5944 §1.6); a missing SPI defaults to 256
 
 
+MAX_CACHE = 20_000_000  # subscribers.ldap.cache_size: ~0.66 KB each, ~13 GB at most
+
+
 def _ldap(c: Checker) -> dict | None:
     """[subscribers.ldap]: where the mobile service manager's directory is."""
     url = c.get("subscribers.ldap.url", str, None,
@@ -228,7 +231,8 @@ def _ldap(c: Checker) -> dict | None:
             "starttls": c.get("subscribers.ldap.starttls", bool, False), "ca_file": ca_file,
             "timeout": c.number("subscribers.ldap.timeout", 3.0, 0.1),
             "cache_ttl": c.number("subscribers.ldap.cache_ttl", 60.0, 0.0),
-            "cache_negative_ttl": c.number("subscribers.ldap.cache_negative_ttl", 5.0, 0.0)}
+            "cache_negative_ttl": c.number("subscribers.ldap.cache_negative_ttl", 5.0, 0.0),
+            "cache_size": c.integer("subscribers.ldap.cache_size", 200_000, 1, MAX_CACHE)}
 
 
 def _encapsulations(c: Checker, key: str) -> frozenset[str]:
@@ -282,7 +286,7 @@ def load_ha(path: str | Path) -> HaConfig:
         "redundancy": {"local_address", "peer_address", "key", "group", "port", "notify_fifo",
                        "keepalived_conf", "alone_after", "process_name"},
         "subscribers.ldap": {"url", "base_dn", "bind_dn", "password_file", "starttls", "ca_file",
-                             "timeout", "cache_ttl", "cache_negative_ttl"},
+                             "timeout", "cache_ttl", "cache_negative_ttl", "cache_size"},
         "ha": {"address", "home_interface", "home_network", "max_lifetime", "replay_window",
                "encapsulations", "reverse_tunneling", "vendor_id", "proxy_arp", "advertise",
                "kernel_tunnels",

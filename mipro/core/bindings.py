@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address
 from typing import Any
 
+from .addressmap import AddressMap
+
 
 def dotted(address: IPv4Address) -> str:
     """``str(address)`` at half the cost (the journal writes four per change)."""
@@ -72,19 +74,26 @@ class BindingTable:
     real expiry.  So the heap holds one live entry per binding (``_entry`` says which)
     and a renewal costs no heap work; entries of removed bindings, or of bindings
     replaced with an earlier expiry, are dropped when they surface.  Should they ever
-    outnumber the bindings (a subscriber flapping fast), the heap is rebuilt."""
+    outnumber the bindings (a subscriber flapping fast), the heap is rebuilt.  The maps
+    are AddressMaps: no stall when a million-entry table grows (core/addressmap.py)."""
 
     def __init__(self) -> None:
-        self._by_home: dict[IPv4Address, Binding] = {}
+        self._by_home: AddressMap[Binding] = AddressMap()
         self._heap: list[tuple[float, int, IPv4Address]] = []
-        self._entry: dict[IPv4Address, tuple[float, int, IPv4Address]] = {}
+        self._entry: AddressMap[tuple[float, int, IPv4Address]] = AddressMap()
         self._seq = 0
 
     def __len__(self) -> int:
         return len(self._by_home)
 
     def __iter__(self) -> Iterator[Binding]:
-        return iter(list(self._by_home.values()))
+        """Every binding; safe while the table changes (a shard is copied when reached)."""
+        return self._by_home.values()
+
+    def slices(self) -> Iterator[list[Binding]]:
+        """The bindings in 256 lists, each copied when it is reached: what a snapshot
+        thread reads while the event loop goes on changing the table."""
+        return self._by_home.slices()
 
     def get(self, home: IPv4Address) -> Binding | None:
         return self._by_home.get(home)
@@ -137,5 +146,5 @@ class BindingTable:
         """One entry per binding again: O(n), and only after n dropped entries piled up."""
         self._heap = [(b.expires, i, home) for i, (home, b) in enumerate(self._by_home.items())]
         heapq.heapify(self._heap)
-        self._entry = {entry[2]: entry for entry in self._heap}
+        self._entry = AddressMap((entry[2], entry) for entry in self._heap)
         self._seq = len(self._heap)

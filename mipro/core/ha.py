@@ -54,6 +54,7 @@ from ..wire import (
 from ..wire.messages import REGISTRATION_REQUEST
 from ..wire.sync import BindingBlock
 from .actions import Action, FetchSubscriber, InstallBinding, Log, RemoveBinding, Send
+from .addressmap import AddressMap
 from .bindings import Binding, BindingTable
 from .limits import SourceLimiter, TokenBucket
 
@@ -148,7 +149,7 @@ class HomeAgent:
         self.store = store
         self.directory = directory_of(store)
         self.bindings = BindingTable()
-        self.replay: dict[IPv4Address, _ReplayState] = {}
+        self.replay: AddressMap[_ReplayState] = AddressMap()  # no stall as it grows
         self.challenges: dict[IPv4Address, _Challenge] = {}
         self.ctx = DecodeContext(vendor_id=policy.vendor_id)
         self.counters: dict[str, int] = {}

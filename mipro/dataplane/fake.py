@@ -17,6 +17,7 @@ from collections.abc import Callable
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import Any
 
+from ..core.addressmap import AddressMap
 from ..core.bindings import Binding
 from ..core.fa import CacheEntry, Visitor, VisitorKey
 from ..wire.vendor import FilterRule, StaticRoute
@@ -88,7 +89,7 @@ class FakeHaDataplane:
     name = "fake"
 
     def __init__(self, log: Any = None, fail_on: set[IPv4Address] | None = None) -> None:
-        self.bindings: dict[IPv4Address, Binding] = {}
+        self.bindings: AddressMap[Binding] = AddressMap()  # no stall as it grows
         self.calls: RecentCalls = RecentCalls()
         self.fail_on = fail_on or set()
 

@@ -28,6 +28,7 @@ from typing import Any
 import iptc
 from pyroute2.ipset import AsyncIPSet
 
+from ..core.addressmap import AddressMap
 from ..core.bindings import Binding
 from .kernel import rtbatch
 from .kernel.ipset import MAX_MEMBERS, destroy_sets, member_request
@@ -101,7 +102,7 @@ class HaDataplane:
         self.proxy_sysctl_was: str | None = None
         self.log = log
         self.nl = Netlink()
-        self.bindings: dict[IPv4Address, Binding] = {}
+        self.bindings: AddressMap[Binding] = AddressMap()  # no stall as it grows
         self.links: dict[str, list[int]] = {}  # kernel backend: name -> [users, ifindex]
         # interface indexes we give our tunnel links, far above the kernel's own (it counts
         # up from 1), so a link and the routes through it go in one netlink batch

@@ -132,23 +132,35 @@ class EngineDaemon(Generic[E]):
     LIVE: frozenset[str] = frozenset()  # dotted keys (or "table." prefixes) that reload live
 
     def reload(self) -> None:
-        old = self.cfg
-        try:
-            new = type(self).LOAD(old.path)
-        except ConfigError as exc:
-            self._refuse(exc.errors)
-            return
-        changed = config_changes(old, new)
-        restart = [k for k in changed if not self.reloads_live(k)]
-        if restart:
-            self.log("reload-needs-restart", "warning", keys=",".join(restart))
-            self.log("reload-kept-old-config", "warning")
+        new = self.reload_candidate()
+        if new is None:
             return
         try:
             commit = self.prepare_reload(new)
         except ConfigError as exc:  # e.g. the subscriber file, read as part of it
             self._refuse(exc.errors)
             return
+        self.swap_in(new, commit)
+
+    def reload_candidate(self) -> Any | None:
+        """The configuration file read again, if it can apply live (else None, said why)."""
+        old = self.cfg
+        try:
+            new = type(self).LOAD(old.path)
+        except ConfigError as exc:
+            self._refuse(exc.errors)
+            return None
+        restart = [k for k in config_changes(old, new) if not self.reloads_live(k)]
+        if restart:
+            self.log("reload-needs-restart", "warning", keys=",".join(restart))
+            self.log("reload-kept-old-config", "warning")
+            return None
+        return new
+
+    def swap_in(self, new: Any, commit: Callable[[], None]) -> None:
+        """Run what ``prepare_reload(new)`` returned; roll back whole if it fails."""
+        old = self.cfg
+        changed = config_changes(old, new)
         try:
             commit()
         except Exception as exc:

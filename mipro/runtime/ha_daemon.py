@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import gc
 import os
 import socket
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,7 +29,7 @@ from ..dataplane.kernel.netlink import Netlink
 from ..dataplane.link.linklayer import IcmpLink
 from ..subscribers.cache import CachedStore
 from ..subscribers.file_store import load_subscribers
-from ..subscribers.model import StoreUnavailable, Unavailable
+from ..subscribers.model import MemoryStore, StoreUnavailable, Unavailable
 from ..wire import AgentFlags
 from .daemon import EngineDaemon, datagrams, run_daemon
 from .gcpolicy import LongLivedHeap
@@ -41,6 +43,11 @@ IP_FREEBIND = 15  # linux/in.h; not exported by Python's socket module
 RECV_BATCH = 256
 MAX_PEERS = 1 << 16
 RESTORE_SLICE = 2048  # restored bindings per kernel batch, between registrations
+# How soon a thread that holds the GIL must hand it over (CPython's default: 5 ms).  The
+# event loop lets go of the GIL at every send and receive; while the journal's threads
+# encode, each time it could wait 5 ms to get it back (bench/stallprobe.py: 20-60 ms lags
+# at a million bindings with the journal thread in its encoder).
+SWITCH_INTERVAL = 0.0005
 
 
 @dataclass(frozen=True)
@@ -60,7 +67,8 @@ def make_store(cfg: HaConfig) -> Any:
 
     settings = dict(cfg.ldap or {})
     ttl, negative_ttl = settings.pop("cache_ttl"), settings.pop("cache_negative_ttl")
-    return CachedStore(LdapStore(LdapSettings(**settings)), ttl, negative_ttl)
+    size = settings.pop("cache_size")
+    return CachedStore(LdapStore(LdapSettings(**settings)), ttl, negative_ttl, size)
 
 
 def make_policy(cfg: HaConfig, udp_tunnels: bool = True) -> HaPolicy:
@@ -118,6 +126,8 @@ class HaDaemon(EngineDaemon[HomeAgent]):
         self.heap = LongLivedHeap()
         self.peers: dict[str, IPv4Address] = {}  # senders seen lately, by their text
         self.reinstalling: asyncio.Task | None = None  # restored bindings into the kernel
+        self.reloading: asyncio.Task | None = None  # a SIGHUP's subscriber file being read
+        self.reload_again = False  # a SIGHUP came while reading: read it again after
 
     @property
     def dp(self) -> HaDataplane | FakeHaDataplane:
@@ -157,7 +167,16 @@ class HaDaemon(EngineDaemon[HomeAgent]):
         worker = asyncio.create_task(self._worker())
         if self.redundancy is not None:  # before the state file: no kernel state until primary
             await self.redundancy.start(await local_addresses())
-        self._restore()
+        # no collections while the state file is read: at 1,000,000 full collections over
+        # the loaded subscribers were most of a restart's load (py-spy); heap.start below
+        # freezes it all
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            self._restore()
+        finally:
+            if enabled:
+                gc.enable()
         for address in self.cfg.addresses:
             sock = open_socket(address)
             self.socks[address] = sock
@@ -175,6 +194,8 @@ class HaDaemon(EngineDaemon[HomeAgent]):
             self._advertise()
         self._reschedule()
         self.heap.start()  # subscribers and bindings are long-lived: out of the GC's scans
+        switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(SWITCH_INTERVAL)
         self.log("started", address=self.cfg.address, config=self.cfg.path,
                  bindings=len(self.engine.bindings), pid=os.getpid())
         notify("READY=1\nSTATUS=serving")
@@ -190,9 +211,12 @@ class HaDaemon(EngineDaemon[HomeAgent]):
             self.advert_timer.cancel()
         if self.reinstalling is not None:
             self.reinstalling.cancel()
+        if self.reloading is not None:  # its thread finishes; what it read is dropped
+            self.reloading.cancel()
         await self.work.join()
         worker.cancel()
         self.heap.stop()
+        sys.setswitchinterval(switch_interval)
         await self._final_flush()
         if self.redundancy is not None:
             await self.redundancy.stop()
@@ -279,9 +303,42 @@ class HaDaemon(EngineDaemon[HomeAgent]):
             if not a.done.done():
                 a.done.set_result(None)
 
+    def reload(self) -> None:
+        """SIGHUP.  The subscriber file is read and checked in a thread (a million
+        subscribers take ~8 s), so the home agent goes on answering with the store it has;
+        the new configuration is swapped in on the event loop once its store is built, or
+        refused whole (file, key, problem) with the old one kept.  A SIGHUP meanwhile
+        reloads again once this one is done."""
+        if self.reloading is not None and not self.reloading.done():
+            self.reload_again = True
+            return
+        new = self.reload_candidate()
+        if new is not None:
+            self.reloading = asyncio.get_running_loop().create_task(self._reload_store(new))
+
+    async def _reload_store(self, cfg: HaConfig) -> None:
+        self.log("reload-reading", store=cfg.subscriber_store,
+                 file=cfg.subscribers_file or "-")
+        try:
+            store = await asyncio.to_thread(make_store, cfg)
+        except ConfigError as exc:  # the old configuration stays
+            self._refuse(exc.errors)
+        except Exception as exc:  # a bug in a store must not take the daemon down
+            self._internal_error("reload", exc)
+            self.log("reload-kept-old-config", "warning")
+        else:
+            if not self.stopping.is_set():
+                self.swap_in(cfg, self._prepare(cfg, store))
+        finally:
+            if self.reload_again and not self.stopping.is_set():
+                self.reload_again = False
+                asyncio.get_running_loop().call_soon(self._guarded_reload)
+
     def prepare_reload(self, cfg: HaConfig) -> Callable[[], None]:
         """The subscriber file (or directory settings) is read again on every reload."""
-        store = make_store(cfg)  # ConfigError: the old configuration stays
+        return self._prepare(cfg, make_store(cfg))  # ConfigError: the old config stays
+
+    def _prepare(self, cfg: HaConfig, store: Any) -> Callable[[], None]:
         policy = make_policy(cfg, self.dataplane.udp_tunnels if self.dataplane else True)
         new_peers = set(cfg.fa_peers) - set(self.cfg.fa_peers)
 
@@ -292,6 +349,8 @@ class HaDaemon(EngineDaemon[HomeAgent]):
             self.engine.set_store(store)
             if old is not store and hasattr(old, "close"):
                 old.close()
+            if old is not store and isinstance(old, MemoryStore):  # freed bit by bit
+                asyncio.get_running_loop().run_in_executor(None, old.release)
             if self.advertiser is not None:
                 self.advertiser.policy = make_advert_policy(cfg)
             if self.flood_limit is not None and new_peers:  # removed ones: at a restart
@@ -508,7 +567,7 @@ class HaDaemon(EngineDaemon[HomeAgent]):
             return
         busy = self.compacting is not None and not self.compacting.done()
         if not busy and self.journal.needs_compaction(len(self.engine.bindings)):
-            job = self.journal.compact_in_background(list(self.engine.bindings))
+            job = self.journal.compact_in_background(self.engine.bindings.slices)
             self.compacting = asyncio.wrap_future(job)
             self.compacting.add_done_callback(self._state_written)
         elif (written := self.journal.flush_in_background()) is not None:
@@ -537,7 +596,7 @@ class HaDaemon(EngineDaemon[HomeAgent]):
             return {"error": f"unknown command {request.get('command')!r}"}
         now = time.time()
         bindings = []
-        in_kernel = self.dataplane.bindings if self.dataplane is not None else {}
+        in_kernel: Any = self.dataplane.bindings if self.dataplane is not None else {}
         for b in sorted(self.engine.bindings, key=lambda b: b.home_address):
             entry = {"home_address": str(b.home_address),
                      "care_of_address": str(b.care_of_address),

@@ -30,6 +30,7 @@ from ..config.loader import (
     file_problem,
     read_toml,
 )
+from ..core.addressmap import AddressMap
 from ..policy.profile import ProfileError, parse_filter, parse_route
 from ..security import Algorithm, SecurityAssociation
 from ..security.replay import ReplayMethod
@@ -75,7 +76,7 @@ def _load_grouped(path: str | Path) -> list[Subscriber] | None:
     tables: list[dict[str, Any]] = []
     subs: list[Subscriber] = []
     c = Checker(path, {"subscriber": tables})
-    seen: set[IPv4Address] = set()
+    seen: AddressMap[bool] = AddressMap()  # no million-entry set growing in one step
     ints: dict[int, int] = {}  # one object per distinct lifetime, not one per subscriber
     for group in _groups(text):
         try:
@@ -102,7 +103,7 @@ def _load_plain(path: str | Path) -> list[Subscriber]:
     data = read_toml(path)
     c = Checker(path, data)
     subs: list[Subscriber] = []
-    seen: set[IPv4Address] = set()
+    seen: AddressMap[bool] = AddressMap()  # no million-entry set growing in one step
     for i, _ in enumerate(c.get("subscriber", list, [])):
         subs.append(_checked(c, i, seen))
     c.done()
@@ -123,10 +124,10 @@ def _groups(text: str) -> Iterator[str]:
         start = end + 1
 
 
-def _unique(c: Checker, i: int, home: IPv4Address, seen: set[IPv4Address]) -> None:
+def _unique(c: Checker, i: int, home: IPv4Address, seen: AddressMap[bool]) -> None:
     if home in seen:
         c.error(f"subscriber.{i}.home_address", f"{home} is listed twice")
-    seen.add(home)
+    seen[home] = True
 
 
 def _quick(t: dict[str, Any], ints: dict[int, int]) -> Subscriber | None:
@@ -175,7 +176,7 @@ def _address(text: str) -> IPv4Address:
     return IPv4Address(text)
 
 
-def _checked(c: Checker, i: int, seen: set[IPv4Address]) -> Subscriber:
+def _checked(c: Checker, i: int, seen: AddressMap[bool]) -> Subscriber:
     """Subscriber ``i`` read through the Checker (problems recorded, a placeholder back)."""
     p = f"subscriber.{i}"
     home = c.address(f"{p}.home_address")

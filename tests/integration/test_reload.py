@@ -1,12 +1,15 @@
 """SIGHUP the same way in every daemon: live keys apply, restart keys keep the old file."""
 
 import json
+import subprocess
 import sys
+from ipaddress import IPv4Address
 from pathlib import Path
 
 from .test_colocated import wait_registered
 
 SENDER = Path(__file__).with_name("mip_send.py")
+ASKER = Path(__file__).with_name("mip_ask.py")
 MN_KEY = "6c61622d6d6e312d6d6e2d68612d6b6579"
 
 
@@ -60,3 +63,52 @@ def test_live_keys_apply_in_every_daemon(make_lab):
     lab.edit_conf("mn", "mn.toml", 'home_agent = "10.1.0.1"', 'home_agent = "10.1.0.9"')
     assert "keys=home_agent" in hup(lab, "mn", "reload-needs-restart")[0]
     assert lab.status("mn")["requested_lifetime"] == 50  # kept whole
+
+
+def test_ha_answers_while_a_large_subscriber_file_is_read(make_lab):
+    """A SIGHUP's subscriber file is read and checked in a thread: a registration sent
+    while 200,000 subscribers are being read is answered before the reload is done (it
+    was answered only after: the event loop read the whole file first).  A bad file
+    afterwards is refused with file, key and problem, and the store read before stays."""
+    extra = 200_000
+    lab = make_lab("colocated", services=False)
+    lab.start_service("ha")
+    subs = lab.conf("ha", "subscribers.toml")
+    good = subs.read_text()
+    base = int(IPv4Address("10.64.0.0"))
+    with open(subs, "a") as fh:
+        for i in range(extra):
+            fh.write(f'[[subscriber]]\nhome_address = "{IPv4Address(base + i)}"\n'
+                     f'sa = [{{ spi = 256, key = "hex:{MN_KEY}" }}]\n')
+    asker = subprocess.Popen(
+        ["ip", "netns", "exec", lab.ns("cn-inet"), sys.executable, str(ASKER), "10.1.0.1",
+         "10.1.0.100", "203.0.113.10", MN_KEY, "34"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def ask():
+        asker.stdin.write("go\n")
+        asker.stdin.flush()
+        return json.loads(asker.stdout.readline())["code"]
+
+    try:
+        assert ask() == 0  # the asker is up, and the HA answers it
+        before = len(lab.log_lines("ha"))
+        hup(lab, "ha", "event=reload-reading")
+        assert ask() == 0
+        assert not [x for x in lab.log_lines("ha")[before:] if "event=reloaded" in x], \
+            "answered only once the reload was done"
+        loaded = lab.wait_for(lambda: [x for x in lab.log_lines("ha")[before:]
+                                       if "event=subscribers-loaded" in x], 120, "reload")
+        assert f"subscribers={extra + 1}" in loaded[0]
+        assert "event=reloaded" in lab.log_lines("ha")[-1]
+
+        subs.write_text(good + '[[subscriber]]\nhome_address = "10.1.0.101"\n'
+                        'sa = [{ spi = 256, key = "hex:00" }]\n')
+        refused = hup(lab, "ha", "reload-kept-old-config")
+        failed = [x for x in lab.log_lines("ha") if "event=reload-failed" in x]
+        assert failed and str(subs) in failed[-1] and "key" in failed[-1], failed
+        assert refused and ask() == 0
+        assert lab.status("ha")["directory"]["subscribers"] == extra + 1  # kept
+    finally:
+        asker.kill()
+        asker.wait()

@@ -7,6 +7,7 @@ import pytest
 
 from mipro.cli import main
 from mipro.config import ConfigError, load_ha, load_mn
+from mipro.runtime.ha_daemon import make_store
 from mipro.subscribers.file_store import load_subscribers
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
@@ -203,6 +204,21 @@ def test_ldap_store_settings(tmp_path):
     cfg = load_ha(ha)
     assert cfg.ldap["password"] == "s3cret" and cfg.ldap["url"].startswith("ldaps://")
     assert (cfg.ldap["cache_ttl"], cfg.ldap["cache_negative_ttl"]) == (60.0, 5.0)
+    assert cfg.ldap["cache_size"] == 200_000
+    line = f'password_file = "{pw}"\n'
+    with_size = lambda v: text.replace(line, f"{line}cache_size = {v}\n")  # noqa: E731
+    ha.write_text(with_size("1500000"))
+    assert make_store(load_ha(ha)).max_entries == 1_500_000
+    for bad, problem in (("0", "0 is below the minimum 1"), ('"big"', "expected an integer"),
+                         ("1e6", "expected an integer"),
+                         ("30000000", "30000000 is above the maximum 20000000")):
+        ha.write_text(with_size(bad))
+        with pytest.raises(ConfigError) as err:
+            load_ha(ha)
+        assert any(e.startswith(f"{ha}: subscribers.ldap.cache_size: {problem}")
+                   for e in err.value.errors), err.value.errors
+        assert main(["check-config", str(ha)]) == 1
+    ha.write_text(text)
     pw.chmod(0o644)
     with pytest.raises(ConfigError) as err:
         load_ha(ha)

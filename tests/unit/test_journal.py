@@ -1,9 +1,12 @@
 """The binding journal: O(1) per change, and every crash point replays to the same table."""
 
+import json
 from ipaddress import IPv4Address as A
 
-from mipro.core.bindings import Binding
-from mipro.runtime.journal import BindingJournal
+import pytest
+
+from mipro.core.bindings import Binding, BindingTable
+from mipro.runtime.journal import BindingJournal, _line
 
 
 def b(i, coa="198.51.100.9"):
@@ -103,3 +106,44 @@ def test_a_bad_snapshot_row_loses_only_itself(tmp_path):
     loaded = BindingJournal(tmp_path / "state.json")
     assert homes(loaded.load()) == ["10.1.0.1", "10.1.0.3", "10.1.0.4"]
     assert [s.split(": ")[1] for s in loaded.skipped] == ["binding 1", "binding 3"]
+
+
+def test_a_snapshot_taken_while_the_table_changes_replays_to_the_table(tmp_path):
+    """compact_in_background reads the table a slice at a time after the rotation (a
+    fuzzy snapshot); the changes made meanwhile are in the new journal, so a load gives
+    the table as it ended, whichever slices saw which change."""
+    table = BindingTable()
+    j = BindingJournal(tmp_path / "state.json")
+    for i in range(1, 41):
+        table.put(b(i))
+        j.record("install", b(i))
+    j.flush()
+
+    def changing_slices():
+        for n, piece in enumerate(table.slices()):
+            yield piece
+            if n == 5:  # 10.1.0.3 already copied, 10.1.0.30 not yet: both changed
+                for gone in (b(3), b(30)):
+                    table.pop(gone.home_address)
+                    j.record("remove", gone)
+                for new in (b(7, "203.0.113.7"), b(41), b(200)):
+                    table.put(new)
+                    j.record("install", new)
+
+    j.compact_in_background(changing_slices).result()
+    j.flush()
+    j.close()
+    assert not j.rotated.exists()
+    loaded = {x.home_address: x for x in BindingJournal(tmp_path / "state.json").load()}
+    assert loaded == {x.home_address: x for x in table}
+    assert loaded[A("10.1.0.7")].care_of_address == A("203.0.113.7")
+    assert A("10.1.0.3") not in loaded and A("10.1.0.30") not in loaded
+
+
+@pytest.mark.parametrize("binding", [
+    b(1), Binding(A("10.1.0.2"), A("198.51.100.9"), A("10.1.0.1"), 65534, 1.7e9 + 0.123456,
+                  1.7e9, 2**64 - 1, "gre", False, 'q"uo\\te \u00e9\u4e2d', 0, None, 4500)])
+def test_journal_lines_are_what_json_dumps_writes(binding):
+    assert _line(binding.home_address, binding) == json.dumps(["+", binding.to_row()]) + "\n"
+    assert _line(binding.home_address, None) == json.dumps(["-", "10.1.0." + str(
+        binding.home_address.packed[3])]) + "\n"
