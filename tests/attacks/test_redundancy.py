@@ -364,6 +364,21 @@ async def _until(check, seconds: float) -> bool:
     return check()
 
 
+@contextlib.asynccontextmanager
+async def _connected_nodes(first: str, second: str):
+    """Two nodes on loopback addresses, started in that order, with their session up."""
+    port = _free_port()
+    a, b = Node(first, second, port), Node(second, first, port)
+    await a.start()
+    await b.start()
+    try:
+        assert await _until(lambda: a.established and b.established, 2.5)
+        yield a, b, port
+    finally:
+        await b.stop()
+        await a.stop()
+
+
 async def _closed(reader: asyncio.StreamReader, seconds: float = 1.0) -> bool:
     """The other end closed the connection (what it sent before is read and dropped)."""
     try:
@@ -423,13 +438,7 @@ def test_finding2_a_proven_session_is_not_replaced_by_a_squatter():
     """Replacing is only for a connection that has not proven itself: once the peer's
     first record verified, a new connection from its address is refused, nothing else."""
     async def main():
-        port = _free_port()
-        victim = Node("127.0.0.3", "127.0.0.2", port)
-        peer = Node("127.0.0.2", "127.0.0.3", port)
-        await victim.start()
-        await peer.start()
-        try:
-            assert await _until(lambda: victim.established and peer.established, 2.5)
+        async with _connected_nodes("127.0.0.3", "127.0.0.2") as (victim, peer, port):
             session = victim.rep.session
             reader, squatter = await _squat("127.0.0.2", "127.0.0.3", port)
             refused = await _closed(reader)
@@ -437,9 +446,6 @@ def test_finding2_a_proven_session_is_not_replaced_by_a_squatter():
             await asyncio.sleep(0.3)
             return (refused, victim.rep.session is session, victim.established,
                     peer.established, victim.transport.refused, victim.transport.replaced)
-        finally:
-            await peer.stop()
-            await victim.stop()
     assert asyncio.run(main()) == (True, True, True, True, 1, 0)
 
 
@@ -500,20 +506,11 @@ def test_finding2_heartbeats_keep_an_idle_session_up():
     """Nothing to replicate for longer than DEAD_AFTER: the acknowledgements each side
     sends when idle keep the session (the same one) up on both."""
     async def main():
-        port = _free_port()
-        a = Node("127.0.0.2", "127.0.0.3", port)
-        b = Node("127.0.0.3", "127.0.0.2", port)
-        await a.start()
-        await b.start()
-        try:
-            assert await _until(lambda: a.established and b.established, 2.5)
+        async with _connected_nodes("127.0.0.2", "127.0.0.3") as (a, b, _):
             sa, sb = a.rep.session, b.rep.session
             await asyncio.sleep(DEAD_AFTER + 1)
             return (a.rep.session is sa and b.rep.session is sb and a.established and
                     b.established, a.closed + b.closed, sa.received >= 3)
-        finally:
-            await a.stop()
-            await b.stop()
     assert asyncio.run(main()) == (True, [], True)
 
 
