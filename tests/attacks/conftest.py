@@ -5,7 +5,10 @@ import shutil
 
 import pytest
 
-from tests.integration.conftest import make_lab  # noqa: F401 - the namespace lab fixture
+from tests.integration.conftest import (  # noqa: F401 - the lab fixture, its failure logs
+    make_lab,
+    pytest_runtest_makereport,
+)
 
 
 def pytest_collection_modifyitems(config, items):

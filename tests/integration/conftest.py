@@ -24,10 +24,25 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(pytest.mark.skip(reason=reason))
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed test's report carries the tail of each daemon's log from its labs: a
+    failure seen once in CI, on a clean clone, is then not a guess afterwards."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.when != "call" or not report.failed:
+        return
+    for lab in getattr(item, "_mipro_labs", ()):
+        for log in sorted((lab.out / "logs").glob("*.log")):
+            tail = log.read_text(errors="replace").splitlines()[-40:]
+            report.sections.append((f"{lab.prefix} {log.name} (last 40 lines)", "\n".join(tail)))
+
+
 @pytest.fixture
-def make_lab(tmp_path):
+def make_lab(request, tmp_path):
     """make_lab(scenario, services=True) -> a running Lab; removed after the test."""
-    labs = []
+    labs: list[Lab] = []
+    request.node._mipro_labs = labs
 
     def factory(scenario: str, services: bool = True) -> Lab:
         lab = Lab(scenario, prefix=f"t{os.getpid() % 10000}{next(_counter)}",
