@@ -296,7 +296,7 @@ class _GroupState:
     answered: int = 0
     last_resync: float | None = None
     received_blocks: int = 0
-    master_since: float | None = None  # primary since (or, from the file, a run that died so)
+    master_since: float | None = None  # when we last became primary (None: stood down)
     # replay state we set while primary that the peer may not have (we stood down and
     # it has not acknowledged our REPLAY forward yet), and the record that carries it in
     # this session
