@@ -24,6 +24,7 @@ import json
 import os
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -38,10 +39,11 @@ from mipro.lab import Lab  # noqa: E402
 VIP, GEN, MN2 = "10.1.0.1", "203.0.113.10", "10.1.0.101"
 PORT = 7200
 OWN = {"ha1": "10.1.0.2", "ha2": "10.1.0.3"}  # the home agents' own home-link addresses
+PREFIX = ["mbf"]  # the labs' namespace prefix (--prefix)
 
 
 def make_lab(out: Path, n: int, advert: float, redundancy: bool = True) -> Lab:
-    lab = Lab("failover", prefix="mbf", out=out)
+    lab = Lab("failover", prefix=PREFIX[0], out=out)
     lab.up(services=False)
     subs = lab.conf("ha1", "subscribers.toml").read_text()  # the two MNs of the scenario
     subs += "".join(f'[[subscriber]]\nhome_address = "{home_of(i)}"\nmax_lifetime = 3600\n'
@@ -312,8 +314,33 @@ def print_profile(path: Path, top: int = 30) -> None:
     pstats.Stats(str(path)).sort_stats("tottime").print_stats(top)
 
 
+class Sampler:
+    """py-spy sampling one daemon from outside (it does not slow the daemon down as
+    cProfile does): collapsed stacks, one file per phase, for flame graphs or diffs."""
+
+    def __init__(self, where: Path | None, pid: int, name: str) -> None:
+        self.where, self.pid, self.name = where, pid, name
+        self.proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> Sampler:
+        if self.where is not None:
+            self.where.mkdir(parents=True, exist_ok=True)
+            spy = Path(sys.executable).parent / "py-spy"
+            self.proc = subprocess.Popen(
+                [str(spy), "record", "--pid", str(self.pid), "--rate", "500", "--nonblocking",
+                 "--format", "raw", "--output", str(self.where / f"{self.name}.txt")],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(0.5)  # (attached)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGINT)
+            self.proc.wait(30)
+
+
 def bench_rate(n: int, rounds: int = 1, profile: Path | None = None,
-               captures: bool = True) -> dict:
+               captures: bool = True, spy: Path | None = None) -> dict:
     """Rounds alternate off and on, each in a lab of its own; the figures are the
     medians.  Also each daemon's CPU time per registration (the machine is shared: the
     backup, on the same cores, takes CPU the primary would otherwise have)."""
@@ -321,7 +348,8 @@ def bench_rate(n: int, rounds: int = 1, profile: Path | None = None,
     for _ in range(rounds):
         for on in (False, True):
             key = "replication on" if on else "replication off"
-            samples[key].append(rate_round(n, on, profile, captures))
+            samples[key].append(rate_round(n, on, profile, captures,
+                                           spy and spy / f"round{len(samples[key])}"))
     out: dict = {}
     for key, runs in samples.items():
         med = {k: statistics.median(r[k] for r in runs if k in r) for k in runs[0]
@@ -349,7 +377,8 @@ def on_key(key: str) -> bool:
     return key == "replication on"
 
 
-def rate_round(n: int, on: bool, profile: Path | None, captures: bool = True) -> dict:
+def rate_round(n: int, on: bool, profile: Path | None, captures: bool = True,
+               spy: Path | None = None) -> dict:
     with tempfile.TemporaryDirectory(prefix="mipro-bench-") as tmp:
         lab = make_lab(Path(tmp), n, 1.0, redundancy=on)
         if not captures:  # the lab's tcpdump on every link costs CPU per packet
@@ -373,9 +402,12 @@ def rate_round(n: int, on: bool, profile: Path | None, captures: bool = True) ->
                 lab.start_service("ha1")
             daemons = ("ha1", "ha2") if on else ("ha1",)
             cpu0 = {ha: cpu_seconds(lab, ha) for ha in daemons}
-            new = register(lab, n)
+            pid, mode = lab.services["ha1"].proc.pid, "on" if on else "off"
+            with Sampler(spy, pid, f"ha1-{mode}-new"):
+                new = register(lab, n)
             cpu1 = {ha: cpu_seconds(lab, ha) for ha in daemons}
-            renew = register(lab, n, "renew")
+            with Sampler(spy, pid, f"ha1-{mode}-renew"):
+                renew = register(lab, n, "renew")
             if on:
                 lab.expect("ha2", {"counters": {"replicated": f">= {2 * n}"}}, 60,
                            "the backup to have every forward")
@@ -421,19 +453,24 @@ def main() -> None:
                    help="rate: stop the lab's packet captures (tcpdump on every link)")
     p.add_argument("--profile", type=Path,
                    help="rate: run the primary under cProfile, keep the profiles here")
+    p.add_argument("--py-spy", type=Path, dest="spy",
+                   help="rate: sample the primary with py-spy per phase, collapsed stacks "
+                   "here (the CPU figures then include py-spy's share)")
     p.add_argument("--modes", help="outage: e.g. mipro:0.1,host:1 (mode:advert_int; "
                    "default host:1,host:0.1,mipro:0.1)")
     p.add_argument("--keep", type=Path, help="outage: keep each lab (logs, captures) here "
                    "and say where each outage's time went")
     p.add_argument("--only", choices=("outage", "sync", "rate"))
+    p.add_argument("--prefix", default="mbf", help="the labs' namespace prefix")
     a = p.parse_args()
+    PREFIX[0] = a.prefix
     if os.geteuid() != 0:
         sys.exit("needs root (network namespaces)")
     results: dict = {}
     if a.only in (None, "rate"):
         print("registration rate at the primary:")
         results["rate"] = bench_rate(a.rate_n, a.rate_rounds, a.profile,
-                                     not a.no_captures)
+                                     not a.no_captures, a.spy)
     if a.only in (None, "sync"):
         print("bulk sync:")
         results["bulk_sync"] = bench_bulk_sync([int(x) for x in a.sync_sizes.split(",")])

@@ -20,7 +20,10 @@ learns it from keepalived's notify FIFO and keeps each side's binding table the 
   the loser sends the replay state it set while primary (a data forward flagged REPLAY,
   again on every new session until one acknowledges it), and the winner takes replay
   state only from it, forward only, never a binding; a request only the loser accepted
-  is refused by the winner too.
+  is refused by the winner too.  What is owed outlives a crash of the loser
+  (``SaveOwed``, written next to the state file): while primary, since when we are; once
+  we stand down (or restart after dying as primary), the replay state itself, until the
+  peer acknowledges it.
 
 The session (``Session``): each side sends a hello with a fresh nonce; both derive a
 session key from the shared key and both nonces; then every record is sequenced and
@@ -55,6 +58,7 @@ HEARTBEAT = 1.0  # an acknowledgement when nothing else went out for this long
 DEAD_AFTER = 3.5  # nothing from the peer for this long: the session is gone (no FIN came)
 FRESHER_SLACK = 1.0  # at a cold start, tables whose newest registrations are this close tie
 HANDSHAKE_TIMEOUT = 5.0  # a session that has not proven itself in this long is closed
+OWED_VERSION = 1  # of the owed-replay file (SaveOwed)
 
 
 class SyncError(Exception):
@@ -237,6 +241,33 @@ class ReplayState:
 
 
 @dataclass(frozen=True)
+class SaveOwed:
+    """Write what we may owe the peer (``Replication.owed_data``) where a restart finds it:
+    the runtime's file next to the state file, replaced whole."""
+
+    data: dict[str, object]
+
+
+@dataclass(frozen=True)
+class Owed:
+    """Replay state we set while primary that the peer may not have: one MN's."""
+
+    home: IPv4Address
+    identification: int
+    nonce: int | None
+    accepted_at: float  # our clock
+    nai: str = ""
+
+    def block(self, address: IPv4Address, now: float) -> BindingBlock:
+        """As a REPLAY forward carries it: no care-of address, no lifetime left, the
+        seconds since it was accepted as the granted lifetime."""
+        zero = IPv4Address(0)
+        age = min(0xFFFF, max(0, round(now - self.accepted_at)))
+        return BindingBlock(self.home, zero, address, zero, 0, "ipip", False, age, 0,
+                            self.identification, self.nonce, 0, self.nai)
+
+
+@dataclass(frozen=True)
 class CloseSession:
     """The session is dead or never proved itself: close the connection."""
 
@@ -244,7 +275,7 @@ class CloseSession:
 
 
 ReplicationAction = SyncSend | TrackFile | TakeOver | StandDown | Replicate | ReplayState | \
-    CloseSession | Log
+    CloseSession | SaveOwed | Log
 #: every valid registration of a virtual HA address, as blocks (HomeAgent.export)
 Export = Callable[[IPv4Address, float], list[BindingBlock]]
 #: the replay state set since a time, as blocks (HomeAgent.replay_since)
@@ -265,11 +296,11 @@ class _GroupState:
     answered: int = 0
     last_resync: float | None = None
     received_blocks: int = 0
-    master_since: float | None = None  # when we last became primary
+    master_since: float | None = None  # when we last became primary (None: stood down)
     # replay state we set while primary that the peer may not have (we stood down and
-    # it has not acknowledged our REPLAY forward yet): since when, and the record that
-    # carries it in this session
-    replay_owed: float | None = None
+    # it has not acknowledged our REPLAY forward yet), and the record that carries it in
+    # this session
+    replay_owed: tuple[Owed, ...] | None = None
     replay_record: int | None = None
 
 
@@ -288,6 +319,7 @@ class Replication:
         self.alone_at: float | None = now + alone_after
         self.counters: dict[str, int] = {}
         self.session_since: float | None = None  # when the current session was proven
+        self.died_primary: dict[int, float] = {}  # from the file: primary when it stopped
 
     # --- keepalived ------------------------------------------------------------------
 
@@ -313,14 +345,14 @@ class Replication:
                     "warning"))
             g.in_sync, g.receiving, g.asked = True, [], False  # its table is the table now
             g.master_since = now
-            actions.append(TakeOver(g.group.address))
+            actions += [TakeOver(g.group.address), self._save()]
         elif was is Role.MASTER and new is not Role.MASTER:
             g.in_sync = False  # the new primary's table wins: ask for it
             actions += [StandDown(g.group.address)]
             if g.master_since is not None:  # what we accepted meanwhile: replay state
-                g.replay_record = None  # (again, if an earlier one is still on its way)
-                g.replay_owed = g.master_since if g.replay_owed is None else \
-                    min(g.replay_owed, g.master_since)
+                self._owe(g, g.master_since, now)
+                g.master_since = None
+                actions.append(self._save())
             actions += self._send_replay(g, now)  # (before the request: the dump that
             actions += self._ask(g, now)  # answers it has it)
         # every time keepalived speaks (it may have just restarted and reset the file)
@@ -366,6 +398,7 @@ class Replication:
         for g in self.groups.values():
             if g.replay_record is not None and s.acked >= g.replay_record:
                 g.replay_owed = g.replay_record = None  # the peer has it
+                actions.append(self._save())
         for msg in messages:
             actions += self._message(msg, now)
         if messages:
@@ -455,18 +488,29 @@ class Replication:
                                                g.group.priority, (g.group.address,),
                                                g.group.advert_interval), now))]
 
+    def _owe(self, g: _GroupState, since: float, now: float) -> None:
+        """The replay state we set since ``since`` (as primary) joins what we owe; per MN
+        the later acceptance, and a new REPLAY forward goes out (an earlier one still on
+        its way may lack it)."""
+        if self.replay_export is None:
+            return
+        owed = {o.home: o for o in g.replay_owed or ()}
+        for blk in self.replay_export(g.group.address, since, now):
+            o = Owed(blk.home_address, blk.identification, blk.nonce, now - blk.lifetime,
+                     blk.nai)
+            if blk.home_address not in owed or owed[o.home].accepted_at <= o.accepted_at:
+                owed[o.home] = o
+        g.replay_owed = tuple(owed.values()) or None
+        g.replay_record = None
+
     def _send_replay(self, g: _GroupState, now: float) -> list[ReplicationAction]:
-        """The replay state we owe the peer (set while we were primary too), if the
-        session is up and it is not on its way already."""
+        """The replay state we owe the peer, if the session is up and it is not on its
+        way already."""
         s = self.session
-        if g.replay_owed is None or g.replay_record is not None or s is None or \
+        if not g.replay_owed or g.replay_record is not None or s is None or \
                 not s.established:
             return []
-        blocks = self.replay_export(g.group.address, g.replay_owed, now) \
-            if self.replay_export is not None else []
-        if not blocks:
-            g.replay_owed = None
-            return []
+        blocks = [o.block(g.group.address, now) for o in g.replay_owed]
         actions: list[ReplicationAction] = [
             SyncSend(s.message(SyncMessage(SyncType.FORWARD, g.group.vrid, g.group.priority,
                                            (g.group.address,), g.group.advert_interval,
@@ -476,6 +520,52 @@ class Replication:
         self._count("replay_blocks_sent", len(blocks))
         return actions + [Log("redundancy-replay-sent", {"vrid": g.group.vrid,
                                                          "blocks": len(blocks)})]
+
+    # --- what outlives a restart ------------------------------------------------------
+
+    def owed_data(self) -> dict[str, object]:
+        """What a restart needs to go on owing: per group, since when we are (or a run
+        that died was) primary, and the replay state owed.  JSON-ready."""
+        groups: dict[str, object] = {}
+        for vrid, g in self.groups.items():
+            since = [t for t in (g.master_since, self.died_primary.get(vrid)) if t is not None]
+            if since or g.replay_owed:
+                groups[str(vrid)] = {
+                    "primary_since": min(since) if since else None,
+                    "owed": [[str(o.home), o.identification, o.nonce, o.accepted_at, o.nai]
+                             for o in g.replay_owed or ()]}
+        return {"version": OWED_VERSION, "groups": groups}
+
+    def _save(self) -> SaveOwed:
+        return SaveOwed(self.owed_data())
+
+    def load_owed(self, data: object) -> str | None:
+        """The file a previous run wrote (``owed_data``), before ``start``.  It names only
+        replay state (never a binding: a REPLAY forward carries nothing else), for our
+        groups; anything else in it is refused whole (the problem is returned) and
+        nothing is owed."""
+        if data is None:
+            return None
+        try:
+            groups = _parse_owed(data, set(self.groups))
+        except (KeyError, TypeError, ValueError) as exc:
+            return f"{type(exc).__name__}: {exc}"
+        for vrid, (since, owed) in groups.items():
+            if since is not None:
+                self.died_primary[vrid] = since
+            self.groups[vrid].replay_owed = tuple(owed) or None
+        return None
+
+    def restored(self, now: float) -> list[ReplicationAction]:
+        """The state file is read back: a run that died as primary owes the replay state it
+        set since (the bindings it accepted are in the state file, their replay state now
+        in the engine); computed now, before a resync replaces that table."""
+        if not self.died_primary:
+            return []
+        for vrid, since in self.died_primary.items():
+            self._owe(self.groups[vrid], since, now)
+        self.died_primary = {}
+        return [self._save()]
 
     # --- the primary's side -----------------------------------------------------------
 
@@ -610,3 +700,28 @@ def _chunks(blocks: list[BindingBlock]) -> list[tuple[BindingBlock, ...]]:
     if len(blocks) <= n:
         return [tuple(blocks)] if blocks else []
     return [tuple(blocks[i:i + n]) for i in range(0, len(blocks), n)]
+
+
+def _parse_owed(data: object, vrids: set[int]) -> dict[int, tuple[float | None, list[Owed]]]:
+    """``owed_data``'s JSON back; KeyError, TypeError or ValueError at the first problem."""
+    if not isinstance(data, dict) or data.get("version") != OWED_VERSION or \
+            not isinstance(data.get("groups"), dict):
+        raise ValueError(f"not version {OWED_VERSION} of the owed replay state")
+    out: dict[int, tuple[float | None, list[Owed]]] = {}
+    for key, g in data["groups"].items():
+        vrid = int(key)
+        if vrid not in vrids:
+            raise ValueError(f"VRID {vrid} is not one of ours")
+        since = g["primary_since"]
+        if since is not None and not isinstance(since, int | float):
+            raise TypeError(f"VRID {vrid}: primary_since is not a time")
+        owed = []
+        for row in g["owed"]:
+            home, ident, nonce, at, nai = row
+            if not isinstance(ident, int) or not 0 <= ident < 1 << 64 or \
+                    not (nonce is None or isinstance(nonce, int) and 0 <= nonce < 1 << 32) \
+                    or not isinstance(at, int | float) or not isinstance(nai, str):
+                raise ValueError(f"VRID {vrid}: not replay state: {row!r}")
+            owed.append(Owed(IPv4Address(home), ident, nonce, float(at), nai))
+        out[vrid] = (None if since is None else float(since), owed)
+    return out

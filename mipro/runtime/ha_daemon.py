@@ -177,6 +177,8 @@ class HaDaemon(EngineDaemon[HomeAgent]):
         finally:
             if enabled:
                 gc.enable()
+        if self.redundancy is not None:  # what we owe from the restored table, then the peer
+            await self.redundancy.connect()
         for address in self.cfg.addresses:
             sock = open_socket(address)
             self.socks[address] = sock

@@ -28,6 +28,7 @@ from ..core.replication import (
     Replication,
     ReplicationAction,
     Role,
+    SaveOwed,
     StandDown,
     SyncError,
     SyncSend,
@@ -36,12 +37,14 @@ from ..core.replication import (
 )
 from ..dataplane.kernel.errors import NETLINK_ERRORS
 from ..wire.sync import BindingBlock
+from . import statefile
 from .redundancy import NotifyFifo, SyncTransport, set_process_name, write_track_file
 
 if TYPE_CHECKING:
     from .ha_daemon import HaDaemon
 
 TICK = 0.25  # the engine's timers (heartbeat 1 s, a silent peer 3.5 s) and the FIFO check
+OWED_SUFFIX = ".replay-owed"
 
 
 @dataclass(frozen=True)
@@ -71,14 +74,25 @@ class HaRedundancy:
         self.fifo_fd = -1
         self.sessions = 0
         self.refused_records = 0
+        # the replay state we may owe the peer, next to the state file (none without one)
+        state_file = daemon.cfg.runtime.state_file
+        self.owed_path = state_file + OWED_SUFFIX if state_file else None
 
     # --- lifecycle ------------------------------------------------------------------
 
     async def start(self, local_addresses: set[IPv4Address]) -> None:
         """Before the state file is read: until keepalived says otherwise, nothing of a
         group is primary (unless its address is already ours: keepalived was primary
-        before this daemon started)."""
+        before this daemon started).  The session waits for ``connect``."""
         set_process_name(self.cfg.process_name)
+        if self.owed_path is not None:
+            try:
+                problem = self.rep.load_owed(statefile.read(self.owed_path))
+            except (OSError, ValueError) as exc:
+                problem = str(exc)
+            if problem is not None:  # nothing is owed then: said, not fatal
+                self.d.log("replay-owed-unreadable", "warning", path=self.owed_path,
+                           reason=problem)
         self.run(self.rep.start())
         self.fifo = NotifyFifo(self.cfg.notify_fifo, self.d.log)
         self.fifo_fd = self.fifo.fileno()
@@ -86,8 +100,13 @@ class HaRedundancy:
         for g in self.groups:
             if g.address in local_addresses:
                 self.run(self.rep.vrrp_state(g.instance, "MASTER", time.time()))
-        await self.transport.start()
         self._tick()
+
+    async def connect(self) -> None:
+        """After the state file is read: what a run that died as primary owes is taken
+        from the restored table before a session can resync it away; then the session."""
+        self.run(self.rep.restored(time.time()))
+        await self.transport.start()
 
     async def stop(self) -> None:
         if self.ticker is not None:
@@ -149,9 +168,20 @@ class HaRedundancy:
                                             a.blocks, time.time()))
             elif isinstance(a, CloseSession):
                 self.transport.close(a.reason)
+            elif isinstance(a, SaveOwed):
+                self._save_owed(a.data)
             elif isinstance(a, Log):
                 self.d.log.emit(a)
         self.d._reschedule()
+
+    def _save_owed(self, data: dict[str, object]) -> None:
+        """Rare (a takeover, a stand-down, the peer's acknowledgement): written at once."""
+        if self.owed_path is None:
+            return
+        try:
+            statefile.write_atomic(self.owed_path, data)
+        except OSError as exc:
+            self.d.log("replay-owed-write-failed", "error", path=self.owed_path, reason=exc)
 
     def _track(self, vrid: int, path: str, value: int) -> None:
         try:

@@ -883,6 +883,108 @@ def test_finding5_a_primary_that_stands_down_without_accepting_anything_sends_no
     assert "replay_blocks_sent" not in b.rep.counters and b.rep.groups[51].replay_owed is None
 
 
+def _restarted(dead, bindings, now, subs=None):
+    """``dead``'s home agent after a crash: a new process with what it had written, the
+    owed-replay file and the state file's ``bindings``; the session comes up after."""
+    side = Side(agent(subs))
+    assert side.rep.load_owed(dead.rep.owed_data()) is None
+    side.changes(side.ha.restore(bindings, now), now)
+    side.run(side.rep.restored(now), now)
+    side.run(side.rep.vrrp_state("VI_HA", "BACKUP", now), now)  # keepalived: not primary
+    return side
+
+
+def test_the_owed_replay_state_outlives_a_loser_killed_before_it_stood_down():
+    """The loser dies as primary (no stand-down, nothing sent).  Restarted from its state
+    file (the binding it accepted in the partition is there) and its owed-replay file
+    (primary since NOW + 2), it owes the replay state it set since then, sends it on the
+    first session, and the winner refuses the captured request; the winner's bindings
+    and kernel are as they were, and once acknowledged nothing is owed any more.
+    (Timestamps: the state file keeps no nonce, docs/redundancy.md Limits.)"""
+    a, b, captured, _ = _partition()
+    assert b.rep.owed_data()["groups"]["51"]["primary_since"] == NOW + 2
+    kept = _without_replay(a)
+    a.run(a.rep.session_down("the loser is gone"))
+    b2 = _restarted(b, list(b.ha.bindings), NOW + 10)
+    assert [o.home for o in b2.rep.groups[51].replay_owed] == [HOME]
+    connect(a, b2, NOW + 11)
+    assert a.rep.counters["replay_blocks_received"] == 1
+    assert _without_replay(a) == kept
+    assert a.receive(captured, NOW + 12).code == 133
+    assert b2.rep.owed_data()["groups"] == {} and b2.rep.groups[51].replay_owed is None
+    assert b2.ha.bindings.get(HOME).care_of_address == COA  # the winner's table
+
+
+@pytest.mark.parametrize("replay", [ReplayMethod.TIMESTAMP, ReplayMethod.NONCE])
+def test_the_owed_replay_state_itself_is_kept_after_a_stand_down(replay):
+    """The loser stood down with the sync link still cut (owed, not sent) and crashed
+    before a session came: its file holds the replay state itself (a nonce too), so it
+    is sent even if the restarted table no longer has the binding."""
+    a, b, captured, _ = _partition(replay)
+    for side in (a, b):
+        side.run(side.rep.session_down("cut"))
+    b.run(b.rep.vrrp_state("VI_HA", "BACKUP", NOW + 4))
+    data = b.rep.owed_data()
+    assert data["groups"]["51"]["primary_since"] is None and \
+        [row[0] for row in data["groups"]["51"]["owed"]] == [str(HOME)]
+    b2 = _restarted(b, [], NOW + 10, subscribers(replay))
+    connect(a, b2, NOW + 11)
+    assert a.rep.counters["replay_blocks_received"] == 1
+    assert a.receive(captured, NOW + 12).code == 133
+
+
+@pytest.mark.parametrize("data,problem", [
+    ({"version": 1, "groups": {"51": {"primary_since": None, "owed": [
+        [str(HOME), 1, None, NOW, "", str(COA2), 600]]}}}, "ValueError"),
+    ({"version": 1, "groups": {"52": {"primary_since": NOW, "owed": []}}}, "not one of ours"),
+    ({"version": 1, "groups": {"51": {"owed": []}}}, "KeyError"),
+    ({"version": 1, "groups": {"51": {"primary_since": "yesterday", "owed": []}}},
+     "not a time"),
+    ({"version": 1, "groups": {"51": {"primary_since": None, "owed": [
+        ["10.1.0.999", 1, None, NOW, ""]]}}}, "ValueError"),
+    ({"version": 1, "groups": {"51": {"primary_since": None, "owed": [
+        [str(HOME), 1 << 64, None, NOW, ""]]}}}, "not replay state"),
+    ({"version": 2, "groups": {}}, "not version 1"),
+    ([], "not version 1"),
+], ids=["a-binding's-fields", "other-vrid", "no-primary-since", "not-a-time", "bad-address",
+        "ident-too-large", "version", "not-an-object"])
+def test_an_owed_replay_file_that_is_not_replay_state_is_refused_whole(data, problem):
+    """What a restart reads names replay state only; anything else (a row with a binding's
+    care-of address and lifetime, a group we do not have, a malformed value) is refused
+    whole with the problem said, and nothing is owed or changed."""
+    side = Side(agent())
+    before = side.state()
+    said = side.rep.load_owed(data)
+    assert said is not None and problem in said
+    assert all(g.replay_owed is None for g in side.rep.groups.values())
+    assert side.rep.died_primary == {} and side.state() == before
+    assert side.rep.restored(NOW) == []
+
+
+def test_a_tampered_owed_replay_file_moves_replay_state_only():
+    """Well-formed rows an attacker with the file wrote: a subscriber without a binding
+    (far ahead), HOME far ahead, the home link's router (no subscriber).  Loaded, nothing
+    enters the loser's table or kernel; sent, the winner takes replay state only (forward)
+    and refuses the router's; its bindings and kernel stay as they were."""
+    a, b = _winner()
+    kept = _without_replay(a)
+    ahead = timestamp_identification(NOW + 100)
+    forged = {"version": 1, "groups": {"51": {"primary_since": None, "owed": [
+        [str(OTHER), ahead, None, NOW + 1, ""], [str(HOME), ahead, None, NOW + 1, ""],
+        [str(ROUTER), ahead, None, NOW + 1, ""]]}}}
+    a.run(a.rep.session_down("the peer restarts"))
+    b2 = Side(agent())
+    assert b2.rep.load_owed(forged) is None
+    b2.run(b2.rep.restored(NOW + 2), NOW + 2)
+    assert len(b2.ha.bindings) == 0 and b2.kernel == {} and b2.kernel_log == []
+    b2.run(b2.rep.vrrp_state("VI_HA", "BACKUP", NOW + 2), NOW + 2)
+    connect(a, b2, NOW + 3)
+    assert _without_replay(a) == kept and a.kernel_log == kept["kernel_log"]
+    assert a.ha.bindings.get(OTHER) is None and a.ha.replay[OTHER].last_accepted == ahead
+    assert ROUTER not in a.ha.replay and a.ha.counters["replay_state_refused"] == 1
+    assert b2.kernel == {}  # a backup: the winner's dump in its table only
+
+
 # --- attacks on the replay-state forward --------------------------------------------------
 
 def _replay_forward(side, blocks, now=NOW + 5, **flags):

@@ -25,11 +25,16 @@ def send_gratuitous_arp(ifname: str, mac: bytes, address: IPv4Address, count: in
 
 
 class ArpSender:
-    """One packet socket on a link, kept open: an HA announces every new binding."""
+    """One packet socket on a link, kept open: an HA announces every new binding.
+
+    It only sends, so it is opened for protocol 0, which receives nothing (the kernel
+    takes the frame's type from its Ethernet header): bound to ARP it would be handed a
+    copy of every ARP frame on the link, never read (a backup home agent's got its
+    primary's two gratuitous ARPs per new binding)."""
 
     def __init__(self, ifname: str, mac: bytes) -> None:
         self.mac = mac
-        self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP))
+        self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
         self.sock.setblocking(False)
         self.sock.bind((ifname, 0))
 
