@@ -304,6 +304,16 @@ class _GroupState:
     replay_record: int | None = None
 
 
+# keepalived's notify FIFO (vrrp_notify.c): the states an instance enters, and the
+# events it reports without a change of state. MASTER_RX_LOWER_PRI is a primary
+# hearing a lower-priority primary (a partition healing: keepalived answers with an
+# advertisement and stays primary); the *_PRIORITY ones are a changed priority. Read as
+# a state, either would make the primary stand down and take the loser's table.
+_VRRP_ROLES = {"MASTER": Role.MASTER, "BACKUP": Role.BACKUP, "FAULT": Role.FAULT,
+               "STOP": Role.FAULT, "DELETED": Role.FAULT}
+_VRRP_EVENTS = frozenset({"MASTER_RX_LOWER_PRI", "MASTER_PRIORITY", "BACKUP_PRIORITY"})
+
+
 class Replication:
     """The groups, their roles and sync state, and the session, for one home agent."""
 
@@ -333,7 +343,11 @@ class Replication:
         if vrid is None:
             return []
         g = self.groups[vrid]
-        new = {"MASTER": Role.MASTER, "BACKUP": Role.BACKUP}.get(state, Role.FAULT)
+        new = _VRRP_ROLES.get(state)
+        if new is None:  # an event, not a state: the role stays (and so does the table)
+            return [Log("redundancy-vrrp-event", {"vrid": vrid, "event": state,
+                                                  "role": g.role.value},
+                        "info" if state in _VRRP_EVENTS else "warning")]
         was, g.role = g.role, new
         actions: list[ReplicationAction] = [Log("redundancy-role", {
             "vrid": vrid, "address": g.group.address, "role": new.value, "was": was.value,

@@ -46,7 +46,7 @@ def set_process_name(name: str) -> None:
 class VrrpEvent:
     kind: str  # INSTANCE | GROUP
     name: str
-    state: str  # MASTER | BACKUP | FAULT | STOP | DELETED
+    state: str  # MASTER | BACKUP | FAULT | STOP | DELETED, or an event (MASTER_RX_LOWER_PRI, ...)
     priority: int
 
 

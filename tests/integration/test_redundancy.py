@@ -329,14 +329,8 @@ def test_a_partition_loser_killed_before_standing_down_still_hands_over_its_repl
     assert bindings(lab, "ha2")[home][0] == bindings(lab, "ha1")[home][0]  # resynced
 
 
-@pytest.mark.parametrize("first", [
-    "ha2",
-    pytest.param("ha1", marks=pytest.mark.xfail(strict=True, reason=(
-        "finding: the primary that hears the loser's advertisement first (keepalived: "
-        "'lower priority 90, ours 100, forcing new election') enters FAULT ('tracked file "
-        "mipro_sync now FAULT state', though mipro wrote 0), stands down and takes the "
-        "loser's table, the loser being primary then")))],
-    ids=["loser-hears-first", "winner-hears-first"])
+@pytest.mark.parametrize("first", ["ha2", "ha1"], ids=["loser-hears-first",
+                                                       "winner-hears-first"])
 def test_a_partition_heals_with_the_primarys_table_and_the_losers_replay_state(make_lab,
                                                                                first):
     """A partition with real keepalived (neither hears the other's VRRP, the sync link

@@ -314,3 +314,36 @@ def test_a_hello_alone_does_not_make_a_session():
     assert len(a.outbox) == 1 and len(a.outbox[0]) == 4 + 1 + 8 + 8 + 32  # our ack: no data
     a.run(a.rep.forward(VIP, [a.ha.block_of(b, NOW) for b in a.ha.bindings], NOW))
     assert len(a.outbox) == 1  # nothing forwarded to an unproven peer
+
+
+@pytest.mark.parametrize("event", ["MASTER_RX_LOWER_PRI", "MASTER_PRIORITY", "BACKUP_PRIORITY",
+                                   "SOMETHING_NEW"])
+def test_a_keepalived_event_that_is_no_state_changes_no_role(event):
+    """keepalived's FIFO also carries events: MASTER_RX_LOWER_PRI when a primary hears a
+    lower-priority primary (the winner of a healing partition), *_PRIORITY when a
+    priority changes. Read as FAULT (as once), the winner stood down and took the
+    loser's table. Only the five states change the role; any other word is logged."""
+    a, b = pair()
+    connect(a, b)
+    a.accept(0)
+    pump(a, b)
+    a.outbox.clear()
+    a.track.clear()
+    before = (a.kernel.copy(), set(a.ha.bindings), a.rep.role_of(VIP))
+    actions = a.rep.vrrp_state("VI_HA", event, NOW + 1)
+    a.run(actions)
+    assert (a.kernel, set(a.ha.bindings), a.rep.role_of(VIP)) == before
+    assert before[2] is Role.MASTER and a.kernel == {home(0)}
+    assert a.track == {} and a.outbox == []  # no track file, no dump request
+    [log] = actions
+    assert log.event == "redundancy-vrrp-event" and log.fields["event"] == event
+    assert log.level == ("warning" if event == "SOMETHING_NEW" else "info")
+
+
+@pytest.mark.parametrize("state", ["FAULT", "STOP", "DELETED"])
+def test_a_state_that_is_not_primary_stands_down(state):
+    a, b = pair()
+    connect(a, b)
+    a.accept(0)
+    a.run(a.rep.vrrp_state("VI_HA", state, NOW + 1))
+    assert a.rep.role_of(VIP) is Role.FAULT and a.kernel == set() and a.track == {51: 1}
