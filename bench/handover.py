@@ -124,9 +124,9 @@ def registered_via(lab: Lab, coa: str) -> bool:
 
 
 def run_variant(solicit: bool, moves: int, settle: float, forwarding: bool = True,
-                replay: float = 0.0) -> dict:
+                replay: float = 0.0, prefix: str = "hob") -> dict:
     with tempfile.TemporaryDirectory(prefix="mipro-handover-") as tmp:
-        lab = Lab("handover", prefix="hob", out=Path(tmp) / "handover", python=sys.executable)
+        lab = Lab("handover", prefix=prefix, out=Path(tmp) / "handover", python=sys.executable)
         try:
             lab.up(services=False)
             lab.edit_conf("mn", "mn.toml", "mode = \"auto\"",
@@ -201,6 +201,8 @@ def main() -> None:
                    help="fa.forwarding.replay of the buffering variant (seconds)")
     p.add_argument("--advertisement", action="store_true",
                    help="also without solicitation (waiting for an advertisement)")
+    p.add_argument("--prefix", default="hob",
+                   help="namespace prefix of the lab (another run may use the default)")
     a = p.parse_args()
     if os.geteuid() != 0:
         sys.exit("needs root (network namespaces)")
@@ -210,7 +212,7 @@ def main() -> None:
         ([(False, True, 0.0)] if a.advertisement else [])
     results = []
     for solicit, forwarding, replay in variants:
-        r = run_variant(solicit, a.moves, a.settle, forwarding, replay)
+        r = run_variant(solicit, a.moves, a.settle, forwarding, replay, a.prefix)
         name = ("solicit" if solicit else "advertisement") + \
             (", forwarding" if forwarding else ", no forwarding") + \
             (f" + replay {replay:g} s" if replay else "")
