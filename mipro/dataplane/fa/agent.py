@@ -281,6 +281,12 @@ class FaDataplane:
             return  # taken by the add (or a newer one)
         _, held = self.early.pop(pair)
         self.held_bytes -= sum(len(x) for x in held)
+        if held and self.relay is not None and (e := self.forwards.get(pair)) is not None:
+            sent = sum(self.relay.encapsulate((e.care_of_address, e.encapsulation, e.key), p)
+                       for p in held)  # a pointer's (_redirect): where the MN still is
+            self.log("held-forwarded", "debug", home=pair[0], ha=pair[1], packets=sent,
+                     to=e.care_of_address, reason="no accepted reply")
+            return
         if self.relay is not None:
             self.relay.stats.dropped_unauthorised += len(held)
         if held:
@@ -578,8 +584,14 @@ class FaDataplane:
     def _redirect(self, outer_src: IPv4Address, inner_dst: IPv4Address):
         """The relay asks first: is this, from a home agent's tunnel, for a visitor of
         that realm that moved on (and is not back)?  Then where it goes now."""
-        e = self.forwards.get((inner_dst, outer_src))
+        pair = (inner_dst, outer_src)
+        e = self.forwards.get(pair)
         if e is None:  # (the engine ends a pointer before its visitor is back)
+            return None
+        if pair in self.adding or (self.awaiting is not None and self.awaiting(*pair)):
+            # the MN is registering with us again and its home agent tunnels to us already
+            # (it accepted; its reply is on the way): held for it (_hold), not sent back
+            # where it was; if no accepted reply comes, sent on through the pointer then
             return None
         return (e.care_of_address, e.encapsulation, e.key)
 
