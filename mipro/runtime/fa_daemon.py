@@ -339,15 +339,18 @@ class FaDaemon(EngineDaemon[ForeignAgent]):
         """The timer for the first idle realm's end of linger (ExpireRealms via the queue)."""
         if not isinstance(self.dataplane, FaDataplane):
             return
-        when = self.dataplane.idle.deadline()
+        when = self.dataplane.idle_deadline()
         if self.idle_timer is not None:
             if when is not None and abs(self.idle_timer.when() - when) < 0.01:
                 return
             self.idle_timer.cancel()
             self.idle_timer = None
         if when is not None:  # loop.time() is time.monotonic()
-            self.idle_timer = asyncio.get_running_loop().call_at(
-                when, lambda: self.dispatch([ExpireRealms()]))
+            self.idle_timer = asyncio.get_running_loop().call_at(when, self._on_idle_timer)
+
+    def _on_idle_timer(self) -> None:
+        self.idle_timer = None  # fired: the next _execute arms the next one
+        self.dispatch([ExpireRealms()])
 
     async def _remove(self, a: RemoveVisitor) -> None:
         try:

@@ -18,8 +18,10 @@ def realm_state(lab, fa: str) -> dict:
     """What a realm of the home agent is made of in the FA's kernel."""
     def out(*cmd):
         return lab.exec(fa, *cmd, check=False).stdout
+    sets = out("ipset", "list", "-n")
     return {"link": HA_LINK in out("ip", "-o", "link"),
-            "ipset": "mipro-h-" in out("ipset", "list", "-n"),
+            "ipset": "mipro-h-" in sets,
+            "profile": "mipro-r-" in sets,  # the route profile (reverse tunnel) kept with it
             "rules": [x for x in out("ip", "rule").splitlines()
                       if x.startswith("898:")],  # realms' rules: rule_priority - 2
             "zone": "--zone-orig" in out("iptables-legacy", "-t", "raw", "-S"),
@@ -28,7 +30,8 @@ def realm_state(lab, fa: str) -> dict:
                          if "--set-xmark" in x]}
 
 
-NOTHING = {"link": False, "ipset": False, "rules": [], "zone": False, "connmark": []}
+NOTHING = {"link": False, "ipset": False, "profile": False, "rules": [], "zone": False,
+           "connmark": []}
 
 
 def realms(lab, fa: str) -> list[dict]:
@@ -55,7 +58,8 @@ def test_a_keyed_home_agents_realm_lingers_is_reused_and_goes(make_lab):
     [idle] = realms(lab, "fa1")
     assert (idle["index"], idle["visitors"]) == (r1["index"], 0) and idle["idle"] is not None
     state = realm_state(lab, "fa1")
-    assert state["link"] and state["ipset"] and state["zone"] and state["connmark"], state
+    assert state["link"] and state["ipset"] and state["zone"] and state["connmark"] and \
+        state["profile"], state
 
     # back to FA1 within the linger: the same realm, the same device
     lab.move("mn.eth0", "visit-a")

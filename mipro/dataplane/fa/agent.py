@@ -138,6 +138,7 @@ class FaDataplane:
                                deque[tuple[float, bytes]]] = OrderedDict()
         # realms kept a while after their last visitor (fa.realms.linger; realms.py)
         self.idle = IdleRealms()
+        self.profiles.keep = lambda ha: self.idle.linger > 0 and self.idle.keep(ha)
 
     async def start(self, loop: asyncio.AbstractEventLoop | None) -> None:
         set_sysctl("net.ipv4.ip_forward", "1")
@@ -402,6 +403,7 @@ class FaDataplane:
 
     async def _drop_realm(self, realm: Realm) -> None:
         self.idle.used(realm.home_agent)
+        await self.profiles.drop_empty(realm.home_agent)  # their routes use its device
         await self.realms.drop(realm)
         await self._drop_ha_device(realm.home_agent)
 
@@ -420,10 +422,18 @@ class FaDataplane:
                 await self._drop_realm(realm)
                 return
 
+    def idle_deadline(self) -> float | None:
+        """When (time.monotonic()) the first realm or route profile kept without visitors
+        has been so for ``fa.realms.linger``."""
+        when = [t for t in (self.idle.deadline(), self.profiles.empty_deadline(
+            self.idle.linger)) if t is not None]
+        return min(when) if when else None
+
     async def expire_idle(self, now: float | None = None) -> int:
-        """Drop the realms whose linger is over."""
-        dropped = 0
-        for ha in self.idle.due(time.monotonic() if now is None else now):
+        """Drop the realms and route profiles whose linger is over."""
+        now = time.monotonic() if now is None else now
+        dropped = await self.profiles.drop_expired(now, self.idle.linger)
+        for ha in self.idle.due(now):
             if (realm := self._still_idle(ha)) is not None:
                 self.log("realm-expired", home_agent=ha, realm=realm.index)
                 await self._drop_realm(realm)
