@@ -303,7 +303,7 @@ class FaDaemon(EngineDaemon[ForeignAgent]):
                 await self._remove(a)
             elif isinstance(a, AddForward | RemoveForward):
                 await self._forward(a)
-            elif isinstance(a, ExpireRealms) and isinstance(self.dataplane, FaDataplane):
+            elif isinstance(a, ExpireRealms):
                 try:
                     await self.dataplane.expire_idle()
                 except Exception as exc:  # noqa: BLE001 - log it; the rest of the batch goes on
@@ -337,8 +337,6 @@ class FaDaemon(EngineDaemon[ForeignAgent]):
 
     def _arm_idle(self) -> None:
         """The timer for the first idle realm's end of linger (ExpireRealms via the queue)."""
-        if not isinstance(self.dataplane, FaDataplane):
-            return
         when = self.dataplane.idle_deadline()
         if self.idle_timer is not None:
             if when is not None and abs(self.idle_timer.when() - when) < 0.01:
@@ -398,8 +396,7 @@ class FaDaemon(EngineDaemon[ForeignAgent]):
                     for ha in self.engine.unkeyed_has()},
                 "binding_cache": [dict(c.describe(now), forwarded=self.dataplane.forwarded(c.key))
                                   for c in self.engine.cache.values()],
-                "realms": self.dataplane.realms_status()
-                if isinstance(self.dataplane, FaDataplane) else None,
+                "realms": self.dataplane.realms_status(),
                 "site_routes": self.dataplane.site.describe()
                 if isinstance(self.dataplane, FaDataplane) and self.dataplane.site else None,
                 "tunnel_drops": self.dataplane.drops(),
