@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -124,9 +125,10 @@ def registered_via(lab: Lab, coa: str) -> bool:
 
 
 def run_variant(solicit: bool, moves: int, settle: float, forwarding: bool = True,
-                replay: float = 0.0) -> dict:
+                replay: float = 0.0, prefix: str = "hob", linger: float = 0.0,
+                keep: Path | None = None) -> dict:
     with tempfile.TemporaryDirectory(prefix="mipro-handover-") as tmp:
-        lab = Lab("handover", prefix="hob", out=Path(tmp) / "handover", python=sys.executable)
+        lab = Lab("handover", prefix=prefix, out=Path(tmp) / "handover", python=sys.executable)
         try:
             lab.up(services=False)
             lab.edit_conf("mn", "mn.toml", "mode = \"auto\"",
@@ -135,7 +137,8 @@ def run_variant(solicit: bool, moves: int, settle: float, forwarding: bool = Tru
             for fa in ("fa1", "fa2"):  # the previous FA as a forwarding pointer, or not
                 lab.edit_conf(fa, "fa.toml", "[runtime]",
                               f"[fa.forwarding]\nenabled = {str(forwarding).lower()}\n"
-                              f"replay = {replay}\n\n[runtime]")
+                              f"replay = {replay}\n\n[fa.realms]\nlinger = {linger}\n\n"
+                              "[runtime]")
             for name in ("ha", "fa1", "fa2", "mn"):
                 lab.start_service(name)
             lab.wait_for(lambda: registered_via(lab, "198.51.100.1"), 30, "FA1 registration")
@@ -169,6 +172,11 @@ def run_variant(solicit: bool, moves: int, settle: float, forwarding: bool = Tru
         finally:
             lab.down(quiet=True)
         steps = phases(Path(tmp) / "handover", moved)
+        if keep is not None:  # the captures and logs, and what the analysis needs
+            shutil.copytree(Path(tmp) / "handover", keep, dirs_exist_ok=True)
+            (keep / "moves.json").write_text(json.dumps({
+                "moves": moved, "start": src["start"], "interval": INTERVAL,
+                "sent": src["sent"], "arrivals": arrivals}))
     times = sorted(t for _, t in arrivals)
     got = {seq for seq, _ in arrivals}
     outages, losses, lost_at = [], [], []
@@ -183,7 +191,8 @@ def run_variant(solicit: bool, moves: int, settle: float, forwarding: bool = Tru
         losses.append(len(lost))
         # when the lost ones were sent, in ms from link-up (the source's clock is ours)
         lost_at += [(src["start"] + s * INTERVAL - t_up) * 1000 for s in lost]
-    return {"solicit": solicit, "forwarding": forwarding, "replay": replay, "moves": moves,
+    return {"solicit": solicit, "forwarding": forwarding, "replay": replay, "linger": linger,
+            "moves": moves,
             "registrations_ok": sum(ok for _, ok in events),
             "outage_ms_median": round(statistics.median(outages), 1),
             "outage_ms_p90": round(sorted(outages)[int(0.9 * (len(outages) - 1))], 1),
@@ -199,33 +208,41 @@ def main() -> None:
     p.add_argument("--settle", type=float, default=2.0, help="seconds between moves")
     p.add_argument("--replay", type=float, default=0.3,
                    help="fa.forwarding.replay of the buffering variant (seconds)")
+    p.add_argument("--linger", type=float, default=300.0,
+                   help="fa.realms.linger of the last variant (seconds)")
+    p.add_argument("--keep", type=Path, help="keep each variant's captures in DIR/<n>")
     p.add_argument("--advertisement", action="store_true",
                    help="also without solicitation (waiting for an advertisement)")
+    p.add_argument("--prefix", default="hob",
+                   help="namespace prefix of the lab (another run may use the default)")
     a = p.parse_args()
     if os.geteuid() != 0:
         sys.exit("needs root (network namespaces)")
-    print(f"{'variant':<28} {'moves':>5} {'reg ok':>6} {'outage ms median':>17} {'p90':>7} "
+    print(f"{'variant':<40} {'moves':>5} {'reg ok':>6} {'outage ms median':>17} {'p90':>7} "
           f"{'max':>7} {'lost median':>11} {'lost max':>8}")
-    variants = [(True, False, 0.0), (True, True, 0.0), (True, True, a.replay)] + \
-        ([(False, True, 0.0)] if a.advertisement else [])
+    variants = [(True, False, 0.0, 0.0), (True, True, 0.0, 0.0), (True, True, a.replay, 0.0),
+                (True, True, a.replay, a.linger)] + \
+        ([(False, True, 0.0, 0.0)] if a.advertisement else [])
     results = []
-    for solicit, forwarding, replay in variants:
-        r = run_variant(solicit, a.moves, a.settle, forwarding, replay)
-        name = ("solicit" if solicit else "advertisement") + \
-            (", forwarding" if forwarding else ", no forwarding") + \
-            (f" + replay {replay:g} s" if replay else "")
-        print(f"{name:<28} {r['moves']:>5} {r['registrations_ok']:>6} "
+    for n, (solicit, forwarding, replay, linger) in enumerate(variants):
+        r = run_variant(solicit, a.moves, a.settle, forwarding, replay, a.prefix, linger,
+                        a.keep / str(n) if a.keep else None)
+        name = ("solicit" if solicit else "advert.") + \
+            (", fwd" if forwarding else ", no forwarding") + \
+            (f" + replay {replay:g} s" if replay else "") + \
+            (f" + linger {linger:g} s" if linger else "")
+        print(f"{name:<40} {r['moves']:>5} {r['registrations_ok']:>6} "
               f"{r['outage_ms_median']:>17} {r['outage_ms_p90']:>7} {r['outage_ms_max']:>7} "
               f"{r['lost_median']:>11} {r['lost_max']:>8}", flush=True)
         if r["replay"]:  # what is still lost with everything on, and when it was sent
-            print(f"  {'':<26} lost datagrams sent at (ms from link-up): {r['lost_sent_ms']}")
+            print(f"  {'':<38} lost datagrams sent at (ms from link-up): {r['lost_sent_ms']}")
         results.append((name, r["phases"]))
     print("\nmedian ms from the link coming back up (off_link: how long the lab's move kept the"
           "\nMN off its link before that, the 50 ms flap and the bridge commands), captures:")
     w = {k: max(9, len(k) + 1) for k in STEPS}
-    print(f"{'variant':<36}" + "".join(f"{k:>{w[k]}}" for k in STEPS))
+    print(f"{'variant':<40}" + "".join(f"{k:>{w[k]}}" for k in STEPS))
     for name, ph in results:
-        print(f"{name:<36}" + "".join(f"{'-' if ph[k] is None else ph[k]:>{w[k]}}"
+        print(f"{name:<40}" + "".join(f"{'-' if ph[k] is None else ph[k]:>{w[k]}}"
                                       for k in STEPS))
 
 

@@ -157,9 +157,11 @@ class Checker:
             return None
         return self.get(key, int, default, rng)
 
-    def number(self, key: str, default: float, lo: float = 0.0) -> float:
+    def number(self, key: str, default: float, lo: float = 0.0,
+               hi: float = float("inf")) -> float:
         value = self._get(key, (int, float), default,
-                          lambda v: f"{v} is below {lo}" if v < lo else None)
+                          lambda v: f"{v} is below {lo}" if v < lo else
+                          f"{v} is above {hi}" if v > hi else None)
         return float(value)
 
     @overload

@@ -466,6 +466,13 @@ class FaForwardingConfig:
 
 
 @dataclass(frozen=True)
+class FaRealmsConfig:
+    """[fa.realms]: home agents' realms at the FA (docs/configuration.md)."""
+
+    linger: float = 0.0  # seconds a keyed HA's realm stays after its last visitor (0: none)
+
+
+@dataclass(frozen=True)
 class FaRoutingConfig:
     """[fa.routing]: visitors' /32s in a table of their own for FRR (docs/routing.md)."""
 
@@ -511,6 +518,7 @@ class FaConfig:
     limits: FaLimitsConfig = FaLimitsConfig()
     forwarding: FaForwardingConfig = FaForwardingConfig()
     routing: FaRoutingConfig = FaRoutingConfig()
+    realms: FaRealmsConfig = FaRealmsConfig()
     role: str = "fa"
 
 
@@ -567,14 +575,16 @@ def load_fa(path: str | Path) -> FaConfig:
                 else "interface names of 1 to 15 characters")),
             home_networks=_networks(c, "fa.routing.home_networks", ["0.0.0.0/0"]),
             metric=c.integer("fa.routing.metric", 0, 0, 2**32 - 1)),
+        realms=FaRealmsConfig(linger=c.number("fa.realms.linger", 0.0, 0.0, 86400.0)),
     )
     c.unknown_keys({
         "": {"fa", "dataplane", "runtime", "ha_peer", "mn_peer"},
         "fa": {"interface", "address", "prefix_length", "care_of_addresses", "max_lifetime",
                "advertisement_interval", "registration_required", "reverse_tunneling",
                "reverse_tunnel_required", "encapsulations", "vendor_id", "require_mn_fa_auth",
-               "home_agents", "limits", "forwarding", "routing"},
+               "home_agents", "limits", "forwarding", "routing", "realms"},
         "fa.forwarding": {"enabled", "max_lifetime", "replay"},
+        "fa.realms": {"linger"},
         "fa.routing": {"table", "interfaces", "home_networks", "metric"},
         "fa.limits": {"per_mac", "per_mac_burst", "unknown_macs", "unkeyed_home_agent", "pending",
                       "pending_per_mac", "kernel"},

@@ -193,6 +193,15 @@ class FakeFaDataplane:
     def forwarded(self, key: tuple[IPv4Address, IPv4Address]) -> dict[str, int] | None:
         return None  # no relay: nothing counted
 
+    def idle_deadline(self) -> float | None:
+        return None  # no realms: nothing lingers
+
+    async def expire_idle(self, now: float | None = None) -> int:
+        return 0
+
+    def realms_status(self) -> list[dict[str, object]]:
+        return []
+
     def address_in_use(self, home: IPv4Address) -> IPv4Address | None:
         return None  # no visited-site host has a visitor's address here
 

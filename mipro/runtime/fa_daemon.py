@@ -38,6 +38,11 @@ BATCH = 256  # datagrams or frames read per wakeup
 ANY_ENCAPSULATION = frozenset({"ipip", "gre"})
 
 
+class ExpireRealms:
+    """Work-queue item: drop the realms whose linger ended (fa.realms.linger), in order
+    with the visitors' additions and removals."""
+
+
 def make_policy(cfg: FaConfig,
                 address_in_use: Callable[[IPv4Address], IPv4Address | None] | None = None,
                 carried: frozenset[str] = ANY_ENCAPSULATION) -> FaPolicy:
@@ -81,7 +86,7 @@ class FaDaemon(EngineDaemon[ForeignAgent]):
         "reverse_tunneling", "reverse_tunnel_required", "encapsulations", "vendor_id",
         "ha_peers", "mn_peers", "require_mn_fa", "home_agents", "limits.unkeyed_home_agent",
         "limits.pending", "limits.pending_per_mac", "forwarding.enabled",
-        "forwarding.max_lifetime", "runtime.log_level"})
+        "forwarding.max_lifetime", "realms.linger", "runtime.log_level"})
     # what run() makes, in this order
     dataplane = Started[FaDataplane | FakeFaDataplane]()
     udp = Started[socket.socket]()  # port 434 on the care-of address: home agents, peers
@@ -97,6 +102,7 @@ class FaDaemon(EngineDaemon[ForeignAgent]):
         self.started = time.time()
         self.flood_limit: LinkLimiter | None = None
         self.exempt_macs: Counter[bytes] = Counter()
+        self.idle_timer: asyncio.TimerHandle | None = None
 
     def _site(self) -> dict[str, Any]:
         """[fa.routing]: the visitors' /32s for the site's routing daemon."""
@@ -152,6 +158,9 @@ class FaDaemon(EngineDaemon[ForeignAgent]):
             **self._site())
         if isinstance(self.dataplane, FaDataplane):  # hold from the relay of a request
             self.dataplane.awaiting = self.engine.awaiting
+            # realms linger only for home agents whose replies authenticate (FA-HA key)
+            self.dataplane.idle.linger = self.cfg.realms.linger
+            self.dataplane.idle.keep = lambda ha: ha in self.engine.policy.ha_peers
         await self.dataplane.start(loop)
         await self._start_flood_limit()
         carried = self.dataplane.encapsulations
@@ -194,6 +203,8 @@ class FaDaemon(EngineDaemon[ForeignAgent]):
             self.remove_input(sock.fileno())
         await self.work.join()
         worker.cancel()
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
         await control.stop()
         await self.dataplane.stop()
         if self.flood_limit is not None:
@@ -210,6 +221,9 @@ class FaDaemon(EngineDaemon[ForeignAgent]):
 
         def commit() -> None:
             self.engine.set_policy(policy)
+            if isinstance(self.dataplane, FaDataplane):  # shorter, or a key gone: now
+                self.dataplane.idle.linger = cfg.realms.linger
+                self.dispatch([ExpireRealms()])
             # no reboot: the advertisement sequence goes on (RFC 5944 §2.3.2), or every
             # MN would take the reload for one and register again
             self.advertiser.policy = advert
@@ -289,6 +303,12 @@ class FaDaemon(EngineDaemon[ForeignAgent]):
                 await self._remove(a)
             elif isinstance(a, AddForward | RemoveForward):
                 await self._forward(a)
+            elif isinstance(a, ExpireRealms):
+                try:
+                    await self.dataplane.expire_idle()
+                except Exception as exc:  # noqa: BLE001 - log it; the rest of the batch goes on
+                    self.log("dataplane-error", "error", reason=repr(exc),
+                             where=traceback.format_exc(limit=4).replace("\n", " | "))
         for a in extra:
             if isinstance(a, RemoveVisitor):
                 await self._remove(a)
@@ -313,6 +333,22 @@ class FaDaemon(EngineDaemon[ForeignAgent]):
                 self.log.emit(a)
         for mac in exempt:
             await self._exempt(mac, +1)
+        self._arm_idle()
+
+    def _arm_idle(self) -> None:
+        """The timer for the first idle realm's end of linger (ExpireRealms via the queue)."""
+        when = self.dataplane.idle_deadline()
+        if self.idle_timer is not None:
+            if when is not None and abs(self.idle_timer.when() - when) < 0.01:
+                return
+            self.idle_timer.cancel()
+            self.idle_timer = None
+        if when is not None:  # loop.time() is time.monotonic()
+            self.idle_timer = asyncio.get_running_loop().call_at(when, self._on_idle_timer)
+
+    def _on_idle_timer(self) -> None:
+        self.idle_timer = None  # fired: the next _execute arms the next one
+        self.dispatch([ExpireRealms()])
 
     async def _remove(self, a: RemoveVisitor) -> None:
         try:
@@ -360,6 +396,7 @@ class FaDaemon(EngineDaemon[ForeignAgent]):
                     for ha in self.engine.unkeyed_has()},
                 "binding_cache": [dict(c.describe(now), forwarded=self.dataplane.forwarded(c.key))
                                   for c in self.engine.cache.values()],
+                "realms": self.dataplane.realms_status(),
                 "site_routes": self.dataplane.site.describe()
                 if isinstance(self.dataplane, FaDataplane) and self.dataplane.site else None,
                 "tunnel_drops": self.dataplane.drops(),

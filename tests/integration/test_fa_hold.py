@@ -29,6 +29,7 @@ MAC = "02:00:00:00:01:00"  # the mn node's eth0 in topology-handover.toml
 HA = "10.1.0.1"
 CN_HOME = "10.1.0.10"  # on the home network, but not the visitor's home agent
 FA = "198.51.100.1"  # fa1's care-of address (lan0)
+FA2 = "192.0.2.1"  # where a forwarding pointer at fa1 sends the MN's datagrams
 PORT = 6002
 PACKET = 20 + 8 + 64  # what ipip-inject's inner datagrams are (IPv4, UDP, body)
 
@@ -40,7 +41,7 @@ def say(obj: dict[str, Any]) -> None:
 
 
 async def driver() -> None:
-    from mipro.core.fa import Visitor
+    from mipro.core.fa import CacheEntry, Visitor
     from mipro.dataplane.fa.agent import HOLD_BYTES, HOLD_EARLY, FaDataplane
     from mipro.wire.vendor import StaticRoute
 
@@ -84,9 +85,11 @@ async def driver() -> None:
 
     def report(v: Visitor, **extra: Any) -> None:
         c = relay.stats.per_key.get(v.key)
+        f = relay.stats.per_key.get((IPv4Address(HOME), IPv4Address(HA)))  # a pointer's
+        dp.forwards.clear()
         say({"held_bytes": dp.held_bytes, "adding": [list(map(str, p)) for p in dp.adding],
              "seen": {k: seen[k] for k in ("offered", "held", "peak")},
-             "delivered": c.packets_in if c else 0,
+             "delivered": c.packets_in if c else 0, "forwarded": f.packets_out if f else 0,
              "unauthorised": relay.stats.dropped_unauthorised,
              "events": [e for e in events if e["event"].startswith("held-")],
              "early": [list(map(str, p)) for p in dp.early],
@@ -100,6 +103,10 @@ async def driver() -> None:
         """A request relayed, not answered yet: what its HA tunnels is held from now;
         then the reply accepts it (the add delivers them) or denies it (they go)."""
         out["pair"] = (HOME, HA)
+        if cmd.get("pointer"):  # the MN was here, moved on to FA2, and is back
+            dp.forwards[(IPv4Address(HOME), IPv4Address(HA))] = CacheEntry(
+                IPv4Address(HOME), IPv4Address(FA2), time.time() + 60, IPv4Address(HA),
+                forwarding=True)
         say({"awaiting": True})
         want = (await command())["expect"]
         while seen["offered"] < want and time.monotonic() - seen["last"] < 1.0:
@@ -112,6 +119,7 @@ async def driver() -> None:
                     requested_lifetime=600, reverse_tunnel=False, encapsulation="ipip",
                     state="accepted", lifetime=600)
         if cmd["early"] == "accepted":
+            dp.forwards.clear()  # the engine ends the pointer as its visitor is back
             dp._add_visitor = add  # type: ignore[method-assign] # the add at its own pace
             try:
                 await dp.add_visitor(v)
@@ -330,3 +338,38 @@ def test_from_the_relay_of_the_request_the_has_tunnel_is_held_until_the_reply(la
     d.read("removed")
     seqs = [seq for seq, _ in arrivals(sink)]
     assert seqs == (list(range(10)) if answer == "accepted" else []), seqs
+
+
+@pytest.mark.parametrize("answer", ["accepted", "denied"])
+def test_a_pointer_to_where_the_mn_was_does_not_take_what_its_ha_tunnels_while_it_is_back(
+        lab, driver_in, answer):
+    """The MN came back to an FA that still has a forwarding pointer for it (it moved on
+    from here to FA2 seconds ago): while its request is out the home agent already tunnels
+    to us, and the pointer would send that back to FA2, where the MN no longer is (the
+    datagrams bench/handover.py lost).  They are held instead; an acceptance delivers
+    them here, and without one they go on through the pointer after HOLD_EARLY."""
+    d = driver_in
+    sink = lab.udp_sink("mn", PORT, 8)
+    with lab.capture("fa2", "ip proto 4", "wan0") as fa2_wan:
+        d.send({"early": answer, "pointer": True})
+        d.read("awaiting")
+        inject(lab, "ha", HA, 10)
+        d.send({"expect": 10})
+        before = d.read("early")
+        assert before == {"early": [[HOME, HA]], "held_bytes": 10 * PACKET}, before
+        done = d.read("held_bytes")
+    assert (done["held_bytes"], done["early"], done["adding"]) == (0, [], []), done
+    to_fa2 = [x for x in fa2_wan if f"{FA} > {FA2}: IP {CN_HOME}" in x]
+    if answer == "accepted":
+        assert done["visitor"] and done["delivered"] == 10 and done["forwarded"] == 0, done
+        assert to_fa2 == [], fa2_wan
+    else:
+        assert not done["visitor"] and done["delivered"] == 0, done
+        assert done["forwarded"] == 10 and done["unauthorised"] == 0, done
+        assert [(e["event"], e["packets"]) for e in done["events"]] == \
+            [("held-forwarded", "10")], done
+        assert len(to_fa2) == 10, fa2_wan
+    d.send({})
+    d.read("removed")
+    assert [seq for seq, _ in arrivals(sink)] == (list(range(10)) if answer == "accepted"
+                                                 else [])

@@ -46,6 +46,11 @@ def test_without_notification_the_previous_fa_entry_expires(make_lab):
     lab.wait_for(lambda: registered_via_fa1(lab), 30, "registration through FA1")
     lab.move("mn.eth0", "visit-b")
     lab.wait_for(lambda: check_module().via(lab, "192.0.2.1"), 20, "registration through FA2")
+    # from one FA to the next the MN changes only its two routes (use_agent): FA1's went
+    routes = lab.exec("mn", "ip", "route", "show", "table", str(TABLES["mn"][0])).stdout
+    assert sorted(x.split(" proto")[0].split(" src")[0].strip()
+                  for x in routes.splitlines()) == \
+        ["192.0.2.1 dev eth0", "default via 192.0.2.1 dev eth0"], routes
     assert lab.status("fa1")["visitors"]  # nobody told FA1: its entry lives out its lifetime
     lab.wait_for(lambda: not lab.status("fa1")["visitors"], 30, "FA1's visitor entry to expire")
     state, neigh, rules = fa_state(lab, "fa1")

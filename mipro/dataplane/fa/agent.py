@@ -59,7 +59,7 @@ from ..kernel.filters import fail_closed
 from ..kernel.ipset import ipset_available
 from ..kernel.netlink import Netlink, set_sysctl
 from ..relay.relay import MTU, UserspaceTunnel
-from .realms import REALM_MASK, REALM_SHIFT, Realm, Realms, Twin
+from .realms import REALM_MASK, REALM_SHIFT, IdleRealms, Realm, Realms, Twin
 from .routeprofiles import MARK_MASK, MARK_SHIFT, RouteProfiles
 from .siteroutes import SiteRoutes
 from .visitorfw import PerVisitorChains, VisitorFirewall
@@ -136,6 +136,9 @@ class FaDataplane:
         self.early: dict[tuple[IPv4Address, IPv4Address], tuple[float, list[bytes]]] = {}
         self.left: OrderedDict[tuple[IPv4Address, IPv4Address],
                                deque[tuple[float, bytes]]] = OrderedDict()
+        # realms kept a while after their last visitor (fa.realms.linger; realms.py)
+        self.idle = IdleRealms()
+        self.profiles.keep = lambda ha: self.idle.linger > 0 and self.idle.keep(ha)
 
     async def start(self, loop: asyncio.AbstractEventLoop | None) -> None:
         set_sysctl("net.ipv4.ip_forward", "1")
@@ -206,6 +209,7 @@ class FaDataplane:
             await self.remove_forward(e)
         for v in list(self.visitors.values()):
             await self.remove_visitor(v)
+        self.idle.since.clear()  # realms.stop() and the device loop below take them
         await self.nl.rule_del(self.table, self.prio)
         if self.site is not None:
             await self.site.stop()
@@ -278,6 +282,12 @@ class FaDataplane:
             return  # taken by the add (or a newer one)
         _, held = self.early.pop(pair)
         self.held_bytes -= sum(len(x) for x in held)
+        if held and self.relay is not None and (e := self.forwards.get(pair)) is not None:
+            sent = sum(self.relay.encapsulate((e.care_of_address, e.encapsulation, e.key), p)
+                       for p in held)  # a pointer's (_redirect): where the MN still is
+            self.log("held-forwarded", "debug", home=pair[0], ha=pair[1], packets=sent,
+                     to=e.care_of_address, reason="no accepted reply")
+            return
         if self.relay is not None:
             self.relay.stats.dropped_unauthorised += len(held)
         if held:
@@ -299,6 +309,9 @@ class FaDataplane:
         if v.notify is not None and v.notify.cache_lifetime:  # it asked for forwarding
             self.from_previous.setdefault((v.notify.previous_fa, v.home_address),
                                           set()).add(v.key)
+        self.idle.used(v.home_agent)
+        if self.realms.of(v.home_agent) is None and not self.realms.free_indexes:
+            await self._evict_idle()
         device, index = await self._ha_device(v.home_agent)
         if v.notify is not None and v.notify.cache_lifetime:
             await self._prev_device(v.notify.previous_fa)
@@ -375,8 +388,65 @@ class FaDataplane:
             self.log("forwarding-unavailable", "warning", home=home, backend=self.name,
                      reason=repr(exc))
         if realm is not None and not realm.members and not self._kernel_forwards(v.home_agent):
-            await self.realms.drop(realm)
-            await self._drop_ha_device(v.home_agent)
+            await self._retire(realm)
+
+    # --- realms without visitors ----------------------------------------------------------
+
+    async def _retire(self, realm: Realm) -> None:
+        """A realm its last visitor (or kernel pointer) left: kept ``fa.realms.linger``
+        seconds for a home agent we trust (IdleRealms), else gone now with its device."""
+        if self.idle.retire(realm.home_agent, time.monotonic()):
+            self.log("realm-idle", "debug", home_agent=realm.home_agent, realm=realm.index,
+                     linger=self.idle.linger)
+        else:
+            await self._drop_realm(realm)
+
+    async def _drop_realm(self, realm: Realm) -> None:
+        self.idle.used(realm.home_agent)
+        await self.profiles.drop_empty(realm.home_agent)  # their routes use its device
+        await self.realms.drop(realm)
+        await self._drop_ha_device(realm.home_agent)
+
+    def _still_idle(self, ha: IPv4Address) -> Realm | None:
+        realm = self.realms.of(ha)
+        if realm is None or realm.members or self._kernel_forwards(ha):
+            self.idle.used(ha)  # in use after all
+            return None
+        return realm
+
+    async def _evict_idle(self) -> None:
+        """All realm indexes taken: the longest idle realm goes for the new one."""
+        while (ha := self.idle.oldest()) is not None:
+            if (realm := self._still_idle(ha)) is not None:
+                self.log("realm-evicted", home_agent=ha, realm=realm.index)
+                await self._drop_realm(realm)
+                return
+
+    def idle_deadline(self) -> float | None:
+        """When (time.monotonic()) the first realm or route profile kept without visitors
+        has been so for ``fa.realms.linger``."""
+        when = [t for t in (self.idle.deadline(), self.profiles.empty_deadline(
+            self.idle.linger)) if t is not None]
+        return min(when) if when else None
+
+    async def expire_idle(self, now: float | None = None) -> int:
+        """Drop the realms and route profiles whose linger is over."""
+        now = time.monotonic() if now is None else now
+        dropped = await self.profiles.drop_expired(now, self.idle.linger)
+        for ha in self.idle.due(now):
+            if (realm := self._still_idle(ha)) is not None:
+                self.log("realm-expired", home_agent=ha, realm=realm.index)
+                await self._drop_realm(realm)
+                dropped += 1
+        return dropped
+
+    def realms_status(self) -> list[dict[str, object]]:
+        now = time.monotonic()
+        return [{"home_agent": str(r.home_agent), "index": r.index, "device": r.device,
+                 "visitors": len(r.members),
+                 "idle": round(now - self.idle.since[ha], 1) if ha in self.idle.since
+                 else None}
+                for ha, r in self.realms.realms.items()]
 
     # --- forwarding pointers (draft-ietf-mobileip-optim smooth handoff) ------------------
 
@@ -454,8 +524,7 @@ class FaDataplane:
         realm = self.realms.of(e.home_agent)
         if self.relay is None and realm is not None and not realm.members and \
                 not self._kernel_forwards(e.home_agent):  # kept for the pointer: goes now
-            await self.realms.drop(realm)
-            await self._drop_ha_device(e.home_agent)
+            await self._retire(realm)
 
     def _kernel_forwards(self, ha: IPv4Address) -> bool:
         """Kernel backend: a pointer of ``ha``'s realm needs its ipip link (which
@@ -525,8 +594,14 @@ class FaDataplane:
     def _redirect(self, outer_src: IPv4Address, inner_dst: IPv4Address):
         """The relay asks first: is this, from a home agent's tunnel, for a visitor of
         that realm that moved on (and is not back)?  Then where it goes now."""
-        e = self.forwards.get((inner_dst, outer_src))
+        pair = (inner_dst, outer_src)
+        e = self.forwards.get(pair)
         if e is None:  # (the engine ends a pointer before its visitor is back)
+            return None
+        if pair in self.adding or (self.awaiting is not None and self.awaiting(*pair)):
+            # the MN is registering with us again and its home agent tunnels to us already
+            # (it accepted; its reply is on the way): held for it (_hold), not sent back
+            # where it was; if no accepted reply comes, sent on through the pointer then
             return None
         return (e.care_of_address, e.encapsulation, e.key)
 

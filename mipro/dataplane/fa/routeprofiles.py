@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
@@ -53,6 +54,7 @@ class RouteProfile:
     mark: int
     routes: list[tuple[str, int]] = field(default_factory=list)  # (destination, metric)
     members: int = 0
+    home_agent: IPv4Address = IPv4Address(0)  # its tunnel routes go into this HA's device
 
     @property
     def set_name(self) -> str:
@@ -71,6 +73,11 @@ class RouteProfiles(SetGroups[RouteProfile]):
         self.mangle = iptc.Table(iptc.Table.MANGLE)
         self.mangle.autocommit = False
         self.free_marks = list(range(MARK_MASK >> MARK_SHIFT, 0, -1))
+        # profiles without members kept for their home agent's next visitor while its realm
+        # lingers (fa.realms.linger; the FA dataplane says which): dropped with the realm,
+        # or when a new profile needs their mark
+        self.keep: Callable[[IPv4Address], bool] = lambda home_agent: False
+        self.empty_since: dict[str, float] = {}  # profile id → without members since
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -108,13 +115,49 @@ class RouteProfiles(SetGroups[RouteProfile]):
 
     # --- profiles ---------------------------------------------------------------------
 
+    def _keep_empty(self, group: RouteProfile) -> bool:
+        if not self.keep(group.home_agent):
+            return False
+        self.empty_since[group.id] = time.monotonic()
+        return True
+
+    def empty_deadline(self, linger: float) -> float | None:
+        """When the first profile kept without members has been so for ``linger``."""
+        since = [t for pid, t in self.empty_since.items()
+                 if pid in self.groups and self.groups[pid].members <= 0]
+        return min(since) + linger if since else None
+
+    async def drop_expired(self, now: float, linger: float) -> int:
+        """Profiles without members for ``linger`` seconds go (a realm with other visitors
+        lingers on, its visitors' old profiles should not)."""
+        dropped = 0
+        for pid, since in list(self.empty_since.items()):
+            p = self.groups.get(pid)
+            if p is None or p.members > 0:
+                del self.empty_since[pid]
+            elif since + linger <= now or not self.keep(p.home_agent):
+                await self._drop(p)
+                dropped += 1
+        return dropped
+
+    async def drop_empty(self, home_agent: IPv4Address | None = None) -> int:
+        """The profiles without members (of ``home_agent``, or one of any: a mark for a new
+        one) go."""
+        empty = [p for p in self.groups.values() if p.members <= 0 and
+                 (home_agent is None or p.home_agent == home_agent)]
+        for p in empty if home_agent is not None else empty[:1]:
+            await self._drop(p)
+        return len(empty)
+
     async def _create(self, pid: str, routes: list[StaticRoute],
                       home_agent: IPv4Address) -> RouteProfile:
+        if not self.free_marks:
+            await self.drop_empty()
         if not self.free_marks:
             raise RuntimeError(f"more than {MARK_MASK >> MARK_SHIFT} route profiles")
         index = self.free_marks.pop()
         table = self.first_table + index
-        profile = RouteProfile(pid, table, index << MARK_SHIFT)
+        profile = RouteProfile(pid, table, index << MARK_SHIFT, home_agent=home_agent)
         self.groups[pid] = profile
         await self.ipset.create(profile.set_name, stype="hash:ip", maxelem=MAX_MEMBERS)
         for r in routes:
@@ -137,6 +180,7 @@ class RouteProfiles(SetGroups[RouteProfile]):
 
     async def _drop(self, profile: RouteProfile) -> None:
         self.groups.pop(profile.id, None)
+        self.empty_since.pop(profile.id, None)
         self.mangle.refresh()
         chain = iptc.Chain(self.mangle, MARK_CHAIN)
         for rule in list(chain.rules):

@@ -163,8 +163,12 @@ class SetGroups(Generic[G]):
         if key[0] not in self.unlisted:
             await set_member(self.ipset, False, group.set_name, key[0])
         group.members -= 1
-        if group.members <= 0:
+        if group.members <= 0 and not self._keep_empty(group):
             await self._drop(group)
+
+    def _keep_empty(self, group: G) -> bool:
+        """A group its last member left stays (to be joined again) if this says so."""
+        return False
 
     async def _drop(self, group: G) -> None:
         raise NotImplementedError

@@ -53,6 +53,7 @@ class MnDataplane:
         self.udp_since = 0.0  # when the UDP tunnel came up (silence counts from there)
         self.up = False
         self.home_on_link = 0  # prefix length of the home address on the physical link
+        self.fa_agent: IPv4Address | None = None  # use_agent's: our table is only its routes
         self.own_out = False  # our home address is a visited-network host's too (FA said)
         self.profile_routes: set[tuple[IPv4Network, int]] = set()
         self.default_metric: int | None = None
@@ -98,6 +99,7 @@ class MnDataplane:
 
     async def attach(self, coa: IPv4Interface, gateway: IPv4Address | None) -> None:
         """Care-of path: the HA is reached from the care-of address on the physical link."""
+        self.fa_agent = None
         self.coa, self.gateway = coa, gateway
         await self.nl.route_replace(IPv4Network(coa.network), self.table, oif=self.iface, src=coa.ip)
         if self.ha not in coa.network:
@@ -105,6 +107,7 @@ class MnDataplane:
                                   gateway=gateway, src=coa.ip)
 
     async def detach(self) -> None:
+        self.fa_agent = None
         await self.tunnel_down()
         await self.nl.flush_table(self.table)
         self.coa = None
@@ -113,6 +116,7 @@ class MnDataplane:
                         routes: tuple[StaticRoute, ...] = (),
                         filters: tuple[FilterRule, ...] = ()) -> None:
         assert self.coa is not None
+        self.fa_agent = None
         if encap == "udp" and (self.encap != "udp" or not self.up):
             self.udp_since = time.monotonic()
         wanted = (encap, self.coa, self.gateway, reverse_tunnel, tuple(routes), tuple(filters))
@@ -229,7 +233,20 @@ class MnDataplane:
     # --- foreign agent mode and home ---------------------------------------------------
 
     async def use_agent(self, agent: IPv4Address) -> None:
-        """FA mode: the home address on the link, everything via the agent (on-link)."""
+        """FA mode: the home address on the link, everything via the agent (on-link).
+        From one foreign agent to the next, only the two routes change (the request to
+        the new agent waits for this: 3 netlink changes instead of ~10 on a move)."""
+        old = self.fa_agent
+        if old is not None and not self.own_out and not self.up and self.home_on_link == 32:
+            await self.nl.route_replace(IPv4Network(agent), self.table, oif=self.iface,
+                                        src=self.home)
+            await self.nl.route_replace(DEFAULT, self.table, oif=self.iface, gateway=agent,
+                                        src=self.home)
+            if old != agent:
+                await self.nl.route_del(IPv4Network(old), self.table)
+            self.fa_agent = agent
+            return
+        self.fa_agent = None
         await self.own_address_out(False)
         await self.tunnel_down()
         await self.nl.flush_table(self.table)
@@ -240,6 +257,7 @@ class MnDataplane:
                                     src=self.home)
         await self.nl.route_replace(DEFAULT, self.table, oif=self.iface, gateway=agent,
                                     src=self.home)
+        self.fa_agent = agent
 
     async def own_address_out(self, on: bool) -> None:
         """Seed Figs. 3c, 5, 11 (CN 4c): a host on the visited network has our home
@@ -263,6 +281,7 @@ class MnDataplane:
         self.own_out = on
 
     async def leave_agent(self) -> None:
+        self.fa_agent = None
         await self.own_address_out(False)
         await self.nl.flush_table(self.table)
         if self.home_on_link:
@@ -271,6 +290,7 @@ class MnDataplane:
 
     async def at_home(self, network: IPv4Network, gateway: IPv4Address) -> None:
         """Home: the home address on the link with its prefix, the home router as gateway."""
+        self.fa_agent = None
         await self.own_address_out(False)
         await self.tunnel_down()
         await self.nl.flush_table(self.table)
