@@ -69,11 +69,10 @@ def prepare(lab: Lab, mn2_tunnel: str) -> None:
     VIP2; lifetimes long enough that no MN renews during the test."""
     for ha, p51, p52 in (("ha1", HIGH, LOW), ("ha2", LOW, HIGH)):
         run = lab.run_dir
-        old = 90 if ha == "ha2" else 100
-        lab.edit_conf(ha, "ha.toml", f"priority = {old}", f"priority = {p51}")
+        # group 51 as the failover lab has it (HA1 200, HA2 100); group 52 the other way
+        assert f"priority = {p51}\n" in lab.conf(ha, "ha.toml").read_text(), ha
         with open(lab.conf(ha, "ha.toml"), "a") as fh:
             fh.write(SECOND_GROUP.format(priority=p52, run=run, ha=ha))
-        lab.edit_conf(ha, "keepalived.conf", f"priority {old}", f"priority {p51}")
         with open(lab.conf(ha, "keepalived.conf"), "a") as fh:
             fh.write(SECOND_INSTANCE.format(priority=p52, run=run, ha=ha))
     lab.edit_conf("mn", "mn.toml", "lifetime = 30", "lifetime = 400")
