@@ -42,6 +42,7 @@ STATE_FLUSH_DELAY = 0.5
 IP_FREEBIND = 15  # linux/in.h; not exported by Python's socket module
 RECV_BATCH = 256
 MAX_PEERS = 1 << 16
+CHANGES = (InstallBinding, RemoveBinding)
 RESTORE_SLICE = 2048  # restored bindings per kernel batch, between registrations
 # How soon a thread that holds the GIL must hand it over (CPython's default: 5 ms).  The
 # event loop lets go of the GIL at every send and receive; while the journal's threads
@@ -457,19 +458,16 @@ class HaDaemon(EngineDaemon[HomeAgent]):
         """Program the kernel before answering, so the MN's first packets find the tunnel,
         and acknowledge (reply, journal) only what the kernel took: a binding it refused
         is answered with the engine's denial instead, and removed again."""
-        changes = [a for a in actions if isinstance(a, InstallBinding | RemoveBinding)]
+        changes: list[Any] = []
+        ordered = False  # a takeover, a stand-down or restored bindings among them
+        for a in actions:  # one pass over a batch of registrations' actions
+            if isinstance(a, CHANGES):
+                changes.append(a)
+            elif isinstance(a, KernelSync | Reinstall):
+                ordered = True
         held: set[int] = set()  # acceptances not to send
-        try:
-            for a in actions:
-                if isinstance(a, KernelSync):  # a takeover or a stand-down, in order
-                    await apply_kernel_sync(self, a)
-                elif isinstance(a, Reinstall):  # restored bindings, a slice at a time
-                    await self._reinstall_slice(a)
-        except BaseException:  # the reinstall goes on with its next slice
-            for a in actions:
-                if isinstance(a, Reinstall) and not a.done.done():
-                    a.done.set_result(None)
-            raise
+        if ordered:
+            await self._ordered(actions)
         if changes:
             failed = await self._apply(changes)
             extra: list[Any] = []
@@ -495,12 +493,13 @@ class HaDaemon(EngineDaemon[HomeAgent]):
             if self.redundancy is not None:  # what we acknowledge, the backup gets
                 self.redundancy.forward(done + undo, time.time())
             actions = actions + [a for a in extra if not isinstance(a, RemoveBinding)]
+        one = self.main_sock if len(self.socks) == 1 else None  # else: by source address
         for a in actions:
             if isinstance(a, Send):
                 if id(a) in held:
                     continue
-                sock = self.socks.get(a.src) if a.src is not None else None
-                sock = sock or self.main_sock
+                sock = one or (self.socks.get(a.src) if a.src is not None else None) or \
+                    self.main_sock
                 try:
                     sock.sendto(a.data, (dotted(a.dst), a.port))
                     self.reply_sent(a.data, a.dst, a.port)
@@ -512,6 +511,20 @@ class HaDaemon(EngineDaemon[HomeAgent]):
                 self.log.emit(a)
             elif isinstance(a, FetchSubscriber):
                 self._fetch(a)
+
+    async def _ordered(self, actions: list[Any]) -> None:
+        """Takeovers, stand-downs and restored slices, in their order among the changes."""
+        try:
+            for a in actions:
+                if isinstance(a, KernelSync):  # a takeover or a stand-down, in order
+                    await apply_kernel_sync(self, a)
+                elif isinstance(a, Reinstall):  # restored bindings, a slice at a time
+                    await self._reinstall_slice(a)
+        except BaseException:  # the reinstall goes on with its next slice
+            for a in actions:
+                if isinstance(a, Reinstall) and not a.done.done():
+                    a.done.set_result(None)
+            raise
 
     async def _apply(self, changes: list[Any]) -> dict[int, str]:
         """The kernel's answer for each change: {index: why it failed}.  With redundancy
