@@ -76,7 +76,10 @@ def write_subscribers(path: Path, n: int, seed: str) -> None:
 
 
 def write_conf(d: Path, subs: Path, backend: str) -> Path:
+    """``backend``: NAME[:PROXY_ARP_MODE][/nojournal] (no state file: the journal's share)."""
+    backend, nojournal, _ = backend.partition("/nojournal")
     backend, _, proxy = backend.partition(":")
+    state = "" if nojournal else f'state_file = "{d}/state.json"\n'
     conf = d / "ha.toml"
     conf.write_text(f"""[ha]
 address = "{HA}"
@@ -90,8 +93,7 @@ file = "{subs}"
 backend = "{backend}"
 [runtime]
 control_socket = "{d}/ha.sock"
-state_file = "{d}/state.json"
-log_level = "warning"
+{state}log_level = "warning"
 """)
     conf.chmod(0o600)
     return conf
@@ -316,7 +318,8 @@ def main() -> None:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", default="100,10000,100000", help="MNs per case (1000000 too)")
     p.add_argument("--backends", default="fake,userspace,userspace:interface",
-                   help="fake | userspace | kernel, optionally :interface for proxy_arp mode")
+                   help="fake | userspace | kernel, optionally :interface for proxy_arp mode, "
+                        "/nojournal for no state file")
     p.add_argument("--renewals", type=int, default=200_000,
                    help="renewals per case at least (a small table is renewed over again)")
     p.add_argument("--restart", action="store_true",
