@@ -76,7 +76,10 @@ def write_subscribers(path: Path, n: int, seed: str) -> None:
 
 
 def write_conf(d: Path, subs: Path, backend: str) -> Path:
+    """``backend``: NAME[:PROXY_ARP_MODE][/nojournal] (no state file: the journal's share)."""
+    backend, nojournal, _ = backend.partition("/nojournal")
     backend, _, proxy = backend.partition(":")
+    state = "" if nojournal else f'state_file = "{d}/state.json"\n'
     conf = d / "ha.toml"
     conf.write_text(f"""[ha]
 address = "{HA}"
@@ -90,8 +93,7 @@ file = "{subs}"
 backend = "{backend}"
 [runtime]
 control_socket = "{d}/ha.sock"
-state_file = "{d}/state.json"
-log_level = "warning"
+{state}log_level = "warning"
 """)
     conf.chmod(0o600)
     return conf
@@ -131,8 +133,10 @@ def gen(*args: str) -> subprocess.Popen:
 class Ha:
     """One `mipro ha`, from source tree ``tree``, pinned to CPU 0."""
 
-    def __init__(self, tree: Path, conf: Path, log: Path, stalls: Path | None = None) -> None:
+    def __init__(self, tree: Path, conf: Path, log: Path, stalls: Path | None = None,
+                 label: str = "") -> None:
         self.log = open(log, "a")  # noqa: SIM115
+        self.label = label
         self.t0 = time.time()
         self.stalls = stalls
         env = dict(os.environ, PYTHONPATH=str(tree))
@@ -167,7 +171,7 @@ def start(tree: Path, conf: Path, n: int, seed: str, kernel: bool,
     log = conf.parent / "ha.log"
     if (conf.parent / "ha.sock").exists():
         (conf.parent / "ha.sock").unlink()
-    ha = Ha(tree, conf, log, conf.parent / "stalls.log" if stalls else None)
+    ha = Ha(tree, conf, log, conf.parent / "stalls.log" if stalls else None, tree.name)
     probe = gen("--n", str(n + 1), "--phase", "probe", "--probe", str(n), "--seed", seed,
                 "--since", str(ha.t0), "--timeout", "900")
     out: dict = {}
@@ -188,16 +192,29 @@ def start(tree: Path, conf: Path, n: int, seed: str, kernel: bool,
     return ha, out
 
 
+PROFILE: Path | None = None  # --pyspy: a py-spy profile of the HA per phase, here
+
+
 def phase(ha: Ha, n: int, name: str, requests: int, seed: str, hup_after: float = 0) -> dict:
     """``hup_after``: SIGHUP the HA (a reload of the subscriber file) this many seconds in."""
     user0, sys0 = cpu_seconds(ha.p.pid)
     t0 = time.time()
     p = gen("--n", str(n), "--phase", name, "--requests", str(requests), "--seed", seed)
+    spy = None
+    if PROFILE is not None:  # sampled from the other core; collapsed stacks, one per line
+        out = PROFILE / f"{ha.label}-{n}-{name}-{int(t0)}.txt"
+        spy = subprocess.Popen(["taskset", "-c", "1", str(Path(PY).parent / "py-spy"),
+                                "record", "--nonblocking", "--rate", "500", "--format", "raw",
+                                "-o", str(out), "--pid", str(ha.p.pid)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     if hup_after:
         time.sleep(hup_after)
         ha.p.send_signal(signal.SIGHUP)  # ip netns exec and taskset exec: the HA's pid
     res = json.loads(p.communicate()[0])
     user1, sys1 = cpu_seconds(ha.p.pid)
+    if spy is not None:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(60)
     if ha.stalls is not None:
         res["stalls"] = stall_events(ha.stalls, t0, time.time())
     replies = max(1, sum(res["codes"].values()))
@@ -301,7 +318,8 @@ def main() -> None:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", default="100,10000,100000", help="MNs per case (1000000 too)")
     p.add_argument("--backends", default="fake,userspace,userspace:interface",
-                   help="fake | userspace | kernel, optionally :interface for proxy_arp mode")
+                   help="fake | userspace | kernel, optionally :interface for proxy_arp mode, "
+                        "/nojournal for no state file")
     p.add_argument("--renewals", type=int, default=200_000,
                    help="renewals per case at least (a small table is renewed over again)")
     p.add_argument("--restart", action="store_true",
@@ -312,11 +330,20 @@ def main() -> None:
                    help="renew again with a SIGHUP (subscriber file reread) 2 s into it")
     p.add_argument("--stalls", action="store_true",
                    help="run the HA under bench/stallprobe.py: what held its loop up, by phase")
+    p.add_argument("--pyspy", metavar="DIR",
+                   help="profile the HA in every phase with py-spy (collapsed stacks in DIR)")
+    p.add_argument("--netns", default="mbench",
+                   help="prefix of the two namespaces (NAME-ha, NAME-gen): yours alone")
     p.add_argument("--seed", default="bench")
     p.add_argument("--json", default=str(HERE / "results" / "registration.json"))
     a = p.parse_args()
     if os.geteuid() != 0:
         sys.exit("needs root (network namespaces)")
+    global HA_NS, GEN_NS, PROFILE
+    HA_NS, GEN_NS = f"{a.netns}-ha", f"{a.netns}-gen"
+    if a.pyspy:
+        PROFILE = Path(a.pyspy)
+        PROFILE.mkdir(parents=True, exist_ok=True)
     trees = [(label, Path(path).resolve()) for label, _, path in
              (t.partition("=") for t in a.trees.split(","))]
     results = []

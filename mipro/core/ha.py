@@ -125,6 +125,11 @@ def _unicast(a: IPv4Address) -> bool:
     return ip != 0 and ip >> 24 != 127 and ip >> 16 != 0xA9FE and ip < 0xE0000000
 
 
+def _ranges(networks: tuple[IPv4Network, ...]) -> list[tuple[int, int]]:
+    """Each network as (first address, mask), integers."""
+    return [(int(n.network_address), int(n.netmask)) for n in networks]
+
+
 class Denied(Exception):
     def __init__(self, code: Code, reason: str, identification: int | None = None,
                  challenge: bytes = b"") -> None:
@@ -152,6 +157,7 @@ class HomeAgent:
         self.replay: AddressMap[_ReplayState] = AddressMap()  # no stall as it grows
         self.challenges: dict[IPv4Address, _Challenge] = {}
         self.ctx = DecodeContext(vendor_id=policy.vendor_id)
+        self.home_ranges = _ranges(policy.home_networks)
         self.counters: dict[str, int] = {}
         self.parked: dict[Identity, list[tuple[bytes, IPv4Address, int]]] = {}
         self.parked_count = 0
@@ -165,7 +171,9 @@ class HomeAgent:
         self.per_known = SourceLimiter(p.known_source_rate, p.known_source_burst)
         self.unknown = TokenBucket(p.unknown_rate, p.unknown_rate)
         self.unsigned = TokenBucket(p.unsigned_reply_rate, p.unsigned_reply_rate)
-        self.known: OrderedDict[IPv4Address, None] = OrderedDict()  # authenticated lately
+        # sources that authenticated lately, and the budgets, by the address's integer:
+        # IPv4Address's hash is Python code, and a request looked it up five times
+        self.known: OrderedDict[int, None] = OrderedDict()
 
     def set_policy(self, policy: HaPolicy) -> None:
         """A reload: the new policy; budgets start afresh only if they changed."""
@@ -174,6 +182,7 @@ class HomeAgent:
         changed = any(getattr(policy, k) != getattr(self.policy, k) for k in limits)
         self.policy = policy
         self.ctx = DecodeContext(vendor_id=policy.vendor_id)
+        self.home_ranges = _ranges(policy.home_networks)
         if changed:
             self._limits(policy)
 
@@ -447,13 +456,15 @@ class HomeAgent:
 
     def _admit(self, src: IPv4Address, now: float) -> bool:
         """The per-source budget for work before authentication."""
-        if src in self.known or src in self.policy.fa_associations:
-            return self.per_known.allow(src, now)
-        return self.per_source.allow(src, now) and self.unknown.allow(now)
+        ip = int(src)
+        if ip in self.known or src in self.policy.fa_associations:
+            return self.per_known.allow(ip, now)
+        return self.per_source.allow(ip, now) and self.unknown.allow(now)
 
     def _trust(self, src: IPv4Address) -> None:
-        self.known[src] = None
-        self.known.move_to_end(src)
+        ip = int(src)
+        self.known[ip] = None
+        self.known.move_to_end(ip)
         if len(self.known) > 1 << 17:
             self.known.popitem(last=False)
 
@@ -465,6 +476,7 @@ class HomeAgent:
         if len(auths) > 1:
             raise Denied(Code.HA_POORLY_FORMED_REQUEST, "more than one MN-HA authenticator")
         auth = auths[0]
+        at = req.index_of(auth)
         mine = req.covered_by(auth)
         via_fa = self._check_fa(req, auth, src)
         nai_ext = mine.find(Nai)  # an NAI after the authenticator names nobody
@@ -486,9 +498,9 @@ class HomeAgent:
         sa = found.associations.get(auth.spi)
         if sa is None:
             raise Denied(Code.HA_MN_FAILED_AUTH, f"unknown SPI {auth.spi}")
-        if not verify(req.signed_bytes(auth), auth, sa):
+        if not verify(req.authenticated_bytes(at), auth, sa):
             raise Denied(Code.HA_MN_FAILED_AUTH, "MN-HA authenticator mismatch")
-        ignored = 0 if via_fa else len(req.extensions) - 1 - req.index_of(auth)
+        ignored = 0 if via_fa else len(req.extensions) - 1 - at
         if ignored:  # after the last authenticator that applies: nobody signed them
             self._count("ignored_extensions", ignored)
         return _Authenticated(found, sa, mine, via_fa)
@@ -582,14 +594,17 @@ class HomeAgent:
             lifetime = 0
         else:
             lifetime = min(req.lifetime, sub.max_lifetime, self.policy.max_lifetime)
-        reply = RegistrationReply.build(code=code, lifetime=lifetime, home_address=home,
-                                        home_agent=req.home_agent, identification=reply_id,
-                                        extensions=[udp] if udp is not None else [])
+        if udp is None:
+            reply = RegistrationReply.pack(code=code, lifetime=lifetime, home_address=home,
+                                           home_agent=req.home_agent, identification=reply_id)
+        else:
+            reply = RegistrationReply.build(code=code, lifetime=lifetime, home_address=home,
+                                            home_agent=req.home_agent, identification=reply_id,
+                                            extensions=[udp]).encode()
         nvse = self._route_optimization(sub, req.home_agent) if lifetime else b""
-        if flags & FLAG_D:  # co-located: the MN applies them, under MN-HA auth
-            data = self._sign(reply.encode() + nvse, sa)
-        else:  # through an FA: after MN-HA auth, covered by FA-HA auth, stripped by the FA
-            data = self._sign(reply.encode(), sa) + nvse
+        # co-located (D): the MN applies the NVSEs, under MN-HA auth; through an FA: after
+        # MN-HA auth, covered by FA-HA auth, stripped by the FA
+        data = self._sign(reply + nvse, sa) if flags & FLAG_D else self._sign(reply, sa) + nvse
         send = Send(src, port, self._sign_for_fa(data, src) if who.via_fa else data,
                     req.home_agent)
         if deregister:
@@ -615,8 +630,10 @@ class HomeAgent:
                          "unicast address")
         if coa in self.policy.addresses:
             raise Denied(Code.HA_ADMIN_PROHIBITED, f"care-of address {coa} is ours")
-        for net in self.policy.home_networks:
-            if coa in net:
+        ip = int(coa)
+        for net, (first, mask) in zip(self.policy.home_networks, self.home_ranges,
+                                      strict=True):
+            if ip & mask == first:  # ``coa in net``, without ipaddress's Python checks
                 raise Denied(Code.HA_ADMIN_PROHIBITED,
                              f"care-of address {coa} is in the home network {net}")
 

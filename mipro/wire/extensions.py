@@ -13,6 +13,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import ClassVar
 
+from .errors import DecodeError
 from .reader import Reader
 from .registry import EXTENSIONS, VENDOR_EXTENSIONS
 
@@ -345,25 +346,32 @@ class UdpTunnelReply(Extension):
 def decode_extensions(
     data: bytes, start: int, ctx: DecodeContext = DEFAULT_CONTEXT
 ) -> tuple[tuple[Extension, ...], tuple[int, ...]]:
-    """Decode the extensions in data[start:]; returns them and their offsets."""
+    """Decode the extensions in data[start:]; returns them and their offsets.
+
+    A short-format header is read by index (every request has one or two: the
+    Reader's calls were a tenth of a renewal's decode); the long format and a header cut
+    short go through the Reader, which names what is missing."""
     exts: list[Extension] = []
     offsets: list[int] = []
-    r = Reader(data, start)
-    while r.remaining():
-        at = r.pos
-        etype = r.u8("extension type")
+    end = len(data)
+    at = start
+    while at < end:
+        etype = data[at]
         subtype = 0
-        if etype in LONG_FORMAT:
-            subtype = r.u8("extension sub-type")
-            length = r.u16("extension length")
+        if etype in LONG_FORMAT or at + 2 > end:
+            r = Reader(data, at + 1)
+            if etype in LONG_FORMAT:
+                subtype = r.u8("extension sub-type")
+                length = r.u16("extension length")
+            else:
+                length = r.u8("extension length")
+            pos = r.pos
         else:
-            length = r.u8("extension length")
-        if length > r.remaining():
-            raise r.error(
-                f"extension type {etype} claims {length} bytes, only {r.remaining()} left", at
-            )
-        body = Reader(data, r.pos, r.pos + length)
-        r.pos += length
+            length, pos = data[at + 1], at + 2
+        if length > end - pos:
+            raise DecodeError(at, f"extension type {etype} claims {length} bytes, only "
+                                  f"{end - pos} left")
+        body = Reader(data, pos, pos + length)
         cls = EXTENSIONS.get(etype)
         if cls is None:
             ext: Extension = RawExtension(etype, body.rest())
@@ -374,6 +382,7 @@ def decode_extensions(
         body.expect_end(f"extension type {etype}")
         exts.append(ext)
         offsets.append(at)
+        at = pos + length
     return tuple(exts), tuple(offsets)
 
 

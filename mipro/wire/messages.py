@@ -55,6 +55,7 @@ class RequestFlags(enum.IntFlag):
 #: every flag byte's value, made once: building an IntFlag costs a microsecond
 _FLAG_VALUES = tuple(RequestFlags(i) for i in range(256))
 _REQUEST_FIXED = struct.Struct("!BBHIIIQ")
+_REPLY_FIXED = struct.Struct("!BBHIIQ")
 
 
 def _refuse_request(data: bytes) -> None:
@@ -272,17 +273,22 @@ class RegistrationReply(_WithExtensions):
         return cls(tuple(extensions), (), b"", int(code), lifetime, _address(home_address),
                    _address(home_agent), identification)
 
+    @classmethod
+    def pack(cls, *, code: int, lifetime: int, home_address: IPv4Address,
+             home_agent: IPv4Address, identification: int) -> bytes:
+        """``build(...).encode()`` of a reply without extensions, without building it (a
+        home agent's every acceptance)."""
+        return _REPLY_FIXED.pack(cls.TYPE, code, lifetime, int(home_address), int(home_agent),
+                                 identification)
+
     def encode_fixed(self) -> bytes:
-        return (
-            bytes((self.TYPE, self.code))
-            + self.lifetime.to_bytes(2, "big")
-            + self.home_address.packed
-            + self.home_agent.packed
-            + self.identification.to_bytes(8, "big")
-        )
+        return _REPLY_FIXED.pack(self.TYPE, self.code, self.lifetime, int(self.home_address),
+                                 int(self.home_agent), self.identification)
 
     def encode(self) -> bytes:
-        return self.encode_fixed() + b"".join(e.encode() for e in self.extensions)
+        fixed = self.encode_fixed()  # a home agent's every answer: most have no extension
+        return fixed + b"".join(e.encode() for e in self.extensions) if self.extensions \
+            else fixed
 
     @classmethod
     def decode(cls, data: bytes, ctx: DecodeContext = DEFAULT_CONTEXT) -> RegistrationReply:

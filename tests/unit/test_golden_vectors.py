@@ -1,6 +1,7 @@
 """Every message and extension against hand-assembled bytes, both directions."""
 
 import re
+from ipaddress import IPv4Address
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,16 @@ def test_udp434_vector(vector):
     data, msg = getattr(golden, vector)
     assert msg.encode() == data
     assert w.decode_udp434(data) == msg
+
+
+def test_reply_pack_is_the_fixed_part_of_the_vector():
+    """``RegistrationReply.pack`` (no object built) against the hand-assembled reply."""
+    data, _ = golden.RRP
+    packed = w.RegistrationReply.pack(code=133, lifetime=0,
+                                      home_address=IPv4Address("10.0.0.1"),
+                                      home_agent=IPv4Address("192.0.2.1"),
+                                      identification=0xE1E2E3F000000001)
+    assert packed == data[:w.RegistrationReply.FIXED]
 
 
 @pytest.mark.parametrize("vector", ["ADVERT", "SOLICITATION"])

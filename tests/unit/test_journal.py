@@ -6,7 +6,7 @@ from ipaddress import IPv4Address as A
 import pytest
 
 from mipro.core.bindings import Binding, BindingTable
-from mipro.runtime.journal import BindingJournal, _line
+from mipro.runtime.journal import BindingJournal, _line, _snapshot_chunks
 
 
 def b(i, coa="198.51.100.9"):
@@ -147,3 +147,15 @@ def test_journal_lines_are_what_json_dumps_writes(binding):
     assert _line(binding.home_address, binding) == json.dumps(["+", binding.to_row()]) + "\n"
     assert _line(binding.home_address, None) == json.dumps(["-", "10.1.0." + str(
         binding.home_address.packed[3])]) + "\n"
+
+
+def test_snapshot_text_is_what_json_dumps_writes():
+    rows = [b(i) for i in range(5)] + [Binding(A("10.1.0.9"), A("198.51.100.9"),
+                                               A("10.1.0.1"), 7, 1.5, 1.0, 3, "gre", True,
+                                               "n\u00e9", 9, None, 1)]
+    for chunk in (2, 4096):  # chunks split the rows, or all in one
+        with pytest.MonkeyPatch.context() as m:
+            m.setattr("mipro.runtime.journal.SNAPSHOT_CHUNK", chunk)
+            text = "".join(_snapshot_chunks(rows))
+        assert text == json.dumps({"version": 2, "bindings": [r.to_row() for r in rows]})
+    assert "".join(_snapshot_chunks([])) == json.dumps({"version": 2, "bindings": []})
