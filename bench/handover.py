@@ -9,7 +9,8 @@ datagrams were lost.  Variants, in the same run: the previous FA as a
 forwarding pointer (re-tunnelling what still reaches it to the new care-of
 address, `fa.forwarding.enabled`) and without; with solicitation on attach,
 and (``--advertisement``) without, waiting for the next periodic advertisement
-(every 0.5 s in the lab).
+(every 0.5 s in the lab).  ``--baseline DIR``: each variant also with the daemons of
+another checkout (e.g. main's worktree), alternating which goes first.
 """
 
 from __future__ import annotations
@@ -124,9 +125,15 @@ def registered_via(lab: Lab, coa: str) -> bool:
     return mn["state"] == "registered" and mn["care_of_address"] == coa
 
 
+ROOT = Path(__file__).resolve().parents[1]
+
+
 def run_variant(solicit: bool, moves: int, settle: float, forwarding: bool = True,
                 replay: float = 0.0, prefix: str = "hob", linger: float = 0.0,
-                keep: Path | None = None) -> dict:
+                keep: Path | None = None, code: Path = ROOT) -> dict:
+    # the daemons (python -m, from the cwd) import mipro from ``code``
+    os.environ["PYTHONPATH"] = str(code)
+    os.chdir(code)
     with tempfile.TemporaryDirectory(prefix="mipro-handover-") as tmp:
         lab = Lab("handover", prefix=prefix, out=Path(tmp) / "handover", python=sys.executable)
         try:
@@ -213,36 +220,41 @@ def main() -> None:
     p.add_argument("--keep", type=Path, help="keep each variant's captures in DIR/<n>")
     p.add_argument("--advertisement", action="store_true",
                    help="also without solicitation (waiting for an advertisement)")
+    p.add_argument("--baseline", type=Path,
+                   help="also run each variant with the daemons of this checkout")
     p.add_argument("--prefix", default="hob",
                    help="namespace prefix of the lab (another run may use the default)")
     a = p.parse_args()
+    keep = a.keep.resolve() if a.keep else None  # run_variant changes the cwd
     if os.geteuid() != 0:
         sys.exit("needs root (network namespaces)")
-    print(f"{'variant':<40} {'moves':>5} {'reg ok':>6} {'outage ms median':>17} {'p90':>7} "
+    print(f"{'variant':<50} {'moves':>5} {'reg ok':>6} {'outage ms median':>17} {'p90':>7} "
           f"{'max':>7} {'lost median':>11} {'lost max':>8}")
     variants = [(True, False, 0.0, 0.0), (True, True, 0.0, 0.0), (True, True, a.replay, 0.0),
                 (True, True, a.replay, a.linger)] + \
         ([(False, True, 0.0, 0.0)] if a.advertisement else [])
     results = []
-    for n, (solicit, forwarding, replay, linger) in enumerate(variants):
+    codes = [("", ROOT)] + ([("baseline: ", a.baseline.resolve())] if a.baseline else [])
+    runs = [(v, c) for n, v in enumerate(variants) for c in (codes if n % 2 else codes[::-1])]
+    for n, ((solicit, forwarding, replay, linger), (label, code)) in enumerate(runs):
         r = run_variant(solicit, a.moves, a.settle, forwarding, replay, a.prefix, linger,
-                        a.keep / str(n) if a.keep else None)
-        name = ("solicit" if solicit else "advert.") + \
+                        keep / str(n) if keep else None, code)
+        name = label + ("solicit" if solicit else "advert.") + \
             (", fwd" if forwarding else ", no forwarding") + \
             (f" + replay {replay:g} s" if replay else "") + \
             (f" + linger {linger:g} s" if linger else "")
-        print(f"{name:<40} {r['moves']:>5} {r['registrations_ok']:>6} "
+        print(f"{name:<50} {r['moves']:>5} {r['registrations_ok']:>6} "
               f"{r['outage_ms_median']:>17} {r['outage_ms_p90']:>7} {r['outage_ms_max']:>7} "
               f"{r['lost_median']:>11} {r['lost_max']:>8}", flush=True)
         if r["replay"]:  # what is still lost with everything on, and when it was sent
-            print(f"  {'':<38} lost datagrams sent at (ms from link-up): {r['lost_sent_ms']}")
+            print(f"  {'':<48} lost datagrams sent at (ms from link-up): {r['lost_sent_ms']}")
         results.append((name, r["phases"]))
     print("\nmedian ms from the link coming back up (off_link: how long the lab's move kept the"
           "\nMN off its link before that, the 50 ms flap and the bridge commands), captures:")
     w = {k: max(9, len(k) + 1) for k in STEPS}
-    print(f"{'variant':<40}" + "".join(f"{k:>{w[k]}}" for k in STEPS))
+    print(f"{'variant':<50}" + "".join(f"{k:>{w[k]}}" for k in STEPS))
     for name, ph in results:
-        print(f"{name:<40}" + "".join(f"{'-' if ph[k] is None else ph[k]:>{w[k]}}"
+        print(f"{name:<50}" + "".join(f"{'-' if ph[k] is None else ph[k]:>{w[k]}}"
                                       for k in STEPS))
 
 

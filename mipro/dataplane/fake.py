@@ -277,6 +277,9 @@ class FakeMnDataplane:
         self.up = False
         self.tunnel = None
 
+    def between_agents(self) -> bool:
+        return False  # no routes to change: nothing waits for them
+
     async def use_agent(self, agent: IPv4Address) -> None:
         await self.tunnel_down()
         self.calls.append(("use_agent", agent))

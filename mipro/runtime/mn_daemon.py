@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import socket
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from .systemd import notify
 DEREGISTER_WAIT = 3.0
 BATCH = 256
 IP_FREEBIND = 15  # linux/in.h; not exported by Python's socket module
+IP_PKTINFO = 8  # linux/in.h; nor this
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,7 @@ class MnDaemon(EngineDaemon[MobileNode]):
         self.cfg = cfg
         self.engine = MobileNode(settings(cfg))
         self.sock: socket.socket | None = None  # registrations, and UDP tunnel data
+        self.agent_on_link: IPv4Address | None = None  # the FA we use: sent to on the link
         self.keepalive_task: asyncio.Task[None] | None = None
         # the DHCP client's task and the event that stops it (one of each per client run)
         self.dhcp: tuple[asyncio.Task[None], asyncio.Event] | None = None
@@ -201,6 +204,7 @@ class MnDaemon(EngineDaemon[MobileNode]):
                 self.dispatch(self.call("returned_home", self.engine.returned_home, now))
         else:
             self.log("care-of-address", coa=coa, gateway=gateway or "-")
+            self.agent_on_link = None
             await self._open_socket(coa.ip)
             await self.dataplane.attach(coa, gateway)
             self.dispatch(self.call("attach", self.engine.attach, coa.ip, now))
@@ -245,7 +249,12 @@ class MnDaemon(EngineDaemon[MobileNode]):
 
     # --- I/O --------------------------------------------------------------------------
 
+    def _bound_to(self, local: IPv4Address) -> bool:
+        return self.sock is not None and self.sock.getsockname()[0] == str(local)
+
     async def _open_socket(self, local: IPv4Address) -> None:
+        if self._bound_to(local):
+            return  # kept: a request sent from it may still be answered
         self._close_socket()
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -280,22 +289,33 @@ class MnDaemon(EngineDaemon[MobileNode]):
 
     async def _execute(self, actions: list[Any]) -> None:
         dp = self.dataplane
+        moving: UseForeignAgent | None = None  # its routes change once the request left
         for a in actions:
+            if moving is not None and not isinstance(a, Log) and \
+                    not (isinstance(a, Send) and a.dst == moving.agent):
+                await self._use_agent(moving)
+                moving = None
             if isinstance(a, _Lease):
                 if a.address is None:
                     await self.on_address_lost()
                 else:
                     await self.on_address(a.address, a.gateway)
             elif isinstance(a, Send):
-                self._udp_send(a.data, (str(a.dst), a.port))
+                self._udp_send(a.data, (str(a.dst), a.port), a.dst == self.agent_on_link)
+                if moving is not None:
+                    await self._use_agent(moving)
+                    moving = None
             elif isinstance(a, SendIcmp):
                 if (why := self.icmp.send(a.dst, a.data)) is not None:
                     self.log("icmp-not-sent", "debug", reason=why)
             elif isinstance(a, UseForeignAgent):
-                await dp.use_agent(a.agent)
-                await self._open_socket(self.cfg.home_address)
-                notify(f"STATUS=using foreign agent {a.agent}")
+                self.agent_on_link = a.agent
+                if dp.between_agents() and self._bound_to(self.cfg.home_address):
+                    moving = a  # the request to it leaves first, on the link
+                else:
+                    await self._use_agent(a)
             elif isinstance(a, LeaveForeignAgent):
+                self.agent_on_link = None
                 await dp.leave_agent()
             elif isinstance(a, OwnAddressOut):
                 if a.on != dp.own_out:
@@ -303,11 +323,13 @@ class MnDaemon(EngineDaemon[MobileNode]):
                              temporary=a.temporary_address or "-")
                 await dp.own_address_out(a.on)
             elif isinstance(a, StartDhcp):
+                self.agent_on_link = None
                 await dp.away()
                 await self._start_dhcp()
             elif isinstance(a, StopDhcp):
                 await self._stop_dhcp()
             elif isinstance(a, AtHome):
+                self.agent_on_link = None
                 await dp.at_home(self.cfg.home_network,
                                  self.cfg.home_gateway or self.cfg.home_agent)
                 await self._open_socket(self.cfg.home_address)
@@ -324,6 +346,13 @@ class MnDaemon(EngineDaemon[MobileNode]):
                 await dp.tunnel_down()
             elif isinstance(a, Log):
                 self.log.emit(a)
+        if moving is not None:
+            await self._use_agent(moving)
+
+    async def _use_agent(self, a: UseForeignAgent) -> None:
+        await self.dataplane.use_agent(a.agent)
+        await self._open_socket(self.cfg.home_address)
+        notify(f"STATUS=using foreign agent {a.agent}")
 
     # --- UDP tunnel keepalives (RFC 3519) ------------------------------------------------
 
@@ -352,11 +381,21 @@ class MnDaemon(EngineDaemon[MobileNode]):
                                         time.time()))
                 self._reschedule()
 
-    def _udp_send(self, data: bytes, addr: tuple[str, int]) -> None:
+    def _udp_send(self, data: bytes, addr: tuple[str, int], on_link: bool = False) -> None:
+        """``on_link``: to the foreign agent, a neighbour on our link (it advertised
+        there), out of our interface whatever the routes say (MSG_DONTROUTE passes over
+        gateway routes, the interface is in IP_PKTINFO): on a move the request to the
+        new agent leaves before the routes to it are changed."""
         if self.sock is None:
             return
         try:
-            self.sock.sendto(data, addr)
+            if on_link:
+                info = struct.pack("=I4s4s", socket.if_nametoindex(self.cfg.interface),
+                                   bytes(4), bytes(4))
+                self.sock.sendmsg([data], [(socket.IPPROTO_IP, IP_PKTINFO, info)],
+                                  socket.MSG_DONTROUTE, addr)
+            else:
+                self.sock.sendto(data, addr)
         except (BlockingIOError, InterruptedError):
             pass  # a full buffer drops, as any router would
         except OSError as exc:

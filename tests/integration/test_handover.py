@@ -51,6 +51,11 @@ def test_without_notification_the_previous_fa_entry_expires(make_lab):
     assert sorted(x.split(" proto")[0].split(" src")[0].strip()
                   for x in routes.splitlines()) == \
         ["192.0.2.1 dev eth0", "default via 192.0.2.1 dev eth0"], routes
+    # the first request to FA2 got through: it left on the link before those routes changed
+    # (sent by the routes still FA1's, it would have gone to FA1's MAC and been retransmitted)
+    moved = [x for x in lab.log_lines("mn") if "event=register" in x][-2:]
+    assert ["why=new-agent" in x and "coa=192.0.2.1" in x for x in moved] == [True, False] and \
+        "event=registered" in moved[1] and "coa=192.0.2.1" in moved[1], moved
     assert lab.status("fa1")["visitors"]  # nobody told FA1: its entry lives out its lifetime
     lab.wait_for(lambda: not lab.status("fa1")["visitors"], 30, "FA1's visitor entry to expire")
     state, neigh, rules = fa_state(lab, "fa1")

@@ -232,12 +232,19 @@ class MnDataplane:
 
     # --- foreign agent mode and home ---------------------------------------------------
 
+    def between_agents(self) -> bool:
+        """From one foreign agent to the next: the home address is on the link already
+        and only the two routes change (``use_agent``), so a request sent on the link
+        (not by the routes) may leave before they do."""
+        return self.fa_agent is not None and not self.own_out and not self.up and \
+            self.home_on_link == 32
+
     async def use_agent(self, agent: IPv4Address) -> None:
         """FA mode: the home address on the link, everything via the agent (on-link).
-        From one foreign agent to the next, only the two routes change (the request to
-        the new agent waits for this: 3 netlink changes instead of ~10 on a move)."""
+        From one foreign agent to the next, only the two routes change (3 netlink
+        changes instead of ~10 on a move)."""
         old = self.fa_agent
-        if old is not None and not self.own_out and not self.up and self.home_on_link == 32:
+        if old is not None and self.between_agents():
             await self.nl.route_replace(IPv4Network(agent), self.table, oif=self.iface,
                                         src=self.home)
             await self.nl.route_replace(DEFAULT, self.table, oif=self.iface, gateway=agent,
