@@ -13,7 +13,10 @@ import uuid
 
 import pytest
 
-from ..integration.conftest import make_lab  # noqa: F401 - the same lab fixture
+from ..integration.conftest import (  # noqa: F401 - the same lab fixture, its failure logs
+    make_lab,
+    pytest_runtest_makereport,
+)
 
 
 def _missing_tunnels() -> str | None:
