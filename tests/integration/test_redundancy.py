@@ -70,6 +70,25 @@ def bindings(lab: Lab, ha: str) -> dict[str, tuple]:
             for b in lab.status(ha)["bindings"]}
 
 
+def partitioned(lab: Lab) -> list[tuple[str, ...]]:
+    """HA1 primary and HA2 backup with the 5 generator MNs' bindings, then a partition:
+    neither hears the other's VRRP and the sync link is cut (at HA2), until HA2 is
+    primary too.  Returns the iptables rules that make it, (node, chain, *match)."""
+    start(lab, "ha1", "keepalived1")
+    wait_role(lab, "ha1", "master")
+    start(lab, "ha2", "keepalived2")
+    wait_role(lab, "ha2", "backup")
+    register(lab, 5)
+    lab.expect("ha2", {"counters": {"replicated": ">= 5"}}, 10, "HA2 to have the bindings")
+    cut = [("ha1", "INPUT", "-p", "vrrp"), ("ha2", "INPUT", "-p", "vrrp"),
+           ("ha2", "INPUT", "-i", "sync0"), ("ha2", "OUTPUT", "-o", "sync0")]
+    for node, chain, *match in cut:
+        lab.exec(node, "iptables", "-I", chain, *match, "-j", "DROP")
+    lab.expect("ha2", {"redundancy": {"session": "down", "groups": [{"role": "master"}]}}, 20,
+               "HA2 primary too, its session down")
+    return cut
+
+
 def mipro_kernel(lab: Lab, node: str) -> dict:
     """What mipro changes in a home agent's kernel (keepalived's VMAC link aside)."""
     state = kernel_state(lab, node)
@@ -276,19 +295,7 @@ def test_a_partition_loser_killed_before_standing_down_still_hands_over_its_repl
                       "replay_window = 300")
         lab.edit_conf(ha, "ha.toml", str(lab.run_dir / f"{ha}-bindings.json"),
                       str(state / f"{ha}-bindings.json"))
-    start(lab, "ha1", "keepalived1")
-    wait_role(lab, "ha1", "master")
-    start(lab, "ha2", "keepalived2")
-    wait_role(lab, "ha2", "backup")
-    register(lab, 5)
-    lab.expect("ha2", {"counters": {"replicated": ">= 5"}}, 10, "HA2 to have the bindings")
-    # neither hears the other's VRRP, the sync link is cut (at HA2)
-    cut = [("ha1", "INPUT", "-p", "vrrp"), ("ha2", "INPUT", "-p", "vrrp"),
-           ("ha2", "INPUT", "-i", "sync0"), ("ha2", "OUTPUT", "-o", "sync0")]
-    for node, chain, *match in cut:
-        lab.exec(node, "iptables", "-I", chain, *match, "-j", "DROP")
-    lab.expect("ha2", {"redundancy": {"session": "down", "groups": [{"role": "master"}]}}, 20,
-               "HA2 primary too, its session down")
+    cut = partitioned(lab)
     assert role(lab, "ha1") == "master"
     before = {"bindings": {h: v[0::2] for h, v in bindings(lab, "ha1").items()},
               "kernel": binding_state(lab, "ha1")}
@@ -345,18 +352,7 @@ def test_a_partition_heals_with_the_primarys_table_and_the_losers_replay_state(m
     for ha in ("ha1", "ha2"):  # the capture is replayed well after it was made
         lab.edit_conf(ha, "ha.toml", "max_lifetime = 600", "max_lifetime = 600\n"
                       "replay_window = 300")
-    start(lab, "ha1", "keepalived1")
-    wait_role(lab, "ha1", "master")
-    start(lab, "ha2", "keepalived2")
-    wait_role(lab, "ha2", "backup")
-    register(lab, 5)
-    lab.expect("ha2", {"counters": {"replicated": ">= 5"}}, 10, "HA2 to have the bindings")
-    cut = [("ha1", "INPUT", "-p", "vrrp"), ("ha2", "INPUT", "-p", "vrrp"),
-           ("ha2", "INPUT", "-i", "sync0"), ("ha2", "OUTPUT", "-o", "sync0")]
-    for node, chain, *match in cut:
-        lab.exec(node, "iptables", "-I", chain, *match, "-j", "DROP")
-    lab.expect("ha2", {"redundancy": {"session": "down", "groups": [{"role": "master"}]}}, 20,
-               "HA2 primary too, its session down")
+    cut = partitioned(lab)
     table = {h: v[0] for h, v in bindings(lab, "ha1").items()}
     lab.exec("sw", "ip", "link", "set", "br-home", "type", "bridge", "ageing_time", "0")
     lab.exec("ha1", "iptables", "-I", "INPUT", "-p", "udp", "--dport", "434", "-j", "DROP")
