@@ -20,7 +20,6 @@ on any served address, still only from the binding's care-of address.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any
@@ -48,7 +47,7 @@ IP_PROTOCOLS = {"ipip": "4", "gre": "47"}
 def _tag(requests: list[rtbatch.Request], start: int, tag: int) -> None:
     """Mark the requests added since ``start`` as serving operation ``tag``."""
     for j in range(start, len(requests)):
-        requests[j] = replace(requests[j], tag=tag)
+        requests[j].tag = tag
 
 
 # a per-care-of link's name says which served address is its local end: none for the
