@@ -141,6 +141,11 @@ def restart(n: int, killed: bool, pyspy: str | None) -> dict[str, float]:
             await dp.apply(ops)
         if not killed:
             await dp.stop()
+        else:  # as the kernel closes a killed daemon's files: its routes stay
+            if dp.relay is not None:
+                dp.relay.close()
+            dp.batch.close()
+            dp.nl.close()
         dp = make()
         spy = None
         if pyspy:

@@ -210,16 +210,22 @@ class HaDataplane:
             self.set_batch = None
 
     async def cleanup_leftovers(self) -> None:
-        """Remove whatever an earlier run left: our table, rule, links and proxies."""
-        routes = await self.nl.flush_table(self.table)
-        while await self.nl.rule_del(self.table, self.prio):
-            pass
+        """Remove whatever an earlier run left: our links (the routes through them go with
+        them), table, rule and proxies; after a kill -9 at a million bindings that is a
+        million routes, so dumped and deleted in batches."""
         links = [n for n in await self.nl.links_with_prefix(LINK_PREFIX) if await self.nl.link_del(n)]
         if self.name == "kernel":
             await self._close_shared_links()
-        proxies = [p for p in await self.nl.proxies(self.home_if) if p in self.home_net]
-        for p in proxies:
-            await self.nl.proxy_del(self.home_if, p)
+        left = [rtbatch.delete_route(dst, length, self.table, metric)
+                for dst, length, metric in await self.batch.table_routes(self.table)]
+        while await self.nl.rule_del(self.table, self.prio):
+            pass
+        home = self.home_index or await self.nl.maybe_index(self.home_if)  # `mipro cleanup`
+        proxies = [p for p in await self.batch.proxies(home) if p in self.home_net] \
+            if home else []
+        left += [rtbatch.proxy(False, p, home or 0) for p in proxies]
+        await self.batch.run(left)
+        routes = len(left) - len(proxies)
         if routes or links or proxies:
             self.log("reconciled-leftovers", routes=routes, links=len(links),
                      proxies=len(proxies))

@@ -113,3 +113,37 @@ def test_every_request_failing_is_reported(ns):
     """)
     assert got == [19, 3000]
     assert routes(ns) == []
+
+
+def test_leftovers_of_a_killed_home_agent_are_removed_exactly(ns):
+    """What a killed HA leaves (3,000 routes in its table, one with a metric, one not a
+    /32; proxy entries in its home network; its rule) is dumped and removed in batches;
+    another table's route and a proxy entry outside the home network stay."""
+    lines = [f"route add 10.128.{i >> 8}.{i & 255}/32 dev home0 table 434" for i in range(3000)]
+    lines += ["route add 10.129.0.0/16 dev home0 table 434",
+              "route add 10.130.0.1/32 dev home0 table 434 metric 7",
+              "route add 10.131.0.1/32 dev home0 table 435",
+              "neigh add proxy 10.128.0.5 dev home0", "neigh add proxy 10.128.0.6 dev home0",
+              "neigh add proxy 192.0.2.9 dev home0", "rule add table 434 priority 1000"]
+    subprocess.run(["ip", "-n", ns, "-batch", "-"], input="\n".join(lines) + "\n", text=True,
+                   check=True, capture_output=True)
+    assert len(routes(ns)) == 3002
+    got = py(ns, """
+        import asyncio, json
+        from ipaddress import IPv4Address, IPv4Network
+        from mipro.dataplane.ha import HaDataplane
+
+        logged = []
+        dp = HaDataplane(backend="userspace", address=IPv4Address("10.77.0.1"),
+                         home_interface="home0", home_network=IPv4Network("10.128.0.0/12"),
+                         table=434, rule_priority=1000, tunnel_interface="mip0",
+                         log=lambda event, *a, **k: logged.append([event, k]))
+        asyncio.run(dp.cleanup_leftovers())
+        print(json.dumps(logged))
+    """)
+    assert got == [["reconciled-leftovers", {"routes": 3002, "links": 0, "proxies": 2}]]
+    assert routes(ns) == []
+    assert routes(ns, 435) == ["10.131.0.1"]
+    proxies = sh("ip", "-n", ns, "neigh", "show", "proxy")
+    assert "192.0.2.9" in proxies and "10.128.0.5" not in proxies and "10.128.0.6" not in proxies
+    assert "lookup 434" not in sh("ip", "-n", ns, "rule")
