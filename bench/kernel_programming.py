@@ -120,7 +120,7 @@ def inner(sizes: list[int], tunnels: str, proxy_arp: str) -> None:
         sh("ipset", "destroy", "base-coa")
 
 
-def restart(n: int, killed: bool, pyspy: str | None) -> dict[str, float]:
+def restart(n: int, killed: bool, pyspy: str | None, announce: bool) -> dict[str, float]:
     """One start of the dataplane with n restored bindings (see --restart)."""
     from mipro.dataplane.ha import HaDataplane
 
@@ -157,6 +157,8 @@ def restart(n: int, killed: bool, pyspy: str | None) -> dict[str, float]:
         t = time.perf_counter()
         await dp.start(None)
         out["start_s"] = time.perf_counter() - t
+        if not announce and dp.arp is not None:  # the gratuitous ARPs' share
+            dp.arp.announce = lambda address, count=2: None  # type: ignore[method-assign]
         t1 = time.perf_counter()
         for ops in slices:
             failed = await dp.apply(ops)
@@ -186,13 +188,15 @@ def main() -> None:
     p.add_argument("--trees", default=f"this={Path(__file__).resolve().parents[1]}",
                    help="--restart: LABEL=DIR,... source trees, same run")
     p.add_argument("--rounds", type=int, default=1, help="--restart: alternating rounds")
+    p.add_argument("--no-announce", action="store_true",
+                   help="--restart: without the two gratuitous ARPs per reinstalled binding")
     p.add_argument("--pyspy", metavar="FILE", help="--restart: py-spy the timed start")
     p.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args()
     sizes = [int(x) for x in a.sizes.split(",")]
     if a.inner:
         if a.restart:
-            print(json.dumps(restart(a.restart, a.killed, a.pyspy)))
+            print(json.dumps(restart(a.restart, a.killed, a.pyspy, not a.no_announce)))
         else:
             inner(sizes, a.tunnels, a.proxy_arp)
         return
@@ -214,6 +218,7 @@ def main() -> None:
                 for label, tree in trees:
                     cmd = ["ip", "netns", "exec", NS, sys.executable, __file__, "--inner",
                            "--restart", str(a.restart)] + (["--killed"] * a.killed) + \
+                        (["--no-announce"] * a.no_announce) + \
                         (["--pyspy", f"{a.pyspy}.{label}"] if a.pyspy else [])
                     env = dict(os.environ, KPROG_TREE=str(Path(tree).resolve()))
                     got = json.loads(subprocess.run(cmd, check=True, capture_output=True,

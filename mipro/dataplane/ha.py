@@ -42,6 +42,7 @@ SHARED_LINKS = {"ipip": f"{LINK_PREFIX}ipip", "gre": f"{LINK_PREFIX}gre"}
 COA_SET = "mipro-coa"
 COA_CHAIN = "MIPRO-TUN-IN"  # raw PREROUTING: tunnelled packets only from care-of addresses
 IP_PROTOCOLS = {"ipip": "4", "gre": "47"}
+STOP_SLICE = 8192  # bindings removed per batch at stop
 
 
 def _tag(requests: list[rtbatch.Request], start: int, tag: int) -> None:
@@ -232,7 +233,9 @@ class HaDataplane:
 
     async def stop(self) -> None:
         """Remove exactly what we added."""
-        await self.apply([("remove", b) for b in list(self.bindings.values())])
+        bindings = list(self.bindings.values())
+        for first in range(0, len(bindings), STOP_SLICE):  # not a million requests at once
+            await self.apply([("remove", b) for b in bindings[first:first + STOP_SLICE]])
         if self.shared:
             await self.batch.run([rtbatch.delete_link(index, SHARED_LINKS[kind])
                                   for kind, index in self.shared.items()])
