@@ -147,3 +147,34 @@ def test_leftovers_of_a_killed_home_agent_are_removed_exactly(ns):
     proxies = sh("ip", "-n", ns, "neigh", "show", "proxy")
     assert "192.0.2.9" in proxies and "10.128.0.5" not in proxies and "10.128.0.6" not in proxies
     assert "lookup 434" not in sh("ip", "-n", ns, "rule")
+
+
+def test_ipset_members_in_a_batch_failure_reported(ns):
+    """The same over nfnetlink: members into an ipset, one into a set that does not exist
+    (reported), one already there (tolerated)."""
+    sh("ip", "netns", "exec", ns, "ipset", "create", "mrtb-set", "hash:ip")
+    got = py(ns, """
+        import asyncio, json
+        from ipaddress import IPv4Address
+        from mipro.dataplane.kernel import rtbatch
+        from mipro.dataplane.kernel.ipset import member_request
+
+        async def main():
+            batch = rtbatch.RtBatch(rtbatch.NETLINK_NETFILTER)
+            reqs = [member_request(True, "mrtb-set", IPv4Address(f"192.0.2.{i}"))
+                    for i in range(1, 4)]
+            reqs.insert(1, member_request(True, "mrtb-none", IPv4Address("192.0.2.9")))
+            reqs.append(member_request(True, "mrtb-set", IPv4Address("192.0.2.1")))
+            for i, r in enumerate(reqs):
+                r.tag = i
+            try:
+                await batch.run(reqs)
+            except rtbatch.BatchError as exc:
+                return [[f.tag, f.what] for f in exc.failures]
+            return []
+
+        print(json.dumps(asyncio.run(main())))
+    """)
+    assert got == [[1, "mrtb-none add 192.0.2.9"]]
+    members = sh("ip", "netns", "exec", ns, "ipset", "list", "mrtb-set")
+    assert all(f"192.0.2.{i}" in members for i in range(1, 4))
