@@ -11,12 +11,22 @@ entries (the home link's sysctl answers).  Measured per binding for a batch
 of 100 when N bindings are present, against `ip -batch` of the same objects
 for 100 more bindings at the same N, in the same run.  Needs a kernel with
 ipip (`tests/kernel/runner.py --exec`).
+
+`--restart N`: the home agent's start-up with N bindings to reinstall
+(userspace backend, proxy ARP per interface: routes only, as
+`bench/registration.py --restart` with `userspace:interface`), timed by
+step: start() (which clears what an earlier run left), the bindings in
+slices of 2,048 as the daemon's reinstall sends them, stop().  After a clean
+stop the table is empty; `--killed` leaves the N routes in the kernel, as a
+kill -9 would, for the next start to clean up.  `--trees before=DIR,...`
+runs other source trees in the same run, alternating.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -24,9 +34,10 @@ import time
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# --trees: the tree under test first on the path (PYTHONPATH would come after this file's)
+sys.path.insert(0, os.environ.get("KPROG_TREE") or str(Path(__file__).resolve().parents[1]))
 
-NS = "mbench-kprog"
+NS = os.environ.get("KPROG_NS", "mbench-kprog")
 BATCH = 100
 
 
@@ -109,16 +120,85 @@ def inner(sizes: list[int], tunnels: str, proxy_arp: str) -> None:
         sh("ipset", "destroy", "base-coa")
 
 
+def restart(n: int, killed: bool, pyspy: str | None, announce: bool) -> dict[str, float]:
+    """One start of the dataplane with n restored bindings (see --restart)."""
+    from mipro.dataplane.ha import HaDataplane
+
+    def make() -> HaDataplane:
+        return HaDataplane(backend="userspace", address=IPv4Address("172.31.9.1"),
+                           home_interface="home0", home_network=IPv4Network("10.128.0.0/10"),
+                           table=434, rule_priority=1000, tunnel_interface="mip0",
+                           log=lambda *a, **k: None, proxy_arp="interface")
+
+    bindings = [binding(i) for i in range(n)]
+    slices = [[("install", b) for b in bindings[i:i + 2048]] for i in range(0, n, 2048)]
+    out: dict[str, float] = {}
+
+    async def run() -> None:
+        dp = make()
+        await dp.start(None)
+        for ops in slices:  # the first run, not timed
+            await dp.apply(ops)
+        if not killed:
+            await dp.stop()
+        else:  # as the kernel closes a killed daemon's files: its routes stay
+            if dp.relay is not None:
+                dp.relay.close()
+            dp.batch.close()
+            dp.nl.close()
+        dp = make()
+        spy = None
+        if pyspy:
+            spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record",
+                                    "--nonblocking", "--rate", "200", "--format", "raw", "-o",
+                                    pyspy, "--pid", str(os.getpid())],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(1)
+        t = time.perf_counter()
+        await dp.start(None)
+        out["start_s"] = time.perf_counter() - t
+        if not announce and dp.arp is not None:  # the gratuitous ARPs' share
+            dp.arp.announce = lambda address, count=2: None  # type: ignore[method-assign]
+        t1 = time.perf_counter()
+        for ops in slices:
+            failed = await dp.apply(ops)
+            assert not failed, failed
+        out["reinstall_s"] = time.perf_counter() - t1
+        out["kernel_complete_s"] = time.perf_counter() - t
+        if spy is not None:
+            spy.send_signal(2)
+            spy.wait(60)
+        t = time.perf_counter()
+        await dp.stop()
+        out["stop_s"] = time.perf_counter() - t
+
+    asyncio.run(run())
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--sizes", default="1000,10000")
     p.add_argument("--tunnels", choices=("per-care-of", "shared"), default="per-care-of")
     p.add_argument("--proxy-arp", choices=("per-binding", "interface"), default="per-binding")
+    p.add_argument("--restart", type=int, metavar="N",
+                   help="time a restart with N bindings to reinstall (see above)")
+    p.add_argument("--killed", action="store_true",
+                   help="--restart: the previous run left its routes (kill -9)")
+    p.add_argument("--trees", default=f"this={Path(__file__).resolve().parents[1]}",
+                   help="--restart: LABEL=DIR,... source trees, same run")
+    p.add_argument("--rounds", type=int, default=1, help="--restart: alternating rounds")
+    p.add_argument("--no-announce", action="store_true",
+                   help="--restart: without the two gratuitous ARPs per reinstalled binding")
+    p.add_argument("--pyspy", metavar="FILE", help="--restart: py-spy the timed start")
     p.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args()
     sizes = [int(x) for x in a.sizes.split(",")]
     if a.inner:
-        inner(sizes, a.tunnels, a.proxy_arp)
+        if a.restart:
+            print(json.dumps(restart(a.restart, a.killed, a.pyspy, not a.no_announce)))
+        else:
+            inner(sizes, a.tunnels, a.proxy_arp)
         return
     if os.geteuid() != 0:
         sys.exit("needs root (network namespaces)")
@@ -130,6 +210,23 @@ def main() -> None:
                     ["ip", "addr", "add", "172.31.9.1/24", "dev", "home0"],
                     ["ip", "link", "set", "home0", "up"], ["ip", "link", "set", "homepeer", "up"]):
             sh("ip", "netns", "exec", NS, *cmd)
+        if a.restart:
+            trees = [t.partition("=")[::2] for t in a.trees.split(",")]
+            print(f"{'tree':<8} {'bindings':>9} {'start s':>8} {'reinstall s':>12} "
+                  f"{'complete s':>11} {'stop s':>7}  load", flush=True)
+            for _ in range(a.rounds):
+                for label, tree in trees:
+                    cmd = ["ip", "netns", "exec", NS, sys.executable, __file__, "--inner",
+                           "--restart", str(a.restart)] + (["--killed"] * a.killed) + \
+                        (["--no-announce"] * a.no_announce) + \
+                        (["--pyspy", f"{a.pyspy}.{label}"] if a.pyspy else [])
+                    env = dict(os.environ, KPROG_TREE=str(Path(tree).resolve()))
+                    got = json.loads(subprocess.run(cmd, check=True, capture_output=True,
+                                                    text=True, env=env).stdout)
+                    print(f"{label:<8} {a.restart:>9} {got['start_s']:>8.2f} "
+                          f"{got['reinstall_s']:>12.2f} {got['kernel_complete_s']:>11.2f} "
+                          f"{got['stop_s']:>7.2f}  {os.getloadavg()[0]:.2f}", flush=True)
+            return
         subprocess.run(["ip", "netns", "exec", NS, sys.executable, __file__, "--inner",
                         "--sizes", a.sizes, "--tunnels", a.tunnels, "--proxy-arp",
                         a.proxy_arp], check=True)

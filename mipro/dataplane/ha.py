@@ -20,7 +20,6 @@ on any served address, still only from the binding's care-of address.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any
@@ -43,12 +42,13 @@ SHARED_LINKS = {"ipip": f"{LINK_PREFIX}ipip", "gre": f"{LINK_PREFIX}gre"}
 COA_SET = "mipro-coa"
 COA_CHAIN = "MIPRO-TUN-IN"  # raw PREROUTING: tunnelled packets only from care-of addresses
 IP_PROTOCOLS = {"ipip": "4", "gre": "47"}
+STOP_SLICE = 8192  # bindings removed per batch at stop
 
 
 def _tag(requests: list[rtbatch.Request], start: int, tag: int) -> None:
     """Mark the requests added since ``start`` as serving operation ``tag``."""
     for j in range(start, len(requests)):
-        requests[j] = replace(requests[j], tag=tag)
+        requests[j].tag = tag
 
 
 # a per-care-of link's name says which served address is its local end: none for the
@@ -211,23 +211,31 @@ class HaDataplane:
             self.set_batch = None
 
     async def cleanup_leftovers(self) -> None:
-        """Remove whatever an earlier run left: our table, rule, links and proxies."""
-        routes = await self.nl.flush_table(self.table)
-        while await self.nl.rule_del(self.table, self.prio):
-            pass
+        """Remove whatever an earlier run left: our links (the routes through them go with
+        them), table, rule and proxies; after a kill -9 at a million bindings that is a
+        million routes, so dumped and deleted in batches."""
         links = [n for n in await self.nl.links_with_prefix(LINK_PREFIX) if await self.nl.link_del(n)]
         if self.name == "kernel":
             await self._close_shared_links()
-        proxies = [p for p in await self.nl.proxies(self.home_if) if p in self.home_net]
-        for p in proxies:
-            await self.nl.proxy_del(self.home_if, p)
+        left = [rtbatch.delete_route(dst, length, self.table, metric)
+                for dst, length, metric in await self.batch.table_routes(self.table)]
+        while await self.nl.rule_del(self.table, self.prio):
+            pass
+        home = self.home_index or await self.nl.maybe_index(self.home_if)  # `mipro cleanup`
+        proxies = [p for p in await self.batch.proxies(home) if p in self.home_net] \
+            if home else []
+        left += [rtbatch.proxy(False, p, home or 0) for p in proxies]
+        await self.batch.run(left)
+        routes = len(left) - len(proxies)
         if routes or links or proxies:
             self.log("reconciled-leftovers", routes=routes, links=len(links),
                      proxies=len(proxies))
 
     async def stop(self) -> None:
         """Remove exactly what we added."""
-        await self.apply([("remove", b) for b in list(self.bindings.values())])
+        bindings = list(self.bindings.values())
+        for first in range(0, len(bindings), STOP_SLICE):  # not a million requests at once
+            await self.apply([("remove", b) for b in bindings[first:first + STOP_SLICE]])
         if self.shared:
             await self.batch.run([rtbatch.delete_link(index, SHARED_LINKS[kind])
                                   for kind, index in self.shared.items()])

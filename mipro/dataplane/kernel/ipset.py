@@ -88,7 +88,7 @@ def member_request(add: bool, name: str, address: IPv4Address) -> Request:
     body += rta(IPSET_ATTR_DATA | NLA_F_NESTED, ip)
     cmd = IPSET_CMD_ADD if add else IPSET_CMD_DEL
     return Request(body, NFNL_SUBSYS_IPSET << 8 | cmd, 0, frozenset({IPSET_ERR_EXIST}),
-                   f"{name} {'add' if add else 'del'} {address}")
+                   f"{name} {'add' if add else 'del'}", subject=address)
 
 
 class Group(Protocol):
