@@ -222,6 +222,9 @@ def main() -> None:
                    help="also without solicitation (waiting for an advertisement)")
     p.add_argument("--baseline", type=Path,
                    help="also run each variant with the daemons of this checkout")
+    p.add_argument("--only-linger", action="store_true",
+                   help="only the last variant (forwarding + replay + linger)")
+    p.add_argument("--rounds", type=int, default=1, help="run the variants this many times")
     p.add_argument("--prefix", default="hob",
                    help="namespace prefix of the lab (another run may use the default)")
     a = p.parse_args()
@@ -233,6 +236,9 @@ def main() -> None:
     variants = [(True, False, 0.0, 0.0), (True, True, 0.0, 0.0), (True, True, a.replay, 0.0),
                 (True, True, a.replay, a.linger)] + \
         ([(False, True, 0.0, 0.0)] if a.advertisement else [])
+    if a.only_linger:
+        variants = [(True, True, a.replay, a.linger)]
+    variants = variants * a.rounds  # each round alternates which code goes first
     results = []
     codes = [("", ROOT)] + ([("baseline: ", a.baseline.resolve())] if a.baseline else [])
     runs = [(v, c) for n, v in enumerate(variants) for c in (codes if n % 2 else codes[::-1])]
