@@ -241,23 +241,15 @@ class FaDataplane:
             await self._add_visitor(v, previous)
             added = True
         finally:
-            if new:
-                self._release_held(v, added)
-
-    def _release_held(self, v: Visitor, deliver: bool) -> None:
-        """What was held for ``v`` goes to it (its delivery route, neighbour entry and
-        filters are in), or is dropped (refused: the MN hears 66); from now on what its
-        home agent tunnels goes straight to it."""
-        pair = (v.home_address, v.home_agent)
-        held = self.adding.pop(pair, [])
-        self.held_bytes -= sum(len(p) for p in held)
-        if held and self.relay is not None:
-            if deliver and self.by_realm.get(pair) is v:
-                sent = sum(self.relay.deliver(v.home_agent, v.home_address, p, v.key)
-                           for p in held)
-                self.log("held-delivered", "debug", home=v.home_address, packets=sent)
-            else:  # not for a visitor of ours after all
-                self.relay.stats.dropped_unauthorised += len(held)
+            held = self.adding.pop(pair, []) if new else []
+            self.held_bytes -= sum(len(p) for p in held)
+            if held and self.relay is not None:
+                if added and self.by_realm.get(pair) is v:
+                    sent = sum(self.relay.deliver(v.home_agent, v.home_address, p, v.key)
+                               for p in held)
+                    self.log("held-delivered", "debug", home=v.home_address, packets=sent)
+                else:  # refused (the MN hears 66): not for a visitor of ours after all
+                    self.relay.stats.dropped_unauthorised += len(held)
 
     def _hold(self, outer_src: IPv4Address, inner_dst: IPv4Address, pkt: bytes) -> bool:
         pair = (inner_dst, outer_src)
@@ -330,39 +322,27 @@ class FaDataplane:
             await self._self_nat(v, v.temporary_address)
         elif previous is not None and previous.temporary_address is not None:
             await self.realms.self_nat_remove(v.home_address)
+        if self.site is not None:
+            await self.site.sync(v.home_address, self.sharing(v.home_address))
         same = previous is not None and (previous.routes, previous.filters,
                                          previous.reverse_tunnel, previous.home_agent) == \
             (v.routes, v.filters, v.reverse_tunnel, v.home_agent)
         if same and v.key in self.profiles.member_of:
-            await self._sync_site(v)
             return  # a renewal that changes nothing
+        if v.home_address in self.realms.unlisted:  # no twin rule may name a chain to go
+            await self._rebuild_twins(skip=v.key)
+        await self._apply_routes(v)
         filters, why = fail_closed(v.filters, DENY_ALL)
         if why is not None:
             self.log("filters-refused", "error", home=v.home_address, home_agent=v.home_agent,
                      reason=why, applied="deny-all")
-        twins = v.home_address in self.realms.unlisted or len(self.sharing(v.home_address)) > 1
-        if not twins:
-            # what comes for it needs only its /32, neighbour entry and filters: what was
-            # held goes now, while its route profile (what it sends) and the site's /32
-            # are made; its registration reply still waits for all of it
-            await self._firewall().apply(v.key, filters)
-            self._release_held(v, True)
-        if v.home_address in self.realms.unlisted:  # no twin rule may name a chain to go
-            await self._rebuild_twins(skip=v.key)
-        await self._apply_routes(v)
-        if twins:
-            await self._firewall().apply(v.key, filters)
+        await self._firewall().apply(v.key, filters)
         if len(self.sharing(v.home_address)) > 1:  # twins: told apart by MAC (realms.py)
             await self._share(v.home_address, True)
             await self._rebuild_twins()
-        await self._sync_site(v)
         if previous is not None:  # changed policy: flows admitted under the old one go
             shared = len(self.sharing(v.home_address)) > 1
             self._forget_flows(v.home_address, realm.mark if shared else None)
-
-    async def _sync_site(self, v: Visitor) -> None:
-        if self.site is not None:
-            await self.site.sync(v.home_address, self.sharing(v.home_address))
 
     async def remove_visitor(self, v: Visitor) -> None:
         found = self.visitors.pop(v.key, None)
