@@ -473,12 +473,14 @@ class ForeignAgent:
             accepted = replace(visitor, state="accepted", expires=now + lifetime,
                                lifetime=lifetime, routes=routes, filters=filters,
                                temporary_address=temporary)
-            actions += self._uncache(visitor.home_address, visitor.home_agent, "returned")
             self._keep(accepted)
             self._push(accepted.expires, accepted)
             send = SendToLink(visitor.mac, self.policy.address, visitor.source,
                               visitor.source_port, self._sign_for_mn(relay, visitor))
             actions.append(AddVisitor(accepted, old, send))
+            # its pointer here ends after the add: the add's /32 takes the pointer's place
+            # (nothing to delete then), and the runtime ends it after the replies
+            actions += self._uncache(visitor.home_address, visitor.home_agent, "returned")
             self._count("accepted")
             event = "visitor-renewed" if old else "visitor-added"
             actions.append(Log(event, {"home": visitor.home_address,

@@ -235,7 +235,12 @@ class FaDaemon(EngineDaemon[ForeignAgent]):
         """Replies from home agents and binding messages from other FAs or MNs (requests
         from MNs on our link come in through the link socket)."""
         now = time.time()
+        link_requests = self.cfg.address in self.cfg.care_of_addresses
         for data, addr in datagrams(self.udp, BATCH, self.log):
+            if link_requests and data[:1] == b"\x01":
+                # an MN's request to our agent address, which is the care-of address too:
+                # the link socket has it, with its MAC (as self.absorb's would be)
+                continue
             self.dispatch(self.call("from_network", self.engine.from_network, data,
                                     IPv4Address(addr[0]), addr[1], now))
         self._reschedule()
@@ -283,6 +288,8 @@ class FaDaemon(EngineDaemon[ForeignAgent]):
         # those), unless a removal in the same batch must come after them
         exempt: list[bytes] = []
         defer = not any(isinstance(a, RemoveVisitor) for a in actions)
+        # a returning visitor's pointer ends after the replies too (its add took the /32)
+        ended: list[RemoveForward] = []
         for a in actions:
             if isinstance(a, AddVisitor):
                 try:
@@ -301,6 +308,8 @@ class FaDaemon(EngineDaemon[ForeignAgent]):
                                        repr(exc), time.time())
             elif isinstance(a, RemoveVisitor):
                 await self._remove(a)
+            elif isinstance(a, RemoveForward) and a.reason == "returned":
+                ended.append(a)
             elif isinstance(a, AddForward | RemoveForward):
                 await self._forward(a)
             elif isinstance(a, ExpireRealms):
@@ -333,6 +342,8 @@ class FaDaemon(EngineDaemon[ForeignAgent]):
                 self.log.emit(a)
         for mac in exempt:
             await self._exempt(mac, +1)
+        for e in ended:
+            await self._forward(e)
         self._arm_idle()
 
     def _arm_idle(self) -> None:

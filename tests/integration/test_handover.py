@@ -35,6 +35,11 @@ def test_handover_keeps_tcp_and_foreign_agents_clean_up(make_lab):
                    for x in lab.log_lines(node))
     assert any("event=previous-fa-notified" in x and "status=0" in x
                for x in lab.log_lines("fa2"))
+    # the agent address is the care-of address: the MN's requests are read once, off the
+    # link (the care-of socket's copy used to be decoded and logged as a drop)
+    for node in ("fa1", "fa2"):
+        assert any("event=relay-request" in x for x in lab.log_lines(node))
+        assert not any("not a message for a foreign agent" in x for x in lab.log_lines(node))
 
 
 def test_without_notification_the_previous_fa_entry_expires(make_lab):

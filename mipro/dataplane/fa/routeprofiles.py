@@ -84,6 +84,7 @@ class RouteProfiles(SetGroups[RouteProfile]):
     async def start(self) -> int:
         """Our mangle chain hooked first; an earlier run's chain and sets removed."""
         await self.ipset.setup_endpoint()
+        self.open_batch()
         removed = await self._remove_all()
         hook_chain(self.mangle, "PREROUTING", MARK_CHAIN)
         return removed
@@ -93,6 +94,7 @@ class RouteProfiles(SetGroups[RouteProfile]):
             await self._drop(profile)
         await self._remove_all()
         self.ipset.close()
+        self.close_batch()
 
     async def _remove_all(self) -> int:
         removed = remove_chains(self.mangle, ("PREROUTING",), (MARK_CHAIN,))[1]

@@ -83,6 +83,7 @@ class VisitorFirewall(SetGroups[Policy]):
     async def start(self) -> int:
         """Our top chains hooked first; what an earlier run left is removed first."""
         await self.ipset.setup_endpoint()
+        self.open_batch()
         removed = await self._remove_all()
         hook_chain(self.table, "FORWARD", TOP)
         hook_chain(self.nat, "POSTROUTING", NAT_TOP)
@@ -91,6 +92,7 @@ class VisitorFirewall(SetGroups[Policy]):
     async def stop(self) -> None:
         await self._remove_all()
         self.ipset.close()
+        self.close_batch()
 
     async def _remove_all(self) -> int:
         removed = 0

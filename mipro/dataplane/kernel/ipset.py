@@ -16,7 +16,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from pyroute2.ipset import AsyncIPSet
 
-from .rtbatch import AF_INET, Request, rta
+from .rtbatch import AF_INET, NETLINK_NETFILTER, Request, RtBatch, rta
 
 MAX_MEMBERS = 1 << 20  # members of one of our sets (the kernel's default is 65,536)
 PROBE = "mipro-p-probe"
@@ -117,6 +117,24 @@ class SetGroups(Generic[G]):
         self.groups: dict[str, G] = {}  # id -> group
         self.member_of: dict[tuple[IPv4Address, Any], str] = {}
         self.unlisted: set[IPv4Address] = set()
+        # joins and leaves on nfnetlink directly (0.05 ms, pyroute2's 0.4: a visitor's
+        # join is on a move's way to its first datagram); opened by open_batch()
+        self.nf: RtBatch | None = None
+
+    def open_batch(self) -> None:
+        if self.nf is None:
+            self.nf = RtBatch(NETLINK_NETFILTER)
+
+    def close_batch(self) -> None:
+        if self.nf is not None:
+            self.nf.close()
+            self.nf = None
+
+    async def _member(self, add: bool, name: str, address: IPv4Address) -> None:
+        if self.nf is None:
+            await set_member(self.ipset, add, name, address)
+        else:
+            await self.nf.run([member_request(add, name, address)])
 
     async def _join(self, key: tuple[IPv4Address, Any], gid: str | None,
                     create: Callable[[str], Awaitable[G]]) -> G | None:
@@ -129,7 +147,7 @@ class SetGroups(Generic[G]):
         if gid is not None:
             group = self.groups.get(gid) or await create(gid)
             if key[0] not in self.unlisted:
-                await set_member(self.ipset, True, group.set_name, key[0])
+                await self._member(True, group.set_name, key[0])
             group.members += 1
             self.member_of[key] = gid
         else:
@@ -161,7 +179,7 @@ class SetGroups(Generic[G]):
 
     async def _leave(self, group: G, key: tuple[IPv4Address, Any]) -> None:
         if key[0] not in self.unlisted:
-            await set_member(self.ipset, False, group.set_name, key[0])
+            await self._member(False, group.set_name, key[0])
         group.members -= 1
         if group.members <= 0 and not self._keep_empty(group):
             await self._drop(group)
