@@ -241,7 +241,7 @@ def stall_events(path: Path, t0: float, t1: float) -> list[str]:
     events = []
     for line in path.read_text().splitlines():
         at, _, text = line.partition(" ")
-        if t0 <= float(at) <= t1 and not text.startswith(("probe", "gcsum")):
+        if t0 <= float(at) <= t1 and not text.startswith(("probe", "gcsum", "calls")):
             ms = float(text.split("ms=")[1].split()[0]) if "ms=" in text else 0.0
             events.append((ms, f"+{float(at) - t0:.1f}s {text}"))
     return [text for _, text in sorted(events, reverse=True)]
@@ -271,7 +271,7 @@ def _count_ms(text: str) -> tuple[int, float]:
 
 def gc_spent(path: Path, t0: float, t1: float, replies: int) -> str:
     """The collector's work between t0 and t1 (the probe's ``gcsum`` lines): per
-    generation collections, milliseconds and µs per reply; objects frozen at t1."""
+    generation collections, milliseconds and µs per reply."""
     got = around(path, "gcsum", t0, t1)
     if got is None:
         return "no gcsum lines"
@@ -280,7 +280,7 @@ def gc_spent(path: Path, t0: float, t1: float, replies: int) -> str:
         (n0, ms0), (n1, ms1) = (_count_ms(x[gen]) for x in got)
         out.append(f"{gen} {n1 - n0}x {ms1 - ms0:.0f} ms ({(ms1 - ms0) * 1000 / replies:.2f} "
                    "µs/reply)")
-    return ", ".join(out) + f"; frozen {got[1]['frozen']}"
+    return ", ".join(out)
 
 
 def calls_spent(path: Path, t0: float, t1: float, replies: int) -> str:

@@ -15,7 +15,7 @@ would, after installing three probes that append lines to OUT (one per event):
   STALL_MS: a thread held it that long without letting go.
 - ``gcsum``: once a second, the collector's totals since the start, per generation:
   collections, milliseconds, objects collected (a phase's share: the difference of
-  two lines), and the objects the collector tracks, frozen ones apart.
+  two lines).
 
 ``TIME_CALLS=module:Class.method,...`` times those (plain, not async) functions in
 the thread that runs them (``time.thread_time``): ``calls`` lines once a second with
@@ -93,7 +93,7 @@ def beat(loop: asyncio.AbstractEventLoop) -> None:
 def gc_summary() -> str:
     gens = " ".join(f"gen{g}={n}/{ms * 1000:.1f}ms/{got}" for g, (n, ms, got) in
                     enumerate(GC_TOTALS))
-    return f"gcsum {gens} frozen={gc.get_freeze_count()}"
+    return f"gcsum {gens}"  # not gc.get_freeze_count(): it walks the frozen objects
 
 
 CALLS: dict[str, list[float]] = {}  # name: [count, thread CPU seconds]
