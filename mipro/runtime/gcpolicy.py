@@ -10,11 +10,7 @@ heuristics: every ``interval`` seconds one runs over what survived since the
 last one (generation 2 holds only that), then everything that survived is
 frozen (``gc.freeze``: the collector never scans it again).  A tick costs what
 arrived in one interval, a few milliseconds at 40,000 renewals a second,
-whatever the size of the table.  Generation 0's collections stay as they are;
-generation 1 is collected only by the tick too: a binding or replay state that
-lives on was otherwise walked three times (generations 0, 1, then the tick),
-now twice (bench/registration.py --stalls: the collector's milliseconds per
-phase).
+whatever the size of the table.  Young collections stay as they are.
 
 The price: a reference cycle that is alive at a freeze and dies later is not
 collected.  The daemon's cycles (asyncio connections, exceptions) live for
@@ -26,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import gc
 
-NEVER = 2**31 - 1  # a threshold: no collection of that generation of CPython's choosing
+NEVER = 2**31 - 1  # generation 2's threshold: no full collection of CPython's choosing
 
 
 class LongLivedHeap:
@@ -40,7 +36,8 @@ class LongLivedHeap:
         """After loading: collect once, freeze what is loaded, then tick."""
         gc.collect()
         gc.freeze()
-        gc.set_threshold(self.thresholds[0], NEVER, NEVER)
+        gen0, gen1, _ = self.thresholds
+        gc.set_threshold(gen0, gen1, NEVER)
         self.timer = asyncio.get_running_loop().call_later(self.interval, self._tick)
 
     def _tick(self) -> None:
