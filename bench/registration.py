@@ -112,6 +112,12 @@ def cpu_seconds(pid: int) -> tuple[float, float]:
     return int(fields[11]) / TICK, int(fields[12]) / TICK
 
 
+def main_thread_seconds(pid: int) -> float:
+    """User + system time of the process's main thread (the event loop) alone."""
+    fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
 def kernel_routes() -> int:
     """Routes in mipro's table, from the kernel's own count (cheap at a million)."""
     text = sh("ip", "netns", "exec", HA_NS, "cat", "/proc/net/fib_triestat")
@@ -198,6 +204,7 @@ PROFILE: Path | None = None  # --pyspy: a py-spy profile of the HA per phase, he
 def phase(ha: Ha, n: int, name: str, requests: int, seed: str, hup_after: float = 0) -> dict:
     """``hup_after``: SIGHUP the HA (a reload of the subscriber file) this many seconds in."""
     user0, sys0 = cpu_seconds(ha.p.pid)
+    main0 = main_thread_seconds(ha.p.pid)
     t0 = time.time()
     p = gen("--n", str(n), "--phase", name, "--requests", str(requests), "--seed", seed)
     spy = None
@@ -212,14 +219,20 @@ def phase(ha: Ha, n: int, name: str, requests: int, seed: str, hup_after: float 
         ha.p.send_signal(signal.SIGHUP)  # ip netns exec and taskset exec: the HA's pid
     res = json.loads(p.communicate()[0])
     user1, sys1 = cpu_seconds(ha.p.pid)
+    main1 = main_thread_seconds(ha.p.pid)
     if spy is not None:
         spy.send_signal(signal.SIGINT)
         spy.wait(60)
-    if ha.stalls is not None:
-        res["stalls"] = stall_events(ha.stalls, t0, time.time())
     replies = max(1, sum(res["codes"].values()))
+    if ha.stalls is not None:
+        t1 = time.time()
+        time.sleep(1.1)  # the probe's next summary line, after the phase
+        res["stalls"] = stall_events(ha.stalls, t0, t1)
+        res["gc"] = gc_spent(ha.stalls, t0, t1, replies)
+        res["calls"] = calls_spent(ha.stalls, t0, t1, replies)
     res["cpu_us"] = round((user1 - user0 + sys1 - sys0) / replies * 1e6, 1)
     res["sys_us"] = round((sys1 - sys0) / replies * 1e6, 1)
+    res["main_us"] = round((main1 - main0) / replies * 1e6, 1)  # the rest: other threads
     return res
 
 
@@ -228,10 +241,60 @@ def stall_events(path: Path, t0: float, t1: float) -> list[str]:
     events = []
     for line in path.read_text().splitlines():
         at, _, text = line.partition(" ")
-        if t0 <= float(at) <= t1 and not text.startswith("probe"):
+        if t0 <= float(at) <= t1 and not text.startswith(("probe", "gcsum", "calls")):
             ms = float(text.split("ms=")[1].split()[0]) if "ms=" in text else 0.0
             events.append((ms, f"+{float(at) - t0:.1f}s {text}"))
     return [text for _, text in sorted(events, reverse=True)]
+
+
+def around(path: Path, prefix: str, t0: float, t1: float) -> tuple[dict, dict] | None:
+    """The probe's summary lines ``prefix`` (one a second, totals since its start) last
+    before t0 and first after t1, as {key: value}: their difference is the phase's."""
+    before = after = None
+    for line in path.read_text().splitlines():
+        at, _, text = line.partition(" ")
+        if not text.startswith(prefix + " "):
+            continue
+        fields = dict(part.rsplit("=", 1) for part in text.split()[1:])
+        if float(at) <= t0 or before is None:
+            before = fields
+        if float(at) >= t1:
+            after = fields
+            break
+    return None if before is None or after is None else (before, after)
+
+
+def _count_ms(text: str) -> tuple[int, float]:
+    n, ms = text.split("/")[:2]
+    return int(n), float(ms.removesuffix("ms"))
+
+
+def gc_spent(path: Path, t0: float, t1: float, replies: int) -> str:
+    """The collector's work between t0 and t1 (the probe's ``gcsum`` lines): per
+    generation collections, milliseconds and µs per reply."""
+    got = around(path, "gcsum", t0, t1)
+    if got is None:
+        return "no gcsum lines"
+    out = []
+    for gen in ("gen0", "gen1", "gen2"):
+        (n0, ms0), (n1, ms1) = (_count_ms(x[gen]) for x in got)
+        out.append(f"{gen} {n1 - n0}x {ms1 - ms0:.0f} ms ({(ms1 - ms0) * 1000 / replies:.2f} "
+                   "µs/reply)")
+    return ", ".join(out)
+
+
+def calls_spent(path: Path, t0: float, t1: float, replies: int) -> str:
+    """CPU µs per reply in each function the probe timed (TIME_CALLS), between t0 and t1."""
+    got = around(path, "calls", t0, t1)
+    if got is None:
+        return ""
+    out = []
+    for name, last in got[1].items():
+        n0, ms0 = _count_ms(got[0].get(name, "0/0ms"))
+        n1, ms1 = _count_ms(last)
+        out.append(f"{name.rpartition(':')[2]} {n1 - n0}x {(ms1 - ms0) * 1000 / replies:.2f} "
+                   "µs/reply")
+    return ", ".join(out)
 
 
 def run_case(tree: Path, label: str, n: int, backend: str, subs: Path, base_kib: int,
@@ -295,6 +358,12 @@ def print_case(r: dict) -> None:
         print(f"{head} {name:<9} {x['rate']:>8.0f} {x['cpu_us']:>7.1f} {x['sys_us']:>6.1f} "
               f"{x['p50_ms']:>7.2f} {x['p99_ms']:>7.2f} {x['max_ms']:>8.1f} {x['lost']:>5} "
               f"{json.dumps(x['codes'])}", flush=True)
+        print(f"{'':8} CPU µs/reply: main thread {x['main_us']}, other threads "
+              f"{x['cpu_us'] - x['main_us']:.1f}", flush=True)
+        if "gc" in x:
+            print(f"{'':8} collector: {x['gc']}", flush=True)
+        if x.get("calls"):
+            print(f"{'':8} timed: {x['calls']}", flush=True)
         stalls = x.get("stalls")
         if stalls is not None:
             print(f"{'':8} {len(stalls)} probe events, longest: ", flush=True)

@@ -13,6 +13,17 @@ would, after installing three probes that append lines to OUT (one per event):
 - ``gc``: a collection (in any thread) longer than 2 ms, with its generation.
 - ``gil``: with ``GIL=1``, how long the watchdog waited for the GIL, when over
   STALL_MS: a thread held it that long without letting go.
+- ``gcsum``: once a second, the collector's totals since the start, per generation:
+  collections, milliseconds, objects collected (a phase's share: the difference of
+  two lines).
+
+``TIME_CALLS=module:Class.method,...`` times those (plain, not async) functions in
+the thread that runs them (``time.thread_time``): ``calls`` lines once a second with
+each one's count and CPU milliseconds since the start, to split a reply's CPU between
+the engine and the runtime at two table sizes.
+
+``GC_OFF=1`` runs the daemon with no collections at all (``gc.disable`` and no
+explicit ``gc.collect``): an experiment, to see what the collector costs.
 
 bench/registration.py ``--stalls`` runs the home agent under this and prints the
 events of each phase.  Lines start with time.time(), so phases can be matched."""
@@ -41,11 +52,18 @@ def emit(text: str) -> None:
     OUT.write(f"{time.time():.3f} {text}\n")
 
 
+GC_TOTALS = [[0, 0.0, 0] for _ in range(3)]  # per generation: count, seconds, collected
+
+
 def on_gc(phase: str, info: dict[str, int]) -> None:
     if phase == "start":
         state["gc"] = clock()
         return
     took = clock() - state.get("gc", clock())
+    total = GC_TOTALS[info["generation"]]
+    total[0] += 1
+    total[1] += took
+    total[2] += info["collected"]
     if took > 0.002:
         emit(f"gc gen={info['generation']} ms={took * 1000:.1f} collected={info['collected']} "
              f"thread={threading.current_thread().name}")
@@ -72,9 +90,55 @@ def beat(loop: asyncio.AbstractEventLoop) -> None:
     loop.call_later(BEAT, beat, loop)
 
 
+def gc_summary() -> str:
+    gens = " ".join(f"gen{g}={n}/{ms * 1000:.1f}ms/{got}" for g, (n, ms, got) in
+                    enumerate(GC_TOTALS))
+    return f"gcsum {gens}"  # not gc.get_freeze_count(): it walks the frozen objects
+
+
+CALLS: dict[str, list[float]] = {}  # name: [count, thread CPU seconds]
+
+
+def timed(name: str, fn: Any) -> Any:
+    total = CALLS.setdefault(name, [0, 0.0])
+    cpu = time.thread_time
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        t0 = cpu()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            total[0] += 1
+            total[1] += cpu() - t0
+    return wrapper
+
+
+def time_calls(spec: str) -> None:
+    import importlib
+
+    for item in filter(None, spec.split(",")):
+        module, _, path = item.partition(":")
+        owner: Any = importlib.import_module(module)
+        *outer, name = path.split(".")
+        for part in outer:
+            owner = getattr(owner, part)
+        setattr(owner, name, timed(item, getattr(owner, name)))
+
+
+def calls_summary() -> str:
+    return "calls " + " ".join(f"{name}={n}/{sec * 1000:.1f}ms"
+                               for name, (n, sec) in CALLS.items())
+
+
 def watch() -> None:
     main = threading.main_thread().ident
+    summary_due = clock() + 1.0
     while True:
+        if clock() >= summary_due:
+            summary_due = clock() + 1.0
+            emit(gc_summary())
+            if CALLS:
+                emit(calls_summary())
         before = clock()
         time.sleep(0.003)
         waited = clock() - before - 0.003
@@ -104,6 +168,10 @@ def run_forever(self: asyncio.BaseEventLoop) -> None:
 
 asyncio.BaseEventLoop.run_forever = run_forever  # type: ignore[method-assign]
 gc.callbacks.append(on_gc)
+time_calls(os.environ.get("TIME_CALLS", ""))
+if os.environ.get("GC_OFF"):
+    gc.disable()
+    gc.collect = lambda generation=2: 0  # the daemon's own policy's explicit ones too
 threading.Thread(target=watch, name="stallprobe", daemon=True).start()
 emit(f"probe pid={os.getpid()} stall_ms={LAG * 1000:.0f}")
 if sys.argv[2] != "-m":

@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import heapq
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from ipaddress import IPv4Address
+from operator import attrgetter
 from typing import Any
 
 from .addressmap import AddressMap
 
+_pack = struct.Struct("!I").pack
+_int = attrgetter("_ip")  # where ``ipaddress`` keeps the integer (core/addressmap.py too)
+
 
 def dotted(address: IPv4Address) -> str:
-    """``str(address)`` at half the cost (the journal writes four per change)."""
-    return "%d.%d.%d.%d" % tuple(address.packed)  # noqa: UP031 (str.format: no faster)
+    """``str(address)`` at a third of the cost, in C calls only (0.45 µs against 1.4, and
+    0.95 with ``address.packed``: a Python property; the journal writes four per change,
+    the daemon one per reply)."""
+    return "%d.%d.%d.%d" % tuple(_pack(_int(address)))  # noqa: UP031 (format: no faster)
 
 
 @dataclass(frozen=True, slots=True)

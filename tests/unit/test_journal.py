@@ -159,3 +159,11 @@ def test_snapshot_text_is_what_json_dumps_writes():
             text = "".join(_snapshot_chunks(rows))
         assert text == json.dumps({"version": 2, "bindings": [r.to_row() for r in rows]})
     assert "".join(_snapshot_chunks([])) == json.dumps({"version": 2, "bindings": []})
+
+
+@pytest.mark.parametrize("text", ["0.0.0.0", "0.0.0.255", "1.2.3.4", "10.128.1.0",
+                                  "127.0.0.1", "255.255.255.255", "192.0.2.100"])
+def test_dotted_is_str(text):
+    from mipro.core.bindings import dotted
+
+    assert dotted(A(text)) == str(A(text)) == text
