@@ -214,6 +214,8 @@ class HaRedundancy:
             self.d.remove_input(self.fifo_fd)
             self.fifo_fd = self.fifo.fileno()
             self.d.add_input(self.fifo_fd, self._on_fifo)
+        if events and self.keepalived is not None and not self.keepalived.running:
+            self._look_for_keepalived()  # a restarted one speaks: its pid file is written
         for event in events:
             if event.kind == "INSTANCE":
                 self.run(self.rep.vrrp_state(event.name, event.state, time.time()))
@@ -237,25 +239,31 @@ class HaRedundancy:
             self.d.add_input(self.keepalived.fileno(), self._keepalived_exited)
 
     def _keepalived_exited(self) -> None:
-        """keepalived's VRRP process is gone.  Said a STOP first (stopped, or its parent
-        killed): nothing changes but the roles' names.  Killed without a word (SIGKILL, a
-        crash): it left the virtual address on the interface and the peer takes it over
-        after three missed advertisements; as primary we would go on answering there and
-        answering ARP for the away MNs, with the peer doing the same: every group stands
-        down, as for FAULT, until a keepalived is back and says its state."""
+        """keepalived's VRRP process is gone.  Killed without a word (SIGKILL, a crash), it
+        left the virtual address on the interface and the peer takes it over after three
+        missed advertisements; as primary we would go on answering there and answering
+        ARP for the away MNs, with the peer doing the same: every group stands down, as
+        for FAULT, until a keepalived is back and says its state.  What it wrote before
+        it died is read first.  A new one already running (keepalived's parent restarts
+        a VRRP child that died) says its state itself: its lines come after the old
+        one's, and its first is BACKUP or FAULT."""
         w = self.keepalived
         if w is None or not w.exited():
             return
         self.d.remove_input(w.fileno())
         pid = w.forget()
-        self._on_fifo()  # what it wrote before it died comes first
+        self._on_fifo()
+        self._look_for_keepalived()
         primary = [g.vrid for g in self.groups if self.rep.role_of(g.address) is Role.MASTER]
+        if w.running:
+            self.d.log("keepalived-gone", "info", pid=pid, path=w.path,
+                       then=f"a new keepalived runs (pid {w.pid}): its state decides")
+            return
         self.d.log("keepalived-gone", "error" if primary else "info", pid=pid, path=w.path,
                    primary_for=",".join(map(str, primary)) or "-",
                    then="standing down: primary for no group until keepalived is back"
                    if primary else "not primary: nothing to stand down")
         self.run(self.rep.keepalived_gone(time.time()))
-        self._look_for_keepalived()  # restarted already?
 
     def _up(self, initiator: bool, nonce: bytes) -> None:
         self.sessions += 1

@@ -356,6 +356,33 @@ def test_what_keepalived_wrote_before_it_died_is_read_first(tmp_path, keepalived
     assert text.index("role=master") < text.index("event=keepalived-gone")
 
 
+def test_a_vrrp_process_restarted_at_once_says_its_state_itself(tmp_path, keepalived):
+    """keepalived's parent restarts a VRRP child that died: the new one runs (its pid file
+    written) by the time the old one's death is handled, and what it wrote comes after
+    what the old one wrote: its word stands, no stand-down of ours on top of it."""
+    old = keepalived()
+    (tmp_path / "vrrp.pid").write_text(f"{old.pid}\n")
+    d, log = _daemon(tmp_path)
+
+    async def scenario():
+        r = d.redundancy
+        await r.start(set())
+        _fifo_write(tmp_path, 'INSTANCE "VI_HA" BACKUP 100')  # the old one's
+        kill(old)
+        new = keepalived()
+        (tmp_path / "vrrp.pid").write_text(f"{new.pid}\n")
+        _fifo_write(tmp_path, 'INSTANCE "VI_HA" MASTER 100')  # the new one's, later
+        r._keepalived_exited()
+        await _settle(d, 0.3)
+        seen = (r.rep.role_of(VIP), r.keepalived.pid == new.pid)
+        await r.stop()
+        return seen
+
+    assert asyncio.run(scenario()) == (Role.MASTER, True)
+    lines = [x for x in log.read_text().splitlines() if "event=keepalived-gone" in x]
+    assert len(lines) == 1 and "level=info" in lines[0] and "its state decides" in lines[0]
+
+
 def test_a_clean_stop_is_no_alarm(tmp_path, keepalived):
     """keepalived stopped: it said STOP (FAULT here) before it exited; its exit is an info
     line, nothing left to stand down."""
