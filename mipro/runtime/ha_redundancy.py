@@ -143,6 +143,8 @@ class HaRedundancy:
 
     def forward(self, done: list[Any], now: float) -> None:
         """Installs and removals the kernel (or the table) took: to the backup."""
+        if not self._proven():  # no backup to tell: the engine would drop the blocks
+            return
         by_group: dict[IPv4Address, list[BindingBlock]] = defaultdict(list)
         master: dict[IPv4Address, bool] = {}  # per address, not per binding
         block_of = self.d.engine.block_of
