@@ -11,8 +11,17 @@ Runs the `failover` lab (two home agents with keepalived, seed Fig. 13a) and pri
   Mode "mipro": only mipro dies; keepalived's check of its process notices.
 * **bulk sync**: seconds from the backup's start until it holds N bindings by dump,
   and the same dump encoded and applied in one process (the protocol's own cost).
-* **registration rate** at the primary with replication on (backup connected) and off
-  (no [redundancy]), same run, same generator.
+* **registration rate** at the primary with replication on (backup connected) and off,
+  same run, same generator.  Two baselines (--rate-baseline): "peer" (the fair one)
+  has the lab exactly as with replication on, the backup home agent, both keepalived
+  and their VMAC links included, with only the sync session missing (the backup
+  listens on another port: the primary's dials are refused); "alone" is HA1 without
+  [redundancy], no keepalived, no backup (the figures before 2026-12-01 20:00).  On
+  veth links the kernel runs every receiver's work for a broadcast (the gratuitous
+  ARPs) inside the sender's system call, and the backup's keepalived VMAC link is one
+  more receiver on the home link: "alone" charges that to replication, though between
+  two hosts it is the peer's work and is there whether or not the bindings are
+  replicated.
 
 Figures, not pass/fail.
 """
@@ -42,7 +51,10 @@ OWN = {"ha1": "10.1.0.2", "ha2": "10.1.0.3"}  # the home agents' own home-link a
 PREFIX = ["mbf"]  # the labs' namespace prefix (--prefix)
 
 
-def make_lab(out: Path, n: int, advert: float, redundancy: bool = True) -> Lab:
+def make_lab(out: Path, n: int, advert: float, redundancy: bool = True,
+             sync: bool = True) -> Lab:
+    """``redundancy`` False: no [redundancy] at all; ``sync`` False: redundancy as ever but
+    no sync session (HA2 listens on a port HA1 does not dial: no forwards, no dumps)."""
     lab = Lab("failover", prefix=PREFIX[0], out=out)
     lab.up(services=False)
     subs = lab.conf("ha1", "subscribers.toml").read_text()  # the two MNs of the scenario
@@ -56,6 +68,8 @@ def make_lab(out: Path, n: int, advert: float, redundancy: bool = True) -> Lab:
                                         'home_network = "10.0.0.0/8"\nproxy_arp = "interface"')
         if not redundancy:
             text = text[:text.index("[redundancy]")] + text[text.index("[runtime]"):]
+        elif not sync and ha == "ha2":
+            text = text.replace("[redundancy]\n", "[redundancy]\nport = 4341\n", 1)
         conf.write_text(text + "\n[ha.limits]\nper_source = 1000000.0\nper_source_burst = "
                         "1000000.0\nunknown_sources = 1000000.0\nkernel = false\n")
         lab.edit_conf(ha, "keepalived.conf", "advert_int 1", f"advert_int {advert}")
@@ -339,48 +353,56 @@ class Sampler:
             self.proc.wait(30)
 
 
+MODES = {"on": "replication on", "peer": "replication off, peer present",
+         "alone": "replication off, alone"}
+
+
 def bench_rate(n: int, rounds: int = 1, profile: Path | None = None,
-               captures: bool = True, spy: Path | None = None) -> dict:
-    """Rounds alternate off and on, each in a lab of its own; the figures are the
-    medians.  Also each daemon's CPU time per registration (the machine is shared: the
-    backup, on the same cores, takes CPU the primary would otherwise have)."""
-    samples: dict[str, list[dict]] = {"replication off": [], "replication on": []}
+               captures: bool = True, spy: Path | None = None,
+               baselines: tuple[str, ...] = ("peer", "alone")) -> dict:
+    """Rounds alternate the baselines and replication on, each in a lab of its own; the
+    figures are the medians.  Also each daemon's CPU time per registration (the machine
+    is shared: the backup, on the same cores, takes CPU the primary would otherwise
+    have)."""
+    modes = [*baselines, "on"]
+    samples: dict[str, list[dict]] = {m: [] for m in modes}
     for _ in range(rounds):
-        for on in (False, True):
-            key = "replication on" if on else "replication off"
-            samples[key].append(rate_round(n, on, profile, captures,
-                                           spy and spy / f"round{len(samples[key])}"))
+        for mode in modes:
+            samples[mode].append(rate_round(n, mode, profile, captures,
+                                            spy and spy / f"round{len(samples[mode])}"))
     out: dict = {}
-    for key, runs in samples.items():
+    for mode, runs in samples.items():
+        key = MODES[mode]
         med = {k: statistics.median(r[k] for r in runs if k in r) for k in runs[0]
                if k != "lost"}
         out[key] = dict(med, lost=sum(r["lost"] for r in runs),
                         runs=[{k: r[k] for k in ("new_per_s", "renew_per_s")} for r in runs])
-        print(f"  {key:<16} new {med['new_per_s']:>8.0f}/s  renew {med['renew_per_s']:>8.0f}/s"
+        print(f"  {key:<31} new {med['new_per_s']:>6.0f}/s  renew {med['renew_per_s']:>6.0f}/s"
               f"  p99 {med['p99_ms']} ms  primary CPU {med['primary_us_new']:.0f} / "
               f"{med['primary_us_renew']:.0f} us per new / renewal"
               + (f", backup {med['backup_us_new']:.0f} / {med['backup_us_renew']:.0f} us"
-                 if on_key(key) else "")
+                 if "backup_us_new" in med else "")
               + f"  lost {out[key]['lost']}  (median of {len(runs)})", flush=True)
-    off, on_ = out["replication off"], out["replication on"]
-    out["ratio_renew"] = round(on_["renew_per_s"] / off["renew_per_s"], 3)
-    out["ratio_new"] = round(on_["new_per_s"] / off["new_per_s"], 3)
-    out["cpu_ratio_renew"] = round(off["primary_us_renew"] / on_["primary_us_renew"], 3)
-    out["cpu_ratio_new"] = round(off["primary_us_new"] / on_["primary_us_new"], 3)
-    print(f"  with replication / without: renewals {out['ratio_renew']}, new "
-          f"{out['ratio_new']}; by the primary's CPU per registration (off/on): renewals "
-          f"{out['cpu_ratio_renew']}, new {out['cpu_ratio_new']}")
+    on_ = out[MODES["on"]]
+    for base in baselines:
+        off = out[MODES[base]]
+        ratios = {"ratio_renew": round(on_["renew_per_s"] / off["renew_per_s"], 3),
+                  "ratio_new": round(on_["new_per_s"] / off["new_per_s"], 3),
+                  "cpu_ratio_renew": round(off["primary_us_renew"] / on_["primary_us_renew"], 3),
+                  "cpu_ratio_new": round(off["primary_us_new"] / on_["primary_us_new"], 3)}
+        out[f"against {base}"] = ratios
+        print(f"  on / off ({base:<5}): renewals {ratios['ratio_renew']}, new "
+              f"{ratios['ratio_new']}; by the primary's CPU per registration (off/on): "
+              f"renewals {ratios['cpu_ratio_renew']}, new {ratios['cpu_ratio_new']}")
     return out
 
 
-def on_key(key: str) -> bool:
-    return key == "replication on"
-
-
-def rate_round(n: int, on: bool, profile: Path | None, captures: bool = True,
+def rate_round(n: int, mode: str, profile: Path | None, captures: bool = True,
                spy: Path | None = None) -> dict:
+    """One lab: ``mode`` "on" (HA1 primary, HA2 its backup in sync), "peer" (the same
+    but no sync session), "alone" (HA1 only, no [redundancy], no keepalived)."""
     with tempfile.TemporaryDirectory(prefix="mipro-bench-") as tmp:
-        lab = make_lab(Path(tmp), n, 1.0, redundancy=on)
+        lab = make_lab(Path(tmp), n, 1.0, redundancy=mode != "alone", sync=mode == "on")
         if not captures:  # the lab's tcpdump on every link costs CPU per packet
             for cap in lab.captures:
                 cap.terminate()
@@ -389,7 +411,7 @@ def rate_round(n: int, on: bool, profile: Path | None, captures: bool = True,
         if profile is not None:
             profiled(lab, "ha1", prof)
         try:
-            if on:
+            if mode != "alone":
                 lab.start_service("ha1")  # first: keepalived1 makes it primary
                 lab.start_service("keepalived1")
                 lab.expect("ha1", {"redundancy": {"groups": [{"role": "master"}]}}, 30)
@@ -397,18 +419,20 @@ def rate_round(n: int, on: bool, profile: Path | None, captures: bool = True,
                     lab.start_service(svc)
                 primary = both_ready(lab)
                 assert primary == "ha1", primary
+                up = lab.status("ha1")["redundancy"]["session"]
+                assert up == ("up" if mode == "on" else "down"), (mode, up)
             else:  # no keepalived: the virtual address is HA1's own
                 lab.exec("ha1", "ip", "addr", "add", f"{VIP}/24", "dev", "home0")
                 lab.start_service("ha1")
-            daemons = ("ha1", "ha2") if on else ("ha1",)
+            daemons = ("ha1",) if mode == "alone" else ("ha1", "ha2")
             cpu0 = {ha: cpu_seconds(lab, ha) for ha in daemons}
-            pid, mode = lab.services["ha1"].proc.pid, "on" if on else "off"
+            pid = lab.services["ha1"].proc.pid
             with Sampler(spy, pid, f"ha1-{mode}-new"):
                 new = register(lab, n)
             cpu1 = {ha: cpu_seconds(lab, ha) for ha in daemons}
             with Sampler(spy, pid, f"ha1-{mode}-renew"):
                 renew = register(lab, n, "renew")
-            if on:
+            if mode == "on":
                 lab.expect("ha2", {"counters": {"replicated": f">= {2 * n}"}}, 60,
                            "the backup to have every forward")
             cpu2 = {ha: cpu_seconds(lab, ha) for ha in daemons}
@@ -419,7 +443,7 @@ def rate_round(n: int, on: bool, profile: Path | None, captures: bool = True,
             lab.down(quiet=True)
         if profile is not None:
             profile.mkdir(parents=True, exist_ok=True)
-            kept = profile / f"ha1-{'on' if on else 'off'}.prof"
+            kept = profile / f"ha1-{mode}.prof"
             kept.write_bytes(prof.read_bytes())
             print_profile(kept)
     out = {"new_per_s": new["rate"], "renew_per_s": renew["rate"], "p99_ms": renew["p99_ms"],
@@ -427,16 +451,16 @@ def rate_round(n: int, on: bool, profile: Path | None, captures: bool = True,
            "primary_us_new": (cpu1["ha1"] - cpu0["ha1"]) / n * 1e6,
            "primary_us_renew": (cpu2["ha1"] - cpu1["ha1"]) / n * 1e6}
     per_message = ""
-    if on:
+    if "ha2" in daemons:
         out |= {"backup_us_new": (cpu1["ha2"] - cpu0["ha2"]) / n * 1e6,
                 "backup_us_renew": (cpu2["ha2"] - cpu1["ha2"]) / n * 1e6}
         if counters.get("forwards_sent"):  # (a counter older trees do not have)
             out["blocks_per_forward"] = counters["blocks_forwarded"] / counters["forwards_sent"]
             per_message = f", {out['blocks_per_forward']:.1f} bindings per data forward"
-    print(f"    {'on ' if on else 'off'}: new {new['rate']:.0f}/s, renew {renew['rate']:.0f}/s, "
+    print(f"    {mode:<5}: new {new['rate']:.0f}/s, renew {renew['rate']:.0f}/s, "
           f"primary CPU {out['primary_us_new']:.0f} / {out['primary_us_renew']:.0f} us"
           + (f", backup {out['backup_us_new']:.0f} / {out['backup_us_renew']:.0f} us"
-             if on else "") + per_message, flush=True)
+             if "backup_us_new" in out else "") + per_message, flush=True)
     return out
 
 
@@ -449,6 +473,10 @@ def main() -> None:
     p.add_argument("--rate-n", type=int, default=10000)
     p.add_argument("--rate-rounds", type=int, default=1,
                    help="rate: rounds of off and on (the medians are printed)")
+    p.add_argument("--rate-baseline", choices=("peer", "alone", "both"), default="both",
+                   help="rate: replication off with the backup home agent and both "
+                   "keepalived present, only the sync session missing (peer: the fair "
+                   "one), or HA1 alone as before (alone), or both (default)")
     p.add_argument("--no-captures", action="store_true",
                    help="rate: stop the lab's packet captures (tcpdump on every link)")
     p.add_argument("--profile", type=Path,
@@ -469,8 +497,9 @@ def main() -> None:
     results: dict = {}
     if a.only in (None, "rate"):
         print("registration rate at the primary:")
+        baselines = ("peer", "alone") if a.rate_baseline == "both" else (a.rate_baseline,)
         results["rate"] = bench_rate(a.rate_n, a.rate_rounds, a.profile,
-                                     not a.no_captures, a.spy)
+                                     not a.no_captures, a.spy, baselines)
     if a.only in (None, "sync"):
         print("bulk sync:")
         results["bulk_sync"] = bench_bulk_sync([int(x) for x in a.sync_sizes.split(",")])

@@ -68,6 +68,9 @@ class RedundancyConfig:
     keepalived_conf: str = "/etc/keepalived/keepalived.conf"
     alone_after: float = 10.0
     process_name: str = "mipro-ha"  # what keepalived's vrrp_track_process watches
+    # keepalived's VRRP process's pid file (its --vrrp_pid): watched, so that a keepalived
+    # killed without a word makes us stand down; None: not watched
+    keepalived_pid_file: str | None = None
 
 
 @dataclass(frozen=True)
@@ -284,7 +287,8 @@ def load_ha(path: str | Path) -> HaConfig:
     c.unknown_keys({
         "": {"ha", "dataplane", "runtime", "subscribers", "fa_peer", "redundancy"},
         "redundancy": {"local_address", "peer_address", "key", "group", "port", "notify_fifo",
-                       "keepalived_conf", "alone_after", "process_name"},
+                       "keepalived_conf", "alone_after", "process_name",
+                       "keepalived_pid_file"},
         "subscribers.ldap": {"url", "base_dn", "bind_dn", "password_file", "starttls", "ca_file",
                              "timeout", "cache_ttl", "cache_negative_ttl", "cache_size"},
         "ha": {"address", "home_interface", "home_network", "max_lifetime", "replay_window",
@@ -335,7 +339,7 @@ def _redundancy(c: Checker) -> RedundancyConfig:
         keepalived_conf=c.get("redundancy.keepalived_conf", str,
                               "/etc/keepalived/keepalived.conf"),
         alone_after=c.number("redundancy.alone_after", 10.0, 0.0),
-        process_name=_process_name(c))
+        process_name=_process_name(c), keepalived_pid_file=_pid_file(c))
 
 
 def _process_name(c: Checker) -> str:
@@ -343,6 +347,15 @@ def _process_name(c: Checker) -> str:
     if not 0 < len(name.encode()) <= 15:
         c.error("redundancy.process_name", f"{name!r}: 1 to 15 bytes (the kernel's comm)")
     return name
+
+
+def _pid_file(c: Checker) -> str | None:
+    def problem(path: str) -> str | None:
+        if not path.startswith("/") or "\0" in path:
+            return f"{path!r}: not an absolute path (keepalived's --vrrp_pid, e.g. /run/vrrp.pid)"
+        return None
+
+    return c.get("redundancy.keepalived_pid_file", str, None, problem)
 
 
 def _ports(c: Checker, key: str) -> tuple[tuple[str, int, int], ...]:

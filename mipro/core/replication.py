@@ -373,6 +373,16 @@ class Replication:
         actions.append(TrackFile(vrid, 0 if g.in_sync else 1))
         return actions
 
+    def keepalived_gone(self, now: float) -> list[ReplicationAction]:
+        """keepalived died (the runtime watches its process): nothing here holds VRRP for
+        any group, so none is primary; each goes to FAULT as if keepalived had said so
+        (a primary stands down, its track file says not in sync)."""
+        actions: list[ReplicationAction] = []
+        for g in self.groups.values():
+            if g.role is not Role.FAULT:
+                actions += self.vrrp_state(g.group.instance, "FAULT", now)
+        return actions
+
     # --- the session ------------------------------------------------------------------
 
     def session_up(self, initiator: bool, nonce: bytes,

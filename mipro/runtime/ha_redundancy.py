@@ -38,7 +38,13 @@ from ..core.replication import (
 from ..dataplane.kernel.errors import NETLINK_ERRORS
 from ..wire.sync import BindingBlock
 from . import statefile
-from .redundancy import NotifyFifo, SyncTransport, set_process_name, write_track_file
+from .redundancy import (
+    KeepalivedWatch,
+    NotifyFifo,
+    SyncTransport,
+    set_process_name,
+    write_track_file,
+)
 
 if TYPE_CHECKING:
     from .ha_daemon import HaDaemon
@@ -70,6 +76,8 @@ class HaRedundancy:
                                        self._up, self._data, self._down, daemon.log,
                                        proven=self._proven)
         self.fifo: NotifyFifo | None = None
+        self.keepalived = KeepalivedWatch(cfg.keepalived_pid_file, daemon.log) \
+            if cfg.keepalived_pid_file else None
         self.ticker: asyncio.TimerHandle | None = None
         self.fifo_fd = -1
         self.sessions = 0
@@ -97,8 +105,12 @@ class HaRedundancy:
         self.fifo = NotifyFifo(self.cfg.notify_fifo, self.d.log)
         self.fifo_fd = self.fifo.fileno()
         self.d.add_input(self.fifo_fd, self._on_fifo)
+        self._look_for_keepalived()
+        # an address of ours left by a keepalived that died without a word is not its
+        # word that we are primary: with a watched pid file, only a running one's is
+        alive = self.keepalived is None or self.keepalived.running
         for g in self.groups:
-            if g.address in local_addresses:
+            if g.address in local_addresses and alive:
                 self.run(self.rep.vrrp_state(g.instance, "MASTER", time.time()))
         self._tick()
 
@@ -115,6 +127,9 @@ class HaRedundancy:
         if self.fifo is not None:
             self.d.remove_input(self.fifo_fd)
             self.fifo.close()
+        if self.keepalived is not None and self.keepalived.running:
+            self.d.remove_input(self.keepalived.fileno())
+            self.keepalived.forget()
         for vrid, path in self.track_files.items():  # gone: keepalived must not keep us
             self._track(vrid, path, 1)
 
@@ -128,6 +143,8 @@ class HaRedundancy:
 
     def forward(self, done: list[Any], now: float) -> None:
         """Installs and removals the kernel (or the table) took: to the backup."""
+        if not self._proven():  # no backup to tell: the engine would drop the blocks
+            return
         by_group: dict[IPv4Address, list[BindingBlock]] = defaultdict(list)
         master: dict[IPv4Address, bool] = {}  # per address, not per binding
         block_of = self.d.engine.block_of
@@ -146,7 +163,8 @@ class HaRedundancy:
                     peer=str(self.cfg.peer_address), sessions=self.sessions,
                     refused_connections=self.transport.refused,
                     replaced_connections=self.transport.replaced,
-                    refused_records=self.refused_records)
+                    refused_records=self.refused_records,
+                    keepalived=self.keepalived.describe() if self.keepalived else None)
 
     # --- replication actions --------------------------------------------------------
 
@@ -198,16 +216,56 @@ class HaRedundancy:
             self.d.remove_input(self.fifo_fd)
             self.fifo_fd = self.fifo.fileno()
             self.d.add_input(self.fifo_fd, self._on_fifo)
+        if events and self.keepalived is not None and not self.keepalived.running:
+            self._look_for_keepalived()  # a restarted one speaks: its pid file is written
         for event in events:
             if event.kind == "INSTANCE":
                 self.run(self.rep.vrrp_state(event.name, event.state, time.time()))
 
     def _tick(self) -> None:
         """The engine's timers (handshake timeout, heartbeat, a silent peer, alone at
-        start), and whether keepalived has replaced its FIFO (a reload, a restart)."""
+        start), whether keepalived has replaced its FIFO (a reload, a restart), and
+        whether keepalived runs (the pidfd is an input, paused while the worker is
+        behind: checked here too)."""
         self.ticker = asyncio.get_running_loop().call_later(TICK, self._tick)
         self.run(self.rep.handle_timer(time.time()))
         self._on_fifo()
+        if self.keepalived is not None:
+            if self.keepalived.exited():
+                self._keepalived_exited()
+            else:
+                self._look_for_keepalived()
+
+    def _look_for_keepalived(self) -> None:
+        if self.keepalived is not None and self.keepalived.look():
+            self.d.add_input(self.keepalived.fileno(), self._keepalived_exited)
+
+    def _keepalived_exited(self) -> None:
+        """keepalived's VRRP process is gone.  Killed without a word (SIGKILL, a crash), it
+        left the virtual address on the interface and the peer takes it over after three
+        missed advertisements; as primary we would go on answering there and answering
+        ARP for the away MNs, with the peer doing the same: every group stands down, as
+        for FAULT, until a keepalived is back and says its state.  What it wrote before
+        it died is read first.  A new one already running (keepalived's parent restarts
+        a VRRP child that died) says its state itself: its lines come after the old
+        one's, and its first is BACKUP or FAULT."""
+        w = self.keepalived
+        if w is None or not w.exited():
+            return
+        self.d.remove_input(w.fileno())
+        pid = w.forget()
+        self._on_fifo()
+        self._look_for_keepalived()
+        primary = [g.vrid for g in self.groups if self.rep.role_of(g.address) is Role.MASTER]
+        if w.running:
+            self.d.log("keepalived-gone", "info", pid=pid, path=w.path,
+                       then=f"a new keepalived runs (pid {w.pid}): its state decides")
+            return
+        self.d.log("keepalived-gone", "error" if primary else "info", pid=pid, path=w.path,
+                   primary_for=",".join(map(str, primary)) or "-",
+                   then="standing down: primary for no group until keepalived is back"
+                   if primary else "not primary: nothing to stand down")
+        self.run(self.rep.keepalived_gone(time.time()))
 
     def _up(self, initiator: bool, nonce: bytes) -> None:
         self.sessions += 1

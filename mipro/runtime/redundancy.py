@@ -7,7 +7,9 @@ MASTER 100``), which mipro reads; and it watches a ``track_file`` per instance (
 0: any non-zero value puts the instance in FAULT), which mipro keeps at 1 until its
 replica is in sync, so a home agent that has just started never takes over with an
 empty table.  A ``vrrp_track_process`` on mipro's process name (``mipro-ha``, set with
-prctl) makes keepalived give up the address when mipro dies.
+prctl) makes keepalived give up the address when mipro dies; the other way round, mipro
+watches keepalived's VRRP process (its pid file, a pidfd) and stands down when it dies
+without a word (``KeepalivedWatch``).
 
 The session runs between the two home agents' own addresses: the one with the lower
 address dials (and does not listen), the other listens and accepts only its peer's
@@ -22,6 +24,7 @@ import ctypes
 import ctypes.util
 import os
 import secrets
+import select
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,6 +36,7 @@ from ..core.replication import NONCE_BYTES
 PR_SET_NAME = 15
 DIAL_BACKOFF_MAX = 0.5
 MAX_FIFO_LINE = 65536  # keepalived's lines are short; a longer one is not its
+KEEPALIVED_NAME = "keepalived"  # its processes' comm (the parent's and the VRRP child's)
 
 
 def set_process_name(name: str) -> None:
@@ -178,6 +182,143 @@ class NotifyFifo:
 
     def close(self) -> None:
         os.close(self.fd)
+
+
+class KeepalivedMissing(Exception):
+    """No live keepalived where the pid file points (``level``: how loudly to say so)."""
+
+    def __init__(self, problem: str, level: str = "warning") -> None:
+        super().__init__(problem)
+        self.problem, self.level = problem, level
+
+
+def pid_file_problem(st: os.stat_result) -> str | None:
+    """Whoever writes the pid file chooses the process we take for keepalived: root and we
+    only, as for the FIFO."""
+    if not stat.S_ISREG(st.st_mode):
+        return "not a regular file"
+    if st.st_uid not in (0, os.geteuid()):
+        return f"owned by uid {st.st_uid}, not root's or ours"
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return f"mode {stat.S_IMODE(st.st_mode):04o}: others may write it"
+    return None
+
+
+def read_pid_file(path: str) -> int:
+    """The pid in keepalived's pid file (one decimal number and a newline)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise KeepalivedMissing("no such file: keepalived not started (yet)?", "info") from None
+    except OSError as exc:
+        raise KeepalivedMissing(exc.strerror or str(exc), "error") from None
+    try:
+        problem = pid_file_problem(os.fstat(fd))
+        if problem is not None:
+            raise KeepalivedMissing(f"refused: {problem}", "error")
+        data = os.read(fd, 32)
+    finally:
+        os.close(fd)
+    text = data.decode("ascii", "replace").strip()
+    if not text.isdecimal() or not 1 < int(text) < 1 << 22:
+        raise KeepalivedMissing(f"{text[:20]!r} is not a process id")
+    return int(text)
+
+
+def process_problem(pid: int) -> str | None:
+    """Why process ``pid`` is not a running keepalived of root's (or ours), or None."""
+    try:
+        text = Path(f"/proc/{pid}/status").read_text(errors="replace")
+    except OSError:
+        return f"pid {pid} is not running"
+    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    name = fields.get("Name", "").strip()
+    if name != KEEPALIVED_NAME:
+        return f"pid {pid} is {name!r}, not {KEEPALIVED_NAME}"
+    if fields.get("State", "").strip()[:1] in ("Z", "X"):
+        return f"pid {pid} is not running"
+    uids = fields.get("Uid", "").split()
+    if len(uids) < 2 or any(int(u) not in (0, os.geteuid()) for u in uids[:2]):
+        return f"pid {pid} runs as uid {uids[0] if uids else '?'}, not root"
+    return None
+
+
+def _exited(pidfd: int) -> bool:
+    """A pidfd is readable once its process has exited."""
+    return bool(select.select([pidfd], [], [], 0)[0])
+
+
+class KeepalivedWatch:
+    """keepalived's VRRP process, found through its pid file and held by a pidfd
+    (``fileno``: readable once it exits).  The pidfd names the process, not the number:
+    a pid reused after keepalived died is never taken for it, and the process is checked
+    (name, uid, alive) after the pidfd is open, so the checks are of the process the pidfd
+    holds.  While none is held ``look`` reads the file again (a restarted keepalived
+    writes a new one), saying once per problem why nothing was found."""
+
+    def __init__(self, path: str,
+                 log: Callable[..., None] = lambda *a, **k: None) -> None:
+        self.path = path
+        self.log = log
+        self.pid: int | None = None
+        self.pidfd: int | None = None
+        self.problem: str | None = None  # why nothing was found at the last look
+
+    @property
+    def running(self) -> bool:
+        return self.pidfd is not None
+
+    def fileno(self) -> int:
+        assert self.pidfd is not None
+        return self.pidfd
+
+    def look(self) -> bool:
+        """Find keepalived if none is held: whether one was found now."""
+        if self.pidfd is not None:
+            return False
+        try:
+            self.pid, self.pidfd = self._find()
+        except KeepalivedMissing as exc:
+            if exc.problem != self.problem:  # once per problem, not every tick
+                self.problem = exc.problem
+                level = "info" if exc.level == "info" else \
+                    "error" if exc.level == "error" else "warning"
+                self.log("keepalived-not-found", level, path=self.path, problem=exc.problem)
+            return False
+        self.problem = None
+        self.log("keepalived-found", path=self.path, pid=self.pid)
+        return True
+
+    def _find(self) -> tuple[int, int]:
+        pid = read_pid_file(self.path)
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            raise KeepalivedMissing(f"pid {pid} is not running", "info") from None
+        except OSError as exc:
+            raise KeepalivedMissing(f"pid {pid}: {exc.strerror or exc}", "error") from None
+        problem = process_problem(pid)
+        if problem is None and _exited(fd):  # exited (and maybe reused) while we looked
+            problem = f"pid {pid} is not running"
+        if problem is not None:
+            os.close(fd)
+            raise KeepalivedMissing(problem, "info" if "not running" in problem else "warning")
+        return pid, fd
+
+    def exited(self) -> bool:
+        return self.pidfd is not None and _exited(self.pidfd)
+
+    def forget(self) -> int | None:
+        """Let go of the process (it exited); its pid."""
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+        pid, self.pid, self.pidfd = self.pid, None, None
+        self.problem = f"pid {pid} is not running"  # what the next look finds: said already
+        return pid
+
+    def describe(self) -> dict[str, object]:
+        return {"pid_file": self.path, "pid": self.pid, "running": self.running,
+                "problem": self.problem}
 
 
 def write_track_file(path: str, value: int) -> None:

@@ -41,8 +41,30 @@ def check_keepalived(path: str, cfg: HaConfig) -> None:
              for i, g in enumerate(r.groups)]
     errors, warnings = keepalived.check(r.keepalived_conf, r.notify_fifo, wants,
                                         r.process_name)
+    errors += check_pid_file(path, r.keepalived_pid_file, warnings)
     for line in warnings:
         print(f"warning: {line}")
     if errors:
         raise ConfigError(errors)
     print(f"{r.keepalived_conf}: agrees ({len(wants)} group{'s' if len(wants) > 1 else ''})")
+
+
+def check_pid_file(path: str, pid_file: str | None, warnings: list[str]) -> list[str]:
+    """redundancy.keepalived_pid_file: advised; if it exists now, only root (or mipro's
+    user) may write it (it names the process mipro takes for keepalived)."""
+    import os
+
+    from ..runtime.redundancy import pid_file_problem
+
+    where = f"{path}: redundancy.keepalived_pid_file"
+    if pid_file is None:
+        warnings.append(f"{where}: not set: a keepalived killed without a word (SIGKILL, "
+                        "a crash) leaves this home agent primary until keepalived is back")
+        return []
+    try:
+        problem = pid_file_problem(os.stat(pid_file, follow_symlinks=False))
+    except FileNotFoundError:
+        return []  # keepalived not running now: written when it starts
+    except OSError as exc:
+        problem = exc.strerror or str(exc)
+    return [f"{where}: {pid_file}: {problem}"] if problem else []

@@ -268,6 +268,79 @@ def test_master_backup_master_leaves_no_orphaned_kernel_state(make_lab):
         assert mipro_kernel(lab, ha) == clean[ha], ha
 
 
+def holds(lab: Lab, ha: str, n: int) -> bool:
+    """Whether the home agent's kernel holds n bindings (routes and proxy ARP entries)."""
+    k = mipro_kernel(lab, ha)
+    return len(k["table"]) == n and len(k["proxies"]) == n
+
+
+def fdb(lab: Lab) -> dict[str, str]:
+    """The home bridge's learned MAC addresses: MAC -> port."""
+    rows = json.loads(lab.exec("sw", "bridge", "-j", "fdb", "show", "br", "br-home").stdout)
+    return {r["mac"]: r["ifname"] for r in rows if "permanent" not in r.get("state", "")}
+
+
+def vmac_port(lab: Lab) -> str | None:
+    return fdb(lab).get("00:00:5e:00:01:33")  # VRRP's MAC for VRID 51
+
+
+def port_of(lab: Lab, node: str) -> str | None:
+    mac = json.loads(lab.exec(node, "ip", "-j", "link", "show", "home0").stdout)[0]["address"]
+    return fdb(lab).get(mac)
+
+
+def test_keepalived_killed_without_a_word_makes_the_primary_stand_down(make_lab):
+    """SIGKILL of HA1's keepalived only (its two processes; mipro runs on): keepalived says
+    nothing and leaves 10.1.0.1 on its VMAC link.  HA1's mipro sees the VRRP process die
+    (redundancy.keepalived_pid_file, a pidfd) and stands down: role fault, no binding
+    route or proxy ARP entry in its kernel, one keepalived-gone line; HA2 takes over
+    with every binding.  With the VMAC link gone (the drop-in's ExecStopPost) HA2
+    answers the renewals; keepalived back, HA1 is backup and in sync again."""
+    n = 50
+    lab = make_lab("failover", services=False)
+    prepare(lab, n)
+    none = {"table": [], "proxies": []}
+    start(lab, "ha1", "ha2", "keepalived1", "keepalived2")
+    wait_role(lab, "ha1", "master", 30)
+    wait_role(lab, "ha2", "backup")
+    assert lab.status("ha1")["redundancy"]["keepalived"]["running"]
+    register(lab, n)
+    lab.wait_for(lambda: holds(lab, "ha1", n), 10, "HA1's kernel to hold the bindings")
+    lab.wait_for(lambda: len(bindings(lab, "ha2")) == n, 10, "HA2's copy")
+    assert binding_state(lab, "ha2") == none
+    t_kill = time.time()
+    lab.stop_service("keepalived1", signal.SIGKILL)
+    lab.wait_for(lambda: role(lab, "ha1") == "fault", 5, "HA1 to stand down")
+    stood_down = time.time() - t_kill
+    lab.wait_for(lambda: binding_state(lab, "ha1") == none, 5,
+                 "HA1's kernel to hold no binding")
+    # what makes it matter: keepalived left the address, HA1 still answers ARP for it
+    vmac = lab.exec("ha1", "ip", "-br", "addr", "show", "dev", "vrrp.51").stdout
+    assert VIP in vmac, vmac
+    gone = [x for x in lab.log_lines("ha1") if "event=keepalived-gone" in x]
+    assert len(gone) == 1 and "level=error" in gone[0] and "primary_for=51" in gone[0], gone
+    status = lab.status("ha1")
+    assert not status["redundancy"]["keepalived"]["running"]
+    assert len(status["bindings"]) == n and not any(b["in_kernel"] for b in status["bindings"])
+    lab.wait_for(lambda: holds(lab, "ha2", n), 15, "HA2's kernel to hold every binding")
+    assert role(lab, "ha2") == "master"
+    assert bindings(lab, "ha2").keys() == bindings(lab, "ha1").keys()
+    lab.exec("ha1", "ip", "link", "del", "vrrp.51")  # keepalived-mipro.conf's ExecStopPost
+    # the home bridge last saw the virtual MAC from HA1 (its kernel answered ARP for the
+    # address): HA2's next advertisement, from that MAC, moves it
+    lab.wait_for(lambda: vmac_port(lab) == port_of(lab, "ha2"), 5,
+                 "the virtual MAC on HA2's port of the home bridge")
+    renewals = lab.status("ha2")["counters"].get("renewals", 0)
+    register(lab, n, "renew")
+    assert lab.status("ha2")["counters"].get("renewals", 0) >= renewals + n
+    start(lab, "keepalived1")
+    wait_role(lab, "ha1", "backup", 30)
+    assert lab.status("ha1")["redundancy"]["keepalived"]["running"]
+    assert any("event=keepalived-found" in x for x in lab.log_lines("ha1"))
+    assert binding_state(lab, "ha1") == none and holds(lab, "ha2", n)
+    print(f"HA1 stood down {stood_down:.2f} s after keepalived's SIGKILL (status polled)")
+
+
 SENDER = Path(__file__).with_name("mip_send.py")
 
 
