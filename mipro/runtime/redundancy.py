@@ -71,15 +71,18 @@ class FifoRefused(OSError):
     """The FIFO is not one only keepalived (root) and we can write."""
 
 
-def fifo_problem(st: os.stat_result) -> str | None:
-    """Whoever can write the FIFO sets our role: only root (keepalived) and we may."""
-    if not stat.S_ISFIFO(st.st_mode):
-        return "not a FIFO"
+def _writer_problem(st: os.stat_result) -> str | None:
+    """Why others than root and we may write a file (owner, group or world write)."""
     if st.st_uid not in (0, os.geteuid()):
         return f"owned by uid {st.st_uid}, not root's or ours"
     if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
         return f"mode {stat.S_IMODE(st.st_mode):04o}: others may write it"
     return None
+
+
+def fifo_problem(st: os.stat_result) -> str | None:
+    """Whoever can write the FIFO sets our role: only root (keepalived) and we may."""
+    return "not a FIFO" if not stat.S_ISFIFO(st.st_mode) else _writer_problem(st)
 
 
 class NotifyFifo:
@@ -195,13 +198,7 @@ class KeepalivedMissing(Exception):
 def pid_file_problem(st: os.stat_result) -> str | None:
     """Whoever writes the pid file chooses the process we take for keepalived: root and we
     only, as for the FIFO."""
-    if not stat.S_ISREG(st.st_mode):
-        return "not a regular file"
-    if st.st_uid not in (0, os.geteuid()):
-        return f"owned by uid {st.st_uid}, not root's or ours"
-    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        return f"mode {stat.S_IMODE(st.st_mode):04o}: others may write it"
-    return None
+    return "not a regular file" if not stat.S_ISREG(st.st_mode) else _writer_problem(st)
 
 
 def read_pid_file(path: str) -> int:
