@@ -19,6 +19,7 @@ import errno
 import os
 import socket
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
@@ -132,6 +133,17 @@ def delete_route(dst: bytes, dst_len: int, table: int, metric: int | None) -> Re
         body += _RTA_U32.pack(8, RTA_PRIORITY, metric)
     return Request(body, RTM_DELROUTE, 0, GONE, "route",
                    subject=f"{IPv4Address(dst)}/{dst_len}")
+
+
+def _messages(data: bytes) -> Iterator[tuple[int, int, int, int]]:
+    """The netlink messages in one read: (offset, length, type, sequence number)."""
+    offset = 0
+    while offset + 16 <= len(data):
+        length, msg_type, _, seq, _ = _HDR.unpack_from(data, offset)
+        if length < 16:
+            return
+        yield offset, length, msg_type, seq
+        offset += (length + 3) & ~3
 
 
 def _attrs(data: bytes, offset: int, end: int) -> dict[int, bytes]:
@@ -258,11 +270,7 @@ class RtBatch:
         deadline = asyncio.get_running_loop().time() + 60
         while True:
             data = await self._recv(deadline)
-            offset = 0
-            while offset + 16 <= len(data):
-                length, kind, _, got, _ = _HDR.unpack_from(data, offset)
-                if length < 16:
-                    break
+            for offset, length, kind, got in _messages(data):
                 if got == seq:
                     if kind == NLMSG_DONE:
                         return out
@@ -270,7 +278,6 @@ class RtBatch:
                         code = -struct.unpack_from("=i", data, offset + 16)[0]
                         raise OSError(code, f"dump: {os.strerror(code)}")
                     out.append((data, offset + 16, offset + length))
-                offset += (length + 3) & ~3
 
     async def table_routes(self, table: int) -> list[tuple[bytes, int, int | None]]:
         """The IPv4 routes of ``table``: (destination, prefix length, metric or None)."""
@@ -333,12 +340,8 @@ class RtBatch:
                     raise
                 lost = errno.ENOBUFS
                 continue
-            offset = 0
             done = False
-            while offset + 16 <= len(data):
-                length, msg_type, _, got, _ = _HDR.unpack_from(data, offset)
-                if length < 16:
-                    break
+            for offset, _, msg_type, got in _messages(data):
                 if msg_type == NLMSG_ERROR:
                     if got == barrier:
                         done = True
@@ -350,7 +353,6 @@ class RtBatch:
                             code = -struct.unpack_from("=i", data, offset + 16)[0]
                             if code and code not in req.tolerate:
                                 failures.append(_failure(req, code))
-                offset += (length + 3) & ~3
             if done:
                 break
         if lost:  # what was not answered may or may not have been done: failed
