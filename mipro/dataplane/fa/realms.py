@@ -32,7 +32,6 @@ kernel has no hash:ip,mac sets, and twins are few).
 from __future__ import annotations
 
 import contextlib
-import struct
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -57,18 +56,6 @@ TWIN_CHAIN = "MIPRO-TWIN"  # raw, mangle, filter and nat: visitors sharing a hom
 SELF_CHAIN = "MIPRO-SELF"  # nat POSTROUTING: visitors talking to a host with their address
 MAIN_TABLE = 254
 NUD_PERMANENT = 0x80
-NDA_LLADDR = 2
-_NDMSG = struct.Struct("=BBHiHBB")  # family, padding, ifindex, state, flags, type
-
-
-def neighbour(address: IPv4Address, ifindex: int, mac: bytes) -> rtbatch.Request:
-    """A permanent neighbour entry (address → MAC on ifindex), replaced, as a request for an
-    RtBatch: a visitor's delivery goes to the kernel in one write with its /32."""
-    body = _NDMSG.pack(rtbatch.AF_INET, 0, 0, ifindex, NUD_PERMANENT, 0, 0)
-    body += rtbatch.rta(rtbatch.NDA_DST, address.packed) + rtbatch.rta(NDA_LLADDR, mac)
-    return rtbatch.Request(body, rtbatch.RTM_NEWNEIGH, rtbatch.NLM_F_CREATE |
-                           rtbatch.NLM_F_REPLACE, what=f"neighbour {address}")
-
 
 
 @dataclass
@@ -295,7 +282,7 @@ class Realms:
         if self.rt is None or self.nf is None:
             raise RuntimeError("Realms: a visitor before start()")
         if holder == key:
-            await self.rt.run([neighbour(home, self.lan_index, mac),
+            await self.rt.run([rtbatch.neighbour(home, self.lan_index, mac),
                                rtbatch.route(True, home, main_table, self.lan_index)])
         elif key not in self.aliases:
             alias = self.aliases[key] = ALIASES[self.free_aliases.pop()]

@@ -45,6 +45,7 @@ LWTUNNEL_IP_DST, LWTUNNEL_IP_SRC, LWTUNNEL_IP_TTL = 2, 3, 4
 # IFLA_IPTUN_COLLECT_METADATA, IFLA_GRE_COLLECT_METADATA: one device for every remote
 COLLECT_METADATA = {"ipip": 19, "gre": 18}
 NDA_DST = 1
+NDA_LLADDR = 2
 RTPROT_STATIC = 4
 RT_SCOPE_LINK, RT_SCOPE_NOWHERE = 253, 255
 RTN_UNICAST = 1
@@ -165,6 +166,15 @@ def proxy(add: bool, dst: IPv4Address, ifindex: int) -> Request:
         return Request(body, RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_REPLACE,
                        frozenset({errno.EEXIST}), "proxy", subject=dst)
     return Request(body, RTM_DELNEIGH, 0, GONE, "proxy", subject=dst)
+
+
+def neighbour(address: IPv4Address, ifindex: int, mac: bytes) -> Request:
+    """A permanent neighbour entry (address -> MAC on ifindex), replaced: a visitor's
+    delivery at the FA goes to the kernel in one write with its /32."""
+    body = _NDMSG.pack(AF_INET, 0, 0, ifindex, NUD_PERMANENT, 0, 0)
+    body += rta(NDA_DST, address.packed) + rta(NDA_LLADDR, mac)
+    return Request(body, RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_REPLACE,
+                   what=f"neighbour {address}")
 
 
 def tunnel_link(kind: str, name: str, local: IPv4Address, remote: IPv4Address,
